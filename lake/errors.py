@@ -1,0 +1,38 @@
+"""Errors of the lake package.
+
+    LakeError                 root: anything the lake refuses, with a message saying what to do
+    ├── SourceError           an input file is missing, unreadable or does not fit its mapping
+    ├── LakeNotFound          no lake at the location given
+    └── LakeBusy              another writer holds the lake's commit lock
+
+Every error carries its context as attributes (``file``, ``stream``, ...) so that a job can log
+them and a person can act on them.
+"""
+
+from __future__ import annotations
+
+
+class LakeError(Exception):
+    """Root of the lake's errors; ``retryable`` says whether running again can help."""
+
+    retryable = False
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.context = context
+        for name, value in context.items():
+            setattr(self, name, value)
+
+
+class SourceError(LakeError):
+    """An input cannot be read as a whole; nothing of its commit is archived."""
+
+
+class LakeNotFound(LakeError):
+    """The location holds no lake."""
+
+
+class LakeBusy(LakeError):
+    """Another process is committing to this lake."""
+
+    retryable = True

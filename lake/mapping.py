@@ -1,0 +1,101 @@
+"""Declared column mappings: how a source's field names become the envelope.
+
+A mapping is a small TOML file::
+
+    name = "aws-lambda-stream"
+    [fields]                 # envelope column = source field
+    event_id = "id"
+    event_type = "type"
+    event_time = "timestamp"
+    partition_key = "partitionKey"
+    sequence = "timestamp"
+    payload = "order"
+    [options]
+    event_time_unit = "ms"   # epoch milliseconds; omit for ISO-8601 text or native timestamps
+    metadata = ["tags", "raw"]   # source fields gathered into the metadata JSON object
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from lake.errors import SourceError
+
+MAPPABLE = (
+    "event_id",
+    "stream",
+    "partition_key",
+    "sequence",
+    "event_type",
+    "event_time",
+    "schema_version",
+    "payload",
+    "metadata",
+)
+REQUIRED = ("event_id", "partition_key", "sequence", "event_type", "event_time")
+TIME_UNITS = ("s", "ms", "us")
+BUILTIN = {"aws-lambda-stream": "aws_lambda_stream.toml"}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Which source field feeds each envelope column (identity by default)."""
+
+    name: str = "envelope"
+    fields: dict[str, str] = field(default_factory=lambda: {c: c for c in MAPPABLE})
+    event_time_unit: str | None = None
+    metadata_fields: tuple[str, ...] = ()
+
+    def source(self, column: str) -> str | None:
+        return self.fields.get(column)
+
+    def required_sources(self) -> list[str]:
+        return [self.fields[c] for c in REQUIRED if c in self.fields]
+
+    @classmethod
+    def load(cls, spec: str | Path) -> Mapping:
+        """Load a mapping by built-in name (``aws-lambda-stream``) or TOML path."""
+        text, origin = _read(spec)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SourceError(f"mapping {origin} is not valid TOML: {exc}", file=origin) from exc
+        return cls.from_dict(data, origin)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], origin: str = "<mapping>") -> Mapping:
+        fields = dict(data.get("fields", {}))  # type: ignore[call-overload]
+        options = dict(data.get("options", {}))  # type: ignore[call-overload]
+        unknown = sorted(set(fields) - set(MAPPABLE))
+        missing = [c for c in REQUIRED if c not in fields]
+        unit = options.get("event_time_unit")
+        problems = []
+        if unknown:
+            problems.append(f"unknown envelope columns {unknown} (known: {list(MAPPABLE)})")
+        if missing:
+            problems.append(f"no source field for {missing}")
+        if unit is not None and unit not in TIME_UNITS:
+            problems.append(f"event_time_unit {unit!r} is not one of {list(TIME_UNITS)}")
+        if problems:
+            raise SourceError(f"mapping {origin}: " + "; ".join(problems), file=origin)
+        return cls(
+            name=str(data.get("name", Path(origin).stem)),
+            fields={k: str(v) for k, v in fields.items()},
+            event_time_unit=unit,
+            metadata_fields=tuple(str(f) for f in options.get("metadata", ())),
+        )
+
+
+def _read(spec: str | Path) -> tuple[str, str]:
+    name = str(spec)
+    if name in BUILTIN:
+        return resources.files("lake.mappings").joinpath(BUILTIN[name]).read_text(), name
+    path = Path(spec)
+    if not path.is_file():
+        raise SourceError(
+            f"mapping {name} not found: give a TOML file or one of {sorted(BUILTIN)}", file=name
+        )
+    return path.read_text(), str(path)

@@ -1,0 +1,71 @@
+"""The event envelope (lake schema v1) and the key-bucket function, in one place."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+DEFAULT_BUCKETS = 16
+
+#: The envelope every event in the lake has (DESIGN.md, "The event envelope").
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("partition_key", pa.string(), nullable=False),
+        pa.field("sequence", pa.int64(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("lake_version", pa.int64(), nullable=False),
+        pa.field("schema_version", pa.int32()),
+        pa.field("payload", pa.string()),
+        pa.field("metadata", pa.string()),
+    ]
+)
+
+#: What is stored: the envelope plus the key bucket, the second partition column.
+STORED_SCHEMA = EVENT_SCHEMA.append(pa.field("bucket", pa.int32(), nullable=False))
+
+#: A record that could not become an event: kept with its reason, source and line.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("stream", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("line", pa.int64()),
+        pa.field("record", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("partition_key", pa.string()),
+        pa.field("sequence", pa.int64()),
+        pa.field("event_type", pa.string()),
+        pa.field("event_time", pa.timestamp("us", tz="UTC")),
+        pa.field("record_hash", pa.string(), nullable=False),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("lake_version", pa.int64(), nullable=False),
+    ]
+)
+
+ENVELOPE_COLUMNS = tuple(EVENT_SCHEMA.names)
+
+
+def bucket_of(partition_key: str, buckets: int = DEFAULT_BUCKETS) -> int:
+    """The key bucket of a partition key: the first 32 bits of its MD5, modulo ``buckets``.
+
+    MD5 because DuckDB, Polars and Python all compute it identically and stably across versions.
+    """
+    return int(hashlib.md5(partition_key.encode("utf-8")).hexdigest()[:8], 16) % buckets
+
+
+def bucket_sql(column: str, buckets: int) -> str:
+    """The same function as :func:`bucket_of`, as a DuckDB expression over a quoted column."""
+    return f"CAST(CAST('0x' || left(md5({column}), 8) AS UBIGINT) % {int(buckets)} AS INTEGER)"
+
+
+def conform(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    """Cast a stream of batches to ``schema`` (types and not-null flags) without collecting it."""
+    return pa.RecordBatchReader.from_batches(
+        schema, (batch.select(schema.names).cast(schema) for batch in reader)
+    )

@@ -1,0 +1,31 @@
+"""Quoting for the SQL this package writes: identifiers and literals are never pasted raw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted SQL identifier; embedded quotes are doubled, NUL is refused."""
+    if "\x00" in identifier:
+        raise ValueError(f"identifier {identifier!r} contains NUL")
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: object) -> str:
+    """A SQL literal for strings, numbers, booleans, None, datetimes and lists of them."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMPTZ {literal(value.isoformat())}"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("string literal contains NUL")
+    return "'" + text.replace("'", "''") + "'"

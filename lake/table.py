@@ -1,0 +1,296 @@
+"""The lake's storage: two Delta tables (``events``, ``quarantine``) under one location.
+
+Delta gives atomic multi-file commits and numbered versions; this module adds the workbench's
+rules on top: ``lake_version`` is the Delta version of the events commit that added a row
+(commits are serialized by a lock, so the version is known before the commit and checked after
+it), and files are pruned by their partition values and column statistics before anything is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from lake.errors import LakeBusy, LakeError, LakeNotFound
+from lake.schema import DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events"
+QUARANTINE = "quarantine"
+PARTITIONS = ["stream", "bucket"]
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One Parquet file of a snapshot, with what its statistics say about it."""
+
+    path: str
+    stream: str
+    bucket: int
+    rows: int
+    size_bytes: int
+    min_time: datetime | None
+    max_time: datetime | None
+    min_version: int
+    max_version: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A fixed view of the lake: one Delta version of the events table and its files."""
+
+    delta_version: int
+    lake_version: int
+    buckets: int
+    files: tuple[DataFile, ...]
+
+    def select(
+        self,
+        *,
+        streams: Sequence[str] | None = None,
+        buckets: Sequence[int] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_version: int | None = None,
+        as_of: int | None = None,
+    ) -> list[DataFile]:
+        """The files that can hold events inside every given filter; the others are never read."""
+        chosen = []
+        for f in self.files:
+            if streams is not None and f.stream not in streams:
+                continue
+            if buckets is not None and f.bucket not in buckets:
+                continue
+            if since is not None and f.max_time is not None and f.max_time < since:
+                continue
+            if until is not None and f.min_time is not None and f.min_time >= until:
+                continue
+            if after_version is not None and f.max_version <= after_version:
+                continue
+            if as_of is not None and f.min_version > as_of:
+                continue
+            chosen.append(f)
+        return chosen
+
+    def streams(self) -> list[str]:
+        return sorted({f.stream for f in self.files})
+
+
+def _local_path(uri: str) -> Path | None:
+    if "://" not in uri:
+        return Path(uri)
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    return None
+
+
+class Lake:
+    """A Parquet event lake at a local path or an object-store URI."""
+
+    def __init__(self, uri: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
+        text = os.fspath(uri)
+        local = _local_path(text)
+        self.uri = str(local.resolve()) if local is not None else text.rstrip("/")
+        self.local = local.resolve() if local is not None else None
+        self.storage_options = storage_options or {}
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # -- locations -------------------------------------------------------------------------
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self.table_uri(EVENTS), self.storage_options)
+
+    def _table(self, name: str, version: int | None = None) -> DeltaTable:
+        try:
+            return DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
+        except TableNotFoundError as exc:
+            raise LakeNotFound(
+                f"no event lake at {self.uri}: create one with `rebuild lake ingest` or "
+                "`rebuild lake sample`",
+                uri=self.uri,
+            ) from exc
+
+    # -- creation ----------------------------------------------------------------------------
+    def create(self, buckets: int = DEFAULT_BUCKETS) -> Lake:
+        """Create the empty tables (version 0) if they do not exist yet; idempotent."""
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+        description = json.dumps({"schema_version": SCHEMA_VERSION, "buckets": buckets})
+        for name, schema, parts in (
+            (EVENTS, STORED_SCHEMA, PARTITIONS),
+            (QUARANTINE, QUARANTINE_SCHEMA, None),
+        ):
+            if not DeltaTable.is_deltatable(self.table_uri(name), self.storage_options):
+                write_deltalake(
+                    self.table_uri(name),
+                    schema.empty_table(),
+                    partition_by=parts,
+                    mode="ignore",
+                    description=description,
+                    storage_options=self.storage_options,
+                )
+        return self
+
+    @property
+    def buckets(self) -> int:
+        description = self._table(EVENTS).metadata().description or "{}"
+        return int(json.loads(description).get("buckets", DEFAULT_BUCKETS))
+
+    def buckets_of(self, partition_keys: Sequence[str]) -> list[int]:
+        n = self.buckets
+        return sorted({bucket_of(k, n) for k in partition_keys})
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot(self, delta_version: int | None = None) -> Snapshot:
+        """The events table at one Delta version (default: the latest), with its file list."""
+        table = self._table(EVENTS, delta_version)
+        description = json.loads(table.metadata().description or "{}")
+        actions = pa.table(table.get_add_actions(flatten=True))
+        files = tuple(_data_files(table, actions))
+        lake_version = max((f.max_version for f in files), default=0)
+        return Snapshot(
+            delta_version=table.version(),
+            lake_version=lake_version,
+            buckets=int(description.get("buckets", DEFAULT_BUCKETS)),
+            files=files,
+        )
+
+    def history(self) -> list[dict[str, object]]:
+        """Commits of the events table, newest first: version, timestamp (ms), operation."""
+        return [
+            {"version": h["version"], "timestamp": h["timestamp"], "operation": h["operation"]}
+            for h in self._table(EVENTS).history()
+        ]
+
+    def version_at(self, when: datetime) -> int:
+        """The last lake_version committed at or before ``when``."""
+        ms = when.timestamp() * 1000
+        versions = [
+            int(h["version"])  # type: ignore[call-overload]
+            for h in self.history()
+            if h["operation"] == "WRITE" and int(h["timestamp"]) <= ms  # type: ignore[call-overload]
+        ]
+        return max(versions, default=0)
+
+    # -- commits -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def commit_lock(self, timeout: float = 600.0) -> Iterator[None]:
+        """Serialize commits so every commit's lake_version is known before it is written.
+
+        Local lakes use an advisory file lock. Object stores have no lock here: one writer per
+        lake at a time (a scheduled ingest), and the version check after each commit catches a race.
+        """
+        if self.local is None:
+            yield
+            return
+        path = self.local / "_commit.lock"
+        with open(path, "a+") as handle:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LakeBusy(
+                            f"another process has been committing to {self.uri} for {timeout:.0f}s; "
+                            "try again when it has finished",
+                            uri=self.uri,
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def next_version(self) -> int:
+        return self._table(EVENTS).version() + 1
+
+    def write(
+        self,
+        name: str,
+        data: pa.RecordBatchReader | pa.Table,
+        *,
+        expected_version: int | None = None,
+        mode: str = "append",
+        predicate: str | None = None,
+        operation: str = "ingest",
+    ) -> int:
+        """One atomic Delta commit to ``name``; returns the version it got. Hold ``commit_lock``."""
+        uri = self.table_uri(name)
+        write_deltalake(
+            uri,
+            data,
+            mode=mode,  # type: ignore[arg-type]
+            predicate=predicate,
+            partition_by=PARTITIONS if name == EVENTS else None,
+            storage_options=self.storage_options,
+            commit_properties=CommitProperties(custom_metadata={"workbench.operation": operation}),
+        )
+        version = self._table(name).version()
+        if expected_version is not None and version != expected_version:
+            raise LakeError(
+                f"commit to {uri} got version {version}, expected {expected_version}: another "
+                "writer committed concurrently; run `rebuild lake audit` and ingest one writer at a time",
+                uri=uri,
+            )
+        return version
+
+    def quarantine_table(self) -> DeltaTable:
+        return self._table(QUARANTINE)
+
+    def quarantine_files(self) -> list[str]:
+        return list(self._table(QUARANTINE).file_uris())
+
+
+def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
+    if actions.num_rows == 0:
+        return
+    uris = {u.rsplit("/", 1)[-1]: u for u in table.file_uris()}
+
+    def column(name: str) -> list[object]:
+        if name in actions.column_names:
+            return actions.column(name).to_pylist()
+        return [None] * actions.num_rows
+
+    for path, stream, bucket, rows, size, tmin, tmax, vmin, vmax in zip(
+        column("path"),
+        column("partition.stream"),
+        column("partition.bucket"),
+        column("num_records"),
+        column("size_bytes"),
+        column("min.event_time"),
+        column("max.event_time"),
+        column("min.lake_version"),
+        column("max.lake_version"),
+        strict=True,
+    ):
+        yield DataFile(
+            path=uris[str(path).rsplit("/", 1)[-1]],
+            stream=str(stream),
+            bucket=int(bucket),  # type: ignore[call-overload]
+            rows=int(rows or 0),  # type: ignore[call-overload]
+            size_bytes=int(size),  # type: ignore[call-overload]
+            min_time=tmin,  # type: ignore[arg-type]
+            max_time=tmax,  # type: ignore[arg-type]
+            min_version=int(vmin) if vmin is not None else 0,  # type: ignore[call-overload]
+            max_version=int(vmax) if vmax is not None else 0,  # type: ignore[call-overload]
+        )
+

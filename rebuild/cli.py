@@ -1,0 +1,109 @@
+"""The ``rebuild`` console script: ``main(argv) -> int``.
+
+Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected error,
+130 interrupted. Every command takes ``--json`` and then prints exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from lake import LakeError
+from rebuild.config import Config, redact
+from rebuild.errors import RebuildError
+from rebuild.output import Output
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failed(Exception):
+    """A command ran but its verdict is a failure (exit 1); its result was already printed."""
+
+
+class State:
+    """What every command gets: the configuration (loaded once) and the output."""
+
+    def __init__(self, config_path: str | None, lake: str | None, store: str | None, json_out: bool):
+        self._config_path, self._lake, self._store = config_path, lake, store
+        self.out = Output(json=json_out)
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = Config.load(self._config_path, lake_uri=self._lake, store_uri=self._store)
+        return self._config
+
+
+def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
+    """A subcommand with ``--json`` and the shared State passed first."""
+
+    def decorate(func: F) -> F:
+        @group.command(name, **kwargs)
+        @click.option("--json", "json_out", is_flag=True, help="Print one JSON object on stdout.")
+        @click.pass_obj
+        @wraps(func)
+        def wrapper(state: State, json_out: bool, **options: Any) -> Any:
+            state.out.json = state.out.json or json_out
+            return func(state, **options)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(), help="workbench.toml to use.")
+@click.option("--lake", help="Lake location (path or s3://bucket/prefix); overrides the config.")
+@click.option("--store", help="View store URI; overrides the config.")
+@click.option("--json", "json_out", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: str | None, json_out: bool, verbose: int) -> None:
+    """Rebuild projections from the event lake, check them against live, cut over."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = State(config_path, lake, store, json_out)
+
+
+def _register() -> None:
+    # The command modules attach themselves to ``cli``; imported here, not at import of this module's users.
+    from rebuild import cli_lake, cli_views  # noqa: F401
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code instead of exiting."""
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_out = "--json" in args
+    out = Output(json=json_out)
+    try:
+        cli.main(args=args, prog_name="rebuild", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.UsageError as exc:
+        out.error(exc.format_message(), EXIT_USAGE, "usage")
+        return EXIT_USAGE
+    except click.Abort:
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
+        return EXIT_INTERRUPTED
+    except Failed:
+        return EXIT_FAILED
+    except (LakeError, RebuildError) as exc:
+        out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""One frozen configuration, loaded once: defaults < workbench.toml < REBUILD_* env < arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rebuild.errors import ConfigError
+
+FILENAME = "workbench.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the lake and the views are, which projections exist, and DuckDB's limits."""
+
+    lake_uri: str = ".demo/lake"
+    store_uri: str = "duckdb:///.demo/views.duckdb"
+    projection_modules: tuple[str, ...] = ("rebuild.examples",)
+    memory_limit: str = "4GB"
+    temp_directory: str | None = None
+    threads: int | None = None
+    reports_dir: str = "reports"
+    source: str | None = None
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: object,
+    ) -> Config:
+        """Read ``path`` (or $REBUILD_CONFIG, or ./workbench.toml when present) and apply overrides."""
+        env = os.environ if env is None else env
+        chosen = path or env.get("REBUILD_CONFIG")
+        file = Path(chosen) if chosen else Path.cwd() / FILENAME
+        if chosen and not file.is_file():
+            raise ConfigError(f"configuration file {file} not found", file=str(file))
+        config = cls._from_file(file) if file.is_file() else cls()._resolved(Path.cwd())
+        env_values = {
+            "lake_uri": env.get("REBUILD_LAKE_URI"),
+            "store_uri": env.get("REBUILD_STORE_URI"),
+            "memory_limit": env.get("REBUILD_MEMORY_LIMIT"),
+            "temp_directory": env.get("REBUILD_TEMP_DIRECTORY"),
+        }
+        config = replace(config, **{k: v for k, v in env_values.items() if v})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
+        return replace(config, **given)._resolved(Path.cwd())  # type: ignore[arg-type]
+
+    @classmethod
+    def _from_file(cls, file: Path) -> Config:
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
+        duck = data.get("duckdb", {})
+        defaults = cls()
+        config = cls(
+            lake_uri=data.get("lake", {}).get("uri", defaults.lake_uri),
+            store_uri=data.get("store", {}).get("uri", defaults.store_uri),
+            projection_modules=tuple(data.get("projections", {}).get("modules", defaults.projection_modules)),
+            memory_limit=str(duck.get("memory_limit", defaults.memory_limit)),
+            temp_directory=duck.get("temp_directory"),
+            threads=duck.get("threads"),
+            reports_dir=data.get("reports", {}).get("dir", defaults.reports_dir),
+            source=str(file),
+            storage_options={str(k): str(v) for k, v in data.get("lake", {}).get("storage_options", {}).items()},
+        )
+        return config._resolved(file.parent)
+
+    def _resolved(self, base: Path) -> Config:
+        """Relative paths resolved against ``base`` (the config file's folder)."""
+        return replace(
+            self,
+            lake_uri=_resolve_path(self.lake_uri, base),
+            store_uri=_resolve_store(self.store_uri, base),
+            projection_modules=tuple(
+                _resolve_path(m, base) if m.endswith(".py") else m for m in self.projection_modules
+            ),
+            temp_directory=_resolve_path(self.temp_directory, base) if self.temp_directory else None,
+            reports_dir=_resolve_path(self.reports_dir, base),
+        )
+
+    def redacted(self) -> dict[str, object]:
+        """The configuration for logs and --json: passwords never appear."""
+        return {
+            "lake_uri": redact(self.lake_uri),
+            "store_uri": redact(self.store_uri),
+            "projection_modules": list(self.projection_modules),
+            "memory_limit": self.memory_limit,
+            "temp_directory": self.temp_directory,
+            "source": self.source,
+        }
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def _resolve_store(uri: str, base: Path) -> str:
+    for scheme in ("duckdb", "parquet"):  # duckdb:///rel/path and duckdb:////abs/path
+        prefix = f"{scheme}:///"
+        if uri.startswith(prefix):
+            return f"{scheme}://" + _resolve_path(uri[len(prefix) :], base)
+    if "://" in uri:
+        return uri
+    return _resolve_path(uri, base)
+
+
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URIs anywhere in ``text``: ``postgresql://u:secret@h/db`` -> ``u:***@h``."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\g<head>***@", text))

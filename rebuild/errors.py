@@ -1,0 +1,47 @@
+"""Errors of the rebuild package.
+
+    RebuildError              root: a run, plan, store or cutover cannot go on
+    ├── ConfigError           workbench.toml or an option is wrong
+    ├── ProjectionError       a projection is unknown, raises, or returns the wrong shape
+    ├── StoreError            the view store refuses (missing table, bad URI, ...)
+    ├── ViewLocked            another run, backfill or cutover holds the view's lock
+    └── CutoverRefused        no passing check report for the shadow (use --force to override)
+
+Like ``lake.LakeError``, every error carries its context as attributes and says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class RebuildError(Exception):
+    """Root of the rebuild package's errors."""
+
+    retryable = False
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.context = context
+        for name, value in context.items():
+            setattr(self, name, value)
+
+
+class ConfigError(RebuildError):
+    """The configuration or a command-line option cannot be used."""
+
+
+class ProjectionError(RebuildError):
+    """A projection is unknown, failed, or produced rows that break its contract."""
+
+
+class StoreError(RebuildError):
+    """The view store cannot do what was asked."""
+
+
+class ViewLocked(RebuildError):
+    """Another process holds the view's lock."""
+
+    retryable = True
+
+
+class CutoverRefused(RebuildError):
+    """Cutover needs a passing check report for the shadow's run."""

@@ -1,0 +1,55 @@
+"""The CLI's only way to print: one JSON object under --json, readable text otherwise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+
+def _default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def to_json(payload: object) -> str:
+    return json.dumps(payload, default=_default, sort_keys=False)
+
+
+@dataclass
+class Output:
+    """Where a command's result goes: stdout as JSON for machines, rich text for people."""
+
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def result(self, payload: dict[str, Any], render: Callable[[Console], None] | None = None) -> None:
+        """Print a command's result: exactly one JSON object, or ``render`` for people."""
+        if self.json:
+            sys.stdout.write(to_json(payload) + "\n")
+            sys.stdout.flush()
+        elif render is not None:
+            render(self.console)
+        else:
+            for key, value in payload.items():
+                self.console.print(f"[bold]{key}[/bold]: {value}")
+
+    def error(self, message: str, code: int, kind: str) -> None:
+        if self.json:
+            sys.stdout.write(to_json({"error": message, "kind": kind, "exit_code": code}) + "\n")
+        else:
+            self.errors.print(f"[red]error[/red]: {message}", markup=True)

@@ -1,0 +1,60 @@
+"""Shared factories: a lake from a list of event dicts, files in every input format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import lake
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def event(
+    n: int,
+    *,
+    key: str = "o1",
+    seq: int | None = None,
+    type: str = "OrderPlaced",
+    at: datetime | None = None,
+    payload: dict[str, object] | None = None,
+    stream: str | None = None,
+) -> dict[str, object]:
+    """One valid envelope record (without lake-assigned columns)."""
+    record: dict[str, object] = {
+        "event_id": f"e{n}",
+        "partition_key": key,
+        "sequence": n if seq is None else seq,
+        "event_type": type,
+        "event_time": (at or T0 + timedelta(minutes=n)).isoformat(),
+        "payload": payload if payload is not None else {"n": n},
+    }
+    if stream is not None:
+        record["stream"] = stream
+    return record
+
+
+def write_ndjson(path: Path, records: Iterable[object]) -> Path:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def make_lake(tmp_path: Path) -> Callable[..., lake.Lake]:
+    """``make_lake(events, stream="orders")``: a lake holding ``events`` in one commit."""
+    counter = iter(range(1_000_000))
+
+    def make(events: Iterable[dict[str, object]] = (), stream: str = "orders", path: Path | None = None) -> lake.Lake:
+        target = lake.Lake(path or tmp_path / "lake").create()
+        records = list(events)
+        if records:
+            source = write_ndjson(tmp_path / f"batch-{next(counter)}.ndjson", records)
+            lake.ingest(target, [source], stream=stream)
+        return target
+
+    return make

@@ -1,0 +1,43 @@
+"""The core archive contract: events in, duplicates kept once, bad records quarantined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lake
+from tests.conftest import event, write_ndjson
+
+
+def test_ingest_archives_valid_events_and_quarantines_the_rest(tmp_path: Path) -> None:
+    source = write_ndjson(
+        tmp_path / "in.ndjson",
+        [event(1), event(2), "{not json", {**event(3), "sequence": -4}],
+    )
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.archived, result.quarantined, result.duplicates) == (2, 2, 0)
+    rows = lake.read_events(target).order("sequence").fetchall()
+    assert [r[0] for r in rows] == ["e1", "e2"]
+    quarantined = lake.read_quarantine(target).order("line").project("line, reason").fetchall()
+    assert quarantined[0] == (3, "malformed record: malformed JSON")
+    assert quarantined[1][0] == 4 and "non-negative" in quarantined[1][1]
+
+
+def test_ingesting_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
+    source = write_ndjson(tmp_path / "in.ndjson", [event(i) for i in range(1, 6)] + ["oops"])
+    target = lake.Lake(tmp_path / "lake")
+    first = lake.ingest(target, [source], stream="orders")
+    second = lake.ingest(target, [source], stream="orders")
+    assert first.archived == 5 and second.archived == 0 and second.duplicates == 5
+    assert lake.read_events(target).count("*").fetchall()[0][0] == 5
+    assert lake.read_quarantine(target).count("*").fetchall()[0][0] == 1
+    assert second.lake_version == first.lake_version
+
+
+def test_each_commit_is_one_new_lake_version(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    a = lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", [event(1)])], stream="orders")
+    b = lake.ingest(target, [write_ndjson(tmp_path / "b.ndjson", [event(2)])], stream="orders")
+    assert b.lake_version == a.lake_version + 1
+    versions = dict(lake.read_events(target).project("event_id, lake_version").fetchall())
+    assert versions == {"e1": a.lake_version, "e2": b.lake_version}
