@@ -87,7 +87,8 @@ def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=max(1 << 20, rows * 128)),
+            # single-threaded: only then does pyarrow tell the number of a row it cannot split
+            read_options=pacsv.ReadOptions(block_size=max(1 << 20, rows * 128), use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header}, strings_can_be_null=True

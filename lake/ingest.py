@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from lake.errors import SourceError
-from lake.formats import Rejected, detect_format, parquet_columns, read_batches
+from lake.formats import SUFFIXES, Rejected, detect_format, parquet_columns, read_batches
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, STORED_SCHEMA, bucket_sql, conform
 from lake.sql import literal, quote
@@ -78,8 +78,11 @@ def ingest(
     temp_directory: str | None = None,
     ingested_at: datetime | None = None,
 ) -> IngestResult:
-    """Archive ``paths`` into ``lake`` in one commit. Missing or unreadable files archive nothing."""
-    files = [Path(p) for p in paths]
+    """Archive ``paths`` into ``lake`` in one commit. Missing or unreadable files archive nothing.
+
+    A folder stands for the data files under it (a foreign Parquet lake), in name order.
+    """
+    files = _expand([Path(p) for p in paths])
     for path in files:
         if not path.is_file():
             raise SourceError(f"input file {path} does not exist; nothing was archived", file=str(path))
@@ -115,22 +118,27 @@ def ingest_batches(
     memory_limit: str = "2GB",
     temp_directory: str | None = None,
     ingested_at: datetime | None = None,
+    commit_metadata: dict[str, str] | None = None,
 ) -> IngestResult:
     """Stage, check and commit raw batches from any source (files, a PostgreSQL table, ...).
 
     ``ingested_at`` defaults to now; the sample generator sets it to replay a simulated history.
+    ``commit_metadata`` (e.g. a source position) is stored in the events commit itself; when
+    nothing is archived it still gets an (empty) events commit of its own, so it is never lost.
     """
     if stream is None and "stream" not in mapping.fields:
         raise SourceError("no stream given: pass --stream NAME or map a stream field")
     started = time.monotonic()
     lake.create()
+    if temp_directory is not None:  # a configured spill folder may not exist yet
+        Path(temp_directory).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=temp_directory) as tmp:
         con = _connect(Path(tmp), memory_limit)
         read = _stage(con, batches, mapping, stream)
         with lake.commit_lock():
             version = lake.next_version()
             counts = _resolve(con, lake)
-            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC))
+            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata)
         reasons = dict(
             con.sql("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL").fetchall()
         )
@@ -158,6 +166,26 @@ def ingest_batches(
 
 
 # -- reading -----------------------------------------------------------------------------------
+def _expand(paths: list[Path]) -> list[Path]:
+    """Folders become their data files (skipping ``_*`` and ``.*`` entries such as ``_delta_log``)."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in SUFFIXES
+            and not any(part.startswith(("_", ".")) for part in f.relative_to(path).parts)
+        )
+        if not found:
+            raise SourceError(f"folder {path} holds no NDJSON, CSV or Parquet file; nothing was archived", file=str(path))
+        files.extend(found)
+    return files
+
+
 def _read_checked(path: Path, fmt: str, rows: int, mapping: Mapping) -> Iterator[pa.Table]:
     rejected: list[Rejected] = []
     first = True
@@ -235,6 +263,10 @@ def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
             (f"nullif(trim({get.text(c)}), '') IS NOT NULL", literal(f"missing field {c} ({get.name(c)})"))
             for c in ("event_id", "partition_key", "event_type")
         ],
+        *[
+            (get.scalar(c), literal(f"wrong type: {c} ({get.name(c)}) must be a string, not an object, array or boolean"))
+            for c in ("event_id", "partition_key", "event_type", "stream")
+        ],
         (f"{stream_expr} IS NOT NULL", literal("missing field stream")),
         (f"{seq} IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
         (
@@ -297,6 +329,17 @@ class _Fields:
             return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         return f"CAST({quote(source)} AS VARCHAR)"
 
+    def scalar(self, column: str) -> str:
+        """True unless the field is an object, array or boolean (a text column must not be one)."""
+        source = self.mapping.fields.get(column)
+        if not self._present(source):
+            return "true"
+        assert source is not None
+        if self.fmt == "ndjson":
+            return f"coalesce(json_type(_j, {self._path(source)}) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
+        kind = self.schema.field(source).type
+        return "false" if pa.types.is_nested(kind) or pa.types.is_boolean(kind) else "true"
+
     def json(self, column: str) -> tuple[str, str]:
         """(expression, whether it came as text that must still be checked to be JSON)."""
         source = self.mapping.fields.get(column)
@@ -330,6 +373,8 @@ class _Fields:
         return "true"
 
     def ok_reason(self) -> str:
+        if self.fmt != "ndjson":  # typed rows have no raw text to judge (and no _raw column)
+            return "'unreadable row'"
         return "CASE WHEN json_valid(_raw) THEN 'not a JSON object' ELSE 'malformed JSON' END"
 
     def source(self) -> str:
@@ -415,18 +460,25 @@ def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
 
 # -- commit ------------------------------------------------------------------------------------
 def _commit(
-    con: duckdb.DuckDBPyConnection, lake: Lake, version: int, counts: dict[str, int], now: datetime
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    version: int,
+    counts: dict[str, int],
+    now: datetime,
+    metadata: dict[str, str] | None = None,
 ) -> None:
     """Quarantine first (de-duplicated by record hash), then the events as one commit."""
     _commit_quarantine(con, lake, version, now)
     if counts["archived"] == 0:
+        if metadata:  # no events, but the metadata (a source position) must still be committed
+            lake.write(EVENTS, STORED_SCHEMA.empty_table(), expected_version=version, metadata=metadata)
         return
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in ("ingested_at", "lake_version"))
     reader = con.sql(
         f"SELECT {columns}, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version "
         "FROM accepted ORDER BY stream, bucket, partition_key, sequence"
     ).to_arrow_reader(250_000)
-    lake.write(EVENTS, conform(reader, STORED_SCHEMA), expected_version=version)
+    lake.write(EVENTS, conform(reader, STORED_SCHEMA), expected_version=version, metadata=metadata)
 
 
 def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> None:

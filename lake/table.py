@@ -179,6 +179,13 @@ class Lake:
             for h in self._table(EVENTS).history()
         ]
 
+    def commit_metadata(self, limit: int | None = None) -> list[tuple[int, dict[str, str]]]:
+        """``(version, workbench.* custom metadata)`` of the events table's commits, newest first."""
+        return [
+            (int(h["version"]), {k: str(v) for k, v in h.items() if k.startswith("workbench.")})
+            for h in self._table(EVENTS).history(limit)
+        ]
+
     def version_at(self, when: datetime) -> int:
         """The last lake_version committed at or before ``when``."""
         ms = when.timestamp() * 1000
@@ -232,9 +239,15 @@ class Lake:
         mode: str = "append",
         predicate: str | None = None,
         operation: str = "ingest",
+        metadata: dict[str, str] | None = None,
     ) -> int:
-        """One atomic Delta commit to ``name``; returns the version it got. Hold ``commit_lock``."""
+        """One atomic Delta commit to ``name``; returns the version it got. Hold ``commit_lock``.
+
+        ``metadata`` goes into the commit itself (Delta custom metadata), so a source position
+        stored there is committed atomically with the events.
+        """
         uri = self.table_uri(name)
+        custom = {**(metadata or {}), "workbench.operation": operation}
         write_deltalake(
             uri,
             data,
@@ -242,7 +255,7 @@ class Lake:
             predicate=predicate,
             partition_by=PARTITIONS if name == EVENTS else None,
             storage_options=self.storage_options,
-            commit_properties=CommitProperties(custom_metadata={"workbench.operation": operation}),
+            commit_properties=CommitProperties(custom_metadata=custom),
         )
         version = self._table(name).version()
         if expected_version is not None and version != expected_version:

@@ -1,17 +1,97 @@
-"""``rebuild demo`` and the view commands (ls, plan, run, backfill, check, cutover, rollback)."""
+"""``rebuild demo`` and the view commands: ls, plan, run, cutover, rollback, runs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from rich.console import Console
 
 from rebuild.cli import State, cli, command
+from rebuild.cli_lake import table_of
+from rebuild.options import click_options, from_kwargs
+from rebuild.workbench import Workbench
+
+
+def workbench(state: State) -> Workbench:
+    wb = Workbench(state.config)
+    wb.json_output = state.out.json
+    return wb
 
 
 @command(cli, "demo")
 @click.option("--events", default=200_000, show_default=True, help="Size of the sample lake.")
 @click.option("--seed", default=7, show_default=True)
 def demo_cmd(state: State, events: int, seed: int) -> None:
-    """The whole story on the embedded default: sample lake, audit (rebuild, check, cutover follow)."""
+    """The whole story on the embedded default: sample lake, rebuild, check, cutover, rollback."""
     from rebuild.demo import run_demo
 
     run_demo(state, events=events, seed=seed)
+
+
+@command(cli, "ls")
+def ls_cmd(state: State) -> None:
+    """Projections with version, strategy, their view's state and how far behind the lake it is."""
+    with workbench(state) as wb:
+        states = [s.to_dict() for s in wb.ls()]
+    state.out.result({"views": states}, lambda c: c.print(table_of("views", states)))
+
+
+@command(cli, "plan")
+@click.argument("view")
+@click_options
+def plan_cmd(state: State, view: str, **options: Any) -> None:
+    """Show what `rebuild run VIEW` would read and write, without writing anything."""
+    with workbench(state) as wb:
+        plan = wb.plan(view, from_kwargs(**options))
+    state.out.result(plan.to_dict(), lambda c: _print_plan(c, plan.to_dict(), plan.summary()))
+
+
+def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
+    console.print(summary)
+    for key in ("mode", "method", "kind", "reason", "lake_version", "after_version", "streams", "event_types",
+                "since", "until", "key_count", "reads", "writes", "estimated_rows"):
+        console.print(f"  {key:>14}: {data[key]}")
+
+
+@command(cli, "run")
+@click.argument("view")
+@click_options
+def run_cmd(state: State, view: str, **options: Any) -> None:
+    """Rebuild VIEW (or part of it) into VIEW__shadow; live is never touched."""
+    with workbench(state) as wb:
+        result = wb.run(view, from_kwargs(**options))
+    state.out.result(result.to_dict(), lambda c: c.print(result.summary()))
+
+
+@command(cli, "cutover")
+@click.argument("view")
+@click.option("--force", is_flag=True, help="Cut over without a passing check report (recorded in the run).")
+def cutover_cmd(state: State, view: str, force: bool) -> None:
+    """Make VIEW__shadow live in one transaction; the old live view is kept for rollback."""
+    with workbench(state) as wb:
+        cp = wb.cutover(view, force=force)
+    state.out.result(cp.to_dict(), lambda c: c.print(f"{view} is live from run {cp.run_id} ({cp.rows:,} rows, {cp.kind})"))
+
+
+@command(cli, "rollback")
+@click.argument("view")
+def rollback_cmd(state: State, view: str) -> None:
+    """Restore the previous live VIEW in one transaction (rollback again to undo)."""
+    with workbench(state) as wb:
+        cp = wb.rollback(view)
+    state.out.result(cp.to_dict(), lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again"))
+
+
+@command(cli, "runs")
+@click.argument("view", required=False)
+@click.option("--limit", default=20, show_default=True)
+def runs_cmd(state: State, view: str | None, limit: int) -> None:
+    """Recent runs (newest first) from _rebuild_runs."""
+    with workbench(state) as wb:
+        runs = [r.to_dict() for r in wb.runs(view, limit)]
+    for r in runs:
+        r.pop("plan")
+    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", [
+        {k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict", "forced")}
+        for r in runs])))

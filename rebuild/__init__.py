@@ -1,0 +1,34 @@
+"""Replay the event lake through vectorized projections into shadow views; cut over; roll back."""
+
+from rebuild.config import Config
+from rebuild.errors import (
+    ConfigError,
+    CutoverRefused,
+    ProjectionError,
+    RebuildError,
+    StoreError,
+    ViewLocked,
+)
+from rebuild.options import RunOptions
+from rebuild.plan import Plan
+from rebuild.projection import Projection, Window, projection
+from rebuild.runner import RunResult
+from rebuild.workbench import ViewState, Workbench
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CutoverRefused",
+    "Plan",
+    "Projection",
+    "ProjectionError",
+    "RebuildError",
+    "RunOptions",
+    "RunResult",
+    "StoreError",
+    "ViewLocked",
+    "ViewState",
+    "Window",
+    "Workbench",
+    "projection",
+]

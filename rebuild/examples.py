@@ -1,0 +1,143 @@
+"""Example projections for the sample order domain, one per incremental strategy.
+
+Used by the demo, the notebooks, the tests and the benchmarks. Money is DECIMAL(18,2), so sums
+are exact and any order of applying events gives the same totals.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from rebuild.projection import Window, projection
+
+ORDER_EVENTS = [
+    "OrderPlaced", "ItemAdded", "ItemRemoved", "PaymentAuthorized", "PaymentFailed",
+    "OrderShipped", "OrderCancelled", "RefundIssued",
+]
+PAYLOAD = {
+    "customer_id": "VARCHAR",
+    "currency": "VARCHAR",
+    "quantity": "INTEGER",
+    "unit_price": "DECIMAL(18,2)",
+    "amount": "DECIMAL(18,2)",
+}
+
+
+@projection(
+    name="order_summary",
+    version=2,
+    key="order_id",
+    consumes=ORDER_EVENTS,
+    streams=["orders"],
+    incremental="by_key",
+    payload=PAYLOAD,
+    expectations={
+        "not_null": ["customer_id", "status"],
+        "between": {"items": [0, None], "total": [0, None]},
+        "in_set": {"status": ["placed", "paid", "payment_failed", "shipped", "cancelled", "refunded"]},
+    },
+    thresholds={"max_changed_fraction": 0.0},
+)
+def order_summary() -> str:
+    """Latest state per order: status, items, total, paid, refunded and version (last sequence)."""
+    return """
+        SELECT partition_key AS order_id,
+               any_value(customer_id) AS customer_id,
+               any_value(currency) AS currency,
+               arg_max(CASE event_type
+                           WHEN 'OrderPlaced' THEN 'placed'
+                           WHEN 'PaymentAuthorized' THEN 'paid'
+                           WHEN 'PaymentFailed' THEN 'payment_failed'
+                           WHEN 'OrderShipped' THEN 'shipped'
+                           WHEN 'OrderCancelled' THEN 'cancelled'
+                           WHEN 'RefundIssued' THEN 'refunded' END,
+                       sequence)
+                   FILTER (WHERE event_type NOT IN ('ItemAdded', 'ItemRemoved')) AS status,
+               CAST(coalesce(sum(CASE event_type WHEN 'ItemAdded' THEN quantity
+                                                 WHEN 'ItemRemoved' THEN -quantity END), 0) AS BIGINT) AS items,
+               CAST(coalesce(sum(CASE event_type WHEN 'ItemAdded' THEN quantity * unit_price
+                                                 WHEN 'ItemRemoved' THEN -quantity * unit_price END), 0)
+                    AS DECIMAL(18, 2)) AS total,
+               CAST(coalesce(sum(amount) FILTER (WHERE event_type = 'PaymentAuthorized'), 0) AS DECIMAL(18, 2)) AS paid,
+               CAST(coalesce(sum(amount) FILTER (WHERE event_type = 'RefundIssued'), 0) AS DECIMAL(18, 2)) AS refunded,
+               max(sequence) AS version
+        FROM events
+        GROUP BY partition_key
+    """
+
+
+@projection(
+    name="customer_ltv",
+    key=["customer_id", "currency"],
+    consumes=["OrderPlaced", "PaymentAuthorized", "RefundIssued"],
+    streams=["orders"],
+    engine="polars",
+    incremental="merge",
+    payload={"customer_id": "VARCHAR", "currency": "VARCHAR", "amount": "DECIMAL(18,2)"},
+    merge={"orders": "sum", "authorized": "sum", "refunded": "sum", "first_order_at": "min", "last_event_at": "max"},
+    expectations={"not_null": ["customer_id", "currency"], "between": {"orders": [0, None]}},
+)
+def customer_ltv(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Per customer and currency: orders placed, amounts authorized and refunded (a Polars merge)."""
+    kind = pl.col("event_type")
+    return events.group_by("customer_id", "currency").agg(
+        orders=(kind == "OrderPlaced").sum().cast(pl.Int64),
+        authorized=pl.col("amount").filter(kind == "PaymentAuthorized").sum(),
+        refunded=pl.col("amount").filter(kind == "RefundIssued").sum(),
+        first_order_at=pl.col("event_time").filter(kind == "OrderPlaced").min(),
+        last_event_at=pl.col("event_time").max(),
+    )
+
+
+@projection(
+    name="daily_revenue",
+    key=["day", "currency"],
+    consumes=["OrderPlaced", "PaymentAuthorized", "RefundIssued"],
+    streams=["orders"],
+    incremental="by_window",
+    window=Window(column="day", size="1 day"),
+    payload={"currency": "VARCHAR", "amount": "DECIMAL(18,2)"},
+    expectations={"not_null": ["day", "currency"]},
+)
+def daily_revenue() -> str:
+    """Per event-time day (UTC) and currency: orders placed, authorized, refunded, net."""
+    return """
+        SELECT CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE) AS day,
+               currency,
+               count(*) FILTER (WHERE event_type = 'OrderPlaced') AS orders,
+               CAST(coalesce(sum(amount) FILTER (WHERE event_type = 'PaymentAuthorized'), 0) AS DECIMAL(18, 2)) AS authorized,
+               CAST(coalesce(sum(amount) FILTER (WHERE event_type = 'RefundIssued'), 0) AS DECIMAL(18, 2)) AS refunded,
+               CAST(authorized - refunded AS DECIMAL(18, 2)) AS net
+        FROM events
+        WHERE currency IS NOT NULL
+        GROUP BY ALL
+    """
+
+
+@projection(
+    name="order_timeline",
+    key="order_id",
+    consumes=["OrderPlaced", "PaymentAuthorized", "PaymentFailed", "OrderShipped", "OrderCancelled", "RefundIssued"],
+    streams=["orders"],
+    incremental="by_key",
+)
+def order_timeline() -> str:
+    """Per order: placed and shipped times, hours to ship, status transitions and their path.
+
+    Needs sequence order: the transitions come from window functions over each order's events.
+    """
+    return """
+        WITH ordered AS (
+            SELECT partition_key, sequence, event_id, event_time, event_type,
+                   lag(event_type) OVER (PARTITION BY partition_key ORDER BY sequence, event_id) AS previous
+            FROM events
+        )
+        SELECT partition_key AS order_id,
+               min(event_time) FILTER (WHERE event_type = 'OrderPlaced') AS placed_at,
+               min(event_time) FILTER (WHERE event_type = 'OrderShipped') AS shipped_at,
+               round(date_diff('second', placed_at, shipped_at) / 3600.0, 3) AS hours_to_ship,
+               count(*) FILTER (WHERE previous IS DISTINCT FROM event_type) AS transitions,
+               string_agg(event_type, ' > ' ORDER BY sequence, event_id) AS path
+        FROM ordered
+        GROUP BY partition_key
+    """

@@ -1,0 +1,106 @@
+"""Run options, defined once: the CLI's ``plan``/``run`` flags and the Workbench's keyword
+arguments are both generated from ``RunOptions`` (a test proves they cannot drift)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rebuild.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+PROGRESS = ("auto", "bar", "log", "none")
+
+
+def _opt(default: Any, flag: str, help: str, **click_kwargs: Any) -> Any:
+    return field(default=default, metadata={"flag": flag, "help": help, **click_kwargs})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What part of a view to rebuild, and from which lake state."""
+
+    full: bool = _opt(False, "--full", "Recompute the whole view (default without a live checkpoint or after a code change).")
+    incremental: bool = _opt(False, "--incremental", "Catch up live from its checkpoint with the projection's strategy.")
+    keys: tuple[str, ...] = _opt((), "--keys", "Correct these partition keys (repeat, or comma-separate).", multiple=True)
+    keys_file: str | None = _opt(None, "--keys-file", "Correct the partition keys listed in this file, one per line.")
+    since: str | None = _opt(None, "--since", "Correct events from this event time on (ISO date or time, UTC).")
+    until: str | None = _opt(None, "--until", "Correct events before this event time (ISO date or time, UTC).")
+    as_of: str | None = _opt(None, "--as-of", "Replay the lake as it was at this lake_version or timestamp.")
+    exclude_quarantined: bool = _opt(False, "--exclude-quarantined", "Leave out partition keys that have quarantined records.")
+    progress: str = _opt("auto", "--progress", "Progress display: bar for people, log lines for jobs.", type=click.Choice(PROGRESS))
+
+    def partition_keys(self) -> tuple[str, ...] | None:
+        """The keys of --keys and --keys-file together, or None when neither was given."""
+        keys = [k for item in self.keys for k in item.split(",") if k]
+        if self.keys_file:
+            path = Path(self.keys_file)
+            if not path.is_file():
+                raise ConfigError(f"keys file {path} not found", file=str(path))
+            keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return tuple(dict.fromkeys(keys)) or None
+
+    def time_range(self) -> tuple[datetime | None, datetime | None]:
+        return parse_time(self.since, "--since"), parse_time(self.until, "--until")
+
+    def validate(self) -> None:
+        if self.full and self.incremental:
+            raise ConfigError("--full and --incremental exclude each other")
+        targeted = self.partition_keys() is not None or self.since or self.until
+        if targeted and (self.full or self.incremental):
+            raise ConfigError("--keys/--since/--until choose a partial run: drop --full/--incremental")
+        since, until = self.time_range()
+        if since and until and since >= until:
+            raise ConfigError(f"--since {self.since} is not before --until {self.until}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_time(text: str | None, flag: str = "time") -> datetime | None:
+    """An ISO date or date-time; naive values are UTC."""
+    if text is None or text == "":
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        except ValueError:
+            raise ConfigError(f"{flag} {text!r} is not an ISO date or time (2026-09-01 or 2026-09-01T12:00)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def click_options(func: F) -> F:
+    """Add one click option per RunOptions field (the only place the flags are declared)."""
+    for f in reversed(fields(RunOptions)):
+        meta = dict(f.metadata)
+        flag = meta.pop("flag")
+        if f.type in ("bool", bool):
+            func = click.option(flag, f.name, is_flag=True, default=False, **meta)(func)
+        else:
+            func = click.option(flag, f.name, default=f.default, show_default=f.default not in (None, ()), **meta)(func)
+    return func
+
+
+def from_kwargs(**kwargs: Any) -> RunOptions:
+    """RunOptions from keyword arguments; an unknown name is an error listing the known ones."""
+    known = {f.name for f in fields(RunOptions)}
+    unknown = set(kwargs) - known
+    if unknown:
+        raise ConfigError(f"unknown run options {sorted(unknown)}; known: {sorted(known)}")
+    if isinstance(kwargs.get("keys"), str):
+        kwargs["keys"] = (kwargs["keys"],)
+    if "keys" in kwargs and kwargs["keys"] is not None:
+        kwargs["keys"] = tuple(str(k) for k in kwargs["keys"])
+    for name in ("since", "until", "as_of"):
+        if isinstance(kwargs.get(name), datetime | date | int):
+            kwargs[name] = kwargs[name].isoformat() if not isinstance(kwargs[name], int) else str(kwargs[name])
+    options = RunOptions(**kwargs)
+    options.validate()
+    return options

@@ -1,0 +1,165 @@
+"""Plan, then apply: a frozen Plan says what a run will read and write; the runner executes it.
+
+The plan pins the lake snapshot (its Delta version), so running it later reads exactly the same
+events; ``rebuild plan`` and ``Workbench.plan`` show it without writing anything.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from lake import EventFilter, Lake, Snapshot
+from rebuild.errors import ConfigError
+from rebuild.options import RunOptions, parse_time
+from rebuild.projection import Projection
+from rebuild.store import LIVE, Store
+from rebuild.store.base import shadow_name
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run reads (lake snapshot, filters, files) and writes (the shadow)."""
+
+    view: str
+    projection_version: int
+    fingerprint: str
+    engine: str
+    strategy: str
+    mode: str  # full | incremental | targeted
+    method: str  # full | by_key | by_window | merge | scoped: how rows are computed
+    kind: str  # full (the whole view) | patch (rows for a scope of keys or windows)
+    reason: str
+    delta_version: int
+    lake_version: int
+    after_version: int | None
+    live_lake_version: int | None
+    streams: tuple[str, ...] | None
+    event_types: tuple[str, ...] | None
+    since: datetime | None
+    until: datetime | None
+    keys: tuple[str, ...] | None
+    exclude_quarantined: bool
+    files: int
+    buckets: tuple[int, ...]
+    estimated_events: int
+    writes: str
+    estimated_rows: int | None
+
+    def selection(self) -> EventFilter:
+        """The events that decide the scope (all events for a full run)."""
+        return EventFilter(
+            streams=self.streams, event_types=self.event_types, since=self.since, until=self.until,
+            after_version=self.after_version, as_of=self.lake_version, partition_keys=self.keys,
+        )
+
+    def everything(self, since: datetime | None = None, until: datetime | None = None) -> EventFilter:
+        """All events the projection consumes, up to the plan's lake_version."""
+        return EventFilter(streams=self.streams, event_types=self.event_types, since=since, until=until,
+                           as_of=self.lake_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["keys"] = list(self.keys[:20]) if self.keys else None
+        data["key_count"] = len(self.keys) if self.keys else 0
+        data["reads"] = {"files": self.files, "buckets": list(self.buckets), "estimated_events": self.estimated_events}
+        return data
+
+    def summary(self) -> str:
+        scope = {
+            "full": "the whole view",
+            "incremental": f"events after lake_version {self.after_version}",
+            "targeted": "a part of the view",
+        }[self.mode]
+        return (
+            f"{self.view} v{self.projection_version} [{self.strategy}] {self.mode} run ({self.reason}): "
+            f"{scope}, lake_version <= {self.lake_version}; reads {self.files} files "
+            f"(~{self.estimated_events:,} events) -> {self.writes} ({self.kind})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in self.to_dict().items() if k not in ("keys",)
+        )
+        return f"<b>Plan</b>: {html.escape(self.summary())}<table>{rows}</table>"
+
+
+def make_plan(lake: Lake, store: Store, projection: Projection, options: RunOptions,
+              snapshot: Snapshot | None = None) -> Plan:
+    """Decide mode, scope and lake position for a run of ``projection`` with ``options``."""
+    options.validate()
+    snapshot = snapshot or lake.snapshot()
+    as_of = _as_of(lake, snapshot, options.as_of)
+    live = store.checkpoint(projection.name, LIVE)
+    keys = options.partition_keys()
+    since, until = options.time_range()
+    mode, reason, after = _mode(projection, options, live, keys, since, until, as_of)
+    method = _method(projection, mode)
+    plan = Plan(
+        view=projection.name, projection_version=projection.version, fingerprint=projection.fingerprint,
+        engine=projection.engine, strategy=projection.incremental, mode=mode, method=method,
+        kind="full" if method == "full" else "patch", reason=reason,
+        delta_version=snapshot.delta_version, lake_version=as_of, after_version=after,
+        live_lake_version=live.lake_version if live else None,
+        streams=projection.streams, event_types=projection.consumes, since=since, until=until, keys=keys,
+        exclude_quarantined=options.exclude_quarantined, files=0, buckets=(), estimated_events=0,
+        writes=shadow_name(projection.name), estimated_rows=None,
+    )
+    return _estimate(lake, snapshot, store, plan)
+
+
+def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
+    if text is None:
+        return snapshot.lake_version
+    if text.strip().isdigit():
+        version = int(text)
+        if version > snapshot.lake_version:
+            raise ConfigError(f"--as-of {version} is after the lake's latest lake_version {snapshot.lake_version}")
+        return version
+    when = parse_time(text, "--as-of")
+    assert when is not None
+    return lake.version_at(when)
+
+
+def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,
+          as_of: int) -> tuple[str, str, int | None]:
+    if keys is not None or since is not None or until is not None:
+        return "targeted", "keys or event-time range given", None
+    if options.full:
+        return "full", "--full", None
+    if options.as_of is not None:
+        return "full", f"replaying the lake as of lake_version {as_of}", None
+    if live is None:
+        return "full", "no live checkpoint", None
+    if live.projection_version != projection.version or live.fingerprint != projection.fingerprint:
+        return "full", "the projection's version or code changed since live was built", None
+    if live.lake_version > as_of:
+        return "full", "live is ahead of this lake snapshot", None
+    return "incremental", f"catching up live from lake_version {live.lake_version}", live.lake_version
+
+
+def _method(projection: Projection, mode: str) -> str:
+    if mode == "full" or (mode == "incremental" and projection.incremental == "full"):
+        return "full"
+    if projection.incremental in ("by_key", "by_window"):
+        return projection.incremental
+    if projection.incremental == "merge" and mode == "incremental":
+        return "merge"
+    return "scoped"
+
+
+def _estimate(lake: Lake, snapshot: Snapshot, store: Store, plan: Plan) -> Plan:
+    """Files and events the run's deciding selection reads, and rows it may write."""
+    f = plan.selection() if plan.method != "full" else plan.everything()
+    files = f.files(snapshot, lake)
+    live_rows = store.count(plan.view) if store.exists(plan.view) else None
+    return replace(
+        plan,
+        files=len(files),
+        buckets=tuple(sorted({x.bucket for x in files})),
+        estimated_events=sum(x.rows for x in files),
+        estimated_rows=live_rows if plan.kind == "full" else None,
+    )

@@ -1,0 +1,78 @@
+"""Progress, chosen by name: a bar for people, log lines for jobs, nothing for tests and --json."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Protocol
+
+log = logging.getLogger("rebuild.progress")
+
+
+class Progress(Protocol):
+    def start(self, total: int, unit: str, description: str) -> None: ...
+    def advance(self, steps: int = 1, note: str = "") -> None: ...
+    def close(self) -> None: ...
+
+
+class Silent:
+    def start(self, total: int, unit: str, description: str) -> None:
+        pass
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LogLines:
+    """One log line per step with rate and an estimate of the time left (for cron and CI)."""
+
+    def start(self, total: int, unit: str, description: str) -> None:
+        self.total, self.unit, self.description = total, unit, description
+        self.done, self.started = 0, time.monotonic()
+        log.warning("%s: %s %s to do", description, total, unit)
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        self.done += steps
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        log.warning(
+            "%s: %s/%s %s (%.1f %s/s, %.0fs left)%s", self.description, self.done, self.total,
+            self.unit, rate, self.unit, left, f" {note}" if note else "",
+        )
+
+    def close(self) -> None:
+        log.warning("%s: done in %.1fs", self.description, time.monotonic() - self.started)
+
+
+class Bar:
+    """A tqdm bar (tqdm.auto: a widget in notebooks, text in terminals)."""
+
+    def start(self, total: int, unit: str, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit=f" {unit}", desc=description, leave=False)
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        self.bar.update(steps)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def choose(name: str, json_output: bool = False) -> Progress:
+    """``auto`` is a bar on a terminal or notebook, log lines otherwise, silence under --json."""
+    if name == "none" or (json_output and name == "auto"):
+        return Silent()
+    if name == "log":
+        return LogLines()
+    if name == "bar":
+        return Bar()
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return Bar() if interactive else LogLines()

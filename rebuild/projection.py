@@ -1,0 +1,233 @@
+"""Projections: pure functions from events to view rows, with the metadata a rebuild needs.
+
+    @projection(name="order_summary", version=1, key="order_id", consumes=[...])
+    def order_summary() -> str:
+        return "SELECT partition_key AS order_id, ... FROM events GROUP BY ALL"
+
+A DuckDB projection returns SQL reading the relation ``events`` (or takes the relation and
+returns one); a Polars projection maps a LazyFrame to a LazyFrame; a Python fold (the slow
+escape hatch) maps one partition's ordered events to rows. Events arrive filtered to
+``consumes``/``streams``, with the payload fields of ``payload`` as typed columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rebuild.errors import ProjectionError
+
+log = logging.getLogger(__name__)
+
+Engine = Literal["duckdb", "polars", "python"]
+Strategy = Literal["full", "by_key", "merge", "by_window"]
+ENGINES = ("duckdb", "polars", "python")
+STRATEGIES = ("full", "by_key", "merge", "by_window")
+MERGE_OPS = ("sum", "min", "max")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """An event-time window: the view column holding the window start, and its size."""
+
+    column: str = "day"
+    size: str = "1 day"
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A registered projection; ``fingerprint`` changes whenever its code or metadata does."""
+
+    name: str
+    version: int
+    key: tuple[str, ...]
+    func: Callable[..., Any]
+    engine: Engine = "duckdb"
+    incremental: Strategy = "by_key"
+    consumes: tuple[str, ...] | None = None
+    streams: tuple[str, ...] | None = None
+    payload: dict[str, str] = field(default_factory=dict)
+    output: dict[str, str] | None = None
+    window: Window | None = None
+    merge: dict[str, str] | None = None
+    expectations: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        try:
+            source = inspect.getsource(self.func)
+        except (OSError, TypeError):
+            source = getattr(self.func, "__qualname__", repr(self.func))
+        meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
+                     sorted(self.payload.items()), self.window, self.merge))
+        return hashlib.sha256((source + meta).encode()).hexdigest()[:16]
+
+    @property
+    def partition_column(self) -> str:
+        """For by_key projections: the view column that holds the partition key."""
+        return self.key[0]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "key": list(self.key),
+            "engine": self.engine,
+            "incremental": self.incremental,
+            "consumes": list(self.consumes) if self.consumes else None,
+            "streams": list(self.streams) if self.streams else None,
+            "fingerprint": self.fingerprint,
+            "description": self.description,
+        }
+
+
+def _check(p: Projection) -> None:
+    problems = []
+    if not _NAME.match(p.name):
+        problems.append("name must be lower_snake_case (letters, digits, _; at most 63)")
+    if p.engine not in ENGINES:
+        problems.append(f"engine {p.engine!r} is not one of {list(ENGINES)}")
+    if p.incremental not in STRATEGIES:
+        problems.append(f"incremental {p.incremental!r} is not one of {list(STRATEGIES)}")
+    if not p.key:
+        problems.append("key must name at least one view column")
+    if p.incremental == "by_window" and (p.window is None or p.window.column not in p.key):
+        problems.append("by_window needs window=Window(column=...) naming one of the key columns")
+    if p.incremental == "merge":
+        ops = p.merge or {}
+        if not ops or any(op not in MERGE_OPS for op in ops.values()):
+            problems.append(f"merge needs merge={{column: op}} with ops in {list(MERGE_OPS)}")
+    if p.engine == "python" and p.incremental not in ("by_key", "full"):
+        problems.append("a Python fold is per partition: use incremental='by_key' or 'full'")
+    if problems:
+        raise ProjectionError(f"projection {p.name!r}: " + "; ".join(problems), projection=p.name)
+
+
+class Registry:
+    """Projections by name. Registering another projection under a taken name is an error."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Projection] = {}
+
+    def add(self, p: Projection) -> Projection:
+        _check(p)
+        old = self._items.get(p.name)
+        if old is not None and _origin(old.func) != _origin(p.func):
+            raise ProjectionError(
+                f"projection {p.name!r} is defined twice ({_origin(old.func)} and {_origin(p.func)}); "
+                "rename one of them",
+                projection=p.name,
+            )
+        self._items[p.name] = p  # the same definition re-run (a notebook cell) replaces itself
+        return p
+
+    def get(self, name: str) -> Projection:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none loaded"
+            raise ProjectionError(
+                f"unknown projection {name!r}; known: {known}. List modules under [projections] "
+                "modules in workbench.toml",
+                projection=name,
+            ) from None
+
+    def __iter__(self) -> Iterable[Projection]:  # type: ignore[override]
+        return iter(sorted(self._items.values(), key=lambda p: p.name))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+
+
+#: Every projection decorated anywhere in the process lands here; a Workbench picks its own.
+REGISTRY = Registry()
+
+
+def projection(
+    *,
+    name: str,
+    key: str | Sequence[str],
+    version: int = 1,
+    consumes: Sequence[str] | None = None,
+    streams: Sequence[str] | None = None,
+    engine: Engine = "duckdb",
+    incremental: Strategy | None = None,
+    payload: dict[str, str] | None = None,
+    output: dict[str, str] | None = None,
+    window: Window | None = None,
+    merge: dict[str, str] | None = None,
+    expectations: dict[str, Any] | None = None,
+    thresholds: dict[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Callable[[Callable[..., Any]], Projection]:
+    """Declare a projection. ``payload`` maps payload fields to DuckDB types (decoded once)."""
+
+    def decorate(func: Callable[..., Any]) -> Projection:
+        p = Projection(
+            name=name,
+            version=version,
+            key=(key,) if isinstance(key, str) else tuple(key),
+            func=func,
+            engine=engine,
+            incremental=incremental or "by_key",
+            consumes=tuple(consumes) if consumes else None,
+            streams=tuple(streams) if streams else None,
+            payload=dict(payload or {}),
+            output=dict(output) if output else None,
+            window=window,
+            merge=dict(merge) if merge else None,
+            expectations=dict(expectations or {}),
+            thresholds=dict(thresholds or {}),
+            description=(inspect.getdoc(func) or "").split("\n\n")[0],
+        )
+        return (registry or REGISTRY).add(p)
+
+    return decorate
+
+
+def load_modules(modules: Sequence[str]) -> None:
+    """Import projection modules by dotted name or ``.py`` path; errors name the module."""
+    for spec in modules:
+        try:
+            if spec.endswith(".py"):
+                _import_file(Path(spec))
+            else:
+                importlib.import_module(spec)
+        except ProjectionError:
+            raise
+        except (ImportError, SyntaxError, FileNotFoundError) as exc:
+            raise ProjectionError(
+                f"cannot load projection module {spec!r}: {exc}; check [projections] modules in "
+                "workbench.toml",
+                module=spec,
+            ) from exc
+
+
+def _import_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    name = "workbench_projections_" + hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)

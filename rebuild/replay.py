@@ -1,0 +1,200 @@
+"""Replay: the events of a selection as the relation ``events``, and a projection applied to it.
+
+Everything is SQL over the lake's Parquet files in one DuckDB connection: the files are chosen
+from the snapshot (stream, bucket, time and version statistics), the payload is decoded once
+into typed columns, and the projection's result is materialized as a temporary table.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from lake import EventFilter, Lake, Snapshot
+from lake.schema import ENVELOPE_COLUMNS
+from lake.sql import literal, quote
+from rebuild.errors import ProjectionError
+from rebuild.projection import Projection
+
+log = logging.getLogger(__name__)
+HIVE = "hive_partitioning = true, hive_types = {'stream': VARCHAR, 'bucket': INTEGER}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events a step reads: a lake filter plus, optionally, a table of partition keys."""
+
+    filter: EventFilter
+    keys_table: str | None = None
+    buckets: tuple[int, ...] | None = None
+    exclude_quarantined: bool = False
+
+
+def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> tuple[str, int, int]:
+    """SQL for the selected events with decoded payload; also the file count and row estimate."""
+    f = selection.filter
+    files = snapshot.select(
+        streams=f.streams, buckets=selection.buckets, since=f.since, until=f.until,
+        after_version=f.after_version, as_of=f.as_of,
+    )
+    if f.partition_keys is not None:
+        wanted = set(lake.buckets_of(f.partition_keys))
+        files = [x for x in files if x.bucket in wanted]
+    columns = ", ".join(quote(c) for c in ENVELOPE_COLUMNS)
+    if not files:
+        source = _empty_events()
+    else:
+        source = f"read_parquet({literal([x.path for x in files])}, {HIVE})"
+    where = [f.where()]
+    if f.partition_keys is not None:
+        where.append(f"partition_key IN (SELECT unnest({literal(list(f.partition_keys))}))")
+    if selection.keys_table is not None:
+        where.append(f"partition_key IN (SELECT partition_key FROM {quote(selection.keys_table)})")
+    if selection.exclude_quarantined:
+        where.append("partition_key NOT IN (SELECT partition_key FROM __quarantined_keys)")
+    decoded = _payload_columns(projection)
+    sql = f"SELECT {columns}{decoded} FROM {source} WHERE {' AND '.join(where)}"
+    return sql, len(files), sum(x.rows for x in files)
+
+
+def _empty_events() -> str:
+    return (
+        "(SELECT NULL::VARCHAR AS event_id, NULL::VARCHAR AS stream, NULL::VARCHAR AS partition_key, "
+        "NULL::BIGINT AS sequence, NULL::VARCHAR AS event_type, NULL::TIMESTAMPTZ AS event_time, "
+        "NULL::TIMESTAMPTZ AS ingested_at, NULL::BIGINT AS lake_version, NULL::INTEGER AS schema_version, "
+        "NULL::VARCHAR AS payload, NULL::VARCHAR AS metadata WHERE false)"
+    )
+
+
+def _payload_columns(projection: Projection) -> str:
+    if not projection.payload:
+        return ""
+    clash = set(projection.payload) & set(ENVELOPE_COLUMNS)
+    if clash:
+        raise ProjectionError(
+            f"projection {projection.name!r}: payload fields {sorted(clash)} clash with envelope columns",
+            projection=projection.name,
+        )
+    spec = literal(json.dumps(projection.payload))
+    return f", unnest(from_json(payload, {spec}))"
+
+
+def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str) -> int:
+    """Run ``projection`` over the events SQL into temp table ``target``; returns its row count."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events}")
+    try:
+        if projection.engine == "polars":
+            _polars(con, projection, target)
+        else:
+            _duckdb(con, projection, target)
+    except ProjectionError:
+        raise
+    except (duckdb.Error, pl.exceptions.PolarsError, pa.ArrowException, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ProjectionError(
+            f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}; nothing was written",
+            projection=projection.name,
+        ) from exc
+    return int(con.sql(f"SELECT count(*) FROM {quote(target)}").fetchall()[0][0])
+
+
+def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, target: str) -> None:
+    result = projection.func() if _takes_no_args(projection) else projection.func(con.view("events"))
+    if isinstance(result, str):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS {result}")
+        return
+    if not isinstance(result, duckdb.DuckDBPyRelation):
+        raise ProjectionError(
+            f"projection {projection.name!r} returned {type(result).__name__}; a DuckDB projection "
+            "returns SQL text or a DuckDBPyRelation",
+            projection=projection.name,
+        )
+    result.create_view("__projection_result", replace=True)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __projection_result")
+
+
+def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, target: str) -> None:
+    events = pl.from_arrow(con.sql("SELECT * FROM events").to_arrow_table())
+    assert isinstance(events, pl.DataFrame)
+    result = projection.func(events.lazy())
+    if not isinstance(result, pl.LazyFrame | pl.DataFrame):
+        raise ProjectionError(
+            f"projection {projection.name!r} returned {type(result).__name__}; a Polars projection "
+            "returns a LazyFrame",
+            projection=projection.name,
+        )
+    frame = result.collect() if isinstance(result, pl.LazyFrame) else result
+    con.register("__polars_result", frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __polars_result")
+    finally:
+        con.unregister("__polars_result")
+
+
+def _takes_no_args(projection: Projection) -> bool:
+    return not inspect.signature(projection.func).parameters
+
+
+def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
+    """Keys present, not null and unique; declared output columns and types present."""
+    described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {quote(table)}").fetchall()}
+    missing = [k for k in projection.key if k not in described]
+    if missing:
+        raise ProjectionError(
+            f"projection {projection.name!r} returned no key column {missing} (it returned {list(described)})",
+            projection=projection.name,
+        )
+    if projection.output:
+        wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c, "").upper() != t.upper()}
+        if wrong:
+            raise ProjectionError(
+                f"projection {projection.name!r} returned the wrong schema: "
+                + ", ".join(f"{c} expected {t}, got {g or 'nothing'}" for c, (t, g) in wrong.items()),
+                projection=projection.name,
+            )
+    keys = ", ".join(quote(k) for k in projection.key)
+    nulls = " OR ".join(f"{quote(k)} IS NULL" for k in projection.key)
+    rows, distinct, null_rows = con.sql(
+        f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {quote(table)})), "
+        f"count(*) FILTER (WHERE {nulls}) FROM {quote(table)}"
+    ).fetchall()[0]
+    if null_rows:
+        raise ProjectionError(
+            f"projection {projection.name!r} returned {null_rows} rows with a NULL key ({keys}); nothing was written",
+            projection=projection.name,
+        )
+    if distinct != rows:
+        sample = con.sql(
+            f"SELECT {keys}, count(*) AS n FROM {quote(table)} GROUP BY ALL HAVING n > 1 LIMIT 3"
+        ).fetchall()
+        raise ProjectionError(
+            f"projection {projection.name!r} returned {rows - distinct} duplicate keys ({keys}), "
+            f"e.g. {sample}; nothing was written",
+            projection=projection.name,
+        )
+
+
+def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Temp table of partition keys that have quarantined records (for --exclude-quarantined)."""
+    files = lake.quarantine_files()
+    source = f"read_parquet({literal(files)})" if files else "(SELECT NULL::VARCHAR AS partition_key WHERE false)"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT DISTINCT partition_key FROM {source} "
+        "WHERE partition_key IS NOT NULL"
+    )
+
+
+def time_window_bounds(con: duckdb.DuckDBPyConnection, events: str, size: str) -> tuple[datetime | None, datetime | None]:
+    """[first window start, last window end) of the events' event times."""
+    interval = literal(size)
+    row = con.sql(
+        f"SELECT time_bucket(INTERVAL {interval}, min(event_time)), "
+        f"time_bucket(INTERVAL {interval}, max(event_time)) + INTERVAL {interval} FROM ({events})"
+    ).fetchall()[0]
+    return row[0], row[1]

@@ -1,0 +1,226 @@
+"""Apply a plan: replay the selected events through the projection and publish the shadow.
+
+Each method reads the events that decide the run's scope (all of them for a full run), computes
+the rows of that scope from all their events, checks the projection's contract, then the store
+writes the shadow, its scope, the run record and the checkpoint in one transaction.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from lake import Lake, Snapshot
+from lake.sql import quote
+from rebuild.errors import ProjectionError
+from rebuild.plan import Plan
+from rebuild.progress import Progress, Silent
+from rebuild.projection import Projection
+from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys, time_window_bounds
+from rebuild.store import Checkpoint, Published, RunRecord, Store
+from rebuild.store.base import SHADOW
+
+REBUILT, SCOPE, PARTIAL, KEYS, ALL = "__rebuilt", "__scope", "__partial", "__keys", "__all"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its record and the plan it executed."""
+
+    record: RunRecord
+    plan: Plan
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.record.to_dict()
+        data["plan"] = self.plan.to_dict()
+        return data
+
+    def summary(self) -> str:
+        r = self.record
+        scope = f", {r.scope_rows:,} scope keys" if r.kind == "patch" else ""
+        return (
+            f"run {r.run_id}: {r.view} {r.mode} ({r.kind}) -> {r.rows_written:,} rows in "
+            f"{self.plan.writes}{scope}; lake_version {r.lake_version}; {r.seconds:.2f}s"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<b>Run</b> {html.escape(self.summary())}"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None) -> RunResult:
+    """Run ``plan`` exactly: same snapshot, same scope, into ``VIEW__shadow``."""
+    progress = progress or Silent()
+    started, clock = datetime.now(UTC), time.monotonic()
+    snapshot = lake.snapshot(plan.delta_version)
+    con = store.compute()
+    steps = _STEPS[plan.method]
+    progress.start(len(steps) + 1, "steps", f"{plan.view} {plan.mode}")
+    try:
+        if plan.exclude_quarantined:
+            quarantined_keys(con, lake)
+        read = 0
+        for step in steps:
+            read += step(con, lake, snapshot, store, projection, plan)
+            progress.advance(1, step.__name__.strip("_"))
+        check_output(con, projection, REBUILT)
+        record_of = _recorder(plan, projection, started, clock, read)
+        scope = None if plan.kind == "full" else SCOPE
+        published = store.publish(con, plan.view, REBUILT, scope, _scope_columns(plan, projection), projection.key, record_of)
+        progress.advance(1, "published")
+    finally:
+        progress.close()
+        for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL):
+            con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
+    del published
+    return RunResult(record=record_of.made[0], plan=plan)
+
+
+def _recorder(plan: Plan, projection: Projection, started: datetime, clock: float, read: int) -> Any:
+    """``make(published)`` builds the run record and checkpoint the store writes, and keeps them."""
+    run_id = new_run_id()
+
+    def make(published: Published) -> tuple[RunRecord, Checkpoint]:
+        record = RunRecord(
+            run_id=run_id, view=plan.view, mode=plan.mode, strategy=plan.strategy, kind=plan.kind,
+            status="shadow", plan=json.dumps(plan.to_dict(), default=str), lake_version=plan.lake_version,
+            delta_version=plan.delta_version, projection_version=projection.version,
+            fingerprint=projection.fingerprint, events_read=read, rows_written=published.rows,
+            scope_rows=published.scope_rows, started_at=started, finished_at=datetime.now(UTC),
+            seconds=round(time.monotonic() - clock, 3),
+        )
+        checkpoint = Checkpoint(
+            view=plan.view, role=SHADOW, run_id=run_id, lake_version=plan.lake_version,
+            delta_version=plan.delta_version, projection_version=projection.version,
+            fingerprint=projection.fingerprint, kind=plan.kind, rows=published.rows,
+        )
+        make.made = (record, checkpoint)  # type: ignore[attr-defined]
+        return record, checkpoint
+
+    return make
+
+
+def _scope_columns(plan: Plan, projection: Projection) -> tuple[str, ...]:
+    if plan.method == "by_key":
+        return (projection.partition_column,)
+    if plan.method == "by_window":
+        assert projection.window is not None
+        return (projection.window.column,)
+    return projection.key
+
+
+# -- the methods, as lists of steps; each returns the events it read ---------------------------
+Step = Any
+
+
+def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+                projection: Projection, plan: Plan) -> int:
+    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+    materialize(con, projection, sql, REBUILT)
+    return events
+
+
+def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+                   projection: Projection, plan: Plan) -> int:
+    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
+    return events
+
+
+def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+                 projection: Projection, plan: Plan) -> int:
+    keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS}").fetchall()]
+    buckets = tuple(lake.buckets_of(keys)) if keys else ()
+    selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets, exclude_quarantined=plan.exclude_quarantined)
+    sql, _, events = events_sql(lake, snapshot, projection, selection)
+    materialize(con, projection, sql, REBUILT)
+    column = quote(projection.partition_column)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT partition_key AS {column} FROM {KEYS}")
+    return events
+
+
+def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+             projection: Projection, plan: Plan) -> int:
+    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+    materialize(con, projection, sql, PARTIAL)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW __selected AS {sql}")
+    return events
+
+
+def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+                    projection: Projection, plan: Plan) -> int:
+    assert projection.window is not None
+    column = quote(projection.window.column)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
+    low, high = time_window_bounds(con, "SELECT * FROM __selected", projection.window.size)
+    if low is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {PARTIAL} WHERE false")
+        return 0
+    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
+    materialize(con, projection, sql, ALL)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {ALL} WHERE {column} IN (SELECT {column} FROM {SCOPE})")
+    return events
+
+
+def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+                   projection: Projection, plan: Plan) -> int:
+    keys = ", ".join(quote(k) for k in projection.key)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
+    events = _replay_all(con, lake, snapshot, store, projection, plan)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {ALL} AS SELECT * FROM {REBUILT}")
+    match = " AND ".join(f"s.{quote(k)} IS NOT DISTINCT FROM a.{quote(k)}" for k in projection.key)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT a.* FROM {ALL} a WHERE EXISTS (SELECT 1 FROM {SCOPE} s WHERE {match})")
+    return events
+
+
+def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
+           projection: Projection, plan: Plan) -> int:
+    """Combine live's rows with the partial result over new events, column by column."""
+    ops = projection.merge or {}
+    types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
+    unknown = set(ops) - set(types)
+    if unknown:
+        raise ProjectionError(f"projection {projection.name!r}: merge names columns it does not return: {sorted(unknown)}",
+                              projection=projection.name)
+    store.relation(con, plan.view).create_view("__live", replace=True)
+    keys = ", ".join(quote(k) for k in projection.key)
+    match = " AND ".join(f"p.{quote(k)} IS NOT DISTINCT FROM l.{quote(k)}" for k in projection.key)
+
+    def combine(column: str) -> str:
+        c, op = quote(column), ops.get(column)
+        if op == "sum":
+            return f"CAST(coalesce(l.{c}, 0) + coalesce(p.{c}, 0) AS {types[column]}) AS {c}"
+        if op in ("min", "max"):
+            return f"{'least' if op == 'min' else 'greatest'}(l.{c}, p.{c}) AS {c}"
+        return f"coalesce(p.{c}, l.{c}) AS {c}"
+
+    values = ", ".join(combine(c) for c in types if c not in projection.key)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT {', '.join('p.' + quote(k) for k in projection.key)}"
+        f"{', ' if values else ''}{values} FROM {PARTIAL} p LEFT JOIN __live l ON {match}"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
+    return 0
+
+
+_STEPS: dict[str, list[Step]] = {
+    "full": [_replay_all],
+    "by_key": [_affected_keys, _replay_keys],
+    "by_window": [_partial, _replay_windows],
+    "merge": [_partial, _merge],
+    "scoped": [_partial, _replay_scoped],
+}

@@ -1,0 +1,164 @@
+"""The view store port: where live, shadow and previous views, run records and checkpoints live.
+
+Table names per view ``V``: ``V`` (live), ``V__shadow`` (rebuilt, awaiting cutover),
+``V__previous`` (kept for rollback); a partial shadow or previous also has ``V__shadow_scope`` /
+``V__previous_scope``: the scope keys it replaces (rows of live matching them are swapped).
+``_rebuild_runs`` has a row per run, ``_checkpoints`` one per (view, role) with role in
+shadow / live / previous.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
+
+
+def shadow_name(view: str) -> str:
+    return f"{view}__shadow"
+
+
+def previous_name(view: str) -> str:
+    return f"{view}__previous"
+
+
+def scope_name(table: str) -> str:
+    return f"{table}_scope"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a view (in one role) was built from: the lake position and the projection's code."""
+
+    view: str
+    role: str
+    run_id: str
+    lake_version: int
+    delta_version: int
+    projection_version: int
+    fingerprint: str
+    kind: str
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``_rebuild_runs``."""
+
+    run_id: str
+    view: str
+    mode: str
+    strategy: str
+    kind: str
+    status: str
+    plan: str
+    lake_version: int
+    delta_version: int
+    projection_version: int
+    fingerprint: str
+    events_read: int
+    rows_written: int
+    scope_rows: int
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    forced: bool = False
+    verdict: str | None = None
+    report: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RUN_COLUMNS = tuple(RunRecord.__dataclass_fields__)
+CHECKPOINT_COLUMNS = tuple(Checkpoint.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote: rows in the shadow and scope keys (0 for a full shadow)."""
+
+    rows: int
+    scope_rows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """A place for views. The replay computes in DuckDB; the store keeps what it publishes."""
+
+    uri: str
+
+    @abstractmethod
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection the replay runs in (the store's own, or a local scratch one)."""
+
+    @abstractmethod
+    def publish(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        view: str,
+        rows: str,
+        scope: str | None,
+        scope_columns: Sequence[str],
+        key: Sequence[str],
+        make_record: Any,
+    ) -> Published:
+        """In one transaction: the shadow from relation ``rows`` (and its scope), the run record
+        and the shadow checkpoint. ``make_record(Published) -> (RunRecord, Checkpoint)``."""
+
+    @abstractmethod
+    def cutover(self, view: str, run_id: str, forced: bool) -> Checkpoint:
+        """In one transaction: live -> previous and shadow -> live (or apply a partial shadow)."""
+
+    @abstractmethod
+    def rollback(self, view: str) -> Checkpoint:
+        """In one transaction: swap previous and live back."""
+
+    @abstractmethod
+    def checkpoint(self, view: str, role: str) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+
+    @abstractmethod
+    def run(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def set_verdict(self, run_id: str, verdict: str, report: str | None) -> None: ...
+
+    @abstractmethod
+    def exists(self, table: str) -> bool: ...
+
+    @abstractmethod
+    def count(self, table: str) -> int: ...
+
+    @abstractmethod
+    def read(self, table: str) -> pa.Table: ...
+
+    @abstractmethod
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        """``table`` as a relation on ``con`` (for checks, which compute in DuckDB)."""
+
+    @abstractmethod
+    def write_table(self, table: str, data: pa.Table) -> None:
+        """Replace ``table`` with ``data`` (used to load a live view built elsewhere)."""
+
+    @contextlib.contextmanager
+    def lock(self, view: str, purpose: str) -> Iterator[None]:
+        """Exclusive use of ``view`` (run, backfill, cutover); the base store does not lock."""
+        yield
+
+    def close(self) -> None:
+        """Release connections."""

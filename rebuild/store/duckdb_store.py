@@ -1,0 +1,117 @@
+"""The embedded default store: one DuckDB file that also runs the replay (nothing is shipped)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lake.sql import literal, quote
+from rebuild.errors import StoreError
+from rebuild.store.base import Published, scope_name, shadow_name
+from rebuild.store.sqlstore import SQLStore
+
+log = logging.getLogger(__name__)
+
+
+def connect(path: str, memory_limit: str | None = None, temp_directory: str | None = None,
+            threads: int | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the workbench's settings (UTC, memory limit, spill directory)."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as exc:
+        raise StoreError(
+            f"cannot open DuckDB file {path}: {exc}. Another process may be writing it: wait for "
+            "it to finish (`rebuild ls` shows running views)",
+            path=path,
+        ) from exc
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {literal(memory_limit)}")
+    if temp_directory:
+        Path(temp_directory).mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {literal(temp_directory)}")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+class DuckDBStore(SQLStore):
+    """Views in a DuckDB file; the replay computes in the same file, so publishing copies nothing out."""
+
+    def __init__(self, path: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
+                 threads: int | None = None) -> None:
+        self.path = path
+        self.uri = f"duckdb://{path}"
+        self.con = connect(path, memory_limit, temp_directory, threads)
+        self._init_meta()
+
+    def __repr__(self) -> str:
+        return f"DuckDBStore({self.path!r})"
+
+    def _exec(self, sql: str) -> None:
+        self.con.execute(sql)
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.con.sql(sql).fetchall()
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[0] for r in self._query(f"SELECT column_name FROM (DESCRIBE {quote(table)})")]
+
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+    def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+                scope_columns: Sequence[str], key: Sequence[str], make_record: Any) -> Published:
+        shadow = shadow_name(view)
+        self._begin()
+        try:
+            self._exec(f"CREATE OR REPLACE TABLE {quote(shadow)} AS SELECT * FROM {quote(rows)}")
+            self._drop(scope_name(shadow))
+            scope_rows = 0
+            if scope is not None:
+                names = ", ".join(quote(c) for c in scope_columns)
+                self._exec(f"CREATE TABLE {quote(scope_name(shadow))} AS SELECT DISTINCT {names} FROM {quote(scope)}")
+                scope_rows = self.count(scope_name(shadow))
+            published = Published(rows=self.count(shadow), scope_rows=scope_rows)
+            record, checkpoint = make_record(published)
+            self._record_publish(record, checkpoint)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return published
+
+    def exists(self, table: str) -> bool:
+        rows = self._query(
+            "SELECT count(*) FROM information_schema.tables "
+            f"WHERE table_schema = 'main' AND table_name = {literal(table)}"
+        )
+        return bool(rows[0][0])
+
+    def count(self, table: str) -> int:
+        return int(self._query(f"SELECT count(*) FROM {quote(table)}")[0][0])
+
+    def read(self, table: str) -> pa.Table:
+        return self.con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        if con is self.con:
+            return con.table(table)
+        return con.from_arrow(self.read(table))
+
+    def write_table(self, table: str, data: pa.Table) -> None:
+        self.con.register("__incoming", data)
+        try:
+            self._exec(f"CREATE OR REPLACE TABLE {quote(table)} AS SELECT * FROM __incoming")
+        finally:
+            self.con.unregister("__incoming")
+
+    def close(self) -> None:
+        self.con.close()
