@@ -8,6 +8,7 @@ to DuckDB or Polars, which then apply the same filters row by row.
 from __future__ import annotations
 
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, overload
@@ -42,6 +43,7 @@ class EventFilter:
         return snapshot.select(
             streams=self.streams,
             buckets=buckets,
+            keys=self.partition_keys,
             since=self.since,
             until=self.until,
             after_version=self.after_version,
@@ -52,9 +54,9 @@ class EventFilter:
         """The same filters as a SQL predicate (partition keys are joined, not listed)."""
         terms = ["true"]
         if self.streams is not None:
-            terms.append(f"stream IN (SELECT unnest({literal(list(self.streams))}))")
+            terms.append(_in_list("stream", self.streams))
         if self.event_types is not None:
-            terms.append(f"event_type IN (SELECT unnest({literal(list(self.event_types))}))")
+            terms.append(_in_list("event_type", self.event_types))
         if self.since is not None:
             terms.append(f"event_time >= {literal(self.since)}")
         if self.until is not None:
@@ -64,6 +66,13 @@ class EventFilter:
         if self.as_of is not None:
             terms.append(f"lake_version <= {int(self.as_of)}")
         return " AND ".join(terms)
+
+
+def _in_list(column: str, values: Sequence[str]) -> str:
+    """``column IN ('a', 'b')``: a constant list DuckDB pushes down into the Parquet scan."""
+    if not values:
+        return "false"
+    return f"{column} IN ({', '.join(literal(v) for v in values)})"
 
 
 @overload

@@ -8,6 +8,7 @@ it), and files are pruned by their partition values and column statistics before
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import json
@@ -46,6 +47,15 @@ class DataFile:
     max_time: datetime | None
     min_version: int
     max_version: int
+    min_key: str | None = None
+    max_key: str | None = None
+
+    def may_hold_any(self, sorted_keys: Sequence[str]) -> bool:
+        """Whether a key of ``sorted_keys`` falls inside this file's [min_key, max_key]."""
+        if self.min_key is None or self.max_key is None:
+            return True
+        at = bisect.bisect_left(sorted_keys, self.min_key)
+        return at < len(sorted_keys) and sorted_keys[at] <= self.max_key
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,18 @@ class Snapshot:
         until: datetime | None = None,
         after_version: int | None = None,
         as_of: int | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[DataFile]:
-        """The files that can hold events inside every given filter; the others are never read."""
+        """The files that can hold events inside every given filter; the others are never read.
+
+        ``keys`` prunes by the files' partition_key statistics: with time-ordered ids (ULIDs,
+        sequential ids) a correction of recent keys skips the files of older commits.
+        """
+        sorted_keys = sorted(keys) if keys is not None else None
         chosen = []
         for f in self.files:
+            if sorted_keys is not None and not f.may_hold_any(sorted_keys):
+                continue
             if streams is not None and f.stream not in streams:
                 continue
             if buckets is not None and f.bucket not in buckets:
@@ -106,6 +124,7 @@ class Lake:
         self.uri = str(local.resolve()) if local is not None else text.rstrip("/")
         self.local = local.resolve() if local is not None else None
         self.storage_options = storage_options or {}
+        self._snapshots: dict[int, Snapshot] = {}
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -150,6 +169,9 @@ class Lake:
 
     @property
     def buckets(self) -> int:
+        """The lake's key-bucket count (fixed when the lake is created)."""
+        if self._snapshots:
+            return next(iter(self._snapshots.values())).buckets
         description = self._table(EVENTS).metadata().description or "{}"
         return int(json.loads(description).get("buckets", DEFAULT_BUCKETS))
 
@@ -159,18 +181,26 @@ class Lake:
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot(self, delta_version: int | None = None) -> Snapshot:
-        """The events table at one Delta version (default: the latest), with its file list."""
+        """The events table at one Delta version (default: the latest), with its file list.
+
+        Snapshots are immutable, so each version is read from the commit log once per Lake.
+        """
         table = self._table(EVENTS, delta_version)
+        cached = self._snapshots.get(table.version())
+        if cached is not None:
+            return cached
         description = json.loads(table.metadata().description or "{}")
         actions = pa.table(table.get_add_actions(flatten=True))
         files = tuple(_data_files(table, actions))
         lake_version = max((f.max_version for f in files), default=0)
-        return Snapshot(
+        snapshot = Snapshot(
             delta_version=table.version(),
             lake_version=lake_version,
             buckets=int(description.get("buckets", DEFAULT_BUCKETS)),
             files=files,
         )
+        self._snapshots[snapshot.delta_version] = snapshot
+        return snapshot
 
     def history(self) -> list[dict[str, object]]:
         """Commits of the events table, newest first: version, timestamp (ms), operation."""
@@ -283,7 +313,7 @@ def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
             return actions.column(name).to_pylist()
         return [None] * actions.num_rows
 
-    for path, stream, bucket, rows, size, tmin, tmax, vmin, vmax in zip(
+    for path, stream, bucket, rows, size, tmin, tmax, vmin, vmax, kmin, kmax in zip(
         column("path"),
         column("partition.stream"),
         column("partition.bucket"),
@@ -293,6 +323,8 @@ def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
         column("max.event_time"),
         column("min.lake_version"),
         column("max.lake_version"),
+        column("min.partition_key"),
+        column("max.partition_key"),
         strict=True,
     ):
         yield DataFile(
@@ -305,5 +337,7 @@ def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
             max_time=tmax,  # type: ignore[arg-type]
             min_version=int(vmin) if vmin is not None else 0,  # type: ignore[call-overload]
             max_version=int(vmax) if vmax is not None else 0,  # type: ignore[call-overload]
+            min_key=kmin,  # type: ignore[arg-type]
+            max_key=kmax,  # type: ignore[arg-type]
         )
 

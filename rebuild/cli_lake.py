@@ -48,7 +48,10 @@ def ingest_cmd(
             raise click.UsageError("--from-postgres needs --table")
         from lake.postgres import ingest_postgres
 
-        result = ingest_postgres(target, pg_uri, pg_table, stream=stream, mapping=chosen, memory_limit=config.memory_limit)
+        result = ingest_postgres(
+            target, pg_uri, pg_table, stream=stream, mapping=chosen,
+            memory_limit=config.memory_limit, temp_directory=config.temp_directory,
+        )
     else:
         if not paths:
             raise click.UsageError("give one or more files to ingest, or --from-postgres URI --table T")
@@ -88,13 +91,26 @@ def compact_cmd(state: State, streams: tuple[str, ...]) -> None:
 @click.option("--events", default=100_000, show_default=True, help="How many events to generate.")
 @click.option("--seed", default=7, show_default=True, help="Random seed: the same seed gives the same lake.")
 @click.option("--out", type=click.Path(), help="Lake to create (default: the configured lake).")
-def sample_cmd(state: State, events: int, seed: int, out: str | None) -> None:
+@click.option("--days", default=42, show_default=True, help="Days of history: one ingest commit per day.")
+def sample_cmd(state: State, events: int, seed: int, out: str | None, days: int) -> None:
     """Write a realistic order-domain lake with known anomalies (duplicates, late events, ...)."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
     from lake.sample import generate
 
     target = lake.Lake(out) if out else open_lake(state)
-    result = generate(target, events=events, seed=seed)
-    state.out.result(result.to_dict())
+    config = state.config
+    if config.temp_directory and "://" not in config.temp_directory:
+        Path(config.temp_directory).mkdir(parents=True, exist_ok=True)
+    with Progress(console=state.out.errors, transient=True, disable=state.out.json) as bar:
+        task = bar.add_task("ingesting simulated days", total=days)
+        result = generate(
+            target, events=events, seed=seed, days=days, memory_limit=config.memory_limit,
+            temp_directory=config.temp_directory, progress=lambda done, _: bar.update(task, completed=done),
+        )  # fmt: skip
+    state.out.result(result.to_dict(), result.render)
 
 
 @command(lake_group, "audit")

@@ -6,6 +6,10 @@ are exact and any order of applying events gives the same totals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
 import polars as pl
 
 from rebuild.projection import Window, projection
@@ -25,7 +29,7 @@ PAYLOAD = {
 
 @projection(
     name="order_summary",
-    version=2,
+    version=3,
     key="order_id",
     consumes=ORDER_EVENTS,
     streams=["orders"],
@@ -42,8 +46,8 @@ def order_summary() -> str:
     """Latest state per order: status, items, total, paid, refunded and version (last sequence)."""
     return """
         SELECT partition_key AS order_id,
-               any_value(customer_id) AS customer_id,
-               any_value(currency) AS currency,
+               arg_min(customer_id, sequence) FILTER (WHERE customer_id IS NOT NULL) AS customer_id,
+               arg_min(currency, sequence) FILTER (WHERE currency IS NOT NULL) AS currency,
                arg_max(CASE event_type
                            WHEN 'OrderPlaced' THEN 'placed'
                            WHEN 'PaymentAuthorized' THEN 'paid'
@@ -141,3 +145,38 @@ def order_timeline() -> str:
         FROM ordered
         GROUP BY partition_key
     """
+
+
+@projection(
+    name="order_summary_fold",
+    key="order_id",
+    consumes=ORDER_EVENTS,
+    streams=["orders"],
+    engine="python",
+    incremental="by_key",
+    payload=PAYLOAD,
+)
+def order_summary_fold(partition_key: str, events: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """order_summary as a per-event Python fold: the slow path, and the benchmark's baseline."""
+    statuses = {
+        "OrderPlaced": "placed", "PaymentAuthorized": "paid", "PaymentFailed": "payment_failed",
+        "OrderShipped": "shipped", "OrderCancelled": "cancelled", "RefundIssued": "refunded",
+    }
+    row: dict[str, Any] = {"order_id": partition_key, "customer_id": None, "currency": None, "status": None,
+                           "items": 0, "total": Decimal("0.00"), "paid": Decimal("0.00"),
+                           "refunded": Decimal("0.00"), "version": 0}
+    for e in events:
+        kind = e["event_type"]
+        row["customer_id"] = row["customer_id"] or e["customer_id"]
+        row["currency"] = row["currency"] or e["currency"]
+        row["status"] = statuses.get(kind, row["status"])
+        sign = {"ItemAdded": 1, "ItemRemoved": -1}.get(kind, 0)
+        if sign and e["quantity"] is not None and e["unit_price"] is not None:
+            row["items"] += sign * e["quantity"]
+            row["total"] += sign * e["quantity"] * e["unit_price"]
+        if kind == "PaymentAuthorized" and e["amount"] is not None:
+            row["paid"] += e["amount"]
+        if kind == "RefundIssued" and e["amount"] is not None:
+            row["refunded"] += e["amount"]
+        row["version"] = max(row["version"], e["sequence"])
+    return row

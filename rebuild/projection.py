@@ -199,7 +199,7 @@ def projection(
             thresholds=dict(thresholds or {}),
             description=(inspect.getdoc(func) or "").split("\n\n")[0],
         )
-        return (registry or REGISTRY).add(p)
+        return (registry if registry is not None else REGISTRY).add(p)
 
     return decorate
 

@@ -21,6 +21,7 @@ from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS
 from lake.sql import literal, quote
 from rebuild.errors import ProjectionError
+from rebuild.fold import fold_table
 from rebuild.projection import Projection
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Selection:
     keys_table: str | None = None
     buckets: tuple[int, ...] | None = None
     exclude_quarantined: bool = False
+    keys: tuple[str, ...] | None = None  # the keys_table's keys, to prune files by key statistics
 
 
 def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> tuple[str, int, int]:
@@ -42,7 +44,7 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     f = selection.filter
     files = snapshot.select(
         streams=f.streams, buckets=selection.buckets, since=f.since, until=f.until,
-        after_version=f.after_version, as_of=f.as_of,
+        after_version=f.after_version, as_of=f.as_of, keys=selection.keys or f.partition_keys,
     )
     if f.partition_keys is not None:
         wanted = set(lake.buckets_of(f.partition_keys))
@@ -92,6 +94,8 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
     try:
         if projection.engine == "polars":
             _polars(con, projection, target)
+        elif projection.engine == "python":
+            _register_table(con, fold_table(con, projection.func), target)
         else:
             _duckdb(con, projection, target)
     except ProjectionError:
@@ -130,11 +134,15 @@ def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, target: str)
             projection=projection.name,
         )
     frame = result.collect() if isinstance(result, pl.LazyFrame) else result
-    con.register("__polars_result", frame.to_arrow())
+    _register_table(con, frame.to_arrow(), target)
+
+
+def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, target: str) -> None:
+    con.register("__arrow_result", table)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __polars_result")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __arrow_result")
     finally:
-        con.unregister("__polars_result")
+        con.unregister("__arrow_result")
 
 
 def _takes_no_args(projection: Projection) -> bool:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from lake import Lake, Snapshot
 from lake.sql import quote
@@ -136,6 +137,12 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
 
 def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                    projection: Projection, plan: Plan) -> int:
+    if plan.keys is not None and plan.since is None and plan.until is None:
+        # the keys were named: no need to read their events to know which keys they are
+        con.register("__named_keys", pa.table({"partition_key": list(plan.keys)}))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM __named_keys")
+        con.unregister("__named_keys")
+        return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     return events
@@ -145,7 +152,8 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
                  projection: Projection, plan: Plan) -> int:
     keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS}").fetchall()]
     buckets = tuple(lake.buckets_of(keys)) if keys else ()
-    selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets, exclude_quarantined=plan.exclude_quarantined)
+    selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets,
+                          exclude_quarantined=plan.exclude_quarantined, keys=tuple(keys))
     sql, _, events = events_sql(lake, snapshot, projection, selection)
     materialize(con, projection, sql, REBUILT)
     column = quote(projection.partition_column)

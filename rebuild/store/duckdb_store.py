@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pyarrow as pa
 
 from lake.sql import literal, quote
 from rebuild.errors import StoreError
-from rebuild.store.base import Published, scope_name, shadow_name
+from rebuild.locks import FileLocks, Holder, refused
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
             path=path,
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # progress is ours to show (and never on --json stdout)
     if memory_limit:
         con.execute(f"SET memory_limit = {literal(memory_limit)}")
     if temp_directory:
@@ -49,7 +52,16 @@ class DuckDBStore(SQLStore):
                  threads: int | None = None) -> None:
         self.path = path
         self.uri = f"duckdb://{path}"
-        self.con = connect(path, memory_limit, temp_directory, threads)
+        # an in-memory store is private to its process: its locks only guard against itself
+        self.locks = FileLocks(f"{path}.locks" if path != ":memory:" else tempfile.mkdtemp(prefix="rebuild-locks-"))
+        try:
+            self.con = connect(path, memory_limit, temp_directory, threads)
+        except StoreError:
+            # DuckDB lets one process open a file for writing: say who is using it, if a view lock does.
+            holders = self.locks.holders()
+            if holders:
+                raise refused(holders[0].view, holders[0], f"opening {path}") from None
+            raise
         self._init_meta()
 
     def __repr__(self) -> str:
@@ -67,26 +79,26 @@ class DuckDBStore(SQLStore):
     def compute(self) -> duckdb.DuckDBPyConnection:
         return self.con
 
-    def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
-                scope_columns: Sequence[str], key: Sequence[str], make_record: Any) -> Published:
-        shadow = shadow_name(view)
-        self._begin()
-        try:
-            self._exec(f"CREATE OR REPLACE TABLE {quote(shadow)} AS SELECT * FROM {quote(rows)}")
-            self._drop(scope_name(shadow))
-            scope_rows = 0
-            if scope is not None:
-                names = ", ".join(quote(c) for c in scope_columns)
-                self._exec(f"CREATE TABLE {quote(scope_name(shadow))} AS SELECT DISTINCT {names} FROM {quote(scope)}")
-                scope_rows = self.count(scope_name(shadow))
-            published = Published(rows=self.count(shadow), scope_rows=scope_rows)
-            record, checkpoint = make_record(published)
-            self._record_publish(record, checkpoint)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
-        return published
+    def _ship(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+              scope_columns: Sequence[str]) -> tuple[str, str | None]:
+        # The replay ran on this very connection: the rows are a temp table already.
+        if scope is None:
+            return rows, None
+        names = ", ".join(quote(c) for c in scope_columns)
+        self._exec(f"CREATE OR REPLACE TEMP TABLE __incoming_scope AS SELECT DISTINCT {names} FROM {quote(scope)}")
+        return rows, "__incoming_scope"
+
+    def _unship(self, view: str) -> None:
+        self._exec("DROP TABLE IF EXISTS temp.__incoming_scope")
+
+    def _take(self, incoming: str, target: str) -> None:
+        self._exec(f"CREATE TABLE {quote(target)} AS SELECT * FROM {quote(incoming)}")
+
+    @contextlib.contextmanager
+    def lock(self, view: str, purpose: str) -> Iterator[Holder]:
+        """A lock file per view in ``PATH.locks/`` (see rebuild.locks)."""
+        with self.locks.hold(view, purpose) as holder:
+            yield holder
 
     def exists(self, table: str) -> bool:
         rows = self._query(

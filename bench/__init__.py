@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench ingest [--events N ...]`` (see docs/benchmarks.md)."""

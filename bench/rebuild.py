@@ -1,0 +1,207 @@
+"""Rebuild benchmarks (issue: replay and rebuild), ratios against baselines measured in the same run.
+
+    .venv/bin/python -m bench.rebuild --events 10000000
+
+- full rebuild of order_summary vs a hand-written DuckDB query writing the same table (<= 1.25x)
+- vs the per-event Python fold of the same projection (>= 50x faster, compared per event)
+- incremental catch-up after 1% new events, as a fraction of the full rebuild (<= 5%)
+- a keys run on 1,000 keys, as a fraction of the full rebuild (<= 2%)
+- peak memory of the full rebuild (a subprocess's max RSS; target <= 4 GB at 100M events)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+import lake
+from lake.sql import literal
+from rebuild import Workbench
+from rebuild.examples import PAYLOAD
+
+OUT = Path(__file__).parent / "out"
+
+
+def sample_lake(events: int, root: Path) -> lake.Lake:
+    """The sample lake of ``events`` events, generated once and reused."""
+    from lake.sample import generate
+
+    target = lake.Lake(root / f"lake-{events}")
+    if not target.exists():
+        started = time.monotonic()
+        generate(target, events=events, seed=11)
+        log(f"generated {events:,} events in {time.monotonic() - started:.1f}s")
+    return target
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_wb(target: lake.Lake, store: Path, memory_limit: str = "8GB") -> Workbench:
+    if store.exists():
+        store.unlink()
+    return Workbench.open(None, lake_uri=target.uri, store_uri=f"duckdb://{store}", memory_limit=memory_limit)
+
+
+def timed(func: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = func()
+    return time.perf_counter() - started, value
+
+
+def hand_written(target: lake.Lake, store: Path) -> float:
+    """order_summary as one CREATE TABLE AS over the snapshot's files (listed from the Delta
+    log, as a correct hand-written query must), without the workbench."""
+    from deltalake import DeltaTable
+
+    from rebuild.examples import order_summary
+
+    started = time.perf_counter()
+    files = DeltaTable(target.table_uri("events")).file_uris()
+    listing = time.perf_counter() - started
+    if store.exists():
+        store.unlink()
+    con = duckdb.connect(str(store))
+    con.execute("SET TimeZone = 'UTC'")
+    spec = literal(json.dumps(PAYLOAD))
+    con.execute(
+        "CREATE TEMP VIEW events AS SELECT *, unnest(from_json(payload, "
+        f"{spec})) FROM read_parquet({literal(files)}, hive_partitioning = true)"
+    )
+    seconds, _ = timed(lambda: con.execute(f"CREATE TABLE order_summary AS {order_summary.func()}"))
+    con.close()
+    return listing + seconds
+
+
+def fold_one_process(wb: Workbench, keys: list[str]) -> tuple[float, int]:
+    """The per-event consumer baseline: order_summary_fold over ``keys``' events, one process."""
+    from lake import EventFilter
+    from rebuild.fold import fold_table
+    from rebuild.replay import Selection, events_sql
+
+    projection = wb.projection("order_summary_fold")
+    snapshot = wb.lake.snapshot()
+    f = EventFilter(streams=projection.streams, event_types=projection.consumes, partition_keys=tuple(keys))
+    sql, _, _ = events_sql(wb.lake, snapshot, projection, Selection(f))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"CREATE TEMP TABLE events AS {sql}")
+    events = con.sql("SELECT count(*) FROM events").fetchall()[0][0]
+    seconds, _ = timed(lambda: fold_table(con, projection.func, workers=1))
+    return seconds, events
+
+
+def add_new_events(target: lake.Lake, fraction: float, root: Path, recent: bool) -> int:
+    """Append ``fraction`` of the lake's events as later events of existing orders: the most
+    recently active ones (what a catch-up usually sees) or random ones (the worst case)."""
+    files = [f.path for f in target.snapshot().files]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    total = con.sql(f"SELECT count(*) FROM read_parquet({literal(files)})").fetchall()[0][0]
+    n = max(1, int(total * fraction))
+    path = root / f"new-events-{'recent' if recent else 'random'}.parquet"
+    con.execute(f"""
+        COPY (
+            WITH orders AS (SELECT partition_key, max(sequence) AS seq, max(event_time) AS last_at,
+                                   any_value(payload) AS payload
+                            FROM read_parquet({literal(files)}) WHERE event_id NOT LIKE 'bench-%' GROUP BY ALL),
+                 last AS (SELECT * FROM orders ORDER BY {"last_at DESC" if recent else "hash(partition_key)"} LIMIT {n})
+            SELECT 'bench-' || {literal('recent-' if recent else 'random-')} || partition_key || '-' || (seq + 1) AS event_id, partition_key,
+                   seq + 1 AS sequence, 'RefundIssued' AS event_type, last_at + INTERVAL 1 HOUR AS event_time,
+                   json_merge_patch(payload, '{{"amount": 1.00}}') AS payload
+            FROM last
+        ) TO {literal(str(path))} (FORMAT parquet)""")
+    result = lake.ingest(target, [path], stream="orders")
+    return result.archived
+
+
+def peak_memory(target: lake.Lake, store: Path, memory_limit: str) -> float:
+    """Max RSS in GB of a subprocess running the full rebuild."""
+    code = (
+        "from rebuild import Workbench; "
+        f"wb = Workbench.open(None, lake_uri={target.uri!r}, store_uri='duckdb://{store}', memory_limit={memory_limit!r}); "
+        "wb.run('order_summary', full=True, progress='none'); wb.close()"
+    )
+    if store.exists():
+        store.unlink()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024
+
+
+def run(events: int, fold_orders: int, memory_limit: str, compact_first: bool) -> dict[str, Any]:
+    root = OUT / "rebuild"
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / f"work-{events}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    shutil.copytree(sample_lake(events, root).uri, work / "lake")  # the catch-up below appends to it
+    target = lake.Lake(work / "lake")
+    if compact_first:
+        from lake.compact import compact
+
+        compact(target)
+    wb = open_wb(target, work / "views.duckdb", memory_limit)
+    full_s, result = timed(lambda: wb.run("order_summary", full=True, progress="none"))
+    replayed = result.record.events_read
+    hand_s = hand_written(target, work / "hand.duckdb")
+    log(f"full rebuild {full_s:.2f}s, hand-written {hand_s:.2f}s")
+    keys = [r[0] for r in wb.store.con.sql("SELECT order_id FROM order_summary__shadow USING SAMPLE 1000 ROWS").fetchall()]  # type: ignore[attr-defined]
+    fold_keys = [r[0] for r in wb.store.con.sql(f"SELECT order_id FROM order_summary__shadow USING SAMPLE {fold_orders} ROWS").fetchall()]  # type: ignore[attr-defined]
+    wb.cutover("order_summary", force=True)
+    keys_s, _ = timed(lambda: wb.run("order_summary", keys=keys, progress="none"))
+    fold_s, folded = fold_one_process(wb, fold_keys)
+    parallel_s, _ = timed(lambda: wb.run("order_summary_fold", keys=fold_keys, progress="none"))
+    full_rate = replayed / full_s
+    fold_rate = folded / fold_s
+    wb.close()
+    catch_up = {}
+    for recent in (True, False):
+        added = add_new_events(target, 0.01, work, recent)
+        wb = Workbench.open(None, lake_uri=target.uri, store_uri=f"duckdb://{work / 'views.duckdb'}", memory_limit=memory_limit)
+        seconds, inc = timed(lambda: wb.run("order_summary", progress="none"))
+        assert inc.plan.mode == "incremental", inc.plan.reason
+        wb.cutover("order_summary", force=True)
+        wb.close()
+        catch_up["recent" if recent else "random"] = (added, seconds)
+    peak = peak_memory(target, work / "peak.duckdb", memory_limit)
+    return {
+        "events": events, "events_replayed": replayed, "full_s": round(full_s, 2),
+        "hand_written_s": round(hand_s, 2), "full_vs_hand_written": round(full_s / hand_s, 2),
+        "full_events_per_s": int(full_rate), "fold_events_per_s": int(fold_rate),
+        "vectorized_vs_fold": round(full_rate / fold_rate, 1),
+        "parallel_fold_events_per_s": int(folded / parallel_s),
+        "incremental_new_events": catch_up["recent"][0],
+        "incremental_recent_keys_s": round(catch_up["recent"][1], 2),
+        "incremental_recent_keys_fraction": round(catch_up["recent"][1] / full_s, 3),
+        "incremental_random_keys_s": round(catch_up["random"][1], 2),
+        "incremental_random_keys_fraction": round(catch_up["random"][1] / full_s, 3),
+        "keys_run_s": round(keys_s, 2), "keys_fraction": round(keys_s / full_s, 3),
+        "peak_rss_gb": round(peak, 2), "memory_limit": memory_limit, "compacted": compact_first,
+        "files": len(target.snapshot().files),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rebuild", description=__doc__)
+    parser.add_argument("--events", type=int, action="append", help="lake sizes (repeat); default 1M")
+    parser.add_argument("--fold-orders", type=int, default=20_000, help="orders folded by the Python baseline")
+    parser.add_argument("--memory-limit", default="8GB")
+    parser.add_argument("--no-compact", action="store_true", help="measure on the lake as ingested (many small files)")
+    args = parser.parse_args(argv)
+    for events in args.events or [1_000_000]:
+        print(json.dumps(run(events, args.fold_orders, args.memory_limit, not args.no_compact)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""The lake audit: what one snapshot holds, per stream, and what looks wrong in it.
+
+Every figure is one DuckDB query over the snapshot's files (and the quarantine table), grouped by
+stream: nothing is pulled into Python rows except the small aggregates. Figures per stream:
+events, partition keys, lake versions, duplicates and conflicts (in the lake and quarantined),
+sequence gaps, out-of-order arrival, event types, payload schema drift, lateness
+(``ingested_at - event_time``), hot partition keys and quarantined records by reason.
+
+Duplicates found at ingest are not stored in the lake rows (they were never archived); the audit
+reads them from the commit metadata key ``workbench.duplicates`` when ingest records it there.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import duckdb
+from deltalake import DeltaTable
+from rich.console import Console
+from rich.table import Table
+
+from lake.sql import literal
+from lake.read import EventFilter, read_events, read_quarantine
+from lake.table import EVENTS, Lake, Snapshot
+
+LATE_AFTER = timedelta(days=2)
+DUPLICATES_KEY = "workbench.duplicates"
+#: lateness histogram: (label, lower bound in seconds, upper bound); the bounds are constants
+BUCKETS = (
+    ("negative", -1e15, 0), ("< 1 min", 0, 60), ("1-60 min", 60, 3600), ("1-6 h", 3600, 21600),
+    ("6-24 h", 21600, 86400), ("1-2 d", 86400, 172800), ("2-7 d", 172800, 604800), (">= 7 d", 604800, 1e15),
+)  # fmt: skip
+#: quarantine reasons that end in data (an id, a value) are grouped by the text before it
+REASON_KIND = (
+    "CASE WHEN reason LIKE 'conflict%' THEN 'conflict' WHEN reason LIKE 'malformed record:%' "
+    "THEN reason ELSE split_part(reason, ': ', 1) END"
+)
+
+
+@dataclass(frozen=True)
+class StreamAudit:
+    """The audit of one stream; every field is plain data (JSON-ready)."""
+
+    stream: str
+    events: int = 0
+    partition_keys: int = 0
+    lake_versions: dict[str, Any] = field(default_factory=dict)
+    event_time: dict[str, Any] = field(default_factory=dict)
+    duplicates: int = 0
+    conflicts: dict[str, int] = field(default_factory=lambda: {"in_lake": 0, "quarantined": 0})
+    gaps: dict[str, Any] = field(default_factory=lambda: {"keys": 0, "missing": 0, "examples": []})
+    out_of_order: int = 0
+    event_types: dict[str, int] = field(default_factory=dict)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    lateness: dict[str, Any] = field(default_factory=dict)
+    hot_partitions: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: dict[str, Any] = field(default_factory=lambda: {"total": 0, "reasons": []})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The audit of a snapshot: totals over the streams, and each stream's detail."""
+
+    lake_uri: str
+    lake_version: int
+    delta_version: int
+    streams: tuple[StreamAudit, ...]
+    duplicates_at_ingest: int | None
+    late_after_seconds: float
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(s, name)) for s in self.streams)
+
+    def to_dict(self) -> dict[str, Any]:
+        types: dict[str, int] = {}
+        for s in self.streams:
+            for name, count in s.event_types.items():
+                types[name] = types.get(name, 0) + count
+        return {
+            "lake": self.lake_uri,
+            "lake_version": self.lake_version,
+            "delta_version": self.delta_version,
+            "events": self.total("events"),
+            "partition_keys": self.total("partition_keys"),
+            "duplicates": self.total("duplicates"),
+            "duplicates_at_ingest": self.duplicates_at_ingest,
+            "conflicts": sum(sum(s.conflicts.values()) for s in self.streams),
+            "gaps": sum(s.gaps["keys"] for s in self.streams),
+            "missing_sequences": sum(s.gaps["missing"] for s in self.streams),
+            "out_of_order": self.total("out_of_order"),
+            "late": sum(s.lateness.get("late", 0) for s in self.streams),
+            "late_after_seconds": self.late_after_seconds,
+            "quarantined": sum(s.quarantined["total"] for s in self.streams),
+            "event_types": dict(sorted(types.items())),
+            "streams": {s.stream: s.to_dict() for s in self.streams},
+        }
+
+    def render(self, console: Console) -> None:
+        """Readable tables for people: a summary row per stream, then each stream's detail."""
+        totals = self.to_dict()
+        console.print(
+            f"[bold]{self.lake_uri}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
+            f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined"
+        )
+        summaries = [_summary(s) for s in self.streams]
+        rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
+        console.print(_table("Streams", rows))
+        if self.duplicates_at_ingest is None:
+            console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
+        for s in self.streams:
+            _render_stream(console, s)
+
+    def _repr_html_(self) -> str:
+        rows = [_summary(s) for s in self.streams]
+        types = [{"stream": s.stream, **s.event_types} for s in self.streams]
+        return (
+            f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}</p>"
+            + _html_table(rows) + _html_table(types)
+        )  # fmt: skip
+
+
+def audit(
+    lake: Lake,
+    *,
+    streams: list[str] | None = None,
+    snapshot: Snapshot | None = None,
+    late_after: timedelta = LATE_AFTER,
+) -> AuditReport:
+    """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all)."""
+    explicit = snapshot is not None
+    snapshot = snapshot or lake.snapshot()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        read_events(lake, EventFilter(streams=tuple(streams) if streams else None), snapshot=snapshot, con=con).create_view("events")
+        _quarantine_view(con, lake, streams, snapshot.delta_version if explicit else None)
+        found = _collect(con, late_after)
+    finally:
+        con.close()
+    names = sorted(set(found) | set(streams or ()))
+    return AuditReport(
+        lake_uri=lake.uri,
+        lake_version=snapshot.lake_version,
+        delta_version=snapshot.delta_version,
+        streams=tuple(StreamAudit(stream=n, **found.get(n, {})) for n in names),
+        duplicates_at_ingest=_ingest_duplicates(lake, snapshot.delta_version),
+        late_after_seconds=late_after.total_seconds(),
+    )
+
+
+def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: list[str] | None, upto: int | None) -> None:
+    rel = read_quarantine(lake, con)
+    if streams:
+        rel = rel.filter(f"stream IN (SELECT unnest({literal(list(streams))}))")
+    if upto is not None:  # quarantine rows carry the events version their commit was for
+        rel = rel.filter(f"lake_version <= {int(upto)}")
+    rel.create_view("quarantined")
+
+
+def _ingest_duplicates(lake: Lake, delta_version: int) -> int | None:
+    """Duplicates dropped at ingest, summed from the commits' metadata (None: never recorded)."""
+    table = DeltaTable(lake.table_uri(EVENTS), storage_options=lake.storage_options)
+    counts = [
+        int(c[DUPLICATES_KEY]) for c in table.history() if DUPLICATES_KEY in c and int(c["version"]) <= delta_version
+    ]
+    return sum(counts) if counts else None
+
+
+# -- queries: each returns {stream: {field: value}} ---------------------------------------------
+def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    parts = (
+        _basics(con), _walk(con), _conflicts(con), _types(con), _drift(con),
+        _lateness(con, late_after), _hot(con), _quarantine(con),
+    )  # fmt: skip
+    for part in parts:
+        for stream, values in part.items():
+            found.setdefault(stream, {}).update(values)
+    return found
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    rel = con.sql(sql)
+    names = rel.columns
+    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+
+
+def _basics(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = _rows(con, """
+        SELECT stream, count(*) AS events, count(DISTINCT partition_key) AS keys,
+               count(*) - count(DISTINCT event_id) AS duplicates,
+               count(DISTINCT lake_version) AS versions, min(lake_version) AS first, max(lake_version) AS last,
+               min(event_time) AS t0, max(event_time) AS t1
+        FROM events GROUP BY stream""")  # fmt: skip
+    return {
+        r["stream"]: {
+            "events": r["events"], "partition_keys": r["keys"], "duplicates": r["duplicates"],
+            "lake_versions": {"count": r["versions"], "first": r["first"], "last": r["last"]},
+            "event_time": {"first": r["t0"].isoformat(), "last": r["t1"].isoformat()},
+        }  # fmt: skip
+        for r in rows
+    }
+
+
+def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = _rows(con, f"""
+        WITH lake AS (SELECT stream, count(*) FILTER (WHERE clash) AS n FROM walk GROUP BY stream),
+        q AS (SELECT coalesce(stream, '(none)') AS stream, count(*) AS n FROM quarantined
+              WHERE {REASON_KIND} = 'conflict' GROUP BY ALL)
+        SELECT stream, coalesce(lake.n, 0) AS in_lake, coalesce(q.n, 0) AS quarantined
+        FROM lake FULL JOIN q USING (stream)""")  # fmt: skip
+    return {r["stream"]: {"conflicts": {"in_lake": r["in_lake"], "quarantined": r["quarantined"]}} for r in rows}
+
+
+def _walk(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """One walk through every key in replay order: sequence gaps, events archived before an event
+    with a lower sequence (out of order), and events at a position another event holds (clash)."""
+    con.execute("""
+        CREATE TEMP TABLE walk AS SELECT * FROM (
+            SELECT stream, partition_key, sequence,
+                   sequence - lag(sequence) OVER w - 1 AS missing,
+                   sequence = lag(sequence) OVER w AND event_id <> lag(event_id) OVER w AS clash,
+                   lake_version < max(lake_version) OVER (
+                       PARTITION BY stream, partition_key ORDER BY sequence, event_id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS early
+            FROM events WINDOW w AS (PARTITION BY stream, partition_key ORDER BY sequence, event_id))
+        WHERE missing > 0 OR early OR clash""").fetchall()  # fmt: skip
+    totals = _rows(con, """
+        SELECT stream, count(DISTINCT partition_key) FILTER (missing > 0) AS keys,
+               coalesce(sum(missing) FILTER (missing > 0), 0) AS missing, count(*) FILTER (early) AS early
+        FROM walk GROUP BY stream""")  # fmt: skip
+    examples = _rows(con, """
+        SELECT stream, partition_key, sum(missing) AS missing, min(sequence - missing) AS first_missing
+        FROM walk WHERE missing > 0 GROUP BY stream, partition_key
+        QUALIFY row_number() OVER (PARTITION BY stream ORDER BY sum(missing) DESC, partition_key) <= 5
+        ORDER BY stream, missing DESC, partition_key""")  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for r in totals:
+        keys = [{k: e[k] for k in ("partition_key", "missing", "first_missing")} for e in examples if e["stream"] == r["stream"]]
+        found[r["stream"]] = {
+            "gaps": {"keys": r["keys"], "missing": int(r["missing"]), "examples": keys},
+            "out_of_order": r["early"],
+        }
+    return found
+
+
+def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for r in _rows(con, "SELECT stream, event_type, count(*) AS n FROM events GROUP BY ALL ORDER BY ALL"):
+        found.setdefault(r["stream"], {"event_types": {}})["event_types"][r["event_type"]] = r["n"]
+    return found
+
+
+def _drift(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """Top-level payload fields not in every event of their type: added, removed or optional."""
+    rows = _rows(con, """
+        WITH sets AS (
+            SELECT stream, event_type, lake_version, count(*) AS n, min(ingested_at) AS t0, max(ingested_at) AS t1,
+                   CASE WHEN json_type(payload) = 'OBJECT' THEN json_keys(payload) END AS fields
+            FROM events GROUP BY ALL),
+        by_type AS (
+            SELECT stream, event_type, sum(n) AS events, min(lake_version) AS v0, max(lake_version) AS v1
+            FROM sets GROUP BY ALL),
+        by_field AS (
+            SELECT stream, event_type, field, sum(n) AS events, min(lake_version) AS v0, max(lake_version) AS v1,
+                   min(t0) AS t0, max(t1) AS t1
+            FROM (SELECT *, unnest(fields) AS field FROM sets) GROUP BY ALL)
+        SELECT f.stream, f.event_type, f.field,
+               CASE WHEN f.v0 > t.v0 AND f.v1 < t.v1 THEN 'added, then removed' WHEN f.v0 > t.v0 THEN 'added'
+                    WHEN f.v1 < t.v1 THEN 'removed' ELSE 'optional' END AS change,
+               f.events, t.events AS of_events, f.v0 AS first_version, f.v1 AS last_version,
+               f.t0 AS first_ingested, f.t1 AS last_ingested
+        FROM by_field f JOIN by_type t USING (stream, event_type)
+        WHERE f.events < t.events ORDER BY ALL""")  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        r["first_ingested"], r["last_ingested"] = r["first_ingested"].isoformat(), r["last_ingested"].isoformat()
+        found.setdefault(r.pop("stream"), {"drift": []})["drift"].append(r)
+    return found
+
+
+def _lateness(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[str, dict[str, Any]]:
+    buckets = ", ".join(
+        f"count(*) FILTER (WHERE s >= {lo} AND s < {hi}) AS \"{label}\"" for label, lo, hi in BUCKETS
+    )
+    rows = _rows(con, f"""
+        SELECT stream, quantile_cont(s, [0.5, 0.9, 0.99]) AS q, max(s) AS max_s,
+               count(*) FILTER (WHERE s >= {late_after.total_seconds()}) AS late, {buckets}
+        FROM (SELECT stream, epoch(ingested_at) - epoch(event_time) AS s FROM events) GROUP BY stream""")  # fmt: skip
+    return {
+        r["stream"]: {"lateness": {
+            "p50_s": round(r["q"][0], 3), "p90_s": round(r["q"][1], 3), "p99_s": round(r["q"][2], 3),
+            "max_s": round(r["max_s"], 3), "late": r["late"],
+            "histogram": {label: r[label] for label, _, _ in BUCKETS},
+        }}  # fmt: skip
+        for r in rows
+    }
+
+
+def _hot(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = _rows(con, """
+        SELECT stream, partition_key, count(*) AS events, max(sequence) AS last_sequence
+        FROM events GROUP BY stream, partition_key
+        QUALIFY row_number() OVER (PARTITION BY stream ORDER BY count(*) DESC, partition_key) <= 5
+        ORDER BY stream, events DESC, partition_key""")  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        found.setdefault(r.pop("stream"), {"hot_partitions": []})["hot_partitions"].append(r)
+    return found
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = _rows(con, f"""
+        SELECT coalesce(stream, '(none)') AS stream, {REASON_KIND} AS reason, count(*) AS count,
+               min(reason) AS example
+        FROM quarantined GROUP BY ALL ORDER BY stream, count DESC, reason""")  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = found.setdefault(r.pop("stream"), {"quarantined": {"total": 0, "reasons": []}})["quarantined"]
+        entry["total"] += r["count"]
+        entry["reasons"].append(r)
+    return found
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _summary(s: StreamAudit) -> dict[str, Any]:
+    versions = s.lake_versions
+    return {
+        "stream": s.stream, "events": s.events, "keys": s.partition_keys,
+        "lake_versions": f"{versions.get('first')}..{versions.get('last')} ({versions.get('count', 0)})",
+        "duplicates": s.duplicates, "conflicts": sum(s.conflicts.values()), "gap keys": s.gaps["keys"],
+        "missing": s.gaps["missing"], "out of order": s.out_of_order, "late": s.lateness.get("late", 0),
+        "quarantined": s.quarantined["total"],
+    }  # fmt: skip
+
+
+def _render_stream(console: Console, s: StreamAudit) -> None:
+    console.print(f"\n[bold]stream {s.stream}[/bold]")
+    console.print(_table("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()]))
+    if s.lateness:
+        late = s.lateness
+        console.print(
+            f"lateness (ingested_at - event_time): p50 {_span(late['p50_s'])}, p90 {_span(late['p90_s'])}, "
+            f"p99 {_span(late['p99_s'])}, max {_span(late['max_s'])}; late: {late['late']:,}"
+        )
+        console.print(_table("Lateness", [late["histogram"]]))
+    for title, rows in (
+        ("Sequence gaps (examples)", s.gaps["examples"]),
+        ("Hot partition keys", s.hot_partitions),
+        ("Payload schema drift", [_drift_row(d) for d in s.drift]),
+        ("Quarantined by reason", s.quarantined["reasons"]),
+    ):
+        if rows:
+            console.print(_table(title, rows))
+
+
+def _drift_row(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_type": d["event_type"], "field": d["field"], "change": d["change"],
+        "events": f"{d['events']:,} of {d['of_events']:,}",
+        "lake_versions": f"{d['first_version']}..{d['last_version']}",
+        "ingested": f"{d['first_ingested'][:16]} .. {d['last_ingested'][:16]}".replace("T", " "),
+    }  # fmt: skip
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in rows[0] if rows else []:
+        table.add_column(str(name), overflow="fold")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row.values()))
+    return table
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(str(n))}</th>" for n in names)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(n, '')))}</td>" for n in names) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

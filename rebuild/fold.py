@@ -1,0 +1,71 @@
+"""The slow path: a per-partition Python fold, for logic that cannot be vectorized.
+
+    @projection(name="...", key="order_id", engine="python")
+    def fold(partition_key: str, events: Iterator[dict]) -> dict | list[dict] | None: ...
+
+Each partition's events arrive in (sequence, event_id) order as dicts (payload fields decoded).
+Partitions are split into chunks at key boundaries and folded in parallel processes. Expect
+tens of thousands of events per second per core, not millions: use SQL or Polars when you can.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from operator import itemgetter
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+Fold = Callable[[str, Iterator[dict[str, Any]]], Any]
+_FOLD: Fold | None = None
+
+
+def fold_table(con: duckdb.DuckDBPyConnection, func: Fold, workers: int | None = None) -> pa.Table:
+    """Fold the ``events`` view of ``con`` partition by partition, in parallel processes."""
+    events = con.sql("SELECT * FROM events ORDER BY partition_key, sequence, event_id").to_arrow_table()
+    chunks = _split(events, workers or os.cpu_count() or 1)
+    global _FOLD
+    _FOLD = func  # forked workers inherit it: a fold defined in a notebook cell needs no pickling
+    try:
+        if len(chunks) <= 1:
+            rows = _fold_chunk(events)
+        else:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
+                rows = [r for part in pool.map(_fold_chunk, chunks) for r in part]
+    finally:
+        _FOLD = None
+    return pa.Table.from_pylist(rows)
+
+
+def _split(events: pa.Table, parts: int) -> list[pa.Table]:
+    """Cut ``events`` (sorted by partition_key) into ``parts`` slices at key boundaries."""
+    n = events.num_rows
+    if n == 0 or parts <= 1:
+        return [events]
+    keys = events.column("partition_key")
+    cuts, start = [], 0
+    for i in range(1, parts):
+        at = max(start, n * i // parts)
+        while 0 < at < n and keys[at].as_py() == keys[at - 1].as_py():
+            at += 1
+        cuts.append((start, at))
+        start = at
+    cuts.append((start, n))
+    return [events.slice(a, b - a) for a, b in cuts if b > a]
+
+
+def _fold_chunk(events: pa.Table) -> list[dict[str, Any]]:
+    assert _FOLD is not None
+    rows: list[dict[str, Any]] = []
+    for key, group in itertools.groupby(events.to_pylist(), key=itemgetter("partition_key")):
+        result = _FOLD(key, group)
+        if result is None:
+            continue
+        rows.extend(result if isinstance(result, list) else [result])
+    return rows

@@ -1,0 +1,117 @@
+"""The lake audit: exact figures on a hand-made lake, and the sample's known anomalies found."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import lake
+from lake.audit import AuditReport, audit
+from lake.sample import generate
+from tests.conftest import T0, event, write_ndjson
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory: pytest.TempPathFactory) -> AuditReport:
+    """Two commits: a gap in ``a``, a hot key, a conflict, a duplicate, a late-added payload field,
+    ``c`` archived out of order (sequence 2 before 1) and one malformed line."""
+    tmp = tmp_path_factory.mktemp("handmade")
+    target = lake.Lake(tmp / "lake")
+    first = [
+        event(1, key="a", seq=1), event(2, key="a", seq=2), event(3, key="a", seq=4),
+        *(event(10 + i, key="hot", seq=1 + i) for i in range(6)),
+        event(20, key="b", seq=1), event(31, key="c", seq=2),
+    ]  # fmt: skip
+    second = [
+        event(40, key="hot", seq=3), event(1, key="a", seq=1),
+        event(21, key="b", seq=2, payload={"n": 21, "extra": True}), event(30, key="c", seq=1), "{broken",
+    ]  # fmt: skip
+    for day, records in enumerate((first, second), start=1):
+        source = write_ndjson(tmp / f"day{day}.ndjson", records)
+        lake.ingest(target, [source], stream="orders", ingested_at=T0 + timedelta(days=day))
+    return audit(target)
+
+
+def test_exact_figures_on_a_small_lake(handmade: AuditReport) -> None:
+    d = handmade.to_dict()
+    assert (d["events"], d["partition_keys"], d["duplicates"], d["conflicts"], d["quarantined"]) == (13, 4, 0, 1, 2)
+    assert (d["gaps"], d["missing_sequences"], d["out_of_order"], d["late"]) == (1, 1, 1, 0)
+    assert d["event_types"] == {"OrderPlaced": 13}
+    s = d["streams"]["orders"]
+    assert s["lake_versions"] == {"count": 2, "first": 1, "last": 2}
+    assert s["gaps"]["examples"] == [{"partition_key": "a", "missing": 1, "first_missing": 3}]
+    assert s["hot_partitions"][0] == {"partition_key": "hot", "events": 6, "last_sequence": 6}
+    assert [h["partition_key"] for h in s["hot_partitions"]] == ["hot", "a", "b", "c"]
+    assert s["conflicts"] == {"in_lake": 0, "quarantined": 1}
+    assert {r["reason"]: r["count"] for r in s["quarantined"]["reasons"]} == {
+        "conflict": 1, "malformed record: malformed JSON": 1,
+    }  # fmt: skip
+
+
+def test_lateness_and_drift_on_a_small_lake(handmade: AuditReport) -> None:
+    s = handmade.to_dict()["streams"]["orders"]
+    late = s["lateness"]
+    assert late["max_s"] == 2 * 86400 - 21 * 60  # event 21 happened at T0+21 min, ingested at T0+2 d
+    assert late["histogram"]["6-24 h"] == 11 and late["histogram"]["1-2 d"] == 2
+    assert sum(late["histogram"].values()) == 13
+    [drift] = s["drift"]
+    assert (drift["event_type"], drift["field"], drift["change"]) == ("OrderPlaced", "extra", "added")
+    assert (drift["events"], drift["of_events"], drift["first_version"]) == (1, 13, 2)
+
+
+def test_report_renders_for_people_notebooks_and_machines(handmade: AuditReport) -> None:
+    console = Console(record=True, width=160)
+    handmade.render(console)
+    text = console.export_text()
+    for title in ("Streams", "Event types", "Sequence gaps", "Hot partition keys", "Payload schema drift", "Quarantined"):
+        assert title in text
+    page = handmade._repr_html_()
+    assert page.count("<table>") == 2 and "http" not in page.replace(handmade.lake_uri, "")
+    assert json.loads(json.dumps(handmade.to_dict()))["streams"]["orders"]["events"] == 13
+
+
+def test_a_stream_filter_and_an_empty_lake(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake").create()
+    d = audit(target, streams=["orders"]).to_dict()
+    assert (d["events"], d["gaps"], d["quarantined"]) == (0, 0, 0)
+    assert d["streams"]["orders"]["events"] == 0
+
+
+def test_the_audit_finds_the_samples_known_anomalies(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    r = generate(target, events=1200, seed=11, days=5)
+    d = audit(target).to_dict()
+    assert d["events"] == r.archived
+    assert (d["gaps"], d["missing_sequences"], d["conflicts"]) == (r.gaps, r.missing, r.conflicts)
+    assert (d["late"], d["out_of_order"], d["quarantined"]) == (r.late, r.out_of_order, r.quarantined)
+    assert d["duplicates"] == 0  # duplicates never reach the lake
+    assert d["duplicates_at_ingest"] in (None, r.duplicates)
+    s = d["streams"]["orders"]
+    assert s["lake_versions"]["count"] == r.commits and s["conflicts"]["in_lake"] == 0
+    assert sum(x["count"] for x in s["quarantined"]["reasons"] if x["reason"] != "conflict") == r.poison
+    assert any(x["field"] == "tracking_number" and x["change"] == "added" for x in s["drift"])
+    assert audit(target, streams=["orders"]).to_dict()["events"] == r.archived
+
+
+def test_duplicates_and_conflicts_written_around_ingest_are_found(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from lake.schema import STORED_SCHEMA, bucket_of
+    from lake.table import EVENTS
+
+    target = lake.Lake(tmp_path / "lake").create()
+    rows = [("e1", 1), ("e1", 1), ("e2", 2), ("x2", 2), ("e3", 3)]  # e1 twice, position 2 twice
+    table = pa.table({
+        "event_id": [r[0] for r in rows], "stream": ["orders"] * 5, "partition_key": ["k"] * 5,
+        "sequence": [r[1] for r in rows], "event_type": ["OrderPlaced"] * 5, "event_time": [T0] * 5,
+        "ingested_at": [T0] * 5, "lake_version": [1] * 5, "schema_version": [1] * 5,
+        "payload": ["{}"] * 5, "metadata": [None] * 5, "bucket": [bucket_of("k")] * 5,
+    }).cast(STORED_SCHEMA)  # fmt: skip
+    with target.commit_lock():
+        target.write(EVENTS, table)
+    d = audit(target).to_dict()
+    assert (d["events"], d["duplicates"], d["conflicts"], d["gaps"]) == (5, 1, 1, 0)

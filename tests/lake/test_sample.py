@@ -1,0 +1,137 @@
+"""The sample generator: deterministic per seed, the documented anomalies really in the lake."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import lake
+from lake.sample import END, RATES, TYPES, SampleResult, generate
+
+EVENTS, SEED, DAYS = 1500, 3, 6
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[lake.Lake, SampleResult]:
+    target = lake.Lake(tmp_path_factory.mktemp("sample") / "lake")
+    return target, generate(target, events=EVENTS, seed=SEED, days=DAYS)
+
+
+def _content(target: lake.Lake) -> list[tuple[object, ...]]:
+    return lake.read_events(target).order("event_id").project("* EXCLUDE (ingested_at)").fetchall()
+
+
+def _quarantine(target: lake.Lake) -> list[tuple[object, ...]]:
+    return lake.read_quarantine(target).order("reason, record").project("reason, record").fetchall()
+
+
+def _want(name: str) -> int:
+    rate, floor = RATES[name]
+    return max(floor, round(EVENTS * rate))
+
+
+def test_the_same_seed_gives_the_same_lake_and_another_seed_another(
+    sample: tuple[lake.Lake, SampleResult], tmp_path: Path
+) -> None:
+    target, result = sample
+    again = lake.Lake(tmp_path / "again")
+    other = lake.Lake(tmp_path / "other")
+    second = generate(again, events=EVENTS, seed=SEED, days=DAYS)
+    generate(other, events=EVENTS, seed=SEED + 1, days=DAYS)
+    assert _content(again) == _content(target)
+    assert _quarantine(again) == _quarantine(target)
+    assert {**second.to_dict(), "seconds": 0} == {**result.to_dict(), "seconds": 0}
+    assert _content(other) != _content(target)
+
+
+def test_counts_add_up_and_match_what_ingest_saw(sample: tuple[lake.Lake, SampleResult]) -> None:
+    target, r = sample
+    assert r.events_generated == EVENTS
+    assert r.archived == EVENTS - r.missing == lake.read_events(target).count("*").fetchall()[0][0]
+    assert r.duplicates == _want("dup_same") + _want("dup_later")  # counted by the real ingest
+    assert (r.conflicts, r.gaps, r.poison) == (_want("conflicts"), _want("gaps"), _want("poison"))
+    assert r.quarantined == r.conflicts + r.poison
+    assert r.late >= _want("late") and r.out_of_order >= _want("out_of_order")
+    assert r.commits == DAYS == r.lake_version
+
+
+def test_conflicts_and_poison_are_quarantined_with_their_reasons(sample: tuple[lake.Lake, SampleResult]) -> None:
+    target, r = sample
+    reasons = [reason for reason, _ in _quarantine(target)]
+    assert sum(x.startswith("conflict: partition_key o-") for x in reasons) == r.conflicts
+    poison = [x for x in reasons if not x.startswith("conflict")]
+    assert len(poison) == r.poison
+    assert "malformed record: malformed JSON" in poison
+    assert "missing field event_type (event_type)" in poison
+    assert any(x.startswith("sequence is not a non-negative int64: ") for x in poison)
+
+
+def test_gaps_late_and_out_of_order_are_visible_in_the_lake(sample: tuple[lake.Lake, SampleResult]) -> None:
+    target, r = sample
+    rel = lake.read_events(target)
+    walk = rel.query("ev", """
+        SELECT partition_key, sequence - lag(sequence) OVER w - 1 AS missing,
+               lake_version < max(lake_version) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS early,
+               ingested_at - event_time >= INTERVAL 2 DAY AS late
+        FROM ev WINDOW w AS (PARTITION BY partition_key ORDER BY sequence)""")  # fmt: skip
+    gaps, missing, early, late = walk.aggregate(
+        "count(DISTINCT partition_key) FILTER (missing > 0), sum(missing) FILTER (missing > 0), "
+        "count(*) FILTER (early), count(*) FILTER (late)"
+    ).fetchall()[0]
+    assert (gaps, missing, early, late) == (r.gaps, r.missing, r.out_of_order, r.late)
+
+
+def test_the_domain_contract(sample: tuple[lake.Lake, SampleResult]) -> None:
+    target, _ = sample
+    rows = lake.read_events(target).project("partition_key, sequence, event_type, event_time, ingested_at, payload, metadata").fetchall()
+    first: dict[str, int] = {}
+    for key, seq, etype, at, ingested, payload, metadata in rows:
+        body = json.loads(payload)
+        assert body["order_id"] == key and len(key) == 9 and key.startswith("o-")
+        assert body["customer_id"].startswith("c-") and len(body["customer_id"]) == 8
+        assert body["currency"] in ("EUR", "USD", "GBP") and etype in TYPES
+        assert END - timedelta(days=DAYS) <= at < END <= ingested + timedelta(days=DAYS) and ingested >= at
+        assert json.loads(metadata)["source"] == "sample"
+        _check_fields(etype, body)
+        first[key] = min(first.get(key, seq), seq)
+    assert set(first.values()) == {1}
+
+
+def _check_fields(etype: str, body: dict[str, object]) -> None:
+    wanted = {
+        "OrderPlaced": {"channel"}, "ItemAdded": {"sku", "quantity", "unit_price"},
+        "ItemRemoved": {"sku", "quantity", "unit_price"}, "PaymentAuthorized": {"amount"},
+        "PaymentFailed": {"amount", "reason"}, "OrderShipped": {"carrier"}, "OrderCancelled": {"reason"},
+        "RefundIssued": {"amount"},
+    }[etype]  # fmt: skip
+    assert wanted <= set(body)
+    if "quantity" in body:
+        assert isinstance(body["quantity"], int) and body["quantity"] >= 1
+        assert round(float(body["unit_price"]), 2) == body["unit_price"]  # type: ignore[arg-type]
+    if etype == "OrderPlaced":
+        assert body["channel"] in ("web", "app", "store")
+
+
+def test_payment_amount_is_the_order_total(sample: tuple[lake.Lake, SampleResult]) -> None:
+    target, _ = sample
+    wrong = lake.read_events(target).query("ev", """
+        WITH lines AS (
+            SELECT partition_key, sequence, event_type, CAST(payload->>'amount' AS DOUBLE) AS amount,
+                   sum(CASE event_type WHEN 'ItemAdded' THEN 1 WHEN 'ItemRemoved' THEN -1 ELSE 0 END
+                       * CAST(payload->>'quantity' AS INT) * CAST(payload->>'unit_price' AS DOUBLE))
+                       OVER (PARTITION BY partition_key ORDER BY sequence) AS total,
+                   max(sequence) OVER (PARTITION BY partition_key) - count(*) OVER (PARTITION BY partition_key) AS gaps
+            FROM ev)
+        SELECT count(*) FROM lines WHERE event_type = 'PaymentAuthorized' AND gaps = 0 AND abs(amount - total) > 0.005""")  # fmt: skip
+    assert wrong.fetchall()[0][0] == 0
+
+
+def test_refuses_a_lake_that_holds_events_and_unknown_streams(sample: tuple[lake.Lake, SampleResult], tmp_path: Path) -> None:
+    target, _ = sample
+    with pytest.raises(lake.LakeError, match="already holds events"):
+        generate(target, events=200, seed=1, days=3)
+    with pytest.raises(lake.LakeError, match="streams"):
+        generate(lake.Lake(tmp_path / "x"), events=200, seed=1, streams=("payments",))

@@ -1,0 +1,95 @@
+"""``rebuild backfill``: chunks, resume after kill -9 of a real process, exit codes, progress lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lake import Lake
+from rebuild import Config, ConfigError, Workbench
+from rebuild.backfill import chunks, parse_chunk
+from rebuild.cli import main
+from tests.stores.conftest import orders_lake, orders_lake_template  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEW = "order_summary"
+RANGE = ["--since", "2026-09-02", "--until", "2026-09-08", "--chunk", "1d"]
+#: the CLI in a process that announces each chunk and stalls after the second, to be killed there
+SLOW = """
+import sys, time
+import rebuild.backfill as bf
+real, done = bf.execute, []
+def slow(*args, **kwargs):
+    result = real(*args, **kwargs)
+    done.append(1)
+    print("chunk-done", flush=True)
+    time.sleep(60 if len(done) == 2 else 0)
+    return result
+bf.execute = slow
+from rebuild.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cli(lake: Lake, store: str, *args: str, code: str = "from rebuild.cli import run; run()") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "--lake", lake.uri, "--store", store, *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def shadow(lake: Lake, store: str) -> pl.DataFrame:
+    with Workbench(Config(lake_uri=lake.uri, store_uri=store)) as wb:
+        return wb.view(VIEW, "shadow").sort("order_id")
+
+
+def test_chunks_and_durations() -> None:
+    t0 = datetime(2026, 9, 1, tzinfo=UTC)
+    assert parse_chunk("6h") == timedelta(hours=6) and parse_chunk("2w") == timedelta(weeks=2)
+    assert chunks(t0, t0 + timedelta(hours=30), timedelta(hours=12))[-1] == (t0 + timedelta(hours=24), t0 + timedelta(hours=30))
+    with pytest.raises(ConfigError):
+        parse_chunk("1 fortnight")
+
+
+def test_killed_backfill_resumes_to_the_same_shadow(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
+    store = str(tmp_path / "views.duckdb")
+    first = cli(orders_lake, store, "backfill", VIEW, *RANGE, "--progress", "log", code=SLOW)
+    assert first.stdout is not None
+    assert [first.stdout.readline().strip() for _ in range(2)] == ["chunk-done", "chunk-done"]
+    locked = cli(orders_lake, store, "--json", "backfill", VIEW, *RANGE)  # a second job meanwhile
+    out, _ = locked.communicate(timeout=60)
+    assert locked.returncode == 2 and "locked" in json.loads(out)["error"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = cli(orders_lake, store, "--json", "backfill", VIEW, *RANGE, "--progress", "log")
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    result = json.loads(out)
+    assert result["chunks"] == 6 and result["skipped"] == 2
+    assert "chunks (" in err and "left)" in err  # --progress log: one line per chunk with rate and time left
+    reference = str(tmp_path / "reference.duckdb")
+    assert main(["--lake", orders_lake.uri, "--store", reference, "--json", "backfill", VIEW, *RANGE, "--progress", "none"]) == 0
+    expected = shadow(orders_lake, reference)
+    assert expected.height > 0 and shadow(orders_lake, store).equals(expected)
+
+
+def test_backfill_exit_codes(orders_lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    store = str(tmp_path / "views")
+    base = ["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW]
+    assert main([*base, "--since", "2026-09-02"]) == 2
+    assert "--until" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*base, "--since", "2026-09-05", "--until", "2026-09-02"]) == 2
+    assert main([*base, "--since", "2026-09-02", "--until", "2026-09-04", "--chunk", "1y"]) == 2
+    capsys.readouterr()
+    assert main([*base, "--buckets", "--progress", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "full"
+    assert main([*base, "--since", "2026-09-02", "--until", "2026-09-04", "--progress", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks"] == 2

@@ -1,0 +1,76 @@
+"""The CLI: plan/run/cutover/rollback/ls through main(argv), exit codes and one JSON object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import pytest
+
+from rebuild.cli import cli, main
+from rebuild.options import RunOptions
+from tests.orders import order_events
+from tests.rebuild.conftest import Bench
+
+
+def _call(capsys: pytest.CaptureFixture[str], bench: Bench, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", *args, "--json"])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    return code, json.loads(lines[0])
+
+
+def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.close()
+    code, plan = _call(capsys, bench, "plan", "order_summary")
+    assert code == 0 and plan["mode"] == "full" and plan["writes"] == "order_summary__shadow"
+    code, run = _call(capsys, bench, "run", "order_summary")
+    assert code == 0 and run["rows_written"] == 3 and run["status"] == "shadow"
+    code, refused = _call(capsys, bench, "cutover", "order_summary")
+    assert code == 2 and "no passing check report" in refused["error"]
+    code, cp = _call(capsys, bench, "cutover", "order_summary", "--force")
+    assert code == 0 and cp["run_id"] == run["run_id"]
+    code, views = _call(capsys, bench, "ls")
+    summary = {v["name"]: v for v in views["views"]}["order_summary"]
+    assert summary["live_rows"] == 3 and summary["versions_behind"] == 0
+    code, back = _call(capsys, bench, "rollback", "order_summary")
+    assert code == 2 and "nothing to roll back" in back["error"]  # the first live had no predecessor
+    code, patch = _call(capsys, bench, "run", "order_summary", "--keys", "o-0000001")
+    assert code == 0 and patch["kind"] == "patch" and patch["scope_rows"] == 1
+    assert _call(capsys, bench, "cutover", "order_summary", "--force")[0] == 0
+    code, back = _call(capsys, bench, "rollback", "order_summary")
+    assert code == 0 and back["run_id"] == run["run_id"]
+
+
+def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    code, error = _call(capsys, bench, "run", "nope")
+    assert code == 2 and "unknown projection 'nope'" in error["error"]
+    code, error = _call(capsys, bench, "run", "order_summary", "--full", "--incremental")
+    assert code == 2 and "exclude each other" in error["error"]
+    code, error = _call(capsys, bench, "run", "order_summary", "--since", "yesterday")
+    assert code == 2 and "not an ISO date" in error["error"]
+
+
+def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.close()
+    keys = tmp_path / "keys.txt"
+    keys.write_text("o-0000002\n\no-0000003\n")
+    code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
+    assert code == 0 and plan["mode"] == "targeted" and plan["keys"] == ["o-0000002", "o-0000003"]
+
+
+def test_cli_options_and_run_options_cannot_drift() -> None:
+    """Every RunOptions field is a flag of `plan` and `run`, and they take no other option."""
+    from rebuild.cli import _register
+
+    _register()
+    expected = {f.name for f in fields(RunOptions)}
+    for name in ("plan", "run"):
+        command = cli.commands[name]
+        params = {p.name for p in command.params if isinstance(p, click.Option)} - {"json_out"}
+        assert params == expected, name

@@ -1,0 +1,66 @@
+"""Cutover and rollback: one transaction each, full and partial shadows, the gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from rebuild import CutoverRefused, StoreError
+from tests.orders import order_events
+from tests.rebuild.conftest import Bench
+
+
+def test_full_cutover_keeps_the_old_live_for_rollback(bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 6) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    first = bench.rows("order_summary")
+    bench.ingest(order_events(9))
+    result = bench.wb.run("order_summary", full=True, progress="none")
+    cp = bench.wb.cutover("order_summary", force=True)
+    assert cp.run_id == result.run_id and len(bench.rows("order_summary")) == 6
+    assert bench.rows("order_summary", "previous").equals(first)
+    assert bench.wb.store.run(result.run_id).status == "live"  # type: ignore[union-attr]
+    bench.wb.rollback("order_summary")
+    assert bench.rows("order_summary").equals(first)
+    bench.wb.rollback("order_summary")  # rolling back a rollback redoes the cutover
+    assert len(bench.rows("order_summary")) == 6
+
+
+def test_partial_cutover_patches_live_and_rolls_back(bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 6) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    before = bench.rows("order_summary")
+    bench.ingest(order_events(2, first_seq=30, items=1, ship=False) + order_events(8))
+    bench.wb.run("order_summary", progress="none")  # incremental: keys o-2 and o-8
+    assert bench.wb.store.count("order_summary__shadow") == 2
+    bench.wb.cutover("order_summary", force=True)
+    after = bench.rows("order_summary")
+    assert len(after) == 6 and after.filter(after["order_id"] == "o-0000002")["version"].item() == 32
+    previous = bench.rows("order_summary", "previous")
+    assert previous["order_id"].to_list() == ["o-0000002"]  # only the replaced rows are kept
+    bench.wb.rollback("order_summary")
+    assert bench.rows("order_summary").equals(before)
+
+
+def test_cutover_refuses_without_a_passing_check_unless_forced(bench: Bench) -> None:
+    bench.ingest(order_events(1))
+    result = bench.wb.run("order_summary", progress="none")
+    with pytest.raises(CutoverRefused, match="no passing check report"):
+        bench.wb.cutover("order_summary")
+    bench.wb.cutover("order_summary", force=True)
+    assert bench.wb.store.run(result.run_id).forced is True  # type: ignore[union-attr]
+
+
+def test_nothing_to_cut_over_or_roll_back_is_a_clear_error(bench: Bench) -> None:
+    bench.ingest(order_events(1))
+    with pytest.raises(CutoverRefused, match="no shadow"):
+        bench.wb.cutover("order_summary", force=True)
+    with pytest.raises(StoreError, match="nothing to roll back"):
+        bench.wb.rollback("order_summary")
+
+
+def test_a_patch_needs_a_live_view(bench: Bench) -> None:
+    bench.ingest(order_events(1))
+    bench.wb.run("order_summary", keys=["o-0000001"], progress="none")
+    with pytest.raises(StoreError, match="no live view"):
+        bench.wb.cutover("order_summary", force=True)
+    assert bench.wb.store.exists("order_summary__shadow")  # the failed cutover changed nothing

@@ -1,0 +1,89 @@
+"""View locks across real processes: a second holder is refused with the holder named; a lock
+whose holder was killed is taken over (and the takeover logged). Run against every store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rebuild import ViewLocked
+from rebuild.locks import FileLocks, Holder
+from rebuild.store import open_store
+from tests.stores.conftest import postgres_server, postgres_uri, store_uri  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLD = """
+import sys, time
+from rebuild.store import open_store
+store = open_store(sys.argv[1])
+with store.lock(sys.argv[2], "backfill"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def hold_in_subprocess(uri: str, view: str) -> subprocess.Popen[str]:
+    """A process that takes ``view``'s lock and sleeps; returns once it holds the lock."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, uri, view], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def take(uri: str, view: str) -> None:
+    store = open_store(uri)
+    try:
+        with store.lock(view, "run"):
+            pass
+    finally:
+        store.close()
+
+
+def test_second_process_is_refused_and_dead_holder_is_taken_over(store_uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    holder = hold_in_subprocess(store_uri, "order_summary")
+    try:
+        with pytest.raises(ViewLocked) as refused:
+            take(store_uri, "order_summary")
+        message = str(refused.value)
+        assert f"pid {holder.pid}" in message and "backfill" in message and "since" in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    caplog.set_level(logging.WARNING, logger="rebuild.locks")
+    deadline = time.monotonic() + 10
+    while True:  # PostgreSQL notices the dead session within moments
+        try:
+            take(store_uri, "order_summary")
+            break
+        except ViewLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert f"pid {holder.pid}" in caplog.text and "taken over" in caplog.text and "is gone" in caplog.text
+
+
+def test_file_lock_holder_info_and_release(tmp_path: Path) -> None:
+    locks = FileLocks(tmp_path / "locks")
+    with locks.hold("v", "run") as me:
+        assert me.pid == os.getpid() and locks.holders() == [me]
+        with pytest.raises(ViewLocked, match=f"run by pid {os.getpid()}"):
+            with locks.hold("v", "cutover"):
+                pass
+    assert locks.holders() == [] and locks.path("v").read_text() == ""
+    with locks.hold("v", "cutover"):
+        pass
+
+
+def test_holder_liveness() -> None:
+    me = Holder.me("v", "run")
+    assert me.alive() is True
+    assert Holder("v", "run", 2**22 + 12345, me.host, me.started_at).alive() is False
+    assert Holder("v", "run", 1, "elsewhere", me.started_at).alive() is None
+    assert Holder.parse(me.to_json()) == me and Holder.parse("") is None

@@ -1,0 +1,143 @@
+"""Runs: full, incremental, keys, ranges, as-of; each lands in the shadow with its run record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rebuild import ProjectionError
+from tests.orders import T0, order_events
+from tests.rebuild.conftest import VIEWS, Bench
+
+
+def first_lake(bench: Bench, orders: range = range(1, 30)) -> int:
+    return bench.ingest(e for o in orders for e in order_events(o, customer=o % 5, refund=o % 4 == 0,
+                                                         start=T0 + timedelta(hours=5 * o))).archived
+
+
+def test_a_full_run_writes_only_the_shadow_and_its_run_record(bench: Bench) -> None:
+    first_lake(bench)
+    result = bench.wb.run("order_summary", progress="none")
+    store = bench.wb.store
+    assert not store.exists("order_summary")
+    assert store.count("order_summary__shadow") == 29
+    record = store.run(result.run_id)
+    assert record is not None and record.status == "shadow" and record.kind == "full"
+    assert record.lake_version == bench.wb.lake.snapshot().lake_version
+    assert record.fingerprint == bench.wb.projection("order_summary").fingerprint
+    assert store.checkpoint("order_summary", "shadow").run_id == result.run_id  # type: ignore[union-attr]
+
+
+def test_order_summary_values(bench: Bench) -> None:
+    bench.ingest(order_events(7, items=2, refund=True))
+    bench.wb.run("order_summary", progress="none")
+    row = bench.rows("order_summary", "shadow").to_dicts()[0]
+    # order 7: items priced 1.25 + i + 0 -> 1.25 and 2.25, quantity 2 each
+    assert row["items"] == 4 and str(row["total"]) == "7.00" and str(row["paid"]) == "7.00"
+    assert str(row["refunded"]) == "3.50" and row["status"] == "refunded" and row["version"] == 6
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_incremental_catch_up_equals_a_full_rebuild(bench: Bench, view: str) -> None:
+    first_lake(bench)
+    bench.rebuild_live(view)
+    late = order_events(3, first_seq=50, items=1, ship=False, start=T0 - timedelta(days=3))  # a late event for an old day
+    bench.ingest([e for o in range(30, 40) for e in order_events(o, customer=o % 5)] + late)
+    plan = bench.wb.plan(view)
+    assert plan.mode == "incremental" and plan.kind == ("full" if plan.strategy == "full" else "patch")
+    bench.rebuild_live(view)
+    incremental = bench.rows(view)
+    bench.wb.run(view, full=True, progress="none")
+    assert incremental.equals(bench.rows(view, "shadow"))
+
+
+def test_a_keys_run_rebuilds_only_those_keys(bench: Bench) -> None:
+    first_lake(bench)
+    bench.rebuild_live("order_summary")
+    bench.ingest(order_events(5, first_seq=40, items=3, ship=False) + order_events(6, first_seq=40, items=1))
+    before = bench.rows("order_summary")
+    bench.wb.run("order_summary", keys=["o-0000005"], progress="none")
+    assert bench.rows("order_summary", "shadow")["order_id"].to_list() == ["o-0000005"]
+    bench.wb.cutover("order_summary", force=True)
+    after = bench.rows("order_summary")
+    changed = [r["order_id"] for r, b in zip(after.to_dicts(), before.to_dicts(), strict=True) if r != b]
+    assert changed == ["o-0000005"]  # o-0000006 also got events but was not asked for
+    bench.wb.run("order_summary", full=True, progress="none")
+    full = bench.rows("order_summary", "shadow")
+    assert after.filter(after["order_id"] == "o-0000005").equals(full.filter(full["order_id"] == "o-0000005"))
+
+
+def test_a_time_range_run_recomputes_windows_touched_by_late_events(bench: Bench) -> None:
+    first_lake(bench)
+    bench.rebuild_live("daily_revenue")
+    day = T0 + timedelta(days=1)
+    bench.ingest(order_events(99, start=day + timedelta(hours=2)))
+    plan = bench.wb.plan("daily_revenue", since=day.isoformat(), until=(day + timedelta(days=1)).isoformat())
+    assert plan.mode == "targeted" and plan.method == "by_window"
+    bench.wb.run("daily_revenue", since=day.date().isoformat(), until=(day + timedelta(days=1)).date().isoformat(), progress="none")
+    shadow = bench.rows("daily_revenue", "shadow")
+    assert shadow["day"].to_list() == [day.date()]
+    bench.wb.cutover("daily_revenue", force=True)
+    bench.wb.run("daily_revenue", full=True, progress="none")
+    assert bench.rows("daily_revenue").equals(bench.rows("daily_revenue", "shadow"))
+
+
+def test_as_of_replays_the_lake_as_it_was(make_bench: object) -> None:
+    a, b = make_bench("grown"), make_bench("stopped")  # type: ignore[operator]
+    first = [e for o in range(1, 10) for e in order_events(o)]
+    later = [e for o in range(10, 15) for e in order_events(o)] + order_events(2, first_seq=60)
+    version = a.ingest(first).lake_version
+    a.ingest(later)
+    b.ingest(first)
+    a.wb.run("order_summary", as_of=str(version), progress="none")
+    b.wb.run("order_summary", progress="none")
+    assert a.rows("order_summary", "shadow").equals(b.rows("order_summary", "shadow"))
+
+
+def test_exclude_quarantined_leaves_out_poisoned_keys(bench: Bench) -> None:
+    poisoned = order_events(4)
+    poisoned[2]["sequence"] = "three"  # quarantined; the key is now incomplete
+    bench.ingest([e for o in (1, 2, 3) for e in order_events(o)] + poisoned)
+    bench.wb.run("order_summary", exclude_quarantined=True, progress="none")
+    assert "o-0000004" not in bench.rows("order_summary", "shadow")["order_id"].to_list()
+    bench.wb.run("order_summary", progress="none")
+    assert "o-0000004" in bench.rows("order_summary", "shadow")["order_id"].to_list()
+
+
+def test_plan_writes_nothing(bench: Bench) -> None:
+    archived = first_lake(bench)
+    plan = bench.wb.plan("order_summary")
+    assert plan.mode == "full" and plan.reason == "no live checkpoint"
+    assert plan.estimated_events == archived and plan.files == len(plan.buckets)
+    assert not bench.wb.store.exists("order_summary__shadow") and bench.wb.store.runs() == []
+
+
+def test_a_changed_projection_version_forces_a_full_run(bench: Bench) -> None:
+    from dataclasses import replace
+
+    first_lake(bench)
+    bench.rebuild_live("order_summary")
+    bench.ingest(order_events(77))
+    assert bench.wb.plan("order_summary").mode == "incremental"
+    projection = bench.wb.projection("order_summary")
+    bench.wb.registry._items["order_summary"] = replace(projection, version=projection.version + 1)
+    try:
+        plan = bench.wb.plan("order_summary")
+        assert plan.mode == "full" and "changed" in plan.reason
+    finally:
+        bench.wb.registry._items["order_summary"] = projection
+
+
+def test_the_python_fold_matches_the_sql_projection(bench: Bench) -> None:
+    first_lake(bench)
+    bench.wb.run("order_summary", progress="none")
+    bench.wb.run("order_summary_fold", progress="none")
+    sql = bench.rows("order_summary", "shadow")
+    fold = bench.rows("order_summary_fold", "shadow").select(sql.columns)
+    assert fold.cast(sql.schema).equals(sql)  # type: ignore[arg-type]
+
+
+def test_unknown_projection_is_a_clear_error(bench: Bench) -> None:
+    with pytest.raises(ProjectionError, match="unknown projection 'nope'; known: customer_ltv"):
+        bench.wb.plan("nope")

@@ -1,0 +1,60 @@
+"""A rebuild larger than DuckDB's memory limit spills to the configured temp directory instead of failing."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from lake import EventFilter, Lake
+from rebuild import Config, ProjectionError, Workbench
+from rebuild.replay import Selection, events_sql, materialize
+from rebuild.store.duckdb_store import connect
+from tests.stores.synthetic import synthetic_lake
+
+ORDERS = 300_000  # ~1.9M events: order_summary needs more than 100MB of aggregate state
+LIMIT = "100MB"
+
+
+@pytest.fixture(scope="module")
+def big_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    return synthetic_lake(tmp_path_factory.mktemp("big") / "lake", ORDERS)
+
+
+def test_the_rebuild_does_not_fit_without_spilling(big_lake: Lake) -> None:
+    """The control: with spilling switched off the same rebuild runs out of memory."""
+    with Workbench(Config(lake_uri=big_lake.uri, store_uri="parquet:///unused")) as wb:
+        projection = wb.projection("order_summary")
+    con = connect(":memory:", LIMIT, None, 2)
+    con.execute("SET temp_directory = ''")
+    f = EventFilter(streams=projection.streams, event_types=projection.consumes)
+    sql, _, _ = events_sql(big_lake, big_lake.snapshot(), projection, Selection(f))
+    with pytest.raises(ProjectionError, match="Out of Memory"):
+        materialize(con, projection, sql, "rebuilt")
+    con.close()
+
+
+def test_rebuild_spills_to_the_configured_temp_directory(big_lake: Lake, tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    config = Config(lake_uri=big_lake.uri, store_uri=f"parquet://{tmp_path / 'views'}", memory_limit=LIMIT,
+                    temp_directory=str(spill), threads=2)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(len(os.listdir(spill)) if spill.is_dir() else 0)
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with Workbench(config) as wb:
+            result = wb.run("order_summary")
+    finally:
+        done.set()
+        watcher.join()
+    assert result.record.rows_written == ORDERS
+    assert max(seen) > 0, "DuckDB wrote no temp files: the test lake no longer needs to spill"

@@ -1,0 +1,45 @@
+"""``rebuild demo``: one JSON object on --json, and it never deletes anything outside .demo/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rebuild.cli import main
+from rebuild.demo import inside_demo_folder
+
+
+def test_demo_prints_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no workbench.toml: the defaults, nothing written to the repository
+    target = tmp_path / ".demo" / "lake"
+    assert main(["--lake", str(target), "demo", "--events", "5000", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    result = json.loads(out)
+    sample, audit = result["steps"]["sample"], result["steps"]["audit"]
+    assert sample["events_generated"] == 5000 and audit["events"] == sample["archived"]
+    assert (audit["gaps"], audit["conflicts"]) == (sample["gaps"], sample["conflicts"])
+    assert result["steps"]["reset"]["removed"] is False and (target / "events").is_dir()
+
+
+def test_demo_refuses_to_delete_outside_a_demo_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    precious = tmp_path / "data" / "lake"
+    precious.mkdir(parents=True)
+    (precious / "keep.txt").write_text("mine")
+    assert main(["--lake", str(precious), "demo", "--events", "500", "--json"]) == 2
+    assert "not inside a .demo folder" in json.loads(capsys.readouterr().out)["error"]
+    stray = tmp_path / ".demo" / "lake"
+    stray.mkdir(parents=True)
+    (stray / "notes.txt").write_text("mine")
+    assert main(["--lake", str(stray), "demo", "--events", "500", "--json"]) == 2
+    assert (precious / "keep.txt").exists() and (stray / "notes.txt").exists()
+
+
+def test_inside_demo_folder() -> None:
+    assert inside_demo_folder(Path("/x/.demo/lake")) and inside_demo_folder(Path("/x/.demo/a/b"))
+    assert not inside_demo_folder(Path("/x/.demo")) and not inside_demo_folder(Path("/x/demo/lake"))
