@@ -1,0 +1,172 @@
+"""The SQL of the diff: column comparison expressions and the one-pass aggregate over the join.
+
+Everything here builds SQL text from validated, quoted identifiers; ``checks.diff`` runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lake.sql import quote
+
+from checks.errors import CheckInputError
+
+Tolerance = tuple[float, float]  # (absolute, relative)
+FLOAT_TOLERANCE: Tolerance = (0.0, 1e-9)
+NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|"
+                     r"FLOAT|DOUBLE|REAL|DECIMAL.*|NUMERIC.*)$")
+FLOATS = ("FLOAT", "DOUBLE", "REAL")
+MAX_MASK_COLUMNS = 62  # the per-row change mask is a BIGINT
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One non-key column present on both sides, and how it is compared."""
+
+    name: str
+    live_type: str
+    rebuilt_type: str
+    numeric: bool
+    tolerance: Tolerance | None
+
+    @property
+    def retyped(self) -> bool:
+        return self.live_type != self.rebuilt_type
+
+
+def is_numeric(sql_type: str) -> bool:
+    return bool(NUMERIC.match(sql_type.upper()))
+
+
+def parse_tolerance(items: Sequence[str]) -> dict[str, Tolerance]:
+    """``["total=0.01", "paid=0.5%"]`` -> ``{"total": (0.01, 0.0), "paid": (0.0, 0.005)}``."""
+    result: dict[str, Tolerance] = {}
+    for item in items:
+        column, sep, value = item.partition("=")
+        try:
+            if not sep or not column:
+                raise ValueError(item)
+            if value.endswith("%"):
+                result[column.strip()] = (0.0, float(value[:-1]) / 100)
+            else:
+                result[column.strip()] = (float(value), 0.0)
+        except ValueError:
+            raise CheckInputError(
+                f"tolerance {item!r} is not COL=ABS or COL=REL% (e.g. total=0.01 or total=0.5%)", tolerance=item
+            ) from None
+    return result
+
+
+def compared_columns(live: dict[str, str], rebuilt: dict[str, str], key: Sequence[str],
+                     tolerance: dict[str, Tolerance]) -> list[Compared]:
+    """Non-key columns on both sides; floats get a tiny default relative tolerance."""
+    unknown = set(tolerance) - (set(live) & set(rebuilt))
+    if unknown:
+        raise CheckInputError(f"tolerance names columns not in both views: {sorted(unknown)}", columns=sorted(unknown))
+    out = []
+    for name, live_type in live.items():
+        if name in key or name not in rebuilt:
+            continue
+        rebuilt_type = rebuilt[name]
+        numeric = is_numeric(live_type) and is_numeric(rebuilt_type)
+        tol = tolerance.get(name)
+        if tol is None and numeric and (live_type.upper() in FLOATS or rebuilt_type.upper() in FLOATS):
+            tol = FLOAT_TOLERANCE
+        out.append(Compared(name, live_type, rebuilt_type, numeric, tol if numeric else None))
+    return out
+
+
+def changed_expr(c: Compared) -> str:
+    """TRUE when the column differs between ``l`` and ``r`` (NULL vs value is a change)."""
+    lc, rc = f"l.{quote(c.name)}", f"r.{quote(c.name)}"
+    if c.numeric and c.tolerance is not None:
+        absolute, relative = c.tolerance
+        d = f"abs(CAST({rc} AS DOUBLE) - CAST({lc} AS DOUBLE))"
+        scale = f"greatest(abs(CAST({lc} AS DOUBLE)), abs(CAST({rc} AS DOUBLE)))"
+        return (f"CASE WHEN {lc} IS NULL AND {rc} IS NULL THEN false WHEN {lc} IS NULL OR {rc} IS NULL THEN true "
+                f"ELSE {d} > greatest({float(absolute)!r}, {float(relative)!r} * {scale}) END")
+    if c.retyped and c.numeric:
+        return f"CAST({lc} AS DOUBLE) IS DISTINCT FROM CAST({rc} AS DOUBLE)"
+    if c.retyped:
+        return f"CAST({lc} AS VARCHAR) IS DISTINCT FROM CAST({rc} AS VARCHAR)"
+    return f"{lc} IS DISTINCT FROM {rc}"
+
+
+def source_sql(table: str, scope: str | None, scope_columns: Sequence[str]) -> str:
+    """The rows of ``table``; with a scope, only those matching the scope table (NULL-safe)."""
+    if scope is None:
+        return f"SELECT *, true AS __present FROM {quote(table)}"
+    if not scope_columns:
+        raise CheckInputError("a scope table needs scope_columns", scope=scope)
+    terms = " AND ".join(f"s.{quote(c)} IS NOT DISTINCT FROM t.{quote(c)}" for c in scope_columns)
+    return (f"SELECT t.*, true AS __present FROM {quote(table)} t "
+            f"WHERE EXISTS (SELECT 1 FROM {quote(scope)} s WHERE {terms})")
+
+
+def field(name: str) -> str:
+    """A struct field name as a SQL string literal."""
+    return "'" + name.replace("'", "''") + "'"
+
+
+def key_value(key: Sequence[str]) -> str:
+    """The key as one value: the column itself, or a struct of the key columns."""
+    if len(key) == 1:
+        return quote(key[0])
+    return "{" + ", ".join(f"{field(k)}: {quote(k)}" for k in key) + "}"
+
+
+def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Sequence[Compared],
+               samples: int, max_keys: int) -> str:
+    """One pass over the full outer join: counts, per-column flags and drift, sample keys, differing keys.
+
+    Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks, sample keys (only live, only rebuilt, changed), differing keys, then per
+    compared column its change count (and for numbers the sum and max of |rebuilt - live|).
+    """
+    on = " AND ".join(f"l.{quote(k)} = r.{quote(k)}" for k in key)
+    keys = ", ".join(f"coalesce(l.{quote(k)}, r.{quote(k)}) AS {quote(k)}" for k in key)
+    flags = "".join(f", ({changed_expr(c)}) AND l.__present AND r.__present AS __d{i}" for i, c in enumerate(compared))
+    drift = "".join(
+        f", CAST(r.{quote(c.name)} AS DOUBLE) - CAST(l.{quote(c.name)} AS DOUBLE) AS __x{i}"
+        for i, c in enumerate(compared) if c.numeric
+    )
+    masked = len(compared[:MAX_MASK_COLUMNS])
+    mask = " + ".join(f"CAST(__d{i} AS BIGINT) * {1 << i}" for i in range(masked)) or "0"
+    changed = "__mask <> 0" + "".join(f" OR __d{i}" for i in range(masked, len(compared)))
+    inner = (
+        f"SELECT {keys}, l.__present IS NOT NULL AS in_live, r.__present IS NOT NULL AS in_rebuilt{flags}{drift} "
+        f"FROM ({live_sql}) l FULL OUTER JOIN ({rebuilt_sql}) r ON {on}"
+    )
+    kv, h = key_value(key), "hash(" + ", ".join(quote(k) for k in key) + ")"
+    only_live, only_rebuilt = "in_live AND NOT in_rebuilt", "in_rebuilt AND NOT in_live"
+    aggs = [
+        "count(*) FILTER (WHERE in_live AND in_rebuilt)",
+        f"count(*) FILTER (WHERE {only_live})",
+        f"count(*) FILTER (WHERE {only_rebuilt})",
+        f"count(*) FILTER (WHERE {changed})",
+        "histogram(__mask) FILTER (WHERE __mask <> 0)",
+        f"arg_min({kv}, {h}, {max(1, int(samples))}) FILTER (WHERE {only_live})",
+        f"arg_min({kv}, {h}, {max(1, int(samples))}) FILTER (WHERE {only_rebuilt})",
+        f"arg_min({kv}, {h}, {max(1, int(samples))}) FILTER (WHERE {changed})",
+        f"arg_min({kv}, {h}, {max(1, int(max_keys))}) FILTER (WHERE {changed} OR NOT in_live OR NOT in_rebuilt)",
+    ]
+    for i, c in enumerate(compared):
+        aggs.append(f"count(*) FILTER (WHERE __d{i})")
+        if c.numeric:
+            aggs.append(f"sum(__x{i}), max(abs(__x{i}))")
+    return f"SELECT {', '.join(aggs)} FROM (SELECT *, {mask} AS __mask FROM ({inner}))"
+
+
+def rows_query(source_sql: str, key: Sequence[str], keys_table: str) -> str:
+    """The rows of ``source_sql`` whose key is in ``keys_table`` (a few sample keys)."""
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    return f"SELECT t.* EXCLUDE (__present) FROM ({source_sql}) t SEMI JOIN {quote(keys_table)} s ON {on}"
+
+
+def duplicates_query(source_sql: str, key: Sequence[str], samples: int) -> str:
+    """Keys appearing more than once in ``source_sql``: how many, and a sample with their counts."""
+    keys = ", ".join(quote(k) for k in key)
+    kstruct = "{" + ", ".join(f"{field(k)}: {quote(k)}" for k in key) + ", '__rows': n}"
+    return (f"SELECT count(*), arg_min({kstruct}, hash({keys}), {samples}) FROM "
+            f"(SELECT {keys}, count(*) AS n FROM ({source_sql}) GROUP BY ALL HAVING count(*) > 1)")

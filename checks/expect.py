@@ -1,0 +1,203 @@
+"""Expectations on a rebuilt view, run by Great Expectations 1.x on pandas batches of bounded size.
+
+    result = validate(con, "order_summary__shadow", key=["order_id"],
+                      spec={"not_null": ["status"], "between": {"total": [0, None]},
+                            "in_set": {"status": ["placed", "paid"]}},
+                      live_rows=1000)
+
+Always added: key columns not null and unique. The view is cut into chunks by ``hash(key) % n``,
+so every copy of a key lands in the same chunk and per-chunk uniqueness is global uniqueness;
+results are summed over the chunks. The row count against live spans all chunks, so DuckDB
+counts it (engine ``duckdb``). GE's SQL path on DuckDB fails, hence pandas batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import duckdb
+
+from lake.sql import quote
+
+from checks.errors import CheckInputError
+from checks.html import esc, table
+
+__all__ = ["ExpectationResult", "ExpectationsResult", "validate"]
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 200_000
+EXAMPLES = 10
+KINDS = ("not_null", "between", "in_set")
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    """One expectation over the whole view (summed over its chunks)."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    observed: str
+    unexpected_count: int = 0
+    element_count: int = 0
+    examples: tuple[Any, ...] = ()
+    engine: str = "great_expectations"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExpectationsResult:
+    """All expectations of one view; ``success`` when every one passed."""
+
+    table: str
+    rows: int
+    chunks: int
+    results: tuple[ExpectationResult, ...]
+    seconds: float
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def failed(self) -> list[ExpectationResult]:
+        return [r for r in self.results if not r.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "table": self.table, "rows": self.rows, "chunks": self.chunks,
+                "seconds": self.seconds, "results": [asdict(r) for r in self.results]}
+
+    def _repr_html_(self) -> str:
+        rows = [{k: v for k, v in asdict(r).items() if k != "kwargs"} for r in self.results]
+        return f"<b>Expectations</b> on {esc(self.table)}: {'pass' if self.success else 'fail'}" + table(rows)
+
+
+def validate(
+    con: duckdb.DuckDBPyConnection,
+    table_name: str,
+    key: Sequence[str],
+    spec: dict[str, Any] | None = None,
+    *,
+    live_rows: int | None = None,
+    row_tolerance: float = 0.1,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ExpectationsResult:
+    """Run ``spec`` plus the key expectations on ``table_name``, chunk by chunk."""
+    started = time.monotonic()
+    types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {quote(table_name)}").fetchall()}
+    suite = _suite(tuple(key), spec or {}, types)
+    rows = int(con.sql(f"SELECT count(*) FROM {quote(table_name)}").fetchall()[0][0])
+    chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
+    merged: list[list[dict[str, Any]]] = [[] for _ in suite]
+    for i in range(chunks):
+        frame = _chunk(con, table_name, key, types, i, chunks)
+        for n, outcome in enumerate(_run(suite, frame)):
+            merged[n].append(outcome)
+    results = [_merge(e, parts) for e, parts in zip(suite, merged, strict=True)]
+    if live_rows is not None:
+        results.append(_row_count(rows, live_rows, row_tolerance))
+    return ExpectationsResult(table_name, rows, chunks, tuple(results), round(time.monotonic() - started, 3))
+
+
+def _suite(key: tuple[str, ...], spec: dict[str, Any], types: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """(GE expectation class name, kwargs) for the key rules and ``spec``."""
+    unknown = set(spec) - set(KINDS)
+    if unknown:
+        raise CheckInputError(f"unknown expectation kinds {sorted(unknown)}; known: {list(KINDS)}", kinds=sorted(unknown))
+    items: list[tuple[str, dict[str, Any]]] = [("ExpectColumnValuesToNotBeNull", {"column": k}) for k in key]
+    if len(key) == 1:
+        items.append(("ExpectColumnValuesToBeUnique", {"column": key[0]}))
+    else:
+        items.append(("ExpectCompoundColumnsToBeUnique", {"column_list": list(key)}))
+    items += [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in dict.fromkeys(spec.get("not_null", [])) if c not in key]
+    for column, (low, high) in spec.get("between", {}).items():
+        items.append(("ExpectColumnValuesToBeBetween", {"column": column, "min_value": low, "max_value": high}))
+    for column, values in spec.get("in_set", {}).items():
+        items.append(("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(values)}))
+    for _, kwargs in items:
+        for column in kwargs.get("column_list", [kwargs.get("column")]):
+            if column not in types:
+                raise CheckInputError(f"expectation on column {column!r}, which the view does not have ({list(types)})",
+                                      column=column)
+    return items
+
+
+def _chunk(con: duckdb.DuckDBPyConnection, table_name: str, key: Sequence[str], types: dict[str, str],
+           i: int, n: int) -> Any:
+    """Chunk ``i`` of ``n`` as a pandas DataFrame; decimals become floats (GE compares numbers)."""
+    cols = ", ".join(f"CAST({quote(c)} AS DOUBLE) AS {quote(c)}" if t.startswith("DECIMAL") else quote(c)
+                     for c, t in types.items())
+    where = "" if n == 1 else f" WHERE hash({', '.join(quote(k) for k in key)}) % {n} = {i}"
+    return con.sql(f"SELECT {cols} FROM {quote(table_name)}{where}").to_arrow_table().to_pandas()
+
+
+@lru_cache(maxsize=1)
+def _context() -> Any:
+    """One ephemeral GE context per process (creating it costs seconds), progress bars off."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _run(suite: list[tuple[str, dict[str, Any]]], frame: Any) -> list[dict[str, Any]]:
+    import great_expectations as gx
+
+    context = _context()
+    name = "rebuild_checks"
+    try:
+        source = context.data_sources.get(name)
+    except (KeyError, ValueError, LookupError):
+        source = context.data_sources.add_pandas(name)
+    asset = next((a for a in source.assets if a.name == "view"), None) or source.add_dataframe_asset("view")
+    definition = next((d for d in asset.batch_definitions if d.name == "whole"), None) \
+        or asset.add_batch_definition_whole_dataframe("whole")
+    batch = definition.get_batch(batch_parameters={"dataframe": frame})
+    expectations = gx.ExpectationSuite(name="view", expectations=[getattr(gx.expectations, cls)(**kw) for cls, kw in suite])
+    outcome = batch.validate(expectations, result_format="SUMMARY")
+    found = {_ident(r.expectation_config.type, r.expectation_config.kwargs): {"success": bool(r.success), **dict(r.result)}
+             for r in outcome.results}
+    return [found[_ident(_snake(cls), kw)] for cls, kw in suite]  # GE does not keep the suite's order
+
+
+def _ident(kind: str, kwargs: dict[str, Any]) -> tuple[str, str, str]:
+    return kind, str(kwargs.get("column")), str(list(kwargs.get("column_list") or []))
+
+
+def _merge(item: tuple[str, dict[str, Any]], parts: list[dict[str, Any]]) -> ExpectationResult:
+    cls, kwargs = item
+    unexpected = sum(int(p.get("unexpected_count") or 0) for p in parts)
+    elements = sum(int(p.get("element_count") or 0) for p in parts)
+    examples = [x for p in parts for x in p.get("partial_unexpected_list") or []][:EXAMPLES]
+    return ExpectationResult(
+        expectation=_snake(cls), column=kwargs.get("column") or ",".join(kwargs.get("column_list", [])),
+        success=all(p["success"] for p in parts), observed=f"{unexpected:,} of {elements:,} values unexpected",
+        unexpected_count=unexpected, element_count=elements, examples=tuple(_plain(x) for x in examples),
+        kwargs=kwargs,
+    )
+
+
+def _row_count(rows: int, live_rows: int, tolerance: float) -> ExpectationResult:
+    low, high = math.floor(live_rows * (1 - tolerance)), math.ceil(live_rows * (1 + tolerance))
+    return ExpectationResult(
+        expectation="expect_table_row_count_to_be_within_tolerance_of_live", column=None,
+        success=low <= rows <= high, observed=f"{rows:,} rows; live has {live_rows:,} (allowed {low:,}-{high:,})",
+        element_count=rows, engine="duckdb", kwargs={"live_rows": live_rows, "tolerance": tolerance},
+    )
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value

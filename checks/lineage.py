@@ -1,0 +1,288 @@
+"""Lineage of differences: for each sampled differing key, the events that produced it, with flags.
+
+A view key maps to events in one of two ways:
+
+- ``partition_column`` (a by_key projection): that key column *is* the event's ``partition_key``,
+  so only the key buckets of the sampled keys are read;
+- otherwise each key column matches a payload field of the same name (``customer_id``,
+  ``currency``), and ``window`` (column, size) matches ``time_bucket(size, event_time)`` (``day``).
+
+Flags per key: ``duplicate`` (an event id occurs twice in the lake or also in the quarantine),
+``duplicate_suspected`` / ``missed_suspected`` (live - rebuilt of a changed number equals one
+event's payload value: an event live applied once more, or once less, than the rebuild),
+``conflict`` / ``quarantined`` (quarantine rows of a contributing partition key), ``late``
+(``ingested_at - event_time`` over ``late_after``), ``gap`` (missing sequences), ``no_events``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lake import EventFilter, Lake, read_events, read_quarantine
+from lake.sql import literal, quote
+
+__all__ = ["KeyLineage", "lineage"]
+LATE_AFTER = timedelta(days=1)
+MAX_IDS = 50
+
+
+@dataclass(frozen=True)
+class KeyLineage:
+    """The events behind one view key, and what looks wrong with them."""
+
+    key: dict[str, Any]
+    kind: str
+    events: int = 0
+    event_ids: tuple[str, ...] = ()
+    event_types: dict[str, int] = field(default_factory=dict)
+    partition_keys: tuple[str, ...] = ()
+    sequence_range: tuple[int, int] | None = None
+    event_time_range: tuple[str, str] | None = None
+    ingested_range: tuple[str, str] | None = None
+    missing_sequences: int = 0
+    late: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    quarantine: tuple[dict[str, Any], ...] = ()
+    explained_by: tuple[dict[str, Any], ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lineage(
+    lake: Lake,
+    keys: Sequence[dict[str, Any]],
+    *,
+    partition_column: str | None = None,
+    window: tuple[str, str] | None = None,
+    streams: Sequence[str] | None = None,
+    event_types: Sequence[str] | None = None,
+    as_of: int | None = None,
+    late_after: timedelta = LATE_AFTER,
+    kinds: dict[tuple[Any, ...], str] | None = None,
+    changes: dict[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None,
+) -> list[KeyLineage]:
+    """The lineage of each key in ``keys`` (dicts of view key columns) from ``lake``.
+
+    ``kinds`` and ``changes`` (by key tuple) come from the diff samples: the difference kind and,
+    for changed rows, ``{column: {"live": x, "rebuilt": y}}`` used to point at suspect events.
+    """
+    if not keys:
+        return []
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
+        per_key = _aggregate(con, late_after)
+        quarantine = _quarantine(con, lake)
+        payloads = _payloads(con) if changes else {}
+    finally:
+        con.close()
+    out = []
+    for i, k in enumerate(keys):
+        kt = tuple(k.values())
+        out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
+                          _explain((changes or {}).get(kt, {}), payloads.get(i, []))))
+    return out
+
+
+def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
+                  partition_column: str | None, window: tuple[str, str] | None,
+                  streams: Sequence[str] | None, event_types: Sequence[str] | None, as_of: int | None) -> None:
+    """Temp table ``matched``: the lake events of each key, tagged with the key's index ``__i``."""
+    rows = [{**{c: _plain(v) for c, v in k.items()}, "__i": i} for i, k in enumerate(keys)]
+    con.register("__keys", pa.Table.from_pylist(rows))
+    base = dict(streams=tuple(streams) if streams else None, event_types=tuple(event_types) if event_types else None,
+                as_of=as_of)
+    if partition_column is not None:
+        wanted = tuple(str(k[partition_column]) for k in keys)
+        events = read_events(lake, EventFilter(**base, partition_keys=wanted), con=con)
+        on = f"e.partition_key = CAST(k.{quote(partition_column)} AS VARCHAR)"
+    else:
+        since, until = _window_range(keys, window)
+        events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
+        on = " AND ".join(_payload_term(c, window) for c in keys[0])
+    events.create_view("__events")
+    con.execute(f"CREATE TEMP TABLE matched AS SELECT k.__i, e.* FROM __events e JOIN __keys k ON {on}")
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _payload_term(column: str, window: tuple[str, str] | None) -> str:
+    if window is not None and column == window[0]:
+        return f"CAST(time_bucket(INTERVAL {literal(window[1])}, e.event_time) AS DATE) = CAST(k.{quote(column)} AS DATE)"
+    return f"json_extract_string(e.payload, {literal('$.' + column)}) = CAST(k.{quote(column)} AS VARCHAR)"
+
+
+def _window_range(keys: Sequence[dict[str, Any]], window: tuple[str, str] | None) -> tuple[datetime | None, datetime | None]:
+    """Event-time bounds of the sampled windows (a day each), so only those files are read."""
+    if window is None:
+        return None, None
+    days = [k[window[0]] for k in keys if isinstance(k.get(window[0]), date)]
+    if not days:
+        return None, None
+    start = min(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
+    end = max(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
+    return start - timedelta(days=1), end + timedelta(days=2)  # margins: time zones, window size
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[int, dict[str, Any]]:
+    """Per key index: counts, ids, types, ranges, late and duplicated event ids, partition keys."""
+    late = late_after.total_seconds()
+    rel = con.sql(f"""
+        SELECT __i, count(*) AS events,
+               list(event_id ORDER BY partition_key, sequence, event_id)[:{MAX_IDS}] AS event_ids,
+               histogram(event_type) AS event_types,
+               list(DISTINCT partition_key) AS partition_keys,
+               min(sequence) AS first_seq, max(sequence) AS last_seq,
+               min(event_time) AS t0, max(event_time) AS t1, min(ingested_at) AS i0, max(ingested_at) AS i1,
+               list(event_id) FILTER (WHERE epoch(ingested_at) - epoch(event_time) > {late}) AS late,
+               list(DISTINCT event_id) FILTER (WHERE n_id > 1) AS dup_ids
+        FROM (SELECT *, count(*) OVER (PARTITION BY __i, event_id) AS n_id
+              FROM matched)
+        GROUP BY __i""")
+    names = rel.columns
+    rows = rel.fetchall()
+    missing = dict(con.sql(
+        "SELECT __i, sum(span) FROM (SELECT __i, partition_key, max(sequence) - min(sequence) + 1 - "
+        "count(DISTINCT sequence) AS span FROM matched GROUP BY ALL) GROUP BY __i").fetchall())
+    out = {}
+    for r in rows:
+        d = dict(zip(names, r, strict=True))
+        d["missing"] = int(missing.get(d["__i"]) or 0)
+        out[int(d["__i"])] = d
+    return out
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, list[dict[str, Any]]]:
+    """Quarantine rows of the contributing partition keys (and of their event ids), by partition key."""
+    read_quarantine(lake, con).create_view("__quarantine")
+    rel = con.sql("""
+        SELECT q.partition_key, q.reason, q.event_id, q.sequence, q.event_type, q.source, q.line,
+               q.event_id IN (SELECT event_id FROM matched) AS same_id
+        FROM __quarantine q
+        WHERE q.partition_key IN (SELECT DISTINCT partition_key FROM matched)
+           OR q.event_id IN (SELECT event_id FROM matched)
+        ORDER BY q.partition_key, q.sequence""")
+    names = rel.columns
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rel.fetchall():
+        row = dict(zip(names, r, strict=True))
+        out.setdefault(str(row["partition_key"]), []).append(row)
+    return out
+
+
+def _payloads(con: duckdb.DuckDBPyConnection) -> dict[int, list[dict[str, Any]]]:
+    """Each matched event's numeric payload values (and their pairwise products), per key index."""
+    rows = con.sql("SELECT __i, event_id, event_type, payload FROM matched ORDER BY __i, partition_key, sequence").fetchall()
+    out: dict[int, list[dict[str, Any]]] = {}
+    for i, event_id, event_type, payload in rows:
+        try:
+            body = json.loads(payload or "{}")
+        except ValueError:
+            continue
+        numbers = {k: float(v) for k, v in body.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        names = sorted(numbers)
+        values = dict(numbers)
+        values.update({f"{a}*{b}": numbers[a] * numbers[b] for n, a in enumerate(names) for b in names[n + 1:]})
+        out.setdefault(int(i), []).append({"event_id": event_id, "event_type": event_type, "values": values})
+    return out
+
+
+def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events whose payload value equals a changed column's live - rebuilt difference."""
+    found = []
+    for column, pair in changes.items():
+        try:
+            delta = float(pair["live"]) - float(pair["rebuilt"])
+        except (TypeError, ValueError):
+            continue
+        for e in events:
+            for name, value in e["values"].items():
+                if value and abs(abs(delta) - abs(value)) < 1e-6:
+                    found.append({"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
+                                  "event_type": e["event_type"], "field": name,
+                                  "reading": "live counts it once more" if delta > 0 else "live misses it"})
+    return found
+
+
+def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantine: dict[str, list[dict[str, Any]]],
+           explained: list[dict[str, Any]]) -> KeyLineage:
+    if agg is None:
+        return KeyLineage(key=key, kind=kind, flags=("no_events",))
+    q = [row for pk in agg["partition_keys"] for row in quarantine.get(str(pk), [])]
+    dups = tuple(agg["dup_ids"] or ()) + tuple(r["event_id"] for r in q if r["same_id"])
+    flags = [name for name, on in (
+        ("duplicate", bool(dups)),
+        ("duplicate_suspected", any(e["live_minus_rebuilt"] > 0 for e in explained)),
+        ("missed_suspected", any(e["live_minus_rebuilt"] < 0 for e in explained)),
+        ("conflict", any(str(r["reason"]).startswith("conflict") for r in q)),
+        ("quarantined", bool(q)),
+        ("late", bool(agg["late"])),
+        ("gap", agg["missing"] > 0),
+    ) if on]
+    return KeyLineage(
+        key=key, kind=kind, events=int(agg["events"]), event_ids=tuple(agg["event_ids"]),
+        event_types=dict(agg["event_types"]), partition_keys=tuple(sorted(agg["partition_keys"]))[:MAX_IDS],
+        sequence_range=(int(agg["first_seq"]), int(agg["last_seq"])),
+        event_time_range=(agg["t0"].isoformat(), agg["t1"].isoformat()),
+        ingested_range=(agg["i0"].isoformat(), agg["i1"].isoformat()),
+        missing_sequences=agg["missing"], late=tuple(agg["late"] or ())[:MAX_IDS], duplicates=tuple(dict.fromkeys(dups)),
+        quarantine=tuple({k: v for k, v in r.items() if k != "same_id"} for r in q)[:MAX_IDS],
+        explained_by=tuple(explained), flags=tuple(flags),
+    )
+
+
+def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_column: str | None = None,
+                    window: tuple[str, str] | None = None, streams: Sequence[str] | None = None,
+                    as_of: int | None = None) -> dict[str, int]:
+    """Differing keys per day of event time: the window column's day, or the key's first event day."""
+    if not keys:
+        return {}
+    if window is not None and window[0] in keys[0]:
+        counts: dict[str, int] = {}
+        for k in keys:
+            day = str(k[window[0]])[:10]
+            counts[day] = counts.get(day, 0) + 1
+        return dict(sorted(counts.items()))
+    if partition_column is None:
+        return {}
+    wanted = tuple(str(k[partition_column]) for k in keys)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        rel = read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of,
+                                            partition_keys=wanted), con=con)
+        rel.create_view("__events")
+        rows = con.sql("SELECT strftime(day, '%Y-%m-%d'), count(*) FROM (SELECT partition_key, "
+                       "CAST(min(event_time) AS DATE) AS day FROM __events GROUP BY ALL) GROUP BY ALL ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    return {str(d): int(n) for d, n in rows}
+
+
+def lateness_histogram(lake: Lake, streams: Sequence[str] | None = None, as_of: int | None = None) -> dict[str, int]:
+    """Events per lateness bucket (``ingested_at - event_time``), when no lake audit is at hand."""
+    bounds = (("< 1 min", 60), ("1-60 min", 3600), ("1-6 h", 21600), ("6-24 h", 86400), ("1-2 d", 172800),
+              ("2-7 d", 604800), (">= 7 d", None))
+    cases = " ".join(f"WHEN s < {hi} THEN {literal(label)}" for label, hi in bounds if hi is not None)
+    con = duckdb.connect()
+    try:
+        read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of), con=con) \
+            .create_view("__events")
+        rows = dict(con.sql(f"SELECT CASE {cases} ELSE '>= 7 d' END, count(*) FROM (SELECT epoch(ingested_at) - "
+                            "epoch(event_time) AS s FROM __events) GROUP BY ALL").fetchall())
+    finally:
+        con.close()
+    return {label: int(rows.get(label, 0)) for label, _ in bounds}

@@ -1,0 +1,215 @@
+"""The validation report: one self-contained HTML file (inline CSS and PNG plots) plus JSON.
+
+``reports/VIEW/RUN_ID.html`` and ``reports/VIEW/RUN_ID.json``; the HTML loads nothing from the
+network. Section ids are stable (the snapshot test reads them): see :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from checks import plots
+from checks.diff import DiffResult
+from checks.errors import ReportError
+from checks.expect import ExpectationsResult
+from checks.html import esc, pairs, section, table
+from checks.lineage import KeyLineage
+from checks.verdict import Verdict
+
+__all__ = ["SECTIONS", "CheckReport"]
+SECTIONS = ("verdict", "diff", "columns", "plots", "samples", "lineage", "expectations", "audit", "run")
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0;font-size:12.5px} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
+thead th{background:#f3f5f8} table.pairs th{background:#f8f9fb;font-weight:600}
+.badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
+.pass{background:#2e8b57} .fail{background:#c0392b} .empty{color:#888;font-style:italic}
+.plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Everything one check found about one shadow run, and its verdict."""
+
+    view: str
+    run_id: str
+    live: str | None
+    rebuilt: str
+    verdict: Verdict
+    diff: DiffResult | None
+    lineage: tuple[KeyLineage, ...]
+    expectations: ExpectationsResult | None
+    run: dict[str, Any]
+    audit: dict[str, Any] | None = None
+    audit_html: str | None = None
+    notes: tuple[str, ...] = ()
+    plots: dict[str, str | None] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``verdict`` and the diff's counts are at the top for scripts."""
+        d = self.diff
+        return {
+            "verdict": self.verdict.verdict, "reasons": list(self.verdict.reasons), "view": self.view,
+            "run_id": self.run_id, "live": self.live, "rebuilt": self.rebuilt,
+            "created_at": self.created_at.isoformat(),
+            "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
+            "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
+            "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
+            "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes),
+            "diff": d.to_dict() if d else None, "lineage": [k.to_dict() for k in self.lineage],
+            "expectations": self.expectations.to_dict() if self.expectations else None,
+            "run": self.run, "audit": self.audit, "notes": list(self.notes), "report": self.paths,
+        }
+
+    def summary(self) -> str:
+        head = f"{self.view} run {self.run_id}: {self.verdict.verdict.upper()}"
+        return head + "".join(f"\n  - {r}" for r in self.verdict.reasons)
+
+    def write(self, reports_dir: str | Path) -> CheckReport:
+        """Write ``VIEW/RUN_ID.html`` and ``.json`` under ``reports_dir``; returns the report with paths."""
+        folder = Path(reports_dir) / self.view
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            html_path, json_path = folder / f"{self.run_id}.html", folder / f"{self.run_id}.json"
+            done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
+            html_path.write_text(done.to_html(), encoding="utf-8")
+            json_path.write_text(json.dumps(done.to_dict(), default=_json, indent=1), encoding="utf-8")
+        except OSError as exc:
+            raise ReportError(f"cannot write the report under {folder}: {exc}; check reports_dir in workbench.toml",
+                              path=str(folder)) from exc
+        return done
+
+    def to_html(self) -> str:
+        """The whole report as one HTML document (no external references)."""
+        body = "".join([
+            section("verdict", "Verdict", self._verdict_html()),
+            section("diff", "Rebuilt vs live", self._diff_html()),
+            section("columns", "Changes per column", self._columns_html()),
+            section("plots", "Plots", self._plots_html()),
+            section("samples", "Samples", self._samples_html()),
+            section("lineage", "Lineage of sampled differences", self._lineage_html()),
+            section("expectations", "Expectations", self._expectations_html()),
+            section("audit", "Lake audit of the consumed streams", self._audit_html()),
+            section("run", "Run", pairs(self.run)),
+        ])
+        title = f"Check of {self.view} run {self.run_id}"
+        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+                f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
+                f"<p class='note'>created {esc(self.created_at.isoformat(timespec='seconds'))}; live "
+                f"<code>{esc(self.live)}</code>, rebuilt <code>{esc(self.rebuilt)}</code></p>{body}</body></html>")
+
+    def _repr_html_(self) -> str:
+        return self._verdict_html() + self._diff_html()
+
+    # -- sections ------------------------------------------------------------------------------
+    def _verdict_html(self) -> str:
+        v = self.verdict
+        reasons = "".join(f"<li>{esc(r)}</li>" for r in v.reasons) or "<li>every threshold met</li>"
+        notes = "".join(f"<li class='note'>{esc(n)}</li>" for n in (*v.notes, *self.notes))
+        return (f"<p><span class='badge {v.verdict}'>{v.verdict.upper()}</span></p><ul>{reasons}{notes}</ul>"
+                f"<details><summary>thresholds</summary>{pairs(v.thresholds)}</details>")
+
+    def _diff_html(self) -> str:
+        d = self.diff
+        if d is None:
+            return "<p class='empty'>no live view: nothing to compare</p>"
+        counts = {k: getattr(d, k) for k in ("rows_live", "rows_rebuilt", "rows_matched", "only_in_live",
+                                            "only_in_rebuilt", "changed_rows", "duplicate_keys_live",
+                                            "duplicate_keys_rebuilt")}
+        schema = {"added": list(d.added), "removed": list(d.removed), "retyped": d.retyped, "scope": d.scope,
+                  "key": list(d.key), "seconds": d.seconds}
+        return (f"<p>{esc(d.summary())}</p>" + pairs(counts) + pairs(schema)
+                + "".join(f"<p class='note'>{esc(n)}</p>" for n in d.notes))
+
+    def _columns_html(self) -> str:
+        if self.diff is None:
+            return "<p class='empty'>no live view</p>"
+        rows = [{**c.__dict__, "tolerance": c.tolerance and list(c.tolerance)} for c in self.diff.columns]
+        patterns = [{"changed columns": k, "rows": v} for k, v in self.diff.change_patterns.items()]
+        return table(rows, empty="no compared columns") + "<h3>Change patterns</h3>" + table(patterns, empty="no changes")
+
+    def _samples_html(self) -> str:
+        if self.diff is None:
+            return "<p class='empty'>no live view</p>"
+        parts = []
+        for kind, rows in self.diff.samples.items():
+            shown = [{**{k: v for k, v in r.items() if k != "changes"},
+                      **({"changes": _changes(r["changes"])} if "changes" in r else {})} for r in rows]
+            parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>" + table(shown))
+        return "".join(parts)
+
+    def _lineage_html(self) -> str:
+        rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": ", ".join(x.flags),
+                 "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
+                 "sequences": x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}",
+                 "ingested": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
+                 "explained by": "; ".join(f"{e['column']} {e['live_minus_rebuilt']:+g} = {e['event_type']} "
+                                           f"{e['event_id']}.{e['field']}" for e in x.explained_by[:3]),
+                 "quarantine": "; ".join(str(q["reason"]) for q in x.quarantine[:3]),
+                 "event ids": ", ".join(x.event_ids[:8]) + (" …" if len(x.event_ids) > 8 else "")}
+                for x in self.lineage]
+        return table(rows, empty="no differences to trace")
+
+    def _expectations_html(self) -> str:
+        e = self.expectations
+        if e is None:
+            return "<p class='empty'>not run</p>"
+        rows = [{"expectation": r.expectation, "column": r.column, "success": r.success, "observed": r.observed,
+                 "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples)), "engine": r.engine}
+                for r in e.results]
+        return f"<p>{e.rows:,} rows in {e.chunks} chunk(s), {e.seconds}s</p>" + table(rows)
+
+    def _plots_html(self) -> str:
+        shown = [f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'></figure>"
+                 for name, data in self.plots.items() if data]
+        missing = [name for name, data in self.plots.items() if not data]
+        note = f"<p class='note'>nothing to plot: {esc(', '.join(missing))}</p>" if missing else ""
+        return f"<div class='plots'>{''.join(shown)}</div>{note}"
+
+    def _audit_html(self) -> str:
+        if self.audit_html:
+            return self.audit_html
+        return "<p class='empty'>lake audit not available</p>"
+
+
+def _changes(changes: dict[str, dict[str, Any]]) -> str:
+    return "; ".join(f"{c}: {v['live']} → {v['rebuilt']}" for c, v in changes.items())
+
+
+def _json(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],
+               runs: list[dict[str, Any]], run_id: str) -> dict[str, str | None]:
+    """The four plots: changes per column, differences per event day, lateness, run throughput."""
+    changes = {k: v for k, v in (diff.changed_by_column if diff else {}).items()}
+    if diff is not None:
+        changes = {"only in live": diff.only_in_live, "only in rebuilt": diff.only_in_rebuilt, **changes}
+    throughput = {r["run_id"][-13:]: r["events_read"] / r["seconds"] for r in runs if r.get("seconds")}
+    return {
+        "changes per column": plots.bars(changes, "Differences per column", "", "rows", horizontal=True)
+        if any(changes.values()) else None,
+        "differences per day": plots.bars(days, "Differing keys per day of event time", "day", "keys"),
+        "lateness": plots.bars(lateness, "Lateness (ingested_at - event_time)", "", "events"),
+        "run throughput": plots.bars(throughput, "Run throughput", "run", "events/s", highlight=[run_id[-13:]]),
+    }

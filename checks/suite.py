@@ -1,0 +1,112 @@
+"""All checks of one rebuilt view, from plain inputs: diff, lineage, expectations, audit, verdict, report.
+
+``rebuild.Workbench.check`` gathers the inputs (the shadow, its run, the projection's metadata)
+and calls :func:`check_view`; this module knows nothing of projections or stores.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import duckdb
+
+from lake import Lake
+
+from checks.diff import DiffResult, Tolerance, compare
+from checks.expect import validate
+from checks.lineage import LATE_AFTER, difference_days, lateness_histogram, lineage
+from checks.report import CheckReport, make_plots
+from checks.verdict import decide, thresholds_of
+
+__all__ = ["ViewSpec", "check_view"]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What the checks need to know about a view and the projection that built it."""
+
+    view: str
+    key: tuple[str, ...]
+    partition_column: str | None = None
+    window: tuple[str, str] | None = None
+    streams: tuple[str, ...] | None = None
+    event_types: tuple[str, ...] | None = None
+    expectations: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+
+def check_view(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    spec: ViewSpec,
+    *,
+    run_id: str,
+    rebuilt: str,
+    live: str | None,
+    tolerance: dict[str, Tolerance] | None = None,
+    scope: str | None = None,
+    scope_columns: Sequence[str] = (),
+    as_of: int | None = None,
+    run: dict[str, Any] | None = None,
+    runs: Sequence[dict[str, Any]] = (),
+    reports_dir: str | None = None,
+    late_after: timedelta = LATE_AFTER,
+) -> CheckReport:
+    """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report."""
+    thresholds = thresholds_of(spec.thresholds)
+    diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns) if live else None
+    live_rows = diff.rows_live if diff else None
+    expectations = validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
+                            row_tolerance=thresholds["row_count_tolerance"])
+    traced = _lineage(lake, spec, diff, as_of, late_after)
+    audit, audit_html, lateness, notes = _audit(lake, spec, as_of)
+    days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
+                           window=spec.window, streams=spec.streams, as_of=as_of)
+    report = CheckReport(
+        view=spec.view, run_id=run_id, live=live, rebuilt=rebuilt, verdict=decide(diff, expectations, thresholds),
+        diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
+        audit_html=audit_html, notes=tuple(notes),
+        plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
+    )
+    return report.write(reports_dir) if reports_dir else report
+
+
+def _lineage(lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None, late_after: timedelta) -> list[Any]:
+    """Lineage of the diff's sampled keys (only in live, only in rebuilt, changed)."""
+    if diff is None:
+        return []
+    kinds: dict[tuple[Any, ...], str] = {}
+    changes: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    keys: list[dict[str, Any]] = []
+    for kind in ("only_in_live", "only_in_rebuilt", "changed"):
+        for row in diff.samples[kind]:
+            k = {c: row[c] for c in diff.key}
+            kt = tuple(k.values())
+            if kt not in kinds:
+                keys.append(k)
+                kinds[kt] = kind
+            if "changes" in row:
+                changes[kt] = row["changes"]
+    return lineage(lake, keys, partition_column=spec.partition_column, window=spec.window, streams=spec.streams,
+                   event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes)
+
+
+def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any] | None, str | None, dict[str, int], list[str]]:
+    """The lake audit of the consumed streams when ``lake.audit`` exists; else a note and our own lateness."""
+    try:
+        module = importlib.import_module("lake.audit")
+    except ImportError:
+        return None, None, lateness_histogram(lake, spec.streams, as_of), ["lake audit not available (no lake.audit)"]
+    report = module.audit(lake, streams=list(spec.streams) if spec.streams else None)
+    data = report.to_dict()
+    lateness: dict[str, int] = {}
+    for stream in data.get("streams", {}).values():
+        for label, n in stream.get("lateness", {}).get("histogram", {}).items():
+            lateness[label] = lateness.get(label, 0) + int(n)
+    return data, report._repr_html_(), lateness, []

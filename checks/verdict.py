@@ -1,0 +1,117 @@
+"""The verdict: pass or fail, with reasons, from the diff, the expectations and thresholds.
+
+Thresholds come from ``Projection.thresholds`` and override :data:`DEFAULTS` key by key:
+
+| key | default | meaning |
+|---|---|---|
+| ``max_changed_fraction`` | 0.0 | changed rows / matched rows, over columns without their own limit |
+| ``columns`` | {} | per column: the largest fraction of matched rows that may differ in it |
+| ``max_only_in_live`` | 0 | keys live has and the rebuild lacks |
+| ``max_only_in_rebuilt`` | 0 | keys the rebuild has and live lacks |
+| ``max_duplicate_keys`` | 0 | duplicate keys on either side |
+| ``allow_schema_changes`` | False | columns added, removed or retyped |
+| ``expectations`` | "fail" | a failed expectation fails the check ("warn": reported only) |
+| ``row_count_tolerance`` | 0.1 | allowed relative difference of the row count against live |
+
+The defaults say "identical to live, or explain it": loosen them per projection when live is
+known to be wrong in a counted way (a fix being rolled out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from checks.diff import DiffResult
+from checks.errors import CheckInputError
+from checks.expect import ExpectationsResult
+
+__all__ = ["DEFAULTS", "Verdict", "decide", "thresholds_of"]
+
+DEFAULTS: dict[str, Any] = {
+    "max_changed_fraction": 0.0,
+    "columns": {},
+    "max_only_in_live": 0,
+    "max_only_in_rebuilt": 0,
+    "max_duplicate_keys": 0,
+    "allow_schema_changes": False,
+    "expectations": "fail",
+    "row_count_tolerance": 0.1,
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``pass`` or ``fail``; ``reasons`` says why a check failed (and notes when it passed)."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "reasons": list(self.reasons), "notes": list(self.notes),
+                "thresholds": self.thresholds}
+
+
+def thresholds_of(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """:data:`DEFAULTS` with ``overrides`` applied; unknown keys are an error, not ignored."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise CheckInputError(f"unknown thresholds {sorted(unknown)}; known: {sorted(DEFAULTS)}", thresholds=sorted(unknown))
+    if overrides.get("expectations", "fail") not in ("fail", "warn"):
+        raise CheckInputError("threshold expectations must be 'fail' or 'warn'")
+    return {**DEFAULTS, **overrides}
+
+
+def decide(diff: DiffResult | None, expectations: ExpectationsResult | None,
+           thresholds: dict[str, Any] | None = None) -> Verdict:
+    """Judge the diff (None when there is no live view) and the expectations against thresholds."""
+    t = thresholds_of(thresholds)
+    reasons: list[str] = []
+    notes: list[str] = []
+    if diff is None:
+        notes.append("no live view to compare with: judged on expectations only")
+    else:
+        reasons += _diff_reasons(diff, t)
+    if expectations is not None:
+        failed = [f"expectation {r.expectation}({r.column or ''}) failed: {r.observed}" for r in expectations.failed]
+        (reasons if t["expectations"] == "fail" else notes).extend(failed)
+    return Verdict(passed=not reasons, reasons=tuple(reasons), thresholds=t, notes=tuple(notes))
+
+
+def _diff_reasons(diff: DiffResult, t: dict[str, Any]) -> list[str]:
+    reasons = []
+    for count, limit, what in (
+        (diff.only_in_live, t["max_only_in_live"], "keys only in live"),
+        (diff.only_in_rebuilt, t["max_only_in_rebuilt"], "keys only in rebuilt"),
+        (diff.duplicate_keys_live + diff.duplicate_keys_rebuilt, t["max_duplicate_keys"], "duplicate keys"),
+    ):
+        if count > limit:
+            reasons.append(f"{count:,} {what} (allowed {limit:,})")
+    if not t["allow_schema_changes"] and (diff.added or diff.removed or diff.retyped):
+        reasons.append(f"schema changed: added {list(diff.added)}, removed {list(diff.removed)}, "
+                       f"retyped {sorted(diff.retyped)}")
+    matched = max(diff.rows_matched, 1)
+    columns: dict[str, float] = t["columns"]
+    for column, limit in columns.items():
+        changed = diff.changed_by_column.get(column, 0)
+        if changed / matched > limit:
+            reasons.append(f"column {column}: {changed:,} rows changed ({changed / matched:.4%}, allowed {limit:.4%})")
+    rest = _changed_outside(diff, set(columns))
+    if rest / matched > t["max_changed_fraction"]:
+        reasons.append(f"{rest:,} changed rows ({rest / matched:.4%} of {diff.rows_matched:,}, allowed "
+                       f"{t['max_changed_fraction']:.4%})" + (f" outside columns {sorted(columns)}" if columns else ""))
+    return reasons
+
+
+def _changed_outside(diff: DiffResult, columns: set[str]) -> int:
+    """Changed rows with a change in a column that has no threshold of its own."""
+    if not columns or sum(diff.change_patterns.values()) != diff.changed_rows:
+        return diff.changed_rows
+    return sum(n for pattern, n in diff.change_patterns.items() if set(pattern.split("+")) - columns)

@@ -1,0 +1,48 @@
+"""``rebuild check VIEW``: compare the shadow with live, validate, write the report, record the verdict.
+
+Exit code 0 when the verdict is pass, 1 when it is fail (the result is printed first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+
+from rebuild.cli import Failed, State, cli, command
+from rebuild.cli_views import workbench
+from rebuild.errors import RebuildError
+
+
+@command(cli, "check")
+@click.argument("view")
+@click.option("--live", "live", help="Compare with this table instead of the live VIEW.")
+@click.option("--tolerance", multiple=True, metavar="COL=ABS|COL=REL%",
+              help="Numeric tolerance for a column, absolute (total=0.01) or relative (total=0.5%); repeat.")
+def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, ...]) -> None:
+    """Check VIEW__shadow against live: diff, lineage, expectations, lake audit -> report and verdict."""
+    from checks import CheckError, parse_tolerance
+
+    try:
+        tolerances = parse_tolerance(tolerance)
+    except CheckError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tolerance") from None
+    try:
+        with workbench(state) as wb:
+            report = wb.check(view, live=live, tolerance=tolerances)
+    except CheckError as exc:  # the CLI reports expected errors of every package with exit code 2
+        raise RebuildError(str(exc), **exc.context) from exc
+    data = report.to_dict()
+    summary = {k: data[k] for k in ("verdict", "reasons", "view", "run_id", "rows_live", "rows_rebuilt",
+                                    "only_in_live", "only_in_rebuilt", "changed_rows", "changed_by_column", "report")}
+    state.out.result(summary, lambda c: _print(c, report))
+    if not report.passed:
+        raise Failed(report.summary())
+
+
+def _print(console: Console, report: Any) -> None:
+    console.print(report.summary())
+    if report.diff is not None:
+        console.print(f"  {report.diff.summary()}")
+    console.print(f"  report: {report.paths.get('html')}")

@@ -1,0 +1,121 @@
+"""Workbench.check end to end: a faulty live view from the consumer, a rebuild, the report."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from checks import SECTIONS, lineage
+from rebuild.errors import CutoverRefused
+from rebuild.store import LIVE
+from tests.checks.conftest import DUPLICATED, LATE, OLD_VERSION, POISONED
+
+
+def test_report_finds_exactly_the_faulted_orders(scenario):
+    assert set(scenario.consumer.touched["duplicates"]) == set(DUPLICATED)
+    assert set(scenario.consumer.touched["poison"]) == set(POISONED)
+    assert set(scenario.consumer.touched["old_version"]) == set(OLD_VERSION)
+    report = scenario.wb.check("order_summary")
+    assert report.verdict.verdict == "fail"
+    found = {k["order_id"] for k in report.diff.differing_keys}
+    assert found == scenario.consumer.faulted
+    assert report.diff.only_in_live == report.diff.only_in_rebuilt == 0
+
+
+def test_lineage_flags_the_faults(scenario):
+    report = scenario.wb.check("order_summary")
+    by_key = {x.key["order_id"]: x for x in report.lineage}
+    for order in DUPLICATED:
+        assert "duplicate_suspected" in by_key[order].flags
+        assert any(e["event_type"] == "PaymentAuthorized" and e["column"] == "paid" for e in by_key[order].explained_by)
+    for order in POISONED:
+        assert "quarantined" in by_key[order].flags
+        assert by_key[order].quarantine[0]["reason"].startswith("unparsable event_time")
+    for order in OLD_VERSION:
+        assert any(e["event_type"] == "ItemRemoved" for e in by_key[order].explained_by)
+    sample = by_key[DUPLICATED[0]]
+    assert sample.events == 5 and sample.sequence_range == (1, 5) and sample.event_ids[0].endswith("-1")
+    assert "late" not in sample.flags
+
+
+def test_lineage_late_events(scenario):
+    (traced,) = lineage(scenario.lake, [{"order_id": LATE}], partition_column="order_id",
+                        late_after=timedelta(days=1))
+    assert "late" in traced.flags and traced.late == (f"ev-{LATE}-late",)
+
+
+def test_lineage_by_payload_fields(scenario):
+    traced = lineage(scenario.lake, [{"customer_id": "c-000003", "currency": "EUR"}],
+                     event_types=["OrderPlaced"])
+    assert traced[0].events == sum(1 for n in range(1, 41) if n % 5 == 3 and n % 3)
+
+
+def test_verdict_recorded_and_report_files(scenario):
+    report = scenario.wb.check("order_summary")
+    html_path, json_path = Path(report.paths["html"]), Path(report.paths["json"])
+    assert html_path.parent.name == "order_summary" and html_path.stem == report.run_id
+    data = json.loads(json_path.read_text())
+    assert data["verdict"] == "fail" and data["changed_rows"] == 6
+    assert data["changed_by_column"]["paid"] == 4  # duplicated payments and poisoned orders
+    record = scenario.wb.store.run(report.run_id)
+    assert record.verdict == "fail" and record.report == str(html_path)
+
+
+def test_report_snapshot(scenario):
+    report = scenario.wb.check("order_summary")
+    text = Path(report.paths["html"]).read_text()
+    ids = re.findall(r"<section id='([a-z_]+)'><h2>([^<]+)</h2>", text)
+    assert ids == [
+        ("verdict", "Verdict"), ("diff", "Rebuilt vs live"), ("columns", "Changes per column"), ("plots", "Plots"),
+        ("samples", "Samples"), ("lineage", "Lineage of sampled differences"), ("expectations", "Expectations"),
+        ("audit", "Lake audit of the consumed streams"), ("run", "Run"),
+    ]
+    assert [i for i, _ in ids] == list(SECTIONS)
+    assert text.count("data:image/png;base64,") >= 3
+    assert not re.search(r"""(src|href)\s*=\s*['"]?https?:""", text)
+    data = json.loads(Path(report.paths["json"]).read_text())
+    assert list(data)[:5] == ["verdict", "reasons", "view", "run_id", "live"]
+    assert set(data["diff"]["samples"]) == {"only_in_live", "only_in_rebuilt", "changed", "duplicates_live",
+                                            "duplicates_rebuilt"}
+
+
+def test_gate_refuses_without_passing_check_and_forced_is_recorded(scenario):
+    wb = scenario.wb
+    with pytest.raises(CutoverRefused, match="no passing check"):
+        wb.cutover("order_summary")
+    assert wb.check("order_summary").verdict.verdict == "fail"
+    with pytest.raises(CutoverRefused):
+        wb.cutover("order_summary")
+    cp = wb.cutover("order_summary", force=True)
+    record = wb.store.run(cp.run_id)
+    assert record.forced is True and record.status == "live"
+
+
+def test_gate_opens_after_a_passing_check(scenario):
+    wb = scenario.wb
+    wb.cutover("order_summary", force=True)  # the rebuilt view is live now; rebuild again and check
+    wb.run("order_summary", full=True, progress="none")
+    report = wb.check("order_summary")
+    assert report.verdict.verdict == "pass", report.verdict.reasons
+    cp = wb.cutover("order_summary")
+    assert wb.store.run(cp.run_id).forced is False
+    assert wb.store.checkpoint("order_summary", LIVE).run_id == report.run_id
+
+
+def test_partial_shadow_checked_against_its_scope(scenario):
+    wb = scenario.wb
+    wb.cutover("order_summary", force=True)
+    wb.run("order_summary", keys=[DUPLICATED[0], "o-0000001"], progress="none")
+    report = wb.check("order_summary", live=None)
+    assert report.diff.scope is not None and report.diff.rows_live == 2
+    assert report.verdict.verdict == "pass", report.verdict.reasons
+
+
+def test_check_against_another_live_table_with_tolerance(scenario):
+    report = scenario.wb.check("order_summary", live="order_summary", tolerance=["paid=100", "items=10", "total=5"])
+    # duplicates and the old version only move numbers (within tolerance); poisoned orders also lose status
+    assert {k["order_id"] for k in report.diff.differing_keys} == set(POISONED)

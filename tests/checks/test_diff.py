@@ -1,0 +1,97 @@
+"""checks.compare on real DuckDB files: every kind of difference, tolerances, duplicates, scope."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks import CheckInputError, compare, parse_tolerance
+
+BASE = "SELECT * FROM (VALUES ('a', 1, 1.50::DECIMAL(18,2), 'x'), ('b', 2, 2.00, 'y'), ('c', 3, 3.00, 'z')) t(k, n, amount, s)"
+
+
+def test_identical(duck):
+    result = compare(duck(BASE, BASE), "live", "rebuilt", ["k"])
+    assert result.verdict == "identical"
+    assert (result.rows_live, result.rows_rebuilt, result.changed_rows) == (3, 3, 0)
+    assert result.to_dict()["changed_by_column"] == {"n": 0, "amount": 0, "s": 0}
+
+
+def test_keys_missing_and_extra(duck):
+    rebuilt = "SELECT * FROM (VALUES ('a', 1, 1.50::DECIMAL(18,2), 'x'), ('d', 4, 4.00, 'w')) t(k, n, amount, s)"
+    result = compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"])
+    assert (result.only_in_live, result.only_in_rebuilt, result.changed_rows) == (2, 1, 0)
+    assert sorted(r["k"] for r in result.samples["only_in_live"]) == ["b", "c"]
+    assert result.samples["only_in_rebuilt"] == [{"k": "d", "n": 4, "amount": pytest.approx(4), "s": "w"}]
+    assert {k["k"] for k in result.differing_keys} == {"b", "c", "d"}
+
+
+def test_values_within_and_beyond_tolerance(duck):
+    rebuilt = BASE.replace("2.00", "2.004").replace("3.00", "3.50")
+    con = duck(BASE, rebuilt.replace("DECIMAL(18,2)", "DECIMAL(18,3)"))
+    exact = compare(con, "live", "rebuilt", ["k"])
+    assert exact.changed_by_column["amount"] == 2
+    loose = compare(con, "live", "rebuilt", ["k"], tolerance={"amount": (0.01, 0.0)})
+    assert loose.changed_by_column["amount"] == 1
+    assert loose.samples["changed"][0]["changes"]["amount"]["rebuilt"] == pytest.approx(3.5)
+    relative = compare(con, "live", "rebuilt", ["k"], tolerance=parse_tolerance(["amount=20%"]))
+    assert relative.changed_rows == 0
+    column = next(c for c in exact.columns if c.name == "amount")
+    assert column.sum_diff == pytest.approx(0.504) and column.max_abs_diff == pytest.approx(0.5)
+
+
+def test_null_vs_value_is_a_change(duck):
+    rebuilt = BASE.replace("'z'", "NULL").replace("1.50::DECIMAL(18,2)", "NULL::DECIMAL(18,2)")
+    result = compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"], tolerance={"amount": (100.0, 0.0)})
+    assert result.changed_by_column == {"n": 0, "amount": 1, "s": 1}
+    assert result.changed_rows == 2
+    assert result.change_patterns == {"amount": 1, "s": 1}
+
+
+def test_retyped_and_added_removed_columns(duck):
+    rebuilt = "SELECT k, CAST(n AS VARCHAR) AS n, amount, 1 AS extra FROM (" + BASE + ")"
+    result = compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"])
+    assert result.retyped == {"n": ("INTEGER", "VARCHAR")}
+    assert result.added == ("extra",) and result.removed == ("s",)
+    assert result.changed_rows == 0 and result.verdict == "different"
+
+
+def test_duplicate_keys_on_one_side(duck):
+    live = BASE + " UNION ALL SELECT 'b', 2, 2.00, 'y'"
+    result = compare(duck(live, BASE), "live", "rebuilt", ["k"])
+    assert result.duplicate_keys_live == 1 and result.duplicate_keys_rebuilt == 0
+    assert result.samples["duplicates_live"] == [{"k": "b", "rows": 2}]
+
+
+def test_compound_key(duck):
+    live = "SELECT * FROM (VALUES ('c1', 'EUR', 1), ('c1', 'USD', 2)) t(customer_id, currency, orders)"
+    rebuilt = "SELECT * FROM (VALUES ('c1', 'EUR', 1), ('c1', 'USD', 3)) t(customer_id, currency, orders)"
+    result = compare(duck(live, rebuilt), "live", "rebuilt", ["customer_id", "currency"])
+    assert result.samples["changed"] == [{"customer_id": "c1", "currency": "USD",
+                                          "changes": {"orders": {"live": 2, "rebuilt": 3}}}]
+
+
+def test_partial_shadow_compared_with_its_scope_only(duck):
+    live = "SELECT 'o' || i AS order_id, i AS n FROM range(10) t(i)"
+    rebuilt = "SELECT * FROM (VALUES ('o1', 1), ('o2', 20), ('o11', 11)) t(order_id, n)"
+    con = duck(live, rebuilt)
+    con.execute("CREATE TABLE scope AS SELECT * FROM (VALUES ('o1'), ('o2'), ('o3'), ('o11')) t(order_id)")
+    result = compare(con, "live", "rebuilt", ["order_id"], scope="scope", scope_columns=["order_id"])
+    assert result.rows_live == 3  # only the live rows in the scope
+    assert (result.only_in_live, result.only_in_rebuilt, result.changed_rows) == (1, 1, 1)
+
+
+def test_bad_inputs(duck):
+    con = duck(BASE, BASE)
+    with pytest.raises(CheckInputError, match="no key column"):
+        compare(con, "live", "rebuilt", ["nope"])
+    with pytest.raises(CheckInputError, match="no table"):
+        compare(con, "live", "missing", ["k"])
+    with pytest.raises(CheckInputError, match="COL=ABS"):
+        parse_tolerance(["amount"])
+
+
+def test_html_and_dict(duck):
+    result = compare(duck(BASE, BASE), "live", "rebuilt", ["k"])
+    assert "<table" in result._repr_html_()
+    assert {"verdict", "rows_live", "rows_rebuilt", "only_in_live", "only_in_rebuilt", "changed_rows",
+            "changed_by_column"} <= set(result.to_dict())

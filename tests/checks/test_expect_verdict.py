@@ -1,0 +1,65 @@
+"""Expectations with Great Expectations on chunked pandas batches, and the verdict thresholds."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks import CheckInputError, compare, decide, thresholds_of, validate
+
+VIEW = ("SELECT 'o' || i AS order_id, CASE WHEN i % 2 = 0 THEN 'paid' ELSE 'placed' END AS status, "
+        "CAST(i AS DECIMAL(18,2)) AS total FROM range(1000) t(i)")
+SPEC = {"not_null": ["status"], "between": {"total": [0, None]}, "in_set": {"status": ["placed", "paid"]}}
+
+
+def test_suite_passes_in_chunks(duck):
+    con = duck(VIEW, VIEW)
+    result = validate(con, "rebuilt", ["order_id"], SPEC, live_rows=1000, chunk_rows=300)
+    assert result.success and result.chunks == 4
+    assert {r.expectation for r in result.results} >= {"expect_column_values_to_be_unique",
+                                                       "expect_column_values_to_be_in_set",
+                                                       "expect_table_row_count_to_be_within_tolerance_of_live"}
+    assert all(r.element_count == 1000 for r in result.results)
+
+
+def test_suite_fails_with_examples(duck):
+    bad = VIEW + " UNION ALL SELECT 'o5', 'lost', -3 UNION ALL SELECT NULL, NULL, 1"
+    result = validate(duck(VIEW, bad), "rebuilt", ["order_id"], SPEC, live_rows=500, chunk_rows=300)
+    failed = {(r.expectation, r.column): r for r in result.failed}
+    assert failed[("expect_column_values_to_be_unique", "order_id")].examples == ("o5", "o5")
+    assert failed[("expect_column_values_to_be_in_set", "status")].unexpected_count == 1
+    assert failed[("expect_column_values_to_be_between", "total")].examples == (-3.0,)
+    assert ("expect_column_values_to_not_be_null", "order_id") in failed
+    assert ("expect_table_row_count_to_be_within_tolerance_of_live", None) in failed
+
+
+def test_unknown_expectation_or_column(duck):
+    con = duck(VIEW, VIEW)
+    with pytest.raises(CheckInputError, match="unknown expectation"):
+        validate(con, "rebuilt", ["order_id"], {"unique": ["x"]})
+    with pytest.raises(CheckInputError, match="does not have"):
+        validate(con, "rebuilt", ["order_id"], {"not_null": ["nope"]})
+
+
+def test_verdict_thresholds(duck):
+    rebuilt = VIEW.replace("CAST(i AS DECIMAL(18,2))", "CAST(CASE WHEN i < 5 THEN i + 1 ELSE i END AS DECIMAL(18,2))")
+    diff = compare(duck(VIEW, rebuilt), "live", "rebuilt", ["order_id"])
+    assert diff.changed_rows == 5
+    assert not decide(diff, None).passed
+    assert decide(diff, None, {"max_changed_fraction": 0.01}).passed
+    assert decide(diff, None, {"columns": {"total": 0.01}}).passed
+    strict = decide(diff, None, {"columns": {"total": 0.001}})
+    assert not strict.passed and "column total" in strict.reasons[0]
+    assert decide(None, None).passed and "no live view" in decide(None, None).notes[0]
+    with pytest.raises(CheckInputError):
+        thresholds_of({"max_changed": 1})
+
+
+def test_verdict_counts_missing_keys_and_expectations(duck):
+    rebuilt = VIEW.replace("range(1000)", "range(990)")
+    con = duck(VIEW, rebuilt)
+    diff = compare(con, "live", "rebuilt", ["order_id"])
+    assert "10 keys only in live" in decide(diff, None).reasons[0]
+    assert decide(diff, None, {"max_only_in_live": 10}).passed
+    failing = validate(con, "rebuilt", ["order_id"], {"in_set": {"status": ["paid"]}})
+    assert not decide(None, failing).passed
+    assert decide(None, failing, {"expectations": "warn"}).passed
