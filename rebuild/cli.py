@@ -75,7 +75,7 @@ def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: st
 
 def _register() -> None:
     # The command modules attach themselves to ``cli``; imported here, not at import of this module's users.
-    from rebuild import cli_lake, cli_views  # noqa: F401
+    from rebuild import cli_backfill, cli_check, cli_lake, cli_views  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

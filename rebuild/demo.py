@@ -72,7 +72,11 @@ def run_demo(state: State, *, events: int, seed: int) -> None:
 
 def _render(console: Console, ctx: DemoContext, seconds: float) -> None:
     console.print(f"demo finished in {seconds:.1f}s; the lake is at {ctx.lake.uri}")
-    console.print("next: `rebuild lake audit` for the full audit")
+    report = ctx.results.get("check", {}).get("report")
+    if report:
+        console.print(f"[bold]the validation report[/bold]: {report}")
+    console.print("next: `rebuild ls`, `rebuild runs order_summary`, `rebuild rollback order_summary` "
+                  "(again) to return to the rebuilt view, or open notebooks/ with `make lab`")
 
 
 # -- step: reset ---------------------------------------------------------------------------------
@@ -96,7 +100,19 @@ def _reset(ctx: DemoContext) -> dict[str, Any]:
         return {"removed": False}
     _check_removable(path)
     shutil.rmtree(path)
+    _remove_demo_store(ctx)
     return {"removed": True}
+
+
+def _remove_demo_store(ctx: DemoContext) -> None:
+    """The demo's views start afresh too, when the store is a DuckDB file inside ``.demo``."""
+    uri = ctx.state.config.store_uri
+    if not uri.startswith("duckdb://"):
+        return
+    path = Path(uri[len("duckdb://") :])
+    if inside_demo_folder(path):
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _check_removable(path: Path) -> None:
@@ -149,8 +165,89 @@ def _audit_line(r: dict[str, Any]) -> str:
     )
 
 
+# -- steps: a faulty live view, the rebuild, the check, cutover and rollback --------------------
+VIEW = "order_summary"
+
+
+def _workbench(ctx: DemoContext) -> Any:
+    if "workbench" not in ctx.made:
+        from rebuild.workbench import Workbench
+
+        ctx.made["workbench"] = Workbench(ctx.state.config)
+    return ctx.made["workbench"]
+
+
+def _live(ctx: DemoContext) -> dict[str, Any]:
+    """Build live the way production does: one event at a time, with three realistic faults."""
+    from rebuild.consumer import Faults, build_live
+
+    wb = _workbench(ctx)
+    orders = [r[0] for r in lake.read_events(ctx.lake, lake.EventFilter(event_types=("PaymentAuthorized",)))
+              .project("partition_key").order("partition_key").limit(40).fetchall()]
+    faults = Faults(duplicates=tuple(orders[:3]), poison={orders[3]: 2, orders[4]: 3},
+                    poison_quarantined=True, old_version=True)
+    result = build_live(ctx.lake, wb.store, faults)
+    ctx.made["faulted"] = result.faulted
+    return {"rows": result.rows, "events": result.events,
+            "faulted": {k: len(v) for k, v in result.touched.items()}, "faulted_orders": len(result.faulted)}
+
+
+def _rebuild(ctx: DemoContext) -> dict[str, Any]:
+    result = _workbench(ctx).run(VIEW, full=True, progress="none" if ctx.state.out.json else "auto")
+    return {"run_id": result.run_id, "rows": result.record.rows_written, "seconds": result.record.seconds,
+            "events_read": result.record.events_read}
+
+
+def _check(ctx: DemoContext) -> dict[str, Any]:
+    """The check must find exactly the orders the consumer's faults changed, and explain them."""
+    report = _workbench(ctx).check(VIEW)
+    diff = report.diff
+    differing = _differing_keys(_workbench(ctx), report)
+    return {"verdict": report.verdict.verdict, "reasons": list(report.verdict.reasons),
+            "changed_rows": diff.changed_rows if diff else None,
+            "only_in_live": diff.only_in_live if diff else None,
+            "only_in_rebuilt": diff.only_in_rebuilt if diff else None,
+            "found_exactly_the_faults": differing == ctx.made["faulted"],
+            "report": report.paths.get("html")}
+
+
+def _differing_keys(wb: Any, report: Any) -> set[str]:
+    live, rebuilt = wb.view(VIEW), wb.view(VIEW, "shadow")
+    joined = live.join(rebuilt, on="order_id", how="full", suffix="_rebuilt", coalesce=True)
+    columns = [c for c in live.columns if c != "order_id"]
+    import polars as pl
+
+    changed = joined.filter(pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}_rebuilt")) for c in columns]))
+    return set(changed["order_id"].to_list())
+
+
+def _cutover(ctx: DemoContext) -> dict[str, Any]:
+    """The report explains every difference, so the operator overrides the failed verdict."""
+    wb = _workbench(ctx)
+    cp = wb.cutover(VIEW, force=True)
+    record = wb.store.run(cp.run_id)
+    return {"run_id": cp.run_id, "rows": cp.rows, "forced": bool(record and record.forced)}
+
+
+def _rollback(ctx: DemoContext) -> dict[str, Any]:
+    wb = _workbench(ctx)
+    cp = wb.rollback(VIEW)
+    wb.close()
+    return {"live_run": cp.run_id, "rows": cp.rows}
+
+
 STEPS: list[Step] = [
     Step("reset", _reset, lambda r: "removed the previous demo lake" if r["removed"] else "new lake"),
     Step("sample", _sample, _sample_line),
     Step("audit", _audit, _audit_line),
+    Step("live", _live, lambda r: f"a per-event consumer built live {VIEW} ({r['rows']:,} rows) with faults "
+         f"{r['faulted']} touching {r['faulted_orders']} orders"),
+    Step("rebuild", _rebuild, lambda r: f"replayed {r['events_read']:,} events into {VIEW}__shadow "
+         f"({r['rows']:,} rows) in {r['seconds']:.2f}s, run {r['run_id']}"),
+    Step("check", _check, lambda r: f"verdict {r['verdict'].upper()}: {r['changed_rows']} rows changed, "
+         f"{r['only_in_live']} only in live, {r['only_in_rebuilt']} only in rebuilt; the differences are "
+         f"{'exactly' if r['found_exactly_the_faults'] else 'NOT exactly'} the faulted orders; report {r['report']}"),
+    Step("cutover", _cutover, lambda r: f"cut over run {r['run_id']} ({r['rows']:,} rows); forced={r['forced']} "
+         "is kept in the run record"),
+    Step("rollback", _rollback, lambda r: f"rolled back: live is the consumer's view again ({r['rows']} rows)"),
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -19,6 +20,7 @@ import polars as pl
 
 import lake as lake_pkg
 from lake import EventFilter, Lake
+from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
 from rebuild.errors import CutoverRefused
 from rebuild.options import RunOptions, from_kwargs
@@ -27,7 +29,7 @@ from rebuild.progress import choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store
-from rebuild.store.base import previous_name, shadow_name
+from rebuild.store.base import previous_name, scope_name, shadow_name
 
 
 @dataclass(frozen=True)
@@ -122,15 +124,30 @@ class Workbench:
         """What a run would read and write; nothing is written."""
         return make_plan(self.lake, self.store, self.projection(view), options or from_kwargs(**kwargs))
 
-    def run(self, view: str, options: RunOptions | None = None, **kwargs: Any) -> RunResult:
-        """Plan, then execute exactly that plan into ``VIEW__shadow``."""
+    def run(self, view: str, options: RunOptions | None = None, *, buckets: bool | None = None, **kwargs: Any) -> RunResult:
+        """Plan, then execute exactly that plan into ``VIEW__shadow``.
+
+        ``buckets=True`` runs a full rebuild key bucket by key bucket (resumable); ``None`` does
+        so automatically above ``rebuild.backfill.BUCKET_THRESHOLD`` events.
+        """
         options = options or from_kwargs(**kwargs)
         plan = self.plan(view, options)
-        return self.execute(plan, options.progress)
+        return self.execute(plan, options.progress, buckets=buckets)
 
-    def execute(self, plan: Plan, progress: str = "auto") -> RunResult:
-        """Execute a plan made earlier (it pins its lake snapshot)."""
-        return execute(plan, self.lake, self.store, self.projection(plan.view), choose(progress, self.json_output))
+    def execute(self, plan: Plan, progress: str = "auto", *, buckets: bool | None = None) -> RunResult:
+        """Execute a plan made earlier (it pins its lake snapshot), holding the view's lock."""
+        projection = self.projection(plan.view)
+        shown = choose(progress, self.json_output)
+        with self.store.lock(plan.view, "run"):
+            if wants_buckets(plan, projection, buckets):
+                return run_buckets(plan, self.lake, self.store, projection, shown)
+            return execute(plan, self.lake, self.store, projection, shown)
+
+    def backfill(self, view: str, *, since: str | datetime, until: str | datetime, chunk: str = "1d",
+                 progress: str = "auto", exclude_quarantined: bool = False) -> BackfillResult:
+        """Correct ``[since, until)`` chunk by chunk into one shadow patch; resumes after a crash."""
+        return backfill(self.lake, self.store, self.projection(view), since=since, until=until, chunk=chunk,
+                        progress=choose(progress, self.json_output), exclude_quarantined=exclude_quarantined)
 
     def cutover(self, view: str, *, force: bool = False) -> Checkpoint:
         """Make the shadow live in one transaction (needs a passing check unless ``force``)."""
@@ -138,17 +155,25 @@ class Workbench:
         if shadow is None:
             raise CutoverRefused(f"{view} has no shadow to cut over; run `rebuild run {view}` first", view=view)
         record = self.store.run(shadow.run_id)
+        if record is not None and record.status == "backfill":
+            raise CutoverRefused(
+                f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun the same "
+                "`rebuild backfill` command to finish it",
+                view=view, run_id=shadow.run_id,
+            )
         if not force and (record is None or record.verdict != "pass"):
             raise CutoverRefused(
                 f"run {shadow.run_id} of {view} has no passing check report; run `rebuild check {view}` "
                 "(or cut over with --force, which the run record keeps)",
                 view=view, run_id=shadow.run_id,
             )
-        return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"))
+        with self.store.lock(view, "cutover"):
+            return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"))
 
     def rollback(self, view: str) -> Checkpoint:
         """Restore the previous live view (and make the current one previous) in one transaction."""
-        return self.store.rollback(view)
+        with self.store.lock(view, "rollback"):
+            return self.store.rollback(view)
 
     def runs(self, view: str | None = None, limit: int = 20) -> list[Any]:
         return self.store.runs(view, limit)
@@ -171,3 +196,49 @@ class Workbench:
         )
         head = "".join(f"<th>{html.escape(k)}</th>" for k in ViewState.__dataclass_fields__)
         return f"<b>Workbench</b> lake={html.escape(self.lake.uri)}<table><tr>{head}</tr>{rows}</table>"
+
+
+    # -- checks (the glue; the checks themselves live in the ``checks`` package) ----------------
+    def check(self, view: str, live: str | None = None, tolerance: Any = None) -> Any:
+        """Compare ``VIEW__shadow`` with live (or ``live``), validate, write the report, record the verdict.
+
+        ``tolerance`` is ``{column: (abs, rel)}`` or CLI-style ``["total=0.01", "paid=0.5%"]``.
+        Returns a ``checks.CheckReport``; the verdict lands in the run record (cutover reads it).
+        """
+        from checks import ViewSpec, check_view, parse_tolerance
+
+        p, store = self.projection(view), self.store
+        shadow = store.checkpoint(view, SHADOW)
+        if shadow is None or not store.exists(shadow_name(view)):
+            raise CutoverRefused(f"{view} has no shadow to check; run `rebuild run {view}` first", view=view)
+        live_table = live or (view if store.exists(view) else None)
+        if live_table and not store.exists(live_table):
+            raise CutoverRefused(f"no live table {live_table!r} to compare {view} with", view=view)
+        con = store.compute()
+        scope_table = scope_name(shadow_name(view))
+        scoped = shadow.kind == "patch" and store.exists(scope_table)
+        spec = ViewSpec(
+            view=view, key=p.key, partition_column=p.partition_column if p.incremental == "by_key" else None,
+            window=(p.window.column, p.window.size) if p.window else None, streams=p.streams,
+            event_types=p.consumes, expectations=p.expectations, thresholds=p.thresholds,
+        )
+        record = store.run(shadow.run_id)
+        report = check_view(
+            con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)),
+            live=self._on(con, live_table) if live_table else None,
+            tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
+            scope=self._on(con, scope_table) if scoped else None,
+            scope_columns=store.relation(con, scope_table).columns if scoped else (),
+            as_of=shadow.lake_version, run={k: v for k, v in (record.to_dict() if record else {}).items() if k != "plan"},
+            runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
+        )
+        store.set_verdict(shadow.run_id, report.verdict.verdict, report.paths.get("html"))
+        return report
+
+    def _on(self, con: duckdb.DuckDBPyConnection, table: str) -> str:
+        """A name for ``table`` on ``con``: itself when the store computes there, else a temp view."""
+        if getattr(self.store, "con", None) is con:
+            return table
+        name = f"__check_{table}"
+        self.store.relation(con, table).create_view(name, replace=True)
+        return name

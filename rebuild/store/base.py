@@ -4,7 +4,9 @@ Table names per view ``V``: ``V`` (live), ``V__shadow`` (rebuilt, awaiting cutov
 ``V__previous`` (kept for rollback); a partial shadow or previous also has ``V__shadow_scope`` /
 ``V__previous_scope``: the scope keys it replaces (rows of live matching them are swapped).
 ``_rebuild_runs`` has a row per run, ``_checkpoints`` one per (view, role) with role in
-shadow / live / previous.
+shadow / live / previous. ``_backfills`` has a row per chunk (or key bucket) of a long job plus
+a header row (item -1) pinning the job's lake snapshot; each chunk's row is written in the same
+transaction as the chunk's rows. ``V__building`` holds a bucketed full run in progress.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def previous_name(view: str) -> str:
 
 def scope_name(table: str) -> str:
     return f"{table}_scope"
+
+
+def building_name(view: str) -> str:
+    """The table a bucketed full run appends to before it becomes the shadow."""
+    return f"{view}__building"
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,35 @@ class RunRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One row of ``_backfills``: a chunk (or key bucket) of a long job, or its header (item -1).
+
+    ``kind`` is ``backfill`` (event-time chunks) or ``buckets`` (a bucketed full run); ``status``
+    is ``started`` / ``finished`` for a header and ``done`` for a chunk; ``params`` (JSON) says
+    what the job was asked, so a rerun of the same command finds it and resumes.
+    """
+
+    job_id: str
+    view: str
+    kind: str
+    item: int
+    label: str
+    status: str
+    delta_version: int
+    lake_version: int
+    run_id: str
+    rows: int
+    params: str
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 RUN_COLUMNS = tuple(RunRecord.__dataclass_fields__)
 CHECKPOINT_COLUMNS = tuple(Checkpoint.__dataclass_fields__)
+MARK_COLUMNS = tuple(Mark.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -114,9 +148,35 @@ class Store(ABC):
         scope_columns: Sequence[str],
         key: Sequence[str],
         make_record: Any,
+        *,
+        append: bool = False,
+        mark: Mark | None = None,
     ) -> Published:
         """In one transaction: the shadow from relation ``rows`` (and its scope), the run record
-        and the shadow checkpoint. ``make_record(Published) -> (RunRecord, Checkpoint)``."""
+        and the shadow checkpoint. ``make_record(Published) -> (RunRecord, Checkpoint)``.
+
+        ``append=True`` merges into the existing partial shadow instead: its rows in the new
+        scope are replaced by ``rows`` and the scopes are united (a run record with the same
+        run_id is replaced). ``mark`` is written to ``_backfills`` in the same transaction.
+        """
+
+    def stage(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, mark: Mark, *, reset: bool) -> None:
+        """In one transaction: append relation ``rows`` to ``VIEW__building`` (emptied first when
+        ``reset``) and write ``mark``. Live and the shadow are not touched."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stage bucketed runs")
+
+    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+        """In one transaction: ``VIEW__building`` becomes the (full) shadow, with run record,
+        checkpoint and ``mark``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stage bucketed runs")
+
+    def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
+        """Rows of ``_backfills`` for ``view`` (one job's when ``job_id``), by job and item."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
+
+    def put_mark(self, mark: Mark) -> None:
+        """Write (or replace) one ``_backfills`` row on its own."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
 
     @abstractmethod
     def cutover(self, view: str, run_id: str, forced: bool) -> Checkpoint:

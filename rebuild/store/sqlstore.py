@@ -11,17 +11,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
+
 from lake.sql import literal, quote
 from rebuild.errors import StoreError
 from rebuild.store.base import (
     CHECKPOINT_COLUMNS,
     LIVE,
+    MARK_COLUMNS,
     PREVIOUS,
     RUN_COLUMNS,
     SHADOW,
     Checkpoint,
+    Mark,
+    Published,
     RunRecord,
     Store,
+    building_name,
     previous_name,
     scope_name,
     shadow_name,
@@ -37,6 +43,10 @@ CHECKPOINTS_DDL = """CREATE TABLE IF NOT EXISTS _checkpoints (
     view VARCHAR, role VARCHAR, run_id VARCHAR, lake_version BIGINT, delta_version BIGINT,
     projection_version INTEGER, fingerprint VARCHAR, kind VARCHAR, rows BIGINT,
     PRIMARY KEY (view, role))"""
+BACKFILLS_DDL = """CREATE TABLE IF NOT EXISTS _backfills (
+    job_id VARCHAR, view VARCHAR, kind VARCHAR, item INTEGER, label VARCHAR, status VARCHAR,
+    delta_version BIGINT, lake_version BIGINT, run_id VARCHAR, rows BIGINT, params VARCHAR,
+    updated_at TIMESTAMPTZ, PRIMARY KEY (job_id, item))"""
 
 
 def scope_match(target: str, scope: str, columns: Sequence[str]) -> str:
@@ -70,6 +80,116 @@ class SQLStore(Store):
     def _init_meta(self) -> None:
         self._exec(RUNS_DDL)
         self._exec(CHECKPOINTS_DDL)
+        self._exec(BACKFILLS_DDL)
+
+    def _ship(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+              scope_columns: Sequence[str]) -> tuple[str, str | None]:
+        """Make ``rows`` (and the distinct scope) readable by this store's SQL: table names."""
+        raise NotImplementedError
+
+    def _unship(self, view: str) -> None:
+        """Drop what ``_ship`` made, if anything is left."""
+
+    def _take(self, incoming: str, target: str) -> None:
+        """``incoming`` becomes table ``target`` (which does not exist), inside the transaction."""
+        raise NotImplementedError
+
+    # -- publishing ----------------------------------------------------------------------------
+    def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+                scope_columns: Sequence[str], key: Sequence[str], make_record: Any, *,
+                append: bool = False, mark: Mark | None = None) -> Published:
+        shadow, shadow_scope = shadow_name(view), scope_name(shadow_name(view))
+        append = append and scope is not None and self.exists(shadow_scope)
+        incoming, incoming_scope = self._ship(con, view, rows, scope, scope_columns)
+        try:
+            self._begin()
+            try:
+                if append:
+                    assert incoming_scope is not None
+                    self._merge_patch(shadow, incoming, incoming_scope, scope_columns)
+                else:
+                    self._drop(shadow)
+                    self._drop(shadow_scope)
+                    self._take(incoming, shadow)
+                    if incoming_scope is not None:
+                        self._take(incoming_scope, shadow_scope)
+                scope_rows = self.count(shadow_scope) if scope is not None else 0
+                published = Published(rows=self.count(shadow), scope_rows=scope_rows)
+                self._record_publish(*make_record(published), mark)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        finally:
+            self._unship(view)
+        return published
+
+    def _merge_patch(self, shadow: str, incoming: str, incoming_scope: str, columns: Sequence[str]) -> None:
+        """The shadow's rows in the incoming scope are replaced; the scopes are united."""
+        self._replace_scope(shadow, incoming, incoming_scope, columns)
+        target = scope_name(shadow)
+        names = ", ".join(quote(c) for c in columns)
+        self._exec(
+            f"INSERT INTO {quote(target)} ({names}) SELECT {names} FROM {quote(incoming_scope)} t "
+            f"WHERE NOT {scope_match('', target, columns)}"
+        )
+
+    def stage(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, mark: Mark, *, reset: bool) -> None:
+        building = building_name(view)
+        incoming, _ = self._ship(con, view, rows, None, ())
+        try:
+            self._begin()
+            try:
+                if reset or not self.exists(building):
+                    self._drop(building)
+                    self._take(incoming, building)
+                else:
+                    names = ", ".join(quote(c) for c in self._columns(building))
+                    self._exec(f"INSERT INTO {quote(building)} ({names}) SELECT {names} FROM {quote(incoming)}")
+                self._put_mark(mark)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        finally:
+            self._unship(view)
+
+    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+        building, shadow = building_name(view), shadow_name(view)
+        if not self.exists(building):
+            raise StoreError(f"{view} has no bucketed run in progress ({building} is missing)", view=view)
+        self._begin()
+        try:
+            self._drop(shadow)
+            self._drop(scope_name(shadow))
+            self._rename(building, shadow)
+            published = Published(rows=self.count(shadow), scope_rows=0)
+            self._record_publish(*make_record(published), mark)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return published
+
+    # -- long jobs -----------------------------------------------------------------------------
+    def _put_mark(self, mark: Mark) -> None:
+        self._exec(f"DELETE FROM _backfills WHERE job_id = {literal(mark.job_id)} AND item = {int(mark.item)}")
+        values = ", ".join(literal(getattr(mark, c)) for c in MARK_COLUMNS)
+        self._exec(f"INSERT INTO _backfills ({', '.join(MARK_COLUMNS)}) VALUES ({values})")
+
+    def put_mark(self, mark: Mark) -> None:
+        self._begin()
+        try:
+            self._put_mark(mark)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+
+    def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
+        where = f"view = {literal(view)}" + (f" AND job_id = {literal(job_id)}" if job_id else "")
+        rows = self._query(f"SELECT {', '.join(MARK_COLUMNS)} FROM _backfills WHERE {where} ORDER BY job_id, item")
+        return [Mark(*r) for r in rows]
 
     # -- metadata ------------------------------------------------------------------------------
     def _insert_run(self, record: RunRecord) -> None:
@@ -223,13 +343,16 @@ class SQLStore(Store):
     def _rename(self, old: str, new: str) -> None:
         self._exec(f"ALTER TABLE {quote(old)} RENAME TO {quote(new)}")
 
-    def _record_publish(self, record: RunRecord, checkpoint: Checkpoint) -> None:
+    def _record_publish(self, record: RunRecord, checkpoint: Checkpoint, mark: Mark | None = None) -> None:
         self._exec(
-            f"UPDATE _rebuild_runs SET status = 'superseded' "
-            f"WHERE view = {literal(record.view)} AND status = 'shadow'"
+            f"UPDATE _rebuild_runs SET status = 'superseded' WHERE view = {literal(record.view)} "
+            f"AND status IN ('shadow', 'backfill') AND run_id <> {literal(record.run_id)}"
         )
+        self._exec(f"DELETE FROM _rebuild_runs WHERE run_id = {literal(record.run_id)}")
         self._insert_run(record)
         self._put_checkpoint(checkpoint)
+        if mark is not None:
+            self._put_mark(mark)
 
 
 def now() -> datetime:

@@ -1,0 +1,273 @@
+"""Long, unattended, resumable work on one view: chunked backfills and bucketed full runs.
+
+A **backfill** corrects ``[since, until)`` in event-time chunks. Each chunk is a targeted run
+over ``[chunk start, chunk end)`` whose rows accumulate into one shadow patch (the store's
+``publish(append=True)``: the shadow's rows in the chunk's scope are replaced, the scopes
+united) together with the chunk's row in ``_backfills``, in one transaction. The header row
+pins the lake snapshot (its Delta version), so every chunk, also after a resume, reads the
+same events. Rerunning the same command after a crash skips the finished chunks; the final
+shadow equals an uninterrupted run's. Until the last chunk the run record's status is
+``backfill``, and cutover refuses it.
+
+A **bucketed full run** (for ``by_key`` projections, whose rows depend on one partition key's
+events) replays the lake key bucket by key bucket; each bucket's rows are appended to
+``VIEW__building`` with a per-bucket row in ``_backfills``; when all buckets are there the
+building table becomes the shadow in one transaction. A crash leaves live and the last good
+shadow untouched, and a rerun skips the finished buckets. Used when asked (``buckets=True``,
+``rebuild backfill VIEW --buckets``) or automatically for full runs estimated to read more than
+``BUCKET_THRESHOLD`` events; below it the single-query run is faster.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lake import Lake, Snapshot
+from rebuild.errors import ConfigError
+from rebuild.options import RunOptions, parse_time
+from rebuild.plan import Plan, make_plan
+from rebuild.progress import Progress, Silent
+from rebuild.projection import Projection
+from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
+from rebuild.runner import REBUILT, RunResult, _recorder, execute, new_run_id
+from rebuild.store import Published, Store
+from rebuild.store.base import SHADOW, Mark
+
+log = logging.getLogger(__name__)
+
+BUCKET_THRESHOLD = 50_000_000
+HEADER = -1
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_chunk(text: str) -> timedelta:
+    """``30m``, ``6h``, ``1d``, ``2w`` as a timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text or "")
+    if not m or int(m[1]) == 0:
+        raise ConfigError(f"--chunk {text!r} is not a duration like 6h, 1d or 1w")
+    return timedelta(**{_UNITS[m[2]]: int(m[1])})
+
+
+def chunks(since: datetime, until: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """``[since, until)`` cut into consecutive ``[start, end)`` pieces of ``step`` (the last may be shorter)."""
+    out, start = [], since
+    while start < until:
+        out.append((start, min(start + step, until)))
+        start += step
+    return out
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """A finished backfill (or bucketed run): what it did and where the shadow is."""
+
+    job_id: str
+    run_id: str
+    view: str
+    kind: str
+    chunks: int
+    skipped: int
+    rows: int
+    scope_rows: int
+    delta_version: int
+    lake_version: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        unit = "buckets" if self.kind == "buckets" else "chunks"
+        resumed = f" ({self.skipped} already done, resumed)" if self.skipped else ""
+        return (f"{self.kind} {self.job_id} of {self.view}: {self.chunks} {unit}{resumed} -> {self.rows:,} rows in "
+                f"{self.view}__shadow, lake_version {self.lake_version}, {self.seconds:.1f}s; next: "
+                f"`rebuild check {self.view}` then `rebuild cutover {self.view}`")
+
+    def _repr_html_(self) -> str:
+        return f"<b>Backfill</b> {html.escape(self.summary())}"
+
+
+@dataclass(frozen=True)
+class _Job:
+    header: Mark
+    done: frozenset[int]
+
+    def mark(self, item: int, label: str, rows: int, status: str = "done") -> Mark:
+        return Mark(job_id=self.header.job_id, view=self.header.view, kind=self.header.kind, item=item,
+                    label=label, status=status, delta_version=self.header.delta_version,
+                    lake_version=self.header.lake_version, run_id=self.header.run_id, rows=rows,
+                    params=self.header.params, updated_at=datetime.now(UTC))
+
+
+def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any], label: str,
+         snapshot: Callable[[], Snapshot]) -> _Job:
+    """The unfinished job of ``kind`` with the same ``params``, or a new one pinned at ``snapshot()``."""
+    text = json.dumps(params, sort_keys=True)
+    marks = store.marks(view)
+    for header in reversed([m for m in marks if m.item == HEADER and m.kind == kind and m.status == "started"]):
+        if header.params != text:
+            continue
+        done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)
+        shadow = store.checkpoint(view, SHADOW)
+        if kind == "backfill" and done and (shadow is None or shadow.run_id != header.run_id):
+            log.warning("%s %s of %s cannot resume: its shadow was replaced by run %s; starting over",
+                        kind, header.job_id, view, shadow.run_id if shadow else None)
+            break
+        log.warning("resuming %s %s of %s: %s parts done, lake pinned at delta_version %s",
+                    kind, header.job_id, view, len(done), header.delta_version)
+        return _Job(header, done)
+    pinned = snapshot()
+    job_id = new_run_id()
+    header = Mark(job_id=job_id, view=view, kind=kind, item=HEADER, label=label, status="started",
+                  delta_version=pinned.delta_version, lake_version=pinned.lake_version, run_id=job_id,
+                  rows=0, params=text, updated_at=datetime.now(UTC))
+    store.put_mark(header)
+    return _Job(header, frozenset())
+
+
+# -- backfill ----------------------------------------------------------------------------------
+def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | datetime, until: str | datetime,
+             chunk: str = "1d", progress: Progress | None = None, exclude_quarantined: bool = False) -> BackfillResult:
+    """Correct ``[since, until)`` of ``projection``'s view chunk by chunk into one shadow patch.
+
+    Holds the view's lock throughout; resumes an unfinished backfill with the same arguments.
+    """
+    start, end = _time(since, "--since"), _time(until, "--until")
+    if start >= end:
+        raise ConfigError(f"--since {start} is not before --until {end}")
+    step = parse_chunk(chunk)
+    pieces = chunks(start, end, step)
+    params = {"since": start.isoformat(), "until": end.isoformat(), "chunk_seconds": step.total_seconds(),
+              "fingerprint": projection.fingerprint, "version": projection.version,
+              "exclude_quarantined": exclude_quarantined}
+    clock = time.monotonic()
+    with store.lock(projection.name, "backfill"):
+        job = _job(store, lake, projection.name, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
+                   lake.snapshot)
+        snapshot = lake.snapshot(job.header.delta_version)
+        last = _run_chunks(lake, store, projection, job, pieces, snapshot, progress or Silent(), exclude_quarantined)
+        store.put_mark(job.mark(HEADER, job.header.label, last.rows_written if last else 0, "finished"))
+    rows = last.rows_written if last else store.count(f"{projection.name}__shadow")
+    return BackfillResult(
+        job_id=job.header.job_id, run_id=job.header.run_id, view=projection.name, kind="backfill",
+        chunks=len(pieces), skipped=len(job.done), rows=rows, scope_rows=last.scope_rows if last else 0,
+        delta_version=job.header.delta_version, lake_version=job.header.lake_version,
+        seconds=round(time.monotonic() - clock, 3),
+    )
+
+
+def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pieces: list[tuple[datetime, datetime]],
+                snapshot: Snapshot, progress: Progress, exclude_quarantined: bool) -> Any:
+    todo = [i for i in range(len(pieces)) if i not in job.done]
+    progress.start(len(todo), "chunks", f"backfill {projection.name}")
+    last = None
+    try:
+        for n, i in enumerate(todo):
+            low, high = pieces[i]
+            options = RunOptions(since=low.isoformat(), until=high.isoformat(), exclude_quarantined=exclude_quarantined)
+            plan = make_plan(lake, store, projection, options, snapshot=snapshot)
+            label = f"{low.isoformat()}..{high.isoformat()}"
+            final = n == len(todo) - 1
+            chunk_store = _ChunkPublishing(store, job.header.run_id, bool(job.done) or n > 0,
+                                           job.mark(i, label, 0), "shadow" if final else "backfill")
+            execute(plan, lake, chunk_store, projection, Silent())  # type: ignore[arg-type]
+            last = chunk_store.record
+            progress.advance(1, f"chunk {i + 1}/{len(pieces)} {label}: {last.events_read:,} events")
+    finally:
+        progress.close()
+    return last
+
+
+class _ChunkPublishing:
+    """The store, seen by the runner, with a chunk's publishing: appended to the backfill's
+    shadow patch under the backfill's run_id and status, with the chunk's mark."""
+
+    def __init__(self, store: Store, run_id: str, append: bool, mark: Mark, status: str) -> None:
+        self.store, self.run_id, self.append, self.mark, self.status = store, run_id, append, mark, status
+        self.record: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def publish(self, con: Any, view: str, rows: str, scope: str | None, scope_columns: Any, key: Any,
+                make_record: Any, **options: Any) -> Published:
+        def make(published: Published) -> tuple[Any, Any]:
+            record, checkpoint = make_record(published)
+            self.record = replace(record, run_id=self.run_id, status=self.status)
+            return self.record, replace(checkpoint, run_id=self.run_id)
+
+        options.update(append=self.append, mark=self.mark)
+        return self.store.publish(con, view, rows, scope, scope_columns, key, make, **options)
+
+
+def _time(value: str | datetime, flag: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = parse_time(value, flag)
+    if parsed is None:
+        raise ConfigError(f"{flag} is required for a backfill (an ISO date or time)")
+    return parsed
+
+
+# -- bucketed full runs ------------------------------------------------------------------------
+def wants_buckets(plan: Plan, projection: Projection, asked: bool | None) -> bool:
+    """Whether a run goes bucket by bucket: when asked, else for big full runs of by_key views."""
+    possible = plan.method == "full" and projection.incremental == "by_key"
+    if asked and not possible:
+        raise ConfigError(
+            f"a bucketed run needs a full run of a by_key projection; {plan.view} is "
+            f"{projection.incremental} and this run is {plan.method}: drop --buckets"
+        )
+    return possible if asked else bool(asked is None and possible and plan.estimated_events >= BUCKET_THRESHOLD)
+
+
+def run_buckets(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None) -> RunResult:
+    """A full run key bucket by key bucket into ``VIEW__building``, then the shadow (resumable).
+
+    The caller holds the view's lock. A resumed run replays the snapshot its first attempt pinned.
+    """
+    progress = progress or Silent()
+    started, clock = datetime.now(UTC), time.monotonic()
+    params = {"fingerprint": projection.fingerprint, "version": projection.version,
+              "exclude_quarantined": plan.exclude_quarantined}
+    job = _job(store, lake, plan.view, "buckets", params, "full run by key bucket", lambda: lake.snapshot(plan.delta_version))
+    if job.header.delta_version != plan.delta_version:
+        snapshot = lake.snapshot(job.header.delta_version)
+        plan = make_plan(lake, store, projection, RunOptions(full=True, exclude_quarantined=plan.exclude_quarantined),
+                         snapshot=snapshot)
+    snapshot = lake.snapshot(plan.delta_version)
+    con = store.compute()
+    if plan.exclude_quarantined:
+        quarantined_keys(con, lake)
+    read = _stage_buckets(con, lake, snapshot, store, projection, plan, job, progress)
+    record_of = _recorder(plan, projection, started, clock, read)
+    store.publish_staged(plan.view, record_of, mark=job.mark(HEADER, job.header.label, 0, "finished"))
+    return RunResult(record=record_of.made[0], plan=plan)
+
+
+def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, projection: Projection, plan: Plan,
+                   job: _Job, progress: Progress) -> int:
+    todo = [b for b in range(snapshot.buckets) if b not in job.done]
+    progress.start(len(todo), "buckets", f"{plan.view} full by bucket")
+    read = 0
+    try:
+        for n, bucket in enumerate(todo):
+            selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
+            sql, _, events = events_sql(lake, snapshot, projection, selection)
+            rows = materialize(con, projection, sql, REBUILT)
+            check_output(con, projection, REBUILT)
+            store.stage(con, plan.view, REBUILT, job.mark(bucket, f"bucket {bucket}", rows), reset=not job.done and n == 0)
+            read += events
+            progress.advance(1, f"bucket {bucket}: {rows:,} rows")
+    finally:
+        progress.close()
+        con.execute(f"DROP TABLE IF EXISTS temp.{REBUILT}")
+    return read

@@ -1,0 +1,362 @@
+"""Views as Parquet files in a directory, for analysts: ``parquet:///dir`` or a bare directory path.
+
+Layout::
+
+    DIR/_manifest.json       the only mutable file: table -> data files, runs, checkpoints, backfills
+    DIR/data/*.parquet       immutable data files (a table is one or more of them)
+    DIR/locks/VIEW.lock      per-view locks (rebuild.locks.FileLocks)
+    DIR/_commit.lock         serializes writers of the manifest
+
+Guarantees: every change (a publish with its run record, checkpoint and backfill mark; a
+cutover; a rollback) writes new data files first, then replaces the manifest in one
+``os.replace`` after fsync; a crash before the replace leaves the old state, whole. Data files
+are never modified. A reader reads the manifest once and then opens the files it names, so it
+sees one consistent state; files no longer named are deleted only after ``GRACE_SECONDS``, so
+readers that started before a swap finish undisturbed (a reader slower than that can fail and
+should re-read). Writers of the same directory are serialized by a file lock (local disks; not
+on NFS or object stores). The replay computes in a scratch in-memory DuckDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lake.sql import literal, quote
+from rebuild.errors import StoreError
+from rebuild.locks import FileLocks, Holder
+from rebuild.store.base import (
+    LIVE, PREVIOUS, SHADOW, Checkpoint, Mark, Published, RunRecord, Store, building_name,
+    previous_name, scope_name, shadow_name,
+)  # fmt: skip
+from rebuild.store.duckdb_store import connect as duckdb_connect
+from rebuild.store.sqlstore import scope_match
+
+MANIFEST = "_manifest.json"
+GRACE_SECONDS = 600.0
+Manifest = dict[str, Any]
+
+
+class ParquetStore(Store):
+    """A directory of Parquet views whose every change is one atomic manifest swap."""
+
+    def __init__(self, path: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
+                 threads: int | None = None) -> None:
+        self.root = Path(path).resolve()
+        self.uri = f"parquet://{self.root}"
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        self.locks = FileLocks(self.root / "locks")
+        self._settings = (memory_limit, temp_directory, threads)
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+        if not (self.root / MANIFEST).exists():
+            with self._transaction():
+                pass
+
+    def __repr__(self) -> str:
+        return f"ParquetStore({str(self.root)!r})"
+
+    # -- the manifest ---------------------------------------------------------------------------
+    def _load(self) -> Manifest:
+        try:
+            data: Manifest = json.loads((self.root / MANIFEST).read_text())
+        except FileNotFoundError:
+            data = {}
+        for key, empty in (("generation", 0), ("tables", {}), ("runs", []), ("checkpoints", []), ("backfills", [])):
+            data.setdefault(key, empty)
+        return data
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Manifest]:
+        """The manifest to change; written atomically when the block ends without an error."""
+        with open(self.root / "_commit.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                manifest = self._load()
+                yield manifest
+                manifest["generation"] += 1
+                tmp = self.root / f"{MANIFEST}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump(manifest, f, default=str)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.root / MANIFEST)
+                _fsync_dir(self.root)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        self._collect(manifest)
+
+    def _collect(self, manifest: Manifest) -> None:
+        """Delete data files no table names any more, once no reader can still be using them."""
+        used = {f for files in manifest["tables"].values() for f in files}
+        cutoff = time.time() - GRACE_SECONDS
+        for path in (self.root / "data").glob("*.parquet"):
+            if path.name not in used and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    def _paths(self, manifest: Manifest, table: str) -> list[str]:
+        if table not in manifest["tables"]:
+            raise StoreError(f"{self.root} has no table {table}", table=table)
+        return [str(self.root / "data" / f) for f in manifest["tables"][table]]
+
+    def _source(self, manifest: Manifest, table: str) -> str:
+        return f"read_parquet({literal(self._paths(manifest, table))})"
+
+    def _write(self, con: duckdb.DuckDBPyConnection, query: str, table: str) -> str:
+        """Write ``query``'s rows to a new data file (durably); returns its name."""
+        name = f"{table}.{uuid.uuid4().hex[:12]}.parquet"
+        path = self.root / "data" / name
+        con.execute(f"COPY ({query}) TO {literal(str(path))} (FORMAT parquet)")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return name
+
+    # -- Store ------------------------------------------------------------------------------------
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        if self._scratch is None:
+            memory_limit, temp_directory, threads = self._settings
+            self._scratch = duckdb_connect(":memory:", memory_limit, temp_directory, threads)
+        return self._scratch
+
+    def exists(self, table: str) -> bool:
+        return table in self._load()["tables"]
+
+    def count(self, table: str) -> int:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._paths(self._load(), table))
+
+    def read(self, table: str) -> pa.Table:
+        paths = self._paths(self._load(), table)
+        return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else pa.table({})
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        return con.sql(f"SELECT * FROM {self._source(self._load(), table)}")
+
+    def write_table(self, table: str, data: pa.Table) -> None:
+        con = self.compute()
+        con.register("__write_table", data)
+        try:
+            with self._transaction() as m:
+                m["tables"][table] = [self._write(con, "SELECT * FROM __write_table", table)]
+        finally:
+            con.unregister("__write_table")
+
+    def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+                scope_columns: Sequence[str], key: Sequence[str], make_record: Any, *,
+                append: bool = False, mark: Mark | None = None) -> Published:
+        shadow, shadow_scope = shadow_name(view), scope_name(shadow_name(view))
+        if scope is not None:
+            names = ", ".join(quote(c) for c in scope_columns)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __incoming_scope AS SELECT DISTINCT {names} FROM {quote(scope)}")
+        try:
+            with self._transaction() as m:
+                if append and scope is not None and shadow_scope in m["tables"]:
+                    self._merge_patch(con, m, shadow, rows, scope_columns)
+                else:
+                    m["tables"][shadow] = [self._write(con, f"SELECT * FROM {quote(rows)}", shadow)]
+                    m["tables"].pop(shadow_scope, None)
+                    if scope is not None:
+                        m["tables"][shadow_scope] = [self._write(con, "SELECT * FROM __incoming_scope", shadow_scope)]
+                published = self._published(m, shadow, scope is not None)
+                _record_publish(m, *make_record(published), mark)
+        finally:
+            con.execute("DROP TABLE IF EXISTS temp.__incoming_scope")
+        return published
+
+    def _published(self, m: Manifest, shadow: str, patch: bool) -> Published:
+        def rows(table: str) -> int:
+            return sum(pq.ParquetFile(p).metadata.num_rows for p in self._paths(m, table))
+
+        return Published(rows=rows(shadow), scope_rows=rows(scope_name(shadow)) if patch else 0)
+
+    def _merge_patch(self, con: duckdb.DuckDBPyConnection, m: Manifest, shadow: str, rows: str,
+                     columns: Sequence[str]) -> None:
+        kept = f"SELECT * FROM {self._source(m, shadow)} t WHERE NOT {scope_match('', '__incoming_scope', columns)}"
+        merged = self._write(con, f"{kept} UNION ALL BY NAME SELECT * FROM {quote(rows)}", shadow)
+        scopes = f"SELECT * FROM {self._source(m, scope_name(shadow))} UNION BY NAME SELECT * FROM __incoming_scope"
+        m["tables"][scope_name(shadow)] = [self._write(con, scopes, scope_name(shadow))]
+        m["tables"][shadow] = [merged]
+
+    def stage(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, mark: Mark, *, reset: bool) -> None:
+        building = building_name(view)
+        with self._transaction() as m:
+            files = [] if reset else m["tables"].get(building, [])
+            m["tables"][building] = [*files, self._write(con, f"SELECT * FROM {quote(rows)}", building)]
+            _put(m["backfills"], mark.to_dict(), ("job_id", "item"))
+
+    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+        building, shadow = building_name(view), shadow_name(view)
+        with self._transaction() as m:
+            if building not in m["tables"]:
+                raise StoreError(f"{view} has no bucketed run in progress ({building} is missing)", view=view)
+            m["tables"][shadow] = m["tables"].pop(building)
+            m["tables"].pop(scope_name(shadow), None)
+            published = self._published(m, shadow, False)
+            _record_publish(m, *make_record(published), mark)
+        return published
+
+    # -- cutover and rollback (the same steps as SQLStore's, on file lists) -----------------------
+    def cutover(self, view: str, run_id: str, forced: bool) -> Checkpoint:
+        with self._transaction() as m:
+            cp = _checkpoint(m, view, SHADOW)
+            if cp is None or cp.run_id != run_id or shadow_name(view) not in m["tables"]:
+                raise StoreError(f"{view} has no shadow of run {run_id} to cut over; run `rebuild run {view}` first", view=view)
+            live_cp = _checkpoint(m, view, LIVE)
+            if cp.kind == "full":
+                self._swap_full(m, view)
+            else:
+                self._apply_patch(m, view)
+            _move(m, view, LIVE, PREVIOUS)
+            _move(m, view, SHADOW, LIVE)
+            if live_cp is not None:
+                _status(m, live_cp.run_id, "previous")
+            _status(m, run_id, "live", forced)
+        return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
+
+    def _swap_full(self, m: Manifest, view: str) -> None:
+        tables = m["tables"]
+        tables.pop(previous_name(view), None)
+        tables.pop(scope_name(previous_name(view)), None)
+        if view in tables:
+            tables[previous_name(view)] = tables.pop(view)
+        tables[view] = tables.pop(shadow_name(view))
+
+    def _apply_patch(self, m: Manifest, view: str) -> None:
+        if view not in m["tables"]:
+            raise StoreError(f"{view} has no live view to apply a partial shadow to; run `rebuild run {view} --full` "
+                             "and cut that over first", view=view)
+        shadow = shadow_name(view)
+        scope = scope_name(shadow)
+        self._replace_scope(m, view, shadow, scope, keep_as=previous_name(view))
+        m["tables"][scope_name(previous_name(view))] = m["tables"].pop(scope)
+        m["tables"].pop(shadow)
+
+    def _replace_scope(self, m: Manifest, view: str, rows: str, scope: str, keep_as: str) -> None:
+        """Live's rows in ``scope`` become table ``keep_as``; live gets ``rows`` instead of them."""
+        con = self.compute()
+        columns = [r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {self._source(m, scope)}").fetchall()]
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __scope AS SELECT * FROM {self._source(m, scope)}")
+        try:
+            inside = scope_match("", "__scope", columns)
+            live = self._source(m, view)
+            kept = self._write(con, f"SELECT * FROM {live} t WHERE {inside}", keep_as)
+            merged = self._write(con, f"SELECT * FROM {live} t WHERE NOT {inside} UNION ALL BY NAME "
+                                      f"SELECT * FROM {self._source(m, rows)}", view)
+        finally:
+            con.execute("DROP VIEW IF EXISTS temp.__scope")
+        m["tables"][keep_as], m["tables"][view] = [kept], [merged]
+
+    def rollback(self, view: str) -> Checkpoint:
+        previous = previous_name(view)
+        with self._transaction() as m:
+            prev_cp, live_cp = _checkpoint(m, view, PREVIOUS), _checkpoint(m, view, LIVE)
+            if previous not in m["tables"] or prev_cp is None:
+                raise StoreError(f"{view} has nothing to roll back to (no {previous})", view=view)
+            if scope_name(previous) in m["tables"]:
+                self._replace_scope(m, view, previous, scope_name(previous), keep_as=previous)
+            else:
+                m["tables"][view], m["tables"][previous] = m["tables"][previous], m["tables"][view]
+            _move(m, view, LIVE, "swap")
+            _move(m, view, PREVIOUS, LIVE)
+            _move(m, view, "swap", PREVIOUS)
+            if live_cp is not None:
+                _status(m, live_cp.run_id, "rolled_back")
+            _status(m, prev_cp.run_id, "live")
+        return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def checkpoint(self, view: str, role: str) -> Checkpoint | None:
+        return _checkpoint(self._load(), view, role)
+
+    def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]:
+        runs = [_run(r) for r in self._load()["runs"] if view is None or r["view"] == view]
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)[: int(limit)]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        return next((_run(r) for r in self._load()["runs"] if r["run_id"] == run_id), None)
+
+    def set_verdict(self, run_id: str, verdict: str, report: str | None) -> None:
+        with self._transaction() as m:
+            for r in m["runs"]:
+                if r["run_id"] == run_id:
+                    r["verdict"], r["report"] = verdict, report
+
+    def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
+        rows = [b for b in self._load()["backfills"] if b["view"] == view and job_id in (None, b["job_id"])]
+        marks = [replace(Mark(**b), updated_at=datetime.fromisoformat(b["updated_at"])) for b in rows]
+        return sorted(marks, key=lambda k: (k.job_id, k.item))
+
+    def put_mark(self, mark: Mark) -> None:
+        with self._transaction() as m:
+            _put(m["backfills"], mark.to_dict(), ("job_id", "item"))
+
+    @contextlib.contextmanager
+    def lock(self, view: str, purpose: str) -> Iterator[Holder]:
+        """A lock file per view in ``DIR/locks/`` (see rebuild.locks)."""
+        with self.locks.hold(view, purpose) as holder:
+            yield holder
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _put(rows: list[dict[str, Any]], row: dict[str, Any], key: Sequence[str]) -> None:
+    rows[:] = [r for r in rows if any(r[k] != row[k] for k in key)] + [json.loads(json.dumps(row, default=str))]
+
+
+def _checkpoint(m: Manifest, view: str, role: str) -> Checkpoint | None:
+    return next((Checkpoint(**c) for c in m["checkpoints"] if c["view"] == view and c["role"] == role), None)
+
+
+def _run(row: dict[str, Any]) -> RunRecord:
+    times = {k: datetime.fromisoformat(row[k]) for k in ("started_at", "finished_at")}
+    return RunRecord(**{**row, **times})
+
+
+def _move(m: Manifest, view: str, source: str, target: str) -> None:
+    m["checkpoints"] = [c for c in m["checkpoints"] if not (c["view"] == view and c["role"] == target)]
+    for c in m["checkpoints"]:
+        if c["view"] == view and c["role"] == source:
+            c["role"] = target
+
+
+def _status(m: Manifest, run_id: str, status: str, forced: bool | None = None) -> None:
+    for r in m["runs"]:
+        if r["run_id"] == run_id:
+            r["status"] = status
+            if forced is not None:
+                r["forced"] = forced
+
+
+def _record_publish(m: Manifest, record: RunRecord, checkpoint: Checkpoint, mark: Mark | None) -> None:
+    for r in m["runs"]:
+        if r["view"] == record.view and r["status"] in ("shadow", "backfill") and r["run_id"] != record.run_id:
+            r["status"] = "superseded"
+    _put(m["runs"], record.to_dict(), ("run_id",))
+    _put(m["checkpoints"], checkpoint.to_dict(), ("view", "role"))
+    if mark is not None:
+        _put(m["backfills"], mark.to_dict(), ("job_id", "item"))

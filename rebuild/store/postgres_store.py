@@ -1,0 +1,239 @@
+"""Views in PostgreSQL (where live read models usually live); the replay computes in a local DuckDB.
+
+``postgresql://user:pw@host/db?schema=NAME`` (schema default ``public``). ``compute()`` is a
+scratch in-memory DuckDB with the configured memory limit and spill directory; ``publish`` ships
+only the result (and the scope of a patch) with ADBC bulk ingest into staging tables, then one
+PostgreSQL transaction renames them into the shadow and writes the run record, the checkpoint
+and a backfill mark. Cutover and rollback are the shared SQL (``SQLStore``), one transaction
+each: PostgreSQL's transactional DDL means readers see the old live view or the new one, never
+a missing table. Every identifier is quoted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import duckdb
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lake.sql import quote
+from rebuild.config import redact
+from rebuild.errors import StoreError
+from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
+from rebuild.store.duckdb_store import connect as duckdb_connect
+from rebuild.store.sqlstore import SQLStore
+
+log = logging.getLogger(__name__)
+BATCH_ROWS = 250_000
+
+#: DuckDB type -> PostgreSQL type; DECIMAL(p,s) and the casts below are handled by ``pg_type``.
+PG_TYPES = {
+    "VARCHAR": "text", "BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint",
+    "DOUBLE": "double precision", "FLOAT": "real", "BOOLEAN": "boolean", "DATE": "date",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz", "TIMESTAMP": "timestamp", "TIME": "time",
+    "INTERVAL": "interval", "UUID": "uuid", "BLOB": "bytea",
+}  # fmt: skip
+#: DuckDB types ADBC cannot ship as they are: cast first (DuckDB type, PostgreSQL type).
+CASTS = {
+    "TINYINT": ("SMALLINT", "smallint"), "UTINYINT": ("SMALLINT", "smallint"),
+    "USMALLINT": ("INTEGER", "integer"), "UINTEGER": ("BIGINT", "bigint"),
+    "UBIGINT": ("DECIMAL(20,0)", "numeric(20,0)"), "HUGEINT": ("DECIMAL(38,0)", "numeric(38,0)"),
+    "JSON": ("VARCHAR", "text"),
+}  # fmt: skip
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+
+
+def pg_type(duck: str) -> tuple[str, str]:
+    """``(DuckDB cast or '', PostgreSQL type)`` for a DuckDB column type; nested types go as text."""
+    upper = duck.upper()
+    if upper in PG_TYPES:
+        return "", PG_TYPES[upper]
+    if m := _DECIMAL.fullmatch(upper):
+        return "", f"numeric({m[1]},{m[2]})"
+    if upper in CASTS:
+        return CASTS[upper]
+    if upper.endswith("[]") or upper.startswith(("STRUCT", "MAP", "UNION")) or "[" in upper:
+        return "VARCHAR", "text"
+    raise StoreError(f"no PostgreSQL type for DuckDB type {duck}; cast the column in the projection")
+
+
+def split_schema(uri: str) -> tuple[str, str]:
+    """The libpq URI without our ``schema`` parameter, and the schema (default ``public``)."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "public")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    return urlunsplit(parts._replace(scheme=scheme, query=rest)), schema
+
+
+class PostgresStore(SQLStore):
+    """Shadow, live, previous and the metadata tables in one PostgreSQL schema."""
+
+    def __init__(self, uri: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
+                 threads: int | None = None) -> None:
+        self.uri = uri
+        self.dsn, self.schema = split_schema(uri)
+        self._settings = (memory_limit, temp_directory, threads)
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+        self._adbc: Any = None
+        self.conn = self._session()
+        self._init_meta()
+        self._exec(LOCKS_DDL)
+        self.locks = PostgresLocks(self._session, self.schema)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.uri)!r})"
+
+    def _session(self) -> psycopg.Connection[Any]:
+        """A new autocommit session on the store's schema, in UTC."""
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to {redact(self.uri)}: {redact(str(exc))}", uri=redact(self.uri)) from exc
+        with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")  # racing creators are fine
+        conn.execute(f"SET search_path TO {quote(self.schema)}")
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn
+
+    def _init_meta(self) -> None:
+        try:
+            super()._init_meta()
+        except psycopg.errors.UniqueViolation:  # another session created them at the same time
+            super()._init_meta()
+
+    # -- SQL ------------------------------------------------------------------------------------
+    def _exec(self, sql: str) -> None:
+        self.conn.execute(sql.encode("utf-8"))  # bytes: psycopg never reads % as a placeholder
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql.encode("utf-8")).fetchall()
+
+    def _columns(self, table: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s ORDER BY ordinal_position", (table,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def exists(self, table: str) -> bool:
+        row = self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def count(self, table: str) -> int:
+        return int(self._query(f"SELECT count(*) FROM {quote(table)}")[0][0])
+
+    # -- compute locally, ship the result ------------------------------------------------------
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        if self._scratch is None:
+            memory_limit, temp_directory, threads = self._settings
+            self._scratch = duckdb_connect(":memory:", memory_limit, temp_directory, threads)
+        return self._scratch
+
+    def _bulk(self) -> Any:
+        if self._adbc is None:
+            import adbc_driver_postgresql.dbapi as adbc
+
+            self._adbc = adbc.connect(self.dsn)
+        return self._adbc
+
+    def ship(self, con: duckdb.DuckDBPyConnection, query: str, table: str) -> int:
+        """Create ``table`` with the mapped column types and bulk-load ``query``'s rows (ADBC COPY)."""
+        described = con.sql(f"DESCRIBE {query}").fetchall()
+        selects, columns = [], []
+        for name, duck_type, *_ in described:
+            cast, pg = pg_type(duck_type)
+            selects.append(f"CAST({quote(name)} AS {cast}) AS {quote(name)}" if cast else quote(name))
+            columns.append(f"{quote(name)} {pg}")
+        self._exec(f"DROP TABLE IF EXISTS {quote(table)}")
+        self._exec(f"CREATE TABLE {quote(table)} ({', '.join(columns)})")
+        reader = con.sql(f"SELECT {', '.join(selects)} FROM ({query})").to_arrow_reader(BATCH_ROWS)
+        bulk = self._bulk()
+        with bulk.cursor() as cur:
+            rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema)
+        bulk.commit()
+        return int(rows)
+
+    def _ship(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
+              scope_columns: Sequence[str]) -> tuple[str, str | None]:
+        incoming = f"{view}__incoming"
+        self.ship(con, f"SELECT * FROM {quote(rows)}", incoming)
+        if scope is None:
+            return incoming, None
+        names = ", ".join(quote(c) for c in scope_columns)
+        self.ship(con, f"SELECT DISTINCT {names} FROM {quote(scope)}", f"{incoming}_scope")
+        return incoming, f"{incoming}_scope"
+
+    def _unship(self, view: str) -> None:
+        self._drop(f"{view}__incoming")
+        self._drop(f"{view}__incoming_scope")
+
+    def _take(self, incoming: str, target: str) -> None:
+        self._rename(incoming, target)
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, table: str) -> pa.Table:
+        with self._bulk().cursor() as cur:
+            cur.execute(f"SELECT * FROM {quote(self.schema)}.{quote(table)}")
+            data = cur.fetch_arrow_table()
+        self._bulk().commit()
+        return _typed(data)
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        return con.from_arrow(self.read(table))
+
+    def write_table(self, table: str, data: pa.Table) -> None:
+        scratch = self.compute()
+        scratch.register("__write_table", data)
+        try:
+            self.ship(scratch, "SELECT * FROM __write_table", f"{table}__incoming")
+        finally:
+            scratch.unregister("__write_table")
+        self._begin()
+        try:
+            self._drop(table)
+            self._rename(f"{table}__incoming", table)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextlib.contextmanager
+    def lock(self, view: str, purpose: str) -> Iterator[Holder]:
+        """``pg_try_advisory_lock`` on a session of its own plus a holder row (rebuild.locks)."""
+        with self.locks.hold(view, purpose) as holder:
+            yield holder
+
+    def close(self) -> None:
+        for closer in (self.conn, self._adbc, self._scratch):
+            if closer is not None:
+                with contextlib.suppress(Exception):  # closing is best effort: nothing is pending
+                    closer.close()
+        self._adbc = self._scratch = None
+
+
+def _typed(data: pa.Table) -> pa.Table:
+    """ADBC returns numeric as strings (with the typmod in the field metadata): back to decimals."""
+    columns, fields = [], []
+    for field, column in zip(data.schema, data.columns, strict=True):
+        meta = field.metadata or {}
+        typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
+        if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4:
+            precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+            chunks = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in column.chunks]
+            storage = pa.chunked_array(chunks, type=chunks[0].type if chunks else pa.string())
+            column = pc.cast(storage, pa.decimal128(precision, scale))
+        columns.append(column)
+        fields.append(pa.field(field.name, column.type, nullable=field.nullable))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))

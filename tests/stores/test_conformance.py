@@ -1,0 +1,262 @@
+"""One conformance suite, run against every store (DuckDB file, PostgreSQL, Parquet directory).
+
+Shadow, previous, run records, checkpoints, partial-run patches, appended patches, staged
+(bucketed) runs, cutover, rollback and locks must behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from lake import Lake
+from rebuild import CutoverRefused, StoreError, ViewLocked, Workbench
+from rebuild.store import LIVE, PREVIOUS, SHADOW, open_store
+from rebuild.store.base import Mark
+from tests.orders import order_events
+from tests.stores.conftest import orders_lake_events
+
+VIEW = "order_summary"
+
+
+def rows(wb: Workbench, view: str = VIEW, role: str = LIVE) -> pl.DataFrame:
+    key = wb.projection(view).key
+    return wb.view(view, role).sort(list(key))
+
+
+def add_orders(lake: Lake, tmp_path, orders: list[dict[str, object]], name: str) -> None:
+    import lake as lake_pkg
+    from tests.conftest import write_ndjson
+
+    lake_pkg.ingest(lake, [write_ndjson(tmp_path / f"{name}.ndjson", orders)], stream="orders")
+
+
+def test_full_run_writes_shadow_record_and_checkpoint(bench: Workbench) -> None:
+    result = bench.run(VIEW)
+    store = bench.store
+    assert store.exists(f"{VIEW}__shadow") and not store.exists(VIEW)
+    assert store.count(f"{VIEW}__shadow") == 40 == result.record.rows_written
+    cp = store.checkpoint(VIEW, SHADOW)
+    assert cp is not None and cp.run_id == result.run_id and cp.kind == "full" and cp.rows == 40
+    record = store.run(result.run_id)
+    assert record is not None and record.status == "shadow" and record.started_at.tzinfo is not None
+    assert [r.run_id for r in store.runs(VIEW)] == [result.run_id]
+
+
+def test_cutover_and_rollback_swap_live_and_previous(bench: Workbench) -> None:
+    first = bench.run(VIEW)
+    with pytest.raises(CutoverRefused):
+        bench.cutover(VIEW)
+    bench.cutover(VIEW, force=True)
+    live = rows(bench)
+    assert bench.store.checkpoint(VIEW, LIVE).run_id == first.run_id  # type: ignore[union-attr]
+    second = bench.run(VIEW, full=True)
+    bench.store.set_verdict(second.run_id, "pass", "report.html")
+    bench.cutover(VIEW)
+    assert bench.store.checkpoint(VIEW, PREVIOUS).run_id == first.run_id  # type: ignore[union-attr]
+    assert bench.store.run(first.run_id).status == "previous"  # type: ignore[union-attr]
+    cp = bench.rollback(VIEW)
+    assert cp.run_id == first.run_id and rows(bench).equals(live)
+    assert bench.store.run(second.run_id).status == "rolled_back"  # type: ignore[union-attr]
+    assert bench.rollback(VIEW).run_id == second.run_id
+
+
+def test_incremental_patch_cutover_and_rollback(bench: Workbench, orders_lake: Lake, tmp_path) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    before = rows(bench)
+    late = [e for e in order_events(3, customer=3, first_seq=9, items=1, ship=False)]  # more events for o-3
+    add_orders(orders_lake, tmp_path, late + orders_lake_events(2, first=100), "more")
+    result = bench.run(VIEW)
+    assert result.record.kind == "patch" and result.record.scope_rows == 3
+    assert bench.store.exists(f"{VIEW}__shadow_scope")
+    bench.cutover(VIEW, force=True)
+    after = rows(bench)
+    assert after.height == 42
+    assert after.filter(pl.col("order_id") == "o-0000003")["version"][0] == 11
+    assert bench.store.exists(f"{VIEW}__previous_scope")
+    bench.rollback(VIEW)
+    assert rows(bench).equals(before)
+    bench.rollback(VIEW)
+    assert rows(bench).equals(after)
+
+
+def test_patch_equals_full_rebuild(bench: Workbench) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    bench.run(VIEW, keys=["o-0000001", "o-0000007"])
+    bench.cutover(VIEW, force=True)
+    patched = rows(bench)
+    bench.run(VIEW, full=True)
+    assert rows(bench, role=SHADOW).equals(patched)
+
+
+def test_backfill_equals_one_targeted_run(bench: Workbench) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    one = bench.run(VIEW, since="2026-09-02", until="2026-09-07")
+    expected = rows(bench, role=SHADOW)
+    result = bench.backfill(VIEW, since="2026-09-02", until="2026-09-07", chunk="1d")
+    assert result.chunks == 5 and result.skipped == 0
+    assert rows(bench, role=SHADOW).equals(expected)
+    assert bench.store.count(f"{VIEW}__shadow_scope") == one.record.scope_rows
+    record = bench.store.run(result.run_id)
+    assert record is not None and record.status == "shadow" and record.kind == "patch"
+    assert bench.store.run(one.run_id).status == "superseded"  # type: ignore[union-attr]
+    marks = bench.store.marks(VIEW, result.job_id)
+    assert [m.item for m in marks] == [-1, 0, 1, 2, 3, 4] and marks[0].status == "finished"
+    bench.cutover(VIEW, force=True)
+
+
+@pytest.mark.parametrize("view", ["daily_revenue", "customer_ltv"])
+def test_backfill_of_window_and_merge_views(bench: Workbench, view: str) -> None:
+    bench.run(view)
+    bench.cutover(view, force=True)
+    bench.run(view, since="2026-09-03", until="2026-09-06")
+    expected = rows(bench, view, SHADOW)
+    bench.backfill(view, since="2026-09-03", until="2026-09-06", chunk="1d")
+    assert rows(bench, view, SHADOW).equals(expected)
+
+
+def test_unfinished_backfill_cannot_be_cut_over(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    import rebuild.backfill as bf
+
+    calls = {"n": 0}
+    real = bf.execute
+
+    def crash_after_two(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bf, "execute", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        bench.backfill(VIEW, since="2026-09-02", until="2026-09-07")
+    with pytest.raises(CutoverRefused, match="unfinished backfill"):
+        bench.cutover(VIEW, force=True)
+    monkeypatch.setattr(bf, "execute", real)
+    result = bench.backfill(VIEW, since="2026-09-02", until="2026-09-07")
+    assert result.skipped == 2
+    bench.run(VIEW, since="2026-09-02", until="2026-09-07")
+    expected = rows(bench, role=SHADOW)
+    bench.backfill(VIEW, since="2026-09-02", until="2026-09-07")
+    assert rows(bench, role=SHADOW).equals(expected)
+
+
+def test_bucketed_full_run_equals_single_query(bench: Workbench) -> None:
+    single = bench.run(VIEW)
+    expected = rows(bench, role=SHADOW)
+    bucketed = bench.run(VIEW, full=True, buckets=True)
+    assert bucketed.record.kind == "full" and bucketed.record.rows_written == single.record.rows_written
+    assert rows(bench, role=SHADOW).equals(expected)
+    assert not bench.store.exists(f"{VIEW}__building")
+    with pytest.raises(Exception, match="by_key"):
+        bench.run("daily_revenue", buckets=True)
+
+
+def test_crashed_bucketed_run_keeps_live_and_shadow_and_resumes(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    good = bench.run(VIEW, full=True)
+    live, shadow = rows(bench), rows(bench, role=SHADOW)
+    store = type(bench.store)
+    real, calls = store.stage, {"n": 0}
+
+    def crash_on_fifth(self: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("killed")
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "stage", crash_on_fifth)
+    with pytest.raises(RuntimeError):
+        bench.run(VIEW, full=True, buckets=True)
+    assert rows(bench).equals(live) and rows(bench, role=SHADOW).equals(shadow)
+    assert bench.store.checkpoint(VIEW, SHADOW).run_id == good.run_id  # type: ignore[union-attr]
+    monkeypatch.setattr(store, "stage", real)
+    calls["n"] = 0
+    counting = {"n": 0}
+
+    def count(self: object, *args: object, **kwargs: object) -> None:
+        counting["n"] += 1
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "stage", count)
+    bench.run(VIEW, full=True, buckets=True)
+    assert counting["n"] == 16 - 4
+    assert rows(bench, role=SHADOW).equals(shadow)
+
+
+def test_tables_round_trip_with_types(store_uri: str) -> None:
+    data = pa.table({
+        "k": pa.array(["a", "b"]), "n": pa.array([1, 2], pa.int64()), "i": pa.array([1, None], pa.int32()),
+        "d": pa.array([Decimal("1.25"), Decimal("-3.10")], pa.decimal128(18, 2)),
+        "t": pa.array([datetime(2026, 9, 1, tzinfo=UTC)] * 2, pa.timestamp("us", tz="UTC")),
+        "day": pa.array([date(2026, 9, 1)] * 2), "x": pa.array([0.5, 1.5]), "ok": pa.array([True, False]),
+    })  # fmt: skip
+    store = open_store(store_uri)
+    try:
+        store.write_table("t1", data)
+        assert store.exists("t1") and store.count("t1") == 2
+        back = store.read("t1").sort_by("k")
+        assert back.schema.types == data.schema.types
+        assert back.equals(data)
+        store.write_table("t1", data.slice(0, 1))
+        assert store.count("t1") == 1
+        con = store.compute()
+        assert store.relation(con, "t1").aggregate("sum(d)").fetchall() == [(Decimal("1.25"),)]
+    finally:
+        store.close()
+
+
+def test_marks_are_kept_and_replaced(store_uri: str) -> None:
+    store = open_store(store_uri)
+    try:
+        now = datetime.now(UTC)
+        mark = Mark("j1", "v", "backfill", -1, "x", "started", 3, 7, "j1", 0, "{}", now)
+        store.put_mark(mark)
+        store.put_mark(Mark("j1", "v", "backfill", 0, "c0", "done", 3, 7, "j1", 5, "{}", now))
+        store.put_mark(Mark("j1", "v", "backfill", -1, "x", "finished", 3, 7, "j1", 5, "{}", now))
+        marks = store.marks("v")
+        assert [(m.item, m.status) for m in marks] == [(-1, "finished"), (0, "done")]
+        assert store.marks("other") == [] and marks[1].rows == 5
+    finally:
+        store.close()
+
+
+def test_cutover_without_shadow_is_an_error(store_uri: str) -> None:
+    store = open_store(store_uri)
+    try:
+        with pytest.raises(StoreError):
+            store.cutover(VIEW, "nope", False)
+        with pytest.raises(StoreError):
+            store.rollback(VIEW)
+    finally:
+        store.close()
+
+
+def test_lock_refuses_a_second_holder_and_names_it(store_uri: str) -> None:
+    store = open_store(store_uri)
+    try:
+        with store.lock(VIEW, "backfill"):
+            other = open_store(store_uri) if not store_uri.startswith("duckdb") else store
+            try:
+                with pytest.raises(ViewLocked, match=r"backfill by pid \d+ on .* since"):
+                    with other.lock(VIEW, "run"):
+                        pass
+                with other.lock("daily_revenue", "run"):  # other views are free
+                    pass
+            finally:
+                if other is not store:
+                    other.close()
+        with store.lock(VIEW, "cutover"):  # released
+            pass
+    finally:
+        store.close()
