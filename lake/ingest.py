@@ -8,6 +8,7 @@ become events are quarantined with their reason, source and line; nothing is dro
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -216,7 +217,9 @@ def _check_columns(path: Path, columns: Sequence[str], mapping: Mapping) -> None
 
 # -- staging -----------------------------------------------------------------------------------
 def _connect(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(tmp / "staging.duckdb"))
+    # in memory, spilling to temp_directory past memory_limit: no WAL or checkpoint writes
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute(f"SET temp_directory = {literal(str(tmp / 'spill'))}")
@@ -243,7 +246,11 @@ def _stage(
 
 
 def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
-    """One SELECT turning raw records into envelope columns plus a quarantine ``reason``."""
+    """One SELECT turning raw records into envelope columns plus a quarantine ``reason``.
+
+    Three levels, so that each field is extracted (and each JSON line parsed) once per record:
+    ``fields`` pulls the source fields out as text, ``typed`` casts them, the outer level judges.
+    """
     cols = set(batch.table.column_names)
     if "_rejected" in cols:
         return (
@@ -251,47 +258,60 @@ def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
             "NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM raw"
         )
     get = _Fields(batch, mapping)
-    stream_expr = get.text("stream") if "stream" in mapping.fields else "NULL"
-    stream_expr = f"coalesce({stream_expr}, {literal(stream)})" if stream else stream_expr
-    time_text = get.text("event_time")
-    event_time = _time_sql(time_text, mapping.event_time_unit)
-    seq = get.text("sequence")
+    texts = ("event_id", "partition_key", "event_type", "sequence", "event_time", "schema_version")
     payload, payload_is_text = get.json("payload")
+    stream_text = get.text("stream") if "stream" in mapping.fields else "CAST(NULL AS VARCHAR)"
+    fields = ", ".join(
+        [
+            "_line",
+            f"{get.record()} AS _record",
+            f"{get.ok()} AS _ok",
+            f"{get.ok_reason()} AS _ok_reason",
+            *[f"{get.text(c)} AS _t_{c}" for c in texts],
+            f"{stream_text} AS _t_stream",
+            *[f"{get.scalar(c)} AS _s_{c}" for c in ("event_id", "partition_key", "event_type", "stream")],
+            f"{payload} AS _payload",
+            f"coalesce({payload_is_text}, false) AS _payload_is_text",
+            f"{get.metadata()} AS _metadata",
+        ]
+    )
+    stream_expr = f"coalesce(_t_stream, {literal(stream)})" if stream else "_t_stream"
+    typed = (
+        f"SELECT *, {stream_expr} AS _stream, TRY_CAST(trim(_t_sequence) AS BIGINT) AS _sequence, "
+        f"{_time_sql('_t_event_time', mapping.event_time_unit)} AS _event_time, "
+        "TRY_CAST(_t_schema_version AS INTEGER) AS _schema_version "
+        f"FROM (SELECT {fields} FROM {get.source()})"
+    )
+    wrong_type = "wrong type: {c} ({name}) must be a string, not an object, array or boolean"
     checks = [
-        (get.ok(), "'malformed record: ' || {ok_reason}".format(ok_reason=get.ok_reason())),
+        ("_ok", "'malformed record: ' || _ok_reason"),
         *[
-            (f"nullif(trim({get.text(c)}), '') IS NOT NULL", literal(f"missing field {c} ({get.name(c)})"))
+            (f"nullif(trim(_t_{c}), '') IS NOT NULL", literal(f"missing field {c} ({get.name(c)})"))
             for c in ("event_id", "partition_key", "event_type")
         ],
         *[
-            (get.scalar(c), literal(f"wrong type: {c} ({get.name(c)}) must be a string, not an object, array or boolean"))
+            (f"_s_{c}", literal(wrong_type.format(c=c, name=get.name(c))))
             for c in ("event_id", "partition_key", "event_type", "stream")
         ],
-        (f"{stream_expr} IS NOT NULL", literal("missing field stream")),
-        (f"{seq} IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
+        ("_stream IS NOT NULL", literal("missing field stream")),
+        ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
         (
-            f"regexp_full_match(trim({seq}), '[0-9]+') AND TRY_CAST(trim({seq}) AS BIGINT) IS NOT NULL",
-            f"'sequence is not a non-negative int64: ' || left({seq}, 40)",
+            # the regexp only runs for text that is not already the canonical digits
+            "CASE WHEN _t_sequence = CAST(_sequence AS VARCHAR) THEN _sequence >= 0 "
+            "ELSE _sequence IS NOT NULL AND regexp_full_match(trim(_t_sequence), '[0-9]+') END",
+            "'sequence is not a non-negative int64: ' || left(_t_sequence, 40)",
         ),
-        (f"{time_text} IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
-        (f"{event_time} IS NOT NULL", f"'unparsable event_time: ' || left({time_text}, 40)"),
-        (
-            f"{payload} IS NULL OR NOT {payload_is_text} OR json_valid({payload})",
-            literal("payload is not JSON"),
-        ),
-        (
-            f"{get.text('schema_version')} IS NULL OR TRY_CAST({get.text('schema_version')} AS INTEGER) IS NOT NULL",
-            literal("schema_version is not an int32"),
-        ),
+        ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
+        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(_t_event_time, 40)"),
+        ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
+        ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
     reason = "CASE " + " ".join(f"WHEN NOT ({ok}) THEN {why}" for ok, why in checks) + " END"
-    metadata = get.metadata()
     return f"""
-        SELECT {literal(batch.source)}, _line, {get.record()}, {reason},
-               {get.text('event_id')}, {stream_expr}, {get.text('partition_key')},
-               TRY_CAST(trim({seq}) AS BIGINT), {get.text('event_type')}, {event_time},
-               TRY_CAST({get.text('schema_version')} AS INTEGER), {payload}, {metadata}
-        FROM {get.source()}"""
+        SELECT {literal(batch.source)}, _line, _record, {reason}, _t_event_id, _stream,
+               _t_partition_key, _sequence, _t_event_type, _event_time, _schema_version,
+               _payload, _metadata
+        FROM ({typed})"""
 
 
 def _time_sql(text: str, unit: str | None) -> str:
@@ -302,7 +322,11 @@ def _time_sql(text: str, unit: str | None) -> str:
 
 
 class _Fields:
-    """SQL expressions reading one envelope column's source field, per input format."""
+    """SQL expressions reading one envelope column's source field, per input format.
+
+    NDJSON lines are parsed once (``from_json`` into a struct of JSON fragments, ``_s``); each
+    field is then read from its small fragment instead of re-parsing the line.
+    """
 
     def __init__(self, batch: Batch, mapping: Mapping) -> None:
         self.fmt = batch.fmt
@@ -312,8 +336,8 @@ class _Fields:
     def name(self, column: str) -> str:
         return self.mapping.fields.get(column, "<unmapped>")
 
-    def _path(self, field_name: str) -> str:
-        return literal('$."' + field_name.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    def _frag(self, field_name: str) -> str:
+        return f"struct_extract(_s, {literal(field_name)})"
 
     def _present(self, field_name: str | None) -> bool:
         return field_name is not None and (self.fmt == "ndjson" or field_name in self.schema.names)
@@ -324,7 +348,7 @@ class _Fields:
             return "CAST(NULL AS VARCHAR)"
         assert source is not None
         if self.fmt == "ndjson":
-            return f"json_extract_string(_j, {self._path(source)})"
+            return f"json_extract_string({self._frag(source)}, '$')"
         if pa.types.is_timestamp(self.schema.field(source).type):
             return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         return f"CAST({quote(source)} AS VARCHAR)"
@@ -336,7 +360,7 @@ class _Fields:
             return "true"
         assert source is not None
         if self.fmt == "ndjson":
-            return f"coalesce(json_type(_j, {self._path(source)}) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
+            return f"coalesce(json_type({self._frag(source)}) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
         kind = self.schema.field(source).type
         return "false" if pa.types.is_nested(kind) or pa.types.is_boolean(kind) else "true"
 
@@ -346,11 +370,10 @@ class _Fields:
         if not self._present(source):
             return "CAST(NULL AS VARCHAR)", "false"
         assert source is not None
-        if self.fmt == "ndjson":
-            path = self._path(source)
-            kind = f"json_type(_j, {path})"
-            value = f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string(_j, {path}) WHEN {kind} = 'NULL' THEN NULL ELSE json_extract(_j, {path})::VARCHAR END"
-            return value, f"({kind} = 'VARCHAR')"
+        if self.fmt == "ndjson":  # a JSON null is SQL NULL here
+            frag = self._frag(source)
+            kind = f"json_type({frag})"
+            return f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string({frag}, '$') ELSE CAST({frag} AS VARCHAR) END", f"({kind} = 'VARCHAR')"
         kind = self.schema.field(source).type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             return quote(source), "true"
@@ -362,28 +385,32 @@ class _Fields:
         if not extra:
             return f"CASE WHEN {own_is_text} AND NOT json_valid({own}) THEN to_json({own})::VARCHAR ELSE {own} END"
         if self.fmt == "ndjson":
-            parts = ", ".join(f"{literal(f)}, json_extract(_j, {self._path(f)})" for f in extra)
+            parts = ", ".join(f"{literal(f)}, {self._frag(f)}" for f in extra)
         else:
             parts = ", ".join(f"{literal(f)}, to_json({quote(f)})" for f in extra)
         return f"CAST(json_object({parts}) AS VARCHAR)"
 
     def ok(self) -> str:
-        if self.fmt == "ndjson":
-            return "_j IS NOT NULL AND json_type(_j) = 'OBJECT'"
-        return "true"
+        return "_object" if self.fmt == "ndjson" else "true"
 
     def ok_reason(self) -> str:
         if self.fmt != "ndjson":  # typed rows have no raw text to judge (and no _raw column)
-            return "'unreadable row'"
-        return "CASE WHEN json_valid(_raw) THEN 'not a JSON object' ELSE 'malformed JSON' END"
+            return "CAST(NULL AS VARCHAR)"
+        return "CASE WHEN _object THEN NULL WHEN json_valid(_raw) THEN 'not a JSON object' ELSE 'malformed JSON' END"
 
     def source(self) -> str:
-        if self.fmt == "ndjson":  # malformed lines become NULL here, and a reason further on
-            return "(SELECT *, CASE WHEN json_valid(_raw) THEN CAST(_raw AS JSON) END AS _j FROM raw)"
-        return "raw"
+        if self.fmt != "ndjson":
+            return "raw"
+        names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields})
+        structure = literal(json.dumps({n: "JSON" for n in names}))
+        # malformed lines get no struct here, and a reason further on
+        return (
+            f"(SELECT *, CASE WHEN _object THEN from_json(_raw, {structure}) END AS _s FROM "
+            "(SELECT *, CASE WHEN json_valid(_raw) THEN json_type(_raw) = 'OBJECT' ELSE false END AS _object FROM raw))"
+        )
 
     def record(self) -> str:
-        if self.fmt == "ndjson":
+        if self.fmt == "ndjson":  # with its line end: cut off in _resolve, for quarantined rows only
             return "_raw"
         names = [n for n in self.schema.names if n != "_line"]
         return "CAST(to_json(struct_pack(" + ", ".join(f"{quote(n)} := {quote(n)}" for n in names) + ")) AS VARCHAR)"
@@ -420,13 +447,14 @@ def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
     con.execute(
         f"""
         CREATE TABLE quarantine AS
-        SELECT stream, reason, source, line, record, event_id, partition_key, sequence,
-               event_type, event_time
+        SELECT stream, reason, source, line, rtrim(record, chr(13) || chr(10)) AS record, event_id,
+               partition_key, sequence, event_type, event_time
         FROM staged WHERE reason IS NOT NULL
         UNION ALL
         SELECT stream,
                'conflict: partition_key ' || partition_key || ' sequence ' || sequence ||
-               ' already belongs to event ' || holder, source, line, record, event_id,
+               ' already belongs to event ' || holder, source, line,
+               rtrim(record, chr(13) || chr(10)), event_id,
                partition_key, sequence, event_type, event_time
         FROM judged WHERE NOT in_lake AND holder <> event_id"""
     )

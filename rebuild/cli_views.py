@@ -80,7 +80,11 @@ def rollback_cmd(state: State, view: str) -> None:
     """Restore the previous live VIEW in one transaction (rollback again to undo)."""
     with workbench(state) as wb:
         cp = wb.rollback(view)
-    state.out.result(cp.to_dict(), lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again"))
+    if cp is None:
+        state.out.result({"view": view, "run_id": None},
+                         lambda c: c.print(f"{view} rolled back: live is the view built outside the workbench again"))
+    else:
+        state.out.result(cp.to_dict(), lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again"))
 
 
 @command(cli, "runs")

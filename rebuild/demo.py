@@ -232,8 +232,9 @@ def _cutover(ctx: DemoContext) -> dict[str, Any]:
 def _rollback(ctx: DemoContext) -> dict[str, Any]:
     wb = _workbench(ctx)
     cp = wb.rollback(VIEW)
+    rows = wb.store.count(VIEW)
     wb.close()
-    return {"live_run": cp.run_id, "rows": cp.rows}
+    return {"live_run": cp.run_id if cp else None, "rows": rows}
 
 
 STEPS: list[Step] = [
@@ -249,5 +250,5 @@ STEPS: list[Step] = [
          f"{'exactly' if r['found_exactly_the_faults'] else 'NOT exactly'} the faulted orders; report {r['report']}"),
     Step("cutover", _cutover, lambda r: f"cut over run {r['run_id']} ({r['rows']:,} rows); forced={r['forced']} "
          "is kept in the run record"),
-    Step("rollback", _rollback, lambda r: f"rolled back: live is the consumer's view again ({r['rows']} rows)"),
+    Step("rollback", _rollback, lambda r: f"rolled back: live is the consumer's view again ({r['rows']:,} rows)"),
 ]

@@ -170,7 +170,7 @@ class Workbench:
         with self.store.lock(view, "cutover"):
             return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"))
 
-    def rollback(self, view: str) -> Checkpoint:
+    def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""
         with self.store.lock(view, "rollback"):
             return self.store.rollback(view)

@@ -183,8 +183,9 @@ class Store(ABC):
         """In one transaction: live -> previous and shadow -> live (or apply a partial shadow)."""
 
     @abstractmethod
-    def rollback(self, view: str) -> Checkpoint:
-        """In one transaction: swap previous and live back."""
+    def rollback(self, view: str) -> Checkpoint | None:
+        """In one transaction: swap previous and live back. Returns live's checkpoint, None when
+        the restored view was built outside the workbench (a production consumer, say)."""
 
     @abstractmethod
     def checkpoint(self, view: str, role: str) -> Checkpoint | None: ...

@@ -260,11 +260,11 @@ class ParquetStore(Store):
             con.execute("DROP VIEW IF EXISTS temp.__scope")
         m["tables"][keep_as], m["tables"][view] = [kept], [merged]
 
-    def rollback(self, view: str) -> Checkpoint:
+    def rollback(self, view: str) -> Checkpoint | None:
         previous = previous_name(view)
         with self._transaction() as m:
             prev_cp, live_cp = _checkpoint(m, view, PREVIOUS), _checkpoint(m, view, LIVE)
-            if previous not in m["tables"] or prev_cp is None:
+            if previous not in m["tables"]:
                 raise StoreError(f"{view} has nothing to roll back to (no {previous})", view=view)
             if scope_name(previous) in m["tables"]:
                 self._replace_scope(m, view, previous, scope_name(previous), keep_as=previous)
@@ -275,8 +275,9 @@ class ParquetStore(Store):
             _move(m, view, "swap", PREVIOUS)
             if live_cp is not None:
                 _status(m, live_cp.run_id, "rolled_back")
-            _status(m, prev_cp.run_id, "live")
-        return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
+            if prev_cp is not None:  # None: previous was built outside the workbench
+                _status(m, prev_cp.run_id, "live")
+        return _checkpoint(m, view, LIVE)
 
     # -- metadata ---------------------------------------------------------------------------------
     def checkpoint(self, view: str, role: str) -> Checkpoint | None:

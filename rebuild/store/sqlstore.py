@@ -299,10 +299,10 @@ class SQLStore(Store):
     def _scope_columns(self, scope: str) -> list[str]:
         return self._columns(scope)
 
-    def rollback(self, view: str) -> Checkpoint:
+    def rollback(self, view: str) -> Checkpoint | None:
         previous = previous_name(view)
         prev_cp, live_cp = self.checkpoint(view, PREVIOUS), self.checkpoint(view, LIVE)
-        if not self.exists(previous) or prev_cp is None:
+        if not self.exists(previous):
             raise StoreError(f"{view} has nothing to roll back to (no {previous})", view=view)
         self._begin()
         try:
@@ -317,14 +317,13 @@ class SQLStore(Store):
             self._move_checkpoint(view, "swap", PREVIOUS)
             if live_cp is not None:
                 self._set_status(live_cp.run_id, "rolled_back")
-            self._set_status(prev_cp.run_id, "live")
+            if prev_cp is not None:  # None: previous was built outside the workbench
+                self._set_status(prev_cp.run_id, "live")
             self._commit()
         except BaseException:
             self._rollback()
             raise
-        cp = self.checkpoint(view, LIVE)
-        assert cp is not None
-        return cp
+        return self.checkpoint(view, LIVE)
 
     def _swap_patch_back(self, view: str) -> None:
         """Live's rows in the scope go back to previous's, and the replaced ones become previous."""

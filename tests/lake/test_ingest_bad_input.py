@@ -1,0 +1,177 @@
+"""Every class of bad input is quarantined with its reason, source and line; the rest is archived."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import lake
+from tests.conftest import event, write_ndjson
+
+GOOD = event(1000, key="good", seq=1)
+
+
+def without(record: dict[str, object], name: str) -> dict[str, object]:
+    return {k: v for k, v in record.items() if k != name}
+
+
+# (bad record, expected reason); each case is written after a good record, at line 2
+NDJSON_CASES = {
+    "malformed-json": ('{"event_id": "e1", ', "malformed record: malformed JSON"),
+    "not-an-object": ("[1, 2, 3]", "malformed record: not a JSON object"),
+    "json-null": ("null", "malformed record: not a JSON object"),
+    "missing-event-id": (without(event(1), "event_id"), "missing field event_id (event_id)"),
+    "missing-partition-key": (without(event(1), "partition_key"), "missing field partition_key (partition_key)"),
+    "blank-partition-key": ({**event(1), "partition_key": "  "}, "missing field partition_key (partition_key)"),
+    "missing-event-type": (without(event(1), "event_type"), "missing field event_type (event_type)"),
+    "missing-sequence": (without(event(1), "sequence"), "missing field sequence (sequence)"),
+    "null-sequence": ({**event(1), "sequence": None}, "missing field sequence (sequence)"),
+    "missing-event-time": (without(event(1), "event_time"), "missing field event_time (event_time)"),
+    "negative-sequence": ({**event(1), "sequence": -3}, "sequence is not a non-negative int64: -3"),
+    "fractional-sequence": ({**event(1), "sequence": 2.5}, "sequence is not a non-negative int64: 2.5"),
+    "text-sequence": ({**event(1), "sequence": "abc"}, "sequence is not a non-negative int64: abc"),
+    "boolean-sequence": ({**event(1), "sequence": True}, "sequence is not a non-negative int64: true"),
+    "too-large-sequence": (
+        {**event(1), "sequence": 2**63},
+        "sequence is not a non-negative int64: 9223372036854775808",
+    ),
+    "unparsable-time": ({**event(1), "event_time": "yesterday"}, "unparsable event_time: yesterday"),
+    "numeric-time-without-unit": ({**event(1), "event_time": 12345}, "unparsable event_time: 12345"),
+    "payload-not-json": ({**event(1), "payload": "{oops"}, "payload is not JSON"),
+    "object-partition-key": (
+        {**event(1), "partition_key": {"id": 1}},
+        "wrong type: partition_key (partition_key) must be a string, not an object, array or boolean",
+    ),
+    "array-event-type": (
+        {**event(1), "event_type": ["OrderPlaced"]},
+        "wrong type: event_type (event_type) must be a string, not an object, array or boolean",
+    ),
+    "boolean-event-id": (
+        {**event(1), "event_id": True},
+        "wrong type: event_id (event_id) must be a string, not an object, array or boolean",
+    ),
+    "text-schema-version": ({**event(1), "schema_version": "v2"}, "schema_version is not an int32"),
+}
+
+
+def quarantined(target: lake.Lake) -> list[tuple[object, ...]]:
+    return lake.read_quarantine(target).order("source, line").project("source, line, reason").fetchall()
+
+
+def event_ids(target: lake.Lake) -> set[str]:
+    return {r[0] for r in lake.read_events(target).project("event_id").fetchall()}
+
+
+@pytest.mark.parametrize("case", sorted(NDJSON_CASES))
+def test_ndjson_bad_record_is_quarantined_with_reason_source_and_line(tmp_path: Path, case: str) -> None:
+    bad, reason = NDJSON_CASES[case]
+    source = write_ndjson(tmp_path / "in.ndjson", [GOOD, bad, event(7, key="other")])
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.read, result.archived, result.quarantined) == (3, 2, 1)
+    assert result.reasons == {reason: 1}
+    assert quarantined(target) == [(str(source), 2, reason)]
+    assert event_ids(target) == {"e1000", "e7"}  # the rest of the batch is archived
+
+
+def test_all_bad_classes_in_one_file_keep_their_own_lines(tmp_path: Path) -> None:
+    cases = sorted(NDJSON_CASES)
+    records: list[object] = [GOOD, ""]  # a blank line is skipped but still counted
+    records += [NDJSON_CASES[c][0] for c in cases]
+    records.append(event(7, key="other"))
+    source = write_ndjson(tmp_path / "in.ndjson", records)
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.archived, result.quarantined) == (2, len(cases))
+    expected = [(str(source), 3 + i, NDJSON_CASES[c][1]) for i, c in enumerate(cases)]
+    assert quarantined(target) == expected
+    stored = lake.read_quarantine(target).order("line").project("record").fetchall()
+    assert stored[0][0] == (records[2] if isinstance(records[2], str) else stored[0][0])
+
+
+def test_malformed_csv_rows_and_bad_cells(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "event_id,partition_key,sequence,event_type,event_time,payload\n"
+        'e1,o1,1,OrderPlaced,2024-03-01T00:01:00+00:00,"{""n"": 1}"\n'  # line 2: good
+        "e2,o1,2,OrderPlaced\n"  # line 3: too few cells
+        'e3,o1,3,OrderPlaced,2024-03-01T00:03:00+00:00,"{}",extra\n'  # line 4: too many cells
+        'e4,o1,4,OrderPlaced,not-a-time,"{}"\n'  # line 5
+        'e5,,5,OrderPlaced,2024-03-01T00:05:00+00:00,"{}"\n'  # line 6: empty partition key
+        "e6,o1,6,OrderPlaced,2024-03-01T00:06:00+00:00,{oops\n"  # line 7
+        'e7,o1,x7,OrderPlaced,2024-03-01T00:07:00+00:00,"{}"\n'  # line 8
+        'e8,o1,8,OrderPlaced,2024-03-01T00:08:00+00:00,"{}"\n'  # line 9: good
+    )
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.read, result.archived, result.quarantined) == (8, 2, 6)
+    assert quarantined(target) == [
+        (str(source), 3, "malformed CSV row: 4 cells, expected 6"),
+        (str(source), 4, "malformed CSV row: 7 cells, expected 6"),
+        (str(source), 5, "unparsable event_time: not-a-time"),
+        (str(source), 6, "missing field partition_key (partition_key)"),
+        (str(source), 7, "payload is not JSON"),
+        (str(source), 8, "sequence is not a non-negative int64: x7"),
+    ]
+    raw = lake.read_quarantine(target).order("line").project("record").fetchall()
+    assert raw[0][0] == "e2,o1,2,OrderPlaced"
+    assert event_ids(target) == {"e1", "e8"}
+
+
+def test_parquet_wrong_types_are_quarantined_per_row(tmp_path: Path) -> None:
+    source = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["e1", "e2", "e3"],
+                "partition_key": ["o1", "o1", "o1"],
+                "sequence": ["1", "-2", "3"],  # text: checked like any other text
+                "event_type": ["OrderPlaced"] * 3,
+                "event_time": ["2024-03-01T00:00:00Z", "2024-03-01T00:00:00Z", "13 o'clock"],
+                "payload": ['{"a": 1}', "{}", "{}"],
+            }
+        ),
+        source,
+    )
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert result.archived == 1
+    assert quarantined(target) == [
+        (str(source), 2, "sequence is not a non-negative int64: -2"),
+        (str(source), 3, "unparsable event_time: 13 o'clock"),
+    ]
+
+
+def test_conflicts_in_the_batch_and_against_the_lake(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    first = write_ndjson(tmp_path / "first.ndjson", [event(1, seq=1), event(2, seq=2)])
+    lake.ingest(target, [first], stream="orders")
+    second = write_ndjson(
+        tmp_path / "second.ndjson",
+        [
+            event(3, seq=3),  # line 1: new, fine
+            event(10, seq=2),  # line 2: sequence 2 of o1 is e2's in the lake
+            event(12, seq=4),  # line 3: sequence 4 taken twice in this batch ...
+            event(11, seq=4),  # line 4: ... the smallest event_id (e11) wins
+            event(1, seq=1),  # line 5: the same event again: a duplicate, not a conflict
+        ],
+    )
+    result = lake.ingest(target, [second], stream="orders")
+    assert (result.archived, result.duplicates, result.quarantined) == (2, 1, 2)
+    assert quarantined(target) == [
+        (str(second), 2, "conflict: partition_key o1 sequence 2 already belongs to event e2"),
+        (str(second), 3, "conflict: partition_key o1 sequence 4 already belongs to event e11"),
+    ]
+    assert event_ids(target) == {"e1", "e2", "e3", "e11"}
+
+
+def test_quarantine_is_not_repeated_when_the_same_input_is_ingested_again(tmp_path: Path) -> None:
+    source = write_ndjson(tmp_path / "in.ndjson", [GOOD, "{bad", {**event(1), "sequence": -1}])
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [source], stream="orders")
+    again = lake.ingest(target, [source], stream="orders")
+    assert again.quarantined == 2  # reported for this run ...
+    assert len(quarantined(target)) == 2  # ... but stored once

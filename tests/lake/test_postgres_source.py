@@ -1,0 +1,198 @@
+"""Archiving from a real PostgreSQL event table (pgserver): resume, idempotence, mapping, errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import lake
+from lake.postgres import ingest_postgres, last_position
+from rebuild.cli import main
+from tests.conftest import T0
+from tests.pg import fresh_database, postgres_server, postgres_uri  # noqa: F401
+
+pytestmark = pytest.mark.postgres
+
+ENVELOPE_TABLE = """
+CREATE TABLE {name} (
+    id bigserial PRIMARY KEY,
+    event_id text NOT NULL,
+    partition_key text NOT NULL,
+    sequence bigint NOT NULL,
+    event_type text NOT NULL,
+    event_time timestamptz NOT NULL,
+    payload jsonb
+)"""
+
+
+def insert(uri: str, rows: list[tuple[object, ...]], table: str = "events") -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.cursor().executemany(
+            f"INSERT INTO {table} (event_id, partition_key, sequence, event_type, event_time, payload) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def rows(start: int, stop: int, key: str = "o1") -> list[tuple[object, ...]]:
+    return [
+        (f"e{n}", key, n, "OrderPlaced", T0 + timedelta(minutes=n), json.dumps({"n": n}))
+        for n in range(start, stop)
+    ]
+
+
+@pytest.fixture
+def pg(fresh_database: str) -> str:  # noqa: F811
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events"))
+    return fresh_database
+
+
+def archived(target: lake.Lake) -> list[tuple[object, ...]]:
+    return lake.read_events(target).order("event_id").project("event_id, sequence, payload").fetchall()
+
+
+def test_archive_then_resume_reads_only_new_rows(pg: str, tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 6))
+    first = ingest_postgres(target, pg, "events", stream="orders", batch_rows=2)
+    assert (first.archived, first.duplicates, first.quarantined) == (5, 0, 0)
+    assert json.loads(str(archived(target)[0][2])) == {"n": 1}
+    source = first.files[0]
+    assert source.startswith("postgres:") and last_position(target, source, "orders") == 5
+
+    insert(pg, rows(6, 9))
+    second = ingest_postgres(target, pg, "public.events", stream="orders", batch_rows=2)
+    # only the new rows were read: nothing counted as a duplicate
+    assert (second.read, second.archived, second.duplicates) == (3, 3, 0)
+    assert second.lake_version == first.lake_version + 1
+    assert len(archived(target)) == 8 and last_position(target, source, "orders") == 8
+
+
+def test_polling_again_without_new_rows_commits_nothing(pg: str, tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 4))
+    first = ingest_postgres(target, pg, "events", stream="orders")
+    versions = len(target.commit_metadata())
+    again = ingest_postgres(target, pg, "events", stream="orders")
+    assert (again.read, again.archived) == (0, 0)
+    assert len(target.commit_metadata()) == versions
+    assert again.lake_version == first.lake_version
+
+
+def test_rows_already_in_the_lake_still_advance_the_position(pg: str, tmp_path: Path) -> None:
+    """A poll that archives nothing (all duplicates) commits its position, so it is not re-read."""
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 4))
+    lake.ingest(target, [_ndjson(tmp_path, 1, 4)], stream="orders")
+    poll = ingest_postgres(target, pg, "events", stream="orders")
+    assert (poll.read, poll.archived, poll.duplicates) == (3, 0, 3)
+    assert last_position(target, poll.files[0], "orders") == 3
+    assert ingest_postgres(target, pg, "events", stream="orders").read == 0
+
+
+def test_idempotent_when_the_position_is_lost(pg: str, tmp_path: Path) -> None:
+    """Another stream name has no stored position: everything is re-read, nothing duplicated."""
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 6))
+    ingest_postgres(target, pg, "events", stream="orders")
+    other = lake.Lake(tmp_path / "copy")
+    ingest_postgres(other, pg, "events", stream="orders")
+    again = ingest_postgres(other, pg, "events", stream="orders")
+    assert again.read == 0
+    assert archived(other) == archived(target)
+
+
+def test_mapping_of_other_column_names_and_a_bad_row(fresh_database: str, tmp_path: Path) -> None:  # noqa: F811
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(
+            'CREATE SCHEMA "Shop"; CREATE TABLE "Shop"."order events" (pos integer PRIMARY KEY, '
+            "uuid text, aggregate text, version bigint, kind text, at_ms bigint, body jsonb, tags text[])"
+        )
+        conn.cursor().executemany(
+            'INSERT INTO "Shop"."order events" VALUES (%s, %s, %s, %s, %s, %s, %s, %s)',
+            [
+                (10, "a", "o1", 1, "OrderPlaced", 1_709_251_200_000, '{"total": 5}', ["x"]),
+                (20, "b", "o1", 2, "OrderShipped", 1_709_251_260_000, None, []),
+                (30, "c", "o2", -1, "OrderPlaced", 1_709_251_320_000, "{}", None),  # bad sequence
+            ],
+        )
+    mapping_file = tmp_path / "shop.toml"
+    mapping_file.write_text(
+        'name = "shop"\n[fields]\nevent_id = "uuid"\npartition_key = "aggregate"\nsequence = "version"\n'
+        'event_type = "kind"\nevent_time = "at_ms"\npayload = "body"\n'
+        '[options]\nevent_time_unit = "ms"\nmetadata = ["tags"]\n'
+    )
+    target = lake.Lake(tmp_path / "lake")
+    result = ingest_postgres(
+        target, fresh_database, 'Shop.order events', stream="orders",
+        mapping=lake.Mapping.load(mapping_file), position_column="pos",
+    )
+    assert (result.archived, result.quarantined) == (2, 1)
+    got = lake.read_events(target).order("event_id").project(
+        "event_id, partition_key, sequence, event_type, event_time, payload, metadata"
+    ).fetchall()
+    assert [r[:4] for r in got] == [("a", "o1", 1, "OrderPlaced"), ("b", "o1", 2, "OrderShipped")]
+    assert got[0][4] == T0 and json.loads(str(got[0][5])) == {"total": 5}
+    assert json.loads(str(got[0][6])) == {"tags": ["x"]}
+    bad = lake.read_quarantine(target).project("source, line, reason").fetchall()
+    assert bad == [(result.files[0], 30, "sequence is not a non-negative int64: -1")]
+    assert last_position(target, result.files[0], "orders") == 30
+
+
+def test_errors_are_source_errors_without_the_password(pg: str, tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    secret = "s3cr3t-Pa55"
+    with_password = pg.replace("postgres:@", f"postgres:{secret}@")
+    unreachable = f"postgresql://app:{secret}@127.0.0.1:1/db"
+    cases = [
+        (unreachable, "events", {}, "cannot connect"),
+        (with_password, "nope", {}, "does not exist"),
+        (with_password, "events", {"position_column": "pos"}, "no column ['pos']"),
+        (with_password, "events", {"position_column": "event_id"}, "not an integer"),
+        (with_password, "events", {"mapping": lake.Mapping.load("aws-lambda-stream")}, "no column"),
+    ]
+    for uri, table, options, expected in cases:
+        with pytest.raises(lake.SourceError) as caught:
+            ingest_postgres(target, uri, table, stream="orders", **options)  # type: ignore[arg-type]
+        assert expected in str(caught.value)
+        assert secret not in str(caught.value) and secret not in repr(caught.value.context)
+        assert caught.value.__cause__ is None or secret not in str(caught.value.__cause__)
+    assert not target.exists() or lake.read_events(target).count("*").fetchall()[0][0] == 0
+
+
+@pytest.fixture(autouse=True)
+def _no_workbench_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads ./workbench.toml and REBUILD_*: run it where neither exists."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("REBUILD_CONFIG", "REBUILD_LAKE_URI", "REBUILD_STORE_URI", "REBUILD_MEMORY_LIMIT", "REBUILD_TEMP_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_cli_from_postgres(pg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    insert(pg, rows(1, 4))
+    base = ["--lake", str(tmp_path / "lake"), "lake", "ingest", "--from-postgres", pg]
+    assert main([*base, "--table", "events", "--stream", "orders", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["archived"] == 3
+    secret_uri = pg.replace("postgres:@", "postgres:hunter2@")
+    code = main(["--lake", str(tmp_path / "lake"), "lake", "ingest", "--from-postgres", secret_uri,
+                 "--table", "missing", "--stream", "orders", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and "does not exist" in json.loads(captured.out)["error"]
+    assert "hunter2" not in captured.out + captured.err
+
+
+def _ndjson(tmp_path: Path, start: int, stop: int) -> Path:
+    from tests.conftest import write_ndjson
+
+    records = [
+        {"event_id": f"e{n}", "partition_key": "o1", "sequence": n, "event_type": "OrderPlaced",
+         "event_time": (T0 + timedelta(minutes=n)).isoformat(), "payload": {"n": n}}
+        for n in range(start, stop)
+    ]
+    return write_ndjson(tmp_path / "same.ndjson", records)
