@@ -8,6 +8,7 @@ become events are quarantined with their reason, source and line; nothing is dro
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import tempfile
@@ -21,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from lake.errors import SourceError
+from lake.faults import point
 from lake.formats import SUFFIXES, Rejected, detect_format, parquet_columns, read_batches
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, STORED_SCHEMA, bucket_sql, conform
@@ -56,6 +58,17 @@ class IngestResult:
             "seconds": round(self.seconds, 3),
             "quarantine_reasons": self.reasons,
         }
+
+    def _repr_html_(self) -> str:
+        """One line for notebooks, plus the quarantine reasons when something was refused."""
+        line = (
+            f"<p><b>Ingest</b> into stream <code>{html.escape(str(self.stream))}</code>: read {self.read:,} records "
+            f"from {len(self.files)} file(s), archived {self.archived:,}, dropped {self.duplicates:,} duplicates, "
+            f"quarantined {self.quarantined:,} -&gt; lake_version {self.lake_version} ({self.seconds:.2f}s)</p>"
+        )
+        reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in self.reasons.items())
+        return line + (f"<table><thead><tr><th>quarantine reason</th><th>records</th></tr></thead>"
+                       f"<tbody>{reasons}</tbody></table>" if reasons else "")
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,9 @@ def ingest_batches(
         with lake.commit_lock():
             version = lake.next_version()
             counts = _resolve(con, lake)
+            point("ingest.before_commit")
             _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata)
+            point("ingest.after_commit")
         reasons = dict(
             con.sql("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL").fetchall()
         )
@@ -263,8 +278,6 @@ def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
     stream_text = get.text("stream") if "stream" in mapping.fields else "CAST(NULL AS VARCHAR)"
     fields = ", ".join(
         [
-            "_line",
-            f"{get.record()} AS _record",
             f"{get.ok()} AS _ok",
             f"{get.ok_reason()} AS _ok_reason",
             *[f"{get.text(c)} AS _t_{c}" for c in texts],
@@ -280,7 +293,7 @@ def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
         f"SELECT *, {stream_expr} AS _stream, TRY_CAST(trim(_t_sequence) AS BIGINT) AS _sequence, "
         f"{_time_sql('_t_event_time', mapping.event_time_unit)} AS _event_time, "
         "TRY_CAST(_t_schema_version AS INTEGER) AS _schema_version "
-        f"FROM (SELECT {fields} FROM {get.source()})"
+        f"FROM (SELECT *, {fields} FROM {get.source()})"
     )
     wrong_type = "wrong type: {c} ({name}) must be a string, not an object, array or boolean"
     checks = [
@@ -307,11 +320,12 @@ def _validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
     reason = "CASE " + " ".join(f"WHEN NOT ({ok}) THEN {why}" for ok, why in checks) + " END"
+    # the raw columns pass through every level, so the record is rendered for rejected rows only
     return f"""
-        SELECT {literal(batch.source)}, _line, _record, {reason}, _t_event_id, _stream,
-               _t_partition_key, _sequence, _t_event_type, _event_time, _schema_version,
-               _payload, _metadata
-        FROM ({typed})"""
+        SELECT {literal(batch.source)}, _line, CASE WHEN _reason IS NOT NULL THEN {get.record()} END,
+               _reason, _t_event_id, _stream, _t_partition_key, _sequence, _t_event_type,
+               _event_time, _schema_version, _payload, _metadata
+        FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""
 
 
 def _time_sql(text: str, unit: str | None) -> str:
@@ -324,8 +338,9 @@ def _time_sql(text: str, unit: str | None) -> str:
 class _Fields:
     """SQL expressions reading one envelope column's source field, per input format.
 
-    NDJSON lines are parsed once (``from_json`` into a struct of JSON fragments, ``_s``); each
-    field is then read from its small fragment instead of re-parsing the line.
+    NDJSON lines are parsed once (``from_json`` into a struct ``_s``): envelope text fields come
+    out as VARCHAR directly, payload and metadata as JSON fragments. An object, array or boolean
+    where text belongs renders as text too, so only such suspicious values are looked at again.
     """
 
     def __init__(self, batch: Batch, mapping: Mapping) -> None:
@@ -335,6 +350,11 @@ class _Fields:
 
     def name(self, column: str) -> str:
         return self.mapping.fields.get(column, "<unmapped>")
+
+    def _json_fields(self) -> set[str]:
+        """Source fields kept as JSON fragments: the payload, the metadata and its extra fields."""
+        fields = {self.mapping.fields.get(c) for c in ("payload", "metadata")} | set(self.mapping.metadata_fields)
+        return {f for f in fields if f is not None}
 
     def _frag(self, field_name: str) -> str:
         return f"struct_extract(_s, {literal(field_name)})"
@@ -348,7 +368,9 @@ class _Fields:
             return "CAST(NULL AS VARCHAR)"
         assert source is not None
         if self.fmt == "ndjson":
-            return f"json_extract_string({self._frag(source)}, '$')"
+            if source in self._json_fields():
+                return f"json_extract_string({self._frag(source)}, '$')"
+            return self._frag(source)
         if pa.types.is_timestamp(self.schema.field(source).type):
             return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         return f"CAST({quote(source)} AS VARCHAR)"
@@ -360,7 +382,10 @@ class _Fields:
             return "true"
         assert source is not None
         if self.fmt == "ndjson":
-            return f"coalesce(json_type({self._frag(source)}) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
+            value = self.text(column)
+            path = literal('$."' + source.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            exact = f"coalesce(json_type(json_extract(_raw, {path})) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
+            return f"CASE WHEN {value} IN ('true', 'false') OR left({value}, 1) IN ('{{', '[') THEN {exact} ELSE true END"
         kind = self.schema.field(source).type
         return "false" if pa.types.is_nested(kind) or pa.types.is_boolean(kind) else "true"
 
@@ -402,7 +427,8 @@ class _Fields:
         if self.fmt != "ndjson":
             return "raw"
         names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields})
-        structure = literal(json.dumps({n: "JSON" for n in names}))
+        json_fields = self._json_fields()
+        structure = literal(json.dumps({n: "JSON" if n in json_fields else "VARCHAR" for n in names}))
         # malformed lines get no struct here, and a reason further on
         return (
             f"(SELECT *, CASE WHEN _object THEN from_json(_raw, {structure}) END AS _s FROM "
@@ -418,15 +444,19 @@ class _Fields:
 
 # -- de-duplication and conflicts --------------------------------------------------------------
 def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
-    """Split staged records into events to archive, duplicates and quarantine rows."""
+    """Decide, on narrow columns only, which staged rows are archived, duplicates or conflicts.
+
+    ``rowid`` follows staging order (source, then line), so the first copy of an event wins. A
+    position (stream, partition_key, sequence) taken in the lake keeps its event; inside the input the
+    smallest event_id takes it, whatever the order the input came in.
+    """
     con.execute(
         f"""
         CREATE TABLE candidates AS
-        SELECT * EXCLUDE (rank) FROM (
-            SELECT *, {bucket_sql('partition_key', lake.buckets)} AS bucket,
-                   row_number() OVER (PARTITION BY event_id ORDER BY source, line) AS rank
-            FROM staged WHERE reason IS NULL)
-        WHERE rank = 1"""
+        SELECT min(rowid) AS rid, event_id, any_value(partition_key) AS partition_key,
+               any_value(sequence) AS sequence, any_value(stream) AS stream,
+               {bucket_sql('any_value(partition_key)', lake.buckets)} AS bucket
+        FROM staged WHERE reason IS NULL GROUP BY event_id"""
     )
     in_batch_duplicates = _scalar(con, "SELECT count(*) FROM staged WHERE reason IS NULL")
     in_batch_duplicates -= _scalar(con, "SELECT count(*) FROM candidates")
@@ -434,34 +464,33 @@ def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
     con.execute(
         """
         CREATE TABLE judged AS
-        SELECT c.*,
-               e.event_id IS NOT NULL AS in_lake,
-               coalesce(same.event_id, first_value(c.event_id) OVER w) AS holder
-        FROM candidates c
-        LEFT JOIN existing e USING (event_id)
-        LEFT JOIN existing same
-               ON same.partition_key = c.partition_key AND same.sequence = c.sequence
-              AND same.event_id <> c.event_id
-        WINDOW w AS (PARTITION BY c.partition_key, c.sequence ORDER BY c.event_id)"""
+        WITH fresh AS (SELECT * FROM candidates ANTI JOIN existing USING (event_id)),
+             taken AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM existing GROUP BY ALL),
+             first AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM fresh GROUP BY ALL)
+        SELECT f.rid, f.event_id, f.bucket, coalesce(t.holder, first.holder) AS holder
+        FROM fresh f
+        LEFT JOIN taken t USING (stream, partition_key, sequence)
+        JOIN first USING (stream, partition_key, sequence)"""
     )
     con.execute(
-        f"""
+        """
         CREATE TABLE quarantine AS
         SELECT stream, reason, source, line, rtrim(record, chr(13) || chr(10)) AS record, event_id,
                partition_key, sequence, event_type, event_time
         FROM staged WHERE reason IS NOT NULL
         UNION ALL
-        SELECT stream,
-               'conflict: partition_key ' || partition_key || ' sequence ' || sequence ||
-               ' already belongs to event ' || holder, source, line,
-               rtrim(record, chr(13) || chr(10)), event_id,
-               partition_key, sequence, event_type, event_time
-        FROM judged WHERE NOT in_lake AND holder <> event_id"""
+        SELECT s.stream,
+               'conflict: partition_key ' || s.partition_key || ' sequence ' || s.sequence ||
+               ' already belongs to event ' || j.holder, s.source, s.line,
+               rtrim(s.record, chr(13) || chr(10)), s.event_id,
+               s.partition_key, s.sequence, s.event_type, s.event_time
+        FROM staged s JOIN judged j ON s.rowid = j.rid WHERE j.holder <> j.event_id"""
     )
-    con.execute("CREATE TABLE accepted AS SELECT * FROM judged WHERE NOT in_lake AND holder = event_id")
-    lake_duplicates = _scalar(con, "SELECT count(*) FROM judged WHERE in_lake")
+    con.execute("CREATE TABLE accepted AS SELECT rid, bucket FROM judged WHERE holder = event_id")
+    fresh = _scalar(con, "SELECT count(*) FROM judged")
     archived = _scalar(con, "SELECT count(*) FROM accepted")
-    return {"archived": int(archived), "duplicates": int(in_batch_duplicates + lake_duplicates)}
+    lake_duplicates = _scalar(con, "SELECT count(*) FROM candidates") - fresh
+    return {"archived": archived, "duplicates": in_batch_duplicates + lake_duplicates}
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -475,13 +504,14 @@ def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     wanted = set(touched)
     files = [f.path for f in snapshot.files if (f.stream, f.bucket) in wanted]
     if not files:
-        con.execute("CREATE TABLE existing (event_id VARCHAR, partition_key VARCHAR, sequence BIGINT)")
+        con.execute("CREATE TABLE existing (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT)")
         return
+    lake.attach(con)  # the lake may be on an object store: lake.storage gives DuckDB its files
     con.execute(
         f"""
         CREATE TABLE existing AS
-        SELECT event_id, partition_key, sequence
-        FROM read_parquet({literal(files)})
+        SELECT event_id, stream, partition_key, sequence
+        FROM read_parquet({literal(files)}, hive_partitioning = true, hive_types = {{'stream': VARCHAR, 'bucket': INTEGER}})
         WHERE partition_key IN (SELECT partition_key FROM candidates)"""
     )
 
@@ -497,14 +527,16 @@ def _commit(
 ) -> None:
     """Quarantine first (de-duplicated by record hash), then the events as one commit."""
     _commit_quarantine(con, lake, version, now)
+    point("ingest.after_quarantine")
     if counts["archived"] == 0:
         if metadata:  # no events, but the metadata (a source position) must still be committed
             lake.write(EVENTS, STORED_SCHEMA.empty_table(), expected_version=version, metadata=metadata)
         return
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in ("ingested_at", "lake_version"))
+    # no sort: the writer splits rows by partition, and compaction sorts files by key later
     reader = con.sql(
         f"SELECT {columns}, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version "
-        "FROM accepted ORDER BY stream, bucket, partition_key, sequence"
+        "FROM staged s JOIN accepted a ON s.rowid = a.rid"
     ).to_arrow_reader(250_000)
     lake.write(EVENTS, conform(reader, STORED_SCHEMA), expected_version=version, metadata=metadata)
 
@@ -519,6 +551,7 @@ def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int,
         return
     files = lake.quarantine_files()
     if files:
+        lake.attach(con)  # the lake may be on an object store: lake.storage gives DuckDB its files
         known = con.sql(f"SELECT DISTINCT record_hash FROM read_parquet({literal(files)})").to_arrow_table()
         con.register("known", known)
         con.register("incoming", table)

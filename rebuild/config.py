@@ -19,7 +19,7 @@ class Config:
     """Where the lake and the views are, which projections exist, and DuckDB's limits."""
 
     lake_uri: str = ".demo/lake"
-    store_uri: str = "duckdb:///.demo/views.duckdb"
+    store_uri: str = "duckdb://.demo/views.duckdb"
     projection_modules: tuple[str, ...] = ("rebuild.examples",)
     memory_limit: str = "4GB"
     temp_directory: str | None = None
@@ -109,10 +109,12 @@ def _resolve_path(value: str, base: Path) -> str:
 
 
 def _resolve_store(uri: str, base: Path) -> str:
-    for scheme in ("duckdb", "parquet"):  # duckdb:///rel/path and duckdb:////abs/path
-        prefix = f"{scheme}:///"
+    for scheme in ("duckdb", "parquet"):  # duckdb://rel/path.duckdb or duckdb:///abs/path.duckdb
+        prefix = f"{scheme}://"
         if uri.startswith(prefix):
-            return f"{scheme}://" + _resolve_path(uri[len(prefix) :], base)
+            path = uri[len(prefix) :]
+            path = "/" + path.lstrip("/") if path.startswith("/") else path
+            return prefix + _resolve_path(path, base)
     if "://" in uri:
         return uri
     return _resolve_path(uri, base)

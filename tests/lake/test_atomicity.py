@@ -31,7 +31,8 @@ import lake, lake.table
 from deltalake import write_deltalake
 
 def signalling_write(uri, *args, **kwargs):
-    print("write " + str(uri).rsplit("/", 1)[-1], flush=True)
+    name = uri.table_uri if hasattr(uri, "table_uri") else str(uri)  # a DeltaTable or a URI
+    print("write " + name.rstrip("/").rsplit("/", 1)[-1], flush=True)
     return write_deltalake(uri, *args, **kwargs)
 
 lake.table.write_deltalake = signalling_write

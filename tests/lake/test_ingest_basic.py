@@ -41,3 +41,12 @@ def test_each_commit_is_one_new_lake_version(tmp_path: Path) -> None:
     assert b.lake_version == a.lake_version + 1
     versions = dict(lake.read_events(target).project("event_id, lake_version").fetchall())
     assert versions == {"e1": a.lake_version, "e2": b.lake_version}
+
+
+def test_the_same_key_and_sequence_in_two_streams_is_no_conflict(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    orders = lake.ingest(target, [write_ndjson(tmp_path / "o.ndjson", [event(1, key="k", seq=1)])], stream="orders")
+    payments = lake.ingest(target, [write_ndjson(tmp_path / "p.ndjson", [{**event(2, key="k", seq=1)}])], stream="payments")
+    assert (orders.archived, payments.archived, payments.quarantined) == (1, 1, 0)
+    conflict = lake.ingest(target, [write_ndjson(tmp_path / "c.ndjson", [event(3, key="k", seq=1)])], stream="orders")
+    assert conflict.quarantined == 1 and "already belongs to event e1" in next(iter(conflict.reasons))
