@@ -1,4 +1,8 @@
-"""The report's plots: matplotlib with the Agg backend, returned as base64 PNG to inline in HTML."""
+"""The report's plots: matplotlib figures rendered off-screen, returned as base64 PNG for the HTML.
+
+Figures are built from ``matplotlib.figure.Figure`` directly, never through pyplot, so drawing a
+report switches no global backend: inline plots in a notebook keep working after a check.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display, no network; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 __all__ = ["bars", "png"]
 COLOR, HIGHLIGHT = "#3b6ea5", "#c0392b"
@@ -21,7 +22,6 @@ def png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -33,7 +33,8 @@ def bars(data: Mapping[str, float], title: str, xlabel: str, ylabel: str,
     labels, values = [str(k) for k in data], [float(v) for v in data.values()]
     colors = [HIGHLIGHT if k in highlight else COLOR for k in labels]
     height = max(2.6, 0.3 * len(labels)) if horizontal else 3.0
-    figure, ax = plt.subplots(figsize=(7.5, height))
+    figure = Figure(figsize=(7.5, height))
+    ax = figure.subplots()
     if horizontal:
         ax.barh(labels, values, color=colors)
         ax.invert_yaxis()

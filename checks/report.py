@@ -7,6 +7,7 @@ network. Section ids are stable (the snapshot test reads them): see :data:`SECTI
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from checks.expect import ExpectationsResult
 from checks.html import esc, pairs, section, table
 from checks.lineage import KeyLineage
 from checks.verdict import Verdict
+from lake.faults import point
 
 __all__ = ["SECTIONS", "CheckReport"]
 SECTIONS = ("verdict", "diff", "columns", "plots", "samples", "lineage", "expectations", "audit", "run")
@@ -85,8 +87,9 @@ class CheckReport:
             folder.mkdir(parents=True, exist_ok=True)
             html_path, json_path = folder / f"{self.run_id}.html", folder / f"{self.run_id}.json"
             done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
-            html_path.write_text(done.to_html(), encoding="utf-8")
-            json_path.write_text(json.dumps(done.to_dict(), default=_json, indent=1), encoding="utf-8")
+            _write_atomically(html_path, done.to_html())
+            point("check.after_html")
+            _write_atomically(json_path, json.dumps(done.to_dict(), default=_json, indent=1))
         except OSError as exc:
             raise ReportError(f"cannot write the report under {folder}: {exc}; check reports_dir in workbench.toml",
                               path=str(folder)) from exc
@@ -119,7 +122,10 @@ class CheckReport:
         v = self.verdict
         reasons = "".join(f"<li>{esc(r)}</li>" for r in v.reasons) or "<li>every threshold met</li>"
         notes = "".join(f"<li class='note'>{esc(n)}</li>" for n in (*v.notes, *self.notes))
-        return (f"<p><span class='badge {v.verdict}'>{v.verdict.upper()}</span></p><ul>{reasons}{notes}</ul>"
+        colour = "#1e7d32" if v.verdict == "pass" else "#c0392b"  # inline: a notebook has no report CSS
+        badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
+                 f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
+        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul>"
                 f"<details><summary>thresholds</summary>{pairs(v.thresholds)}</details>")
 
     def _diff_html(self) -> str:
@@ -213,3 +219,11 @@ def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str
         "lateness": plots.bars(lateness, "Lateness (ingested_at - event_time)", "", "events"),
         "run throughput": plots.bars(throughput, "Run throughput", "run", "events/s", highlight=[run_id[-13:]]),
     }
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader (or a job collecting reports) sees the whole file or none: a crash mid-write
+    leaves only a ``.tmp`` file behind, never a truncated report under the real name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
