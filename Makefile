@@ -18,14 +18,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
+# the whole fault suite (kill -9 sweeps, corruption, concurrency, hostile input, secrets) and every other slow test
 faults: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests/faults -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n 2 tests --ignore=tests/faults -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
+# JupyterLab on 127.0.0.1 (token login), opened on notebooks/, with the venv's python3 kernel
+# first on the kernel path (so a user-wide python3 kernel cannot shadow the project's); as root
+# (containers) it needs --allow-root.
+LAB_PORT ?= 8888
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
+		--no-browser --ServerApp.root_dir=notebooks --MappingKernelManager.default_kernel_name=python3 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) .demo reports .pytest_cache

@@ -10,17 +10,11 @@ attributes (``table``, ``column``, ``path``, ...) and its message says what to d
 
 from __future__ import annotations
 
+from lake.errors import ContextError
 
-class CheckError(Exception):
+
+class CheckError(ContextError):
     """Root of the checks package's errors."""
-
-    retryable = False
-
-    def __init__(self, message: str, **context: object) -> None:
-        super().__init__(message)
-        self.context = context
-        for name, value in context.items():
-            setattr(self, name, value)
 
 
 class CheckInputError(CheckError):

@@ -13,7 +13,7 @@ reads them from the commit metadata key ``workbench.duplicates`` when ingest rec
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lake.sql import literal
-from lake.read import EventFilter, read_events, read_quarantine
+from lake.storage import is_remote
+from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
 from lake.table import EVENTS, Lake, Snapshot
 
 LATE_AFTER = timedelta(days=2)
@@ -73,6 +74,8 @@ class AuditReport:
     streams: tuple[StreamAudit, ...]
     duplicates_at_ingest: int | None
     late_after_seconds: float
+    bad_files: tuple[BadFile, ...] = ()
+    files_checked: int = 0
 
     def total(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.streams)
@@ -98,6 +101,8 @@ class AuditReport:
             "late_after_seconds": self.late_after_seconds,
             "quarantined": sum(s.quarantined["total"] for s in self.streams),
             "event_types": dict(sorted(types.items())),
+            "files_checked": self.files_checked,
+            "bad_files": [b.to_dict() for b in self.bad_files],
             "streams": {s.stream: s.to_dict() for s in self.streams},
         }
 
@@ -113,6 +118,10 @@ class AuditReport:
         console.print(_table("Streams", rows))
         if self.duplicates_at_ingest is None:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
+        if self.bad_files:
+            console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
+                          "figures below; restore them from a backup, or run with --skip-corrupted):")
+            console.print(_table("Unreadable files", [b.to_dict() for b in self.bad_files]))
         for s in self.streams:
             _render_stream(console, s)
 
@@ -121,7 +130,7 @@ class AuditReport:
         types = [{"stream": s.stream, **s.event_types} for s in self.streams]
         return (
             f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}</p>"
-            + _html_table(rows) + _html_table(types)
+            + _html_table(rows) + _html_table(types) + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
 
 
@@ -131,15 +140,34 @@ def audit(
     streams: list[str] | None = None,
     snapshot: Snapshot | None = None,
     late_after: timedelta = LATE_AFTER,
+    verify: str = "footer",
 ) -> AuditReport:
-    """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all)."""
+    """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all).
+
+    ``verify`` is the file-integrity pass: ``footer`` opens every data file's Parquet footer,
+    ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
+    ``bad_files`` (path and error) and left out of the figures, so the rest is still audited.
+    """
     explicit = snapshot is not None
     snapshot = snapshot or lake.snapshot()
+    event_files = [f.path for f in snapshot.select(streams=streams)]
+    quarantine_files = lake.quarantine_files()
+    bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
+           if verify != "none" else [])
+    unreadable = {b.path for b in bad}
+    if unreadable:
+        snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
-        read_events(lake, EventFilter(streams=tuple(streams) if streams else None), snapshot=snapshot, con=con).create_view("events")
-        _quarantine_view(con, lake, streams, snapshot.delta_version if explicit else None)
+        events = read_events(lake, EventFilter(streams=tuple(streams) if streams else None), snapshot=snapshot, con=con)
+        if is_remote(lake.uri):  # the queries below each scan the events: fetch them from the object store once
+            events.create_view("__lake_events")
+            con.execute("CREATE TEMP TABLE events AS SELECT * FROM __lake_events")
+        else:
+            events.create_view("events")
+        _quarantine_view(con, lake, streams, snapshot.delta_version if explicit else None,
+                         [f for f in quarantine_files if f not in unreadable])
         found = _collect(con, late_after)
     finally:
         con.close()
@@ -151,11 +179,14 @@ def audit(
         streams=tuple(StreamAudit(stream=n, **found.get(n, {})) for n in names),
         duplicates_at_ingest=_ingest_duplicates(lake, snapshot.delta_version),
         late_after_seconds=late_after.total_seconds(),
+        bad_files=tuple(bad),
+        files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
     )
 
 
-def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: list[str] | None, upto: int | None) -> None:
-    rel = read_quarantine(lake, con)
+def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: list[str] | None, upto: int | None,
+                     files: list[str] | None = None) -> None:
+    rel = read_quarantine(lake, con, files)
     if streams:
         rel = rel.filter(f"stream IN (SELECT unnest({literal(list(streams))}))")
     if upto is not None:  # quarantine rows carry the events version their commit was for
@@ -383,6 +414,25 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row.values()))
     return table
+
+
+def _html_notes(s: StreamAudit) -> str:
+    """Lateness, gaps, drift and quarantine of one stream as short lines (tables stay two)."""
+    lines = []
+    if s.lateness:
+        late = s.lateness
+        lines.append(
+            f"lateness (ingested_at - event_time): p50 {_span(late['p50_s'])}, p90 {_span(late['p90_s'])}, "
+            f"p99 {_span(late['p99_s'])}, max {_span(late['max_s'])}; {late['late']:,} late"
+        )
+    if s.gaps["keys"]:
+        keys = ", ".join(str(g.get("partition_key")) for g in s.gaps["examples"][:5])
+        lines.append(f"{s.gaps['keys']:,} partition keys with sequence gaps ({s.gaps['missing']:,} missing), e.g. {keys}")
+    lines += [f"payload drift: {d['event_type']}.{d['field']} {d['change']} ({d['events']:,} of {d['of_events']:,} events)"
+              for d in s.drift]
+    lines += [f"quarantined: {r['count']:,} x {r['reason']}" for r in s.quarantined["reasons"]]
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<p><b>stream {html.escape(s.stream)}</b></p><ul>{items}</ul>" if items else ""
 
 
 def _html_table(rows: list[dict[str, Any]]) -> str:

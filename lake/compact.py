@@ -13,12 +13,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import duckdb
+from deltalake import WriterProperties
 
+from lake.faults import point
 from lake.schema import STORED_SCHEMA, conform
 from lake.sql import literal, quote
 from lake.table import EVENTS, DataFile, Lake
 
 log = logging.getLogger(__name__)
+ROW_GROUP_ROWS = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,16 @@ def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | Non
             partitions += 1
             before += len(files)
             rows += sum(f.rows for f in files)
+            point("compact.before_partition")
             _rewrite(lake, stream, bucket, files)
+            point("compact.after_partition")
             after += 1
             log.info("compacted %s/%s: %s files", stream, bucket, len(files))
     return CompactResult(partitions, before, after, rows, time.monotonic() - started)
 
 
 def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile]) -> None:
-    con = duckdb.connect()
+    con = lake.attach(duckdb.connect())
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names)
     reader = con.sql(
         f"SELECT {columns} FROM read_parquet({literal([f.path for f in files])}, "
@@ -78,5 +83,7 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile]) -> Non
         mode="overwrite",
         predicate=f"stream = {literal(stream)} AND bucket = {int(bucket)}",
         operation="compact",
+        # sorted by key, in row groups small enough that a correction of a few keys skips most
+        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
     )
     con.close()

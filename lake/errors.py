@@ -1,5 +1,6 @@
 """Errors of the lake package.
 
+    ContextError              shared base of LakeError, rebuild.RebuildError, checks.CheckError
     LakeError                 root: anything the lake refuses, with a message saying what to do
     ├── SourceError           an input file is missing, unreadable or does not fit its mapping
     ├── LakeNotFound          no lake at the location given
@@ -12,8 +13,12 @@ them and a person can act on them.
 from __future__ import annotations
 
 
-class LakeError(Exception):
-    """Root of the lake's errors; ``retryable`` says whether running again can help."""
+class ContextError(Exception):
+    """An error that carries its context (``file``, ``stream``, ``view``, ...) as attributes.
+
+    The roots of all three packages derive from it; ``retryable`` says whether running again can
+    help.
+    """
 
     retryable = False
 
@@ -22,6 +27,10 @@ class LakeError(Exception):
         self.context = context
         for name, value in context.items():
             setattr(self, name, value)
+
+
+class LakeError(ContextError):
+    """Root of the lake's errors."""
 
 
 class SourceError(LakeError):

@@ -498,11 +498,12 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Lake events sharing a partition key with the input: only the touched buckets are read."""
+    """Lake events sharing a partition key with the input: only files of the touched buckets whose
+    key range holds one of the input's keys are read (time-ordered ids skip old commits' files)."""
     touched = con.sql("SELECT DISTINCT stream, bucket FROM candidates").fetchall()
-    snapshot = lake.snapshot()
+    keys = sorted(r[0] for r in con.sql("SELECT DISTINCT partition_key FROM candidates").fetchall())
     wanted = set(touched)
-    files = [f.path for f in snapshot.files if (f.stream, f.bucket) in wanted]
+    files = [f.path for f in lake.snapshot().files if (f.stream, f.bucket) in wanted and f.may_hold_any(keys)]
     if not files:
         con.execute("CREATE TABLE existing (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT)")
         return
@@ -530,8 +531,11 @@ def _commit(
     point("ingest.after_quarantine")
     if counts["archived"] == 0:
         if metadata:  # no events, but the metadata (a source position) must still be committed
-            lake.write(EVENTS, STORED_SCHEMA.empty_table(), expected_version=version, metadata=metadata)
+            lake.write(EVENTS, STORED_SCHEMA.empty_table(), expected_version=version,
+                       metadata={**metadata, "workbench.duplicates": str(counts["duplicates"])})
         return
+    # the audit sums these: duplicates are dropped here, so only the commit remembers them
+    metadata = {**(metadata or {}), "workbench.duplicates": str(counts["duplicates"])}
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in ("ingested_at", "lake_version"))
     # no sort: the writer splits rows by partition, and compaction sorts files by key later
     reader = con.sql(

@@ -8,6 +8,7 @@ to DuckDB or Polars, which then apply the same filters row by row.
 from __future__ import annotations
 
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,10 @@ from typing import Literal, overload
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from lake.errors import LakeError
+from lake import storage
 from lake.schema import ENVELOPE_COLUMNS, EVENT_SCHEMA, QUARANTINE_SCHEMA
 from lake.sql import literal, quote
 from lake.table import DataFile, Lake, Snapshot
@@ -102,8 +106,8 @@ def read_events(
     snapshot = snapshot or lake.snapshot()
     paths = [f.path for f in filter.files(snapshot, lake)]
     if engine == "polars":
-        return _polars(paths, filter)
-    return _duckdb(con or duckdb.default_connection(), paths, filter)
+        return _polars(paths, filter, storage.polars_options(lake.storage_options))
+    return _duckdb(lake.attach(con or duckdb.default_connection()), paths, filter)
 
 
 def files_read(lake: Lake, filter: EventFilter, snapshot: Snapshot | None = None) -> list[str]:
@@ -126,12 +130,13 @@ def _duckdb(con: duckdb.DuckDBPyConnection, paths: list[str], filter: EventFilte
     return rel
 
 
-def _polars(paths: list[str], filter: EventFilter) -> pl.LazyFrame:
+def _polars(paths: list[str], filter: EventFilter, storage_options: dict[str, str] | None = None) -> pl.LazyFrame:
     schema = pl.Schema(pl.from_arrow(EVENT_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
     if not paths:
         return pl.LazyFrame(schema=schema)
     frame = pl.scan_parquet(
-        paths, hive_partitioning=True, hive_schema={"stream": pl.String, "bucket": pl.Int32}
+        paths, hive_partitioning=True, hive_schema={"stream": pl.String, "bucket": pl.Int32},
+        storage_options=storage_options,
     ).select(list(ENVELOPE_COLUMNS))
     predicates: list[pl.Expr] = []
     if filter.streams is not None:
@@ -151,15 +156,76 @@ def _polars(paths: list[str], filter: EventFilter) -> pl.LazyFrame:
     return frame.filter(*predicates) if predicates else frame
 
 
-def read_quarantine(lake: Lake, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
-    """Quarantined records (reason, source, line, record, ...) as a DuckDB relation."""
-    con = con or duckdb.default_connection()
-    files = lake.quarantine_files()
+def read_quarantine(lake: Lake, con: duckdb.DuckDBPyConnection | None = None,
+                    files: Sequence[str] | None = None) -> duckdb.DuckDBPyRelation:
+    """Quarantined records (reason, source, line, record, ...) as a DuckDB relation.
+
+    ``files`` narrows the quarantine table's files (the audit leaves out unreadable ones)."""
+    con = lake.attach(con or duckdb.default_connection())
+    files = list(lake.quarantine_files() if files is None else files)
     if not files:
         return con.from_arrow(QUARANTINE_SCHEMA.empty_table())
     names = ", ".join(quote(c) for c in QUARANTINE_SCHEMA.names)
     return con.sql(f"SELECT {names} FROM read_parquet({literal(files)})")
 
 
-__all__ = ["EventFilter", "files_read", "read_events", "read_quarantine"]
+# -- file integrity -------------------------------------------------------------------------------
+class CorruptFile(LakeError):
+    """A data file of the lake cannot be read (truncated, overwritten, missing); ``file`` names it."""
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A lake file that failed the integrity check, with the reader's error."""
+
+    path: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "error": self.error}
+
+
+def check_file(path: str, *, read: bool = False, storage_options: dict[str, str] | None = None) -> BadFile | None:
+    """None when ``path``'s Parquet footer opens (and, with ``read``, every page decodes).
+
+    ``storage_options`` (``Lake.storage_options``) reach an object store's endpoint and credentials."""
+    try:
+        if "://" in path:
+            fs, inner = storage.pyarrow_filesystem(path, storage_options)
+            source = fs.open_input_file(inner)
+        else:
+            source = path
+        parquet = pq.ParquetFile(source)
+        if read:  # a row group at a time: bounded memory, and the pages' compression is checked
+            for group in range(parquet.metadata.num_row_groups):
+                parquet.read_row_group(group)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return BadFile(path, f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def check_files(paths: Sequence[str], *, read: bool = False,
+                storage_options: dict[str, str] | None = None) -> list[BadFile]:
+    """The files of ``paths`` that are not readable Parquet (footer only, or every page with ``read``)."""
+    return [bad for path in paths if (bad := check_file(path, read=read, storage_options=storage_options)) is not None]
+
+
+
+_QUOTED_PATH = re.compile(r"""["']([^"']+\.parquet)["']""")
+
+
+def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
+    """The lake file of ``paths`` that a reader's error message names, if it names one."""
+    text = str(error)
+    for match in _QUOTED_PATH.findall(text):
+        for path in paths:
+            if match == path or path.endswith(match) or match.endswith(path.rsplit("/", 1)[-1]):
+                return path
+    return None
+
+
+__all__ = [
+    "BadFile", "CorruptFile", "EventFilter", "check_file", "check_files", "files_read", "named_file",
+    "read_events", "read_quarantine",
+]
 

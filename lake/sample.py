@@ -17,6 +17,7 @@ out-of-order arrival, conflicts, sequence gaps and poison records. ``SampleResul
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from collections.abc import Callable
@@ -105,6 +106,19 @@ class SampleResult:
             f"with a sequence gap, {self.late:,} late events, {self.out_of_order:,} out of order"
         )
         console.print("next: `rebuild lake audit` should find the same numbers")
+
+    def _repr_html_(self) -> str:
+        """What ``render`` says, for notebooks: one line, then the planted anomalies as a table."""
+        counts = {name: getattr(self, name) for name in (
+            "archived", "duplicates", "conflicts", "poison", "quarantined", "gaps", "late", "out_of_order")}
+        head = "".join(f"<th>{html.escape(name)}</th>" for name in counts)
+        cells = "".join(f"<td>{value:,}</td>" for value in counts.values())
+        return (
+            f"<p><b>Sample lake</b>: {self.events_generated:,} events of {self.orders:,} orders in stream "
+            f"<code>{html.escape(self.stream)}</code> (seed {self.seed}), {self.commits} daily commits -&gt; "
+            f"lake_version {self.lake_version} in {self.seconds:.1f}s. Known anomalies:</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+        )
 
 
 @dataclass

@@ -1,9 +1,8 @@
 """The lake's storage: two Delta tables (``events``, ``quarantine``) under one location.
 
 Delta gives atomic multi-file commits and numbered versions; this module adds the workbench's
-rules on top: ``lake_version`` is the Delta version of the events commit that added a row
-(commits are serialized by a lock, so the version is known before the commit and checked after
-it), and files are pruned by their partition values and column statistics before anything is read.
+rules on top: ``lake_version`` is the Delta version of the events commit that added a row (the
+commit is pinned to that version: it lands there or fails, see ``Lake.write``), and files are pruned by their partition values and column statistics before anything is read.
 """
 
 from __future__ import annotations
@@ -20,10 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+from lake import storage
 from lake.errors import LakeBusy, LakeError, LakeNotFound
 from lake.schema import DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
 
@@ -123,18 +124,32 @@ class Lake:
         local = _local_path(text)
         self.uri = str(local.resolve()) if local is not None else text.rstrip("/")
         self.local = local.resolve() if local is not None else None
-        self.storage_options = storage_options or {}
+        # configured options over the AWS_* environment (see lake.storage); {} for local lakes
+        self.storage_options = storage.resolve_options(self.uri, storage_options)
         self._snapshots: dict[int, Snapshot] = {}
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
 
     # -- locations -------------------------------------------------------------------------
+    def attach(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Let DuckDB connection ``con`` read this lake's files (see ``lake.storage.attach``)."""
+        return storage.attach(con, self.uri, self.storage_options)
+
     def table_uri(self, name: str) -> str:
         return f"{self.uri}/{name}"
 
     def exists(self) -> bool:
-        return DeltaTable.is_deltatable(self.table_uri(EVENTS), self.storage_options)
+        return self._is_table(EVENTS)
+
+    def _is_table(self, name: str) -> bool:
+        # not DeltaTable.is_deltatable: it holds the GIL while it waits on the object store,
+        # which stalls every other Python thread (an in-process S3 server deadlocks on it)
+        try:
+            DeltaTable(self.table_uri(name), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return False
+        return True
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
         try:
@@ -156,7 +171,7 @@ class Lake:
             (EVENTS, STORED_SCHEMA, PARTITIONS),
             (QUARANTINE, QUARANTINE_SCHEMA, None),
         ):
-            if not DeltaTable.is_deltatable(self.table_uri(name), self.storage_options):
+            if not self._is_table(name):
                 write_deltalake(
                     self.table_uri(name),
                     schema.empty_table(),
@@ -231,8 +246,10 @@ class Lake:
     def commit_lock(self, timeout: float = 600.0) -> Iterator[None]:
         """Serialize commits so every commit's lake_version is known before it is written.
 
-        Local lakes use an advisory file lock. Object stores have no lock here: one writer per
-        lake at a time (a scheduled ingest), and the version check after each commit catches a race.
+        Local lakes use an advisory file lock. Object stores have no lock: there each commit is
+        pinned to the version it expects and put with S3's conditional write (``If-None-Match``,
+        which delta-rs 1.x uses), so of two concurrent writers one commits and the other gets
+        ``LakeBusy`` with nothing archived (see ``write``); rerunning it is safe (ingest is idempotent).
         """
         if self.local is None:
             yield
@@ -270,31 +287,43 @@ class Lake:
         predicate: str | None = None,
         operation: str = "ingest",
         metadata: dict[str, str] | None = None,
+        writer_properties: WriterProperties | None = None,
     ) -> int:
         """One atomic Delta commit to ``name``; returns the version it got. Hold ``commit_lock``.
 
         ``metadata`` goes into the commit itself (Delta custom metadata), so a source position
         stored there is committed atomically with the events.
+
+        With ``expected_version`` the commit is pinned: it is written against the table as of
+        ``expected_version - 1`` with no commit retries, so it lands at ``expected_version`` or
+        fails (``LakeBusy``) when another writer took that version first; delta-rs would
+        otherwise retry an append at the next free version, under rows whose lake_version says
+        otherwise. On S3 this is what makes concurrent ingests safe without a lock.
         """
         uri = self.table_uri(name)
         custom = {**(metadata or {}), "workbench.operation": operation}
-        write_deltalake(
-            uri,
-            data,
-            mode=mode,  # type: ignore[arg-type]
-            predicate=predicate,
-            partition_by=PARTITIONS if name == EVENTS else None,
-            storage_options=self.storage_options,
-            commit_properties=CommitProperties(custom_metadata=custom),
-        )
-        version = self._table(name).version()
-        if expected_version is not None and version != expected_version:
-            raise LakeError(
-                f"commit to {uri} got version {version}, expected {expected_version}: another "
-                "writer committed concurrently; run `rebuild lake audit` and ingest one writer at a time",
-                uri=uri,
+        target: str | DeltaTable = uri
+        retries = None
+        if expected_version is not None:
+            target, retries = self._table(name, expected_version - 1), 0
+        try:
+            write_deltalake(
+                target,
+                data,
+                mode=mode,  # type: ignore[arg-type]
+                predicate=predicate,
+                partition_by=PARTITIONS if name == EVENTS else None,
+                storage_options=self.storage_options,
+                commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=retries),
+                writer_properties=writer_properties,
             )
-        return version
+        except CommitFailedError as exc:
+            raise LakeBusy(
+                f"another writer committed version {expected_version} of {uri} first; nothing of this "
+                "commit was archived: run the same ingest again (it is idempotent)",
+                uri=uri,
+            ) from exc
+        return expected_version if expected_version is not None else self._table(name).version()
 
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)

@@ -30,14 +30,17 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
+
 from lake import Lake, Snapshot
-from rebuild.errors import ConfigError
+from rebuild.errors import ConfigError, ProjectionError
+from rebuild.faults import point
 from rebuild.options import RunOptions, parse_time
 from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
-from rebuild.runner import REBUILT, RunResult, _recorder, execute, new_run_id
+from rebuild.runner import REBUILT, RunResult, _recorder, execute, new_run_id, skip_or_raise
 from rebuild.store import Published, Store
 from rebuild.store.base import SHADOW, Mark
 
@@ -180,6 +183,7 @@ def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pie
                                            job.mark(i, label, 0), "shadow" if final else "backfill")
             execute(plan, lake, chunk_store, projection, Silent())  # type: ignore[arg-type]
             last = chunk_store.record
+            point("backfill.after_chunk")
             progress.advance(1, f"chunk {i + 1}/{len(pieces)} {label}: {last.events_read:,} events")
     finally:
         progress.close()
@@ -247,27 +251,35 @@ def run_buckets(plan: Plan, lake: Lake, store: Store, projection: Projection, pr
     con = store.compute()
     if plan.exclude_quarantined:
         quarantined_keys(con, lake)
-    read = _stage_buckets(con, lake, snapshot, store, projection, plan, job, progress)
+    read, plan = _stage_buckets(con, lake, snapshot, store, projection, plan, job, progress)
     record_of = _recorder(plan, projection, started, clock, read)
+    point("buckets.before_publish")
     store.publish_staged(plan.view, record_of, mark=job.mark(HEADER, job.header.label, 0, "finished"))
     return RunResult(record=record_of.made[0], plan=plan)
 
 
 def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, projection: Projection, plan: Plan,
-                   job: _Job, progress: Progress) -> int:
+                   job: _Job, progress: Progress) -> tuple[int, Plan]:
     todo = [b for b in range(snapshot.buckets) if b not in job.done]
     progress.start(len(todo), "buckets", f"{plan.view} full by bucket")
     read = 0
     try:
         for n, bucket in enumerate(todo):
             selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
-            sql, _, events = events_sql(lake, snapshot, projection, selection)
-            rows = materialize(con, projection, sql, REBUILT)
+            while True:  # once more per unreadable file skipped (--skip-corrupted)
+                try:
+                    sql, _, events = events_sql(lake, snapshot, projection, selection)
+                    rows = materialize(con, projection, sql, REBUILT)
+                    break
+                except (duckdb.Error, ProjectionError) as exc:
+                    plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
             check_output(con, projection, REBUILT)
+            point("buckets.mid_bucket")
             store.stage(con, plan.view, REBUILT, job.mark(bucket, f"bucket {bucket}", rows), reset=not job.done and n == 0)
             read += events
+            point("buckets.after_bucket")
             progress.advance(1, f"bucket {bucket}: {rows:,} rows")
     finally:
         progress.close()
         con.execute(f"DROP TABLE IF EXISTS temp.{REBUILT}")
-    return read
+    return read, plan

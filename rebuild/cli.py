@@ -101,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LakeError, RebuildError) as exc:
         out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE
+    except OSError as exc:  # permission denied, disk full, ...: an expected error, not a crash (nor exit 1)
+        out.error(redact(f"{exc}; nothing was half written: fix the permissions or free space, then rerun "
+                         "the same command"), EXIT_USAGE, type(exc).__name__)
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -12,17 +12,11 @@ Like ``lake.LakeError``, every error carries its context as attributes and says 
 
 from __future__ import annotations
 
+from lake.errors import ContextError
 
-class RebuildError(Exception):
+
+class RebuildError(ContextError):
     """Root of the rebuild package's errors."""
-
-    retryable = False
-
-    def __init__(self, message: str, **context: object) -> None:
-        super().__init__(message)
-        self.context = context
-        for name, value in context.items():
-            setattr(self, name, value)
 
 
 class ConfigError(RebuildError):

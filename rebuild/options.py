@@ -15,6 +15,7 @@ from rebuild.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROGRESS = ("auto", "bar", "log", "none")
+EXECUTORS = ("local", "processes", "dask")  # rebuild.distributed runs the last two
 
 
 def _opt(default: Any, flag: str, help: str, **click_kwargs: Any) -> Any:
@@ -33,7 +34,14 @@ class RunOptions:
     until: str | None = _opt(None, "--until", "Correct events before this event time (ISO date or time, UTC).")
     as_of: str | None = _opt(None, "--as-of", "Replay the lake as it was at this lake_version or timestamp.")
     exclude_quarantined: bool = _opt(False, "--exclude-quarantined", "Leave out partition keys that have quarantined records.")
+    skip_corrupted: bool = _opt(False, "--skip-corrupted", "Skip unreadable lake files (named in the run record) instead of failing.")
     progress: str = _opt("auto", "--progress", "Progress display: bar for people, log lines for jobs.", type=click.Choice(PROGRESS))
+    executor: str = _opt("local", "--executor", "Where a full run replays: this process, a local process pool, or Dask "
+                         "(key buckets become tasks; see docs/scaling.md).", type=click.Choice(EXECUTORS))
+    address: str | None = _opt(None, "--address", "The Dask scheduler (tcp://host:8786) for --executor dask; "
+                               "without it a LocalCluster starts on this machine.")
+    workers: int | None = _opt(None, "--workers", "Processes for --executor processes, or LocalCluster workers "
+                               "(default: one per CPU).", type=int)
 
     def partition_keys(self) -> tuple[str, ...] | None:
         """The keys of --keys and --keys-file together, or None when neither was given."""
@@ -57,6 +65,12 @@ class RunOptions:
         since, until = self.time_range()
         if since and until and since >= until:
             raise ConfigError(f"--since {self.since} is not before --until {self.until}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor {self.executor!r} is not one of {list(EXECUTORS)}")
+        if self.address and self.executor != "dask":
+            raise ConfigError("--address names a Dask scheduler: add --executor dask")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers {self.workers} must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

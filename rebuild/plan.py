@@ -47,6 +47,8 @@ class Plan:
     estimated_events: int
     writes: str
     estimated_rows: int | None
+    skip_corrupted: bool = False
+    skipped_files: tuple[str, ...] = ()  # set by the run: unreadable files it left out
 
     def selection(self) -> EventFilter:
         """The events that decide the scope (all events for a full run)."""
@@ -106,7 +108,7 @@ def make_plan(lake: Lake, store: Store, projection: Projection, options: RunOpti
         live_lake_version=live.lake_version if live else None,
         streams=projection.streams, event_types=projection.consumes, since=since, until=until, keys=keys,
         exclude_quarantined=options.exclude_quarantined, files=0, buckets=(), estimated_events=0,
-        writes=shadow_name(projection.name), estimated_rows=None,
+        writes=shadow_name(projection.name), estimated_rows=None, skip_corrupted=options.skip_corrupted,
     )
     return _estimate(lake, snapshot, store, plan)
 

@@ -88,14 +88,17 @@ def _payload_columns(projection: Projection) -> str:
     return f", unnest(from_json(payload, {spec}))"
 
 
-def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str) -> int:
-    """Run ``projection`` over the events SQL into temp table ``target``; returns its row count."""
+def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,
+                fold_workers: int | None = None) -> int:
+    """Run ``projection`` over the events SQL into temp table ``target``; returns its row count.
+
+    ``fold_workers`` caps a Python fold's processes (1 inside a worker that is one already)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events}")
     try:
         if projection.engine == "polars":
             _polars(con, projection, target)
         elif projection.engine == "python":
-            _register_table(con, fold_table(con, projection.func), target)
+            _register_table(con, fold_table(con, projection.func, workers=fold_workers), target)
         else:
             _duckdb(con, projection, target)
     except ProjectionError:
@@ -191,6 +194,7 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
 def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """Temp table of partition keys that have quarantined records (for --exclude-quarantined)."""
     files = lake.quarantine_files()
+    lake.attach(con)
     source = f"read_parquet({literal(files)})" if files else "(SELECT NULL::VARCHAR AS partition_key WHERE false)"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT DISTINCT partition_key FROM {source} "

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +20,10 @@ import duckdb
 import pyarrow as pa
 
 from lake import Lake, Snapshot
+from lake.read import CorruptFile, check_files, named_file
 from lake.sql import quote
 from rebuild.errors import ProjectionError
+from rebuild.faults import point
 from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
@@ -29,6 +32,7 @@ from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW
 
 REBUILT, SCOPE, PARTIAL, KEYS, ALL = "__rebuilt", "__scope", "__partial", "__keys", "__all"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class RunResult:
 
     record: RunRecord
     plan: Plan
+    stats: dict[str, Any] | None = None  # a distributed run's task figures (rebuild.distributed)
 
     @property
     def run_id(self) -> str:
@@ -45,14 +50,18 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         data = self.record.to_dict()
         data["plan"] = self.plan.to_dict()
+        if self.stats is not None:
+            data["distributed"] = self.stats
         return data
 
     def summary(self) -> str:
         r = self.record
         scope = f", {r.scope_rows:,} scope keys" if r.kind == "patch" else ""
+        skipped = f"; SKIPPED {len(self.plan.skipped_files)} unreadable lake file(s): " + ", ".join(
+            self.plan.skipped_files) if self.plan.skipped_files else ""
         return (
             f"run {r.run_id}: {r.view} {r.mode} ({r.kind}) -> {r.rows_written:,} rows in "
-            f"{self.plan.writes}{scope}; lake_version {r.lake_version}; {r.seconds:.2f}s"
+            f"{self.plan.writes}{scope}; lake_version {r.lake_version}; {r.seconds:.2f}s{skipped}"
         )
 
     def _repr_html_(self) -> str:
@@ -68,18 +77,25 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
     progress = progress or Silent()
     started, clock = datetime.now(UTC), time.monotonic()
     snapshot = lake.snapshot(plan.delta_version)
-    con = store.compute()
+    con = lake.attach(store.compute())  # the lake's files may be on an object store
     steps = _STEPS[plan.method]
     progress.start(len(steps) + 1, "steps", f"{plan.view} {plan.mode}")
     try:
         if plan.exclude_quarantined:
             quarantined_keys(con, lake)
-        read = 0
-        for step in steps:
-            read += step(con, lake, snapshot, store, projection, plan)
-            progress.advance(1, step.__name__.strip("_"))
+        while True:  # once more per unreadable file skipped (--skip-corrupted)
+            try:
+                read = 0
+                for step in steps:
+                    read += step(con, lake, snapshot, store, projection, plan)
+                    point("run.after_step")
+                    progress.advance(1, step.__name__.strip("_"))
+                break
+            except (duckdb.Error, ProjectionError) as exc:
+                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
         check_output(con, projection, REBUILT)
         record_of = _recorder(plan, projection, started, clock, read)
+        point("run.before_publish")
         scope = None if plan.kind == "full" else SCOPE
         published = store.publish(con, plan.view, REBUILT, scope, _scope_columns(plan, projection), projection.key, record_of)
         progress.advance(1, "published")
@@ -89,6 +105,40 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
     del published
     return RunResult(record=record_of.made[0], plan=plan)
+
+
+def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
+    """After a failed read: re-raise what is not a file problem; raise ``CorruptFile`` naming the
+    file; or, with ``plan.skip_corrupted``, the plan and snapshot without that file."""
+    bad = unreadable_file(exc, snapshot, projection)
+    if bad is None:
+        raise exc
+    if not plan.skip_corrupted:
+        raise CorruptFile(
+            f"lake file {bad} cannot be read ({exc.__cause__ or exc}); nothing was written. Run "
+            "`rebuild lake audit` to list every unreadable file; restore it, or rerun with "
+            "--skip-corrupted to leave it out (the run record names it)",
+            file=bad, view=plan.view,
+        ) from exc
+    log.warning("%s: skipping unreadable lake file %s (--skip-corrupted)", plan.view, bad)
+    return (replace(plan, skipped_files=(*plan.skipped_files, bad)),
+            replace(snapshot, files=tuple(f for f in snapshot.files if f.path != bad)))
+
+
+def unreadable_file(exc: BaseException, snapshot: Snapshot, projection: Projection) -> str | None:
+    """The lake file a failed read tripped over: named in DuckDB's message, else found by reading
+    the projection's files page by page (only on this failure path). None: not a file problem."""
+    cause = exc if isinstance(exc, duckdb.Error) else exc.__cause__
+    if not isinstance(cause, duckdb.Error):
+        return None
+    paths = [f.path for f in snapshot.select(streams=projection.streams)]
+    named = named_file(cause, paths)
+    if named is not None:
+        return named
+    if not isinstance(cause, duckdb.IOException | duckdb.InvalidInputException | duckdb.InternalException):
+        return None
+    bad = check_files(paths, read=True)
+    return bad[0].path if bad else None
 
 
 def _recorder(plan: Plan, projection: Projection, started: datetime, clock: float, read: int) -> Any:

@@ -11,6 +11,8 @@ Options are the same ``RunOptions`` the CLI's flags are generated from.
 from __future__ import annotations
 
 import html
+import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,7 @@ from lake import EventFilter, Lake
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
 from rebuild.errors import CutoverRefused
+from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
 from rebuild.plan import Plan, make_plan
 from rebuild.progress import choose
@@ -30,6 +33,8 @@ from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store
 from rebuild.store.base import previous_name, scope_name, shadow_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class ViewState:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in self.__dataclass_fields__)
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.to_dict().values())
+        return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
 
 
 class Workbench:
@@ -132,13 +142,28 @@ class Workbench:
         """
         options = options or from_kwargs(**kwargs)
         plan = self.plan(view, options)
-        return self.execute(plan, options.progress, buckets=buckets)
+        return self.execute(plan, options.progress, buckets=buckets, executor=options.executor,
+                            address=options.address, workers=options.workers)
 
-    def execute(self, plan: Plan, progress: str = "auto", *, buckets: bool | None = None) -> RunResult:
-        """Execute a plan made earlier (it pins its lake snapshot), holding the view's lock."""
+    def execute(self, plan: Plan, progress: str = "auto", *, buckets: bool | None = None, executor: str = "local",
+                address: str | None = None, workers: int | None = None) -> RunResult:
+        """Execute a plan made earlier (it pins its lake snapshot), holding the view's lock.
+
+        ``executor`` ``processes`` or ``dask`` runs a full rebuild as key-bucket tasks on a
+        process pool or a Dask cluster (``address``, or a LocalCluster): see rebuild.distributed.
+        Incremental and targeted runs stay in this process.
+        """
         projection = self.projection(plan.view)
         shown = choose(progress, self.json_output)
+        self.lake.attach(self.store.compute())  # the replay reads the lake on the store's connection
         with self.store.lock(plan.view, "run"):
+            if executor != "local" and plan.method == "full":
+                from rebuild.distributed import run_distributed
+
+                return run_distributed(plan, self.lake, self.store, projection, executor=executor, address=address,
+                                       workers=workers, progress=shown, memory_limit=self.config.memory_limit)
+            if executor != "local":
+                log.info("%s: a %s run reads few events; it runs in this process, not on %s", plan.view, plan.method, executor)
             if wants_buckets(plan, projection, buckets):
                 return run_buckets(plan, self.lake, self.store, projection, shown)
             return execute(plan, self.lake, self.store, projection, shown)
@@ -229,9 +254,10 @@ class Workbench:
             tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
             scope=self._on(con, scope_table) if scoped else None,
             scope_columns=store.relation(con, scope_table).columns if scoped else (),
-            as_of=shadow.lake_version, run={k: v for k, v in (record.to_dict() if record else {}).items() if k != "plan"},
+            as_of=shadow.lake_version, run=_run_facts(record),
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
         )
+        point("check.before_verdict")
         store.set_verdict(shadow.run_id, report.verdict.verdict, report.paths.get("html"))
         return report
 
@@ -242,3 +268,14 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table).create_view(name, replace=True)
         return name
+
+
+def _run_facts(record: Any) -> dict[str, Any]:
+    """The run record for the report, with the lake files the run skipped (--skip-corrupted)."""
+    if record is None:
+        return {}
+    facts = {k: v for k, v in record.to_dict().items() if k != "plan"}
+    skipped = json.loads(record.plan or "{}").get("skipped_files") or []
+    if skipped:
+        facts["skipped_files"] = skipped
+    return facts

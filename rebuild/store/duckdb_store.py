@@ -29,8 +29,11 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
         raise StoreError(
-            f"cannot open DuckDB file {path}: {exc}. Another process may be writing it: wait for "
-            "it to finish (`rebuild ls` shows running views)",
+            f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. DuckDB lets one "
+            "process open a file for writing and then no other process, not even read-only. Wait for "
+            "that process to finish (`rebuild ls` shows running views) and open it after; an analyst's "
+            "read-only connection also blocks jobs, so close it when done. For reading while jobs write, "
+            "publish views to a Parquet store (parquet://DIR) or read a copy taken while no job runs",
             path=path,
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
@@ -72,6 +75,22 @@ class DuckDBStore(SQLStore):
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.con.sql(sql).fetchall()
+
+    def _commit(self) -> None:
+        try:
+            self._exec("COMMIT")
+        except duckdb.Error as exc:  # e.g. the WAL cannot grow: disk full, file size limit, read-only
+            raise StoreError(
+                f"cannot commit to DuckDB file {self.path}: {exc}; the transaction was rolled back and "
+                "nothing of it was written. Free space (or fix permissions), then rerun the same command",
+                path=self.path,
+            ) from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._exec("ROLLBACK")
+        except duckdb.TransactionException:  # a failed COMMIT already ended it; keep the first error
+            log.debug("no transaction to roll back on %s", self.path)
 
     def _columns(self, table: str) -> list[str]:
         return [r[0] for r in self._query(f"SELECT column_name FROM (DESCRIBE {quote(table)})")]

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from lake.sql import literal, quote
 from rebuild.errors import StoreError
+from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
     LIVE, PREVIOUS, SHADOW, Checkpoint, Mark, Published, RunRecord, Store, building_name,
@@ -118,7 +119,15 @@ class ParquetStore(Store):
         """Write ``query``'s rows to a new data file (durably); returns its name."""
         name = f"{table}.{uuid.uuid4().hex[:12]}.parquet"
         path = self.root / "data" / name
-        con.execute(f"COPY ({query}) TO {literal(str(path))} (FORMAT parquet)")
+        try:
+            con.execute(f"COPY ({query}) TO {literal(str(path))} (FORMAT parquet)")
+        except duckdb.IOException as exc:  # disk full, read-only: the manifest is not replaced
+            path.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot write {path}: {exc}; the store is unchanged (its manifest was not replaced). "
+                "Free space (or fix permissions), then rerun the same command",
+                path=str(path),
+            ) from exc
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -173,6 +182,7 @@ class ParquetStore(Store):
                         m["tables"][shadow_scope] = [self._write(con, "SELECT * FROM __incoming_scope", shadow_scope)]
                 published = self._published(m, shadow, scope is not None)
                 _record_publish(m, *make_record(published), mark)
+                point("publish.before_commit")
         finally:
             con.execute("DROP TABLE IF EXISTS temp.__incoming_scope")
         return published
@@ -197,6 +207,7 @@ class ParquetStore(Store):
             files = [] if reset else m["tables"].get(building, [])
             m["tables"][building] = [*files, self._write(con, f"SELECT * FROM {quote(rows)}", building)]
             _put(m["backfills"], mark.to_dict(), ("job_id", "item"))
+            point("stage.before_commit")
 
     def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
         building, shadow = building_name(view), shadow_name(view)
@@ -207,6 +218,7 @@ class ParquetStore(Store):
             m["tables"].pop(scope_name(shadow), None)
             published = self._published(m, shadow, False)
             _record_publish(m, *make_record(published), mark)
+            point("publish_staged.before_commit")
         return published
 
     # -- cutover and rollback (the same steps as SQLStore's, on file lists) -----------------------
@@ -225,6 +237,7 @@ class ParquetStore(Store):
             if live_cp is not None:
                 _status(m, live_cp.run_id, "previous")
             _status(m, run_id, "live", forced)
+            point("cutover.before_commit")
         return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
 
     def _swap_full(self, m: Manifest, view: str) -> None:

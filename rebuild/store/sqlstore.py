@@ -6,8 +6,9 @@ rollback are the same statements everywhere, each run inside one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import duckdb
 
 from lake.sql import literal, quote
 from rebuild.errors import StoreError
+from rebuild.faults import point
 from rebuild.store.base import (
     CHECKPOINT_COLUMNS,
     LIVE,
@@ -71,6 +73,17 @@ class SQLStore(Store):
     def _commit(self) -> None:
         self._exec("COMMIT")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK on any error (the error is re-raised)."""
+        self._begin()
+        try:
+            yield
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+
     def _rollback(self) -> None:
         self._exec("ROLLBACK")
 
@@ -102,8 +115,7 @@ class SQLStore(Store):
         append = append and scope is not None and self.exists(shadow_scope)
         incoming, incoming_scope = self._ship(con, view, rows, scope, scope_columns)
         try:
-            self._begin()
-            try:
+            with self._transaction():
                 if append:
                     assert incoming_scope is not None
                     self._merge_patch(shadow, incoming, incoming_scope, scope_columns)
@@ -116,10 +128,7 @@ class SQLStore(Store):
                 scope_rows = self.count(shadow_scope) if scope is not None else 0
                 published = Published(rows=self.count(shadow), scope_rows=scope_rows)
                 self._record_publish(*make_record(published), mark)
-                self._commit()
-            except BaseException:
-                self._rollback()
-                raise
+                point("publish.before_commit")
         finally:
             self._unship(view)
         return published
@@ -138,8 +147,7 @@ class SQLStore(Store):
         building = building_name(view)
         incoming, _ = self._ship(con, view, rows, None, ())
         try:
-            self._begin()
-            try:
+            with self._transaction():
                 if reset or not self.exists(building):
                     self._drop(building)
                     self._take(incoming, building)
@@ -147,10 +155,7 @@ class SQLStore(Store):
                     names = ", ".join(quote(c) for c in self._columns(building))
                     self._exec(f"INSERT INTO {quote(building)} ({names}) SELECT {names} FROM {quote(incoming)}")
                 self._put_mark(mark)
-                self._commit()
-            except BaseException:
-                self._rollback()
-                raise
+                point("stage.before_commit")
         finally:
             self._unship(view)
 
@@ -158,17 +163,13 @@ class SQLStore(Store):
         building, shadow = building_name(view), shadow_name(view)
         if not self.exists(building):
             raise StoreError(f"{view} has no bucketed run in progress ({building} is missing)", view=view)
-        self._begin()
-        try:
+        with self._transaction():
             self._drop(shadow)
             self._drop(scope_name(shadow))
             self._rename(building, shadow)
             published = Published(rows=self.count(shadow), scope_rows=0)
             self._record_publish(*make_record(published), mark)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
+            point("publish_staged.before_commit")
         return published
 
     # -- long jobs -----------------------------------------------------------------------------
@@ -178,13 +179,8 @@ class SQLStore(Store):
         self._exec(f"INSERT INTO _backfills ({', '.join(MARK_COLUMNS)}) VALUES ({values})")
 
     def put_mark(self, mark: Mark) -> None:
-        self._begin()
-        try:
+        with self._transaction():
             self._put_mark(mark)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
 
     def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
         where = f"view = {literal(view)}" + (f" AND job_id = {literal(job_id)}" if job_id else "")
@@ -246,8 +242,7 @@ class SQLStore(Store):
                 view=view,
             )
         live_cp = self.checkpoint(view, LIVE)
-        self._begin()
-        try:
+        with self._transaction():
             if shadow.kind == "full":
                 self._swap_full(view)
             else:
@@ -257,10 +252,7 @@ class SQLStore(Store):
             if live_cp is not None:
                 self._set_status(live_cp.run_id, "previous")
             self._set_status(run_id, "live", forced)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
+            point("cutover.before_commit")
         cp = self.checkpoint(view, LIVE)
         assert cp is not None
         return cp
@@ -304,8 +296,7 @@ class SQLStore(Store):
         prev_cp, live_cp = self.checkpoint(view, PREVIOUS), self.checkpoint(view, LIVE)
         if not self.exists(previous):
             raise StoreError(f"{view} has nothing to roll back to (no {previous})", view=view)
-        self._begin()
-        try:
+        with self._transaction():
             if self.exists(scope_name(previous)):
                 self._swap_patch_back(view)
             else:
@@ -319,10 +310,6 @@ class SQLStore(Store):
                 self._set_status(live_cp.run_id, "rolled_back")
             if prev_cp is not None:  # None: previous was built outside the workbench
                 self._set_status(prev_cp.run_id, "live")
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
         return self.checkpoint(view, LIVE)
 
     def _swap_patch_back(self, view: str) -> None:

@@ -1,0 +1,139 @@
+"""Where the lake's files live, and how each engine reaches them: the one place that knows.
+
+A lake is a local folder or an object-store prefix (``s3://bucket/prefix``). Its credentials and
+endpoint come from the configuration (``[lake] storage_options`` in ``workbench.toml``) over the
+standard AWS environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...). From those
+options this module builds what every reader and writer needs:
+
+- ``delta_options``: the ``storage_options`` of ``deltalake`` (delta-rs keys, upper case)
+- ``polars_options``: the same for ``pl.scan_parquet`` / ``pl.scan_delta``
+- ``fsspec_filesystem`` / ``pyarrow_filesystem``: for Python-side file work (part files, cleanup)
+- ``attach(con, ...)``: gives a DuckDB connection access to the lake's files. DuckDB cannot load
+  its ``httpfs`` extension here, so an ``s3fs`` filesystem is registered on the connection
+  (``con.register_filesystem``) and ``read_parquet('s3://...')`` goes through it. No-op for local
+  lakes. Every DuckDB connection that reads lake files goes through ``attach``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+
+S3_SCHEMES = ("s3://", "s3a://")
+# delta-rs option keys read from the environment when the configuration does not set them
+ENV_KEYS = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ALLOW_HTTP", "AWS_S3_ALLOW_UNSAFE_RENAME", "AWS_PROFILE",
+)
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` is on an object store (anything with a scheme other than ``file://``)."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def resolve_options(uri: str, configured: Mapping[str, str] | None = None,
+                    env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The lake's storage options: configured keys (upper-cased) over the AWS environment.
+
+    Local lakes need none (configured ones are kept as given). For S3 an ``http://`` endpoint
+    also sets ``AWS_ALLOW_HTTP`` (delta-rs refuses plain HTTP otherwise: MinIO, moto, Ceph).
+    """
+    given = {str(k).upper(): str(v) for k, v in (configured or {}).items()}
+    if not is_remote(uri):
+        return given
+    env = os.environ if env is None else env
+    options = {k: env[k] for k in ENV_KEYS if env.get(k)}
+    options.update(given)
+    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+    if endpoint and endpoint.startswith("http://"):
+        options.setdefault("AWS_ALLOW_HTTP", "true")
+    if "AWS_REGION" not in options and "AWS_DEFAULT_REGION" in options:
+        options["AWS_REGION"] = options["AWS_DEFAULT_REGION"]
+    return options
+
+
+def delta_options(options: Mapping[str, str]) -> dict[str, str]:
+    """``storage_options`` for deltalake (delta-rs reads the AWS_* keys as they are)."""
+    return dict(options)
+
+
+def polars_options(options: Mapping[str, str]) -> dict[str, str] | None:
+    """``storage_options`` for Polars' object-store readers (lower-case keys), None when empty."""
+    return {k.lower(): v for k, v in options.items() if k != "AWS_PROFILE"} or None
+
+
+def _s3fs_kwargs(options: Mapping[str, str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if options.get("AWS_ACCESS_KEY_ID"):
+        kwargs["key"] = options["AWS_ACCESS_KEY_ID"]
+        kwargs["secret"] = options.get("AWS_SECRET_ACCESS_KEY")
+    if options.get("AWS_SESSION_TOKEN"):
+        kwargs["token"] = options["AWS_SESSION_TOKEN"]
+    if options.get("AWS_PROFILE"):
+        kwargs["profile"] = options["AWS_PROFILE"]
+    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if options.get("AWS_REGION"):
+        kwargs["client_kwargs"] = {"region_name": options["AWS_REGION"]}
+    return kwargs
+
+
+def fsspec_filesystem(uri: str, options: Mapping[str, str] | None = None) -> Any:
+    """An fsspec filesystem for ``uri`` (``s3fs.S3FileSystem`` for S3, local otherwise)."""
+    if uri.startswith(S3_SCHEMES):
+        import s3fs  # lazily: local lakes never need it
+
+        return s3fs.S3FileSystem(**_s3fs_kwargs(options or {}))
+    import fsspec
+
+    return fsspec.filesystem("file")
+
+
+def pyarrow_filesystem(uri: str, options: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """``(pyarrow.fs.FileSystem, path inside it)`` for ``uri``: native S3 or the local disk."""
+    import pyarrow.fs as pafs
+
+    if not uri.startswith(S3_SCHEMES):
+        return pafs.LocalFileSystem(), uri[len("file://"):] if uri.startswith("file://") else uri
+    o = options or {}
+    endpoint = o.get("AWS_ENDPOINT_URL") or o.get("AWS_ENDPOINT")
+    kwargs: dict[str, Any] = {"region": o.get("AWS_REGION") or "us-east-1"}
+    if o.get("AWS_ACCESS_KEY_ID"):
+        kwargs.update(access_key=o["AWS_ACCESS_KEY_ID"], secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
+                      session_token=o.get("AWS_SESSION_TOKEN"))
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
+
+
+def attach(con: duckdb.DuckDBPyConnection, uri: str, options: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
+    """Let ``con`` read (and write) files under ``uri``; idempotent, a no-op for local paths.
+
+    The filesystem is registered once per connection; a connection keeps the first one it was
+    given for a scheme (one lake per connection, or lakes sharing credentials).
+    """
+    if not uri.startswith(S3_SCHEMES):
+        return con
+    if "s3" not in con.list_filesystems():
+        con.register_filesystem(fsspec_filesystem(uri, options))
+    return con
+
+
+def remove_tree(uri: str, options: Mapping[str, str] | None = None) -> None:
+    """Delete everything under ``uri`` (a staging folder); missing is fine."""
+    fs = fsspec_filesystem(uri, options)
+    path = uri.split("://", 1)[1] if is_remote(uri) else uri
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+__all__ = [
+    "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
+    "remove_tree", "resolve_options",
+]

@@ -1,0 +1,323 @@
+"""Replay beyond one process: key buckets become tasks on a process pool or a Dask cluster.
+
+A full run of a projection whose rows belong to one partition key (``by_key`` projections and
+Python folds) splits along the lake's key buckets (``hash(partition_key) % B``): each task
+replays one bucket's events, from the files the driver chose for it in the pinned snapshot, and
+writes its rows as one Parquet part at a deterministic place,
+
+    {staging}/{view}/{run_id}/bucket=00003.parquet
+
+so a retried task (a worker died, Dask ran it again elsewhere) overwrites its part instead of
+adding a second one. ``merge`` projections (sums, counts, min/max) are split the same way and
+their per-bucket partials combined with the projection's merge ops. Other projections (by_window,
+full) refuse: their rows are not per key.
+
+When every task is done, the driver loads the parts on the store's compute connection, checks the
+projection's contract, and publishes the shadow, run record and checkpoint in one store
+transaction (``Store.publish``, the same commit a single-process run makes); then the staging
+folder is removed. A crash before that commit leaves live and the previous shadow untouched.
+
+Executors: ``local`` (today's single process, not this module), ``processes`` (a local process
+pool), ``dask`` (a ``distributed.Client`` at ``address``, or a ``LocalCluster`` without one).
+The staging area is ``{lake}/_staging`` (the lake's own object store, or its folder), so every
+worker that can read the lake can write its part.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from lake import Lake, Snapshot, storage
+from lake.sql import literal, quote
+from rebuild.errors import ConfigError
+from rebuild.options import EXECUTORS
+from rebuild.plan import Plan
+from rebuild.progress import Progress, Silent
+from rebuild.projection import Projection
+from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
+from rebuild.runner import REBUILT, RunResult, _recorder, new_run_id
+from rebuild.store import Store
+
+log = logging.getLogger(__name__)
+
+STAGING = "_staging"
+PART = "__part"
+
+
+@dataclass(frozen=True)
+class BucketTask:
+    """One bucket of a distributed run: everything a worker needs, decided by the driver."""
+
+    run_id: str
+    view: str
+    bucket: int
+    sql: str  # the bucket's events (file list from the pinned snapshot, filters, decoded payload)
+    events: int  # rows of the bucket's files (what the run record counts as read)
+    projection: Projection
+    part_uri: str
+    lake_uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+    exclude_quarantined: bool = False
+    threads: int | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What a task wrote: its part (None when the bucket gave no rows) and what it cost."""
+
+    bucket: int
+    part_uri: str | None
+    rows: int
+    events: int
+    seconds: float
+    peak_rss_mb: float
+    types: tuple[tuple[str, str], ...]
+    worker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class DistributedStats:
+    """Per-run figures for benchmarks and docs: tasks, events, and the busiest task's cost."""
+
+    executor: str
+    tasks: int
+    events: int
+    rows: int
+    seconds: float
+    task_seconds: float
+    max_task_rss_mb: float
+    workers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def check_distributable(projection: Projection, plan: Plan) -> str:
+    """How parts combine: ``concat`` (rows per partition key) or ``merge``; else ConfigError."""
+    if plan.method != "full":
+        raise ConfigError(
+            f"a distributed run rebuilds a whole view; this {plan.view} run is {plan.method}: drop "
+            "--executor (incremental and targeted runs read few events and run in one process)"
+        )
+    if projection.incremental == "by_key" or projection.engine == "python":
+        return "concat"
+    if projection.incremental == "merge":
+        return "merge"
+    raise ConfigError(
+        f"{projection.name} ({projection.incremental}) cannot be split by key bucket: its rows are not "
+        "per partition key and it has no merge ops. Run it with --executor local"
+    )
+
+
+def part_uri(staging: str, view: str, run_id: str, bucket: int) -> str:
+    """The one place a bucket's part goes: a retry overwrites it."""
+    return f"{staging}/{view}/{run_id}/bucket={bucket:05d}.parquet"
+
+
+# -- on the worker -------------------------------------------------------------------------------
+def replay_bucket(task: BucketTask) -> PartResult:
+    """Replay one bucket and write its part (runs on a worker; no store, no lock, no commit)."""
+    started = time.monotonic()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+        if task.threads:
+            con.execute(f"SET threads = {int(task.threads)}")
+        if task.memory_limit:
+            con.execute(f"SET memory_limit = {literal(task.memory_limit)}")
+        storage.attach(con, task.lake_uri, task.storage_options)
+        if task.exclude_quarantined:
+            quarantined_keys(con, Lake(task.lake_uri, storage_options=task.storage_options))
+        # one process per task already: a fold must not start a process pool of its own
+        rows = materialize(con, task.projection, task.sql, PART, fold_workers=1)
+        check_output(con, task.projection, PART)
+        types = tuple((str(n), str(t)) for n, t in con.sql(f"SELECT column_name, column_type FROM (DESCRIBE {PART})").fetchall())
+        written = _write_part(con, task) if rows else None
+    finally:
+        con.close()
+    return PartResult(
+        bucket=task.bucket, part_uri=written, rows=rows, events=task.events,
+        seconds=round(time.monotonic() - started, 3), peak_rss_mb=_peak_rss_mb(), types=types,
+        worker=f"{os.uname().nodename}:{os.getpid()}",
+    )
+
+
+def _write_part(con: duckdb.DuckDBPyConnection, task: BucketTask) -> str:
+    """Write the part at its path in one piece: a local file is renamed into place, an object
+    store PUT is atomic; either way a retry replaces the part."""
+    if storage.is_remote(task.part_uri):
+        con.execute(f"COPY {PART} TO {literal(task.part_uri)} (FORMAT parquet)")
+        return task.part_uri
+    folder = os.path.dirname(task.part_uri)
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{task.part_uri}.{os.getpid()}.tmp"
+    con.execute(f"COPY {PART} TO {literal(temporary)} (FORMAT parquet)")
+    os.replace(temporary, task.part_uri)
+    return task.part_uri
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _run_pickled(payload: bytes) -> PartResult:
+    import cloudpickle
+
+    return replay_bucket(cloudpickle.loads(payload))
+
+
+# -- executors: tasks in, results out (in completion order) --------------------------------------
+def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
+    import cloudpickle  # a projection defined in a notebook travels by value
+
+    # spawn, not fork: the driver holds DuckDB connections (and their threads) a fork would copy
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context) as pool:
+        futures = [pool.submit(_run_pickled, cloudpickle.dumps(t)) for t in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
+    try:
+        from distributed import Client, LocalCluster, as_completed as dask_completed
+    except ImportError as exc:  # pragma: no cover - the dev extras install it
+        raise ConfigError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from exc
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+    client = Client(address or cluster)
+    try:
+        # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
+        futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)
+                   for t in tasks]
+        for future in dask_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+_EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], Iterator[PartResult]]] = {
+    "processes": _processes,
+    "dask": _dask,
+}
+
+
+# -- on the driver ---------------------------------------------------------------------------------
+def plan_tasks(plan: Plan, lake: Lake, snapshot: Snapshot, projection: Projection, run_id: str, staging: str,
+               threads: int | None = None, memory_limit: str | None = None) -> list[BucketTask]:
+    """One task per key bucket that has files in the snapshot (an empty bucket yields no rows)."""
+    tasks = []
+    for bucket in range(snapshot.buckets):
+        selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
+        sql, files, events = events_sql(lake, snapshot, projection, selection)
+        if files == 0:
+            continue
+        tasks.append(BucketTask(
+            run_id=run_id, view=plan.view, bucket=bucket, sql=sql, events=events, projection=projection,
+            part_uri=part_uri(staging, plan.view, run_id, bucket), lake_uri=lake.uri,
+            storage_options=dict(lake.storage_options), exclude_quarantined=plan.exclude_quarantined,
+            threads=threads, memory_limit=memory_limit,
+        ))
+    return tasks
+
+
+def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection, *, executor: str,
+                    address: str | None = None, workers: int | None = None, progress: Progress | None = None,
+                    threads: int | None = 1, memory_limit: str | None = None) -> RunResult:
+    """A full run as bucket tasks on ``executor``, committed once through the store.
+
+    The caller holds the view's lock. The result's record carries the run id the parts were
+    staged under; ``RunResult.stats`` has the per-task figures (``DistributedStats``).
+    """
+    if executor not in _EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; known: {list(EXECUTORS)}")
+    how = check_distributable(projection, plan)
+    progress = progress or Silent()
+    started, clock = datetime.now(UTC), time.monotonic()
+    snapshot = lake.snapshot(plan.delta_version)
+    run_id = new_run_id()
+    staging = f"{lake.uri}/{STAGING}"
+    tasks = plan_tasks(plan, lake, snapshot, projection, run_id, staging, threads, memory_limit)
+    log.info("%s: %s bucket tasks on %s%s", plan.view, len(tasks), executor, f" at {address}" if address else "")
+    progress.start(len(tasks) + 1, "buckets", f"{plan.view} full on {executor}")
+    results: list[PartResult] = []
+    try:
+        for result in _EXECUTORS[executor](tasks, workers, address):
+            results.append(result)
+            progress.advance(1, f"bucket {result.bucket}: {result.rows:,} rows")
+        con = lake.attach(store.compute())
+        _load_parts(con, lake, snapshot, projection, plan, results, how)
+        check_output(con, projection, REBUILT)
+        record_of = _recorder(plan, projection, started, clock, sum(r.events for r in results))
+
+        def make(published: Any) -> tuple[Any, Any]:  # the run id the parts were staged under
+            record, checkpoint = record_of(published)
+            return replace(record, run_id=run_id), replace(checkpoint, run_id=run_id)
+
+        store.publish(con, plan.view, REBUILT, None, projection.key, projection.key, make)
+        con.execute(f"DROP TABLE IF EXISTS temp.{quote(REBUILT)}")
+        progress.advance(1, "published")
+    finally:
+        progress.close()
+        storage.remove_tree(f"{staging}/{plan.view}/{run_id}", lake.storage_options)
+    record = replace(record_of.made[0], run_id=run_id)
+    stats = DistributedStats(
+        executor=executor, tasks=len(results), events=sum(r.events for r in results),
+        rows=record.rows_written, seconds=round(time.monotonic() - clock, 3),
+        task_seconds=round(sum(r.seconds for r in results), 3),
+        max_task_rss_mb=max((r.peak_rss_mb for r in results), default=0.0),
+        workers=len({r.worker for r in results}),
+    )
+    return RunResult(record=record, plan=plan, stats=stats.to_dict())
+
+
+def _load_parts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
+                plan: Plan, results: list[PartResult], how: str) -> None:
+    """The parts as temp table ``__rebuilt``, in the column types the workers computed."""
+    written = [r for r in results if r.part_uri is not None]
+    if not written:  # no rows anywhere: the projection over no events gives the right empty table
+        sql, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), buckets=()))
+        materialize(con, projection, sql, REBUILT)
+        return
+    types = dict(written[0].types)
+    source = f"read_parquet({literal(sorted(r.part_uri for r in written if r.part_uri))})"
+    if how == "concat":
+        columns = ", ".join(f"CAST({quote(c)} AS {t}) AS {quote(c)}" for c, t in types.items())
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(REBUILT)} AS SELECT {columns} FROM {source}")
+        return
+    ops = projection.merge or {}
+    missing = [c for c in types if c not in projection.key and c not in ops]
+    if missing:
+        raise ConfigError(
+            f"{projection.name}: columns {missing} have no merge op, so per-bucket partials cannot be "
+            "combined; run it with --executor local"
+        )
+    keys = ", ".join(quote(k) for k in projection.key)
+    columns = ", ".join(quote(c) if c in projection.key else f"CAST({ops[c]}({quote(c)}) AS {t}) AS {quote(c)}"
+                        for c, t in types.items())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(REBUILT)} AS SELECT {columns} FROM {source} GROUP BY {keys}")
+
+
+__all__ = ["EXECUTORS", "BucketTask", "DistributedStats", "PartResult", "check_distributable", "replay_bucket",
+           "run_distributed"]

@@ -1,0 +1,22 @@
+"""A projection that kills the worker process running it the first time (a marker file says
+whether it already did): order_summary otherwise. Shipped to workers by value (cloudpickle)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rebuild.examples import order_summary
+from rebuild.projection import projection
+
+MARKER = ""  # set by the test before the run; captured when the projection is pickled
+
+
+@projection(name="order_summary_killer", key="order_id", consumes=order_summary.consumes,
+            streams=order_summary.streams, incremental="by_key", payload=order_summary.payload)
+def order_summary_killer() -> str:
+    marker = Path(MARKER)
+    if MARKER and not marker.exists():
+        marker.touch()
+        os._exit(1)  # the worker dies mid-run, as on a lost machine
+    return str(order_summary.func())

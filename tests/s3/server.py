@@ -1,0 +1,62 @@
+"""moto's S3 server in a child process (``ThreadedMotoServer`` there), for tests and the bench.
+
+Not a thread of the test process: a library call that waits on S3 while holding the GIL would
+stop the server it is waiting for. The child process is as cheap and cannot deadlock that way.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import socket
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(port: int, ready: Any, stop: Any) -> None:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    ready.set()
+    stop.wait()
+    server.stop()
+
+
+class MotoProcess:
+    """``start()`` -> endpoint URL; ``stop()`` ends the child process."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.port = free_port()
+        self._ready, self._stop = ctx.Event(), ctx.Event()
+        self._process = ctx.Process(target=_serve, args=(self.port, self._ready, self._stop), daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> str:
+        self._process.start()
+        if not self._ready.wait(timeout):
+            self._process.kill()
+            raise RuntimeError(f"moto server did not start on port {self.port} within {timeout}s")
+        return self.endpoint
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def options(endpoint: str) -> dict[str, str]:
+    """Storage options (delta-rs keys) reaching the moto server with its dummy credentials."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
