@@ -25,7 +25,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lake import storage
-from lake.errors import LakeBusy, LakeError, LakeNotFound
+from lake.errors import LakeBusy, LakeNotFound
 from lake.schema import DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
 
 log = logging.getLogger(__name__)

@@ -59,6 +59,8 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
         where.append(f"partition_key IN (SELECT unnest({literal(list(f.partition_keys))}))")
     if selection.keys_table is not None:
         where.append(f"partition_key IN (SELECT partition_key FROM {quote(selection.keys_table)})")
+    if selection.keys:  # a constant range lets the Parquet reader skip row groups by statistics
+        where.append(f"partition_key BETWEEN {literal(min(selection.keys))} AND {literal(max(selection.keys))}")
     if selection.exclude_quarantined:
         where.append("partition_key NOT IN (SELECT partition_key FROM __quarantined_keys)")
     decoded = _payload_columns(projection)

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from lake import Lake, Snapshot
 from lake.read import CorruptFile, check_files, named_file
+from lake.schema import bucket_sql
 from lake.sql import quote
 from rebuild.errors import ProjectionError
 from rebuild.faults import point
@@ -200,8 +201,8 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
 
 def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                  projection: Projection, plan: Plan) -> int:
-    keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS}").fetchall()]
-    buckets = tuple(lake.buckets_of(keys)) if keys else ()
+    keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS} ORDER BY 1").fetchall()]
+    buckets = tuple(r[0] for r in con.sql(f"SELECT DISTINCT {bucket_sql('partition_key', snapshot.buckets)} FROM {KEYS}").fetchall())
     selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets,
                           exclude_quarantined=plan.exclude_quarantined, keys=tuple(keys))
     sql, _, events = events_sql(lake, snapshot, projection, selection)
