@@ -429,10 +429,11 @@ class _Fields:
         names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields})
         json_fields = self._json_fields()
         structure = literal(json.dumps({n: "JSON" if n in json_fields else "VARCHAR" for n in names}))
-        # malformed lines get no struct here, and a reason further on
+        # malformed lines get no struct here, and a reason further on; valid JSON that starts
+        # with '{' is an object, so each line is parsed twice (validated, then read), not three times
         return (
             f"(SELECT *, CASE WHEN _object THEN from_json(_raw, {structure}) END AS _s FROM "
-            "(SELECT *, CASE WHEN json_valid(_raw) THEN json_type(_raw) = 'OBJECT' ELSE false END AS _object FROM raw))"
+            "(SELECT *, json_valid(_raw) AND starts_with(ltrim(_raw, ' ' || chr(9) || chr(13)), '{') AS _object FROM raw))"
         )
 
     def record(self) -> str:
