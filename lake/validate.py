@@ -1,0 +1,205 @@
+"""Validation as SQL: one SELECT per raw batch turns source records into envelope columns plus
+a quarantine ``reason`` (NULL for a valid event). Vectorized in DuckDB: no Python per record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from lake.mapping import Mapping
+from lake.sql import literal, quote
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Raw records of one source, ready to be staged; ``fmt`` says how to read their fields."""
+
+    source: str
+    fmt: str
+    table: pa.Table
+
+
+def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
+    """One SELECT turning raw records into envelope columns plus a quarantine ``reason``.
+
+    Three levels, so that each field is extracted (and each JSON line parsed) once per record:
+    ``fields`` pulls the source fields out as text, ``typed`` casts them, the outer level judges.
+    """
+    cols = set(batch.table.column_names)
+    if "_rejected" in cols:
+        return (
+            f"SELECT {literal(batch.source)}, _line, _raw, _rejected, NULL, {literal(stream)}, "
+            "NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM raw"
+        )
+    get = _Fields(batch, mapping)
+    texts = ("event_id", "partition_key", "event_type", "sequence", "event_time", "schema_version")
+    payload, payload_is_text = get.json("payload")
+    stream_text = get.text("stream") if "stream" in mapping.fields else "CAST(NULL AS VARCHAR)"
+    fields = ", ".join(
+        [
+            f"{get.ok()} AS _ok",
+            f"{get.ok_reason()} AS _ok_reason",
+            *[f"{get.text(c)} AS _t_{c}" for c in texts],
+            f"{stream_text} AS _t_stream",
+            *[f"{get.scalar(c)} AS _s_{c}" for c in ("event_id", "partition_key", "event_type", "stream")],
+            f"{payload} AS _payload",
+            f"coalesce({payload_is_text}, false) AS _payload_is_text",
+            f"{get.metadata()} AS _metadata",
+        ]
+    )
+    stream_expr = f"coalesce(_t_stream, {literal(stream)})" if stream else "_t_stream"
+    typed = (
+        f"SELECT *, {stream_expr} AS _stream, TRY_CAST(trim(_t_sequence) AS BIGINT) AS _sequence, "
+        f"{_time_sql('_t_event_time', mapping.event_time_unit)} AS _event_time, "
+        "TRY_CAST(_t_schema_version AS INTEGER) AS _schema_version "
+        f"FROM (SELECT *, {fields} FROM {get.source()})"
+    )
+    wrong_type = "wrong type: {c} ({name}) must be a string, not an object, array or boolean"
+    checks = [
+        ("_ok", "'malformed record: ' || _ok_reason"),
+        *[
+            (f"nullif(trim(_t_{c}), '') IS NOT NULL", literal(f"missing field {c} ({get.name(c)})"))
+            for c in ("event_id", "partition_key", "event_type")
+        ],
+        *[
+            (f"_s_{c}", literal(wrong_type.format(c=c, name=get.name(c))))
+            for c in ("event_id", "partition_key", "event_type", "stream")
+        ],
+        ("_stream IS NOT NULL", literal("missing field stream")),
+        ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
+        (
+            # the regexp only runs for text that is not already the canonical digits
+            "CASE WHEN _t_sequence = CAST(_sequence AS VARCHAR) THEN _sequence >= 0 "
+            "ELSE _sequence IS NOT NULL AND regexp_full_match(trim(_t_sequence), '[0-9]+') END",
+            "'sequence is not a non-negative int64: ' || left(_t_sequence, 40)",
+        ),
+        ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
+        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(_t_event_time, 40)"),
+        ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
+        ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
+    ]
+    reason = "CASE " + " ".join(f"WHEN NOT ({ok}) THEN {why}" for ok, why in checks) + " END"
+    # the raw columns pass through every level, so the record is rendered for rejected rows only
+    return f"""
+        SELECT {literal(batch.source)}, _line, CASE WHEN _reason IS NOT NULL THEN {get.record()} END,
+               _reason, _t_event_id, _stream, _t_partition_key, _sequence, _t_event_type,
+               _event_time, _schema_version, _payload, _metadata
+        FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""
+
+
+def _time_sql(text: str, unit: str | None) -> str:
+    if unit is None:
+        return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+    scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+    return f"TRY_CAST(make_timestamp(TRY_CAST(TRY_CAST({text} AS DOUBLE) * {scale} AS BIGINT)) AS TIMESTAMPTZ)"
+
+
+class _Fields:
+    """SQL expressions reading one envelope column's source field, per input format.
+
+    NDJSON lines are parsed once (``from_json`` into a struct ``_s``): envelope text fields come
+    out as VARCHAR directly, payload and metadata as JSON fragments. An object, array or boolean
+    where text belongs renders as text too, so only such suspicious values are looked at again.
+    """
+
+    def __init__(self, batch: Batch, mapping: Mapping) -> None:
+        self.fmt = batch.fmt
+        self.mapping = mapping
+        self.schema = batch.table.schema
+
+    def name(self, column: str) -> str:
+        return self.mapping.fields.get(column, "<unmapped>")
+
+    def _json_fields(self) -> set[str]:
+        """Source fields kept as JSON fragments: the payload, the metadata and its extra fields."""
+        fields = {self.mapping.fields.get(c) for c in ("payload", "metadata")} | set(self.mapping.metadata_fields)
+        return {f for f in fields if f is not None}
+
+    def _frag(self, field_name: str) -> str:
+        return f"struct_extract(_s, {literal(field_name)})"
+
+    def _present(self, field_name: str | None) -> bool:
+        return field_name is not None and (self.fmt == "ndjson" or field_name in self.schema.names)
+
+    def text(self, column: str) -> str:
+        source = self.mapping.fields.get(column)
+        if not self._present(source):
+            return "CAST(NULL AS VARCHAR)"
+        assert source is not None
+        if self.fmt == "ndjson":
+            if source in self._json_fields():
+                return f"json_extract_string({self._frag(source)}, '$')"
+            return self._frag(source)
+        if pa.types.is_timestamp(self.schema.field(source).type):
+            return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
+        return f"CAST({quote(source)} AS VARCHAR)"
+
+    def scalar(self, column: str) -> str:
+        """True unless the field is an object, array or boolean (a text column must not be one)."""
+        source = self.mapping.fields.get(column)
+        if not self._present(source):
+            return "true"
+        assert source is not None
+        if self.fmt == "ndjson":
+            value = self.text(column)
+            path = literal('$."' + source.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            exact = f"coalesce(json_type(json_extract(_raw, {path})) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
+            return f"CASE WHEN {value} IN ('true', 'false') OR left({value}, 1) IN ('{{', '[') THEN {exact} ELSE true END"
+        kind = self.schema.field(source).type
+        return "false" if pa.types.is_nested(kind) or pa.types.is_boolean(kind) else "true"
+
+    def json(self, column: str) -> tuple[str, str]:
+        """(expression, whether it came as text that must still be checked to be JSON)."""
+        source = self.mapping.fields.get(column)
+        if not self._present(source):
+            return "CAST(NULL AS VARCHAR)", "false"
+        assert source is not None
+        if self.fmt == "ndjson":  # a JSON null is SQL NULL here
+            frag = self._frag(source)
+            kind = f"json_type({frag})"
+            return f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string({frag}, '$') ELSE CAST({frag} AS VARCHAR) END", f"({kind} = 'VARCHAR')"
+        kind = self.schema.field(source).type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return quote(source), "true"
+        return f"CAST(to_json({quote(source)}) AS VARCHAR)", "false"
+
+    def metadata(self) -> str:
+        extra = [f for f in self.mapping.metadata_fields if self._present(f)]
+        own, own_is_text = self.json("metadata")
+        if not extra:
+            return f"CASE WHEN {own_is_text} AND NOT json_valid({own}) THEN to_json({own})::VARCHAR ELSE {own} END"
+        if self.fmt == "ndjson":
+            parts = ", ".join(f"{literal(f)}, {self._frag(f)}" for f in extra)
+        else:
+            parts = ", ".join(f"{literal(f)}, to_json({quote(f)})" for f in extra)
+        return f"CAST(json_object({parts}) AS VARCHAR)"
+
+    def ok(self) -> str:
+        return "_object" if self.fmt == "ndjson" else "true"
+
+    def ok_reason(self) -> str:
+        if self.fmt != "ndjson":  # typed rows have no raw text to judge (and no _raw column)
+            return "CAST(NULL AS VARCHAR)"
+        return "CASE WHEN _object THEN NULL WHEN json_valid(_raw) THEN 'not a JSON object' ELSE 'malformed JSON' END"
+
+    def source(self) -> str:
+        if self.fmt != "ndjson":
+            return "raw"
+        names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields})
+        json_fields = self._json_fields()
+        structure = literal(json.dumps({n: "JSON" if n in json_fields else "VARCHAR" for n in names}))
+        # malformed lines get no struct here, and a reason further on; valid JSON that starts
+        # with '{' is an object, so each line is parsed twice (validated, then read), not three times
+        return (
+            f"(SELECT *, CASE WHEN _object THEN from_json(_raw, {structure}) END AS _s FROM "
+            "(SELECT *, json_valid(_raw) AND starts_with(ltrim(_raw, ' ' || chr(9) || chr(13)), '{') AS _object FROM raw))"
+        )
+
+    def record(self) -> str:
+        if self.fmt == "ndjson":  # with its line end: cut off in _resolve, for quarantined rows only
+            return "_raw"
+        names = [n for n in self.schema.names if n != "_line"]
+        return "CAST(to_json(struct_pack(" + ", ".join(f"{quote(n)} := {quote(n)}" for n in names) + ")) AS VARCHAR)"
