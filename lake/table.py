@@ -127,6 +127,7 @@ class Lake:
         # configured options over the AWS_* environment (see lake.storage); {} for local lakes
         self.storage_options = storage.resolve_options(self.uri, storage_options)
         self._snapshots: dict[int, Snapshot] = {}
+        self._latest: dict[str, DeltaTable] = {}
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -145,6 +146,8 @@ class Lake:
     def _is_table(self, name: str) -> bool:
         # not DeltaTable.is_deltatable: it holds the GIL while it waits on the object store,
         # which stalls every other Python thread (an in-process S3 server deadlocks on it)
+        if name in self._latest:
+            return True
         try:
             DeltaTable(self.table_uri(name), storage_options=self.storage_options)
         except TableNotFoundError:
@@ -152,14 +155,23 @@ class Lake:
         return True
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
+        """The table at ``version``; the latest one is kept and refreshed from the new log entries
+        only (a fresh load replays the whole log: ~10 ms per call on a 40-commit lake)."""
+        if version is None and name in self._latest:
+            table = self._latest[name]
+            table.update_incremental()
+            return table
         try:
-            return DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
+            table = DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
         except TableNotFoundError as exc:
             raise LakeNotFound(
                 f"no event lake at {self.uri}: create one with `rebuild lake ingest` or "
                 "`rebuild lake sample`",
                 uri=self.uri,
             ) from exc
+        if version is None:
+            self._latest[name] = table
+        return table
 
     # -- creation ----------------------------------------------------------------------------
     def create(self, buckets: int = DEFAULT_BUCKETS) -> Lake:
