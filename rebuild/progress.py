@@ -8,6 +8,7 @@ import time
 from typing import Protocol
 
 log = logging.getLogger("rebuild.progress")
+log.setLevel(logging.INFO)  # a job's progress lines show without -v (other loggers stay at WARNING)
 
 
 class Progress(Protocol):
@@ -33,20 +34,20 @@ class LogLines:
     def start(self, total: int, unit: str, description: str) -> None:
         self.total, self.unit, self.description = total, unit, description
         self.done, self.started = 0, time.monotonic()
-        log.warning("%s: %s %s to do", description, total, unit)
+        log.info("%s: %s %s to do", description, total, unit)
 
     def advance(self, steps: int = 1, note: str = "") -> None:
         self.done += steps
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
-        log.warning(
+        log.info(
             "%s: %s/%s %s (%.1f %s/s, %.0fs left)%s", self.description, self.done, self.total,
             self.unit, rate, self.unit, left, f" {note}" if note else "",
         )
 
     def close(self) -> None:
-        log.warning("%s: done in %.1fs", self.description, time.monotonic() - self.started)
+        log.info("%s: done in %.1fs", self.description, time.monotonic() - self.started)
 
 
 class Bar:
