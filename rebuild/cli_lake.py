@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import lake
@@ -132,10 +133,19 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool) -> None:
 def table_of(title: str, rows: list[dict[str, object]]) -> Table:
     """A rich table from a list of dicts (the keys of the first row are the columns)."""
     table = Table(title=title, title_justify="left")
-    for name in rows[0] if rows else []:
-        table.add_column(str(name))
+    for i, name in enumerate(rows[0] if rows else []):
+        table.add_column(escape(str(name)), no_wrap=i == 0)  # the first column names the row: never cut
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        table.add_row(*(_cell(v) for v in row.values()))
     return table
+
+
+def _cell(value: object) -> str:
+    """Numbers with thousands separators, '-' for nothing, no rich markup from data."""
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return escape(str(value))
 
 

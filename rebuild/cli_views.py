@@ -34,7 +34,15 @@ def ls_cmd(state: State) -> None:
     """Projections with version, strategy, their view's state and how far behind the lake it is."""
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
-    state.out.result({"views": states}, lambda c: c.print(table_of("views", states)))
+    state.out.result({"views": states}, lambda c: c.print(table_of("views", [_brief(v) for v in states])))
+
+
+def _brief(v: dict[str, Any]) -> dict[str, Any]:
+    """The columns a person reads first; --json has them all."""
+    behind = "-" if v["versions_behind"] is None else f"{v['versions_behind']} versions, {v['events_behind']:,} events"
+    return {"view": v["name"], "v": v["version"], "strategy": v["strategy"], "engine": v["engine"],
+            "live rows": v["live_rows"], "shadow": v["shadow"] or "-", "behind": behind,
+            "code changed": "yes" if v["stale_code"] else ""}
 
 
 @command(cli, "plan")
@@ -48,10 +56,10 @@ def plan_cmd(state: State, view: str, **options: Any) -> None:
 
 
 def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
-    console.print(summary)
+    console.print(summary, markup=False)
     for key in ("mode", "method", "kind", "reason", "lake_version", "after_version", "streams", "event_types",
                 "since", "until", "key_count", "reads", "writes", "estimated_rows"):
-        console.print(f"  {key:>14}: {data[key]}")
+        console.print(f"  {key:>14}: {data[key]}", markup=False)
 
 
 @command(cli, "run")
@@ -61,7 +69,7 @@ def run_cmd(state: State, view: str, **options: Any) -> None:
     """Rebuild VIEW (or part of it) into VIEW__shadow; live is never touched."""
     with workbench(state) as wb:
         result = wb.run(view, from_kwargs(**options))
-    state.out.result(result.to_dict(), lambda c: c.print(result.summary()))
+    state.out.result(result.to_dict(), lambda c: c.print(result.summary(), markup=False))
 
 
 @command(cli, "cutover")
