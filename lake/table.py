@@ -212,6 +212,8 @@ class Lake:
 
         Snapshots are immutable, so each version is read from the commit log once per Lake.
         """
+        if delta_version is not None and delta_version in self._snapshots:
+            return self._snapshots[delta_version]  # a pinned version never changes: no log read
         table = self._table(EVENTS, delta_version)
         cached = self._snapshots.get(table.version())
         if cached is not None:
