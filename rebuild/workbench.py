@@ -118,7 +118,7 @@ class Workbench:
         if live is not None and snapshot is not None:
             behind = max(0, lake_version - live.lake_version)
             f = EventFilter(streams=p.streams, event_types=p.consumes, after_version=live.lake_version)
-            events = int(lake_pkg.read_events(self.lake, f, snapshot=snapshot, con=duckdb.connect()).count("*").fetchall()[0][0]) if behind else 0
+            events = self._count(f, snapshot) if behind else 0
         return ViewState(
             name=p.name, version=p.version, strategy=p.incremental, engine=p.engine,
             live_rows=store.count(p.name) if store.exists(p.name) else None,
@@ -128,6 +128,10 @@ class Workbench:
             versions_behind=behind, events_behind=events,
             stale_code=bool(live and (live.fingerprint != p.fingerprint or live.projection_version != p.version)),
         )
+
+    def _count(self, f: EventFilter, snapshot: Any) -> int:
+        with duckdb.connect() as con:
+            return int(lake_pkg.read_events(self.lake, f, snapshot=snapshot, con=con).count("*").fetchall()[0][0])
 
     # -- plan, run, cutover, rollback ----------------------------------------------------------
     def plan(self, view: str, options: RunOptions | None = None, **kwargs: Any) -> Plan:
