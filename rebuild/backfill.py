@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,8 +40,8 @@ from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
-from rebuild.runner import REBUILT, RunResult, _recorder, execute, new_run_id, skip_or_raise
-from rebuild.store import Published, Store
+from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, new_run_id, skip_or_raise
+from rebuild.store import Store
 from rebuild.store.base import SHADOW, Mark
 
 log = logging.getLogger(__name__)
@@ -179,37 +179,14 @@ def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pie
             plan = make_plan(lake, store, projection, options, snapshot=snapshot)
             label = f"{low.isoformat()}..{high.isoformat()}"
             final = n == len(todo) - 1
-            chunk_store = _ChunkPublishing(store, job.header.run_id, bool(job.done) or n > 0,
-                                           job.mark(i, label, 0), "shadow" if final else "backfill")
-            execute(plan, lake, chunk_store, projection, Silent())  # type: ignore[arg-type]
-            last = chunk_store.record
+            publishing = Publishing(run_id=job.header.run_id, status="shadow" if final else "backfill",
+                                    append=bool(job.done) or n > 0, mark=job.mark(i, label, 0))
+            last = execute(plan, lake, store, projection, Silent(), publishing).record
             point("backfill.after_chunk")
             progress.advance(1, f"chunk {i + 1}/{len(pieces)} {label}: {last.events_read:,} events")
     finally:
         progress.close()
     return last
-
-
-class _ChunkPublishing:
-    """The store, seen by the runner, with a chunk's publishing: appended to the backfill's
-    shadow patch under the backfill's run_id and status, with the chunk's mark."""
-
-    def __init__(self, store: Store, run_id: str, append: bool, mark: Mark, status: str) -> None:
-        self.store, self.run_id, self.append, self.mark, self.status = store, run_id, append, mark, status
-        self.record: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def publish(self, con: Any, view: str, rows: str, scope: str | None, scope_columns: Any, key: Any,
-                make_record: Any, **options: Any) -> Published:
-        def make(published: Published) -> tuple[Any, Any]:
-            record, checkpoint = make_record(published)
-            self.record = replace(record, run_id=self.run_id, status=self.status)
-            return self.record, replace(checkpoint, run_id=self.run_id)
-
-        options.update(append=self.append, mark=self.mark)
-        return self.store.publish(con, view, rows, scope, scope_columns, key, make, **options)
 
 
 def _time(value: str | datetime, flag: str) -> datetime:
@@ -252,10 +229,11 @@ def run_buckets(plan: Plan, lake: Lake, store: Store, projection: Projection, pr
     if plan.exclude_quarantined:
         quarantined_keys(con, lake)
     read, plan = _stage_buckets(con, lake, snapshot, store, projection, plan, job, progress)
-    record_of = _recorder(plan, projection, started, clock, read)
+    recorder = Recorder(plan, projection, started, clock, read)
     point("buckets.before_publish")
-    store.publish_staged(plan.view, record_of, mark=job.mark(HEADER, job.header.label, 0, "finished"))
-    return RunResult(record=record_of.made[0], plan=plan)
+    store.publish_staged(plan.view, recorder, mark=job.mark(HEADER, job.header.label, 0, "finished"))
+    assert recorder.record is not None
+    return RunResult(record=recorder.record, plan=plan)
 
 
 def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, projection: Projection, plan: Plan,

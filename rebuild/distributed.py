@@ -31,7 +31,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +45,7 @@ from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
-from rebuild.runner import REBUILT, RunResult, _recorder, new_run_id
+from rebuild.runner import REBUILT, Recorder, RunResult, new_run_id
 from rebuild.store import Store
 
 log = logging.getLogger(__name__)
@@ -269,19 +269,16 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
         con = lake.attach(store.compute())
         _load_parts(con, lake, snapshot, projection, plan, results, how)
         check_output(con, projection, REBUILT)
-        record_of = _recorder(plan, projection, started, clock, sum(r.events for r in results))
-
-        def make(published: Any) -> tuple[Any, Any]:  # the run id the parts were staged under
-            record, checkpoint = record_of(published)
-            return replace(record, run_id=run_id), replace(checkpoint, run_id=run_id)
-
-        store.publish(con, plan.view, REBUILT, None, projection.key, projection.key, make)
+        # recorded under the run id the parts were staged under
+        recorder = Recorder(plan, projection, started, clock, sum(r.events for r in results), run_id=run_id)
+        store.publish(con, plan.view, REBUILT, None, projection.key, projection.key, recorder)
         con.execute(f"DROP TABLE IF EXISTS temp.{quote(REBUILT)}")
         progress.advance(1, "published")
     finally:
         progress.close()
         storage.remove_tree(f"{staging}/{plan.view}/{run_id}", lake.storage_options)
-    record = replace(record_of.made[0], run_id=run_id)
+    record = recorder.record
+    assert record is not None
     stats = DistributedStats(
         executor=executor, tasks=len(results), events=sum(r.events for r in results),
         rows=record.rows_written, seconds=round(time.monotonic() - clock, 3),

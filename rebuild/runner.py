@@ -30,7 +30,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys, time_window_bounds
 from rebuild.store import Checkpoint, Published, RunRecord, Store
-from rebuild.store.base import SHADOW
+from rebuild.store.base import SHADOW, Mark
 
 REBUILT, SCOPE, PARTIAL, KEYS, ALL = "__rebuilt", "__scope", "__partial", "__keys", "__all"
 log = logging.getLogger(__name__)
@@ -73,7 +73,19 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None) -> RunResult:
+@dataclass(frozen=True)
+class Publishing:
+    """How a run publishes: by default as a new run into the shadow. A backfill chunk appends its
+    rows to the backfill's shadow patch, under the backfill's run id and status, with its mark."""
+
+    run_id: str | None = None
+    status: str = "shadow"
+    append: bool = False
+    mark: Mark | None = None
+
+
+def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None,
+            publishing: Publishing = Publishing()) -> RunResult:
     """Run ``plan`` exactly: same snapshot, same scope, into ``VIEW__shadow``."""
     progress = progress or Silent()
     started, clock = datetime.now(UTC), time.monotonic()
@@ -95,17 +107,18 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
             except (duckdb.Error, ProjectionError) as exc:
                 plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
         check_output(con, projection, REBUILT)
-        record_of = _recorder(plan, projection, started, clock, read)
+        recorder = Recorder(plan, projection, started, clock, read, run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
         scope = None if plan.kind == "full" else SCOPE
-        published = store.publish(con, plan.view, REBUILT, scope, _scope_columns(plan, projection), projection.key, record_of)
+        store.publish(con, plan.view, REBUILT, scope, _scope_columns(plan, projection), projection.key, recorder,
+                      append=publishing.append, mark=publishing.mark)
         progress.advance(1, "published")
     finally:
         progress.close()
         for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL):
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
-    del published
-    return RunResult(record=record_of.made[0], plan=plan)
+    assert recorder.record is not None
+    return RunResult(record=recorder.record, plan=plan)
 
 
 def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
@@ -142,28 +155,31 @@ def unreadable_file(exc: BaseException, snapshot: Snapshot, projection: Projecti
     return bad[0].path if bad else None
 
 
-def _recorder(plan: Plan, projection: Projection, started: datetime, clock: float, read: int) -> Any:
-    """``make(published)`` builds the run record and checkpoint the store writes, and keeps them."""
-    run_id = new_run_id()
+class Recorder:
+    """Builds the run record and checkpoint a store writes with the shadow, and keeps the record."""
 
-    def make(published: Published) -> tuple[RunRecord, Checkpoint]:
-        record = RunRecord(
-            run_id=run_id, view=plan.view, mode=plan.mode, strategy=plan.strategy, kind=plan.kind,
-            status="shadow", plan=json.dumps(plan.to_dict(), default=str), lake_version=plan.lake_version,
+    def __init__(self, plan: Plan, projection: Projection, started: datetime, clock: float, read: int,
+                 *, run_id: str | None = None, status: str = "shadow") -> None:
+        self.plan, self.projection, self.started, self.clock, self.read = plan, projection, started, clock, read
+        self.run_id, self.status = run_id or new_run_id(), status
+        self.record: RunRecord | None = None
+
+    def __call__(self, published: Published) -> tuple[RunRecord, Checkpoint]:
+        plan, projection = self.plan, self.projection
+        self.record = RunRecord(
+            run_id=self.run_id, view=plan.view, mode=plan.mode, strategy=plan.strategy, kind=plan.kind,
+            status=self.status, plan=json.dumps(plan.to_dict(), default=str), lake_version=plan.lake_version,
             delta_version=plan.delta_version, projection_version=projection.version,
-            fingerprint=projection.fingerprint, events_read=read, rows_written=published.rows,
-            scope_rows=published.scope_rows, started_at=started, finished_at=datetime.now(UTC),
-            seconds=round(time.monotonic() - clock, 3),
+            fingerprint=projection.fingerprint, events_read=self.read, rows_written=published.rows,
+            scope_rows=published.scope_rows, started_at=self.started, finished_at=datetime.now(UTC),
+            seconds=round(time.monotonic() - self.clock, 3),
         )
         checkpoint = Checkpoint(
-            view=plan.view, role=SHADOW, run_id=run_id, lake_version=plan.lake_version,
+            view=plan.view, role=SHADOW, run_id=self.run_id, lake_version=plan.lake_version,
             delta_version=plan.delta_version, projection_version=projection.version,
             fingerprint=projection.fingerprint, kind=plan.kind, rows=published.rows,
         )
-        make.made = (record, checkpoint)  # type: ignore[attr-defined]
-        return record, checkpoint
-
-    return make
+        return self.record, checkpoint
 
 
 def _scope_columns(plan: Plan, projection: Projection) -> tuple[str, ...]:
