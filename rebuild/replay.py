@@ -91,18 +91,20 @@ def _payload_columns(projection: Projection) -> str:
 
 
 def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,
-                fold_workers: int | None = None) -> int:
-    """Run ``projection`` over the events SQL into temp table ``target``; returns its row count.
+                fold_workers: int | None = None, temp: bool = True) -> int:
+    """Run ``projection`` over the events SQL into table ``target``; returns its row count.
 
+    ``target`` is a temp table unless ``temp`` is false (a store landing rows in place).
     ``fold_workers`` caps a Python fold's processes (1 inside a worker that is one already)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events}")
+    create = f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {quote(target)} AS"
     try:
         if projection.engine == "polars":
-            _polars(con, projection, target)
+            _polars(con, projection, create)
         elif projection.engine == "python":
-            _register_table(con, fold_table(con, projection.func, workers=fold_workers), target)
+            _register_table(con, fold_table(con, projection.func, workers=fold_workers), create)
         else:
-            _duckdb(con, projection, target)
+            _duckdb(con, projection, create)
     except ProjectionError:
         raise
     except (duckdb.Error, pl.exceptions.PolarsError, pa.ArrowException, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -113,10 +115,10 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
     return int(con.sql(f"SELECT count(*) FROM {quote(target)}").fetchall()[0][0])
 
 
-def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, target: str) -> None:
+def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:
     result = projection.func() if _takes_no_args(projection) else projection.func(con.view("events"))
     if isinstance(result, str):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS {result}")
+        con.execute(f"{create} {result}")
         return
     if not isinstance(result, duckdb.DuckDBPyRelation):
         raise ProjectionError(
@@ -125,10 +127,10 @@ def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, target: str)
             projection=projection.name,
         )
     result.create_view("__projection_result", replace=True)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __projection_result")
+    con.execute(f"{create} SELECT * FROM __projection_result")
 
 
-def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, target: str) -> None:
+def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:
     events = pl.from_arrow(con.sql("SELECT * FROM events").to_arrow_table())
     assert isinstance(events, pl.DataFrame)
     result = projection.func(events.lazy())
@@ -139,13 +141,13 @@ def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, target: str)
             projection=projection.name,
         )
     frame = result.collect() if isinstance(result, pl.LazyFrame) else result
-    _register_table(con, frame.to_arrow(), target)
+    _register_table(con, frame.to_arrow(), create)
 
 
-def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, target: str) -> None:
+def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, create: str) -> None:
     con.register("__arrow_result", table)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(target)} AS SELECT * FROM __arrow_result")
+        con.execute(f"{create} SELECT * FROM __arrow_result")
     finally:
         con.unregister("__arrow_result")
 

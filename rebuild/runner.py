@@ -106,17 +106,21 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
                 break
             except (duckdb.Error, ProjectionError) as exc:
                 plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
-        check_output(con, projection, REBUILT)
+        rows = _rows_table(store, plan)
+        check_output(con, projection, rows)
         recorder = Recorder(plan, projection, started, clock, read, run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
         scope = None if plan.kind == "full" else SCOPE
-        store.publish(con, plan.view, REBUILT, scope, _scope_columns(plan, projection), projection.key, recorder,
+        store.publish(con, plan.view, rows, scope, _scope_columns(plan, projection), projection.key, recorder,
                       append=publishing.append, mark=publishing.mark)
         progress.advance(1, "published")
     finally:
         progress.close()
         for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL):
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
+        landed = store.landing(plan.view)
+        if landed is not None:  # published (renamed away) or failed
+            con.execute(f"DROP TABLE IF EXISTS main.{quote(landed)}")
     assert recorder.record is not None
     return RunResult(record=recorder.record, plan=plan)
 
@@ -195,10 +199,17 @@ def _scope_columns(plan: Plan, projection: Projection) -> tuple[str, ...]:
 Step = Any
 
 
+def _rows_table(store: Store, plan: Plan) -> str:
+    """Where the run's rows are: a full run lands them in the store when it can (no copy)."""
+    landed = store.landing(plan.view) if plan.method == "full" else None
+    return landed or REBUILT
+
+
 def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                 projection: Projection, plan: Plan) -> int:
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
-    materialize(con, projection, sql, REBUILT)
+    rows = _rows_table(store, plan)
+    materialize(con, projection, sql, rows, temp=rows == REBUILT)
     return events
 
 

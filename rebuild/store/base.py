@@ -138,6 +138,11 @@ class Store(ABC):
     def compute(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection the replay runs in (the store's own, or a local scratch one)."""
 
+    def landing(self, view: str) -> str | None:
+        """A table of the store's own where a full run may write its rows on ``compute()``'s
+        connection, so that publishing renames instead of copying; None: a temp table."""
+        return None
+
     @abstractmethod
     def publish(
         self,

@@ -18,6 +18,7 @@ from rebuild.locks import FileLocks, Holder, refused
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
+LANDING = "__landing__"  # prefix of the tables full runs write their rows to (see landing)
 
 
 def connect(path: str, memory_limit: str | None = None, temp_directory: str | None = None,
@@ -110,8 +111,16 @@ class DuckDBStore(SQLStore):
     def _unship(self, view: str) -> None:
         self._exec("DROP TABLE IF EXISTS temp.__incoming_scope")
 
+    def landing(self, view: str) -> str:
+        # in the store's file, outside any transaction: a crash leaves it behind, and the view's
+        # next full run replaces it (the runner drops it otherwise)
+        return f"{LANDING}{view}"
+
     def _take(self, incoming: str, target: str) -> None:
-        self._exec(f"CREATE TABLE {quote(target)} AS SELECT * FROM {quote(incoming)}")
+        if incoming.startswith(LANDING):  # the rows are in this file already: renaming is free
+            self._exec(f"ALTER TABLE {quote(incoming)} RENAME TO {quote(target)}")
+        else:
+            self._exec(f"CREATE TABLE {quote(target)} AS SELECT * FROM {quote(incoming)}")
 
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder]:

@@ -172,3 +172,5 @@ def test_a_broken_projection_names_itself_and_writes_nothing(tmp_path: Path, sto
             wb.run(f"broken_{case}", progress="none")
         assert failed.value.projection == f"broken_{case}"  # type: ignore[attr-defined]
         assert not wb.store.exists(f"broken_{case}__shadow") and wb.store.runs() == []
+        landed = wb.store.landing(f"broken_{case}")  # the DuckDB store's in-file landing table is gone too
+        assert landed is None or not wb.store.exists(landed)

@@ -22,6 +22,8 @@ def test_a_full_run_writes_only_the_shadow_and_its_run_record(bench: Bench) -> N
     store = bench.wb.store
     assert not store.exists("order_summary")
     assert store.count("order_summary__shadow") == 29
+    assert store.landing("order_summary") is not None  # the rows landed in the file, then were renamed
+    assert not store.exists(store.landing("order_summary"))  # type: ignore[arg-type]
     record = store.run(result.run_id)
     assert record is not None and record.status == "shadow" and record.kind == "full"
     assert record.lake_version == bench.wb.lake.snapshot().lake_version
