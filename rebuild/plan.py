@@ -132,7 +132,7 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
         return "targeted", "keys or event-time range given", None
     if options.full:
         return "full", "--full", None
-    if options.as_of is not None:
+    if options.as_of is not None and not options.incremental:
         return "full", f"replaying the lake as of lake_version {as_of}", None
     if live is None:
         return "full", "no live checkpoint", None
@@ -140,7 +140,7 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
         return "full", "the projection's version or code changed since live was built", None
     if live.lake_version > as_of:
         return "full", "live is ahead of this lake snapshot", None
-    return "incremental", f"catching up live from lake_version {live.lake_version}", live.lake_version
+    return "incremental", f"catching up live from lake_version {live.lake_version} to {as_of}", live.lake_version
 
 
 def _method(projection: Projection, mode: str) -> str:

@@ -97,6 +97,23 @@ def test_as_of_replays_the_lake_as_it_was(make_bench: object) -> None:
     assert a.rows("order_summary", "shadow").equals(b.rows("order_summary", "shadow"))
 
 
+@pytest.mark.parametrize("view", VIEWS)
+def test_an_incremental_run_as_of_a_version_catches_up_to_it_and_no_further(bench: Bench, view: str) -> None:
+    def orders(numbers: range) -> list[dict[str, object]]:
+        return [e for o in numbers for e in order_events(o, refund=o % 3 == 0, start=T0 + timedelta(days=o))]
+
+    first = bench.ingest(orders(range(1, 8))).lake_version
+    bench.ingest(orders(range(8, 12)))
+    pinned = bench.ingest(order_events(3, first_seq=60, start=T0 + timedelta(days=20))).lake_version  # an old order moves on
+    bench.ingest(orders(range(12, 15)))  # after the pinned version: must stay out
+    bench.rebuild_live(view, as_of=str(first))
+    caught_up = bench.wb.run(view, incremental=True, as_of=str(pinned), progress="none")
+    assert caught_up.plan.mode == "incremental" and caught_up.record.lake_version == pinned
+    bench.wb.cutover(view, force=True)
+    bench.wb.run(view, as_of=str(pinned), progress="none")  # a full replay of the same position
+    assert bench.rows(view).equals(bench.rows(view, "shadow"))
+
+
 def test_exclude_quarantined_leaves_out_poisoned_keys(bench: Bench) -> None:
     poisoned = order_events(4)
     poisoned[2]["sequence"] = "three"  # quarantined; the key is now incomplete
