@@ -16,7 +16,7 @@ columns and types as the ``order_summary`` projection, and says which orders eac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -83,19 +83,23 @@ def _orders(lake: Lake) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     con = duckdb.connect()
     try:
         rel = read_events(lake, EventFilter(streams=("orders",)), con=con)
-        reader = rel.order("partition_key, sequence, event_id").to_arrow_reader(50_000)
-        current, events = None, []
-        for batch in reader:
-            for event in batch.to_pylist():
-                if event["partition_key"] != current and events:
-                    yield current, events  # type: ignore[misc]
-                    events = []
-                current = event["partition_key"]
-                events.append(event)
-        if events:
-            yield current, events  # type: ignore[misc]
+        yield from by_order(rel.order("partition_key, sequence, event_id").to_arrow_reader(50_000))
     finally:
         con.close()
+
+
+def by_order(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Events sorted by (partition_key, sequence) as Python dicts, one order at a time."""
+    current, events = None, []
+    for batch in batches:
+        for event in batch.to_pylist():
+            if event["partition_key"] != current and events:
+                yield current, events  # type: ignore[misc]
+                events = []
+            current = event["partition_key"]
+            events.append(event)
+    if events:
+        yield current, events  # type: ignore[misc]
 
 
 def _quarantined(lake: Lake) -> dict[str, int]:
@@ -111,19 +115,20 @@ def _quarantined(lake: Lake) -> dict[str, int]:
 
 def _fold(order: str, events: Sequence[dict[str, Any]], faults: Faults, poison_at: int | None) -> tuple[dict[str, Any], set[str]]:
     """Apply one order's events; returns its row and the faults that changed it."""
-    good = _apply(order, events, Faults(), None)
-    bad = _apply(order, events, faults, poison_at)
+    good = apply(order, events, Faults(), None)
+    bad = apply(order, events, faults, poison_at)
     hits = set()
     if bad != good:
         for name, only in (("duplicates", Faults(duplicates=faults.duplicates)), ("old_version", Faults(old_version=faults.old_version))):
-            if _apply(order, events, only, None) != good:
+            if apply(order, events, only, None) != good:
                 hits.add(name)
-        if poison_at is not None and _apply(order, events, Faults(), poison_at) != good:
+        if poison_at is not None and apply(order, events, Faults(), poison_at) != good:
             hits.add("poison")
     return bad, hits
 
 
-def _apply(order: str, events: Sequence[dict[str, Any]], faults: Faults, poison_at: int | None) -> dict[str, Any]:
+def apply(order: str, events: Sequence[dict[str, Any]], faults: Faults, poison_at: int | None = None) -> dict[str, Any]:
+    """One order's row: its events applied one at a time, in order."""
     row: dict[str, Any] = {"order_id": order, "customer_id": None, "currency": None, "status": None, "items": 0,
                            "total": Decimal(0), "paid": Decimal(0), "refunded": Decimal(0), "version": None}
     for event in events:

@@ -9,6 +9,8 @@ event-time range or lake_version range.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -126,3 +128,15 @@ def test_files_outside_the_filter_are_never_opened(tmp_path: Path, base: tuple[P
         assert read_ids(target, f, engine) == expected, engine
         with pytest.raises((duckdb.Error, pl.exceptions.PolarsError, OSError)):
             read_ids(target, None, engine)
+
+
+def test_a_snapshot_reads_file_statistics_without_importing_pandas(base: tuple[Path, list[int]]) -> None:
+    """Every command takes a snapshot first; pandas would add ~0.3 s to each (pyarrow imports it
+    to convert timestamps or to look for a DataFrame)."""
+    code = (
+        "import sys, lake; s = lake.Lake(sys.argv[1]).snapshot(); "
+        "assert s.files and all(f.min_time.tzinfo is not None for f in s.files); "
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(base[0])], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
