@@ -10,11 +10,13 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 import polars as pl
+from polars.io.plugins import register_io_source
 import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
@@ -131,17 +133,32 @@ def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
 
 
 def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:
-    events = pl.from_arrow(con.sql("SELECT * FROM events").to_arrow_table())
-    assert isinstance(events, pl.DataFrame)
-    result = projection.func(events.lazy())
+    result = projection.func(_events_frame(con))
     if not isinstance(result, pl.LazyFrame | pl.DataFrame):
         raise ProjectionError(
             f"projection {projection.name!r} returned {type(result).__name__}; a Polars projection "
             "returns a LazyFrame",
             projection=projection.name,
         )
-    frame = result.collect() if isinstance(result, pl.LazyFrame) else result
+    frame = result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
     _register_table(con, frame.to_arrow(), create)
+
+
+def _events_frame(con: duckdb.DuckDBPyConnection) -> pl.LazyFrame:
+    """The ``events`` relation as a LazyFrame that DuckDB feeds in Arrow batches, reading and
+    decoding only the columns the projection's plan uses (Polars pushes its projection down)."""
+    schema = pl.from_arrow(con.sql("SELECT * FROM events LIMIT 0").to_arrow_table()).schema  # type: ignore[union-attr]
+
+    def batches(columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+                batch_size: int | None) -> Iterator[pl.DataFrame]:
+        names = ", ".join(quote(c) for c in columns) if columns else "*"
+        limit = f" LIMIT {int(n_rows)}" if n_rows is not None else ""
+        for batch in con.sql(f"SELECT {names} FROM events{limit}").to_arrow_reader(batch_size or 256_000):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame if predicate is None else frame.filter(predicate)
+
+    return register_io_source(batches, schema=schema)
 
 
 def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, create: str) -> None:
