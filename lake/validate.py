@@ -26,7 +26,8 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
     """One SELECT turning raw records into envelope columns plus a quarantine ``reason``.
 
     Three levels, so that each field is extracted (and each JSON line parsed) once per record:
-    ``fields`` pulls the source fields out as text, ``typed`` casts them, the outer level judges.
+    ``fields`` pulls the source fields out as text (or as they are when they already have the
+    envelope's type: Parquet, Arrow), ``typed`` casts them, the outer level judges.
     """
     cols = set(batch.table.column_names)
     if "_rejected" in cols:
@@ -51,9 +52,14 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
         ]
     )
     stream_expr = f"coalesce(_t_stream, {literal(stream)})" if stream else "_t_stream"
+    typed_sequence = get.is_typed("sequence")
+    sequence = "CAST(_t_sequence AS BIGINT)" if typed_sequence else "TRY_CAST(trim(_t_sequence) AS BIGINT)"
+    event_time = (
+        "CAST(_t_event_time AS TIMESTAMPTZ)" if get.is_typed("event_time")
+        else _time_sql("_t_event_time", mapping.event_time_unit)
+    )
     typed = (
-        f"SELECT *, {stream_expr} AS _stream, TRY_CAST(trim(_t_sequence) AS BIGINT) AS _sequence, "
-        f"{_time_sql('_t_event_time', mapping.event_time_unit)} AS _event_time, "
+        f"SELECT *, {stream_expr} AS _stream, {sequence} AS _sequence, {event_time} AS _event_time, "
         "TRY_CAST(_t_schema_version AS INTEGER) AS _schema_version "
         f"FROM (SELECT *, {fields} FROM {get.source()})"
     )
@@ -61,7 +67,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
     checks = [
         ("_ok", "'malformed record: ' || _ok_reason"),
         *[
-            (f"nullif(trim(_t_{c}), '') IS NOT NULL", literal(f"missing field {c} ({get.name(c)})"))
+            (_has_text(f"_t_{c}"), literal(f"missing field {c} ({get.name(c)})"))
             for c in ("event_id", "partition_key", "event_type")
         ],
         *[
@@ -72,12 +78,13 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
         ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
         (
             # the regexp only runs for text that is not already the canonical digits
+            "_sequence >= 0" if typed_sequence else
             "CASE WHEN _t_sequence = CAST(_sequence AS VARCHAR) THEN _sequence >= 0 "
             "ELSE _sequence IS NOT NULL AND regexp_full_match(trim(_t_sequence), '[0-9]+') END",
-            "'sequence is not a non-negative int64: ' || left(_t_sequence, 40)",
+            "'sequence is not a non-negative int64: ' || left(CAST(_t_sequence AS VARCHAR), 40)",
         ),
         ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
-        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(_t_event_time, 40)"),
+        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -88,6 +95,11 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
                _reason, _t_event_id, _stream, _t_partition_key, _sequence, _t_event_type,
                _event_time, _schema_version, _payload, _metadata
         FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""
+
+
+def _has_text(column: str) -> str:
+    """Whether ``column`` holds more than spaces; only values starting with a space are trimmed."""
+    return f"coalesce(CASE WHEN starts_with({column}, ' ') THEN trim({column}) <> '' ELSE {column} <> '' END, false)"
 
 
 def _time_sql(text: str, unit: str | None) -> str:
@@ -125,6 +137,7 @@ class _Fields:
         return field_name is not None and (self.fmt == "ndjson" or field_name in self.schema.names)
 
     def text(self, column: str) -> str:
+        """The field as text; a typed field (see ``typed``) as it is: checks only ask whether it is NULL."""
         source = self.mapping.fields.get(column)
         if not self._present(source):
             return "CAST(NULL AS VARCHAR)"
@@ -133,9 +146,26 @@ class _Fields:
             if source in self._json_fields():
                 return f"json_extract_string({self._frag(source)}, '$')"
             return self._frag(source)
-        if pa.types.is_timestamp(self.schema.field(source).type):
+        kind = self.schema.field(source).type
+        if self.is_typed(column) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return quote(source)
+        if column == "schema_version" and pa.types.is_integer(kind):
+            return quote(source)  # TRY_CAST(... AS INTEGER) refuses what does not fit
+        if pa.types.is_timestamp(kind):
             return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         return f"CAST({quote(source)} AS VARCHAR)"
+
+    def is_typed(self, column: str) -> bool:
+        """Whether ``sequence`` or ``event_time`` comes from a column that already has the
+        envelope's type (a signed integer, a timestamp): then it is cast, not parsed from text."""
+        source = self.mapping.fields.get(column)
+        if self.fmt == "ndjson" or not self._present(source):
+            return False
+        assert source is not None
+        kind = self.schema.field(source).type
+        if column == "sequence":
+            return pa.types.is_signed_integer(kind)
+        return column == "event_time" and pa.types.is_timestamp(kind) and self.mapping.event_time_unit is None
 
     def scalar(self, column: str) -> str:
         """True unless the field is an object, array or boolean (a text column must not be one)."""

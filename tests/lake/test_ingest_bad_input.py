@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,6 +144,37 @@ def test_parquet_wrong_types_are_quarantined_per_row(tmp_path: Path) -> None:
         (str(source), 2, "sequence is not a non-negative int64: -2"),
         (str(source), 3, "unparsable event_time: 13 o'clock"),
     ]
+
+
+def test_parquet_typed_columns_are_checked_without_a_text_round_trip(tmp_path: Path) -> None:
+    """Integer sequences, timestamps (any unit, with or without a time zone) and integer schema
+    versions are taken as they are, and judged like their text."""
+    source = tmp_path / "in.parquet"
+    naive = [datetime(2024, 3, 1, 10, 0, 0, 123456), None, datetime(2024, 3, 1), datetime(2024, 3, 1)]
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["e1", "e2", "e3", "e4"],
+                "partition_key": ["o1", "o1", "o1", "o1"],
+                "sequence": pa.array([1, 2, -3, 4], pa.int32()),
+                "event_type": ["OrderPlaced"] * 4,
+                "event_time": pa.array(naive, pa.timestamp("ns")),
+                "schema_version": pa.array([1, 1, 1, 2**40], pa.int64()),
+                "payload": ['{"a": 1}', "{}", "{}", "{}"],
+            }
+        ),
+        source,
+    )
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert result.archived == 1
+    assert quarantined(target) == [
+        (str(source), 2, "missing field event_time (event_time)"),
+        (str(source), 3, "sequence is not a non-negative int64: -3"),
+        (str(source), 4, "schema_version is not an int32"),
+    ]
+    row = lake.read_events(target).project("sequence, event_time, schema_version").fetchall()
+    assert row == [(1, datetime(2024, 3, 1, 10, 0, 0, 123456, tzinfo=UTC), 1)]
 
 
 def test_conflicts_in_the_batch_and_against_the_lake(tmp_path: Path) -> None:
