@@ -24,10 +24,11 @@ from lake.errors import SourceError
 from lake.faults import point
 from lake.formats import SUFFIXES, Rejected, detect_format, parquet_columns, read_batches
 from lake.mapping import Mapping
-from lake.validate import Batch, validate_sql
-from lake.schema import QUARANTINE_SCHEMA, STORED_SCHEMA, bucket_sql, conform
-from lake.sql import literal, quote
+from lake.schema import QUARANTINE_SCHEMA, bucket_sql
+from lake.sql import literal
 from lake.table import EVENTS, QUARANTINE, Lake
+from lake.validate import Batch, validate_sql
+from lake.writer import write_events
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def ingest_batches(
             version = lake.next_version()
             counts = _resolve(con, lake)
             point("ingest.before_commit")
-            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata)
+            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata, Path(tmp))
             point("ingest.after_commit")
         reasons = dict(
             con.sql("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL").fetchall()
@@ -253,34 +254,27 @@ def _stage(
 
 # -- de-duplication and conflicts --------------------------------------------------------------
 def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
-    """Decide, on narrow columns only, which staged rows are archived, duplicates or conflicts.
+    """Decide, on narrow columns only, which valid staged rows are not archived: table ``refused``
+    lists them by rowid, with the event id holding their position for conflicts (NULL for
+    duplicates); table ``quarantine`` gets the rejected rows and the conflicts.
 
-    ``rowid`` follows staging order (source, then line), so the first copy of an event wins. A
-    position (stream, partition_key, sequence) taken in the lake keeps its event; inside the input the
-    smallest event_id takes it, whatever the order the input came in.
+    Most rows need no judging: an event id seen once in the input and not in the lake, at a
+    position (stream, partition_key, sequence) seen once in the input and free in the lake, is
+    archived. Only the others are judged, in ``_REFUSED``.
     """
     con.execute(
-        f"""
-        CREATE TABLE candidates AS
-        SELECT min(rowid) AS rid, event_id, any_value(partition_key) AS partition_key,
-               any_value(sequence) AS sequence, any_value(stream) AS stream,
-               {bucket_sql('any_value(partition_key)', lake.buckets)} AS bucket
-        FROM staged WHERE reason IS NULL GROUP BY event_id"""
+        "CREATE TABLE copied AS SELECT event_id FROM staged WHERE reason IS NULL GROUP BY ALL HAVING count(*) > 1"
     )
-    in_batch_duplicates = _scalar(con, "SELECT count(*) FROM staged WHERE reason IS NULL")
-    in_batch_duplicates -= _scalar(con, "SELECT count(*) FROM candidates")
-    _load_existing(con, lake)
     con.execute(
-        """
-        CREATE TABLE judged AS
-        WITH fresh AS (SELECT * FROM candidates ANTI JOIN existing USING (event_id)),
-             taken AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM existing GROUP BY ALL),
-             first AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM fresh GROUP BY ALL)
-        SELECT f.rid, f.event_id, f.bucket, coalesce(t.holder, first.holder) AS holder
-        FROM fresh f
-        LEFT JOIN taken t USING (stream, partition_key, sequence)
-        JOIN first USING (stream, partition_key, sequence)"""
+        "CREATE TABLE contested AS SELECT stream, partition_key, sequence FROM staged "
+        "WHERE reason IS NULL GROUP BY ALL HAVING count(*) > 1"
     )
+    _load_existing(con, lake)
+    to_judge = "(SELECT count(*) FROM copied) + (SELECT count(*) FROM contested) + (SELECT count(*) FROM existing)"
+    if _scalar(con, f"SELECT {to_judge}"):
+        con.execute(f"CREATE TABLE refused AS {_REFUSED}")
+    else:
+        con.execute("CREATE TABLE refused (rid BIGINT, holder VARCHAR)")
     con.execute(
         """
         CREATE TABLE quarantine AS
@@ -290,16 +284,44 @@ def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
         UNION ALL
         SELECT s.stream,
                'conflict: partition_key ' || s.partition_key || ' sequence ' || s.sequence ||
-               ' already belongs to event ' || j.holder, s.source, s.line,
+               ' already belongs to event ' || r.holder, s.source, s.line,
                rtrim(s.record, chr(13) || chr(10)), s.event_id,
                s.partition_key, s.sequence, s.event_type, s.event_time
-        FROM staged s JOIN judged j ON s.rowid = j.rid WHERE j.holder <> j.event_id"""
+        FROM staged s JOIN refused r ON s.rowid = r.rid WHERE r.holder IS NOT NULL"""
     )
-    con.execute("CREATE TABLE accepted AS SELECT rid, bucket FROM judged WHERE holder = event_id")
-    fresh = _scalar(con, "SELECT count(*) FROM judged")
-    archived = _scalar(con, "SELECT count(*) FROM accepted")
-    lake_duplicates = _scalar(con, "SELECT count(*) FROM candidates") - fresh
-    return {"archived": archived, "duplicates": in_batch_duplicates + lake_duplicates}
+    valid, refused, duplicates = con.sql(
+        "SELECT (SELECT count(*) FROM staged WHERE reason IS NULL), (SELECT count(*) FROM refused), "
+        "(SELECT count(*) FROM refused WHERE holder IS NULL)"
+    ).fetchall()[0]
+    return {"archived": valid - refused, "duplicates": duplicates}
+
+
+# The rows that share an event id or a position with another row or with the lake, judged:
+# ``rowid`` follows staging order (source, then line), so the first copy of an event wins (the
+# others are duplicates, as are events the lake holds); a position taken in the lake keeps its
+# event; inside the input the smallest event_id takes it, whatever the order the input came in.
+_REFUSED = """
+    WITH looked AS (
+        SELECT rowid AS rid, event_id, stream, partition_key, sequence FROM staged
+        WHERE reason IS NULL AND event_id IN (SELECT event_id FROM copied UNION ALL SELECT event_id FROM existing)
+        UNION
+        SELECT s.rowid AS rid, event_id, stream, partition_key, sequence FROM staged s
+        SEMI JOIN (SELECT * FROM contested UNION ALL SELECT stream, partition_key, sequence FROM existing)
+            USING (stream, partition_key, sequence)
+        WHERE reason IS NULL),
+    fresh AS (
+        SELECT * FROM looked WHERE rid IN (SELECT min(rid) FROM looked GROUP BY event_id)
+        AND event_id NOT IN (SELECT event_id FROM existing)),
+    taken AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM existing GROUP BY ALL),
+    first AS (SELECT stream, partition_key, sequence, min(event_id) AS holder FROM fresh GROUP BY ALL),
+    judged AS (
+        SELECT f.rid, f.event_id, coalesce(t.holder, first.holder) AS holder
+        FROM fresh f
+        LEFT JOIN taken t USING (stream, partition_key, sequence)
+        JOIN first USING (stream, partition_key, sequence))
+    SELECT rid, CAST(NULL AS VARCHAR) AS holder FROM looked WHERE rid NOT IN (SELECT rid FROM fresh)
+    UNION ALL
+    SELECT rid, holder FROM judged WHERE holder <> event_id"""
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -307,22 +329,26 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Lake events sharing a partition key with the input: only files of the touched buckets whose
-    key range holds one of the input's keys are read (time-ordered ids skip old commits' files)."""
-    touched = con.sql("SELECT DISTINCT stream, bucket FROM candidates").fetchall()
-    keys = sorted(r[0] for r in con.sql("SELECT DISTINCT partition_key FROM candidates").fetchall())
-    wanted = set(touched)
-    files = [f.path for f in lake.snapshot().files if (f.stream, f.bucket) in wanted and f.may_hold_any(keys)]
+    """Lake events sharing a partition key with the valid input: only files of the touched buckets
+    whose key range holds one of the input's keys are read (time-ordered ids skip old commits'
+    files), and nothing at all, not even the input's key list, for a lake without events."""
+    con.execute("CREATE TABLE existing (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT)")
+    in_lake = lake.snapshot().files
+    if not in_lake:
+        return
+    con.execute("CREATE TABLE keys AS SELECT DISTINCT stream, partition_key FROM staged WHERE reason IS NULL")
+    touched = set(con.sql(f"SELECT DISTINCT stream, {bucket_sql('partition_key', lake.buckets)} FROM keys").fetchall())
+    keys = sorted(r[0] for r in con.sql("SELECT DISTINCT partition_key FROM keys").fetchall())
+    files = [f.path for f in in_lake if (f.stream, f.bucket) in touched and f.may_hold_any(keys)]
     if not files:
-        con.execute("CREATE TABLE existing (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT)")
         return
     lake.attach(con)  # the lake may be on an object store: lake.storage gives DuckDB its files
     con.execute(
         f"""
-        CREATE TABLE existing AS
+        INSERT INTO existing
         SELECT event_id, stream, partition_key, sequence
         FROM read_parquet({literal(files)}, hive_partitioning = true, hive_types = {{'stream': VARCHAR, 'bucket': INTEGER}})
-        WHERE partition_key IN (SELECT partition_key FROM candidates)"""
+        WHERE partition_key IN (SELECT partition_key FROM keys)"""
     )
 
 
@@ -333,25 +359,29 @@ def _commit(
     version: int,
     counts: dict[str, int],
     now: datetime,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, str] | None,
+    staging: Path,
 ) -> None:
-    """Quarantine first (de-duplicated by record hash), then the events as one commit."""
+    """Quarantine first (de-duplicated by record hash), then the events as one commit.
+
+    With nothing archived there is no events commit, unless ``metadata`` (a source position)
+    must still be committed: then it gets an empty one."""
     _commit_quarantine(con, lake, version, now)
     point("ingest.after_quarantine")
-    if counts["archived"] == 0:
-        if metadata:  # no events, but the metadata (a source position) must still be committed
-            lake.write(EVENTS, STORED_SCHEMA.empty_table(), expected_version=version,
-                       metadata={**metadata, "workbench.duplicates": str(counts["duplicates"])})
+    if counts["archived"] == 0 and not metadata:
         return
+    actions = []
+    if counts["archived"]:
+        # no sort: DuckDB splits the rows by partition, and compaction sorts files by key later
+        accepted = (
+            f"SELECT *, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version, "
+            f"{bucket_sql('partition_key', lake.buckets)} AS bucket FROM staged "
+            "WHERE reason IS NULL AND rowid NOT IN (SELECT rid FROM refused)"
+        )
+        actions = write_events(con, accepted, lake, staging)
     # the audit sums these: duplicates are dropped here, so only the commit remembers them
     metadata = {**(metadata or {}), "workbench.duplicates": str(counts["duplicates"])}
-    columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in ("ingested_at", "lake_version"))
-    # no sort: the writer splits rows by partition, and compaction sorts files by key later
-    reader = con.sql(
-        f"SELECT {columns}, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version "
-        "FROM staged s JOIN accepted a ON s.rowid = a.rid"
-    ).to_arrow_reader(250_000)
-    lake.write(EVENTS, conform(reader, STORED_SCHEMA), expected_version=version, metadata=metadata)
+    lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata)
 
 
 def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> None:

@@ -125,6 +125,14 @@ def attach(con: duckdb.DuckDBPyConnection, uri: str, options: Mapping[str, str] 
     return con
 
 
+def upload_tree(local: str, uri: str, options: Mapping[str, str] | None = None) -> None:
+    """Copy the files under the local folder ``local`` to the same relative paths under ``uri``."""
+    import pyarrow.fs as pafs
+
+    fs, path = pyarrow_filesystem(uri, options)
+    pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
 def remove_tree(uri: str, options: Mapping[str, str] | None = None) -> None:
     """Delete everything under ``uri`` (a staging folder); missing is fine."""
     fs = fsspec_filesystem(uri, options)
@@ -135,5 +143,5 @@ def remove_tree(uri: str, options: Mapping[str, str] | None = None) -> None:
 
 __all__ = [
     "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
-    "remove_tree", "resolve_options",
+    "remove_tree", "resolve_options", "upload_tree",
 ]

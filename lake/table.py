@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 from lake import storage
 from lake.errors import LakeBusy, LakeNotFound
@@ -185,9 +186,10 @@ class Lake:
             (QUARANTINE, QUARANTINE_SCHEMA, None),
         ):
             if not self._is_table(name):
-                write_deltalake(
+                # not an empty write_deltalake: its first call in a process costs ~0.25 s of set-up
+                DeltaTable.create(
                     self.table_uri(name),
-                    schema.empty_table(),
+                    schema,
                     partition_by=parts,
                     mode="ignore",
                     description=description,
@@ -317,13 +319,7 @@ class Lake:
         otherwise retry an append at the next free version, under rows whose lake_version says
         otherwise. On S3 this is what makes concurrent ingests safe without a lock.
         """
-        uri = self.table_uri(name)
-        custom = {**(metadata or {}), "workbench.operation": operation}
-        target: str | DeltaTable = uri
-        retries = None
-        if expected_version is not None:
-            target, retries = self._table(name, expected_version - 1), 0
-        try:
+        with self._pinned(name, expected_version) as target:
             write_deltalake(
                 target,
                 data,
@@ -331,22 +327,60 @@ class Lake:
                 predicate=predicate,
                 partition_by=PARTITIONS if name == EVENTS else None,
                 storage_options=self.storage_options,
-                commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=retries),
+                commit_properties=_commit_properties(operation, metadata, expected_version),
                 writer_properties=writer_properties,
             )
+        return expected_version if expected_version is not None else self._table(name).version()
+
+    def commit_files(
+        self,
+        name: str,
+        actions: Sequence[AddAction],
+        *,
+        expected_version: int | None = None,
+        operation: str = "ingest",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """One atomic Delta commit adding ``actions``' files, already written under the table's
+        folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``.
+
+        No actions make an empty commit: it still records ``metadata`` (a source position)."""
+        schema = STORED_SCHEMA if name == EVENTS else QUARANTINE_SCHEMA
+        with self._pinned(name, expected_version) as table:
+            table.create_write_transaction(
+                list(actions),
+                mode="append",
+                schema=schema,
+                partition_by=PARTITIONS if name == EVENTS else None,
+                commit_properties=_commit_properties(operation, metadata, expected_version),
+            )
+        return expected_version if expected_version is not None else self._table(name).version()
+
+    @contextlib.contextmanager
+    def _pinned(self, name: str, expected_version: int | None) -> Iterator[DeltaTable]:
+        """The table to commit to: as of ``expected_version - 1`` when pinned (with no retries,
+        see ``_commit_properties``), else the latest; a lost race becomes ``LakeBusy``."""
+        uri = self.table_uri(name)
+        try:
+            yield self._table(name, None if expected_version is None else expected_version - 1)
         except CommitFailedError as exc:
             raise LakeBusy(
                 f"another writer committed version {expected_version} of {uri} first; nothing of this "
                 "commit was archived: run the same ingest again (it is idempotent)",
                 uri=uri,
             ) from exc
-        return expected_version if expected_version is not None else self._table(name).version()
 
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)
 
     def quarantine_files(self) -> list[str]:
         return list(self._table(QUARANTINE).file_uris())
+
+
+def _commit_properties(operation: str, metadata: dict[str, str] | None, expected_version: int | None) -> CommitProperties:
+    # a pinned commit must not be retried at the next free version (see ``Lake.write``)
+    custom = {**(metadata or {}), "workbench.operation": operation}
+    return CommitProperties(custom_metadata=custom, max_commit_retries=None if expected_version is None else 0)
 
 
 def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:

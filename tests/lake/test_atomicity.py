@@ -35,7 +35,15 @@ def signalling_write(uri, *args, **kwargs):
     print("write " + name.rstrip("/").rsplit("/", 1)[-1], flush=True)
     return write_deltalake(uri, *args, **kwargs)
 
+ingest_module = sys.modules["lake.ingest"]  # (``lake.ingest`` is the function)
+write_events = ingest_module.write_events
+
+def signalling_events(*args, **kwargs):  # the events' data files, then their commit
+    print("write events", flush=True)
+    return write_events(*args, **kwargs)
+
 lake.table.write_deltalake = signalling_write
+ingest_module.write_events = signalling_events
 target = lake.Lake(sys.argv[1])
 print("ready", flush=True)
 lake.ingest(target, [sys.argv[2]], stream="orders", temp_directory=sys.argv[3], batch_rows=10_000)

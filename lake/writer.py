@@ -1,0 +1,90 @@
+"""Events written as Parquet by DuckDB (in parallel, one or more files per partition), described
+as Delta add actions for ``Lake.commit_files``.
+
+DuckDB writes the files under the events table's folder with unique names and returns each
+file's row count, size, partition values and exact column statistics (``RETURN_STATS``); those
+become the actions' stats, which readers prune by (``min.partition_key``, ``max.event_time``, ...).
+Until the commit references them the files are invisible: a crash leaves only unreferenced
+files, as delta-rs's own writer does. An object-store lake gets its files written to a local
+staging folder first, then copied to the same place under the table's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from deltalake.transaction import AddAction
+
+from lake import storage
+from lake.schema import STORED_SCHEMA
+from lake.sql import literal, quote
+from lake.table import EVENTS, PARTITIONS, Lake
+
+#: longer text statistics are cut (min) or left out (max), as delta-rs keeps its log small
+STATS_TEXT = 32
+
+
+def write_events(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path) -> list[AddAction]:
+    """Write the rows of ``select`` (the columns of ``STORED_SCHEMA``) under the events table;
+    the files are not committed yet. ``staging`` is a local folder for object-store lakes."""
+    root = str(lake.local / EVENTS) if lake.local is not None else str(staging / EVENTS)
+    columns = ", ".join(quote(c) for c in STORED_SCHEMA.names)
+    written = con.execute(
+        f"COPY (SELECT {columns} FROM ({select})) TO {literal(root)} (FORMAT parquet, "
+        f"PARTITION_BY ({', '.join(PARTITIONS)}), FILENAME_PATTERN 'part-{{uuid}}', APPEND, RETURN_STATS)"
+    ).fetchall()
+    if lake.local is None and written:
+        storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
+    now = int(time.time() * 1000)
+    return [
+        AddAction(
+            path=PurePosixPath(filename).relative_to(root).as_posix(),
+            size=int(size),
+            partition_values=dict(partitions),
+            modification_time=now,
+            data_change=True,
+            stats=json.dumps(_stats(int(rows), column_stats)),
+        )
+        for filename, rows, size, _footer, column_stats, partitions, _extra in written
+    ]
+
+
+def _stats(rows: int, column_stats: Mapping[str, Mapping[str, str]]) -> dict[str, object]:
+    """Delta file statistics (numRecords, minValues, maxValues, nullCount) from DuckDB's."""
+    found = {name.strip('"'): values for name, values in column_stats.items()}
+    stats: dict[str, Any] = {"numRecords": rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    for field in STORED_SCHEMA:
+        values = found.get(field.name)
+        if values is None:  # a partition column: its value is in the path, not in the file
+            continue
+        stats["nullCount"][field.name] = int(values["null_count"])
+        for bound in ("min", "max"):
+            value = _bound(field.type, values, bound)
+            if value is not None:
+                stats[f"{bound}Values"][field.name] = value
+    return stats
+
+
+def _bound(kind: pa.DataType, values: Mapping[str, str], bound: str) -> object:
+    """One statistic as Delta writes it, or None when it is missing, inexact or not a safe bound."""
+    text = values.get(bound)
+    if text is None or values.get(f"{bound}_is_exact") != "true":
+        return None
+    if pa.types.is_integer(kind):
+        return int(text)
+    if pa.types.is_timestamp(kind):
+        try:  # DuckDB writes '2024-03-01 10:00:00.5+00'; years outside 1-9999 get no statistic
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if len(text) <= STATS_TEXT:
+        return text
+    return text[:STATS_TEXT] if bound == "min" else None  # a prefix is still a lower bound
