@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -59,30 +60,35 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     """Lines numbered from 1, cut by numpy and handed to Arrow without a Python object per line.
 
     Each ``_raw`` value keeps its line end (``\\n`` or ``\\r\\n``): JSON allows the whitespace, and
-    the values stay zero-copy slices of the chunk read. Blank lines are skipped (but counted).
+    the values stay zero-copy slices of the chunk read (each chunk is read into a buffer of its
+    own, so nothing is copied). Blank lines are skipped (but counted).
     """
     start = 1
+    size = max(rows * 256, 1 << 16)
     with open(path, "rb") as handle:
         tail = b""
         while True:
-            chunk = handle.read(max(rows * 256, 1 << 16))
-            data = tail + chunk
-            if not data:
-                return
-            if not chunk and not data.endswith(b"\n"):
-                data += b"\n"  # the last line has no line end
-            cut = data.rfind(b"\n") + 1
+            buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
+            buffer[: len(tail)] = tail
+            end = len(tail) + handle.readinto(memoryview(buffer)[len(tail) : -1])
+            if end == len(tail):  # the end of the file
+                if not tail:
+                    return
+                buffer[end] = 10  # the last line has no line end
+                end += 1
+            cut = buffer.rfind(b"\n", 0, end) + 1
+            tail = bytes(buffer[cut if cut else 0 : end])
             if cut == 0:  # no line end yet: read on
-                tail = data
                 continue
-            data, tail = data[:cut], data[cut:]
-            lines = _lines(data)
+            lines = _lines(memoryview(buffer)[:cut])
             numbers = pa.array(np.arange(start, start + len(lines), dtype=np.int64))
             start += len(lines)
-            yield pa.table({"_line": numbers, "_raw": lines}).filter(_not_blank(data, lines))
+            table = pa.table({"_line": numbers, "_raw": lines})
+            blank = _blank(lines)
+            yield table if blank is None else table.filter(pc.invert(blank))
 
 
-def _lines(data: bytes) -> pa.Array:
+def _lines(data: memoryview) -> pa.Array:
     """``data`` (ending with a line end) as a string array of its lines, line ends included."""
     ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
     offsets = np.concatenate(([0], ends)).astype(np.int64)
@@ -90,18 +96,22 @@ def _lines(data: bytes) -> pa.Array:
     try:
         lines.validate(full=True)
     except pa.ArrowInvalid:  # invalid UTF-8: replace the bad bytes (line ends are never touched)
-        return _lines(data.decode("utf-8", errors="replace").encode("utf-8"))
+        return _lines(memoryview(bytes(data).decode("utf-8", errors="replace").encode("utf-8")))
     return lines
 
 
-def _not_blank(data: bytes, lines: pa.Array) -> pa.Array:
-    """False for lines holding only whitespace; only lines starting with whitespace are looked at."""
+def _blank(lines: pa.Array) -> pa.Array | None:
+    """True for lines holding only whitespace, None when there is none; only lines starting
+    with whitespace are looked at."""
     offsets = np.frombuffer(lines.buffers()[1], np.int64)[: len(lines) + 1]
-    first = np.frombuffer(data, np.uint8)[offsets[:-1]]
-    keep = np.ones(len(lines), dtype=bool)
-    for i in np.flatnonzero(np.isin(first, (9, 10, 13, 32))):
-        keep[i] = bool(data[offsets[i] : offsets[i + 1]].strip())
-    return pa.array(keep)
+    data = np.frombuffer(lines.buffers()[2], np.uint8)
+    suspects = np.flatnonzero(np.isin(data[offsets[:-1]], (9, 10, 13, 32)))
+    blank = [i for i in suspects if not bytes(data[offsets[i] : offsets[i + 1]]).strip()]
+    if not blank:
+        return None
+    mask = np.zeros(len(lines), dtype=bool)
+    mask[blank] = True
+    return pa.array(mask)
 
 
 def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:

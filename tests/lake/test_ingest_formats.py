@@ -76,6 +76,28 @@ def test_formats_mix_in_one_commit_and_dedupe_across_them(tmp_path: Path) -> Non
     assert (result.read, result.archived, result.duplicates) == (8, 6, 2)
 
 
+def test_ndjson_lines_are_numbered_across_chunks_blanks_and_bad_bytes(tmp_path: Path) -> None:
+    """Lines cut across many read chunks (batch_rows=1 reads 64 KB at a time) keep their numbers;
+    blank and whitespace-only lines are skipped but counted, also after a line whose invalid
+    UTF-8 was replaced; CRLF line ends and a last line without one are fine."""
+    lines: list[bytes] = []
+    for n in range(1, 1501):
+        if n % 100 == 0:
+            lines.append(b" \t ")
+        elif n % 250 == 1:
+            lines.append(b'{"event_id": "bad\xff\xfe", "oops"')
+        else:
+            lines.append(json.dumps(event(n, key=f"o{n % 13}")).encode())
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b"\r\n".join(lines))  # no line end after the last line
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders", batch_rows=1)
+    bad = [n for n in range(1, 1501) if n % 250 == 1]
+    assert (result.read, result.archived, result.quarantined) == (1500 - 15, 1500 - 15 - len(bad), len(bad))
+    assert [r[0] for r in lake.read_quarantine(target).order("line").project("line").fetchall()] == bad
+    assert lake.read_events(target).filter("event_id = 'e1499'").count("*").fetchall() == [(1,)]
+
+
 # -- a foreign aws-lambda-stream lake ------------------------------------------------------------
 AWS_START = 1_709_251_200_000  # 2024-03-01T00:00:00Z in epoch ms
 
