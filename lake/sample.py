@@ -20,7 +20,8 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -175,9 +176,7 @@ def generate(
     history = _history(rng, events, days)
     plan = _plan(rng, history, days)
     totals = {"archived": 0, "duplicates": 0, "quarantined": 0, "commits": 0, "lake_version": 0}
-    for day, (records, poison) in enumerate(_days(plan, days)):
-        source = f"sample:{stream}/seed-{seed}/day-{day + 1:02d}"
-        batches = _batches(history, plan, records, poison, stream, source, days)
+    for day, batches in enumerate(_formatted(history, plan, stream, seed, days)):
         result = ingest_batches(
             lake, batches, stream=stream, mapping=Mapping(), sources=[b.source for b in batches],
             memory_limit=memory_limit, temp_directory=temp_directory,
@@ -195,6 +194,24 @@ def generate(
         out_of_order=c["out_of_order"], poison=c["poison"], seconds=time.monotonic() - started,
         drift={"OrderShipped": {"added": "tracking_number", "since": _drift_start(days).isoformat()}}, **totals,
     )  # fmt: skip
+
+
+def _formatted(h: _History, plan: _Plan, stream: str, seed: int, days: int) -> Iterator[list[Batch]]:
+    """Each day's ingest batches; the next day is formatted (numpy and pyarrow, which release the
+    GIL) in a thread while the caller ingests this one, so the two overlap on two cores."""
+
+    def day_batches(day: int, records: np.ndarray, poison: np.ndarray) -> list[Batch]:
+        source = f"sample:{stream}/seed-{seed}/day-{day + 1:02d}"
+        return _batches(h, plan, records, poison, stream, source, days)
+
+    deliveries = _days(plan, days)
+    with ThreadPoolExecutor(1, thread_name_prefix="sample-format") as pool:
+        upcoming = pool.submit(day_batches, 0, *deliveries[0])
+        for day in range(days):
+            batches = upcoming.result()
+            if day + 1 < days:
+                upcoming = pool.submit(day_batches, day + 1, *deliveries[day + 1])
+            yield batches
 
 
 def _check(lake: Lake, events: int, days: int, streams: tuple[str, ...]) -> str:
