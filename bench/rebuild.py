@@ -61,7 +61,7 @@ def full_only(events: int, memory_limit: str) -> dict[str, Any]:
     started = time.perf_counter()
     peak = peak_memory(target, work / "peak.duckdb", memory_limit)
     full_s = time.perf_counter() - started  # the subprocess: interpreter start and imports included
-    hand_s = hand_written(target, work / "hand.duckdb")
+    hand_s = hand_written(target, work / "hand.duckdb", memory_limit)
     files = target.snapshot().files
     return {"events": sum(f.rows for f in files), "files": len(files), "synthetic": True,
             "full_s_in_subprocess": round(full_s, 2), "hand_written_s": round(hand_s, 2),
@@ -97,9 +97,9 @@ def timed(func: Any) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
-def hand_written(target: lake.Lake, store: Path) -> float:
+def hand_written(target: lake.Lake, store: Path, memory_limit: str) -> float:
     """order_summary as one CREATE TABLE AS over the snapshot's files (listed from the Delta
-    log, as a correct hand-written query must), without the workbench."""
+    log, as a correct hand-written query must), without the workbench, in the same memory."""
     from deltalake import DeltaTable
 
     from rebuild.examples import order_summary
@@ -111,6 +111,7 @@ def hand_written(target: lake.Lake, store: Path) -> float:
         store.unlink()
     con = duckdb.connect(str(store))
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = {literal(memory_limit)}")
     spec = literal(json.dumps(PAYLOAD))
     con.execute(
         "CREATE TEMP VIEW events AS SELECT *, unnest(from_json(payload, "
@@ -237,7 +238,7 @@ def run(events: int, fold_orders: int, memory_limit: str, compact_first: bool, s
     wb = open_wb(target, work / "views.duckdb", memory_limit)
     full_s, result = timed(lambda: wb.run("order_summary", full=True, progress="none"))
     replayed = result.record.events_read
-    hand_s = hand_written(target, work / "hand.duckdb")
+    hand_s = hand_written(target, work / "hand.duckdb", memory_limit)
     log(f"full rebuild {full_s:.2f}s, hand-written {hand_s:.2f}s")
     keys = [r[0] for r in wb.store.con.sql("SELECT order_id FROM order_summary__shadow USING SAMPLE 1000 ROWS").fetchall()]  # type: ignore[attr-defined]
     newest = [r[0] for r in wb.store.con.sql("SELECT order_id FROM order_summary__shadow ORDER BY order_id DESC LIMIT 1000").fetchall()]  # type: ignore[attr-defined]

@@ -25,7 +25,8 @@ def events_sql(orders: int, days: int = 10, start: datetime = START, first: int 
     """SQL returning the envelope fields of ``orders`` orders (ids ``first`` .. ``first+orders-1``)."""
     return f"""
     WITH o AS (
-        SELECT i AS n, 'o-' || lpad(i::VARCHAR, 7, '0') AS key, 'c-' || lpad((i % 997)::VARCHAR, 6, '0') AS customer,
+        SELECT i AS n, printf('o-%07d', i) AS key,  -- at least 7 digits, never cut (lpad would cut)
+               'c-' || lpad((i % 997)::VARCHAR, 6, '0') AS customer,
                ['EUR', 'USD', 'GBP'][1 + i % 3] AS currency, 2 + i % 4 AS items,
                {literal(start)} + to_microseconds(CAST((hash(i) % ({int(days)} * 86400000000)) AS BIGINT)) AS t0
         FROM range({int(first)}, {int(first + orders)}) r(i)
