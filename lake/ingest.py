@@ -306,7 +306,8 @@ _REFUSED = """
         WHERE reason IS NULL AND event_id IN (SELECT event_id FROM copied UNION ALL SELECT event_id FROM existing)
         UNION
         SELECT s.rowid AS rid, event_id, stream, partition_key, sequence FROM staged s
-        SEMI JOIN (SELECT * FROM contested UNION ALL SELECT stream, partition_key, sequence FROM existing)
+        SEMI JOIN (SELECT stream, partition_key, sequence FROM contested
+                   UNION ALL SELECT stream, partition_key, sequence FROM existing)
             USING (stream, partition_key, sequence)
         WHERE reason IS NULL),
     fresh AS (
