@@ -211,16 +211,18 @@ def add_new_events(target: lake.Lake, fraction: float, root: Path, recent: bool)
 
 
 def peak_memory(target: lake.Lake, store: Path, memory_limit: str) -> float:
-    """Max RSS in GB of a subprocess running the full rebuild."""
+    """Max RSS in GB of a subprocess running the full rebuild, as the subprocess itself reports
+    it (RUSAGE_CHILDREN would also count the forked workers of the Python fold measured before)."""
     code = (
-        "from rebuild import Workbench; "
+        "import resource; from rebuild import Workbench; "
         f"wb = Workbench.open(None, lake_uri={target.uri!r}, store_uri='duckdb://{store}', memory_limit={memory_limit!r}); "
-        "wb.run('order_summary', full=True, progress='none'); wb.close()"
+        "wb.run('order_summary', full=True, progress='none'); wb.close(); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     if store.exists():
         store.unlink()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1]) / 1024 / 1024
 
 
 def run(events: int, fold_orders: int, memory_limit: str, compact_first: bool, synthetic: bool = False) -> dict[str, Any]:

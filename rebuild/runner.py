@@ -209,7 +209,8 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
                 projection: Projection, plan: Plan) -> int:
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
     rows = _rows_table(store, plan)
-    materialize(con, projection, sql, rows, temp=rows == REBUILT)
+    with store.landing_writes():
+        materialize(con, projection, sql, rows, temp=rows == REBUILT)
     return events
 
 

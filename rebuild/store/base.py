@@ -143,6 +143,10 @@ class Store(ABC):
         connection, so that publishing renames instead of copying; None: a temp table."""
         return None
 
+    def landing_writes(self) -> contextlib.AbstractContextManager[None]:
+        """Around the writes to the landing table: a failed write there is a ``StoreError``."""
+        return contextlib.nullcontext()
+
     @abstractmethod
     def publish(
         self,

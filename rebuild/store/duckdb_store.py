@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from lake.sql import literal, quote
-from rebuild.errors import StoreError
+from rebuild.errors import ProjectionError, StoreError
 from rebuild.locks import FileLocks, Holder, refused
 from rebuild.store.sqlstore import SQLStore
 
@@ -81,11 +81,24 @@ class DuckDBStore(SQLStore):
         try:
             self._exec("COMMIT")
         except duckdb.Error as exc:  # e.g. the WAL cannot grow: disk full, file size limit, read-only
-            raise StoreError(
-                f"cannot commit to DuckDB file {self.path}: {exc}; the transaction was rolled back and "
-                "nothing of it was written. Free space (or fix permissions), then rerun the same command",
-                path=self.path,
-            ) from exc
+            raise self._write_failed(exc) from exc
+
+    def _write_failed(self, exc: duckdb.Error) -> StoreError:
+        return StoreError(
+            f"cannot write to DuckDB file {self.path}: {exc}; the transaction was rolled back and "
+            "nothing of it was written. Free space (or fix permissions), then rerun the same command",
+            path=self.path,
+        )
+
+    @contextlib.contextmanager
+    def landing_writes(self) -> Iterator[None]:
+        try:
+            yield
+        except ProjectionError as exc:  # failing to write the landing table is the store's failure
+            cause = exc.__cause__
+            if isinstance(cause, duckdb.Error) and self.path in str(cause):
+                raise self._write_failed(cause) from cause
+            raise
 
     def _rollback(self) -> None:
         try:
