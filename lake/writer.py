@@ -87,4 +87,15 @@ def _bound(kind: pa.DataType, values: Mapping[str, str], bound: str) -> object:
         return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     if len(text) <= STATS_TEXT:
         return text
-    return text[:STATS_TEXT] if bound == "min" else None  # a prefix is still a lower bound
+    if bound == "min":
+        return text[:STATS_TEXT]  # a prefix is still a lower bound
+    return _above(text[:STATS_TEXT])
+
+
+def _above(prefix: str) -> str | None:
+    """The prefix with its last character raised by one: above every text starting with it (so an
+    upper bound, and files keyed by long ids such as UUIDs can still be pruned by key)."""
+    code = ord(prefix[-1]) + 1
+    if code == 0xD800:  # surrogates are not text
+        code = 0xE000
+    return prefix[:-1] + chr(code) if code <= 0x10FFFF else None

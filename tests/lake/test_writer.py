@@ -46,7 +46,8 @@ def test_long_text_statistics_are_cut_and_nulls_counted(tmp_path: Path) -> None:
     lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", [event(1, payload={"text": "y" * 100})])], stream="orders")
     actions = pa.table(DeltaTable(target.table_uri("events")).get_add_actions(flatten=True)).to_pydict()
     assert actions["min.payload"] == ['{"text":"' + "y" * 23]  # a prefix is still a lower bound
-    assert actions["max.payload"] == [None]  # a cut one would not be an upper bound
+    raised = '{"text":"' + "y" * 22 + "z"  # the prefix with its last character raised: an upper bound
+    assert actions["max.payload"] == [raised] and raised > '{"text":"' + "y" * 100 + '"}'
     assert actions["null_count.metadata"] == [1] and actions["null_count.event_id"] == [0]
 
 
@@ -58,3 +59,15 @@ def test_any_stream_name_round_trips(tmp_path: Path) -> None:
     rows = lake.read_events(target).project("stream, event_id").order("event_id").fetchall()
     assert rows == [("a/b c=d%é", "e0"), ("q?#&+", "e1"), ("plain", "e2")]
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{target.uri}/events/*/*/*.parquet')").fetchall() == [(3,)]
+
+
+def test_files_keyed_by_long_ids_are_still_pruned_by_key(tmp_path: Path) -> None:
+    target = lake.Lake(tmp_path / "lake")
+    keys = [f"{prefix}-{n:036d}" for prefix in ("aaa", "zzz") for n in range(3)]  # 40 characters each
+    for i, group in enumerate((keys[:3], keys[3:])):
+        records = [event(10 * i + n, key=k) for n, k in enumerate(group)]
+        lake.ingest(target, [write_ndjson(tmp_path / f"{i}.ndjson", records)], stream="orders")
+    snapshot = target.snapshot()
+    assert all(f.max_key is not None for f in snapshot.files)
+    chosen = snapshot.select(keys=[keys[4]])
+    assert chosen and all(f.min_version == snapshot.lake_version for f in chosen)  # only the second commit's files
