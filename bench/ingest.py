@@ -1,6 +1,6 @@
 """Ingest benchmark: events/s and peak memory for NDJSON and Parquet input, against a baseline.
 
-Each measurement runs in its own subprocess (peak memory is that process's ``ru_maxrss``). The
+Each measurement runs in its own subprocess (peak memory is that process's ``VmHWM``). The
 baseline, measured in the same run on the same file, is DuckDB reading the input and writing it
 to one Parquet file with no validation, de-duplication or commit: the floor of what ingest costs.
 Inputs are generated once per size under ``bench/out/`` (ignored by git).
@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from bench import peak_rss_mb
 
 OUT = Path(__file__).resolve().parent / "out"
 KEYS = 100_000  # partition keys: about 10 events per key per million
@@ -76,7 +77,7 @@ def _run_baseline(source: str, target: str, memory_limit: str) -> dict[str, obje
 
 def _child(kind: str, source: str, target: str, memory_limit: str) -> None:
     result = (_run_ingest if kind == "ingest" else _run_baseline)(source, target, memory_limit)
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["max_rss_mb"] = peak_rss_mb()
     sys.stdout.write(json.dumps(result) + "\n")
 
 

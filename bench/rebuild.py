@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -211,18 +210,20 @@ def add_new_events(target: lake.Lake, fraction: float, root: Path, recent: bool)
 
 
 def peak_memory(target: lake.Lake, store: Path, memory_limit: str) -> float:
-    """Max RSS in GB of a subprocess running the full rebuild, as the subprocess itself reports
-    it (RUSAGE_CHILDREN would also count the forked workers of the Python fold measured before)."""
+    """Peak RSS in GB of a subprocess running the full rebuild, as the subprocess itself reports it
+    (``ru_maxrss`` would include this big process: RUSAGE_CHILDREN counts the fold's forked workers,
+    and a child's own ru_maxrss still counts its parent's memory after fork and exec)."""
     code = (
-        "import resource; from rebuild import Workbench; "
+        "from bench import peak_rss_mb; from rebuild import Workbench; "
         f"wb = Workbench.open(None, lake_uri={target.uri!r}, store_uri='duckdb://{store}', memory_limit={memory_limit!r}); "
         "wb.run('order_summary', full=True, progress='none'); wb.close(); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(peak_rss_mb())"
     )
     if store.exists():
         store.unlink()
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    return int(out.split()[-1]) / 1024 / 1024
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    return float(out.split()[-1]) / 1024
 
 
 def run(events: int, fold_orders: int, memory_limit: str, compact_first: bool, synthetic: bool = False) -> dict[str, Any]:
