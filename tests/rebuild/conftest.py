@@ -12,6 +12,7 @@ import pytest
 import lake
 from rebuild import Workbench
 from tests.conftest import write_ndjson
+from tests.stores.conftest import postgres_server, postgres_uri, store_uri  # noqa: F401  (fixtures for test_locks)
 
 VIEWS = ("order_summary", "customer_ltv", "daily_revenue", "order_timeline")
 

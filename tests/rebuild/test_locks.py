@@ -16,7 +16,6 @@ import pytest
 from rebuild import ViewLocked
 from rebuild.locks import FileLocks, Holder
 from rebuild.store import open_store
-from tests.stores.conftest import postgres_server, postgres_uri, store_uri  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = """
