@@ -122,23 +122,23 @@ def test_malformed_csv_rows_and_bad_cells(tmp_path: Path) -> None:
     assert event_ids(target) == {"e1", "e8"}
 
 
-def test_parquet_wrong_types_are_quarantined_per_row(tmp_path: Path) -> None:
+def ingest_parquet(tmp_path: Path, columns: dict[str, object]) -> tuple[lake.Lake, Path, lake.IngestResult]:
+    """``columns`` written as one Parquet file and ingested into a new lake."""
     source = tmp_path / "in.parquet"
-    pq.write_table(
-        pa.table(
-            {
-                "event_id": ["e1", "e2", "e3"],
-                "partition_key": ["o1", "o1", "o1"],
-                "sequence": ["1", "-2", "3"],  # text: checked like any other text
-                "event_type": ["OrderPlaced"] * 3,
-                "event_time": ["2024-03-01T00:00:00Z", "2024-03-01T00:00:00Z", "13 o'clock"],
-                "payload": ['{"a": 1}', "{}", "{}"],
-            }
-        ),
-        source,
-    )
+    pq.write_table(pa.table(columns), source)
     target = lake.Lake(tmp_path / "lake")
-    result = lake.ingest(target, [source], stream="orders")
+    return target, source, lake.ingest(target, [source], stream="orders")
+
+
+def test_parquet_wrong_types_are_quarantined_per_row(tmp_path: Path) -> None:
+    target, source, result = ingest_parquet(tmp_path, {
+        "event_id": ["e1", "e2", "e3"],
+        "partition_key": ["o1", "o1", "o1"],
+        "sequence": ["1", "-2", "3"],  # text: checked like any other text
+        "event_type": ["OrderPlaced"] * 3,
+        "event_time": ["2024-03-01T00:00:00Z", "2024-03-01T00:00:00Z", "13 o'clock"],
+        "payload": ['{"a": 1}', "{}", "{}"],
+    })
     assert result.archived == 1
     assert quarantined(target) == [
         (str(source), 2, "sequence is not a non-negative int64: -2"),
@@ -149,24 +149,16 @@ def test_parquet_wrong_types_are_quarantined_per_row(tmp_path: Path) -> None:
 def test_parquet_typed_columns_are_checked_without_a_text_round_trip(tmp_path: Path) -> None:
     """Integer sequences, timestamps (any unit, with or without a time zone) and integer schema
     versions are taken as they are, and judged like their text."""
-    source = tmp_path / "in.parquet"
     naive = [datetime(2024, 3, 1, 10, 0, 0, 123456), None, datetime(2024, 3, 1), datetime(2024, 3, 1)]
-    pq.write_table(
-        pa.table(
-            {
-                "event_id": ["e1", "e2", "e3", "e4"],
-                "partition_key": ["o1", "o1", "o1", "o1"],
-                "sequence": pa.array([1, 2, -3, 4], pa.int32()),
-                "event_type": ["OrderPlaced"] * 4,
-                "event_time": pa.array(naive, pa.timestamp("ns")),
-                "schema_version": pa.array([1, 1, 1, 2**40], pa.int64()),
-                "payload": ['{"a": 1}', "{}", "{}", "{}"],
-            }
-        ),
-        source,
-    )
-    target = lake.Lake(tmp_path / "lake")
-    result = lake.ingest(target, [source], stream="orders")
+    target, source, result = ingest_parquet(tmp_path, {
+        "event_id": ["e1", "e2", "e3", "e4"],
+        "partition_key": ["o1", "o1", "o1", "o1"],
+        "sequence": pa.array([1, 2, -3, 4], pa.int32()),
+        "event_type": ["OrderPlaced"] * 4,
+        "event_time": pa.array(naive, pa.timestamp("ns")),
+        "schema_version": pa.array([1, 1, 1, 2**40], pa.int64()),
+        "payload": ['{"a": 1}', "{}", "{}", "{}"],
+    })
     assert result.archived == 1
     assert quarantined(target) == [
         (str(source), 2, "missing field event_time (event_time)"),
