@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from checks.expect import ExpectationsResult
 from checks.html import esc, pairs, section, table
 from checks.lineage import KeyLineage
 from checks.verdict import Verdict
+from lake.encode import json_default
 from lake.faults import point
 
 __all__ = ["SECTIONS", "CheckReport"]
@@ -89,7 +89,7 @@ class CheckReport:
             done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
             _write_atomically(html_path, done.to_html())
             point("check.after_html")
-            _write_atomically(json_path, json.dumps(done.to_dict(), default=_json, indent=1))
+            _write_atomically(json_path, json.dumps(done.to_dict(), default=json_default, indent=1))
         except OSError as exc:
             raise ReportError(f"cannot write the report under {folder}: {exc}; check reports_dir in workbench.toml",
                               path=str(folder)) from exc
@@ -193,16 +193,6 @@ class CheckReport:
 
 def _changes(changes: dict[str, dict[str, Any]]) -> str:
     return "; ".join(f"{c}: {v['live']} → {v['rebuilt']}" for c, v in changes.items())
-
-
-def _json(value: object) -> object:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
 
 
 def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],

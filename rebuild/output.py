@@ -6,25 +6,15 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-
-def _default(value: object) -> object:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
+from lake.encode import json_default
 
 
 def to_json(payload: object) -> str:
-    return json.dumps(payload, default=_default, sort_keys=False)
+    return json.dumps(payload, default=json_default, sort_keys=False)
 
 
 @dataclass
