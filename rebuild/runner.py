@@ -92,6 +92,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
     snapshot = lake.snapshot(plan.delta_version)
     con = lake.attach(store.compute())  # the lake's files may be on an object store
     steps = _STEPS[plan.method]
+    rows = _rows_table(store, plan)
     progress.start(len(steps) + 1, "steps", f"{plan.view} {plan.mode}")
     try:
         if plan.exclude_quarantined:
@@ -106,7 +107,6 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
                 break
             except (duckdb.Error, ProjectionError) as exc:
                 plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
-        rows = _rows_table(store, plan)
         check_output(con, projection, rows)
         recorder = Recorder(plan, projection, started, clock, read, run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
@@ -118,9 +118,8 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
         progress.close()
         for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL):
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
-        landed = store.landing(plan.view)
-        if landed is not None:  # published (renamed away) or failed
-            con.execute(f"DROP TABLE IF EXISTS main.{quote(landed)}")
+        if rows != REBUILT:  # the store's landing table: renamed away when published, else dropped
+            con.execute(f"DROP TABLE IF EXISTS main.{quote(rows)}")
     assert recorder.record is not None
     return RunResult(record=recorder.record, plan=plan)
 
