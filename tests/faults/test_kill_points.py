@@ -80,6 +80,11 @@ def _stores(tmp_path: Path, request: pytest.FixtureRequest, kind: str) -> str:
     return f"duckdb://{tmp_path / 'views.duckdb'}"
 
 
+def kill_params(points: list[tuple[str, str, bool]]) -> list[object]:
+    """(fault point, store kind, slow?) rows as parameters; the slow ones run under `make faults`."""
+    return [pytest.param(p, k, marks=[pytest.mark.slow] if slow else [], id=f"{p}-{k}") for p, k, slow in points]
+
+
 RUN_POINTS = [
     ("run.before_publish", "duckdb", False),
     ("publish.before_commit", "parquet", False),
@@ -91,9 +96,7 @@ RUN_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("point", "kind"), [
-    pytest.param(p, k, marks=[pytest.mark.slow] if slow else [], id=f"{p}-{k}") for p, k, slow in RUN_POINTS
-])
+@pytest.mark.parametrize(("point", "kind"), kill_params(RUN_POINTS))
 def test_incremental_run_killed_then_rerun(fault_lake: lake.Lake, tmp_path: Path, request: pytest.FixtureRequest,
                                            point: str, kind: str) -> None:
     store = _stores(tmp_path, request, kind)
@@ -137,9 +140,7 @@ BUCKET_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("point", "kind"), [
-    pytest.param(p, k, marks=[pytest.mark.slow] if slow else [], id=f"{p}-{k}") for p, k, slow in BUCKET_POINTS
-])
+@pytest.mark.parametrize(("point", "kind"), kill_params(BUCKET_POINTS))
 def test_bucketed_run_killed_resumes_to_the_same_shadow(fault_lake: lake.Lake, tmp_path: Path,
                                                         request: pytest.FixtureRequest, point: str, kind: str) -> None:
     store = _stores(tmp_path, request, kind)
