@@ -55,6 +55,9 @@ def test_compaction_rewrites_each_partition_as_one_sorted_file(tmp_path: Path) -
         keys = [(r["partition_key"], r["sequence"], r["event_id"]) for r in rows]
         assert keys == sorted(keys)
     assert content(target) == before  # same events, same lake_versions
+    for f in files:  # compressed like ingest's files: uncompressed pages made a lake 4x its size
+        meta = pq.ParquetFile(f.path).metadata
+        assert {meta.row_group(0).column(c).compression for c in range(meta.num_columns)} == {"SNAPPY"}
     again = compact(target)
     assert again.partitions == 0  # nothing left to compact
 
