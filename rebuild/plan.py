@@ -63,7 +63,7 @@ class Plan:
                            as_of=self.lake_version)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, keys=None))  # asdict would copy every key: seconds at 1M keys
         data["keys"] = list(self.keys[:20]) if self.keys else None
         data["key_count"] = len(self.keys) if self.keys else 0
         data["reads"] = {"files": self.files, "buckets": list(self.buckets), "estimated_events": self.estimated_events}
@@ -157,11 +157,11 @@ def _estimate(lake: Lake, snapshot: Snapshot, store: Store, plan: Plan) -> Plan:
     """Files and events the run's deciding selection reads, and rows it may write."""
     f = plan.selection() if plan.method != "full" else plan.everything()
     files = f.files(snapshot, lake)
-    live_rows = store.count(plan.view) if store.exists(plan.view) else None
+    live_rows = store.count(plan.view) if plan.kind == "full" and store.exists(plan.view) else None
     return replace(
         plan,
         files=len(files),
         buckets=tuple(sorted({x.bucket for x in files})),
         estimated_events=sum(x.rows for x in files),
-        estimated_rows=live_rows if plan.kind == "full" else None,
+        estimated_rows=live_rows,
     )

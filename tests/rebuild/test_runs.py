@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -68,6 +69,20 @@ def test_a_keys_run_rebuilds_only_those_keys(bench: Bench) -> None:
     bench.wb.run("order_summary", full=True, progress="none")
     full = bench.rows("order_summary", "shadow")
     assert after.filter(after["order_id"] == "o-0000005").equals(full.filter(full["order_id"] == "o-0000005"))
+
+
+class _Key(str):
+    def __deepcopy__(self, memo: object) -> str:
+        raise AssertionError("the plan copied a named key one by one")
+
+
+def test_a_plan_of_many_named_keys_shows_their_count_and_first_keys(bench: Bench) -> None:
+    first_lake(bench)
+    bench.rebuild_live("order_summary")
+    plan = bench.wb.plan("order_summary", keys=[f"o-{k:07d}" for k in range(1, 30)])
+    data = replace(plan, keys=tuple(_Key(k) for k in plan.keys or ())).to_dict()  # copying 1M keys took seconds
+    assert data["key_count"] == 29 and data["keys"] == [f"o-{k:07d}" for k in range(1, 21)]
+    assert data["estimated_rows"] is None and plan.kind == "patch"  # a patch does not count live's rows
 
 
 def test_a_time_range_run_recomputes_windows_touched_by_late_events(bench: Bench) -> None:
