@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults bench lab clean
+.PHONY: demo test lint faults bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rebuild demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# static checks: errors only (ruff F/E9: undefined names, unused imports; mypy: types)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # the whole fault suite (kill -9 sweeps, corruption, concurrency, hostile input, secrets) and every other slow test
 faults: $(STAMP)

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         floor, counts = timed(lambda: hand_written(con), args.repeat)
         ours, result = timed(lambda: compare(con, "live", "rebuilt", ["order_id"]), args.repeat)
         print(f"rows: {args.rows:,} live; hand-written counts (only live, only rebuilt, changed): {counts}")
-        print(f"compare(): {result.summary()}")  # type: ignore[union-attr]
+        print(f"compare(): {result.summary()}")  # type: ignore[attr-defined]
         print(f"hand-written FULL OUTER JOIN count: {floor:.2f}s")
         print(f"checks.compare:                    {ours:.2f}s  ({ours / floor:.2f}x the hand-written join)")
         if args.datacompy_rows:

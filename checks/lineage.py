@@ -101,7 +101,7 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
     """Temp table ``matched``: the lake events of each key, tagged with the key's index ``__i``."""
     rows = [{**{c: _plain(v) for c, v in k.items()}, "__i": i} for i, k in enumerate(keys)]
     con.register("__keys", pa.Table.from_pylist(rows))
-    base = dict(streams=tuple(streams) if streams else None, event_types=tuple(event_types) if event_types else None,
+    base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, event_types=tuple(event_types) if event_types else None,
                 as_of=as_of)
     if partition_column is not None:
         wanted = tuple(str(k[partition_column]) for k in keys)

@@ -145,7 +145,7 @@ def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     line = 2  # data starts after the header; skipped rows keep their own numbers
     for batch in reader:
         skipped = {r.line for r in rejected}
-        numbers = []
+        numbers: list[int] = []
         while len(numbers) < batch.num_rows:
             if line not in skipped:
                 numbers.append(line)

@@ -320,10 +320,10 @@ class Lake:
         otherwise. On S3 this is what makes concurrent ingests safe without a lock.
         """
         with self._pinned(name, expected_version) as target:
-            write_deltalake(
+            write_deltalake(  # type: ignore[call-overload]
                 target,
                 data,
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
                 predicate=predicate,
                 partition_by=PARTITIONS if name == EVENTS else None,
                 storage_options=self.storage_options,

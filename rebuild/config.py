@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from typing import Any
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,7 +44,7 @@ class Config:
         if chosen and not file.is_file():
             raise ConfigError(f"configuration file {file} not found", file=str(file))
         config = cls._from_file(file) if file.is_file() else cls()._resolved(Path.cwd())
-        env_values = {
+        env_values: dict[str, Any] = {
             "lake_uri": env.get("REBUILD_LAKE_URI"),
             "store_uri": env.get("REBUILD_STORE_URI"),
             "memory_limit": env.get("REBUILD_MEMORY_LIMIT"),

@@ -67,7 +67,8 @@ def build_live(lake: Lake, store: Store, faults: Faults | None = None, table: st
     poison = dict(faults.poison)
     if faults.poison_quarantined:
         poison.update({k: v for k, v in _quarantined(lake).items() if k not in poison})
-    rows, touched, events = [], {"duplicates": set(), "poison": set(), "old_version": set()}, 0
+    touched: dict[str, set[str]] = {"duplicates": set(), "poison": set(), "old_version": set()}
+    rows, events = [], 0
     for order, stream in _orders(lake):
         state, hits = _fold(order, stream, faults, poison.get(order))
         events += len(stream)
@@ -90,7 +91,8 @@ def _orders(lake: Lake) -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 def by_order(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Events sorted by (partition_key, sequence) as Python dicts, one order at a time."""
-    current, events = None, []
+    current: str | None = None
+    events: list[dict[str, Any]] = []
     for batch in batches:
         for event in batch.to_pylist():
             if event["partition_key"] != current and events:

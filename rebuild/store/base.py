@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from rebuild.locks import Holder
 
 SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
 
@@ -129,6 +131,10 @@ class Published:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: builds the run record and the shadow checkpoint from what a publish wrote
+MakeRecord = Callable[[Published], tuple[RunRecord, Checkpoint]]
+
+
 class Store(ABC):
     """A place for views. The replay computes in DuckDB; the store keeps what it publishes."""
 
@@ -156,7 +162,7 @@ class Store(ABC):
         scope: str | None,
         scope_columns: Sequence[str],
         key: Sequence[str],
-        make_record: Any,
+        make_record: MakeRecord,
         *,
         append: bool = False,
         mark: Mark | None = None,
@@ -174,7 +180,7 @@ class Store(ABC):
         ``reset``) and write ``mark``. Live and the shadow are not touched."""
         raise NotImplementedError(f"{type(self).__name__} cannot stage bucketed runs")
 
-    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+    def publish_staged(self, view: str, make_record: MakeRecord, mark: Mark | None = None) -> Published:
         """In one transaction: ``VIEW__building`` becomes the (full) shadow, with run record,
         checkpoint and ``mark``."""
         raise NotImplementedError(f"{type(self).__name__} cannot stage bucketed runs")
@@ -226,9 +232,9 @@ class Store(ABC):
         """Replace ``table`` with ``data`` (used to load a live view built elsewhere)."""
 
     @contextlib.contextmanager
-    def lock(self, view: str, purpose: str) -> Iterator[None]:
+    def lock(self, view: str, purpose: str) -> Iterator[Holder | None]:
         """Exclusive use of ``view`` (run, backfill, cutover); the base store does not lock."""
-        yield
+        yield None
 
     def close(self) -> None:
         """Release connections."""

@@ -40,7 +40,7 @@ from rebuild.errors import StoreError
 from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
-    LIVE, PREVIOUS, SHADOW, Checkpoint, Mark, Published, RunRecord, Store, building_name,
+    LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
     previous_name, scope_name, shadow_name,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
@@ -165,7 +165,7 @@ class ParquetStore(Store):
             con.unregister("__write_table")
 
     def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
-                scope_columns: Sequence[str], key: Sequence[str], make_record: Any, *,
+                scope_columns: Sequence[str], key: Sequence[str], make_record: MakeRecord, *,
                 append: bool = False, mark: Mark | None = None) -> Published:
         shadow, shadow_scope = shadow_name(view), scope_name(shadow_name(view))
         if scope is not None:
@@ -209,7 +209,7 @@ class ParquetStore(Store):
             _put(m["backfills"], mark.to_dict(), ("job_id", "item"))
             point("stage.before_commit")
 
-    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+    def publish_staged(self, view: str, make_record: MakeRecord, mark: Mark | None = None) -> Published:
         building, shadow = building_name(view), shadow_name(view)
         with self._transaction() as m:
             if building not in m["tables"]:

@@ -21,6 +21,7 @@ from rebuild.store.base import (
     CHECKPOINT_COLUMNS,
     LIVE,
     MARK_COLUMNS,
+    MakeRecord,
     PREVIOUS,
     RUN_COLUMNS,
     SHADOW,
@@ -109,7 +110,7 @@ class SQLStore(Store):
 
     # -- publishing ----------------------------------------------------------------------------
     def publish(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, scope: str | None,
-                scope_columns: Sequence[str], key: Sequence[str], make_record: Any, *,
+                scope_columns: Sequence[str], key: Sequence[str], make_record: MakeRecord, *,
                 append: bool = False, mark: Mark | None = None) -> Published:
         shadow, shadow_scope = shadow_name(view), scope_name(shadow_name(view))
         append = append and scope is not None and self.exists(shadow_scope)
@@ -159,7 +160,7 @@ class SQLStore(Store):
         finally:
             self._unship(view)
 
-    def publish_staged(self, view: str, make_record: Any, mark: Mark | None = None) -> Published:
+    def publish_staged(self, view: str, make_record: MakeRecord, mark: Mark | None = None) -> Published:
         building, shadow = building_name(view), shadow_name(view)
         if not self.exists(building):
             raise StoreError(f"{view} has no bucketed run in progress ({building} is missing)", view=view)
