@@ -7,18 +7,25 @@ The removed files stay on disk until vacuumed, so readers of an older snapshot k
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
-from deltalake import WriterProperties
+from deltalake.transaction import AddAction
 
+from lake import storage
 from lake.faults import point
-from lake.schema import STORED_SCHEMA, conform
+from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
-from lake.table import EVENTS, DataFile, Lake
+from lake.table import EVENTS, PARTITIONS, DataFile, Lake
+from lake.writer import _stats as file_stats
 
 log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 128 * 1024
@@ -42,50 +49,85 @@ class CompactResult:
         }
 
 
-def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | None = None) -> CompactResult:
-    """Rewrite every partition that has two or more files smaller than ``small_bytes``.
+def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | None = None,
+            decode: Iterable[tuple[str, str]] = ()) -> CompactResult:
+    """Rewrite every partition that has two or more files smaller than ``small_bytes``, or a file
+    without one of the ``decode`` columns.
 
+    ``decode`` lists payload fields with a DuckDB type, (``"amount"``, ``"DECIMAL(18,2)"``): the
+    new files carry each as a typed column next to the JSON (``lake.schema.decoded_column``), so a
+    replay that declares the same field and type reads the column instead of parsing every payload.
     Memory stays bounded: DuckDB sorts with spilling and the rows stream into the new files.
     """
     started = time.monotonic()
+    wanted = sorted({(f, t) for f, t in decode if decodable(t)})
+    columns = {decoded_column(f, t) for f, t in wanted}
     before = after = rows = partitions = 0
     with lake.commit_lock():
+        snapshot = lake.snapshot()
         groups: dict[tuple[str, int], list[DataFile]] = defaultdict(list)
-        for f in lake.snapshot().files:
+        for f in snapshot.files:
             if streams is None or f.stream in streams:
                 groups[(f.stream, f.bucket)].append(f)
+        carried = lake.decoded_columns([f.path for f in snapshot.files]) if columns else {}
+        version = snapshot.delta_version
         for (stream, bucket), files in sorted(groups.items()):
             # the overwrite replaces the whole partition, so every file of it is rewritten
-            if sum(f.size_bytes < small_bytes for f in files) < 2:
+            small = sum(f.size_bytes < small_bytes for f in files) >= 2
+            if not small and all(columns <= carried.get(f.path, frozenset()) for f in files):
                 continue
             partitions += 1
             before += len(files)
             rows += sum(f.rows for f in files)
             point("compact.before_partition")
-            _rewrite(lake, stream, bucket, files)
+            version += 1
+            _rewrite(lake, stream, bucket, files, wanted, version)
             point("compact.after_partition")
             after += 1
             log.info("compacted %s/%s: %s files", stream, bucket, len(files))
     return CompactResult(partitions, before, after, rows, time.monotonic() - started)
 
 
-def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile]) -> None:
+def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode: list[tuple[str, str]],
+             version: int) -> None:
+    """One sorted file for the partition, committed in place of ``files`` at Delta ``version``
+    (pinned: a writer that committed meanwhile makes this LakeBusy, its files are not removed)."""
     con = lake.attach(duckdb.connect())
-    columns = ", ".join(quote(c) for c in STORED_SCHEMA.names)
-    reader = con.sql(
-        f"SELECT {columns} FROM read_parquet({literal([f.path for f in files])}, "
-        "hive_partitioning = true, hive_types = {'stream': VARCHAR, 'bucket': INTEGER}) "
-        "ORDER BY partition_key, sequence, event_id"
-    ).to_arrow_reader(250_000)
-    lake.write(
-        EVENTS,
-        conform(reader, STORED_SCHEMA),
-        mode="overwrite",
-        predicate=f"stream = {literal(stream)} AND bucket = {int(bucket)}",
-        operation="compact",
-        # sorted by key, in row groups small enough that a correction of a few keys skips most;
-        # compressed like ingest's files (delta-rs writes uncompressed pages when given properties
-        # without a codec: a compacted lake was four times the size of the lake it replaced)
-        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY"),
-    )
-    con.close()
+    con.execute("SET TimeZone = 'UTC'")  # decoding times from text must not depend on the machine
+    columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
+    layers = _layers(decode)
+    structs = "".join(f", from_json(payload, {literal(json.dumps(layer))}) AS __d{i}" for i, layer in enumerate(layers))
+    fields = "".join(f", __d{i}.{quote(f)} AS {quote(decoded_column(f, t))}" for i, layer in enumerate(layers) for f, t in layer.items())
+    source = f"read_parquet({literal([f.path for f in files])}, hive_partitioning = false)"
+    select = (f"SELECT {columns}{fields} FROM (SELECT *{structs} FROM {source}) "
+              "ORDER BY partition_key, sequence, event_id")
+    folder = f"stream={stream}/bucket={bucket}"
+    name = f"part-{uuid.uuid4()}{DECODED_MARK if decode else ''}.parquet"
+    with tempfile.TemporaryDirectory(prefix="rebuild-compact-") as staging:
+        root = str(lake.local / EVENTS) if lake.local is not None else str(Path(staging) / EVENTS)
+        Path(root, folder).mkdir(parents=True, exist_ok=True)
+        # sorted by key, in row groups small enough that a correction of a few keys skips most
+        _, count, size, _, stats, *_ = con.execute(
+            f"COPY ({select}) TO {literal(f'{root}/{folder}/{name}')} (FORMAT parquet, "
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION snappy, RETURN_STATS)"
+        ).fetchall()[0]
+        con.close()
+        if lake.local is None:
+            storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
+    action = AddAction(path=f"{folder}/{name}", size=int(size), partition_values={"stream": stream, "bucket": str(bucket)},
+                       modification_time=int(time.time() * 1000), data_change=False, stats=json.dumps(file_stats(int(count), stats)))
+    lake.commit_files(EVENTS, [action], expected_version=version, operation="compact", replace=(stream, bucket))
+
+
+def _layers(decode: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The (field, type) pairs as JSON specs for ``from_json``, each naming a field once (a field
+    wanted as two types needs two specs)."""
+    layers: list[dict[str, str]] = []
+    for field, type_ in decode:
+        for layer in layers:
+            if field not in layer:
+                layer[field] = type_
+                break
+        else:
+            layers.append({field: type_})
+    return layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pyarrow as pa
 
@@ -49,6 +50,29 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 ENVELOPE_COLUMNS = tuple(EVENT_SCHEMA.names)
+
+#: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)
+DECODED_MARK = "-decoded"
+
+
+#: the payload types a compacted file can carry decoded: they read back from Parquet as the same type
+DECODABLE = re.compile(r"VARCHAR|BOOLEAN|U?(TINYINT|SMALLINT|INTEGER|BIGINT)|FLOAT|DOUBLE|DATE|TIMESTAMP|TIMESTAMPTZ"
+                       r"|DECIMAL\(\d+,\d+\)")
+
+
+def decoded_column(field: str, type_: str) -> str:
+    """The column of a compacted file holding payload field ``field`` decoded as DuckDB type
+    ``type_``, exactly as ``from_json(payload, {field: type_})`` gives it. The Delta schema does
+    not list these columns: readers that select the envelope never see them."""
+    return f"payload:{field}:{_type_name(type_)}"
+
+
+def decodable(type_: str) -> bool:
+    return DECODABLE.fullmatch(_type_name(type_)) is not None
+
+
+def _type_name(type_: str) -> str:
+    return "".join(type_.upper().split())
 
 
 def bucket_of(partition_key: str, buckets: int = DEFAULT_BUCKETS) -> int:

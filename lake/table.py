@@ -27,7 +27,8 @@ from deltalake.transaction import AddAction
 
 from lake import storage
 from lake.errors import LakeBusy, LakeNotFound
-from lake.schema import DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
+from lake.schema import DECODED_MARK, DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
+from lake.sql import literal
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class Lake:
         self.storage_options = storage.resolve_options(self.uri, storage_options)
         self._snapshots: dict[int, Snapshot] = {}
         self._latest: dict[str, DeltaTable] = {}
+        self._decoded: dict[str, frozenset[str]] = {}
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -340,18 +342,21 @@ class Lake:
         expected_version: int | None = None,
         operation: str = "ingest",
         metadata: dict[str, str] | None = None,
+        replace: tuple[str, int] | None = None,
     ) -> int:
         """One atomic Delta commit adding ``actions``' files, already written under the table's
-        folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``.
+        folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``. With
+        ``replace=(stream, bucket)`` the same commit removes that partition's files (compaction).
 
         No actions make an empty commit: it still records ``metadata`` (a source position)."""
         schema = STORED_SCHEMA if name == EVENTS else QUARANTINE_SCHEMA
         with self._pinned(name, expected_version) as table:
             table.create_write_transaction(
                 list(actions),
-                mode="append",
+                mode="append" if replace is None else "overwrite",
                 schema=schema,
                 partition_by=PARTITIONS if name == EVENTS else None,
+                partition_filters=None if replace is None else [("stream", "=", replace[0]), ("bucket", "=", str(replace[1]))],
                 commit_properties=_commit_properties(operation, metadata, expected_version),
             )
         return expected_version if expected_version is not None else self._table(name).version()
@@ -366,9 +371,26 @@ class Lake:
         except CommitFailedError as exc:
             raise LakeBusy(
                 f"another writer committed version {expected_version} of {uri} first; nothing of this "
-                "commit was archived: run the same ingest again (it is idempotent)",
+                "commit was written: run the same command again (ingest and compaction are idempotent)",
                 uri=uri,
             ) from exc
+
+    def decoded_columns(self, paths: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The decoded payload columns (``lake.schema.decoded_column``) each of ``paths`` carries,
+        read from the footers of files marked as having some (cached: data files never change)."""
+        wanted = [p for p in paths if DECODED_MARK in p.rsplit("/", 1)[-1] and p not in self._decoded]
+        if wanted:
+            con = self.attach(duckdb.connect())
+            try:
+                rows = con.sql(f"SELECT file_name, name FROM parquet_schema({literal(wanted)})").fetchall()
+            finally:
+                con.close()
+            found: dict[str, set[str]] = {p: set() for p in wanted}
+            for file, column in rows:
+                if column.startswith("payload:") and file in found:
+                    found[file].add(column)
+            self._decoded.update({p: frozenset(c) for p, c in found.items()})
+        return {p: self._decoded.get(p, frozenset()) for p in paths}
 
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)

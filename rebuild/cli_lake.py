@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 import lake
-from lake.compact import compact
 from rebuild.cli import Failed, State, cli, command
+from rebuild.workbench import Workbench
 
 
 @cli.group("lake")
@@ -76,9 +76,12 @@ def _print_ingest(console: Console, result: lake.IngestResult) -> None:
 
 @command(lake_group, "compact")
 @click.option("--stream", "streams", multiple=True, help="Only these streams.")
-def compact_cmd(state: State, streams: tuple[str, ...]) -> None:
-    """Rewrite small files sorted by (partition_key, sequence); readers are never disturbed."""
-    result = compact(open_lake(state), streams=list(streams) or None)
+@click.option("--no-decode", is_flag=True, help="Do not store the projections' payload fields as typed columns.")
+def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None:
+    """Rewrite small files sorted by (partition_key, sequence), with the payload fields the
+    configured projections declare as typed columns; readers are never disturbed."""
+    with Workbench(state.config) as wb:
+        result = wb.compact(list(streams) or None, decode=not no_decode)
     state.out.result(
         result.to_dict(),
         lambda c: c.print(

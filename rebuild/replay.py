@@ -20,7 +20,7 @@ from polars.io.plugins import register_io_source
 import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
-from lake.schema import ENVELOPE_COLUMNS
+from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.sql import literal, quote
 from rebuild.errors import ProjectionError
 from rebuild.fold import fold_table
@@ -51,25 +51,54 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     if f.partition_keys is not None:
         wanted = set(lake.buckets_of(f.partition_keys))
         files = [x for x in files if x.bucket in wanted]
-    columns = ", ".join(quote(c) for c in ENVELOPE_COLUMNS)
-    if not files:
-        source = _empty_events()
-    else:
-        source = f"read_parquet({literal([x.path for x in files])}, {HIVE})"
     where = [f.where()]
     if f.partition_keys is not None:
         where.append(f"partition_key IN (SELECT unnest({literal(list(f.partition_keys))}))")
-    if selection.keys_table is not None:
-        # an inner join, not IN (subquery): at 1M keys over 100M events DuckDB ran the semi join
-        # 2.5x slower; the keys are distinct, so the join repeats no event
-        source = f"(SELECT e.* FROM {source} e JOIN {quote(selection.keys_table)} USING (partition_key))"
     if selection.keys:  # a constant range lets the Parquet reader skip row groups by statistics
         where.append(f"partition_key BETWEEN {literal(min(selection.keys))} AND {literal(max(selection.keys))}")
     if selection.exclude_quarantined:
         where.append("partition_key NOT IN (SELECT partition_key FROM __quarantined_keys)")
-    decoded = _payload_columns(projection)
-    sql = f"SELECT {columns}{decoded} FROM {source} WHERE {' AND '.join(where)}"
+    typed, plain = _by_decoding(lake, projection, [x.path for x in files])
+    parts = [f"SELECT {', '.join(fields)} FROM {_source(paths, selection)} WHERE {' AND '.join(where)}"
+             for paths, fields in ((typed, _decoded_fields(projection)), (plain, _json_fields(projection)))
+             if paths]
+    sql = " UNION ALL ".join(parts) or f"SELECT {', '.join(_json_fields(projection))} FROM {_empty_events()}"
     return sql, len(files), sum(x.rows for x in files)
+
+
+def _source(paths: list[str], selection: Selection) -> str:
+    source = f"read_parquet({literal(paths)}, {HIVE})"
+    if selection.keys_table is None:
+        return source
+    # an inner join, not IN (subquery): at 1M keys over 100M events DuckDB ran the semi join 2.5x
+    # slower; the keys are distinct, so the join repeats no event
+    return f"(SELECT e.* FROM {source} e JOIN {quote(selection.keys_table)} USING (partition_key))"
+
+
+def _by_decoding(lake: Lake, projection: Projection, paths: list[str]) -> tuple[list[str], list[str]]:
+    """The files that carry every payload field the projection declares as a decoded column of
+    the same type (``lake.compact``), and the others, whose payload is parsed here."""
+    if not projection.payload:
+        return [], paths
+    wanted = {decoded_column(f, t) for f, t in projection.payload.items()}
+    carried = lake.decoded_columns(paths)
+    typed = [p for p in paths if wanted <= carried[p]]
+    return typed, [p for p in paths if not wanted <= carried[p]]
+
+
+def _decoded_fields(projection: Projection) -> list[str]:
+    _check_payload(projection)
+    return [quote(c) for c in ENVELOPE_COLUMNS] + [
+        f"{quote(decoded_column(f, t))} AS {quote(f)}" for f, t in (projection.payload or {}).items()
+    ]
+
+
+def _json_fields(projection: Projection) -> list[str]:
+    fields = [quote(c) for c in ENVELOPE_COLUMNS]
+    if projection.payload:
+        _check_payload(projection)
+        fields.append(f"unnest(from_json(payload, {literal(json.dumps(projection.payload))}))")
+    return fields
 
 
 def _empty_events() -> str:
@@ -81,17 +110,13 @@ def _empty_events() -> str:
     )
 
 
-def _payload_columns(projection: Projection) -> str:
-    if not projection.payload:
-        return ""
-    clash = set(projection.payload) & set(ENVELOPE_COLUMNS)
+def _check_payload(projection: Projection) -> None:
+    clash = set(projection.payload or ()) & set(ENVELOPE_COLUMNS)
     if clash:
         raise ProjectionError(
             f"projection {projection.name!r}: payload fields {sorted(clash)} clash with envelope columns",
             projection=projection.name,
         )
-    spec = literal(json.dumps(projection.payload))
-    return f", unnest(from_json(payload, {spec}))"
 
 
 def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,

@@ -22,6 +22,7 @@ import polars as pl
 
 import lake as lake_pkg
 from lake import EventFilter, Lake
+from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
 from rebuild.errors import CutoverRefused
@@ -206,6 +207,13 @@ class Workbench:
 
     def runs(self, view: str | None = None, limit: int = 20) -> list[Any]:
         return self.store.runs(view, limit)
+
+    # -- the lake ------------------------------------------------------------------------------
+    def compact(self, streams: list[str] | None = None, decode: bool = True) -> CompactResult:
+        """``lake.compact`` with the payload fields the projections declare decoded into typed
+        columns (unless ``decode`` is false): their replays then read columns instead of JSON."""
+        fields = {(f, t) for p in self.projections() for f, t in (p.payload or {}).items()} if decode else set()
+        return compact(self.lake, streams=streams, decode=fields)
 
     # -- reading -------------------------------------------------------------------------------
     def events(self, engine: str = "duckdb", **filters: Any) -> duckdb.DuckDBPyRelation | pl.LazyFrame:

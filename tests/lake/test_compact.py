@@ -8,8 +8,10 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 import lake
+import lake.compact
 from lake.compact import compact
 from tests.conftest import event, write_ndjson
 
@@ -99,3 +101,23 @@ def test_an_old_snapshot_stays_readable_after_compaction(tmp_path: Path) -> None
     assert target.snapshot().delta_version > old.delta_version
     assert content(target, old) == before  # the old files are still there until vacuumed
     assert {f.path for f in target.snapshot().files}.isdisjoint({f.path for f in old.files})
+
+
+def test_a_commit_made_meanwhile_stops_compaction_and_keeps_its_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = small_commits(tmp_path)
+    intruder = [event(9000 + i, key=key, seq=99, stream="orders") for i, key in enumerate(KEYS)]
+
+    def ingest_meanwhile(name: str) -> None:  # another writer (an object-store lake has no lock)
+        if name == "compact.before_partition" and not intruder_ingested:
+            intruder_ingested.append(lake.ingest(target, [write_ndjson(tmp_path / "meanwhile.ndjson", intruder)]))
+
+    intruder_ingested: list[object] = []
+    monkeypatch.setattr(lake.compact, "point", ingest_meanwhile)
+    with pytest.raises(lake.LakeBusy, match="another writer committed"):
+        compact(target)
+    ids = {r[0] for r in content(target)}
+    assert {e["event_id"] for e in intruder} <= ids  # nothing of the other writer's commit was removed
+    monkeypatch.undo()
+    before = content(target)
+    compact(target)  # the rerun finishes the job
+    assert content(target) == before
