@@ -330,9 +330,13 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Lake events sharing a partition key with the valid input: only files of the touched buckets
-    whose key range holds one of the input's keys are read (time-ordered ids skip old commits'
-    files), and nothing at all, not even the input's key list, for a lake without events."""
+    """The lake events that share an event id or a position with a valid input row: the only ones
+    the judging needs (every lake event at such a position is kept, so its holder is known).
+
+    Only files of the touched buckets whose key range holds one of the input's keys are read
+    (time-ordered ids skip old commits' files), and nothing at all, not even the input's key list,
+    for a lake without events. The lake's other events of the input's keys are dropped while
+    reading, so the judging grows with the batch and its matches, not with the keys' history."""
     con.execute("CREATE TABLE existing (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT)")
     in_lake = lake.snapshot().files
     if not in_lake:
@@ -349,7 +353,10 @@ def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         INSERT INTO existing
         SELECT event_id, stream, partition_key, sequence
         FROM read_parquet({literal(files)}, hive_partitioning = true, hive_types = {{'stream': VARCHAR, 'bucket': INTEGER}})
-        WHERE partition_key IN (SELECT partition_key FROM keys)"""
+        WHERE partition_key IN (SELECT partition_key FROM keys)
+          AND (event_id IN (SELECT event_id FROM staged WHERE reason IS NULL)
+               OR (stream, partition_key, sequence) IN
+                  (SELECT stream, partition_key, sequence FROM staged WHERE reason IS NULL))"""
     )
 
 
