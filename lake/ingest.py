@@ -343,7 +343,8 @@ def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         return
     con.execute("CREATE TABLE keys AS SELECT DISTINCT stream, partition_key FROM staged WHERE reason IS NULL")
     touched = set(con.sql(f"SELECT DISTINCT stream, {bucket_sql('partition_key', lake.buckets)} FROM keys").fetchall())
-    keys = sorted(r[0] for r in con.sql("SELECT DISTINCT partition_key FROM keys").fetchall())
+    # sorted by DuckDB (binary order, as Python compares text), handed over as one Arrow column
+    keys = con.sql("SELECT DISTINCT partition_key FROM keys ORDER BY 1").to_arrow_table().column(0).to_pylist()
     files = [f.path for f in in_lake if (f.stream, f.bucket) in touched and f.may_hold_any(keys)]
     if not files:
         return

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 import lake
+from lake.errors import LakeBusy
+from lake.table import EVENTS
 from lake.mapping import Mapping
 from lake.validate import Batch
 from tests.conftest import event, write_ndjson
@@ -57,3 +60,15 @@ def test_ingest_does_not_import_pandas(tmp_path: Path) -> None:
     args = [sys.executable, "-c", code, str(tmp_path), str(source), str(pq_source)]
     out = subprocess.run(args, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_commit_pinned_to_a_version_another_writer_took_is_busy(tmp_path: Path) -> None:
+    """The kept latest table is reused for a pinned commit; it must still lose a race cleanly."""
+    path = tmp_path / "lake"
+    lake.ingest(lake.Lake(path), [write_ndjson(tmp_path / "a.ndjson", [event(1)])], stream="orders")
+    mine = lake.Lake(path)
+    version = mine.next_version()
+    lake.ingest(lake.Lake(path), [write_ndjson(tmp_path / "b.ndjson", [event(2)])], stream="orders")
+    with pytest.raises(LakeBusy):
+        mine.commit_files(EVENTS, [], expected_version=version, metadata={"workbench.position": "1"})
+    assert mine.next_version() == version + 1
