@@ -95,6 +95,16 @@ def measure(kind: str, source: Path, memory_limit: str) -> dict[str, float]:
     return {**result, "events_per_s": result["events"] / result["seconds"]}
 
 
+def _best_of(runs: int, source: Path, memory_limit: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The fastest baseline and the fastest ingest of ``runs`` each, alternated so that a busy
+    moment on a shared machine hits both alike."""
+    bases, ingests = [], []
+    for _ in range(max(1, runs)):
+        bases.append(measure("baseline", source, memory_limit))
+        ingests.append(measure("ingest", source, memory_limit))
+    return min(bases, key=lambda r: r["seconds"]), min(ingests, key=lambda r: r["seconds"])
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "_child":
         _child(*argv[1:5])
@@ -103,14 +113,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, action="append", help="events per input (repeatable; default 1M)")
     parser.add_argument("--formats", default="ndjson,parquet")
     parser.add_argument("--memory-limit", default="2GB")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each (baseline and ingest alternated); the fastest of each is reported")
     args = parser.parse_args(argv)
     sizes = args.events or [1_000_000]
     rows = []
     for events in sizes:
         for fmt in args.formats.split(","):
             source = generate(events, fmt)
-            base = measure("baseline", source, args.memory_limit)
-            run = measure("ingest", source, args.memory_limit)
+            base, run = _best_of(args.repeat, source, args.memory_limit)
             rows.append({
                 "date": date.today().isoformat(), "events": events, "format": fmt,
                 "ingest_events_per_s": round(run["events_per_s"]), "ingest_seconds": round(run["seconds"], 2),

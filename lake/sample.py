@@ -17,6 +17,7 @@ out-of-order arrival, conflicts, sequence gaps and poison records. ``SampleResul
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
@@ -172,21 +173,22 @@ def generate(
     """
     stream = _check(lake, events, days, tuple(streams))
     started = time.monotonic()
-    rng = np.random.default_rng(seed)
-    history = _history(rng, events, days)
-    plan = _plan(rng, history, days)
     totals = {"archived": 0, "duplicates": 0, "quarantined": 0, "commits": 0, "lake_version": 0}
-    for day, batches in enumerate(_formatted(history, plan, stream, seed, days)):
-        result = ingest_batches(
-            lake, batches, stream=stream, mapping=Mapping(), sources=[b.source for b in batches],
-            memory_limit=memory_limit, temp_directory=temp_directory,
-            ingested_at=END - timedelta(days=days - day - 1),  # the end of the simulated day
-        )  # fmt: skip
-        for key in ("archived", "duplicates", "quarantined", "lake_version"):
-            totals[key] = getattr(result, key) + (totals[key] if key != "lake_version" else 0)
-        totals["commits"] += 1 if result.archived else 0
-        if progress is not None:
-            progress(day + 1, days)
+    with _small_pages():
+        rng = np.random.default_rng(seed)
+        history = _history(rng, events, days)
+        plan = _plan(rng, history, days)
+        for day, batches in enumerate(_formatted(history, plan, stream, seed, days)):
+            result = ingest_batches(
+                lake, batches, stream=stream, mapping=Mapping(), sources=[b.source for b in batches],
+                memory_limit=memory_limit, temp_directory=temp_directory,
+                ingested_at=END - timedelta(days=days - day - 1),  # the end of the simulated day
+            )  # fmt: skip
+            for key in ("archived", "duplicates", "quarantined", "lake_version"):
+                totals[key] = getattr(result, key) + (totals[key] if key != "lake_version" else 0)
+            totals["commits"] += 1 if result.archived else 0
+            if progress is not None:
+                progress(day + 1, days)
     c = plan.counts
     return SampleResult(
         stream=stream, seed=seed, days=days, orders=len(history.order_id), events_generated=len(history),
@@ -212,6 +214,20 @@ def _formatted(h: _History, plan: _Plan, stream: str, seed: int, days: int) -> I
             if day + 1 < days:
                 upcoming = pool.submit(day_batches, day + 1, *deliveries[day + 1])
             yield batches
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """numpy asks for transparent huge pages for its large arrays. The generator makes many large
+    short-lived temporaries, and where the kernel compacts memory to fault huge pages in (THP
+    ``defrag = madvise``, common on servers) that costs more than the TLB saves: drawing a 10M
+    history took 8.5 s with huge pages, 5.2 s without, on the 2-core machine. Restored after."""
+    core = np._core if hasattr(np, "_core") else np.core
+    previous = core.multiarray._set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        core.multiarray._set_madvise_hugepage(previous)
 
 
 def _check(lake: Lake, events: int, days: int, streams: tuple[str, ...]) -> str:

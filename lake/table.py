@@ -366,8 +366,13 @@ class Lake:
         """The table to commit to: as of ``expected_version - 1`` when pinned (with no retries,
         see ``_commit_properties``), else the latest; a lost race becomes ``LakeBusy``."""
         uri = self.table_uri(name)
+        latest = self._latest.get(name)
+        if expected_version is None or latest is None or latest.version() != expected_version - 1:
+            latest = self._table(name, None if expected_version is None else expected_version - 1)
+        # else the kept latest table is that version already (``next_version`` just refreshed it):
+        # no new load of the log (~11 ms), and a commit that lost a race still fails below
         try:
-            yield self._table(name, None if expected_version is None else expected_version - 1)
+            yield latest
         except CommitFailedError as exc:
             raise LakeBusy(
                 f"another writer committed version {expected_version} of {uri} first; nothing of this "

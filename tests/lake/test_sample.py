@@ -135,3 +135,19 @@ def test_refuses_a_lake_that_holds_events_and_unknown_streams(sample: tuple[lake
         generate(target, events=200, seed=1, days=3)
     with pytest.raises(lake.LakeError, match="streams"):
         generate(lake.Lake(tmp_path / "x"), events=200, seed=1, streams=("payments",))
+
+
+def test_the_generator_draws_without_numpy_huge_pages_and_restores_the_setting(tmp_path: Path) -> None:
+    """Huge-page faults of its many large temporaries cost more than they save (see _small_pages)."""
+    import numpy as np
+
+    madvise = np._core.multiarray._set_madvise_hugepage
+    during: list[bool] = []
+    before = madvise(True)
+    try:
+        generate(lake.Lake(tmp_path / "lake"), events=200, seed=1, days=3,
+                 progress=lambda done, days: during.append(madvise(False)))  # fmt: skip
+        assert during and not any(during)
+        assert madvise(True) is True  # restored
+    finally:
+        madvise(before)
