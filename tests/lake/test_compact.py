@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -106,10 +107,12 @@ def test_an_old_snapshot_stays_readable_after_compaction(tmp_path: Path) -> None
 def test_a_commit_made_meanwhile_stops_compaction_and_keeps_its_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = small_commits(tmp_path)
     intruder = [event(9000 + i, key=key, seq=99, stream="orders") for i, key in enumerate(KEYS)]
+    other = lake.Lake(target.uri)  # another writer, without the lock (as on an object store)
+    monkeypatch.setattr(other, "commit_lock", contextlib.nullcontext)
 
-    def ingest_meanwhile(name: str) -> None:  # another writer (an object-store lake has no lock)
+    def ingest_meanwhile(name: str) -> None:
         if name == "compact.before_partition" and not intruder_ingested:
-            intruder_ingested.append(lake.ingest(target, [write_ndjson(tmp_path / "meanwhile.ndjson", intruder)]))
+            intruder_ingested.append(lake.ingest(other, [write_ndjson(tmp_path / "meanwhile.ndjson", intruder)]))
 
     intruder_ingested: list[object] = []
     monkeypatch.setattr(lake.compact, "point", ingest_meanwhile)
