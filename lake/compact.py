@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from deltalake.transaction import AddAction
 
-from lake import storage
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
 from lake.table import EVENTS, PARTITIONS, DataFile, Lake
-from lake.writer import _stats as file_stats
+from lake.writer import write_partition
 
 log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 128 * 1024
@@ -101,21 +99,10 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode
     source = f"read_parquet({literal([f.path for f in files])}, hive_partitioning = false)"
     select = (f"SELECT {columns}{fields} FROM (SELECT *{structs} FROM {source}) "
               "ORDER BY partition_key, sequence, event_id")
-    folder = f"stream={stream}/bucket={bucket}"
     name = f"part-{uuid.uuid4()}{DECODED_MARK if decode else ''}.parquet"
-    with tempfile.TemporaryDirectory(prefix="rebuild-compact-") as staging:
-        root = str(lake.local / EVENTS) if lake.local is not None else str(Path(staging) / EVENTS)
-        Path(root, folder).mkdir(parents=True, exist_ok=True)
+    with con, tempfile.TemporaryDirectory(prefix="rebuild-compact-") as staging:
         # sorted by key, in row groups small enough that a correction of a few keys skips most
-        _, count, size, _, stats, *_ = con.execute(
-            f"COPY ({select}) TO {literal(f'{root}/{folder}/{name}')} (FORMAT parquet, "
-            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION snappy, RETURN_STATS)"
-        ).fetchall()[0]
-        con.close()
-        if lake.local is None:
-            storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
-    action = AddAction(path=f"{folder}/{name}", size=int(size), partition_values={"stream": stream, "bucket": str(bucket)},
-                       modification_time=int(time.time() * 1000), data_change=False, stats=json.dumps(file_stats(int(count), stats)))
+        action = write_partition(con, select, lake, Path(staging), stream, bucket, name, ROW_GROUP_ROWS)
     lake.commit_files(EVENTS, [action], expected_version=version, operation="compact", replace=(stream, bucket))
 
 

@@ -34,7 +34,7 @@ STATS_TEXT = 32
 def write_events(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path) -> list[AddAction]:
     """Write the rows of ``select`` (the columns of ``STORED_SCHEMA``) under the events table;
     the files are not committed yet. ``staging`` is a local folder for object-store lakes."""
-    root = str(lake.local / EVENTS) if lake.local is not None else str(staging / EVENTS)
+    root = _root(lake, staging)
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names)
     written = con.execute(
         f"COPY (SELECT {columns} FROM ({select})) TO {literal(root)} (FORMAT parquet, "
@@ -42,18 +42,42 @@ def write_events(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, stagin
     ).fetchall()
     if lake.local is None and written:
         storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
-    now = int(time.time() * 1000)
-    return [
-        AddAction(
-            path=PurePosixPath(filename).relative_to(root).as_posix(),
-            size=int(size),
-            partition_values=dict(partitions),
-            modification_time=now,
-            data_change=True,
-            stats=json.dumps(_stats(int(rows), column_stats)),
-        )
-        for filename, rows, size, _footer, column_stats, partitions, _extra in written
-    ]
+    return [_action(root, filename, rows, size, column_stats, dict(partitions), data_change=True)
+            for filename, rows, size, _footer, column_stats, partitions, _extra in written]
+
+
+def write_partition(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path,
+                    stream: str, bucket: int, name: str, row_group_rows: int) -> AddAction:
+    """Write the rows of ``select`` (the stored columns but the partition's, in the order given,
+    possibly with more columns) as the one file ``name`` of partition (``stream``, ``bucket``),
+    not committed yet: compaction's rewrite of a partition."""
+    root = _root(lake, staging)
+    folder = Path(root, f"stream={stream}", f"bucket={bucket}")
+    folder.mkdir(parents=True, exist_ok=True)
+    filename, rows, size, _footer, column_stats, *_ = con.execute(
+        f"COPY ({select}) TO {literal(str(folder / name))} (FORMAT parquet, "
+        f"ROW_GROUP_SIZE {int(row_group_rows)}, COMPRESSION snappy, RETURN_STATS)"
+    ).fetchall()[0]
+    if lake.local is None:
+        storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
+    return _action(root, filename, rows, size, column_stats, {"stream": stream, "bucket": str(bucket)}, data_change=False)
+
+
+def _root(lake: Lake, staging: Path) -> str:
+    """Where files are written: under the events table, or the staging folder of an object-store lake."""
+    return str(lake.local / EVENTS) if lake.local is not None else str(staging / EVENTS)
+
+
+def _action(root: str, filename: str, rows: int, size: int, column_stats: Mapping[str, Mapping[str, str]],
+            partitions: dict[str, str], *, data_change: bool) -> AddAction:
+    return AddAction(
+        path=PurePosixPath(filename).relative_to(root).as_posix(),
+        size=int(size),
+        partition_values=partitions,
+        modification_time=int(time.time() * 1000),
+        data_change=data_change,
+        stats=json.dumps(_stats(int(rows), column_stats)),
+    )
 
 
 def _stats(rows: int, column_stats: Mapping[str, Mapping[str, str]]) -> dict[str, object]:

@@ -81,9 +81,11 @@ def _by_decoding(lake: Lake, projection: Projection, paths: list[str]) -> tuple[
     if not projection.payload:
         return [], paths
     wanted = {decoded_column(f, t) for f, t in projection.payload.items()}
-    carried = lake.decoded_columns(paths)
-    typed = [p for p in paths if wanted <= carried[p]]
-    return typed, [p for p in paths if not wanted <= carried[p]]
+    typed: list[str] = []
+    plain: list[str] = []
+    for path, carried in lake.decoded_columns(paths).items():
+        (typed if wanted <= carried else plain).append(path)
+    return typed, plain
 
 
 def _decoded_fields(projection: Projection) -> list[str]:
