@@ -76,7 +76,8 @@ def sample_lake(events: int, root: Path) -> lake.Lake:
     target = lake.Lake(root / f"lake-{events}")
     if not target.exists():
         started = time.monotonic()
-        generate(target, events=events, seed=11)
+        generate(target, events=events, seed=11,
+                 progress=lambda day, days: log(f"sample: day {day} of {days} committed ({time.monotonic() - started:.0f}s)"))
         log(f"generated {events:,} events in {time.monotonic() - started:.1f}s")
     return target
 

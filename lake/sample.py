@@ -321,10 +321,12 @@ def _history(rng: np.random.Generator, events: int, days: int) -> _History:
             break
         pool *= 2
     kept = e["order"][keep]  # sorted: events are grouped by order
+    etype, times = e["etype"][keep], e["time"][keep]
+    del e, keep  # the pool's events: at 100M events, its arrays would double the peak memory
     first = np.r_[True, kept[1:] != kept[:-1]]
     o = {k: v[kept[first]] for k, v in o.items()}
     order = np.cumsum(first) - 1
-    etype, times = e["etype"][keep], e["time"][keep]
+    del kept
     start = np.flatnonzero(np.r_[True, order[1:] != order[:-1]])
     seq = np.arange(len(order)) - start[order] + 1
     number = np.empty(len(start), np.int64)
@@ -343,7 +345,12 @@ def _details(
     """Items (sku, quantity, unit price), amounts and the categorical choice of each event."""
     n = len(order)
     catalog = (_uniform_log(rng, np.full(600, 2.0), np.full(600, 300.0)).astype(np.int64)) * 100 + 99
-    sku = (600 * rng.random(n) ** 2).astype(np.int64)  # popular items first
+    # in place where it can be: at 100M events each temporary array is 0.8 GB
+    popular = rng.random(n)
+    popular **= 2
+    popular *= 600
+    sku = popular.astype(np.int64)  # popular items first
+    del popular
     qty = np.array([1, 1, 1, 1, 2, 2, 3, 5])[rng.integers(0, 8, n)]
     removed = np.flatnonzero(etype == REMOVED)
     source = start[order[removed]] + 1 + (rng.random(len(removed)) * o["items"][order[removed]]).astype(np.int64)
@@ -351,10 +358,18 @@ def _details(
     qty[removed] = 1 + (rng.random(len(removed)) * qty[source]).astype(np.int64)
     price = catalog[sku]
     item = (etype == ADDED) | (etype == REMOVED)
-    line = np.where(item, np.where(etype == ADDED, qty, -qty) * price, 0)
+    line = np.where(etype == ADDED, qty, -qty)
+    line *= price
+    line[~item] = 0
     total = np.add.reduceat(line, start)[order]
-    refund = np.where(rng.random(n) < 0.6, total, total // 2)
-    cents = np.where(item, price, np.where(etype == REFUNDED, refund, total))
+    del line
+    refund = total // 2
+    whole = rng.random(n) < 0.6
+    refund[whole] = total[whole]
+    del whole
+    cents = np.where(etype == REFUNDED, refund, total)
+    del refund, total
+    cents[item] = price[item]
     return sku, qty, cents, _codes(rng, o, order, etype)
 
 
@@ -387,7 +402,8 @@ def _hex(rng: np.random.Generator, count: int) -> pa.Array:
 def _pick(rng: np.random.Generator, eligible: np.ndarray, used: np.ndarray, count: int) -> np.ndarray:
     """Up to ``count`` random eligible events not chosen for another anomaly; marks them used."""
     free = np.flatnonzero(eligible & ~used)
-    chosen = np.sort(rng.permutation(free)[:count])
+    # choice without replacement costs O(count); a permutation of every free event cost O(events)
+    chosen = np.sort(rng.choice(free, min(count, len(free)), replace=False))
     used[chosen] = True
     return chosen
 
@@ -447,7 +463,8 @@ def _gaps(rng: np.random.Generator, h: _History, count: int, used: np.ndarray) -
     """Drop one middle event of ``count`` orders: a sequence gap a reader can detect."""
     length = np.bincount(h.order)
     start = np.cumsum(length) - length
-    orders = np.sort(rng.permutation(np.flatnonzero(length >= 3))[:count])
+    eligible = np.flatnonzero(length >= 3)
+    orders = np.sort(rng.choice(eligible, min(count, len(eligible)), replace=False))
     victims = start[orders] + 1 + (rng.random(len(orders)) * (length[orders] - 2)).astype(np.int64)
     dropped = np.zeros(len(h), bool)
     dropped[victims] = True
