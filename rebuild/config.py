@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from typing import Any
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rebuild.errors import ConfigError
 
