@@ -124,10 +124,7 @@ def hand_written(target: lake.Lake, store: Path, memory_limit: str) -> float:
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     # the payload's fields as the files hold them: typed columns where compaction decoded them
     columns = {f: decoded_column(f, t) for f, t in PAYLOAD.items()}
-    typed: list[str] = []
-    plain: list[str] = []
-    for path, carried in target.decoded_columns(files).items():
-        (typed if set(columns.values()) <= carried else plain).append(path)
+    typed, plain = target.split_decoded(files, columns.values())
     parts = [f"SELECT *, unnest(from_json(payload, {literal(json.dumps(PAYLOAD))})) FROM read_parquet({literal(plain)}, hive_partitioning = true)"] if plain else []
     if typed:
         fields = ", ".join(f"{quote(c)} AS {quote(f)}" for f, c in columns.items())

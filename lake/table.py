@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -396,6 +396,16 @@ class Lake:
                     found[file].add(column)
             self._decoded.update({p: frozenset(c) for p, c in found.items()})
         return {p: self._decoded.get(p, frozenset()) for p in paths}
+
+    def split_decoded(self, paths: Sequence[str], columns: Iterable[str]) -> tuple[list[str], list[str]]:
+        """``paths`` split in one pass: the files that carry every decoded column of ``columns``,
+        and the others (whose payload a reader must parse)."""
+        wanted = frozenset(columns)
+        typed: list[str] = []
+        plain: list[str] = []
+        for path, carried in self.decoded_columns(paths).items():
+            (typed if wanted <= carried else plain).append(path)
+        return typed, plain
 
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)

@@ -80,12 +80,7 @@ def _by_decoding(lake: Lake, projection: Projection, paths: list[str]) -> tuple[
     the same type (``lake.compact``), and the others, whose payload is parsed here."""
     if not projection.payload:
         return [], paths
-    wanted = {decoded_column(f, t) for f, t in projection.payload.items()}
-    typed: list[str] = []
-    plain: list[str] = []
-    for path, carried in lake.decoded_columns(paths).items():
-        (typed if wanted <= carried else plain).append(path)
-    return typed, plain
+    return lake.split_decoded(paths, (decoded_column(f, t) for f, t in projection.payload.items()))
 
 
 def _decoded_fields(projection: Projection) -> list[str]:

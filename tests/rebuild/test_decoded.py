@@ -107,6 +107,9 @@ def test_a_field_declared_with_another_type_is_parsed(tmp_path: Path) -> None:
     compact(target, small_bytes=1 << 40, decode=[("amount", "DECIMAL(18,2)"), ("blob", "JSON")])
     carried = target.decoded_columns([f.path for f in target.snapshot().files])
     assert set().union(*carried.values()) == {"payload:amount:DECIMAL(18,2)"}  # JSON is not decodable
+    paths = [f.path for f in target.snapshot().files]
+    assert target.split_decoded(paths, ["payload:amount:DECIMAL(18,2)"]) == (paths, [])
+    assert target.split_decoded(paths, ["payload:amount:DOUBLE"]) == ([], paths)
     assert [r[1] for r in replayed(target, {"amount": "DECIMAL(18,2)"})] == [Decimal("12.35")] * 4
     assert {r[1] for r in replayed(target, {"amount": "DOUBLE"})} == {12.345}
 
