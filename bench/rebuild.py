@@ -253,13 +253,14 @@ def run(events: int, fold_orders: int, memory_limit: str, compact_first: bool, s
     if compact_first:  # as `rebuild lake compact` does: the projections' payload fields decoded too
         log(f"compacted: {wb.compact()}")
     full_s = hand_s = float("inf")
-    # alternated, best of three: the first pair pays for warming up (its ratio was 1.20-1.25 where
-    # the next pairs' were 1.07-1.13), so two pairs left a single warm run of each to compare
-    for _ in range(3):
+    # alternated pairs, best of each: the first pair pays for warming up (its ratio was 1.20-1.25
+    # where the next pairs' were 1.07-1.13), so two pairs left a single warm run of each to compare
+    pairs = 3
+    for _ in range(pairs):
         seconds, result = timed(lambda: wb.run("order_summary", full=True, progress="none"))
         full_s, hand_s = min(full_s, seconds), min(hand_s, hand_written(target, work / "hand.duckdb", memory_limit))
     replayed = result.record.events_read
-    log(f"full rebuild {full_s:.2f}s, hand-written {hand_s:.2f}s (best of 3 each)")
+    log(f"full rebuild {full_s:.2f}s, hand-written {hand_s:.2f}s (best of {pairs} each)")
     keys = [r[0] for r in wb.store.con.sql("SELECT order_id FROM order_summary__shadow USING SAMPLE 1000 ROWS").fetchall()]  # type: ignore[attr-defined]
     newest = [r[0] for r in wb.store.con.sql("SELECT order_id FROM order_summary__shadow ORDER BY order_id DESC LIMIT 1000").fetchall()]  # type: ignore[attr-defined]
     fold_keys = [r[0] for r in wb.store.con.sql(f"SELECT order_id FROM order_summary__shadow USING SAMPLE {fold_orders} ROWS").fetchall()]  # type: ignore[attr-defined]
