@@ -231,11 +231,13 @@ def _connect(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute(f"SET temp_directory = {literal(str(tmp / 'spill'))}")
     con.execute(
-        "CREATE TABLE staged (source VARCHAR, line BIGINT, record VARCHAR, reason VARCHAR, "
+        "CREATE TABLE staged (source INTEGER, line BIGINT, record VARCHAR, reason VARCHAR, "
         "event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT, "
         "event_type VARCHAR, event_time TIMESTAMPTZ, schema_version INTEGER, payload VARCHAR, "
         "metadata VARCHAR)"
     )
+    # each row names its source by number: a path repeated per row would cost a string per record
+    con.execute("CREATE TABLE sources (source INTEGER PRIMARY KEY, name VARCHAR)")
     return con
 
 
@@ -243,9 +245,13 @@ def _stage(
     con: duckdb.DuckDBPyConnection, batches: Iterable[Batch], mapping: Mapping, stream: str | None
 ) -> int:
     read = 0
+    numbers: dict[str, int] = {}
     for batch in batches:
+        if batch.source not in numbers:
+            numbers[batch.source] = len(numbers)
+            con.execute("INSERT INTO sources VALUES (?, ?)", [numbers[batch.source], batch.source])
         con.register("raw", batch.table)
-        sql = validate_sql(batch, mapping, stream)
+        sql = validate_sql(batch, mapping, stream, numbers[batch.source])
         con.execute(f"INSERT INTO staged {sql}")
         con.unregister("raw")
         read += batch.table.num_rows
@@ -278,16 +284,16 @@ def _resolve(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
     con.execute(
         """
         CREATE TABLE quarantine AS
-        SELECT stream, reason, source, line, rtrim(record, chr(13) || chr(10)) AS record, event_id,
+        SELECT stream, reason, n.name AS source, line, rtrim(record, chr(13) || chr(10)) AS record, event_id,
                partition_key, sequence, event_type, event_time
-        FROM staged WHERE reason IS NOT NULL
+        FROM staged JOIN sources n USING (source) WHERE reason IS NOT NULL
         UNION ALL
         SELECT s.stream,
                'conflict: partition_key ' || s.partition_key || ' sequence ' || s.sequence ||
-               ' already belongs to event ' || r.holder, s.source, s.line,
+               ' already belongs to event ' || r.holder, n.name, s.line,
                rtrim(s.record, chr(13) || chr(10)), s.event_id,
                s.partition_key, s.sequence, s.event_type, s.event_time
-        FROM staged s JOIN refused r ON s.rowid = r.rid WHERE r.holder IS NOT NULL"""
+        FROM staged s JOIN refused r ON s.rowid = r.rid JOIN sources n USING (source) WHERE r.holder IS NOT NULL"""
     )
     valid, refused, duplicates = con.sql(
         "SELECT (SELECT count(*) FROM staged WHERE reason IS NULL), (SELECT count(*) FROM refused), "

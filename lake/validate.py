@@ -22,8 +22,9 @@ class Batch:
     table: pa.Table
 
 
-def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
-    """One SELECT turning raw records into envelope columns plus a quarantine ``reason``.
+def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int) -> str:
+    """One SELECT turning raw records into envelope columns plus a quarantine ``reason``. Rows
+    carry their source as its number ``source``: the staging keeps each name once, not per row.
 
     Three levels, so that each field is extracted (and each JSON line parsed) once per record:
     ``fields`` pulls the source fields out as text (or as they are when they already have the
@@ -32,7 +33,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
     cols = set(batch.table.column_names)
     if "_rejected" in cols:
         return (
-            f"SELECT {literal(batch.source)}, _line, _raw, _rejected, NULL, {literal(stream)}, "
+            f"SELECT {int(source)}, _line, _raw, _rejected, NULL, {literal(stream)}, "
             "NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM raw"
         )
     get = _Fields(batch, mapping)
@@ -91,7 +92,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None) -> str:
     reason = "CASE " + " ".join(f"WHEN NOT ({ok}) THEN {why}" for ok, why in checks) + " END"
     # the raw columns pass through every level, so the record is rendered for rejected rows only
     return f"""
-        SELECT {literal(batch.source)}, _line, CASE WHEN _reason IS NOT NULL THEN {get.record()} END,
+        SELECT {int(source)}, _line, CASE WHEN _reason IS NOT NULL THEN {get.record()} END,
                _reason, _t_event_id, _stream, _t_partition_key, _sequence, _t_event_type,
                _event_time, _schema_version, _payload, _metadata
         FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""

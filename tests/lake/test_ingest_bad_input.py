@@ -192,6 +192,20 @@ def test_conflicts_in_the_batch_and_against_the_lake(tmp_path: Path) -> None:
     assert event_ids(target) == {"e1", "e2", "e3", "e11"}
 
 
+def test_each_quarantined_record_names_its_own_file_in_a_commit_of_several(tmp_path: Path) -> None:
+    """Staging numbers its sources; every quarantine row must still get its own file's name."""
+    first = write_ndjson(tmp_path / "first.ndjson", [event(1, seq=1), "{bad", event(2, seq=2)])
+    second = write_ndjson(tmp_path / "second.ndjson", [event(3, seq=2), {**event(4), "sequence": -1}])
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [first, second], stream="orders")
+    assert (result.archived, result.quarantined) == (2, 3)
+    assert quarantined(target) == [
+        (str(first), 2, "malformed record: malformed JSON"),
+        (str(second), 1, "conflict: partition_key o1 sequence 2 already belongs to event e2"),
+        (str(second), 2, "sequence is not a non-negative int64: -1"),
+    ]
+
+
 def test_quarantine_is_not_repeated_when_the_same_input_is_ingested_again(tmp_path: Path) -> None:
     source = write_ndjson(tmp_path / "in.ndjson", [GOOD, "{bad", {**event(1), "sequence": -1}])
     target = lake.Lake(tmp_path / "lake")
