@@ -20,10 +20,11 @@ from typing import Any
 import duckdb
 from deltalake import DeltaTable
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from lake.sql import literal
 from lake.storage import is_remote
+from lake.render import table_of
 from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
 from lake.table import EVENTS, Lake, Snapshot
 
@@ -110,18 +111,18 @@ class AuditReport:
         """Readable tables for people: a summary row per stream, then each stream's detail."""
         totals = self.to_dict()
         console.print(
-            f"[bold]{self.lake_uri}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
+            f"[bold]{escape(self.lake_uri)}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
             f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined"
         )
         summaries = [_summary(s) for s in self.streams]
         rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
-        console.print(_table("Streams", rows))
+        console.print(table_of("Streams", rows, overflow="fold"))
         if self.duplicates_at_ingest is None:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
         if self.bad_files:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
                           "figures below; restore them from a backup, or run with --skip-corrupted):")
-            console.print(_table("Unreadable files", [b.to_dict() for b in self.bad_files]))
+            console.print(table_of("Unreadable files", [b.to_dict() for b in self.bad_files], overflow="fold"))
         for s in self.streams:
             _render_stream(console, s)
 
@@ -372,15 +373,15 @@ def _summary(s: StreamAudit) -> dict[str, Any]:
 
 
 def _render_stream(console: Console, s: StreamAudit) -> None:
-    console.print(f"\n[bold]stream {s.stream}[/bold]")
-    console.print(_table("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()]))
+    console.print(f"\n[bold]stream {escape(s.stream)}[/bold]")
+    console.print(table_of("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()], overflow="fold"))
     if s.lateness:
         late = s.lateness
         console.print(
             f"lateness (ingested_at - event_time): p50 {_span(late['p50_s'])}, p90 {_span(late['p90_s'])}, "
             f"p99 {_span(late['p99_s'])}, max {_span(late['max_s'])}; late: {late['late']:,}"
         )
-        console.print(_table("Lateness", [late["histogram"]]))
+        console.print(table_of("Lateness", [late["histogram"]], overflow="fold"))
     for title, rows in (
         ("Sequence gaps (examples)", s.gaps["examples"]),
         ("Hot partition keys", s.hot_partitions),
@@ -388,7 +389,7 @@ def _render_stream(console: Console, s: StreamAudit) -> None:
         ("Quarantined by reason", s.quarantined["reasons"]),
     ):
         if rows:
-            console.print(_table(title, rows))
+            console.print(table_of(title, rows, overflow="fold"))
 
 
 def _drift_row(d: dict[str, Any]) -> dict[str, Any]:
@@ -405,15 +406,6 @@ def _span(seconds: float) -> str:
         if abs(seconds) >= size:
             return f"{seconds / size:.1f} {unit}"
     return f"{seconds:.1f} s"
-
-
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name in rows[0] if rows else []:
-        table.add_column(str(name), overflow="fold")
-    for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row.values()))
-    return table
 
 
 def _html_notes(s: StreamAudit) -> str:

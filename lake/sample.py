@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.console import Console
+from rich.markup import escape
 
 from lake.errors import LakeError
 from lake.ingest import Batch, ingest_batches
@@ -99,7 +100,7 @@ class SampleResult:
         """A few lines for people: what was written and which anomalies to expect in it."""
         console.print(
             f"wrote [bold]{self.archived:,}[/bold] of {self.events_generated:,} generated events "
-            f"({self.orders:,} orders, stream {self.stream}, seed {self.seed}) in {self.commits} daily "
+            f"({self.orders:,} orders, stream {escape(self.stream)}, seed {self.seed}) in {self.commits} daily "
             f"commits -> lake_version {self.lake_version} ({self.seconds:.1f}s)"
         )
         console.print(

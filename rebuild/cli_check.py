@@ -42,7 +42,7 @@ def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, .
 
 
 def _print(console: Console, report: Any) -> None:
-    console.print(report.summary())
+    console.print(report.summary(), markup=False)
     if report.diff is not None:
-        console.print(f"  {report.diff.summary()}")
-    console.print(f"  report: {report.paths.get('html')}")
+        console.print(f"  {report.diff.summary()}", markup=False)
+    console.print(f"  report: {report.paths.get('html')}", markup=False)

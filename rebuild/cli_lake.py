@@ -6,7 +6,6 @@ from __future__ import annotations
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import lake
 from rebuild.cli import Failed, State, cli, command
@@ -71,7 +70,7 @@ def _print_ingest(console: Console, result: lake.IngestResult) -> None:
         f"{result.quarantined:,} quarantined -> lake_version {result.lake_version} ({result.seconds:.1f}s)"
     )
     for reason, count in result.reasons.items():
-        console.print(f"  quarantined {count:,}: {reason}")
+        console.print(f"  quarantined {count:,}: {escape(reason)}")
 
 
 @command(lake_group, "compact")
@@ -131,24 +130,3 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool) -> None:
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed()
-
-
-def table_of(title: str, rows: list[dict[str, object]]) -> Table:
-    """A rich table from a list of dicts (the keys of the first row are the columns)."""
-    table = Table(title=title, title_justify="left")
-    for i, name in enumerate(rows[0] if rows else []):
-        table.add_column(escape(str(name)), no_wrap=i == 0)  # the first column names the row: never cut
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
-    return table
-
-
-def _cell(value: object) -> str:
-    """Numbers with thousands separators, '-' for nothing, no rich markup from data."""
-    if value is None:
-        return "-"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return escape(str(value))
-
-

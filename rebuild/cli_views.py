@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from rebuild.cli import State, cli, command
-from rebuild.cli_lake import table_of
+from lake.render import table_of
 from rebuild.options import click_options, from_kwargs
 from rebuild.workbench import Workbench
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import lake
 from lake.audit import audit
@@ -64,17 +65,17 @@ def run_demo(state: State, *, events: int, seed: int) -> None:
         ctx.results[step.name] = {**result, "seconds": round(time.monotonic() - begun, 3)}
         log.info("demo step %s: %s", step.name, step.summary(result))
         if not state.out.json:
-            state.out.console.print(f"[bold]{step.name}[/bold]: {step.summary(result)}")
+            state.out.console.print(f"[bold]{step.name}[/bold]: {escape(step.summary(result))}")
     seconds = time.monotonic() - started
     payload = {"lake": ctx.lake.uri, "events": events, "seed": seed, "seconds": round(seconds, 3), "steps": ctx.results}
     state.out.result(payload, lambda console: _render(console, ctx, seconds))
 
 
 def _render(console: Console, ctx: DemoContext, seconds: float) -> None:
-    console.print(f"demo finished in {seconds:.1f}s; the lake is at {ctx.lake.uri}")
+    console.print(f"demo finished in {seconds:.1f}s; the lake is at {ctx.lake.uri}", markup=False)
     report = ctx.results.get("check", {}).get("report")
     if report:
-        console.print(f"[bold]the validation report[/bold]: {report}")
+        console.print(f"[bold]the validation report[/bold]: {escape(str(report))}")
     console.print("next: `rebuild ls`, `rebuild runs order_summary`, `rebuild rollback order_summary` "
                   "(again) to return to the rebuilt view, or open notebooks/ with `make lab`")
 

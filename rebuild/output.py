@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from lake.encode import json_default
 
@@ -36,10 +37,11 @@ class Output:
             render(self.console)
         else:
             for key, value in payload.items():
-                self.console.print(f"[bold]{key}[/bold]: {value}")
+                self.console.print(f"[bold]{key}[/bold]: {escape(str(value))}")
 
     def error(self, message: str, code: int, kind: str) -> None:
         if self.json:
             sys.stdout.write(to_json({"error": message, "kind": kind, "exit_code": code}) + "\n")
         else:
-            self.errors.print(f"[red]error[/red]: {message}", markup=True)
+            # escaped: messages quote config sections ("[projections] modules"), paths and values
+            self.errors.print(f"[red]error[/red]: {escape(message)}")

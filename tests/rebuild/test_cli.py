@@ -11,6 +11,7 @@ import pytest
 
 from rebuild.cli import cli, main
 from rebuild.options import RunOptions
+from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 from tests.rebuild.conftest import Bench
 
@@ -53,6 +54,19 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     assert code == 2 and "exclude each other" in error["error"]
     code, error = _call(capsys, bench, "run", "order_summary", "--since", "yesterday")
     assert code == 2 and "not an ISO date" in error["error"]
+
+
+def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Brackets in records, keys and messages are text for people, not rich markup to drop or fail on."""
+    source = write_ndjson(tmp_path / "in.ndjson", [event(1, key="o[bold]1"), {**event(2), "sequence": "[/x]"}])
+    at = ["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
+    assert main([*at, "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    assert "sequence is not a non-negative int64: [/x]" in capsys.readouterr().out
+    assert main([*at, "lake", "audit"]) == 0
+    out = capsys.readouterr().out
+    assert "o[bold]1" in out and "[/x]" in out
+    assert main([*at, "run", "nope"]) == 2
+    assert "List modules under [projections] modules" in capsys.readouterr().err
 
 
 def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
