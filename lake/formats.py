@@ -7,6 +7,7 @@ Rows a reader itself cannot split (a CSV row with the wrong number of cells) com
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -61,11 +62,14 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
 
     Each ``_raw`` value keeps its line end (``\\n`` or ``\\r\\n``): JSON allows the whitespace, and
     the values stay zero-copy slices of the chunk read (each chunk is read into a buffer of its
-    own, so nothing is copied). Blank lines are skipped (but counted).
+    own, so nothing is copied). Blank lines are skipped (but counted). A UTF-8 byte order mark
+    at the start of the file, as some exporters write, is not part of the first line.
     """
     start = 1
     size = max(rows * 256, 1 << 16)
     with open(path, "rb") as handle:
+        if handle.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            handle.seek(0)
         tail = b""
         while True:
             buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
@@ -122,7 +126,8 @@ def _blank(lines: pa.Array) -> pa.Array | None:
 
 
 def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+    # utf-8-sig: a byte order mark is not part of the first column's name (pyarrow skips it too)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
         header = next(csv.reader(io.StringIO(handle.readline())), [])
     if not header:
         return

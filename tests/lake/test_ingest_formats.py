@@ -65,6 +65,20 @@ def test_every_format_gives_the_same_events(tmp_path: Path, writer: object) -> N
     assert {r[0] for r in rows} == {f"e{n}" for n in range(1, 11)}
 
 
+@pytest.mark.parametrize("writer", [write_ndjson, write_csv], ids=["ndjson", "csv"])
+def test_a_byte_order_mark_is_not_data(tmp_path: Path, writer: object) -> None:
+    """Exporters on Windows start UTF-8 text with a BOM: the first record is still an event, and
+    the first column keeps its name (and so its text type: ids with leading zeros stay as they are)."""
+    records = [{**event(n), "event_id": f"000{n}"} for n in (1, 2)]
+    plain = writer(tmp_path / f"in.{writer.__name__[6:]}", records)  # type: ignore[operator,attr-defined]
+    marked = tmp_path / f"marked{plain.suffix}"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [marked], stream="orders")
+    assert (result.archived, result.quarantined) == (2, 0)
+    assert sorted(lake.read_events(target).project("event_id").fetchall()) == [("0001",), ("0002",)]
+
+
 def test_formats_mix_in_one_commit_and_dedupe_across_them(tmp_path: Path) -> None:
     records = [event(n) for n in range(1, 7)]
     files = [
