@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from rebuild.cli import State, cli, command
 from lake.render import table_of
+from rebuild.cli import State, cli, command
 from rebuild.options import click_options, from_kwargs
 from rebuild.workbench import Workbench
 
@@ -102,8 +103,10 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
     """Recent runs (newest first) from _rebuild_runs."""
     with workbench(state) as wb:
         runs = [r.to_dict() for r in wb.runs(view, limit)]
+        if view is not None and not runs:
+            wb.projection(view)  # a misspelt view is an error that lists the known ones
     for r in runs:
         r.pop("plan")
-    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", [
-        {k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict", "forced")}
-        for r in runs])))
+    rows = [{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict", "forced")}
+            for r in runs]
+    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows) if rows else escape(f"no runs of {view or 'any view'} yet")))
