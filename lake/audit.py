@@ -24,8 +24,8 @@ from rich.markup import escape
 
 from lake.sql import literal
 from lake.storage import is_remote
-from lake.render import table_of
 from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
+from lake.render import table_of
 from lake.table import EVENTS, Lake, Snapshot
 
 LATE_AFTER = timedelta(days=2)

@@ -21,11 +21,11 @@ def table_of(title: str, rows: Sequence[Mapping[str, object]], overflow: Overflo
     for i, name in enumerate(rows[0] if rows else []):
         table.add_column(escape(str(name)), no_wrap=i == 0, overflow=overflow)
     for row in rows:
-        table.add_row(*(cell(v) for v in row.values()))
+        table.add_row(*(_cell(v) for v in row.values()))
     return table
 
 
-def cell(value: object) -> str:
+def _cell(value: object) -> str:
     """Numbers with thousands separators, '-' for nothing, no rich markup from data."""
     if value is None:
         return "-"
