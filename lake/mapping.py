@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from lake.errors import SourceError
+from lake.settings import describe, unknown_keys
 
 MAPPABLE = (
     "event_id",
@@ -38,6 +39,12 @@ MAPPABLE = (
 REQUIRED = ("event_id", "partition_key", "sequence", "event_type", "event_time")
 TIME_UNITS = ("s", "ms", "us")
 BUILTIN = {"aws-lambda-stream": "aws_lambda_stream.toml"}
+#: the names a mapping file may hold ([fields] keys are checked against the envelope's columns)
+SETTINGS: dict[str, frozenset[str] | None] = {
+    "name": None,
+    "fields": None,
+    "options": frozenset({"event_time_unit", "metadata"}),
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ class Mapping:
         missing = [c for c in REQUIRED if c not in fields]
         unit = options.get("event_time_unit")
         problems = []
+        misspelt = unknown_keys(data, SETTINGS)
+        if misspelt:
+            problems.append(f"unknown settings {misspelt} (known: {describe(SETTINGS)})")
         if unknown:
             problems.append(f"unknown envelope columns {unknown} (known: {list(MAPPABLE)})")
         if missing:

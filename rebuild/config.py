@@ -10,9 +10,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lake.settings import describe, unknown_keys
 from rebuild.errors import ConfigError
 
 FILENAME = "workbench.toml"
+#: the sections and keys of workbench.toml (anything else is a typo, refused)
+SETTINGS: dict[str, frozenset[str] | None] = {
+    "lake": frozenset({"uri", "storage_options"}),
+    "store": frozenset({"uri"}),
+    "projections": frozenset({"modules"}),
+    "duckdb": frozenset({"memory_limit", "temp_directory", "threads"}),
+    "reports": frozenset({"dir"}),
+}
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,16 @@ class Config:
             data = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
+        unknown = unknown_keys(data, SETTINGS)
+        if unknown:
+            raise ConfigError(f"{file}: unknown settings {unknown}; known: {describe(SETTINGS)}", file=str(file))
         duck = data.get("duckdb", {})
         defaults = cls()
+        modules = data.get("projections", {}).get("modules", defaults.projection_modules)
         config = cls(
             lake_uri=data.get("lake", {}).get("uri", defaults.lake_uri),
             store_uri=data.get("store", {}).get("uri", defaults.store_uri),
-            projection_modules=tuple(data.get("projections", {}).get("modules", defaults.projection_modules)),
+            projection_modules=(modules,) if isinstance(modules, str) else tuple(modules),  # one name, or a list
             memory_limit=str(duck.get("memory_limit", defaults.memory_limit)),
             temp_directory=duck.get("temp_directory"),
             threads=duck.get("threads"),

@@ -1,0 +1,109 @@
+"""workbench.toml: defaults < the file < REBUILD_* environment < arguments; relative paths resolve
+against the file's folder; a misspelt or malformed setting is an error, never ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lake
+from rebuild.cli import main
+from rebuild.config import Config
+from rebuild.errors import ConfigError
+from lake.errors import SourceError
+
+FILE = """
+[lake]
+uri = "data/lake"
+[store]
+uri = "duckdb://views/v.duckdb"
+[projections]
+modules = ["rebuild.examples", "mine/projections.py"]
+[duckdb]
+memory_limit = "1GB"
+temp_directory = "spill"
+threads = 2
+[reports]
+dir = "out/reports"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "project" / "workbench.toml"
+    path.parent.mkdir()
+    path.write_text(FILE)
+    return path
+
+
+def test_relative_paths_resolve_against_the_files_folder(config_file: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # elsewhere: the working directory must not matter
+    c = Config.load(config_file, env={})
+    base = config_file.parent
+    assert c.lake_uri == str(base / "data/lake")
+    assert c.store_uri == f"duckdb://{base / 'views/v.duckdb'}"
+    assert c.projection_modules == ("rebuild.examples", str(base / "mine/projections.py"))
+    assert (c.memory_limit, c.threads) == ("1GB", 2)
+    assert c.temp_directory == str(base / "spill") and c.reports_dir == str(base / "out/reports")
+    assert c.source == str(config_file)
+
+
+def test_the_environment_overrides_the_file_and_arguments_override_both(config_file: Path) -> None:
+    env = {"REBUILD_LAKE_URI": "s3://bucket/lake", "REBUILD_STORE_URI": "postgresql://db/views",
+           "REBUILD_MEMORY_LIMIT": "3GB"}
+    c = Config.load(config_file, env=env)
+    assert (c.lake_uri, c.store_uri, c.memory_limit) == ("s3://bucket/lake", "postgresql://db/views", "3GB")
+    c = Config.load(config_file, env=env, lake_uri="/abs/lake", memory_limit="5GB")
+    assert (c.lake_uri, c.store_uri, c.memory_limit) == ("/abs/lake", "postgresql://db/views", "5GB")
+
+
+def test_the_file_is_found_by_argument_environment_or_working_directory(config_file: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    lake_uri = str(config_file.parent / "data/lake")
+    assert Config.load(env={"REBUILD_CONFIG": str(config_file)}).lake_uri == lake_uri
+    monkeypatch.chdir(config_file.parent)
+    assert Config.load(env={}).lake_uri == lake_uri
+    monkeypatch.chdir(tmp_path)  # no workbench.toml here: the embedded default
+    assert Config.load(env={}).lake_uri == str(tmp_path / ".demo/lake")
+    with pytest.raises(ConfigError, match="nowhere.toml not found"):
+        Config.load(tmp_path / "nowhere.toml", env={})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[lakes]\nuri = "x"\n', r"unknown settings \['lakes'\]; known: \[lake\] storage_options, uri;"),
+    ('[lake]\nurl = "x"\n', r"unknown settings \['lake.url'\]"),
+    ('[duckdb]\nmemory = "1GB"\n', r"unknown settings \['duckdb.memory'\]"),
+    ('lake = "x"\n', r"lake \(a \[lake\] table, not a value\)"),
+    ('[lake\nuri = "x"\n', "is not valid TOML"),
+])  # fmt: skip
+def test_a_misspelt_or_malformed_setting_is_an_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "workbench.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Config.load(path, env={})
+    assert str(path) in str(caught.value)
+
+
+def test_one_module_may_be_given_as_a_string(tmp_path: Path) -> None:
+    path = tmp_path / "workbench.toml"
+    path.write_text('[projections]\nmodules = "rebuild.examples"\n')
+    assert Config.load(path, env={}).projection_modules == ("rebuild.examples",)
+
+
+def test_the_cli_refuses_a_misspelt_setting_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "workbench.toml"
+    path.write_text('[lakes]\nuri = "x"\n')
+    assert main(["--config", str(path), "--json", "ls"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert "unknown settings ['lakes']" in error["error"] and error["kind"] == "ConfigError"
+
+
+def test_a_mapping_with_a_misspelt_option_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[fields]\nevent_id = "id"\npartition_key = "k"\nevent_type = "t"\nevent_time = "ts"\n'
+                    'sequence = "s"\n[options]\nevent_time_units = "ms"\n')
+    with pytest.raises(SourceError, match=r"unknown settings \['options.event_time_units'\]"):
+        lake.Mapping.load(path)
