@@ -13,6 +13,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
+import duckdb
 
 from lake import LakeError
 from rebuild.config import Config, redact
@@ -91,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.UsageError as exc:
         out.error(exc.format_message(), EXIT_USAGE, "usage")
         return EXIT_USAGE
-    except click.Abort:
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except (click.Abort, KeyboardInterrupt, duckdb.InterruptException, RuntimeError) as exc:
+        if not interrupted(exc):
+            raise
         out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
         return EXIT_INTERRUPTED
     except Failed:
@@ -106,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "the same command"), EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C (SIGINT): a KeyboardInterrupt, click's Abort for one, or DuckDB's
+    ``InterruptException`` or ``RuntimeError("Query interrupted")`` when it arrives inside a query."""
+    return isinstance(exc, (click.Abort, KeyboardInterrupt, duckdb.InterruptException)) or (
+        isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
 
 
 def run() -> None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
 import click
 import pytest
+
+import lake
+from lake.audit import audit
 
 from rebuild.cli import cli, main
 from rebuild.options import RunOptions
@@ -70,6 +77,25 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert "o[bold]1" in out and "[/x]" in out
     assert main([*at, "run", "nope"]) == 2
     assert "List modules under [projections] modules" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path: Path) -> None:
+    """SIGINT mid-job (here inside a DuckDB query of the sample's ingests, which DuckDB raises as a
+    RuntimeError, not KeyboardInterrupt) is exit 130 and one JSON object, not a traceback."""
+    out = tmp_path / "lake"
+    rebuild = Path(sys.executable).parent / "rebuild"  # the console script, as a job runs it
+    command = [str(rebuild), "lake", "sample", "--events", "3000000", "--out", str(out), "--json"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "events" / "_delta_log").glob("*2.json")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt once the daily commits are under way
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr
+    assert [json.loads(line) for line in stdout.splitlines()] == [
+        {"error": "interrupted", "kind": "interrupted", "exit_code": 130}]
+    report = audit(lake.Lake(out))  # the lake holds whole commits only, readable as ever
+    assert report.lake_version >= 2 and not report.bad_files
 
 
 def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
