@@ -16,7 +16,7 @@ import pytest
 import lake
 from lake.audit import audit
 
-from rebuild.cli import cli, main
+from rebuild.cli import _register, cli, main
 from rebuild.options import RunOptions
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
@@ -96,6 +96,43 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
         {"error": "interrupted", "kind": "interrupted", "exit_code": 130}]
     report = audit(lake.Lake(out))  # the lake holds whole commits only, readable as ever
     assert report.lake_version >= 2 and not report.bad_files
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+    for name, command in group.commands.items():
+        found |= _commands(command, (*prefix, name)) if isinstance(command, click.Group) else {(*prefix, name)}
+    return found
+
+
+def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The --json contract, command by command; a new command fails here until it has a case."""
+    monkeypatch.chdir(tmp_path)
+    lake_dir, source = tmp_path / "lake", write_ndjson(tmp_path / "more.ndjson", [event(1, key="o-new")])
+    cases = [  # in order: each may rely on the ones before
+        (("lake", "sample"), ["--events", "2000", "--out", str(lake_dir)], {0}),
+        (("lake", "ingest"), [str(source), "--stream", "orders"], {0}),
+        (("lake", "compact"), [], {0}),
+        (("lake", "audit"), [], {0}),
+        (("ls",), [], {0}),
+        (("plan",), ["order_summary"], {0}),
+        (("run",), ["order_summary"], {0}),
+        (("check",), ["order_summary"], {0, 1}),  # no live view yet: the verdict may fail
+        (("cutover",), ["order_summary", "--force"], {0}),
+        (("backfill",), ["order_summary", "--since", "2026-10-01", "--until", "2026-10-03"], {0}),
+        (("runs",), ["order_summary"], {0}),
+        (("rollback",), ["order_summary"], {0, 2}),  # 2: the first live has no predecessor
+        (("demo",), ["--events", "500"], {0}),  # on its own lake under ./.demo (the default)
+    ]
+    _register()
+    assert {c for c, _, _ in cases} == _commands(cli)
+    for command, args, codes in cases:
+        where = [] if command == ("demo",) else ["--lake", str(lake_dir), "--store", f"duckdb://{tmp_path}/v.duckdb"]
+        code = main([*where, *command, *args, "--json"])
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+        assert code in codes and len(lines) == 1, (command, code, lines)
+        assert isinstance(json.loads(lines[0]), dict), command
 
 
 def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
