@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.UsageError as exc:
-        out.error(exc.format_message(), EXIT_USAGE, "usage")
+        message = exc.format_message()
+        if "unexpected extra argument" in message and any(a.startswith("--keys") for a in args):
+            message += "; give several keys as --keys a,b or --keys a --keys b"  # not --keys a b
+        out.error(message, EXIT_USAGE, "usage")
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt, duckdb.InterruptException, RuntimeError) as exc:
         if not interrupted(exc):

@@ -61,6 +61,8 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     assert code == 2 and "exclude each other" in error["error"]
     code, error = _call(capsys, bench, "run", "order_summary", "--since", "yesterday")
     assert code == 2 and "not an ISO date" in error["error"]
+    code, error = _call(capsys, bench, "plan", "order_summary", "--keys", "o-1", "o-2")
+    assert code == 2 and "give several keys as --keys a,b" in error["error"]
     code, error = _call(capsys, bench, "runs", "nope")  # a misspelt view, not an empty list
     assert code == 2 and "unknown projection 'nope'" in error["error"]
     assert _call(capsys, bench, "runs", "daily_revenue") == (0, {"runs": []})  # known, never run
