@@ -60,7 +60,22 @@ def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
     console.print(summary, markup=False)
     for key in ("mode", "method", "kind", "reason", "lake_version", "after_version", "streams", "event_types",
                 "since", "until", "key_count", "reads", "writes", "estimated_rows"):
-        console.print(f"  {key:>14}: {data[key]}", markup=False)
+        console.print(f"  {key:>14}: {_plain(data[key])}", markup=False)
+
+
+def _plain(value: Any) -> str:
+    """A plan value as a person reads it: lists joined, numbers grouped, '-' for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items())
+    return str(value)
 
 
 @command(cli, "run")

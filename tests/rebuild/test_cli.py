@@ -77,6 +77,9 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert main([*at, "lake", "audit"]) == 0
     out = capsys.readouterr().out
     assert "o[bold]1" in out and "[/x]" in out
+    assert main([*at, "plan", "order_summary"]) == 0  # values as a person reads them, not Python reprs
+    out = capsys.readouterr().out
+    assert "streams: orders\n" in out and "after_version: -\n" in out and "estimated events 1\n" in out
     assert main([*at, "run", "nope"]) == 2
     assert "List modules under [projections] modules" in capsys.readouterr().err
 
