@@ -122,6 +122,6 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
             wb.projection(view)  # a misspelt view is an error that lists the known ones
     for r in runs:
         r.pop("plan")
-    rows = [{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict", "forced")}
-            for r in runs]
+    rows = [{**{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict")},
+             "forced": "yes" if r["forced"] else ""} for r in runs]
     state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows) if rows else escape(f"no runs of {view or 'any view'} yet")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from lake.encode import json_default
+
+
+#: the width of tables written to a file or a job's log: rich's 80 columns would cut their values
+PIPED_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gives its own width (or $COLUMNS does); anywhere else tables get ``PIPED_WIDTH``."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def to_json(payload: object) -> str:
@@ -25,8 +37,8 @@ class Output:
     json: bool = False
 
     def __post_init__(self) -> None:
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = _console(stderr=False)
+        self.errors = _console(stderr=True)
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None] | None = None) -> None:
         """Print a command's result: exactly one JSON object, or ``render`` for people."""

@@ -68,8 +68,10 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     assert _call(capsys, bench, "runs", "daily_revenue") == (0, {"runs": []})  # known, never run
 
 
-def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Brackets in records, keys and messages are text for people, not rich markup to drop or fail on."""
+    monkeypatch.delenv("COLUMNS", raising=False)
     source = write_ndjson(tmp_path / "in.ndjson", [event(1, key="o[bold]1"), {**event(2), "sequence": "[/x]"}])
     at = ["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
     assert main([*at, "lake", "ingest", str(source), "--stream", "orders"]) == 0
@@ -80,6 +82,9 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert main([*at, "plan", "order_summary"]) == 0  # values as a person reads them, not Python reprs
     out = capsys.readouterr().out
     assert "streams: orders\n" in out and "after_version: -\n" in out and "estimated events 1\n" in out
+    assert main([*at, "ls"]) == 0  # piped (a job's log), the table is not cut to 80 columns
+    out = capsys.readouterr().out
+    assert "by_window" in out and "code changed" in out and "…" not in out
     assert main([*at, "run", "nope"]) == 2
     assert "List modules under [projections] modules" in capsys.readouterr().err
 
