@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(message, EXIT_USAGE, "usage")
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt, duckdb.InterruptException, RuntimeError) as exc:
-        if not interrupted(exc):
+        if not _interrupted(exc):
             raise
         out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
         return EXIT_INTERRUPTED
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def interrupted(exc: BaseException) -> bool:
+def _interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is Ctrl-C (SIGINT): a KeyboardInterrupt, click's Abort for one, or DuckDB's
     ``InterruptException`` or ``RuntimeError("Query interrupted")`` when it arrives inside a query."""
     return isinstance(exc, (click.Abort, KeyboardInterrupt, duckdb.InterruptException)) or (
