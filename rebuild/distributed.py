@@ -204,7 +204,13 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
     if address is None:
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                dashboard_address=":0")
-    client = Client(address or cluster)
+    try:
+        client = Client(address or cluster)
+    except OSError as exc:  # a scheduler that is down or unreachable: not a disk problem
+        if cluster is not None:
+            cluster.close()
+        raise ConfigError(f"cannot reach the dask scheduler at {address}: {exc}; start it, or fix --address; "
+                          "nothing was written", address=address) from exc
     try:
         # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
         futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)

@@ -77,6 +77,17 @@ def test_views_not_per_key_are_refused(tmp_path: Path, orders_lake: lake.Lake) -
         assert not wb.store.exists("daily_revenue__shadow")
 
 
+def test_an_unreachable_scheduler_is_named_and_nothing_is_written(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    import dask
+
+    with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            with pytest.raises(ConfigError, match="cannot reach the dask scheduler at tcp://127.0.0.1:1: .*fix --address"):
+                wb.run("order_summary", full=True, progress="none", executor="dask", address="tcp://127.0.0.1:1")
+        assert not wb.store.exists("order_summary__shadow")
+        assert wb.run("order_summary", full=True, progress="none").record.rows_written > 0  # no lock left behind
+
+
 def test_cli_flags(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str, capsys: pytest.CaptureFixture[str]) -> None:
     from rebuild.cli import main
 
