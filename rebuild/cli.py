@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected 
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -105,11 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LakeError, RebuildError) as exc:
         out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE
-    except OSError as exc:  # permission denied, disk full, ...: an expected error, not a crash (nor exit 1)
-        out.error(redact(f"{exc}; nothing was half written: fix the permissions or free space, then rerun "
-                         "the same command"), EXIT_USAGE, type(exc).__name__)
+    except OSError as exc:  # permission denied, disk full, unreachable storage: expected, not a crash (nor exit 1)
+        out.error(redact(f"{exc}; nothing was half written: {_advice(exc)}, then rerun the same command"),
+                  EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _advice(exc: OSError) -> str:
+    """What to fix for an error of the file system, the network or an object store."""
+    if isinstance(exc, (ConnectionError, TimeoutError)) or "connect" in str(exc).lower():
+        return "check that the storage or server is reachable (endpoint, network, credentials)"
+    if exc.errno == errno.ENOSPC:
+        return "free some space"
+    return "fix the permissions or free some space"
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from rich.markup import escape
 from lake.encode import json_default
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: the width of tables written to a file or a job's log: rich's 80 columns would cut their values
 PIPED_WIDTH = 160
 
@@ -52,6 +54,7 @@ class Output:
                 self.console.print(f"[bold]{key}[/bold]: {escape(str(value))}")
 
     def error(self, message: str, code: int, kind: str) -> None:
+        message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
             sys.stdout.write(to_json({"error": message, "kind": kind, "exit_code": code}) + "\n")
         else:

@@ -146,3 +146,17 @@ def test_storage_options_come_from_config_over_the_environment() -> None:
     assert options["AWS_ENDPOINT_URL"] == "http://minio:9000" and options["AWS_ALLOW_HTTP"] == "true"
     assert options["AWS_REGION"] == "eu-west-1"
     assert resolve_options("/data/lake", None, env=env) == {}
+
+
+def test_an_unreachable_endpoint_is_a_plain_error_that_says_what_to_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """delta-rs colours its errors: the message of exit 2 is plain text, with network advice."""
+    from rebuild.cli import main
+
+    for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "x",
+                        "AWS_SECRET_ACCESS_KEY": "y", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--lake", "s3://nowhere/lake", "--store", f"duckdb://{tmp_path}/v.duckdb", "lake", "audit", "--json"]) == 2
+    error = capsys.readouterr().out
+    assert "Connection refused" in error and "check that the storage or server is reachable" in error
+    assert "\\u001b" not in error and "\x1b" not in error
