@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +35,18 @@ class Rejected:
     reason: str
 
 
+def format_suffix(path: Path) -> str:
+    """The suffix that names the format: ``.ndjson`` for ``events.ndjson.gz`` too."""
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
+
+
 def detect_format(path: Path, given: str | None) -> str:
     if given is not None:
         if given not in FORMATS:
             raise SourceError(f"unknown format {given!r}: use one of {list(FORMATS)}", file=str(path))
         return given
-    fmt = SUFFIXES.get(path.suffix.lower())
+    fmt = SUFFIXES.get(format_suffix(path))
     if fmt is None:
         raise SourceError(
             f"cannot tell the format of {path} from its suffix: pass --format {'|'.join(FORMATS)}",
@@ -49,12 +57,24 @@ def detect_format(path: Path, given: str | None) -> str:
 
 def read_batches(path: Path, fmt: str, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     """Yield tables with a ``_line`` column; rows the reader cannot split go to ``rejected``."""
-    if fmt == "ndjson":
-        yield from _ndjson(path, rows)
-    elif fmt == "csv":
-        yield from _csv(path, rows, rejected)
-    else:
-        yield from _parquet(path, rows)
+    if fmt == "parquet":
+        yield from _parquet(path, rows)  # with its own messages (where in the file it broke)
+        return
+    try:
+        yield from _ndjson(path, rows) if fmt == "ndjson" else _csv(path, rows, rejected)
+    except (EOFError, OSError, zlib.error, pa.ArrowInvalid) as exc:  # a truncated or damaged gzip file, ...
+        raise SourceError(f"cannot read {path}: {exc}; nothing of this ingest was archived", file=str(path)) from exc
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether the file starts with gzip's magic bytes (whatever its name says)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _open_text_source(path: Path) -> io.BufferedIOBase:
+    """NDJSON or CSV bytes, decompressed on the fly when the file is gzip (archives often are)."""
+    return gzip.GzipFile(path, "rb") if _gzipped(path) else open(path, "rb")
 
 
 def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
@@ -63,14 +83,14 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     Each ``_raw`` value keeps its line end (``\\n`` or ``\\r\\n``): JSON allows the whitespace, and
     the values stay zero-copy slices of the chunk read (each chunk is read into a buffer of its
     own, so nothing is copied). Blank lines are skipped (but counted). A UTF-8 byte order mark
-    at the start of the file, as some exporters write, is not part of the first line.
+    at the start of the file, as some exporters write, is not part of the first line. A gzip file
+    is decompressed as it is read.
     """
     start = 1
     size = max(rows * 256, 1 << 16)
-    with open(path, "rb") as handle:
-        if handle.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
-            handle.seek(0)
-        tail = b""
+    with _open_text_source(path) as handle:
+        head = handle.read(len(codecs.BOM_UTF8))
+        tail = b"" if head == codecs.BOM_UTF8 else head
         while True:
             buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
             buffer[: len(tail)] = tail
@@ -127,8 +147,9 @@ def _blank(lines: pa.Array) -> pa.Array | None:
 
 def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     # utf-8-sig: a byte order mark is not part of the first column's name (pyarrow skips it too)
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-        header = next(csv.reader(io.StringIO(handle.readline())), [])
+    with _open_text_source(path) as handle:
+        first = handle.readline().decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(first)), [])
     if not header:
         return
 
@@ -144,7 +165,7 @@ def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
 
     try:
         reader = pacsv.open_csv(
-            path,
+            pa.input_stream(str(path), compression="gzip" if _gzipped(path) else None),
             # single-threaded: only then does pyarrow tell the number of a row it cannot split
             read_options=pacsv.ReadOptions(block_size=max(1 << 20, rows * 128), use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from lake.errors import SourceError
 from lake.faults import point
-from lake.formats import SUFFIXES, Rejected, detect_format, parquet_columns, read_batches
+from lake.formats import SUFFIXES, Rejected, detect_format, format_suffix, parquet_columns, read_batches
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql
 from lake.sql import literal
@@ -185,7 +185,7 @@ def _expand(paths: list[Path]) -> list[Path]:
             f
             for f in path.rglob("*")
             if f.is_file()
-            and f.suffix.lower() in SUFFIXES
+            and format_suffix(f) in SUFFIXES
             and not any(part.startswith(("_", ".")) for part in f.relative_to(path).parts)
         )
         if not found:

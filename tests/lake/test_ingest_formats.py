@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,6 +78,38 @@ def test_a_byte_order_mark_is_not_data(tmp_path: Path, writer: object) -> None:
     result = lake.ingest(target, [marked], stream="orders")
     assert (result.archived, result.quarantined) == (2, 0)
     assert sorted(lake.read_events(target).project("event_id").fetchall()) == [("0001",), ("0002",)]
+
+
+@pytest.mark.parametrize("writer", [write_ndjson, write_csv], ids=["ndjson", "csv"])
+def test_gzip_files_are_read_as_they_are_decompressed(tmp_path: Path, writer: object) -> None:
+    """Archives are often gzip: by suffix (.ndjson.gz, also in a folder) or by content (--format)."""
+    records = [event(n, key=f"o{n % 3}") for n in range(1, 31)]
+    suffix = writer.__name__[6:]  # type: ignore[attr-defined]
+    plain = writer(tmp_path / f"plain.{suffix}", [*records[:5], {**records[5], "sequence": -1}, *records[6:]])  # type: ignore[operator]
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    (folder / f"part-0.{suffix}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    (tmp_path / "blob.bin").write_bytes(gzip.compress(plain.read_bytes()))
+    expected = lake.ingest(lake.Lake(tmp_path / "plain-lake"), [plain], stream="orders")
+    for name, paths, fmt in (("folder", [folder], None), ("named", [tmp_path / "blob.bin"], suffix)):
+        target = lake.Lake(tmp_path / f"{name}-lake")
+        result = lake.ingest(target, paths, stream="orders", fmt=fmt)
+        assert (result.archived, result.quarantined) == (expected.archived, expected.quarantined) == (29, 1)
+        assert content(target) == content(lake.Lake(tmp_path / "plain-lake"))
+        assert lake.read_quarantine(target).project("line").fetchall() == [(7 if suffix == "csv" else 6,)]
+
+
+@pytest.mark.parametrize("suffix", ["ndjson", "csv"])
+def test_a_truncated_gzip_file_is_an_error_naming_it_and_nothing_is_archived(tmp_path: Path, suffix: str) -> None:
+    writer = write_ndjson if suffix == "ndjson" else write_csv
+    plain = writer(tmp_path / f"in.{suffix}", [event(n, payload={"pad": "x" * 200, "n": n}) for n in range(1, 3001)])
+    packed = gzip.compress(plain.read_bytes())
+    broken = tmp_path / f"in.{suffix}.gz"
+    broken.write_bytes(packed[: len(packed) * 2 // 3])
+    target = lake.Lake(tmp_path / "lake")
+    with pytest.raises(lake.SourceError, match=f"cannot read .*in.{suffix}.gz"):
+        lake.ingest(target, [write_ndjson(tmp_path / "good.ndjson", [event(9999)]), broken], stream="orders")
+    assert not target.exists() or lake.read_events(target).count("*").fetchall()[0][0] == 0
 
 
 def test_formats_mix_in_one_commit_and_dedupe_across_them(tmp_path: Path) -> None:
