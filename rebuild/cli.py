@@ -123,9 +123,12 @@ def _advice(exc: OSError) -> str:
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is Ctrl-C (SIGINT): a KeyboardInterrupt, click's Abort for one, or DuckDB's
-    ``InterruptException`` or ``RuntimeError("Query interrupted")`` when it arrives inside a query."""
-    return isinstance(exc, (click.Abort, KeyboardInterrupt, duckdb.InterruptException)) or (
+    """Whether ``exc`` is Ctrl-C (SIGINT): a KeyboardInterrupt, click's Abort for one (click turns
+    an EOFError into Abort too: that is no interrupt), or DuckDB's ``InterruptException`` or
+    ``RuntimeError("Query interrupted")`` when it arrives inside a query."""
+    if isinstance(exc, click.Abort):
+        return not isinstance(exc.__cause__, EOFError)
+    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
         isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
 
 

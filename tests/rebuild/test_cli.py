@@ -108,6 +108,16 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
     assert report.lake_version >= 2 and not report.bad_files
 
 
+def test_only_ctrl_c_counts_as_an_interrupt() -> None:
+    """click turns an EOFError (a truncated gzip file, say) into Abort as it does Ctrl-C: not exit 130."""
+    from rebuild.cli import _interrupted
+
+    end_of_file = click.Abort()
+    end_of_file.__cause__ = EOFError("Compressed file ended before the end-of-stream marker was reached")
+    assert _interrupted(click.Abort()) and _interrupted(KeyboardInterrupt()) and _interrupted(RuntimeError("Query interrupted"))
+    assert not _interrupted(end_of_file) and not _interrupted(RuntimeError("some other failure"))
+
+
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
     found: set[tuple[str, ...]] = set()
     for name, command in group.commands.items():
