@@ -116,13 +116,13 @@ class AuditReport:
         )
         summaries = [_summary(s) for s in self.streams]
         rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
-        console.print(table_of("Streams", rows, overflow="fold"))
+        console.print(table_of("Streams", rows))
         if self.duplicates_at_ingest is None:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
         if self.bad_files:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
                           "figures below; restore them from a backup, or run with --skip-corrupted):")
-            console.print(table_of("Unreadable files", [b.to_dict() for b in self.bad_files], overflow="fold"))
+            console.print(table_of("Unreadable files", [b.to_dict() for b in self.bad_files]))
         for s in self.streams:
             _render_stream(console, s)
 
@@ -374,14 +374,14 @@ def _summary(s: StreamAudit) -> dict[str, Any]:
 
 def _render_stream(console: Console, s: StreamAudit) -> None:
     console.print(f"\n[bold]stream {escape(s.stream)}[/bold]")
-    console.print(table_of("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()], overflow="fold"))
+    console.print(table_of("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()]))
     if s.lateness:
         late = s.lateness
         console.print(
             f"lateness (ingested_at - event_time): p50 {_span(late['p50_s'])}, p90 {_span(late['p90_s'])}, "
             f"p99 {_span(late['p99_s'])}, max {_span(late['max_s'])}; late: {late['late']:,}"
         )
-        console.print(table_of("Lateness", [late["histogram"]], overflow="fold"))
+        console.print(table_of("Lateness", [late["histogram"]]))
     for title, rows in (
         ("Sequence gaps (examples)", s.gaps["examples"]),
         ("Hot partition keys", s.hot_partitions),
@@ -389,7 +389,7 @@ def _render_stream(console: Console, s: StreamAudit) -> None:
         ("Quarantined by reason", s.quarantined["reasons"]),
     ):
         if rows:
-            console.print(table_of(title, rows, overflow="fold"))
+            console.print(table_of(title, rows))
 
 
 def _drift_row(d: dict[str, Any]) -> dict[str, Any]:

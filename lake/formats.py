@@ -72,9 +72,9 @@ def _gzipped(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def _open_text_source(path: Path) -> io.BufferedIOBase:
+def _open_text_source(path: Path, gzipped: bool) -> io.BufferedIOBase:
     """NDJSON or CSV bytes, decompressed on the fly when the file is gzip (archives often are)."""
-    return gzip.GzipFile(path, "rb") if _gzipped(path) else open(path, "rb")
+    return gzip.GzipFile(path, "rb") if gzipped else open(path, "rb")
 
 
 def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
@@ -88,7 +88,7 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     """
     start = 1
     size = max(rows * 256, 1 << 16)
-    with _open_text_source(path) as handle:
+    with _open_text_source(path, _gzipped(path)) as handle:
         head = handle.read(len(codecs.BOM_UTF8))
         tail = b"" if head == codecs.BOM_UTF8 else head
         while True:
@@ -146,8 +146,9 @@ def _blank(lines: pa.Array) -> pa.Array | None:
 
 
 def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
+    gzipped = _gzipped(path)
     # utf-8-sig: a byte order mark is not part of the first column's name (pyarrow skips it too)
-    with _open_text_source(path) as handle:
+    with _open_text_source(path, gzipped) as handle:
         first = handle.readline().decode("utf-8-sig", errors="replace")
     header = next(csv.reader(io.StringIO(first)), [])
     if not header:
@@ -165,7 +166,7 @@ def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
 
     try:
         reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="gzip" if _gzipped(path) else None),
+            pa.input_stream(str(path), compression="gzip" if gzipped else None),
             # single-threaded: only then does pyarrow tell the number of a row it cannot split
             read_options=pacsv.ReadOptions(block_size=max(1 << 20, rows * 128), use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),

@@ -13,22 +13,26 @@ from rich.markup import escape
 from rich.table import Table
 
 
-def table_of(title: str, rows: Sequence[Mapping[str, object]], overflow: OverflowMethod = "ellipsis") -> Table:
+def table_of(title: str, rows: Sequence[Mapping[str, object]], overflow: OverflowMethod = "fold") -> Table:
     """A table from a list of dicts (the keys of the first row are the columns). The first column
-    names the row and is never cut; in the others a value too long for its column is cut with an
-    ellipsis, or folded onto more lines with ``overflow="fold"`` where all of it must show."""
+    names the row and is never cut; in the others a value too long for its column folds onto
+    more lines, so all of it shows (``overflow="ellipsis"`` cuts it instead, for listings)."""
     table = Table(title=escape(title), title_justify="left")
     for i, name in enumerate(rows[0] if rows else []):
         table.add_column(escape(str(name)), no_wrap=i == 0, overflow=overflow)
     for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
+        table.add_row(*(escape(plain(v)) for v in row.values()))
     return table
 
 
-def _cell(value: object) -> str:
-    """Numbers with thousands separators, '-' for nothing, no rich markup from data."""
+def plain(value: object) -> str:
+    """A value as a person reads it: numbers grouped, lists joined, '-' for nothing."""
     if value is None:
         return "-"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return escape(str(value))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{str(k).replace('_', ' ')} {plain(v)}" for k, v in value.items())
+    return str(value)

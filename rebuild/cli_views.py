@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from lake.render import table_of
+from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.options import click_options, from_kwargs
 from rebuild.workbench import Workbench
@@ -35,7 +35,7 @@ def ls_cmd(state: State) -> None:
     """Projections with version, strategy, their view's state and how far behind the lake it is."""
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
-    state.out.result({"views": states}, lambda c: c.print(table_of("views", [_brief(v) for v in states])))
+    state.out.result({"views": states}, lambda c: c.print(table_of("views", [_brief(v) for v in states], overflow="ellipsis")))
 
 
 def _brief(v: dict[str, Any]) -> dict[str, Any]:
@@ -60,22 +60,7 @@ def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
     console.print(summary, markup=False)
     for key in ("mode", "method", "kind", "reason", "lake_version", "after_version", "streams", "event_types",
                 "since", "until", "key_count", "reads", "writes", "estimated_rows"):
-        console.print(f"  {key:>14}: {_plain(data[key])}", markup=False)
-
-
-def _plain(value: Any) -> str:
-    """A plan value as a person reads it: lists joined, numbers grouped, '-' for nothing."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_plain(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return "; ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items())
-    return str(value)
+        console.print(f"  {key:>14}: {plain(data[key])}", markup=False)
 
 
 @command(cli, "run")
@@ -124,4 +109,4 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
         r.pop("plan")
     rows = [{**{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict")},
              "forced": "yes" if r["forced"] else ""} for r in runs]
-    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows) if rows else escape(f"no runs of {view or 'any view'} yet")))
+    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows, overflow="ellipsis") if rows else escape(f"no runs of {view or 'any view'} yet")))
