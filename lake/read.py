@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal, overload
+from datetime import UTC, date, datetime
+from typing import Any, Literal, overload
 
 import duckdb
 import polars as pl
@@ -26,6 +26,7 @@ from lake.sql import literal, quote
 from lake.table import DataFile, Lake, Snapshot
 
 Engine = Literal["duckdb", "polars"]
+ENGINES = ("duckdb", "polars")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,22 @@ class EventFilter:
     after_version: int | None = None
     as_of: int | None = None
     partition_keys: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Accept what a notebook passes (one name for a tuple, a list, a date, an ISO text, a
+        naive time meaning UTC) and refuse what would silently match nothing or the wrong thing:
+        a plain string used to filter by its characters."""
+        for name in ("streams", "event_types", "partition_keys"):
+            object.__setattr__(self, name, _names(name, getattr(self, name)))
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else as_utc(value, name))
+        if self.since and self.until and self.since >= self.until:
+            raise LakeError(f"since {self.since.isoformat()} is not before until {self.until.isoformat()}")
+        for name in ("after_version", "as_of"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise LakeError(f"{name} must be a lake_version (an integer >= 0), not {value!r}")
 
     def files(self, snapshot: Snapshot, lake: Lake) -> list[DataFile]:
         buckets = None
@@ -72,6 +89,30 @@ class EventFilter:
         return " AND ".join(terms)
 
 
+def _names(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(v, str) for v in values):
+        raise LakeError(f"{name} must be text or a list of text, not {value!r}")
+    return values
+
+
+def as_utc(value: datetime | date | str, what: str = "time") -> datetime:
+    """``value`` as an aware datetime: an ISO text or a date is parsed, and a naive time is UTC
+    (the lake's event times are)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise LakeError(f"{what} {value!r} is not an ISO date or time (2026-09-01 or 2026-09-01T12:00)") from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
+    elif not isinstance(value, datetime):
+        raise LakeError(f"{what} must be a datetime, a date or an ISO text, not {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _in_list(column: str, values: Sequence[str]) -> str:
     """``column IN ('a', 'b')``: a constant list DuckDB pushes down into the Parquet scan."""
     if not values:
@@ -102,8 +143,12 @@ def read_events(
     Returns a DuckDB relation (on ``con``, or the default connection) or a Polars LazyFrame,
     with the envelope's columns; files that cannot match the filter are never opened.
     """
+    if engine not in ENGINES:
+        raise LakeError(f"engine {engine!r} is not one of {list(ENGINES)}")
     filter = filter or EventFilter()
     snapshot = snapshot or lake.snapshot()
+    if filter.as_of is not None and filter.as_of > snapshot.lake_version:
+        raise LakeError(f"as_of {filter.as_of} is after the lake's latest lake_version {snapshot.lake_version}")
     paths = [f.path for f in filter.files(snapshot, lake)]
     if engine == "polars":
         return _polars(paths, filter, storage.polars_options(lake.storage_options))
@@ -225,7 +270,7 @@ def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
 
 
 __all__ = [
-    "BadFile", "CorruptFile", "EventFilter", "check_file", "check_files", "files_read", "named_file",
+    "BadFile", "CorruptFile", "EventFilter", "as_utc", "check_file", "check_files", "files_read", "named_file",
     "read_events", "read_quarantine",
 ]
 

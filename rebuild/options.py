@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from lake.errors import LakeError
+from lake.read import as_utc
 from rebuild.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,13 +83,9 @@ def parse_time(text: str | None, flag: str = "time") -> datetime | None:
     if text is None or text == "":
         return None
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        except ValueError:
-            raise ConfigError(f"{flag} {text!r} is not an ISO date or time (2026-09-01 or 2026-09-01T12:00)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return as_utc(text, flag)
+    except LakeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def click_options(func: F) -> F:

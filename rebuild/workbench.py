@@ -218,8 +218,7 @@ class Workbench:
     # -- reading -------------------------------------------------------------------------------
     def events(self, engine: str = "duckdb", **filters: Any) -> duckdb.DuckDBPyRelation | pl.LazyFrame:
         """Events of the latest snapshot, filtered (streams, event_types, since, until, ...)."""
-        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in filters.items()}
-        f = EventFilter(**given)
+        f = EventFilter(**filters)
         return lake_pkg.read_events(self.lake, f, engine=engine)  # type: ignore[call-overload,no-any-return]
 
     def view(self, name: str, role: str = LIVE) -> pl.DataFrame:

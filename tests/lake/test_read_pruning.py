@@ -140,3 +140,33 @@ def test_a_snapshot_reads_file_statistics_without_importing_pandas(base: tuple[P
     )
     out = subprocess.run([sys.executable, "-c", code, str(base[0])], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_filters_take_what_a_notebook_passes(base: tuple[Path, list[int]]) -> None:
+    """One name for a tuple, a date or an ISO text or a naive time (UTC) for an aware time."""
+    events = lake.Lake(base[0])
+
+    def count(**filters: object) -> int:
+        return int(lake.read_events(events, lake.EventFilter(**filters)).aggregate("count(*)").fetchall()[0][0])  # type: ignore[arg-type]
+
+    assert count(streams="orders") == count(streams=("orders",)) == len(DAYS) * len(KEYS)
+    assert count(event_types="OrderPlaced") == count(event_types=["OrderPlaced"]) > 0
+    assert count(partition_keys="o3") == count(partition_keys=("o3",)) == 2 * len(DAYS)
+    day = DAYS[1]
+    assert count(since=day.date(), until=DAYS[2].date()) == count(since=day, until=DAYS[2]) == 2 * len(KEYS)
+    assert count(since=day.replace(tzinfo=None)) == count(since=day.isoformat()) == count(since=day)
+
+
+@pytest.mark.parametrize(("filters", "engine", "message"), [
+    ({"streams": [1, 2]}, "duckdb", "streams must be text"),
+    ({"since": "yesterday"}, "duckdb", "since 'yesterday' is not an ISO date"),
+    ({"since": 5}, "duckdb", "since must be a datetime"),
+    ({"since": DAYS[2], "until": DAYS[1]}, "duckdb", "is not before until"),
+    ({"as_of": -1}, "duckdb", "as_of must be a lake_version"),
+    ({"as_of": 99}, "duckdb", "as_of 99 is after the lake's latest lake_version 3"),
+    ({}, "pandas", "engine 'pandas' is not one of"),
+])
+def test_a_filter_that_cannot_mean_anything_is_an_error(base: tuple[Path, list[int]], filters: dict[str, object],
+                                                       engine: str, message: str) -> None:
+    with pytest.raises(lake.LakeError, match=message):
+        lake.read_events(lake.Lake(base[0]), lake.EventFilter(**filters), engine=engine)  # type: ignore[arg-type,call-overload]
