@@ -22,6 +22,7 @@ from deltalake import DeltaTable
 from rich.console import Console
 from rich.markup import escape
 
+from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote
 from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
@@ -29,6 +30,7 @@ from lake.render import table_of
 from lake.table import EVENTS, Lake, Snapshot
 
 LATE_AFTER = timedelta(days=2)
+VERIFY = ("footer", "read", "none")  # the file-integrity pass: footers, every page, or none
 DUPLICATES_KEY = "workbench.duplicates"
 #: lateness histogram: (label, lower bound in seconds, upper bound); the bounds are constants
 BUCKETS = (
@@ -149,8 +151,12 @@ def audit(
     ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
     ``bad_files`` (path and error) and left out of the figures, so the rest is still audited.
     """
+    if verify not in VERIFY:
+        raise LakeError(f"verify {verify!r} is not one of {list(VERIFY)}")
+    streams = [streams] if isinstance(streams, str) else streams
     explicit = snapshot is not None
     snapshot = snapshot or lake.snapshot()
+    known = set(snapshot.streams())
     event_files = [f.path for f in snapshot.select(streams=streams)]
     quarantine_files = lake.quarantine_files()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
@@ -172,6 +178,11 @@ def audit(
         found = _collect(con, late_after)
     finally:
         con.close()
+    known |= set(found)
+    unknown = [s for s in streams or () if s not in known]
+    if unknown and known:  # a misspelt stream's audit would read as a clean one (an empty lake's is)
+        raise LakeError(f"no stream {', '.join(unknown)} in the lake at lake_version {snapshot.lake_version}; "
+                        f"its streams: {', '.join(sorted(known))}", stream=unknown[0])
     names = sorted(set(found) | set(streams or ()))
     return AuditReport(
         lake_uri=lake.uri,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -74,7 +75,7 @@ class IngestResult:
 
 def ingest(
     lake: Lake,
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path] | str | Path,
     *,
     stream: str | None = None,
     fmt: str | None = None,
@@ -86,8 +87,11 @@ def ingest(
 ) -> IngestResult:
     """Archive ``paths`` into ``lake`` in one commit. Missing or unreadable files archive nothing.
 
-    A folder stands for the data files under it (a foreign Parquet lake), in name order.
+    A folder stands for the data files under it (a foreign Parquet lake), in name order; one path
+    may be given alone.
     """
+    if isinstance(paths, str | os.PathLike):  # not the characters of one path
+        paths = [paths]
     files = _expand([Path(p) for p in paths])
     for path in files:
         if not path.is_file():

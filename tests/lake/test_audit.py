@@ -81,6 +81,17 @@ def test_a_stream_filter_and_an_empty_lake(tmp_path: Path) -> None:
     assert d["streams"]["orders"]["events"] == 0
 
 
+def test_a_stream_the_lake_does_not_hold_is_an_error_naming_the_streams_it_does(tmp_path: Path) -> None:
+    """A misspelt --stream in a nightly audit would otherwise report a clean, empty stream."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, write_ndjson(tmp_path / "in.ndjson", [event(1), event(2)]), stream="orders")
+    with pytest.raises(lake.LakeError, match="no stream order in the lake at lake_version 1; its streams: orders"):
+        audit(target, streams=["order"])
+    assert audit(target, streams="orders").to_dict()["events"] == 2  # one name, not its characters
+    with pytest.raises(lake.LakeError, match="verify 'full' is not one of"):
+        audit(target, verify="full")
+
+
 def test_the_audit_finds_the_samples_known_anomalies(tmp_path: Path) -> None:
     target = lake.Lake(tmp_path / "lake")
     r = generate(target, events=1200, seed=11, days=5)
