@@ -172,7 +172,7 @@ def generate(
 
     ``progress(done, days)`` is called after each simulated day's commit.
     """
-    stream = _check(lake, events, days, tuple(streams))
+    stream = _check(lake, events, days, seed, tuple(streams))
     started = time.monotonic()
     totals = {"archived": 0, "duplicates": 0, "quarantined": 0, "commits": 0, "lake_version": 0}
     with _small_pages():
@@ -231,11 +231,13 @@ def _small_pages() -> Iterator[None]:
         core.multiarray._set_madvise_hugepage(previous)
 
 
-def _check(lake: Lake, events: int, days: int, streams: tuple[str, ...]) -> str:
+def _check(lake: Lake, events: int, days: int, seed: int, streams: tuple[str, ...]) -> str:
     if streams != STREAMS:
         raise LakeError(f"the sample knows the streams {list(STREAMS)}, not {list(streams)}", streams=streams)
     if events < 100 or days < 3:
         raise LakeError(f"a sample needs at least 100 events and 3 days (got {events}, {days})")
+    if seed < 0:
+        raise LakeError(f"the seed must be 0 or more (got {seed})")
     if lake.exists() and lake.snapshot().files:
         raise LakeError(
             f"the lake at {lake.uri} already holds events; sample into a new location (--out PATH)",

@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from lake import storage
-from lake.errors import LakeBusy, LakeNotFound
+from lake.errors import LakeBusy, LakeError, LakeNotFound
 from lake.schema import DECODED_MARK, DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
 from lake.sql import literal
 
@@ -181,6 +181,9 @@ class Lake:
     def create(self, buckets: int = DEFAULT_BUCKETS) -> Lake:
         """Create the empty tables (version 0) if they do not exist yet; idempotent."""
         if self.local is not None:
+            if self.local.exists() and not self.local.is_dir():
+                raise LakeError(f"the lake location {self.local} is a file: a lake is a folder, give another path",
+                                uri=self.uri)
             self.local.mkdir(parents=True, exist_ok=True)
         description = json.dumps({"schema_version": SCHEMA_VERSION, "buckets": buckets})
         for name, schema, parts in (

@@ -119,6 +119,10 @@ def _advice(exc: OSError) -> str:
         return "check that the storage or server is reachable (endpoint, network, credentials)"
     if exc.errno == errno.ENOSPC:
         return "free some space"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return "a file stands where a folder is needed, or the reverse: move it or give another path"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the permissions"
     return "fix the permissions or free some space"
 
 

@@ -135,6 +135,11 @@ def test_refuses_a_lake_that_holds_events_and_unknown_streams(sample: tuple[lake
         generate(target, events=200, seed=1, days=3)
     with pytest.raises(lake.LakeError, match="streams"):
         generate(lake.Lake(tmp_path / "x"), events=200, seed=1, streams=("payments",))
+    with pytest.raises(lake.LakeError, match="the seed must be 0 or more"):  # numpy's traceback, before
+        generate(lake.Lake(tmp_path / "y"), events=200, seed=-1, days=3)
+    (tmp_path / "file").write_text("not a lake")
+    with pytest.raises(lake.LakeError, match="is a file: a lake is a folder"):  # "[Errno 17] File exists", before
+        generate(lake.Lake(tmp_path / "file"), events=200, seed=1, days=3)
 
 
 def test_the_generator_draws_without_numpy_huge_pages_and_restores_the_setting(tmp_path: Path) -> None:

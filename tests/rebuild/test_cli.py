@@ -68,6 +68,16 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     assert _call(capsys, bench, "runs", "daily_revenue") == (0, {"runs": []})  # known, never run
 
 
+def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where a folder must be is no matter of permissions or space."""
+    (tmp_path / "file").write_text("")
+    code = main(["--json", "lake", "sample", "--events", "200", "--days", "3", "--out", str(tmp_path / "file" / "lake")])
+    error = json.loads(capsys.readouterr().out)
+    assert code == 2 and error["kind"] == "NotADirectoryError"
+    assert error["error"].endswith("a file stands where a folder is needed, or the reverse: move it or give another path, "
+                                   "then rerun the same command")
+
+
 def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Brackets in records, keys and messages are text for people, not rich markup to drop or fail on."""
