@@ -27,7 +27,7 @@ from lake.sql import literal
 from lake.storage import is_remote
 from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
 from lake.render import table_of
-from lake.table import EVENTS, Lake, Snapshot
+from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
 LATE_AFTER = timedelta(days=2)
 VERIFY = ("footer", "read", "none")  # the file-integrity pass: footers, every page, or none
@@ -178,11 +178,7 @@ def audit(
         found = _collect(con, late_after)
     finally:
         con.close()
-    known |= set(found)
-    unknown = [s for s in streams or () if s not in known]
-    if unknown and known:  # a misspelt stream's audit would read as a clean one (an empty lake's is)
-        raise LakeError(f"no stream {', '.join(unknown)} in the lake at lake_version {snapshot.lake_version}; "
-                        f"its streams: {', '.join(sorted(known))}", stream=unknown[0])
+    refuse_unknown_streams(streams, known | set(found), snapshot.lake_version)
     names = sorted(set(found) | set(streams or ()))
     return AuditReport(
         lake_uri=lake.uri,

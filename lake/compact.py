@@ -22,7 +22,7 @@ import duckdb
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
-from lake.table import EVENTS, PARTITIONS, DataFile, Lake
+from lake.table import EVENTS, PARTITIONS, DataFile, Lake, refuse_unknown_streams
 from lake.writer import write_partition
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,10 @@ def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | Non
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
     columns = {decoded_column(f, t) for f, t in wanted}
     before = after = rows = partitions = 0
+    streams = [streams] if isinstance(streams, str) else streams
     with lake.commit_lock():
         snapshot = lake.snapshot()
+        refuse_unknown_streams(streams, snapshot.streams(), snapshot.lake_version)
         groups: dict[tuple[str, int], list[DataFile]] = defaultdict(list)
         for f in snapshot.files:
             if streams is None or f.stream in streams:

@@ -111,6 +111,16 @@ class Snapshot:
         return sorted({f.stream for f in self.files})
 
 
+def refuse_unknown_streams(wanted: Iterable[str] | None, known: Iterable[str], lake_version: int) -> None:
+    """A misspelt stream would quietly select nothing and pass as a clean, empty stream: refuse
+    the ones the lake does not hold (an empty lake holds none, and that is no error)."""
+    held = set(known)
+    unknown = [s for s in wanted or () if s not in held]
+    if unknown and held:
+        raise LakeError(f"no stream {', '.join(unknown)} in the lake at lake_version {lake_version}; "
+                        f"its streams: {', '.join(sorted(held))}", stream=unknown[0])
+
+
 def _local_path(uri: str) -> Path | None:
     if "://" not in uri:
         return Path(uri)
@@ -168,14 +178,16 @@ class Lake:
         try:
             table = DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
         except TableNotFoundError as exc:
-            raise LakeNotFound(
-                f"no event lake at {self.uri}: create one with `rebuild lake ingest` or "
-                "`rebuild lake sample`",
-                uri=self.uri,
-            ) from exc
+            raise self._not_found() from exc
         if version is None:
             self._latest[name] = table
         return table
+
+    def _not_found(self) -> LakeNotFound:
+        return LakeNotFound(
+            f"no event lake at {self.uri}: create one with `rebuild lake ingest` or `rebuild lake sample`",
+            uri=self.uri,
+        )
 
     # -- creation ----------------------------------------------------------------------------
     def create(self, buckets: int = DEFAULT_BUCKETS) -> Lake:
@@ -278,6 +290,8 @@ class Lake:
         if self.local is None:
             yield
             return
+        if not self.local.is_dir():
+            raise self._not_found()
         path = self.local / "_commit.lock"
         with open(path, "a+") as handle:
             deadline = time.monotonic() + timeout

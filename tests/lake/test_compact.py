@@ -124,3 +124,12 @@ def test_a_commit_made_meanwhile_stops_compaction_and_keeps_its_events(tmp_path:
     before = content(target)
     compact(target)  # the rerun finishes the job
     assert content(target) == before
+
+
+def test_compacting_no_lake_or_a_stream_it_does_not_hold_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(lake.LakeNotFound, match="no event lake at"):  # "[Errno 2] ... _commit.lock", before
+        compact(lake.Lake(tmp_path / "missing"))
+    target = small_commits(tmp_path, commits=2)
+    with pytest.raises(lake.LakeError, match="no stream order in the lake at lake_version 2; its streams: orders, payments$"):
+        compact(target, streams=["order"])  # "compacted 0 partitions", before
+    assert compact(target, streams="orders").partitions > 0  # one name, not its characters
