@@ -198,7 +198,37 @@ class Workbench:
                 view=view, run_id=shadow.run_id,
             )
         with self.store.lock(view, "cutover"):
-            return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"))
+            position = self._patch_position(view, shadow, record)
+            return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"),
+                                      position=position)
+
+    def _patch_position(self, view: str, shadow: Checkpoint, record: Any) -> tuple[int, int] | None:
+        """The lake position live keeps when a patch goes live (None: the shadow's own).
+
+        An incremental patch catches up exactly the live it was computed from; a targeted one
+        recomputes only its scope, so live's other rows stay at live's position and the next
+        incremental run still reads the events after it (recomputing the scope's keys again is
+        harmless, except for ``merge``, which would add those events twice)."""
+        live = self.store.checkpoint(view, LIVE)
+        if shadow.kind != "patch" or record is None or live is None:
+            return None
+        if record.mode == "incremental":
+            base = json.loads(record.plan or "{}").get("after_version")
+            if base != live.lake_version:
+                raise CutoverRefused(
+                    f"the shadow of {view} (run {shadow.run_id}) catches live up from lake_version {base}, but "
+                    f"live is at lake_version {live.lake_version} now (rolled back or cut over since the run); "
+                    f"run `rebuild run {view}` again and check that", view=view, run_id=shadow.run_id)
+            return None
+        if shadow.lake_version == live.lake_version:
+            return None
+        if self.projection(view).incremental == "merge":
+            raise CutoverRefused(
+                f"the shadow of {view} (run {shadow.run_id}) is a targeted patch at lake_version "
+                f"{shadow.lake_version} but live is at {live.lake_version}: a merge view's next incremental run "
+                f"would miss or add twice the events between; catch live up first (`rebuild run {view}`, check, "
+                "cutover), then rerun the targeted run", view=view, run_id=shadow.run_id)
+        return (live.lake_version, live.delta_version) if live.lake_version < shadow.lake_version else None
 
     def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""

@@ -194,8 +194,11 @@ class Store(ABC):
         raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
 
     @abstractmethod
-    def cutover(self, view: str, run_id: str, forced: bool) -> Checkpoint:
-        """In one transaction: live -> previous and shadow -> live (or apply a partial shadow)."""
+    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None) -> Checkpoint:
+        """In one transaction: live -> previous and shadow -> live (or apply a partial shadow).
+
+        ``position`` ``(lake_version, delta_version)``: live's new checkpoint keeps this lake
+        position instead of the shadow's (a targeted patch leaves the other rows where they were)."""
 
     @abstractmethod
     def rollback(self, view: str) -> Checkpoint | None:

@@ -64,3 +64,44 @@ def test_a_patch_needs_a_live_view(bench: Bench) -> None:
     with pytest.raises(StoreError, match="no live view"):
         bench.wb.cutover("order_summary", force=True)
     assert bench.wb.store.exists("order_summary__shadow")  # the failed cutover changed nothing
+
+
+def test_a_targeted_patch_does_not_move_live_past_events_it_did_not_read(bench: Bench) -> None:
+    # live is behind the lake for o-1 and o-2; a correction of o-1 alone must leave o-2's new
+    # events to the next incremental run, not mark live as caught up past them
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    behind = bench.wb.store.checkpoint("order_summary", "live")
+    bench.ingest(order_events(1, first_seq=30, items=1, ship=False) + order_events(2, first_seq=30, items=1, ship=False))
+    bench.wb.run("order_summary", keys=["o-0000001"], progress="none")
+    cp = bench.wb.cutover("order_summary", force=True)
+    assert cp is not None and cp.lake_version == behind.lake_version  # type: ignore[union-attr]
+    assert bench.wb.plan("order_summary").mode == "incremental"
+    bench.rebuild_live("order_summary")  # the incremental catch-up
+    bench.wb.run("order_summary", full=True, progress="none")
+    assert bench.rows("order_summary").equals(bench.rows("order_summary", "shadow"))
+
+
+def test_an_incremental_patch_is_refused_once_live_has_changed_under_it(bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    bench.ingest(order_events(2, first_seq=30, items=1, ship=False))
+    bench.rebuild_live("order_summary")  # a patch of o-2 is live
+    bench.ingest(order_events(3, first_seq=30, items=1, ship=False))
+    bench.wb.run("order_summary", progress="none")  # catches that live up: a patch of o-3
+    bench.wb.rollback("order_summary")  # live is the older view again, without o-2's events
+    with pytest.raises(CutoverRefused, match="live is at lake_version 1 now"):
+        bench.wb.cutover("order_summary", force=True)
+    assert bench.wb.store.exists("order_summary__shadow")
+    bench.rebuild_live("order_summary")  # rerun: catches up from the restored live
+    bench.wb.run("order_summary", full=True, progress="none")
+    assert bench.rows("order_summary").equals(bench.rows("order_summary", "shadow"))
+
+
+def test_a_targeted_patch_of_a_merge_view_ahead_of_live_is_refused(bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    bench.rebuild_live("customer_ltv")
+    bench.ingest(order_events(5, customer=1) + order_events(6, customer=2))
+    bench.wb.run("customer_ltv", keys=["o-0000005"], progress="none")
+    with pytest.raises(CutoverRefused, match="catch live up first"):
+        bench.wb.cutover("customer_ltv", force=True)
