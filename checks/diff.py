@@ -139,11 +139,11 @@ def compare(
     live_sql = diffsql.source_sql(live, scope, scope_columns)
     rebuilt_sql = diffsql.source_sql(rebuilt, None, ())
     row = _one(con, diffsql.main_query(live_sql, rebuilt_sql, key, compared, samples, max_keys))
-    sample_keys = [_keys(row[i], key) for i in (5, 6, 7)]
+    sample_keys = [list(_unique(_keys(row[i]))) for i in (5, 6, 7)]  # a duplicated key once
     rows_live = int(_one(con, f"SELECT count(*) FROM ({live_sql})")[0])
     rows_rebuilt = int(_one(con, f"SELECT count(*) FROM {quote(rebuilt)}")[0])
     counts = {"matched": int(row[0]), "only_live": int(row[1]), "only_rebuilt": int(row[2])}
-    differing = _keys(row[8], key)
+    differing = _keys(row[8])
     exact = counts["only_live"] + counts["only_rebuilt"] + int(row[3]) <= max_keys
     # a key duplicated on a side that also has it changes the join's counts; a key duplicated only
     # on one side shows twice in the differing keys, which hold every differing row up to max_keys
@@ -224,10 +224,8 @@ def _num(value: Any) -> float | None:
     return None if value is None else round(float(value), 9)
 
 
-def _keys(values: list[Any] | None, key: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Sample keys as dicts (the query returns bare values for a one-column key)."""
-    if len(key) == 1:
-        return [{key[0]: v} for v in values or []]
+def _keys(values: list[Any] | None) -> list[dict[str, Any]]:
+    """Sample keys as dicts (the query returns them as structs)."""
     return [dict(v) for v in values or []]
 
 

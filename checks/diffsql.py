@@ -111,9 +111,7 @@ def field(name: str) -> str:
 
 
 def key_value(key: Sequence[str]) -> str:
-    """The key as one value: the column itself, or a struct of the key columns."""
-    if len(key) == 1:
-        return quote(key[0])
+    """The key as one value: a struct of the key columns (never NULL, so ``arg_min`` keeps NULL keys)."""
     return "{" + ", ".join(f"{field(k)}: {quote(k)}" for k in key) + "}"
 
 
@@ -124,7 +122,8 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
     Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks, sample keys (only live, only rebuilt, changed), differing keys, then per
     compared column its change count (and for numbers the sum and max of |rebuilt - live|).
     """
-    on = " AND ".join(f"l.{quote(k)} = r.{quote(k)}" for k in key)
+    # NULL-safe: a NULL key on both sides is one key (compared, or counted as a duplicate), not two
+    on = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)}" for k in key)
     keys = ", ".join(f"coalesce(l.{quote(k)}, r.{quote(k)}) AS {quote(k)}" for k in key)
     flags = "".join(f", ({changed_expr(c)}) AND l.__present AND r.__present AS __d{i}" for i, c in enumerate(compared))
     drift = "".join(
@@ -160,7 +159,7 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
 
 def rows_query(source_sql: str, key: Sequence[str], keys_table: str) -> str:
     """The rows of ``source_sql`` whose key is in ``keys_table`` (a few sample keys)."""
-    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    on = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)}" for k in key)
     return f"SELECT t.* EXCLUDE (__present) FROM ({source_sql}) t SEMI JOIN {quote(keys_table)} s ON {on}"
 
 

@@ -95,3 +95,20 @@ def test_html_and_dict(duck):
     assert "<table" in result._repr_html_()
     assert {"verdict", "rows_live", "rows_rebuilt", "only_in_live", "only_in_rebuilt", "changed_rows",
             "changed_by_column"} <= set(result.to_dict())
+
+
+def test_null_keys_are_matched_counted_and_shown(duck):
+    # a legacy live view with rows under a NULL key: the report must show those rows, and a NULL
+    # key on both sides is the same key (compared), not one row missing and one extra
+    live = BASE + " UNION ALL SELECT NULL, 9, 9.00, 'n' UNION ALL SELECT NULL, 8, 8.00, 'm'"
+    rebuilt = BASE + " UNION ALL SELECT NULL, 9, 9.00, 'n'"
+    result = compare(duck(live, rebuilt), "live", "rebuilt", ["k"])
+    assert result.duplicate_keys_live == 1 and result.samples["duplicates_live"] == [{"k": None, "rows": 2}]
+    assert result.only_in_rebuilt == 0
+    assert {"k": None} in result.differing_keys
+    one = compare(duck(BASE + " UNION ALL SELECT NULL, 9, 9.00, 'n'", BASE), "live", "rebuilt", ["k"])
+    assert one.only_in_live == 1 and one.samples["only_in_live"] == [{"k": None, "n": 9, "amount": 9, "s": "n"}]
+    changed = compare(duck(BASE + " UNION ALL SELECT NULL, 9, 9.00, 'n'", BASE + " UNION ALL SELECT NULL, 9, 9.00, 'x'"),
+                      "live", "rebuilt", ["k"])
+    assert (changed.only_in_live, changed.only_in_rebuilt, changed.changed_rows) == (0, 0, 1)
+    assert changed.samples["changed"] == [{"k": None, "changes": {"s": {"live": "n", "rebuilt": "x"}}}]
