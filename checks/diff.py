@@ -135,6 +135,7 @@ def compare(
     key = tuple(key)
     live_types, rebuilt_types = describe(con, live), describe(con, rebuilt)
     _check_key(key, live, live_types, rebuilt, rebuilt_types)
+    _check_key_types(con, key, live, live_types, rebuilt, rebuilt_types)
     compared = diffsql.compared_columns(live_types, rebuilt_types, key, tolerance or {})
     live_sql = diffsql.source_sql(live, scope, scope_columns)
     rebuilt_sql = diffsql.source_sql(rebuilt, None, ())
@@ -185,6 +186,23 @@ def _check_key(key: tuple[str, ...], live: str, live_types: dict[str, str], rebu
         missing = [k for k in key if k not in types]
         if missing:
             raise CheckInputError(f"{name} has no key column {missing} (it has {list(types)})", table=name)
+
+
+def _check_key_types(con: duckdb.DuckDBPyConnection, key: tuple[str, ...], live: str, live_types: dict[str, str],
+                     rebuilt: str, rebuilt_types: dict[str, str]) -> None:
+    """Key columns typed differently must still be comparable (INTEGER and BIGINT are; text and numbers not)."""
+    for k in key:
+        if live_types[k] == rebuilt_types[k]:
+            continue
+        try:
+            con.sql(f"SELECT coalesce(l.{quote(k)}, r.{quote(k)}) FROM {quote(live)} l JOIN {quote(rebuilt)} r "
+                    f"ON l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)} LIMIT 0").fetchall()
+        except duckdb.Error:
+            raise CheckInputError(
+                f"key column {k!r} is {live_types[k]} in live and {rebuilt_types[k]} in rebuilt, so their rows "
+                f"cannot be matched; compare with a view of live that casts it (CREATE VIEW ... AS "
+                f"SELECT CAST({k} AS {rebuilt_types[k]}) AS {k}, ...) given as --live, or have the projection "
+                f"return {live_types[k]}", table=live, column=k) from None
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:

@@ -112,3 +112,12 @@ def test_null_keys_are_matched_counted_and_shown(duck):
                       "live", "rebuilt", ["k"])
     assert (changed.only_in_live, changed.only_in_rebuilt, changed.changed_rows) == (0, 0, 1)
     assert changed.samples["changed"] == [{"k": None, "changes": {"s": {"live": "n", "rebuilt": "x"}}}]
+
+
+def test_key_of_another_type_in_live(duck):
+    # a legacy live table keeps the key as text: a clear error, not DuckDB's binder traceback
+    con = duck("SELECT CAST(i AS VARCHAR) AS k, i AS n FROM range(3) t(i)", "SELECT i AS k, i AS n FROM range(3) t(i)")
+    with pytest.raises(CheckInputError, match="key column 'k' is VARCHAR in live and BIGINT in rebuilt"):
+        compare(con, "live", "rebuilt", ["k"])
+    widened = duck("SELECT CAST(i AS INTEGER) AS k, i AS n FROM range(3) t(i)", "SELECT i AS k, i AS n FROM range(3) t(i)")
+    assert compare(widened, "live", "rebuilt", ["k"]).verdict == "identical"  # integers of two widths still match
