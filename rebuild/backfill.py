@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 BUCKET_THRESHOLD = 50_000_000
 HEADER = -1
+MAX_CHUNKS = 100_000  # more is a typo (a year off, a unit off): refuse before listing them
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -56,15 +57,23 @@ def parse_chunk(text: str) -> timedelta:
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text or "")
     if not m or int(m[1]) == 0:
         raise ConfigError(f"--chunk {text!r} is not a duration like 6h, 1d or 1w")
-    return timedelta(**{_UNITS[m[2]]: int(m[1])})
+    try:
+        return timedelta(**{_UNITS[m[2]]: int(m[1])})
+    except OverflowError:
+        raise ConfigError(f"--chunk {text!r} is longer than the calendar; use a duration like 6h, 1d or 1w") from None
 
 
 def chunks(since: datetime, until: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
     """``[since, until)`` cut into consecutive ``[start, end)`` pieces of ``step`` (the last may be shorter)."""
+    count = -((since - until) // step)  # ceil((until - since) / step)
+    if count > MAX_CHUNKS:
+        raise ConfigError(f"--since {since.isoformat()} --until {until.isoformat()} by --chunk {step} makes {count:,} "
+                          f"chunks (at most {MAX_CHUNKS:,}); check the dates, or use a longer --chunk")
     out, start = [], since
     while start < until:
-        out.append((start, min(start + step, until)))
-        start += step
+        end = until if until - start <= step else start + step  # start + step may be past the calendar
+        out.append((start, end))
+        start = end
     return out
 
 

@@ -59,6 +59,16 @@ def test_chunks_and_durations() -> None:
         parse_chunk("1 fortnight")
 
 
+@pytest.mark.parametrize("chunk, since", [("99999999999w", "2026-09-01"), ("1w", "0001-01-01"), ("30m", "1026-09-01")])
+def test_huge_chunks_and_ranges_are_config_errors(chunk: str, since: str) -> None:
+    # a chunk past the calendar (was OverflowError), or a year typo cutting the range into
+    # millions of chunks (was gigabytes of memory and a job running for months)
+    t0 = datetime(2026, 9, 1, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="--chunk"):
+        chunks(datetime.fromisoformat(since).replace(tzinfo=UTC), t0 + timedelta(days=1), parse_chunk(chunk))
+    assert chunks(t0, t0 + timedelta(days=1), parse_chunk("9999999w")) == [(t0, t0 + timedelta(days=1))]  # one chunk
+
+
 def test_killed_backfill_resumes_to_the_same_shadow(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
     store = str(tmp_path / "views.duckdb")
     first = cli(orders_lake, store, "backfill", VIEW, *RANGE, "--progress", "log", code=SLOW)
