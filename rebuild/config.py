@@ -12,6 +12,7 @@ from typing import Any
 
 from lake.settings import describe, unknown_keys
 from rebuild.errors import ConfigError
+from rebuild.store import check_uri
 
 FILENAME = "workbench.toml"
 #: the sections and keys of workbench.toml (anything else is a typo, refused)
@@ -123,6 +124,7 @@ def _resolve_path(value: str, base: Path) -> str:
 
 
 def _resolve_store(uri: str, base: Path) -> str:
+    check_uri(uri)
     for scheme in ("duckdb", "parquet"):  # duckdb://rel/path.duckdb or duckdb:///abs/path.duckdb
         prefix = f"{scheme}://"
         if uri.startswith(prefix):

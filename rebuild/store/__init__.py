@@ -18,11 +18,31 @@ FACTORIES: dict[str, str] = {
     "postgres": "rebuild.store.postgres_store:PostgresStore",
     "parquet": "rebuild.store.parquet_store:ParquetStore",
 }
+#: how a store URI of each scheme is written, for the errors
+EXAMPLES = {
+    "duckdb": "duckdb://views.duckdb (next to workbench.toml) or duckdb:///abs/path/views.duckdb",
+    "parquet": "parquet://views (next to workbench.toml) or parquet:///abs/path/views",
+    "postgresql": "postgresql://user:pw@host/db",
+    "postgres": "postgresql://user:pw@host/db",
+}
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a typo of a store URI (``duckdb:/x``, ``parquet://``) before it becomes a path of that name."""
+    scheme, sep, rest = uri.partition("://")
+    head = uri.partition(":")[0].lower()
+    if not sep and ":" in uri and head in FACTORIES:
+        shown = f"{head}:..." if head.startswith("postgres") else uri  # may hold a password
+        raise StoreError(f"store URI {shown!r} lacks the '//' after '{head}:'; write {EXAMPLES[head]}", uri=shown)
+    if sep and scheme in ("duckdb", "parquet") and not rest.strip("/"):
+        what = "file" if scheme == "duckdb" else "directory"
+        raise StoreError(f"store URI {uri!r} names no {what}; write {EXAMPLES[scheme]}", uri=uri)
 
 
 def open_store(uri: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
                threads: int | None = None) -> Store:
     """The store at ``uri``; a bare path is a DuckDB file (``.duckdb``) or a Parquet directory."""
+    check_uri(uri)
     scheme, _, rest = uri.partition("://")
     if not rest:
         scheme, rest = ("duckdb", uri) if uri.endswith((".duckdb", ".db")) else ("parquet", uri)

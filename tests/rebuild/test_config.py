@@ -107,3 +107,16 @@ def test_a_mapping_with_a_misspelt_option_is_refused(tmp_path: Path) -> None:
                     'sequence = "s"\n[options]\nevent_time_units = "ms"\n')
     with pytest.raises(SourceError, match=r"unknown settings \['options.event_time_units'\]"):
         lake.Mapping.load(path)
+
+
+@pytest.mark.parametrize("uri", ["duckdb:/x/views.duckdb", "duckdb:views.duckdb", "parquet:/x/views", "postgresql:/u:pw@h/db",
+                                 "duckdb://", "parquet://", "duckdb:///"])
+def test_a_store_uri_typo_is_refused_and_creates_nothing(uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # were a Parquet directory 'duckdb:/x', a DuckDB file 'duckdb:views.duckdb', a store in the
+    # working directory itself, or an error about DuckDB's other processes
+    monkeypatch.chdir(tmp_path)
+    assert main(["--store", uri, "--json", "ls"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "StoreError" and "write " in error["error"] and "pw" not in error["error"]
+    assert list(tmp_path.iterdir()) == []
