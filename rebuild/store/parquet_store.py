@@ -75,6 +75,10 @@ class ParquetStore(Store):
             data: Manifest = json.loads((self.root / MANIFEST).read_text())
         except FileNotFoundError:
             data = {}
+        except ValueError as exc:
+            raise self._damaged(self.root / MANIFEST, exc) from None
+        if not isinstance(data, dict):
+            raise self._damaged(self.root / MANIFEST, "not a JSON object")
         for key, empty in (("generation", 0), ("tables", {}), ("runs", []), ("checkpoints", []), ("backfills", [])):
             data.setdefault(key, empty)
         return data
@@ -107,10 +111,32 @@ class ParquetStore(Store):
             if path.name not in used and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
 
+    def _damaged(self, path: Path | str, problem: object, table: str | None = None) -> StoreError:
+        rebuild = (f"; or replace {table} with a full run: `rebuild run VIEW --full`, then cut it over (with "
+                   "--force if the damaged table is the live view, which `rebuild check` cannot read)" if table else "")
+        return StoreError(
+            f"the Parquet store {self.root} cannot read {path} ({problem}): it was deleted or damaged outside "
+            f"the workbench, which never changes a file it wrote. Restore it from a backup{rebuild}",
+            path=str(path), table=table,
+        )
+
+    def _footer(self, path: str, table: str) -> pq.FileMetaData:
+        try:
+            return pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:  # missing, truncated, not Parquet
+            raise self._damaged(path, exc, table) from None
+
     def _paths(self, manifest: Manifest, table: str) -> list[str]:
+        """The data files of ``table``, each checked to be there and readable (its footer)."""
         if table not in manifest["tables"]:
             raise StoreError(f"{self.root} has no table {table}", table=table)
-        return [str(self.root / "data" / f) for f in manifest["tables"][table]]
+        paths = [str(self.root / "data" / f) for f in manifest["tables"][table]]
+        for path in paths:
+            self._footer(path, table)
+        return paths
+
+    def _rows(self, manifest: Manifest, table: str) -> int:
+        return sum(self._footer(p, table).num_rows for p in self._paths(manifest, table))
 
     def _source(self, manifest: Manifest, table: str) -> str:
         return f"read_parquet({literal(self._paths(manifest, table))})"
@@ -146,7 +172,7 @@ class ParquetStore(Store):
         return table in self._load()["tables"]
 
     def count(self, table: str) -> int:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._paths(self._load(), table))
+        return self._rows(self._load(), table)
 
     def read(self, table: str) -> pa.Table:
         paths = self._paths(self._load(), table)
@@ -188,10 +214,7 @@ class ParquetStore(Store):
         return published
 
     def _published(self, m: Manifest, shadow: str, patch: bool) -> Published:
-        def rows(table: str) -> int:
-            return sum(pq.ParquetFile(p).metadata.num_rows for p in self._paths(m, table))
-
-        return Published(rows=rows(shadow), scope_rows=rows(scope_name(shadow)) if patch else 0)
+        return Published(rows=self._rows(m, shadow), scope_rows=self._rows(m, scope_name(shadow)) if patch else 0)
 
     def _merge_patch(self, con: duckdb.DuckDBPyConnection, m: Manifest, shadow: str, rows: str,
                      columns: Sequence[str]) -> None:

@@ -87,6 +87,30 @@ def test_cli_run_error_names_the_file_and_skip_is_reported(fault_lake: lake.Lake
     assert load_json(capsys.readouterr().out)["plan"]["skipped_files"] == [victim]
 
 
+@pytest.mark.parametrize("how", ["truncated", "overwritten", "empty", "missing", "manifest"])
+def test_a_parquet_store_damaged_by_hand_is_a_store_error_naming_the_file(fault_lake: lake.Lake, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str],
+                                                                          how: str) -> None:
+    # were tracebacks (ArrowInvalid, JSONDecodeError, duckdb's IOException) or "free space"
+    store = tmp_path / "views"
+    base = ["--lake", fault_lake.uri, "--store", f"parquet://{store}", "--json"]
+    for args in (["run", VIEW, "--progress", "none"], ["cutover", VIEW, "--force"], ["run", VIEW, "--full", "--progress", "none"]):
+        assert main([*base, *args]) == 0
+    capsys.readouterr()
+    manifest = json.loads((store / "_manifest.json").read_text())
+    victim = store / ("_manifest.json" if how == "manifest" else f"data/{manifest['tables'][VIEW][0]}")
+    _damage(str(victim), "truncated" if how == "manifest" else how)
+    for args in (["ls"], ["check", VIEW], ["runs"], ["backfill", VIEW, "--since", "2026-09-01", "--until", "2026-09-03"]):
+        if how != "manifest" and args[0] in ("runs", "backfill"):
+            continue  # they do not read live's rows
+        assert main([*base, *args]) == 2, args
+        error = load_json(capsys.readouterr().out)
+        assert error["kind"] == "StoreError" and str(victim) in error["error"] and "outside the workbench" in error["error"]
+    if how != "manifest":  # as the error says: a full run cut over replaces the damaged live view
+        assert (json.loads((store / "_manifest.json").read_text()) == manifest)  # unchanged so far
+        assert main([*base, "cutover", VIEW, "--force"]) == 0 and main([*base, "ls"]) == 0
+
+
 def test_bucketed_run_skips_too(fault_lake: lake.Lake, tmp_path: Path) -> None:
     victim = fault_lake.snapshot().files[0].path
     _damage(victim, "overwritten")
