@@ -42,7 +42,7 @@ from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
 from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, new_run_id, skip_or_raise
 from rebuild.store import Store
-from rebuild.store.base import SHADOW, Mark
+from rebuild.store.base import SHADOW, Mark, scope_name, shadow_name
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,12 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
         snapshot = lake.snapshot(job.header.delta_version)
         last = _run_chunks(lake, store, projection, job, pieces, snapshot, progress or Silent(), exclude_quarantined)
         store.put_mark(job.mark(HEADER, job.header.label, last.rows_written if last else 0, "finished"))
-    rows = last.rows_written if last else store.count(f"{projection.name}__shadow")
+    shadow = shadow_name(projection.name)
+    rows = last.rows_written if last else store.count(shadow)  # no last: killed after its last chunk
+    scope_rows = last.scope_rows if last else store.count(scope_name(shadow)) if store.exists(scope_name(shadow)) else 0
     return BackfillResult(
         job_id=job.header.job_id, run_id=job.header.run_id, view=projection.name, kind="backfill",
-        chunks=len(pieces), skipped=len(job.done), rows=rows, scope_rows=last.scope_rows if last else 0,
+        chunks=len(pieces), skipped=len(job.done), rows=rows, scope_rows=scope_rows,
         delta_version=job.header.delta_version, lake_version=job.header.lake_version,
         seconds=round(time.monotonic() - clock, 3),
     )

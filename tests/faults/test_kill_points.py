@@ -180,6 +180,21 @@ def test_backfill_killed_resumes_to_the_same_shadow(fault_lake: lake.Lake, tmp_p
     assert same(store_state(fault_lake.uri, store).shadow, expected)
 
 
+def test_backfill_killed_after_its_last_chunk_reports_what_it_wrote(fault_lake: lake.Lake, tmp_path: Path) -> None:
+    # the rerun had every chunk done already and reported scope_rows 0 for a shadow patch of many keys
+    store = f"duckdb://{tmp_path / 'views.duckdb'}"
+    reference = f"duckdb://{tmp_path / 'reference.duckdb'}"
+    uninterrupted = run_cli(fault_lake.uri, reference, "--json", "backfill", VIEW, *RANGE, "--progress", "none")
+    expected = load_json(uninterrupted.stdout)
+    killed = run_cli(fault_lake.uri, store, "backfill", VIEW, *RANGE, "--progress", "none",
+                     fault=f"backfill.after_chunk:{expected['chunks']}")
+    assert killed.returncode == KILLED, killed.stderr
+    done = run_cli(fault_lake.uri, store, "--json", "backfill", VIEW, *RANGE, "--progress", "none")
+    result = load_json(done.stdout)
+    assert result["skipped"] == result["chunks"] == expected["chunks"]
+    assert (result["rows"], result["scope_rows"]) == (expected["rows"], expected["scope_rows"]) and expected["scope_rows"] > 0
+
+
 # -- check and cutover -------------------------------------------------------------------------
 @pytest.mark.parametrize(("point", "kind"), [
     pytest.param("cutover.before_commit", "duckdb", id="cutover-duckdb"),
