@@ -44,7 +44,7 @@ from rebuild.store.base import (
     previous_name, scope_name, shadow_name,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
-from rebuild.store.sqlstore import scope_match
+from rebuild.store.sqlstore import check_patch_columns, scope_match
 
 MANIFEST = "_manifest.json"
 GRACE_SECONDS = 600.0
@@ -280,15 +280,19 @@ class ParquetStore(Store):
             raise StoreError(f"{view} has no live view to apply a partial shadow to; run `rebuild run {view} --full` "
                              "and cut that over first", view=view)
         shadow = shadow_name(view)
+        check_patch_columns(view, self._columns(m, view), self._columns(m, shadow))
         scope = scope_name(shadow)
         self._replace_scope(m, view, shadow, scope, keep_as=previous_name(view))
         m["tables"][scope_name(previous_name(view))] = m["tables"].pop(scope)
         m["tables"].pop(shadow)
 
+    def _columns(self, m: Manifest, table: str) -> list[str]:
+        return [r[0] for r in self.compute().sql(f"DESCRIBE SELECT * FROM {self._source(m, table)}").fetchall()]
+
     def _replace_scope(self, m: Manifest, view: str, rows: str, scope: str, keep_as: str) -> None:
         """Live's rows in ``scope`` become table ``keep_as``; live gets ``rows`` instead of them."""
         con = self.compute()
-        columns = [r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {self._source(m, scope)}").fetchall()]
+        columns = self._columns(m, scope)
         con.execute(f"CREATE OR REPLACE TEMP VIEW __scope AS SELECT * FROM {self._source(m, scope)}")
         try:
             inside = scope_match("", "__scope", columns)

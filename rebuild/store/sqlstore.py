@@ -58,6 +58,18 @@ def scope_match(target: str, scope: str, columns: Sequence[str]) -> str:
     return f"EXISTS (SELECT 1 FROM {quote(scope)} s WHERE {terms})"
 
 
+def check_patch_columns(view: str, live: Sequence[str], shadow: Sequence[str]) -> None:
+    """A partial shadow patches live row by row: refuse when their columns differ (a live view
+    made elsewhere, say), which would drop the shadow's other columns or fail half-way."""
+    if set(live) != set(shadow):
+        raise StoreError(
+            f"the partial shadow of {view} cannot patch live {view}: their columns differ (only in the shadow: "
+            f"{sorted(set(shadow) - set(live))}, only in live: {sorted(set(live) - set(shadow))}); "
+            f"run `rebuild run {view} --full` and cut that over instead, which replaces live whole",
+            view=view,
+        )
+
+
 class SQLStore(Store):
     """Cutover, rollback and the metadata tables, in SQL both DuckDB and PostgreSQL run."""
 
@@ -278,6 +290,7 @@ class SQLStore(Store):
                 view=view,
             )
         previous, shadow = previous_name(view), shadow_name(view)
+        check_patch_columns(view, self._columns(view), self._columns(shadow))
         scope = scope_name(shadow)
         columns = self._scope_columns(scope)
         self._drop(previous)

@@ -122,6 +122,19 @@ def test_backfill_of_window_and_merge_views(bench: Workbench, view: str) -> None
     assert rows(bench, view, SHADOW).equals(expected)
 
 
+def test_a_patch_is_refused_onto_a_live_view_of_other_columns(bench: Workbench) -> None:
+    # a live view made outside the workbench with other columns: the patch's cutover (even forced)
+    # dropped the shadow's other columns and cast the amounts into live's types
+    foreign = pa.table({"order_id": ["o-0000001", "o-0000099"], "total": [5, 7]})
+    bench.store.write_table(VIEW, foreign)
+    bench.backfill(VIEW, since="2026-09-02", until="2026-09-04", chunk="1d")
+    with pytest.raises(StoreError, match="columns") as refused:
+        bench.cutover(VIEW, force=True)
+    assert "--full" in str(refused.value) and "customer_id" in str(refused.value)
+    assert bench.store.read(VIEW).sort_by("order_id").equals(foreign)
+    assert bench.store.checkpoint(VIEW, SHADOW) is not None and bench.store.exists(f"{VIEW}__shadow")
+
+
 def test_unfinished_backfill_cannot_be_cut_over(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
     bench.run(VIEW)
     bench.cutover(VIEW, force=True)
