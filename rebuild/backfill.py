@@ -125,13 +125,13 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
     text = json.dumps(params, sort_keys=True)
     marks = store.marks(view)
     for header in reversed([m for m in marks if m.item == HEADER and m.kind == kind and m.status == "started"]):
+        done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)
+        replaced_by = _replaced_by(store, marks, header) if done else None
         if header.params != text:
             continue
-        done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)
-        shadow = store.checkpoint(view, SHADOW)
-        if kind == "backfill" and done and (shadow is None or shadow.run_id != header.run_id):
-            log.warning("%s %s of %s cannot resume: its shadow was replaced by run %s; starting over",
-                        kind, header.job_id, view, shadow.run_id if shadow else None)
+        if replaced_by is not None:
+            log.warning("%s %s of %s cannot resume: its %s was replaced by run %s; starting over", kind,
+                        header.job_id, view, "shadow" if kind == "backfill" else "building table", replaced_by)
             break
         log.warning("resuming %s %s of %s: %s parts done, lake pinned at delta_version %s",
                     kind, header.job_id, view, len(done), header.delta_version)
@@ -143,6 +143,20 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
                   rows=0, params=text, updated_at=datetime.now(UTC))
     store.put_mark(header)
     return _Job(header, frozenset())
+
+
+def _replaced_by(store: Store, marks: list[Mark], header: Mark) -> str | None:
+    """The run that replaced what an unfinished job wrote so far, or None when it is still there.
+
+    A backfill's chunks are in the shadow; a bucketed run's buckets in ``VIEW__building``, which
+    the last job to stage a bucket (or to publish it as the shadow) wrote: its marks say which.
+    """
+    if header.kind == "backfill":
+        shadow = store.checkpoint(header.view, SHADOW)
+        return None if shadow is not None and shadow.run_id == header.run_id else (shadow.run_id if shadow else "-")
+    writes = [m for m in marks if m.kind == header.kind and (m.item != HEADER or m.status == "finished")]
+    last = max(writes, key=lambda m: m.updated_at, default=None)
+    return None if last is None or last.job_id == header.job_id else last.job_id
 
 
 # -- backfill ----------------------------------------------------------------------------------

@@ -207,6 +207,29 @@ def test_crashed_bucketed_run_keeps_live_and_shadow_and_resumes(bench: Workbench
     assert rows(bench, role=SHADOW).equals(shadow)
 
 
+def test_a_bucketed_run_whose_building_table_another_job_replaced_starts_over(bench: Workbench,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # job A (killed after 4 buckets) resumed on top of job B's building table (other arguments,
+    # finished meanwhile) and published a shadow that lacked A's first 4 buckets
+    expected = (bench.run(VIEW), rows(bench, role=SHADOW))[1]
+    store = type(bench.store)
+    real, calls = store.stage, {"n": 0}
+
+    def crash_on_fifth(self: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("killed")
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "stage", crash_on_fifth)
+    with pytest.raises(RuntimeError):
+        bench.run(VIEW, full=True, buckets=True)  # job A
+    monkeypatch.setattr(store, "stage", real)
+    bench.run(VIEW, full=True, buckets=True, exclude_quarantined=True)  # job B, other arguments
+    bench.run(VIEW, full=True, buckets=True)  # A's arguments again
+    assert rows(bench, role=SHADOW).equals(expected)
+
+
 def test_tables_round_trip_with_types(store_uri: str) -> None:
     data = pa.table({
         "k": pa.array(["a", "b"]), "n": pa.array([1, 2], pa.int64()), "i": pa.array([1, None], pa.int32()),
