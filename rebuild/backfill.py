@@ -128,6 +128,10 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
         done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)
         replaced_by = _replaced_by(store, marks, header) if done else None
         if header.params != text:
+            if done and replaced_by is None:
+                log.warning("%s %s of %s (%s, %s parts done) is not resumed: it was asked other arguments; this "
+                            "one starts over and replaces its work (to finish it instead, rerun it with its own)",
+                            kind, header.job_id, view, header.label, len(done))
             continue
         if replaced_by is not None:
             log.warning("%s %s of %s cannot resume: its %s was replaced by run %s; starting over", kind,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -103,3 +104,23 @@ def test_backfill_exit_codes(orders_lake: Lake, tmp_path: Path, capsys: pytest.C
     assert json.loads(capsys.readouterr().out)["kind"] == "full"
     assert main([*base, "--since", "2026-09-02", "--until", "2026-09-04", "--progress", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["chunks"] == 2
+
+
+def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake, tmp_path: Path,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # the job log said nothing: the interrupted job's chunks were silently thrown away
+    store = str(tmp_path / "views.duckdb")
+    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
+    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    caplog.set_level(logging.WARNING, logger="rebuild.backfill")
+    other = ["--since", "2026-09-02", "--until", "2026-09-10", "--chunk", "1d"]
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *other, "--progress", "none"]) == 0
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "not resumed" in warning and "2026-09-08" in warning and "2 parts done" in warning
+    caplog.clear()  # the same arguments again: nothing unfinished is left behind, no warning
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *other, "--progress", "none"]) == 0
+    assert "not resumed" not in " ".join(r.getMessage() for r in caplog.records)
