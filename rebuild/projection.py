@@ -19,6 +19,8 @@ import inspect
 import logging
 import re
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +222,23 @@ def load_modules(modules: Sequence[str]) -> None:
                 "workbench.toml",
                 module=spec,
             ) from exc
+        except Exception as exc:  # the module's own code failed while it was imported
+            raise ProjectionError(
+                f"projection module {spec!r} failed while it was imported: {type(exc).__name__}: {exc}"
+                f"{user_frame(exc)}; fix the module",
+                module=spec,
+            ) from exc
+
+
+def user_frame(exc: BaseException) -> str:
+    """`` (at FILE:LINE in FUNC)``: the innermost frame of ``exc`` in the user's own code (not in
+    the standard library, an installed package or this package), or ``""`` when there is none."""
+    ours = [str(Path(__file__).parent)] + [sysconfig.get_path(p) for p in ("stdlib", "purelib", "platlib")]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(tuple(ours))]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {f.filename}:{f.lineno} in {f.name})"
 
 
 def _import_file(path: Path) -> None:

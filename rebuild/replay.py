@@ -24,7 +24,7 @@ from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.sql import literal, quote
 from rebuild.errors import ProjectionError
 from rebuild.fold import fold_table
-from rebuild.projection import Projection
+from rebuild.projection import Projection, user_frame
 
 log = logging.getLogger(__name__)
 HIVE = "hive_partitioning = true, hive_types = {'stream': VARCHAR, 'bucket': INTEGER}"
@@ -131,11 +131,13 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
             _register_table(con, fold_table(con, projection.func, workers=fold_workers), create)
         else:
             _duckdb(con, projection, create)
-    except ProjectionError:
+    except (ProjectionError, duckdb.InterruptException):
         raise
-    except (duckdb.Error, pl.exceptions.PolarsError, pa.ArrowException, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # the projection's own code may raise anything: name it, never a traceback
+        if isinstance(exc, RuntimeError) and str(exc) == "Query interrupted":
+            raise  # Ctrl-C inside a query
         raise ProjectionError(
-            f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}; nothing was written",
+            f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}{user_frame(exc)}; nothing was written",
             projection=projection.name,
         ) from exc
     return int(con.sql(f"SELECT count(*) FROM {quote(target)}").fetchall()[0][0])
