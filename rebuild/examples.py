@@ -155,6 +155,9 @@ def order_timeline() -> str:
     engine="python",
     incremental="by_key",
     payload=PAYLOAD,
+    output={"order_id": "VARCHAR", "customer_id": "VARCHAR", "currency": "VARCHAR", "status": "VARCHAR",
+            "items": "BIGINT", "total": "DECIMAL(18,2)", "paid": "DECIMAL(18,2)", "refunded": "DECIMAL(18,2)",
+            "version": "BIGINT"},  # a fold's types come from here, not from its values
 )
 def order_summary_fold(partition_key: str, events: Iterator[dict[str, Any]]) -> dict[str, Any]:
     """order_summary as a per-event Python fold: the slow path, and the benchmark's baseline."""

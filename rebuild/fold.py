@@ -40,7 +40,9 @@ def fold_table(con: duckdb.DuckDBPyConnection, func: Fold, workers: int | None =
                 rows = [r for part in pool.map(_fold_chunk, chunks) for r in part]
     finally:
         _FOLD = None
-    return pa.Table.from_pylist(rows)
+    # every column any row has (from_pylist alone would keep only the first row's, dropping the rest)
+    names = dict.fromkeys(name for row in rows for name in row)
+    return pa.table({name: [row.get(name) for row in rows] for name in names})
 
 
 def _split(events: pa.Table, parts: int) -> list[pa.Table]:
@@ -67,5 +69,9 @@ def _fold_chunk(events: pa.Table) -> list[dict[str, Any]]:
         result = _FOLD(key, group)
         if result is None:
             continue
-        rows.extend(result if isinstance(result, list) else [result])
+        for row in result if isinstance(result, list) else [result]:
+            if not isinstance(row, dict):
+                raise TypeError(f"the fold returned {type(row).__name__} for partition key {key!r}; a fold "
+                                "returns a dict (one row), a list of dicts or None")
+            rows.append(row)
     return rows

@@ -128,7 +128,7 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
         if projection.engine == "polars":
             _polars(con, projection, create)
         elif projection.engine == "python":
-            _register_table(con, fold_table(con, projection.func, workers=fold_workers), create)
+            _fold(con, projection, create, fold_workers)
         else:
             _duckdb(con, projection, create)
     except (ProjectionError, duckdb.InterruptException):
@@ -170,6 +170,25 @@ def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
     _register_table(con, frame.to_arrow(), create)
 
 
+def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, workers: int | None) -> None:
+    """A Python fold's rows, cast to the declared ``output`` types: Arrow would infer them from the
+    values (DECIMAL(5,2) from 123.45), so they could change from run to run."""
+    table = fold_table(con, projection.func, workers=workers)
+    output = {c: str(duckdb.sqltype(t)) for c, t in (projection.output or {}).items()}
+    if table.num_rows == 0:
+        if not output:
+            raise ProjectionError(
+                f"projection {projection.name!r}: the fold returned no rows, so the view's columns are unknown; "
+                "declare them with output={column: TYPE, ...}",
+                projection=projection.name,
+            )
+        columns = {**{k: "VARCHAR" for k in projection.key if k not in output}, **output}
+        con.execute(f"{create} SELECT {', '.join(f'NULL::{t} AS {quote(c)}' for c, t in columns.items())} WHERE false")
+        return
+    cast = (f"CAST({quote(c)} AS {output[c]}) AS {quote(c)}" if c in output else quote(c) for c in table.column_names)
+    _register_table(con, table, create, select=", ".join(cast))
+
+
 def _events_frame(con: duckdb.DuckDBPyConnection) -> pl.LazyFrame:
     """The ``events`` relation as a LazyFrame that DuckDB feeds in Arrow batches, reading and
     decoding only the columns the projection's plan uses (Polars pushes its projection down)."""
@@ -187,10 +206,10 @@ def _events_frame(con: duckdb.DuckDBPyConnection) -> pl.LazyFrame:
     return register_io_source(batches, schema=schema)
 
 
-def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, create: str) -> None:
+def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, create: str, select: str = "*") -> None:
     con.register("__arrow_result", table)
     try:
-        con.execute(f"{create} SELECT * FROM __arrow_result")
+        con.execute(f"{create} SELECT {select} FROM __arrow_result")
     finally:
         con.unregister("__arrow_result")
 

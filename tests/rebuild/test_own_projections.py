@@ -25,7 +25,7 @@ def registry() -> Registry:
 @pytest.fixture
 def wb(tmp_path: Path, registry: Registry) -> Iterable[Workbench]:
     target = lake.Lake(tmp_path / "lake").create()
-    events = [e for o in range(1, 6) for e in order_events(o, customer=o % 2)]
+    events = [e for o in range(1, 6) for e in order_events(o, customer=o % 2, items=1 + o % 2)]
     lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", events)], stream="orders")
     config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb", projection_modules=())
     with Workbench(config, registry=registry) as bench:
@@ -59,3 +59,52 @@ def test_a_module_that_fails_while_imported_is_an_error_naming_it(tmp_path: Path
     config.write_text(f'[lake]\nuri = "lake"\n[store]\nuri = "duckdb://v.duckdb"\n[projections]\nmodules = ["{module}"]\n')
     assert main(["--config", str(config), "--json", "ls"]) == 2
     assert '"kind": "ProjectionError"' in capsys.readouterr().out
+
+
+def _count_events(key: str, events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    n = sum(1 for _ in events)
+    return {"order_id": key, "even": n} if n % 2 == 0 else {"order_id": key, "odd": n}
+
+
+def test_a_fold_whose_rows_have_different_columns_keeps_them_all(wb: Workbench, registry: Registry) -> None:
+    projection(name="counts", key="order_id", engine="python", registry=registry)(_count_events)
+    wb.run("counts", progress="none")
+    view = wb.view("counts", "shadow").sort("order_id")
+    assert view.columns == ["order_id", "odd", "even"]  # order 1 has 5 events: odd comes first
+    assert view["odd"].to_list() == [5, None, 5, None, 5] and view["even"].to_list() == [None, 4, None, 4, None]
+
+
+@pytest.mark.parametrize("returned", ["text", ("o", 1), [{"order_id": "o"}, "text"]])
+def test_a_fold_that_returns_something_else_than_rows_says_so(wb: Workbench, registry: Registry, returned: Any) -> None:
+    projection(name="wrong", key="order_id", engine="python", registry=registry)(lambda key, events: returned)
+    with pytest.raises(ProjectionError, match=r"the fold returned (str|tuple) for partition key 'o-0000001'; a fold "
+                                              r"returns a dict \(one row\), a list of dicts or None"):
+        wb.run("wrong", progress="none")
+
+
+def _paid(key: str, events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    paid = sum(e["amount"] for e in events if e["event_type"] == "PaymentAuthorized")
+    return {"order_id": key, "paid": paid}
+
+
+def test_a_fold_gets_its_declared_output_types_and_catches_up_with_nothing_new(wb: Workbench,
+                                                                              registry: Registry) -> None:
+    projection(name="paid", key="order_id", engine="python", payload={"amount": "DECIMAL(18,2)"},
+               output={"order_id": "VARCHAR", "paid": "DECIMAL(18,2)"}, registry=registry)(_paid)
+    wb.run("paid", progress="none")
+    wb.cutover("paid", force=True)
+    patch = wb.run("paid", keys=["o-0000001"], progress="none")  # small values: Arrow infers DECIMAL(3,2)
+    assert patch.record.rows_written == 1
+    described = dict(wb.store.compute().sql("DESCRIBE paid__shadow").fetchall()[i][:2] for i in range(2))
+    assert described == {"order_id": "VARCHAR", "paid": "DECIMAL(18,2)"}
+    caught_up = wb.run("paid", progress="none")  # nothing new in the lake: an empty patch, not an error
+    assert caught_up.plan.mode == "incremental" and caught_up.record.rows_written == 0
+    wb.cutover("paid", force=True)
+    assert wb.store.count("paid") == 5
+
+
+def test_a_fold_without_rows_or_declared_output_says_to_declare_it(wb: Workbench, registry: Registry) -> None:
+    projection(name="nothing", key="order_id", engine="python", registry=registry)(lambda key, events: None)
+    with pytest.raises(ProjectionError, match=r"the fold returned no rows, so the view's columns are unknown; "
+                                              r"declare them with output="):
+        wb.run("nothing", progress="none")
