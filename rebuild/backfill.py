@@ -33,13 +33,16 @@ from typing import Any
 import duckdb
 
 from lake import Lake, Snapshot
+from lake.schema import bucket_sql
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.faults import point
 from rebuild.options import RunOptions, parse_time
 from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
-from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
+from rebuild.replay import (
+    Selection, check_output, check_partition_column, events_sql, materialize, quarantined_keys,
+)
 from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, new_run_id, skip_or_raise
 from rebuild.store import Store
 from rebuild.store.base import SHADOW, Mark, scope_name, shadow_name
@@ -281,6 +284,7 @@ def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, proje
                 except (duckdb.Error, ProjectionError) as exc:
                     plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
             check_output(con, projection, REBUILT)
+            check_partition_column(con, projection, REBUILT, f"{bucket_sql('value', snapshot.buckets)} <> {bucket}")
             point("buckets.mid_bucket")
             store.stage(con, plan.view, REBUILT, job.mark(bucket, f"bucket {bucket}", rows), reset=not job.done and n == 0)
             read += events

@@ -257,6 +257,25 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
         )
 
 
+def check_partition_column(con: duckdb.DuckDBPyConnection, projection: Projection, table: str, stray: str) -> None:
+    """A by_key projection's rows are recomputed per partition key, so its first key column must
+    hold the partition key: ``stray`` is the SQL condition (over ``value``) of a value that cannot be
+    one of the replayed partition keys. Such rows would be added to live next to the old ones."""
+    column = quote(projection.partition_column)
+    found = con.sql(
+        f"SELECT value FROM (SELECT CAST({column} AS VARCHAR) AS value FROM {quote(table)}) "
+        f"WHERE value IS NOT NULL AND {stray} LIMIT 3"
+    ).fetchall()
+    if found:
+        raise ProjectionError(
+            f"projection {projection.name!r} is by_key, which recomputes rows per partition key, but its first key "
+            f"column {projection.partition_column!r} holds values that are not the partition keys of their events "
+            f"(e.g. {[r[0] for r in found]}); put the partition key first in key=..., or use incremental='merge' "
+            "or 'full'; nothing was written",
+            projection=projection.name,
+        )
+
+
 def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """Temp table of partition keys that have quarantined records (for --exclude-quarantined)."""
     files = lake.quarantine_files()

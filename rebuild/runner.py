@@ -28,7 +28,9 @@ from rebuild.faults import point
 from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
-from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys, time_window_bounds
+from rebuild.replay import (
+    Selection, check_output, check_partition_column, events_sql, materialize, quarantined_keys, time_window_bounds,
+)
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
 
@@ -234,6 +236,7 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
                           exclude_quarantined=plan.exclude_quarantined, keys=tuple(keys))
     sql, _, events = events_sql(lake, snapshot, projection, selection)
     materialize(con, projection, sql, REBUILT)
+    check_partition_column(con, projection, REBUILT, f"value NOT IN (SELECT partition_key FROM {KEYS})")
     column = quote(projection.partition_column)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT partition_key AS {column} FROM {KEYS}")
     return events

@@ -108,3 +108,27 @@ def test_a_fold_without_rows_or_declared_output_says_to_declare_it(wb: Workbench
     with pytest.raises(ProjectionError, match=r"the fold returned no rows, so the view's columns are unknown; "
                                               r"declare them with output="):
         wb.run("nothing", progress="none")
+
+
+PER_CUSTOMER = "SELECT customer_id, count(*) AS orders FROM events GROUP BY ALL"
+
+
+@pytest.mark.parametrize("run", ["incremental", "keys", "buckets"])
+def test_by_key_with_a_first_key_column_that_is_not_the_partition_key_is_refused(
+        tmp_path: Path, wb: Workbench, registry: Registry, run: str) -> None:
+    # by_key is the default: an analyst keying a view by customer gets it without asking
+    projection(name="per_customer", key="customer_id", consumes=["OrderPlaced"], payload={"customer_id": "VARCHAR"},
+               registry=registry)(lambda: PER_CUSTOMER)
+    if run == "buckets":
+        runner = lambda: wb.run("per_customer", full=True, buckets=True, progress="none")  # noqa: E731
+    else:
+        wb.run("per_customer", progress="none")
+        wb.cutover("per_customer", force=True)
+        more = [e for o in range(6, 8) for e in order_events(o, customer=o % 2)]
+        lake.ingest(wb.lake, [write_ndjson(tmp_path / "more.ndjson", more)], stream="orders")
+        options: dict[str, Any] = {"keys": ["o-0000006"]} if run == "keys" else {}
+        runner = lambda: wb.run("per_customer", progress="none", **options)  # noqa: E731
+    with pytest.raises(ProjectionError, match=r"projection 'per_customer' is by_key, .* its first key column "
+                                              r"'customer_id' holds values that are not the partition keys"):
+        runner()
+    assert run == "buckets" or wb.store.count("per_customer") == 2  # live untouched; nothing published
