@@ -4,6 +4,7 @@ from rebuild.config import Config
 from rebuild.errors import (
     ConfigError,
     CutoverRefused,
+    PlanOutdated,
     ProjectionError,
     RebuildError,
     StoreError,
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "CutoverRefused",
     "Plan",
+    "PlanOutdated",
     "Projection",
     "ProjectionError",
     "RebuildError",

@@ -5,6 +5,7 @@
     ├── ProjectionError       a projection is unknown, raises, or returns the wrong shape
     ├── StoreError            the view store refuses (missing table, bad URI, ...)
     ├── ViewLocked            another run, backfill or cutover holds the view's lock
+    ├── PlanOutdated          the projection or live changed since the plan was made: plan again
     └── CutoverRefused        no passing check report for the shadow (use --force to override)
 
 Like ``lake.LakeError``, every error carries its context as attributes and says what to do next.
@@ -33,6 +34,12 @@ class StoreError(RebuildError):
 
 class ViewLocked(RebuildError):
     """Another process holds the view's lock."""
+
+    retryable = True
+
+
+class PlanOutdated(RebuildError):
+    """A plan made earlier no longer fits the projection's code or live's checkpoint."""
 
     retryable = True
 

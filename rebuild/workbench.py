@@ -25,7 +25,7 @@ from lake import EventFilter, Lake
 from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
-from rebuild.errors import CutoverRefused
+from rebuild.errors import CutoverRefused, PlanOutdated
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
 from rebuild.plan import Plan, make_plan
@@ -162,6 +162,7 @@ class Workbench:
         shown = choose(progress, self.json_output)
         self.lake.attach(self.store.compute())  # the replay reads the lake on the store's connection
         with self.store.lock(plan.view, "run"):
+            self._check_current(plan, projection)
             if executor != "local" and plan.method == "full":
                 from rebuild.distributed import run_distributed
 
@@ -172,6 +173,24 @@ class Workbench:
             if wants_buckets(plan, projection, buckets):
                 return run_buckets(plan, self.lake, self.store, projection, shown)
             return execute(plan, self.lake, self.store, projection, shown)
+
+    def _check_current(self, plan: Plan, projection: Projection) -> None:
+        """Refuse a plan that no longer fits: made for other projection code, or an incremental plan
+        made before live moved (a merge patch would add the same events to live a second time)."""
+        if (plan.fingerprint, plan.projection_version) != (projection.fingerprint, projection.version):
+            raise PlanOutdated(
+                f"projection {plan.view} changed since this plan was made; make a new plan "
+                f"(wb.plan({plan.view!r}, ...)) and run that",
+                view=plan.view,
+            )
+        live = self.store.checkpoint(plan.view, LIVE) if plan.mode == "incremental" else None
+        if plan.mode == "incremental" and (live is None or live.lake_version != plan.live_lake_version):
+            raise PlanOutdated(
+                f"live {plan.view} moved since this incremental plan was made (from lake_version "
+                f"{plan.live_lake_version} to {live.lake_version if live else 'none'}); make a new plan "
+                f"(wb.plan({plan.view!r}, ...)) or rerun `rebuild run {plan.view}`",
+                view=plan.view,
+            )
 
     def backfill(self, view: str, *, since: str | datetime, until: str | datetime, chunk: str = "1d",
                  progress: str = "auto", exclude_quarantined: bool = False) -> BackfillResult:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import lake
-from rebuild import Config, ProjectionError, Workbench, projection
+from rebuild import Config, PlanOutdated, ProjectionError, Workbench, projection
 from rebuild.cli import main
 from rebuild.projection import Registry, load_modules
 from tests.conftest import write_ndjson
@@ -132,3 +132,29 @@ def test_by_key_with_a_first_key_column_that_is_not_the_partition_key_is_refused
                                               r"'customer_id' holds values that are not the partition keys"):
         runner()
     assert run == "buckets" or wb.store.count("per_customer") == 2  # live untouched; nothing published
+
+
+def test_a_plan_is_refused_once_live_moved_or_the_code_changed(tmp_path: Path, wb: Workbench,
+                                                               registry: Registry) -> None:
+    def define(func: Any) -> None:
+        projection(name="per_customer", key="customer_id", incremental="merge", merge={"orders": "sum"},
+                   consumes=["OrderPlaced"], payload={"customer_id": "VARCHAR"}, registry=registry)(func)
+
+    define(lambda: PER_CUSTOMER)
+    wb.run("per_customer", progress="none")
+    wb.cutover("per_customer", force=True)
+    more = [e for o in range(6, 9) for e in order_events(o, customer=o % 2)]
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "more.ndjson", more)], stream="orders")
+    plan = wb.plan("per_customer")
+    assert plan.mode == "incremental" and plan.method == "merge"
+    wb.execute(plan, "none")
+    wb.cutover("per_customer", force=True)
+    assert wb.view("per_customer")["orders"].sum() == 8
+    with pytest.raises(PlanOutdated, match=r"live per_customer moved since this incremental plan was made "
+                                           r"\(from lake_version 1 to 2\); make a new plan"):
+        wb.execute(plan, "none")  # the notebook cell run again: the 3 new orders would be added twice
+    assert wb.view("per_customer")["orders"].sum() == 8
+    full = wb.plan("per_customer", full=True)
+    define(lambda: PER_CUSTOMER + " HAVING count(*) > 0")  # the cell edited after the plan was shown
+    with pytest.raises(PlanOutdated, match=r"projection per_customer changed since this plan was made"):
+        wb.execute(full, "none")
