@@ -74,7 +74,7 @@ class Projection:
             source = getattr(self.func, "__qualname__", repr(self.func))
         meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
                      sorted(self.payload.items()), self.window, self.merge))
-        return hashlib.sha256((source + meta).encode()).hexdigest()[:16]
+        return hashlib.sha256((source + meta + _referenced(self.func)).encode()).hexdigest()[:16]
 
     @property
     def partition_column(self) -> str:
@@ -93,6 +93,56 @@ class Projection:
             "fingerprint": self.fingerprint,
             "description": self.description,
         }
+
+
+def _referenced(func: Callable[..., Any], seen: set[int] | None = None) -> str:
+    """What the function's code uses besides its own source: the values of the plain constants it
+    names (``return SQL``, a closure's ``sql``) and the source of the functions of its module that
+    it calls, so that editing those changes the fingerprint too. Empty when it uses none."""
+    code, seen = getattr(func, "__code__", None), seen if seen is not None else set()
+    if code is None or id(code) in seen:
+        return ""
+    seen.add(id(code))
+    scope = dict(getattr(func, "__globals__", {}))
+    for name, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or (), strict=False):
+        try:
+            scope[name] = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+    parts = []
+    for name in sorted(_names(code)):
+        value = scope.get(name, _MISSING)
+        if _plain(value):
+            parts.append(f"\n{name} = {value!r}")
+        elif inspect.isfunction(value) and value.__module__ == getattr(func, "__module__", None):
+            try:
+                parts.append("\n" + inspect.getsource(value) + _referenced(value, seen))
+            except (OSError, TypeError):
+                continue
+    return "".join(parts)
+
+
+_MISSING = object()
+
+
+def _names(code: Any) -> set[str]:
+    """Global and free names used by ``code`` and the code nested in it (lambdas, comprehensions)."""
+    names = set(code.co_names) | set(code.co_freevars)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names
+
+
+def _plain(value: object) -> bool:
+    """Text, numbers and containers of them: their repr is the same in every process."""
+    if value is None or isinstance(value, str | bytes | int | float):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return False
 
 
 def _check(p: Projection) -> None:

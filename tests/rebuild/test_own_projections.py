@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,38 @@ def test_a_plan_is_refused_once_live_moved_or_the_code_changed(tmp_path: Path, w
     define(lambda: PER_CUSTOMER + " HAVING count(*) > 0")  # the cell edited after the plan was shown
     with pytest.raises(PlanOutdated, match=r"projection per_customer changed since this plan was made"):
         wb.execute(full, "none")
+
+
+MODULE = '''
+from rebuild.projection import Registry, projection
+
+OWN = Registry()
+SQL = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+CONSUMES = ["OrderPlaced"]
+
+
+def where() -> str:
+    return "WHERE true"
+
+
+@projection(name="counts", key="order_id", consumes=CONSUMES, registry=OWN)
+def counts() -> str:
+    return SQL.replace("GROUP BY", where() + " GROUP BY")
+'''
+
+
+@pytest.mark.parametrize("edit", [('count(*) AS n', 'count(*) * 100 AS n'), ('"WHERE true"', '"WHERE false"')])
+def test_editing_the_sql_constant_or_a_helper_a_projection_uses_changes_its_fingerprint(
+        tmp_path: Path, edit: tuple[str, str]) -> None:
+    def fingerprint(name: str, source: str) -> str:
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"own_{name}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return str(module.OWN.get("counts").fingerprint)
+
+    before = fingerprint("before", MODULE)
+    assert fingerprint("again", MODULE) == before  # the same code: the same fingerprint
+    assert fingerprint("after", MODULE.replace(*edit)) != before  # so the next run is full, not incremental
