@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
+
 from rebuild.errors import ProjectionError
 
 log = logging.getLogger(__name__)
@@ -153,10 +155,20 @@ def _check(p: Projection) -> None:
         problems.append(f"engine {p.engine!r} is not one of {list(ENGINES)}")
     if p.incremental not in STRATEGIES:
         problems.append(f"incremental {p.incremental!r} is not one of {list(STRATEGIES)}")
-    if not p.key:
+    if isinstance(p.version, bool) or not isinstance(p.version, int):
+        problems.append(f"version must be an integer, not {p.version!r}")
+    if not p.key or not all(isinstance(k, str) for k in p.key):
         problems.append("key must name at least one view column")
-    if p.incremental == "by_window" and (p.window is None or p.window.column not in p.key):
+    if p.window is not None and not isinstance(p.window, Window):
+        problems.append(f"window must be a Window(column, size), not {p.window!r}")
+    elif p.incremental == "by_window" and (p.window is None or p.window.column not in p.key):
         problems.append("by_window needs window=Window(column=...) naming one of the key columns")
+    elif p.window is not None and not _is_interval(p.window.size):
+        problems.append(f"window size {p.window.size!r} is not a positive interval such as '1 day' or '6 hours'")
+    for what, types in (("payload", p.payload), ("output", p.output or {})):
+        wrong = {c: t for c, t in types.items() if not _is_type(t)}
+        if wrong:
+            problems.append(f"{what} types {wrong} are not DuckDB types (VARCHAR, BIGINT, DECIMAL(18,2), ...)")
     if p.incremental == "merge":
         ops = p.merge or {}
         if not ops or any(op not in MERGE_OPS for op in ops.values()):
@@ -165,6 +177,22 @@ def _check(p: Projection) -> None:
         problems.append("a Python fold is per partition: use incremental='by_key' or 'full'")
     if problems:
         raise ProjectionError(f"projection {p.name!r}: " + "; ".join(problems), projection=p.name)
+
+
+def _is_type(text: object) -> bool:
+    try:
+        return isinstance(text, str) and bool(duckdb.sqltype(text))
+    except duckdb.Error:
+        return False
+
+
+def _is_interval(text: object) -> bool:
+    try:
+        with duckdb.connect() as con:
+            row = con.execute("SELECT CAST($1 AS INTERVAL) > INTERVAL 0 SECOND", [text]).fetchone()
+        return isinstance(text, str) and row is not None and bool(row[0])
+    except duckdb.Error:
+        return False
 
 
 class Registry:
@@ -219,8 +247,8 @@ def projection(
     name: str,
     key: str | Sequence[str],
     version: int = 1,
-    consumes: Sequence[str] | None = None,
-    streams: Sequence[str] | None = None,
+    consumes: str | Sequence[str] | None = None,
+    streams: str | Sequence[str] | None = None,
     engine: Engine = "duckdb",
     incremental: Strategy | None = None,
     payload: dict[str, str] | None = None,
@@ -241,8 +269,8 @@ def projection(
             func=func,
             engine=engine,
             incremental=incremental or "by_key",
-            consumes=tuple(consumes) if consumes else None,
-            streams=tuple(streams) if streams else None,
+            consumes=_names_of(consumes),
+            streams=_names_of(streams),
             payload=dict(payload or {}),
             output=dict(output) if output else None,
             window=window,
@@ -254,6 +282,13 @@ def projection(
         return (registry if registry is not None else REGISTRY).add(p)
 
     return decorate
+
+
+def _names_of(names: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """One name or several: ``consumes="OrderPlaced"`` is one event type, not eleven letters."""
+    if not names:
+        return None
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def load_modules(modules: Sequence[str]) -> None:

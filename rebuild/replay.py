@@ -228,7 +228,8 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
             projection=projection.name,
         )
     if projection.output:
-        wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c, "").upper() != t.upper()}
+        # compared as DuckDB spells them: TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE, TEXT is VARCHAR
+        wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c) != str(duckdb.sqltype(t))}
         if wrong:
             raise ProjectionError(
                 f"projection {projection.name!r} returned the wrong schema: "

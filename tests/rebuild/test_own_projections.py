@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import lake
-from rebuild import Config, PlanOutdated, ProjectionError, Workbench, projection
+from rebuild import Config, PlanOutdated, ProjectionError, Window, Workbench, projection
 from rebuild.cli import main
 from rebuild.projection import Registry, load_modules
 from tests.conftest import write_ndjson
@@ -194,3 +194,30 @@ def test_editing_the_sql_constant_or_a_helper_a_projection_uses_changes_its_fing
     before = fingerprint("before", MODULE)
     assert fingerprint("again", MODULE) == before  # the same code: the same fingerprint
     assert fingerprint("after", MODULE.replace(*edit)) != before  # so the next run is full, not incremental
+
+
+def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Workbench, registry: Registry) -> None:
+    p = projection(name="placed", key="order_id", consumes="OrderPlaced", streams="orders", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    assert p.consumes == ("OrderPlaced",) and p.streams == ("orders",)  # not ('O', 'r', 'd', ...): no events
+    assert wb.run("placed", progress="none").record.rows_written == 5
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    ({"version": "2"}, "version must be an integer, not '2'"),  # "2" != 2: every run would be full
+    ({"incremental": "by_window", "window": "k"}, r"window must be a Window\(column, size\), not 'k'"),
+    ({"incremental": "by_window", "window": Window("k", "1 parsec")}, "window size '1 parsec' is not a positive interval"),
+    ({"payload": {"amount": "MONEY"}}, r"payload types \{'amount': 'MONEY'\} are not DuckDB types"),
+    ({"output": {"k": "VARCHAR) AS k --"}}, "output types .* are not DuckDB types"),
+])
+def test_a_declaration_that_cannot_work_is_refused_when_it_is_registered(options: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ProjectionError, match=f"projection 'wrong': {problem}"):
+        projection(name="wrong", key="k", registry=Registry(), **options)(lambda: "SELECT 'a' AS k")
+
+
+def test_output_types_are_compared_as_duckdb_spells_them(wb: Workbench, registry: Registry) -> None:
+    projection(name="typed", key="order_id", output={"order_id": "TEXT", "n": "INT8", "at": "TIMESTAMPTZ",
+                                                     "paid": "decimal(18, 2)"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n, max(event_time) AS at, "
+                "CAST(0 AS DECIMAL(18,2)) AS paid FROM events GROUP BY ALL")
+    assert wb.run("typed", progress="none").record.rows_written == 5
