@@ -140,6 +140,7 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
             f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}{user_frame(exc)}; nothing was written",
             projection=projection.name,
         ) from exc
+    _check_key_columns(con, projection, target)  # before a run's own SQL uses them (scope, windows, merge)
     return int(con.sql(f"SELECT count(*) FROM {quote(target)}").fetchall()[0][0])
 
 
@@ -218,8 +219,8 @@ def _takes_no_args(projection: Projection) -> bool:
     return not inspect.signature(projection.func).parameters
 
 
-def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
-    """Keys present, not null and unique; declared output columns and types present."""
+def _check_key_columns(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> dict[str, str]:
+    """The table's columns and types, after checking that the key columns are among them."""
     described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {quote(table)}").fetchall()}
     missing = [k for k in projection.key if k not in described]
     if missing:
@@ -227,6 +228,12 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
             f"projection {projection.name!r} returned no key column {missing} (it returned {list(described)})",
             projection=projection.name,
         )
+    return described
+
+
+def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
+    """Keys present, not null and unique; declared output columns and types present."""
+    described = _check_key_columns(con, projection, table)
     if projection.output:
         # compared as DuckDB spells them: TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE, TEXT is VARCHAR
         wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c) != str(duckdb.sqltype(t))}

@@ -221,3 +221,14 @@ def test_output_types_are_compared_as_duckdb_spells_them(wb: Workbench, registry
         lambda: "SELECT partition_key AS order_id, count(*) AS n, max(event_time) AS at, "
                 "CAST(0 AS DECIMAL(18,2)) AS paid FROM events GROUP BY ALL")
     assert wb.run("typed", progress="none").record.rows_written == 5
+
+
+@pytest.mark.parametrize("strategy", ["by_window", "merge", "full"])
+def test_a_key_column_missing_from_a_partial_run_is_the_same_clear_error(wb: Workbench, registry: Registry,
+                                                                         strategy: str) -> None:
+    extra: dict[str, Any] = {"by_window": {"window": Window("day", "1 day")}, "merge": {"merge": {"n": "sum"}}}.get(strategy, {})
+    projection(name="misnamed", key="day", incremental=strategy, registry=registry, **extra)(
+        lambda: "SELECT CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE) AS d, count(*) AS n FROM events GROUP BY ALL")
+    with pytest.raises(ProjectionError, match=r"projection 'misnamed' returned no key column \['day'\] "
+                                              r"\(it returned \['d', 'n'\]\)"):
+        wb.run("misnamed", since="2026-09-01", until="2026-09-02", progress="none")
