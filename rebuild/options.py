@@ -47,12 +47,19 @@ class RunOptions:
 
     def partition_keys(self) -> tuple[str, ...] | None:
         """The keys of --keys and --keys-file together, or None when neither was given."""
-        keys = [k for item in self.keys for k in item.split(",") if k]
+        keys = [k.strip() for item in self.keys for k in item.split(",") if k.strip()]  # "a, b" is a and b
+        if self.keys and not keys:
+            raise ConfigError(f"--keys {','.join(self.keys)!r} names no partition key; name one, or drop --keys "
+                              "(a run without it catches up the whole view)")
         if self.keys_file:
             path = Path(self.keys_file)
             if not path.is_file():
                 raise ConfigError(f"keys file {path} not found", file=str(path))
-            keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if not listed:
+                raise ConfigError(f"keys file {path} lists no partition key: nothing to correct (a run without "
+                                  "--keys-file would catch up the whole view)", file=str(path))
+            keys += listed
         return tuple(dict.fromkeys(keys)) or None
 
     def time_range(self) -> tuple[datetime | None, datetime | None]:

@@ -25,7 +25,7 @@ from lake import EventFilter, Lake
 from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
-from rebuild.errors import CutoverRefused, PlanOutdated
+from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
 from rebuild.plan import Plan, make_plan
@@ -137,7 +137,7 @@ class Workbench:
     # -- plan, run, cutover, rollback ----------------------------------------------------------
     def plan(self, view: str, options: RunOptions | None = None, **kwargs: Any) -> Plan:
         """What a run would read and write; nothing is written."""
-        return make_plan(self.lake, self.store, self.projection(view), options or from_kwargs(**kwargs))
+        return make_plan(self.lake, self.store, self.projection(view), _options(options, kwargs))
 
     def run(self, view: str, options: RunOptions | None = None, *, buckets: bool | None = None, **kwargs: Any) -> RunResult:
         """Plan, then execute exactly that plan into ``VIEW__shadow``.
@@ -145,7 +145,7 @@ class Workbench:
         ``buckets=True`` runs a full rebuild key bucket by key bucket (resumable); ``None`` does
         so automatically above ``rebuild.backfill.BUCKET_THRESHOLD`` events.
         """
-        options = options or from_kwargs(**kwargs)
+        options = _options(options, kwargs)
         plan = self.plan(view, options)
         return self.execute(plan, options.progress, buckets=buckets, executor=options.executor,
                             address=options.address, workers=options.workers)
@@ -329,6 +329,27 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table).create_view(name, replace=True)
         return name
+
+
+def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
+    """``options``, or RunOptions from keyword arguments: not both (the keywords would be ignored)."""
+    if options is not None:
+        if not isinstance(options, RunOptions):
+            raise ConfigError(f"options must be a RunOptions, not {type(options).__name__}; or give the options as "
+                              "keyword arguments (keys=[...], full=True, ...)")
+        if kwargs:
+            raise ConfigError(f"give a RunOptions or keyword arguments ({', '.join(kwargs)}), not both: the "
+                              "keywords would be ignored")
+        return options
+    keys = kwargs.get("keys")
+    if keys is None:
+        kwargs.pop("keys", None)
+    elif not isinstance(keys, str):
+        kwargs["keys"] = list(keys)  # read once: it may be an iterator
+        if not kwargs["keys"]:  # a query that found no keys is no reason to catch up the whole view
+            raise ConfigError("keys=[] names no partition key: nothing to correct; leave keys out (or None) for a "
+                              "run that catches up the whole view")
+    return from_kwargs(**kwargs)
 
 
 def _run_facts(record: Any) -> dict[str, Any]:

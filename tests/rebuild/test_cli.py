@@ -174,6 +174,20 @@ def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Be
     assert code == 0 and plan["mode"] == "targeted" and plan["keys"] == ["o-0000002", "o-0000003"]
 
 
+def test_keys_that_name_no_key_are_refused_not_a_run_of_the_whole_view(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      bench: Bench) -> None:
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.close()
+    empty = tmp_path / "keys.txt"
+    empty.write_text("\n  \n")  # the job that lists tonight's keys found none
+    code, error = _call(capsys, bench, "run", "order_summary", "--keys-file", str(empty))
+    assert code == 2 and error["error"].startswith(f"keys file {empty} lists no partition key: nothing to correct")
+    code, error = _call(capsys, bench, "plan", "order_summary", "--keys", ",")
+    assert code == 2 and error["error"].startswith("--keys ',' names no partition key")
+    code, plan = _call(capsys, bench, "plan", "order_summary", "--keys", "o-0000001, o-0000002")
+    assert code == 0 and plan["keys"] == ["o-0000001", "o-0000002"]  # not " o-0000002", a key with no events
+
+
 def test_cli_options_and_run_options_cannot_drift() -> None:
     """Every RunOptions field is a flag of `plan` and `run`, and they take no other option."""
     from rebuild.cli import _register

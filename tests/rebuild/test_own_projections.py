@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import lake
-from rebuild import Config, PlanOutdated, ProjectionError, Window, Workbench, projection
+from rebuild import Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, Window, Workbench, projection
 from rebuild.cli import main
 from rebuild.projection import Registry, load_modules
 from tests.conftest import write_ndjson
@@ -232,3 +232,18 @@ def test_a_key_column_missing_from_a_partial_run_is_the_same_clear_error(wb: Wor
     with pytest.raises(ProjectionError, match=r"projection 'misnamed' returned no key column \['day'\] "
                                               r"\(it returned \['d', 'n'\]\)"):
         wb.run("misnamed", since="2026-09-01", until="2026-09-02", progress="none")
+
+
+def test_notebook_run_options_that_would_be_ignored_or_widen_the_run_are_refused(wb: Workbench,
+                                                                                 registry: Registry) -> None:
+    projection(name="counts", key="order_id", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    with pytest.raises(ConfigError, match=r"keys=\[\] names no partition key: nothing to correct"):
+        wb.run("counts", keys=[], progress="none")  # a query that found no keys: not a run of the whole view
+    with pytest.raises(ConfigError, match=r"give a RunOptions or keyword arguments \(keys\), not both"):
+        wb.plan("counts", RunOptions(), keys=["o-0000001"])
+    with pytest.raises(ConfigError, match="options must be a RunOptions, not dict"):
+        wb.plan("counts", {"keys": ["o-0000001"]})  # type: ignore[arg-type]
+    assert wb.plan("counts", keys=None).mode == "full"
+    assert wb.plan("counts", keys=iter(["o-0000001"])).keys == ("o-0000001",)
+    assert wb.store.runs() == []
