@@ -285,6 +285,11 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     if unknown:
         raise ProjectionError(f"projection {projection.name!r}: merge names columns it does not return: {sorted(unknown)}",
                               projection=projection.name)
+    not_numbers = {c: types[c] for c, op in ops.items() if op == "sum" and not _numeric(types[c])}
+    if not_numbers:
+        raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
+                              "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
+                              projection=projection.name)
     store.relation(con, plan.view).create_view("__live", replace=True)
     keys = ", ".join(quote(k) for k in projection.key)
     match = " AND ".join(f"p.{quote(k)} IS NOT DISTINCT FROM l.{quote(k)}" for k in projection.key)
@@ -304,6 +309,12 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
     return 0
+
+
+def _numeric(duckdb_type: str) -> bool:
+    return duckdb_type.startswith("DECIMAL") or duckdb_type in (
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+        "UHUGEINT", "FLOAT", "DOUBLE")
 
 
 _STEPS: dict[str, list[Step]] = {

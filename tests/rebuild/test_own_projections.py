@@ -247,3 +247,16 @@ def test_notebook_run_options_that_would_be_ignored_or_widen_the_run_are_refused
     assert wb.plan("counts", keys=None).mode == "full"
     assert wb.plan("counts", keys=iter(["o-0000001"])).keys == ("o-0000001",)
     assert wb.store.runs() == []
+
+
+def test_a_merge_sum_of_a_text_column_is_a_clear_error(tmp_path: Path, wb: Workbench, registry: Registry) -> None:
+    projection(name="channels", key="order_id", incremental="merge", merge={"channel": "sum"},
+               payload={"channel": "VARCHAR"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, any_value(channel) AS channel FROM events GROUP BY ALL")
+    wb.run("channels", progress="none")  # a full run does not merge: the mistake shows on the first catch-up
+    wb.cutover("channels", force=True)
+    more = order_events(6)
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "more.ndjson", more)], stream="orders")
+    with pytest.raises(ProjectionError, match=r"projection 'channels': merge 'sum' needs number columns; "
+                                              r"\{'channel': 'VARCHAR'\} are not"):
+        wb.run("channels", progress="none")
