@@ -74,6 +74,8 @@ class RunOptions:
         since, until = self.time_range()
         if since and until and since >= until:
             raise ConfigError(f"--since {self.since} is not before --until {self.until}")
+        if self.progress not in PROGRESS:
+            raise ConfigError(f"--progress {self.progress!r} is not one of {list(PROGRESS)}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor!r} is not one of {list(EXECUTORS)}")
         if self.address and self.executor != "dask":
@@ -113,6 +115,10 @@ def from_kwargs(**kwargs: Any) -> RunOptions:
     unknown = set(kwargs) - known
     if unknown:
         raise ConfigError(f"unknown run options {sorted(unknown)}; known: {sorted(known)}")
+    flags = [f.name for f in fields(RunOptions) if f.type in ("bool", bool)]
+    wrong = {name: kwargs[name] for name in flags if name in kwargs and not isinstance(kwargs[name], bool)}
+    if wrong:  # full="false" is truthy: it would run in full
+        raise ConfigError(f"{', '.join(f'{k}={v!r}' for k, v in wrong.items())}: give True or False")
     if isinstance(kwargs.get("keys"), str):
         kwargs["keys"] = (kwargs["keys"],)
     if "keys" in kwargs and kwargs["keys"] is not None:

@@ -25,7 +25,7 @@ from lake import EventFilter, Lake
 from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
-from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated
+from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
 from rebuild.plan import Plan, make_plan
@@ -272,8 +272,13 @@ class Workbench:
 
     def view(self, name: str, role: str = LIVE) -> pl.DataFrame:
         """A view's rows (role live, shadow or previous) as a Polars DataFrame."""
-        table = {LIVE: name, SHADOW: shadow_name(name), PREVIOUS: previous_name(name)}[role]
-        return pl.from_arrow(self.store.read(table))  # type: ignore[return-value]
+        tables = {LIVE: name, SHADOW: shadow_name(name), PREVIOUS: previous_name(name)}
+        if role not in tables:
+            raise ConfigError(f"role {role!r} is not one of {list(tables)}")
+        if not self.store.exists(tables[role]):
+            after = {LIVE: f"`rebuild cutover {name}`", SHADOW: f"`rebuild run {name}`", PREVIOUS: "a cutover"}[role]
+            raise StoreError(f"{name} has no {role} view ({tables[role]}); it exists after {after}", view=name)
+        return pl.from_arrow(self.store.read(tables[role]))  # type: ignore[return-value]
 
     def _repr_html_(self) -> str:
         rows = "".join(

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 import lake
-from rebuild import Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, Window, Workbench, projection
+from rebuild import (
+    Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, StoreError, Window, Workbench, projection,
+)
 from rebuild.cli import main
 from rebuild.projection import Registry, load_modules
 from tests.conftest import write_ndjson
@@ -260,3 +262,16 @@ def test_a_merge_sum_of_a_text_column_is_a_clear_error(tmp_path: Path, wb: Workb
     with pytest.raises(ProjectionError, match=r"projection 'channels': merge 'sum' needs number columns; "
                                               r"\{'channel': 'VARCHAR'\} are not"):
         wb.run("channels", progress="none")
+
+
+def test_notebook_argument_mistakes_are_errors_that_say_what_is_expected(wb: Workbench, registry: Registry) -> None:
+    projection(name="counts", key="order_id", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    with pytest.raises(ConfigError, match=r"full='false': give True or False"):
+        wb.plan("counts", full="false")  # truthy: it would have run in full
+    with pytest.raises(ConfigError, match=r"--progress 'bars' is not one of \['auto', 'bar', 'log', 'none'\]"):
+        wb.run("counts", progress="bars")
+    with pytest.raises(ConfigError, match=r"role 'current' is not one of \['live', 'shadow', 'previous'\]"):
+        wb.view("counts", "current")
+    with pytest.raises(StoreError, match=r"counts has no shadow view \(counts__shadow\); it exists after `rebuild run counts`"):
+        wb.view("counts", "shadow")
