@@ -118,6 +118,25 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
     assert report.lake_version >= 2 and not report.bad_files
 
 
+def test_sigterm_exits_143_at_once_with_one_json_object_and_leaves_whole_commits(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM mid-job (here during the sample's daily ingests) ends it with one JSON
+    object for the scheduler, not silently with the signal's status."""
+    out = tmp_path / "lake"
+    rebuild = Path(sys.executable).parent / "rebuild"
+    command = [str(rebuild), "lake", "sample", "--events", "3000000", "--out", str(out), "--json"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "events" / "_delta_log").glob("*2.json")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.terminate()
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143, stderr
+    [error] = [json.loads(line) for line in stdout.splitlines()]
+    assert error["kind"] == "terminated" and error["exit_code"] == 143 and "rerun the same command" in error["error"]
+    report = audit(lake.Lake(out))
+    assert report.lake_version >= 2 and not report.bad_files
+
+
 def test_only_ctrl_c_counts_as_an_interrupt() -> None:
     """click turns an EOFError (a truncated gzip file, say) into Abort as it does Ctrl-C: not exit 130."""
     from rebuild.cli import _interrupted
