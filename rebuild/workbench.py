@@ -36,6 +36,8 @@ from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store
 from rebuild.store.base import previous_name, scope_name, shadow_name
 
 log = logging.getLogger(__name__)
+#: a verdict recorded as "pass against: legacy_table" came from `check --live legacy_table`, not from live
+AGAINST = "against: "
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,10 @@ class Workbench:
                 view=view, run_id=shadow.run_id,
             )
         if not force and (record is None or record.verdict != "pass"):
+            against = (record.verdict or "").partition(AGAINST)[2] if record else ""
             raise CutoverRefused(
+                f"run {shadow.run_id} of {view} was checked against {against}, not against live {view}; "
+                f"run `rebuild check {view}` (or cut over with --force, which the run record keeps)" if against else
                 f"run {shadow.run_id} of {view} has no passing check report; run `rebuild check {view}` "
                 "(or cut over with --force, which the run record keeps)",
                 view=view, run_id=shadow.run_id,
@@ -301,10 +306,10 @@ class Workbench:
         p, store = self.projection(view), self.store
         shadow = store.checkpoint(view, SHADOW)
         if shadow is None or not store.exists(shadow_name(view)):
-            raise CutoverRefused(f"{view} has no shadow to check; run `rebuild run {view}` first", view=view)
+            raise StoreError(f"{view} has no shadow to check; run `rebuild run {view}` first", view=view)
         live_table = live or (view if store.exists(view) else None)
         if live_table and not store.exists(live_table):
-            raise CutoverRefused(f"no live table {live_table!r} to compare {view} with", view=view)
+            raise StoreError(f"no live table {live_table!r} to compare {view} with", view=view, table=live_table)
         con = store.compute()
         scope_table = scope_name(shadow_name(view))
         scoped = shadow.kind == "patch" and store.exists(scope_table)
@@ -324,7 +329,10 @@ class Workbench:
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
         )
         point("check.before_verdict")
-        store.set_verdict(shadow.run_id, report.verdict.verdict, report.paths.get("html"))
+        verdict = report.verdict.verdict
+        if live_table not in (None, view) and store.exists(view):
+            verdict = f"{verdict} {AGAINST}{live_table}"  # not against live: cutover will not take it
+        store.set_verdict(shadow.run_id, verdict, report.paths.get("html"))
         return report
 
     def _on(self, con: duckdb.DuckDBPyConnection, table: str) -> str:

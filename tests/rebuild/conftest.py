@@ -23,7 +23,8 @@ class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.batches = 0
-        self.wb = Workbench.open(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/views.duckdb")
+        self.wb = Workbench.open(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/views.duckdb",
+                                 reports_dir=str(root / "reports"))
 
     def ingest(self, events: Iterable[dict[str, Any]], stream: str = "orders") -> lake.IngestResult:
         self.batches += 1

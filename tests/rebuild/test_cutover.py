@@ -50,6 +50,24 @@ def test_cutover_refuses_without_a_passing_check_unless_forced(bench: Bench) -> 
     assert bench.wb.store.run(result.run_id).forced is True  # type: ignore[union-attr]
 
 
+def test_a_check_against_another_table_than_live_does_not_open_the_gate(bench: Bench) -> None:
+    """`check --live OTHER` reports as usual, but cutover replaces live, so only a check against
+    live (or, for a view without one yet, against any table) lets it through."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    result = bench.wb.run("order_summary", progress="none")
+    assert bench.wb.check("order_summary", live="order_summary__shadow").passed  # no live yet: it counts
+    assert bench.wb.store.run(result.run_id).verdict == "pass"  # type: ignore[union-attr]
+    bench.wb.cutover("order_summary")
+    bench.ingest(order_events(7))
+    result = bench.wb.run("order_summary", full=True, progress="none")
+    assert bench.wb.check("order_summary", live="order_summary__shadow").passed  # the shadow against itself
+    assert bench.wb.store.run(result.run_id).verdict == "pass against: order_summary__shadow"  # type: ignore[union-attr]
+    with pytest.raises(CutoverRefused, match="checked against order_summary__shadow, not against live order_summary"):
+        bench.wb.cutover("order_summary")
+    with pytest.raises(StoreError, match="no live table 'nope'"):
+        bench.wb.check("order_summary", live="nope")
+
+
 def test_nothing_to_cut_over_or_roll_back_is_a_clear_error(bench: Bench) -> None:
     bench.ingest(order_events(1))
     with pytest.raises(CutoverRefused, match="no shadow"):
