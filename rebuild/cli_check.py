@@ -36,13 +36,24 @@ def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, .
     data = report.to_dict()
     summary = {k: data[k] for k in ("verdict", "reasons", "view", "run_id", "rows_live", "rows_rebuilt",
                                     "only_in_live", "only_in_rebuilt", "changed_rows", "changed_by_column", "report")}
-    state.out.result(summary, lambda c: _print(c, report))
+    state.out.result(summary, lambda c: _print(c, report, view, live))
     if not report.passed:
         raise Failed(report.summary())
 
 
-def _print(console: Console, report: Any) -> None:
+def _print(console: Console, report: Any, view: str, live: str | None) -> None:
     console.print(report.summary(), markup=False)
     if report.diff is not None:
         console.print(f"  {report.diff.summary()}", markup=False)
     console.print(f"  report: {report.paths.get('html')}", markup=False)
+    console.print(f"next: {_next(report, view, live)}", markup=False)
+
+
+def _next(report: Any, view: str, live: str | None) -> str:
+    """The step a person takes after reading this verdict."""
+    if live not in (None, view):
+        return f"this verdict compared with {live}; `rebuild check {view}` compares with live before a cutover"
+    if report.passed:
+        return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+    return (f"read the report; if the differences are the corrections you meant, `rebuild cutover {view} --force` "
+            f"(the run record keeps it); if not, fix the projection and `rebuild run {view}` again")

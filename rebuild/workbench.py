@@ -213,14 +213,7 @@ class Workbench:
                 view=view, run_id=shadow.run_id,
             )
         if not force and (record is None or record.verdict != "pass"):
-            against = (record.verdict or "").partition(AGAINST)[2] if record else ""
-            raise CutoverRefused(
-                f"run {shadow.run_id} of {view} was checked against {against}, not against live {view}; "
-                f"run `rebuild check {view}` (or cut over with --force, which the run record keeps)" if against else
-                f"run {shadow.run_id} of {view} has no passing check report; run `rebuild check {view}` "
-                "(or cut over with --force, which the run record keeps)",
-                view=view, run_id=shadow.run_id,
-            )
+            raise CutoverRefused(_refusal(view, shadow.run_id, record), view=view, run_id=shadow.run_id)
         with self.store.lock(view, "cutover"):
             position = self._patch_position(view, shadow, record)
             return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"),
@@ -342,6 +335,19 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table).create_view(name, replace=True)
         return name
+
+
+def _refusal(view: str, run_id: str, record: Any) -> str:
+    """Why cutover needs --force for this run, and what to do instead."""
+    verdict = (record.verdict if record else None) or ""
+    force = "cut over with --force, which the run record keeps"
+    if AGAINST in verdict:
+        return (f"run {run_id} of {view} was checked against {verdict.partition(AGAINST)[2]}, not against live "
+                f"{view}; run `rebuild check {view}` (or {force})")
+    if verdict:
+        return (f"run {run_id} of {view} failed its check (report: {record.report}); if the differences are the "
+                f"corrections you meant, {force}; if not, fix the projection and run it again")
+    return f"run {run_id} of {view} has no passing check report; run `rebuild check {view}` (or {force})"
 
 
 def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:

@@ -87,8 +87,10 @@ def test_gate_refuses_without_passing_check_and_forced_is_recorded(scenario):
     wb = scenario.wb
     with pytest.raises(CutoverRefused, match="no passing check"):
         wb.cutover("order_summary")
-    assert wb.check("order_summary").verdict.verdict == "fail"
-    with pytest.raises(CutoverRefused):
+    report = wb.check("order_summary")
+    assert report.verdict.verdict == "fail"
+    with pytest.raises(CutoverRefused, match=f"failed its check \\(report: {re.escape(report.paths['html'])}\\); if "
+                                             "the differences are the corrections you meant, cut over with --force"):
         wb.cutover("order_summary")
     cp = wb.cutover("order_summary", force=True)
     record = wb.store.run(cp.run_id)

@@ -78,6 +78,24 @@ def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixt
                                    "then rerun the same command")
 
 
+def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the reports land in ./reports
+    source = write_ndjson(tmp_path / "in.ndjson", order_events(1))
+    at = ["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
+    assert main([*at, "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    assert main([*at, "run", "order_summary"]) == 0
+    capsys.readouterr()
+    assert main([*at, "check", "order_summary"]) == 0
+    assert "next: `rebuild cutover order_summary` (and `rebuild rollback order_summary` to undo it)" in capsys.readouterr().out
+    assert main([*at, "cutover", "order_summary"]) == 0
+    assert main([*at, "run", "order_summary", "--full"]) == 0
+    capsys.readouterr()
+    assert main([*at, "check", "order_summary", "--live", "order_summary__shadow"]) == 0
+    assert "next: this verdict compared with order_summary__shadow; `rebuild check order_summary` compares with live" \
+        in capsys.readouterr().out
+
+
 def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Brackets in records, keys and messages are text for people, not rich markup to drop or fail on."""
