@@ -80,7 +80,12 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
     """Make VIEW__shadow live in one transaction; the old live view is kept for rollback."""
     with workbench(state) as wb:
         cp = wb.cutover(view, force=force)
-    state.out.result(cp.to_dict(), lambda c: c.print(f"{view} is live from run {cp.run_id} ({cp.rows:,} rows, {cp.kind})"))
+        live_rows = wb.store.count(view)
+    if cp.kind == "patch":  # cp.rows counts the patch's rows, not live's
+        text = f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
+    else:
+        text = f"{view} is live from run {cp.run_id} ({live_rows:,} rows)"
+    state.out.result(cp.to_dict(), lambda c: c.print(text, markup=False))
 
 
 @command(cli, "rollback")

@@ -94,6 +94,11 @@ def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([*at, "check", "order_summary", "--live", "order_summary__shadow"]) == 0
     assert "next: this verdict compared with order_summary__shadow; `rebuild check order_summary` compares with live" \
         in capsys.readouterr().out
+    assert main([*at, "lake", "ingest", str(write_ndjson(tmp_path / "more.ndjson", order_events(2))), "--stream", "orders"]) == 0
+    assert main([*at, "run", "order_summary"]) == 0  # incremental: a patch of order 2
+    capsys.readouterr()
+    assert main([*at, "cutover", "order_summary", "--force"]) == 0
+    assert "is applied; live has 2 rows" in capsys.readouterr().out  # not "(1 rows, patch)", as if live had one
 
 
 def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
