@@ -41,7 +41,7 @@ from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_output, check_partition_column, events_sql, materialize, quarantined_keys,
+    Selection, check_decoding, check_output, check_partition_column, events_sql, materialize, quarantined_keys,
 )
 from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, new_run_id, skip_or_raise
 from rebuild.store import Store
@@ -279,6 +279,8 @@ def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, proje
             while True:  # once more per unreadable file skipped (--skip-corrupted)
                 try:
                     sql, _, events = events_sql(lake, snapshot, projection, selection)
+                    if n == 0:
+                        check_decoding(con, projection, sql)
                     rows = materialize(con, projection, sql, REBUILT)
                     break
                 except (duckdb.Error, ProjectionError) as exc:

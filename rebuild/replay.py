@@ -116,6 +116,34 @@ def _check_payload(projection: Projection) -> None:
         )
 
 
+DECODE_SAMPLE = 10_000
+
+
+def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, events: str) -> None:
+    """A payload field whose values do not convert to its declared type decodes to NULL, silently
+    (``from_json``). Look at the first events a full run reads: a field none of whose values
+    converts is a wrong declaration, refused; some that do not convert are logged."""
+    if not projection.payload:
+        return
+    terms = []
+    for field in projection.payload:
+        raw = f"json_extract(payload, {literal('$.' + json.dumps(field))})"
+        given = f"{raw} IS NOT NULL AND json_type({raw}) <> 'NULL'"
+        lost = f"{given} AND {quote(field)} IS NULL"
+        terms += [f"count(*) FILTER ({given})", f"count(*) FILTER ({lost})", f"any_value(CAST({raw} AS VARCHAR)) FILTER ({lost})"]
+    row = con.sql(f"SELECT {', '.join(terms)} FROM (SELECT * FROM ({events}) LIMIT {DECODE_SAMPLE})").fetchall()[0]
+    for i, (field, type_) in enumerate(projection.payload.items()):
+        given, lost, example = row[3 * i: 3 * i + 3]
+        if lost and lost == given:
+            raise ProjectionError(
+                f"projection {projection.name!r}: payload field {field!r} is declared {type_}, but none of its "
+                f"{given:,} values in the first {DECODE_SAMPLE:,} events converts to it (e.g. {example}), so it would "
+                "read as NULL everywhere; fix its type in payload=", projection=projection.name, field=field)
+        if lost:
+            log.warning("projection %s: %s of %s values of payload field %r in the first %s events do not convert "
+                        "to %s and read as NULL (e.g. %s)", projection.name, lost, given, field, DECODE_SAMPLE, type_, example)
+
+
 def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,
                 fold_workers: int | None = None, temp: bool = True) -> int:
     """Run ``projection`` over the events SQL into table ``target``; returns its row count.

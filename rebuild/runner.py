@@ -29,7 +29,7 @@ from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_output, check_partition_column, events_sql, materialize, quarantined_keys, time_window_bounds,
+    Selection, check_decoding, check_output, check_partition_column, events_sql, materialize, quarantined_keys, time_window_bounds,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
@@ -209,6 +209,7 @@ def _rows_table(store: Store, plan: Plan) -> str:
 def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                 projection: Projection, plan: Plan) -> int:
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+    check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
     with store.landing_writes():
         materialize(con, projection, sql, rows, temp=rows == REBUILT)

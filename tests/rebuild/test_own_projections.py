@@ -275,3 +275,23 @@ def test_notebook_argument_mistakes_are_errors_that_say_what_is_expected(wb: Wor
         wb.view("counts", "current")
     with pytest.raises(StoreError, match=r"counts has no shadow view \(counts__shadow\); it exists after `rebuild run counts`"):
         wb.view("counts", "shadow")
+
+
+def test_a_payload_type_the_values_do_not_have_is_refused_not_read_as_null(
+        wb: Workbench, registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """from_json decodes a value that does not convert to NULL: customer ids 'c-000001' declared
+    BIGINT made every customer NULL, silently."""
+    projection(name="by_customer", key="customer_id", incremental="full", payload={"customer_id": "BIGINT"},
+               registry=registry)(lambda: "SELECT customer_id, count(*) AS n FROM events GROUP BY ALL")
+    with pytest.raises(ProjectionError, match=r"payload field 'customer_id' is declared BIGINT, but none of its 2\d "
+                                              r"values in the first 10,000 events converts to it \(e.g. \"c-00000\d\"\)"):
+        wb.run("by_customer", progress="none")
+    assert not wb.store.exists("by_customer__shadow")
+    # some values that do not convert (a producer's bug, not the declaration's) are logged; the run goes on
+    bad = {**order_events(9)[3], "event_id": "ev-bad", "payload": {"amount": "lots"}}
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "bad.ndjson", [bad])], stream="orders")
+    projection(name="paid", key="order_id", incremental="full", payload={"amount": "DECIMAL(18,2)"},
+               registry=registry)(lambda: "SELECT partition_key AS order_id, sum(amount) AS paid FROM events GROUP BY ALL")
+    assert wb.run("paid", progress="none").record.rows_written == 6
+    assert "1 of 6 values of payload field 'amount' in the first 10000 events do not convert to DECIMAL(18,2) " \
+           "and read as NULL (e.g. \"lots\")" in caplog.text
