@@ -301,18 +301,21 @@ def load_modules(modules: Sequence[str]) -> None:
                 importlib.import_module(spec)
         except ProjectionError:
             raise
-        except (ImportError, SyntaxError, FileNotFoundError) as exc:
-            raise ProjectionError(
-                f"cannot load projection module {spec!r}: {exc}; check [projections] modules in "
-                "workbench.toml",
-                module=spec,
-            ) from exc
-        except Exception as exc:  # the module's own code failed while it was imported
-            raise ProjectionError(
-                f"projection module {spec!r} failed while it was imported: {type(exc).__name__}: {exc}"
-                f"{user_frame(exc)}; fix the module",
-                module=spec,
-            ) from exc
+        except Exception as exc:
+            raise _load_error(spec, exc) from exc
+
+
+def _load_error(spec: str, exc: Exception) -> ProjectionError:
+    """The module is not there (a typo in the config), or its own code failed (a bug in it, or a
+    package it imports that is not installed): say which, and where."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
+        return ProjectionError(f"cannot load projection module {spec!r}: {exc}; {_CONFIGURED}", module=spec)
+    where = f" (at {exc.filename}:{exc.lineno})" if isinstance(exc, SyntaxError) else user_frame(exc)
+    return ProjectionError(f"projection module {spec!r} failed while it was imported: {type(exc).__name__}: {exc}"
+                           f"{where}; fix the module", module=spec)
+
+
+_CONFIGURED = "check [projections] modules in workbench.toml"
 
 
 def user_frame(exc: BaseException) -> str:
@@ -328,7 +331,7 @@ def user_frame(exc: BaseException) -> str:
 
 def _import_file(path: Path) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"no such file {path}")
+        raise ProjectionError(f"cannot load projection module {str(path)!r}: no such file; {_CONFIGURED}", module=str(path))
     name = "workbench_projections_" + hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None

@@ -58,6 +58,21 @@ def test_a_module_that_fails_while_imported_is_an_error_naming_it(tmp_path: Path
     with pytest.raises(ProjectionError, match=r"projection module .*mine.py' failed while it was imported: "
                                               r"ZeroDivisionError: division by zero \(at .*mine.py:3"):
         load_modules([str(module)])
+    for source, problem in [
+        ("import not_installed_anywhere\n", r"failed while it was imported: ModuleNotFoundError: No module named "
+                                             r"'not_installed_anywhere' \(at .*mine.py:1 in <module>\); fix the module"),
+        ("def f(:\n", r"failed while it was imported: SyntaxError: .* \(at .*mine.py:1\); fix the module"),
+        ("open('no-such.csv')\n", r"failed while it was imported: FileNotFoundError: .*no-such.csv"),
+    ]:  # the module's own imports and code, not the config: before, "cannot load ... check [projections] modules"
+        module.write_text(source)
+        with pytest.raises(ProjectionError, match=problem):
+            load_modules([str(module)])
+    with pytest.raises(ProjectionError, match=r"cannot load projection module 'not_a_module_name': No module named "
+                                              r"'not_a_module_name'; check \[projections\] modules in workbench.toml"):
+        load_modules(["not_a_module_name"])
+    with pytest.raises(ProjectionError, match=r"cannot load projection module '.*missing.py': no such file; check"):
+        load_modules([str(tmp_path / "missing.py")])
+    module.write_text("ratio = 1 / 0\n")
     config = tmp_path / "workbench.toml"
     config.write_text(f'[lake]\nuri = "lake"\n[store]\nuri = "duckdb://v.duckdb"\n[projections]\nmodules = ["{module}"]\n')
     assert main(["--config", str(config), "--json", "ls"]) == 2
