@@ -258,7 +258,8 @@ def _rows(con: duckdb.DuckDBPyConnection, source_sql: str, key: tuple[str, ...],
         return {}
     con.register("__diff_sample_keys", pa.Table.from_pylist(keys))
     try:
-        rel = con.sql(diffsql.rows_query(source_sql, key, "__diff_sample_keys"))
+        nulls = any(v is None for k in keys for v in k.values())
+        rel = con.sql(diffsql.rows_query(source_sql, key, "__diff_sample_keys", null_safe=nulls))
         names = rel.columns
         rows = [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
     finally:

@@ -157,9 +157,13 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
     return f"SELECT {', '.join(aggs)} FROM (SELECT *, {mask} AS __mask FROM ({inner}))"
 
 
-def rows_query(source_sql: str, key: Sequence[str], keys_table: str) -> str:
-    """The rows of ``source_sql`` whose key is in ``keys_table`` (a few sample keys)."""
-    on = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)}" for k in key)
+def rows_query(source_sql: str, key: Sequence[str], keys_table: str, null_safe: bool = False) -> str:
+    """The rows of ``source_sql`` whose key is in ``keys_table`` (a few sample keys).
+
+    ``null_safe`` matches NULL key values too; only then, because ``IS NOT DISTINCT FROM`` keeps
+    DuckDB from pushing the few keys into the scan (150 ms instead of 3 ms on 10M rows)."""
+    match = "IS NOT DISTINCT FROM" if null_safe else "="
+    on = " AND ".join(f"t.{quote(k)} {match} s.{quote(k)}" for k in key)
     return f"SELECT t.* EXCLUDE (__present) FROM ({source_sql}) t SEMI JOIN {quote(keys_table)} s ON {on}"
 
 
