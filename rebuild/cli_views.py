@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
+from rebuild.config import redact
 from rebuild.options import click_options, from_kwargs
 from rebuild.workbench import Workbench
 
@@ -35,7 +36,13 @@ def ls_cmd(state: State) -> None:
     """Projections with version, strategy, their view's state and how far behind the lake it is."""
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
-    state.out.result({"views": states}, lambda c: c.print(table_of("views", [_brief(v) for v in states], overflow="ellipsis")))
+        lake = {"uri": wb.lake.uri, "lake_version": wb.lake.snapshot().lake_version if wb.lake.exists() else None}
+    store = redact(state.config.store_uri)
+    # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
+    where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
+             else f"no event lake at {lake['uri']}")
+    state.out.result({"lake": lake, "store": store, "views": states}, lambda c: c.print(
+        table_of(f"views in {store}; {where}", [_brief(v) for v in states], overflow="ellipsis")))
 
 
 def _brief(v: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import duckdb
 import pyarrow as pa
 
 from lake.sql import literal, quote
-from rebuild.errors import ProjectionError, StoreError
-from rebuild.locks import FileLocks, Holder, refused
+from rebuild.errors import ProjectionError, StoreError, ViewLocked
+from rebuild.locks import FileLocks, Holder
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,12 @@ class DuckDBStore(SQLStore):
             # DuckDB lets one process open a file for writing: say who is using it, if a view lock does.
             holders = self.locks.holders()
             if holders:
-                raise refused(holders[0].view, holders[0], f"opening {path}") from None
+                h = holders[0]
+                raise ViewLocked(
+                    f"the store file {path} is in use: {h.view} is being worked on ({h.describe()}), and DuckDB "
+                    "lets one process write a file at a time, so every view of this store waits for it. Wait for "
+                    "it to finish, or stop that process (or use a PostgreSQL store for concurrent jobs)",
+                    view=h.view, holder=h, purpose=f"opening {path}") from None
             raise
         self._init_meta()
 

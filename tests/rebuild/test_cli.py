@@ -45,6 +45,7 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     code, views = _call(capsys, bench, "ls")
     summary = {v["name"]: v for v in views["views"]}["order_summary"]
     assert summary["live_rows"] == 3 and summary["versions_behind"] == 0
+    assert views["lake"] == {"uri": bench.wb.lake.uri, "lake_version": 1} and views["store"].startswith("duckdb://")
     code, back = _call(capsys, bench, "rollback", "order_summary")
     assert code == 2 and "nothing to roll back" in back["error"]  # the first live had no predecessor
     code, patch = _call(capsys, bench, "run", "order_summary", "--keys", "o-0000001")
@@ -117,6 +118,9 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert "streams: orders\n" in out and "after_version: -\n" in out and "estimated events 1\n" in out
     assert main([*at, "ls"]) == 0  # piped (a job's log), the table is not cut to 80 columns
     out = capsys.readouterr().out
+    assert f"views in duckdb://{tmp_path}/views.duckdb; lake {tmp_path / 'lake'} at lake_version 1" in out
+    assert main(["--lake", str(tmp_path / "elsewhere"), "--store", at[3], "ls"]) == 0  # the wrong folder shows
+    assert f"no event lake at {tmp_path / 'elsewhere'}" in capsys.readouterr().out
     assert "by_window" in out and "code changed" in out and "…" not in out
     assert main([*at, "run", "nope"]) == 2
     assert "List modules under [projections] modules" in capsys.readouterr().err
