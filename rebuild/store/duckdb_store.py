@@ -66,7 +66,7 @@ class DuckDBStore(SQLStore):
             if holders:
                 h = holders[0]
                 raise ViewLocked(
-                    f"the store file {path} is in use: {h.view} is being worked on ({h.describe()}), and DuckDB "
+                    f"the store file {path} is locked: {h.view} is being worked on ({h.describe()}), and DuckDB "
                     "lets one process write a file at a time, so every view of this store waits for it. Wait for "
                     "it to finish, or stop that process (or use a PostgreSQL store for concurrent jobs)",
                     view=h.view, holder=h, purpose=f"opening {path}") from None

@@ -106,7 +106,7 @@ def test_an_analysts_read_only_connection_while_a_job_writes(fault_lake: lake.La
         message = str(refused.value)
         assert "read-only" in message and "parquet://" in message and "after" in message
         # a second job, on any view, names the holder and why a view it did not ask for blocks it
-        with pytest.raises(ViewLocked, match=f"the store file .*views.duckdb is in use: order_summary is being worked "
+        with pytest.raises(ViewLocked, match=f"the store file .*views.duckdb is locked: order_summary is being worked "
                                              f"on \\(run by pid {job.pid} .*every view of this store waits for it"):
             Workbench(Config(lake_uri=fault_lake.uri, store_uri=path)).store  # noqa: B018
     finally:
