@@ -86,3 +86,17 @@ def test_holder_liveness() -> None:
     assert Holder("v", "run", 2**22 + 12345, me.host, me.started_at).alive() is False
     assert Holder("v", "run", 1, "elsewhere", me.started_at).alive() is None
     assert Holder.parse(me.to_json()) == me and Holder.parse("") is None
+
+
+def test_a_check_is_refused_while_a_job_holds_the_view(store_uri: str, tmp_path: Path) -> None:
+    """A run or cutover during a check would mix two shadows into one report."""
+    from rebuild import Config, Workbench
+
+    holder = hold_in_subprocess(store_uri, "order_summary")
+    try:
+        with Workbench(Config(lake_uri=str(tmp_path / "lake"), store_uri=store_uri)) as wb:
+            with pytest.raises(ViewLocked, match=f"backfill by pid {holder.pid}"):
+                wb.check("order_summary")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

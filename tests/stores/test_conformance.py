@@ -154,6 +154,8 @@ def test_unfinished_backfill_cannot_be_cut_over(bench: Workbench, monkeypatch: p
         bench.backfill(VIEW, since="2026-09-02", until="2026-09-07")
     with pytest.raises(CutoverRefused, match="unfinished backfill"):
         bench.cutover(VIEW, force=True)
+    with pytest.raises(StoreError, match="unfinished backfill .* finish it, then check it"):
+        bench.check(VIEW)  # its report would have passed a part of the correction for the whole
     monkeypatch.setattr(bf, "execute", real)
     result = bench.backfill(VIEW, since="2026-09-02", until="2026-09-07")
     assert result.skipped == 2
