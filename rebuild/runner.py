@@ -240,7 +240,21 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
     check_partition_column(con, projection, REBUILT, f"value NOT IN (SELECT partition_key FROM {KEYS})")
     column = quote(projection.partition_column)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT partition_key AS {column} FROM {KEYS}")
+    if plan.keys is not None:
+        _warn_rowless_keys(con, plan, column)
     return events
+
+
+def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) -> None:
+    """Named keys the patch has no row for: often a typo; a cutover would delete their live rows."""
+    count, examples = con.sql(
+        f"SELECT count(*), list(partition_key ORDER BY partition_key)[1:3] FROM {KEYS} "
+        f"WHERE partition_key NOT IN (SELECT CAST({column} AS VARCHAR) FROM {REBUILT} WHERE {column} IS NOT NULL)"
+    ).fetchall()[0]
+    if count:
+        log.warning("%s: %s of the %s named keys have no row in the patch (e.g. %s): no events in the lake, or the "
+                    "projection returns none for them; a cutover deletes their rows from live, if it has any",
+                    plan.view, count, len(plan.keys or ()), ", ".join(examples))
 
 
 def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,

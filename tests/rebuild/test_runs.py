@@ -175,3 +175,13 @@ def test_the_python_fold_matches_the_sql_projection(bench: Bench) -> None:
 def test_unknown_projection_is_a_clear_error(bench: Bench) -> None:
     with pytest.raises(ProjectionError, match="unknown projection 'nope'; known: customer_ltv"):
         bench.wb.plan("nope")
+
+
+def test_a_keys_run_names_the_keys_it_has_no_row_for(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    """A mistyped key made a patch of nothing, reported as a success."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    result = bench.wb.run("order_summary", keys=["o-0000002", "o-000003"], progress="none")
+    assert result.record.rows_written == 1
+    assert ("order_summary: 1 of the 2 named keys have no row in the patch (e.g. o-000003): no events in the lake"
+            in caplog.text)
