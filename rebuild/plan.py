@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lake import EventFilter, Lake, Snapshot
@@ -123,7 +123,15 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
         return version
     when = parse_time(text, "--as-of")
     assert when is not None
-    return lake.version_at(when)
+    version = lake.version_at(when)
+    if version == 0:  # before the first commit: the lake held nothing, and the run would empty the view
+        first = min((int(h["timestamp"]) for h in lake.history() if h["operation"] == "WRITE"), default=None)  # type: ignore[call-overload]
+        since = f" ({datetime.fromtimestamp(first / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC)" if first is not None else ""
+        raise ConfigError(
+            f"--as-of {text} is before the lake's first commit{since}: the lake held no events then. --as-of "
+            "takes the time events were archived, not their event time; to replay events up to an event time, "
+            "use --until (a targeted run) or give a lake_version")
+    return version
 
 
 def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,

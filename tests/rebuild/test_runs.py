@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rebuild import ProjectionError
+from rebuild import ConfigError, ProjectionError
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
 
@@ -110,6 +111,21 @@ def test_as_of_replays_the_lake_as_it_was(make_bench: object) -> None:
     a.wb.run("order_summary", as_of=str(version), progress="none")
     b.wb.run("order_summary", progress="none")
     assert a.rows("order_summary", "shadow").equals(b.rows("order_summary", "shadow"))
+
+
+def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
+    """--as-of TIMESTAMP is when events were archived (commit time); before the first commit the
+    lake held nothing, which a run would turn into an empty view: an error saying what --as-of means."""
+    before = datetime.now(UTC) - timedelta(days=1)
+    first = bench.ingest(order_events(1)).lake_version
+    time.sleep(0.01)  # commit times are in milliseconds
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    bench.ingest(order_events(2))
+    assert bench.wb.plan("order_summary", as_of=between.isoformat()).lake_version == first
+    with pytest.raises(ConfigError, match=r"--as-of .* is before the lake's first commit \(.* UTC\): the lake held no "
+                                          r"events then. --as-of takes the time events were archived, not their event time"):
+        bench.wb.plan("order_summary", as_of=before.isoformat())
 
 
 @pytest.mark.parametrize("view", VIEWS)
