@@ -5,6 +5,7 @@ Everything here builds SQL text from validated, quoted identifiers; ``checks.dif
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,23 +46,38 @@ def parse_tolerance(items: Sequence[str]) -> dict[str, Tolerance]:
     result: dict[str, Tolerance] = {}
     for item in items:
         column, sep, value = item.partition("=")
+        column = column.strip()
         try:
             if not sep or not column:
                 raise ValueError(item)
-            if value.endswith("%"):
-                result[column.strip()] = (0.0, float(value[:-1]) / 100)
-            else:
-                result[column.strip()] = (float(value), 0.0)
+            number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(item)
         except ValueError:
             raise CheckInputError(
-                f"tolerance {item!r} is not COL=ABS or COL=REL% (e.g. total=0.01 or total=0.5%)", tolerance=item
+                f"tolerance {item!r} is not COL=ABS or COL=REL% with a number >= 0 (e.g. total=0.01 or total=0.5%)",
+                tolerance=item,
             ) from None
+        if column in result:
+            raise CheckInputError(f"tolerance for {column!r} is given twice", tolerance=item)
+        result[column] = (0.0, number) if value.endswith("%") else (number, 0.0)
     return result
+
+
+def _check_tolerance(tolerance: dict[str, Tolerance]) -> None:
+    """(abs, rel) pairs of finite numbers >= 0 (NaN and inf are no SQL literals; a negative one means 0)."""
+    for column, pair in tolerance.items():
+        ok = isinstance(pair, tuple | list) and len(pair) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in pair)
+        if not ok:
+            raise CheckInputError(f"tolerance for {column!r} must be (absolute, relative), two numbers >= 0, "
+                                  f"not {pair!r}", column=column)
 
 
 def compared_columns(live: dict[str, str], rebuilt: dict[str, str], key: Sequence[str],
                      tolerance: dict[str, Tolerance]) -> list[Compared]:
     """Non-key columns on both sides; floats get a tiny default relative tolerance."""
+    _check_tolerance(tolerance)
     unknown = set(tolerance) - (set(live) & set(rebuilt))
     if unknown:
         raise CheckInputError(f"tolerance names columns not in both views: {sorted(unknown)}", columns=sorted(unknown))

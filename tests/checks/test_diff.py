@@ -88,6 +88,13 @@ def test_bad_inputs(duck):
         compare(con, "live", "missing", ["k"])
     with pytest.raises(CheckInputError, match="COL=ABS"):
         parse_tolerance(["amount"])
+    for item in ("amount=nan", "amount=-1", "amount=inf%"):  # a Binder traceback, or silently 0
+        with pytest.raises(CheckInputError, match="with a number >= 0"):
+            parse_tolerance([item])
+    with pytest.raises(CheckInputError, match="tolerance for 'amount' is given twice"):
+        parse_tolerance(["amount=1", "amount=2%"])
+    with pytest.raises(CheckInputError, match=r"tolerance for 'amount' must be \(absolute, relative\)"):
+        compare(con, "live", "rebuilt", ["k"], tolerance={"amount": float("nan")})  # type: ignore[dict-item]
 
 
 def test_html_and_dict(duck):
