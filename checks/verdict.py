@@ -95,8 +95,9 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any]) -> list[str]:
         if count > limit:
             reasons.append(f"{count:,} {what} (allowed {limit:,})")
     if not t["allow_schema_changes"] and (diff.added or diff.removed or diff.retyped):
+        retyped = ", ".join(f"{c} {live} in live, {rebuilt} rebuilt" for c, (live, rebuilt) in sorted(diff.retyped.items()))
         reasons.append(f"schema changed: added {list(diff.added)}, removed {list(diff.removed)}, "
-                       f"retyped {sorted(diff.retyped)}")
+                       f"retyped [{retyped}]")
     matched = max(diff.rows_matched, 1)
     columns: dict[str, float] = t["columns"]
     for column, limit in columns.items():

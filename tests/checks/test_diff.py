@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks import CheckInputError, compare, parse_tolerance
+from checks import CheckInputError, compare, decide, parse_tolerance
 
 BASE = "SELECT * FROM (VALUES ('a', 1, 1.50::DECIMAL(18,2), 'x'), ('b', 2, 2.00, 'y'), ('c', 3, 3.00, 'z')) t(k, n, amount, s)"
 
@@ -53,6 +53,8 @@ def test_retyped_and_added_removed_columns(duck):
     assert result.retyped == {"n": ("INTEGER", "VARCHAR")}
     assert result.added == ("extra",) and result.removed == ("s",)
     assert result.changed_rows == 0 and result.verdict == "different"
+    reasons = decide(result, None).reasons  # the reader of the verdict sees the types, not only the name
+    assert "schema changed: added ['extra'], removed ['s'], retyped [n INTEGER in live, VARCHAR rebuilt]" in reasons
 
 
 def test_duplicate_keys_on_one_side(duck):
