@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from typing import Any
 
 import duckdb
@@ -284,7 +285,13 @@ def _differs(lv: Any, rv: Any, c: diffsql.Compared) -> bool:
     if c.numeric and c.tolerance is not None:
         scale = max(abs(float(lv)), abs(float(rv)))
         return abs(float(rv) - float(lv)) > max(c.tolerance[0], c.tolerance[1] * scale)
+    if c.retyped and c.times:
+        return _naive_utc(lv) != _naive_utc(rv)
     return str(lv) != str(rv) if c.retyped else bool(lv != rv)
+
+
+def _naive_utc(value: Any) -> Any:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _patterns(masks: dict[int, int], compared: Sequence[diffsql.Compared]) -> dict[str, int]:

@@ -19,6 +19,7 @@ FLOAT_TOLERANCE: Tolerance = (0.0, 1e-9)
 NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|"
                      r"FLOAT|DOUBLE|REAL|DECIMAL.*|NUMERIC.*)$")
 FLOATS = ("FLOAT", "DOUBLE", "REAL")
+ZONED = "TIMESTAMP WITH TIME ZONE"
 MAX_MASK_COLUMNS = 62  # the per-row change mask is a BIGINT
 
 
@@ -35,6 +36,11 @@ class Compared:
     @property
     def retyped(self) -> bool:
         return self.live_type != self.rebuilt_type
+
+    @property
+    def times(self) -> bool:
+        """Both sides are points in time (with or without a zone): compared as instants in UTC."""
+        return {self.live_type, self.rebuilt_type} <= {"TIMESTAMP", ZONED}
 
 
 def is_numeric(sql_type: str) -> bool:
@@ -105,9 +111,16 @@ def changed_expr(c: Compared) -> str:
                 f"ELSE {d} > greatest({float(absolute)!r}, {float(relative)!r} * {scale}) END")
     if c.retyped and c.numeric:
         return f"CAST({lc} AS DOUBLE) IS DISTINCT FROM CAST({rc} AS DOUBLE)"
+    if c.retyped and c.times:  # a live view made elsewhere often keeps UTC times without a zone
+        return f"{_naive_utc(lc, c.live_type)} IS DISTINCT FROM {_naive_utc(rc, c.rebuilt_type)}"
     if c.retyped:
         return f"CAST({lc} AS VARCHAR) IS DISTINCT FROM CAST({rc} AS VARCHAR)"
     return f"{lc} IS DISTINCT FROM {rc}"
+
+
+def _naive_utc(column: str, sql_type: str) -> str:
+    """A time as UTC without a zone: a zoned one converted, one without a zone taken as UTC."""
+    return f"timezone('UTC', {column})" if sql_type == ZONED else column
 
 
 def source_sql(table: str, scope: str | None, scope_columns: Sequence[str]) -> str:

@@ -57,6 +57,19 @@ def test_retyped_and_added_removed_columns(duck):
     assert "schema changed: added ['extra'], removed ['s'], retyped [n INTEGER in live, VARCHAR rebuilt]" in reasons
 
 
+def test_times_with_and_without_a_zone_are_compared_as_instants(duck):
+    """A live view made elsewhere keeps UTC times without a zone; compared as text, every row differed."""
+    live = "SELECT * FROM (VALUES ('a', TIMESTAMP '2026-09-01 10:00:00'), ('b', TIMESTAMP '2026-09-01 11:00:00')) t(k, happened)"
+    rebuilt = ("SELECT * FROM (VALUES ('a', TIMESTAMPTZ '2026-09-01 10:00:00+00'), "
+               "('b', TIMESTAMPTZ '2026-09-01 13:30:00+02')) t(k, happened)")
+    con = duck(live, rebuilt)
+    con.execute("SET TimeZone = 'America/New_York'")  # the session's zone plays no part
+    result = compare(con, "live", "rebuilt", ["k"])
+    assert result.retyped == {"happened": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE")}
+    assert result.changed_rows == 1 and [s["k"] for s in result.samples["changed"]] == ["b"]
+    assert list(result.samples["changed"][0]["changes"]) == ["happened"]
+
+
 def test_duplicate_keys_on_one_side(duck):
     live = BASE + " UNION ALL SELECT 'b', 2, 2.00, 'y'"
     result = compare(duck(live, BASE), "live", "rebuilt", ["k"])
