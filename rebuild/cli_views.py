@@ -110,7 +110,7 @@ def rollback_cmd(state: State, view: str) -> None:
 
 @command(cli, "runs")
 @click.argument("view", required=False)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs, newest first.")
 def runs_cmd(state: State, view: str | None, limit: int) -> None:
     """Recent runs (newest first) from _rebuild_runs."""
     with workbench(state) as wb:

@@ -253,6 +253,9 @@ class Workbench:
             return self.store.rollback(view)
 
     def runs(self, view: str | None = None, limit: int = 20) -> list[Any]:
+        """The run records, newest first (of ``view``, or of every view)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
         return self.store.runs(view, limit)
 
     # -- the lake ------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     code, error = _call(capsys, bench, "runs", "nope")  # a misspelt view, not an empty list
     assert code == 2 and "unknown projection 'nope'" in error["error"]
     assert _call(capsys, bench, "runs", "daily_revenue") == (0, {"runs": []})  # known, never run
+    code, error = _call(capsys, bench, "runs", "--limit", "-1")  # was DuckDB's Binder traceback
+    assert code == 2 and "'--limit': -1 is not in the range x>=1" in error["error"]
 
 
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
