@@ -39,13 +39,13 @@ import duckdb
 
 from lake import Lake, Snapshot, storage
 from lake.sql import literal, quote
-from rebuild.errors import ConfigError
+from rebuild.errors import ConfigError, ProjectionError
 from rebuild.options import EXECUTORS
 from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
-from rebuild.runner import REBUILT, Recorder, RunResult, new_run_id
+from rebuild.runner import REBUILT, Recorder, RunResult, new_run_id, skip_or_raise
 from rebuild.store import Store
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,6 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
         for future in as_completed(futures):
             yield future.result()
 
-
 def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
     try:
         from distributed import Client, LocalCluster, as_completed as dask_completed
@@ -267,11 +266,20 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
     tasks = plan_tasks(plan, lake, snapshot, projection, run_id, staging, threads, memory_limit)
     log.info("%s: %s bucket tasks on %s%s", plan.view, len(tasks), executor, f" at {address}" if address else "")
     progress.start(len(tasks) + 1, "buckets", f"{plan.view} full on {executor}")
-    results: list[PartResult] = []
+    done: dict[int, PartResult] = {}
     try:
-        for result in _EXECUTORS[executor](tasks, workers, address):
-            results.append(result)
-            progress.advance(1, f"bucket {result.bucket}: {result.rows:,} rows")
+        while True:  # once more per unreadable file skipped (--skip-corrupted), rerunning only its bucket
+            try:
+                for result in _EXECUTORS[executor]([t for t in tasks if t.bucket not in done], workers, address):
+                    done[result.bucket] = result
+                    progress.advance(1, f"bucket {result.bucket}: {result.rows:,} rows")
+                break
+            except (duckdb.Error, ProjectionError) as exc:
+                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
+                before = {t.bucket: t.sql for t in tasks}
+                tasks = plan_tasks(plan, lake, snapshot, projection, run_id, staging, threads, memory_limit)
+                done = {b: r for b, r in done.items() if any(t.bucket == b and t.sql == before[b] for t in tasks)}
+        results = [done[t.bucket] for t in tasks]
         con = lake.attach(store.compute())
         _load_parts(con, lake, snapshot, projection, plan, results, how)
         check_output(con, projection, REBUILT)

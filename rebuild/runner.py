@@ -133,8 +133,9 @@ def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection
     if bad is None:
         raise exc
     if not plan.skip_corrupted:
+        reason = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc  # not a worker's traceback
         raise CorruptFile(
-            f"lake file {bad} cannot be read ({exc.__cause__ or exc}); nothing was written. Run "
+            f"lake file {bad} cannot be read ({str(reason).removesuffix('; nothing was written')}); nothing was written. Run "
             "`rebuild lake audit` to list every unreadable file; restore it, or rerun with "
             "--skip-corrupted to leave it out (the run record names it)",
             file=bad, view=plan.view,
@@ -148,9 +149,10 @@ def unreadable_file(exc: BaseException, snapshot: Snapshot, projection: Projecti
     """The lake file a failed read tripped over: named in DuckDB's message, else found by reading
     the projection's files page by page (only on this failure path). None: not a file problem."""
     cause = exc if isinstance(exc, duckdb.Error) else exc.__cause__
-    if not isinstance(cause, duckdb.Error):
-        return None
     paths = [f.path for f in snapshot.select(streams=projection.streams)]
+    if not isinstance(cause, duckdb.Error):
+        # a distributed task's error arrives pickled, without its cause: its message names the file
+        return named_file(exc, paths) if isinstance(exc, ProjectionError) else None
     named = named_file(cause, paths)
     if named is not None:
         return named

@@ -4,6 +4,7 @@ single-process run gives; a worker killed mid-run and retried changes nothing.""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cloudpickle
@@ -14,6 +15,7 @@ import pytest
 import lake
 from rebuild import Workbench
 from rebuild.distributed import STAGING, plan_tasks, replay_bucket
+from lake.read import CorruptFile
 from rebuild.errors import ConfigError
 from tests.distributed import killer
 
@@ -97,3 +99,26 @@ def test_cli_flags(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
     code = main([*base, "run", "order_summary", "--full", "--executor", "dask", "--address", cluster_address, "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"distributed"' in out and os.path.exists(f"{tmp_path}/cli.duckdb")
+
+
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_a_corrupted_lake_file_is_named_or_skipped(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
+                                                   executor: str) -> None:
+    copy = tmp_path / "lake"
+    shutil.copytree(orders_lake.uri, copy)
+    damaged = lake.Lake(copy)
+    victim = next(f.path for f in damaged.snapshot().files if "stream=orders" in f.path)
+    Path(victim).write_bytes(Path(victim).read_bytes()[:300])
+    address = cluster_address if executor == "dask" else None
+    with Workbench.open(None, lake_uri=str(copy), store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with pytest.raises(CorruptFile, match="--skip-corrupted") as failed:
+            wb.run("order_summary", full=True, progress="none", executor=executor, address=address)
+        assert failed.value.file == victim and "Traceback" not in str(failed.value)  # type: ignore[attr-defined]
+        local = wb.run("order_summary", full=True, progress="none", skip_corrupted=True)
+        expected = _view(wb, "order_summary")
+        spread = wb.run("order_summary", full=True, progress="none", skip_corrupted=True, executor=executor,
+                        address=address)
+        assert spread.plan.skipped_files == local.plan.skipped_files == (victim,)
+        assert spread.record.events_read == local.record.events_read
+        assert _view(wb, "order_summary").equals(expected) and expected.height > 0
+
