@@ -31,6 +31,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,7 @@ import duckdb
 
 from lake import Lake, Snapshot, storage
 from lake.sql import literal, quote
-from rebuild.errors import ConfigError, ProjectionError
+from rebuild.errors import ConfigError, ProjectionError, RebuildError
 from rebuild.options import EXECUTORS
 from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
@@ -190,9 +191,18 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context) as pool:
-        futures = [pool.submit(_run_pickled, cloudpickle.dumps(t)) for t in tasks]
+        futures = {pool.submit(_run_pickled, cloudpickle.dumps(t)): t for t in tasks}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool as exc:  # killed, or out of memory: a process pool does not retry
+                raise RebuildError(
+                    f"a worker process died while replaying {futures[future].view} bucket {futures[future].bucket} "
+                    "(killed, or out of memory: see the system log); nothing was written. Rerun the same command, "
+                    "with fewer --workers if memory is short, or use --executor dask, which retries a lost task",
+                    view=futures[future].view, bucket=futures[future].bucket,
+                ) from exc
+
 
 def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
     try:

@@ -16,7 +16,7 @@ import lake
 from rebuild import Workbench
 from rebuild.distributed import STAGING, plan_tasks, replay_bucket
 from lake.read import CorruptFile
-from rebuild.errors import ConfigError
+from rebuild.errors import ConfigError, RebuildError
 from tests.distributed import killer
 
 
@@ -99,6 +99,21 @@ def test_cli_flags(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
     code = main([*base, "run", "order_summary", "--full", "--executor", "dask", "--address", cluster_address, "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"distributed"' in out and os.path.exists(f"{tmp_path}/cli.duckdb")
+
+
+def test_a_worker_killed_in_a_process_pool_is_named_and_nothing_is_written(tmp_path: Path,
+                                                                          orders_lake: lake.Lake) -> None:
+    cloudpickle.register_pickle_by_value(killer)
+    killer.MARKER = str(tmp_path / "killed")
+    try:
+        with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+            with pytest.raises(RebuildError, match=r"a worker process died while replaying order_summary_killer "
+                                                   r"bucket \d+ .*nothing was written.*--executor dask"):
+                wb.run("order_summary_killer", full=True, progress="none", executor="processes", workers=2)
+            assert not wb.store.exists("order_summary_killer__shadow")
+    finally:
+        killer.MARKER = ""
+    assert not list((Path(orders_lake.uri) / STAGING).rglob("*.parquet"))
 
 
 @pytest.mark.parametrize("executor", ["processes", "dask"])
