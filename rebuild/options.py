@@ -80,6 +80,12 @@ class RunOptions:
             raise ConfigError(f"--executor {self.executor!r} is not one of {list(EXECUTORS)}")
         if self.address and self.executor != "dask":
             raise ConfigError("--address names a Dask scheduler: add --executor dask")
+        if self.workers is not None and self.executor == "local":
+            raise ConfigError(f"--workers {self.workers} sizes --executor processes or dask: add one of them "
+                              "(a local run replays in this process)")
+        if self.workers is not None and self.address:
+            raise ConfigError(f"--workers {self.workers} sizes a LocalCluster; the cluster at --address has the "
+                              "workers it was started with: drop --workers")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be at least 1")
 

@@ -137,3 +137,11 @@ def test_a_corrupted_lake_file_is_named_or_skipped(tmp_path: Path, orders_lake: 
         assert spread.record.events_read == local.record.events_read
         assert _view(wb, "order_summary").equals(expected) and expected.height > 0
 
+
+def test_workers_without_a_local_pool_are_refused(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with pytest.raises(ConfigError, match="--workers 4 sizes --executor processes or dask"):
+            wb.run("order_summary", full=True, progress="none", workers=4)
+        with pytest.raises(ConfigError, match="--workers 2 sizes a LocalCluster.*drop --workers"):
+            wb.run("order_summary", full=True, progress="none", executor="dask", workers=2, address="tcp://x:8786")
+        assert not wb.store.exists("order_summary__shadow")
