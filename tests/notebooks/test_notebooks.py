@@ -276,3 +276,18 @@ def screenshot_of_the_diff(nb: Any, tmp_path: Path) -> None:
     top = image.crop((0, 0, 1280, 800)).convert("L")
     dark = sum(n for value, n in enumerate(top.histogram()) if value < 128)
     assert dark > 5_000, f"only {dark} dark pixels at the top: the report did not render"
+
+
+def test_05_backfill_job_names_an_unknown_view(tmp_path: Path) -> None:
+    """-p view with a typo fails in the setup cell naming the known views (it was a bare KeyError)."""
+    out = tmp_path / "out.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")
+    command = [str(papermill), str(NOTEBOOKS / "05_backfill_job.ipynb"), str(out), "-k", "python3",
+               "-p", "view", "order_sumary", "-p", "lake_uri", str(tmp_path / "lake"),
+               "-p", "store_uri", f"duckdb:///{tmp_path / 'views.duckdb'}", "--cwd", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    nb = nbformat.read(out, as_version=4)
+    [error] = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert error.ename == "ProjectionError" and "unknown projection 'order_sumary'; known: " in error.evalue
+    assert "order_summary" in error.evalue and not (tmp_path / "lake").exists()  # nothing built for a typo
