@@ -213,6 +213,21 @@ def test_04_correct_and_cut_over(tmp_path: Path) -> None:
     assert "refused:" in text(nb, "cutover") and has_progress_bar(nb, "run")
 
 
+def test_04_correction_cells_run_again_in_the_same_kernel(tmp_path: Path) -> None:
+    """An analyst reruns the correction, its check and the cutover cell: a check that now passes
+    cuts over without force, and the cell no longer fails with 'has no shadow to cut over'."""
+    nb = nbformat.read(NOTEBOOKS / "04_correct_and_cut_over.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    tagged = {tag: (i, c) for i, c in enumerate(nb.cells) for tag in c.metadata.get("tags", [])}
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, i)
+        for tag in ("run", "check", "cutover"):
+            client.execute_cell(tagged[tag][1], tagged[tag][0])  # raises CellExecutionError on an error
+    assert "refunded" in "".join(str(o.get("data", {})) for o in outputs(nb, "cutover"))
+
+
 def test_05_backfill_job_under_papermill(tmp_path: Path) -> None:
     """The cron line of the README, with the sample lake and store under tmp_path."""
     out, lake_dir, store = tmp_path / "out.ipynb", tmp_path / "lake", tmp_path / "views.duckdb"
