@@ -22,6 +22,8 @@ from typing import Any
 
 import nbformat
 import pytest
+
+import lake
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
@@ -306,3 +308,23 @@ def test_05_backfill_job_names_an_unknown_view(tmp_path: Path) -> None:
     [error] = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert error.ename == "ProjectionError" and "unknown projection 'order_sumary'; known: " in error.evalue
     assert "order_summary" in error.evalue and not (tmp_path / "lake").exists()  # nothing built for a typo
+
+
+def test_05_backfill_job_refuses_a_store_without_live(tmp_path: Path) -> None:
+    """-p demo False with a store that has no live view (a typo in store_uri makes a new, empty one)
+    failed nowhere: the patch was built, judged 'pass' on expectations and the job exited 0, though
+    no cutover can ever apply it. The job now fails at once, naming the store."""
+    from lake.sample import generate
+
+    generate(lake.Lake(str(tmp_path / "lake")), events=2_000, days=3, seed=1)
+    out, store = tmp_path / "out.ipynb", tmp_path / "typo" / "views.duckdb"
+    papermill = Path(sys.executable).with_name("papermill")
+    command = [str(papermill), str(NOTEBOOKS / "05_backfill_job.ipynb"), str(out), "-k", "python3",
+               "-p", "demo", "False", "-p", "lake_uri", str(tmp_path / "lake"), "-p", "store_uri", f"duckdb:///{store}",
+               "-p", "reports_dir", str(tmp_path / "reports"), "--cwd", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    nb = nbformat.read(out, as_version=4)
+    [error] = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert error.ename == "ValueError" and f"no live order_summary in duckdb://{store}" in error.evalue
+    assert "check -p store_uri" in error.evalue and not (tmp_path / "reports").exists()
