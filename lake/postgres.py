@@ -2,8 +2,8 @@
 
 Each poll reads the rows whose position column (an integer, usually the primary key ``id``) is
 above the position stored with the last commit from this source, up to the maximum position
-seen when the poll starts, in keyset pages (``WHERE id > $1 AND id <= $2 ORDER BY id LIMIT n``)
-fetched as Arrow through ADBC. The pages go through the same staging, checks, de-duplication
+seen when the poll starts, in keyset pages (``WHERE id > $1 AND id <= $2 ORDER BY id``, about n
+rows, never splitting the rows that share a position) fetched as Arrow through ADBC. The pages go through the same staging, checks, de-duplication
 and quarantine as files; the new position is written in the same Delta commit as the events
 (commit metadata ``workbench.source`` / ``workbench.stream`` / ``workbench.position``), so a
 crash never archives events without their position or a position without its events. A poll that
@@ -223,13 +223,20 @@ def _upper_bound(conn, source: _Source, after: int, max_rows: int | None, uri: s
 def _pages(
     uri: str, source: _Source, columns: list[str], after: int, upto: int, rows: int
 ) -> Iterator[Batch]:
-    """Keyset pages as typed Arrow tables with ``_line`` = the row's position."""
+    """Keyset pages as typed Arrow tables with ``_line`` = the row's position.
+
+    A page ends at the position of its ``rows``-th row and holds every row at that position, so a
+    position shared by several rows (a non-unique column) is never split across pages: the next
+    page starts above it, and a split run would lose its rest.
+    """
     import adbc_driver_postgresql.dbapi as adbc
     from psycopg import sql
 
     position = sql.Identifier(source.position_column)
-    query = sql.SQL("SELECT {cols} FROM {t} WHERE {p} > $1 AND {p} <= $2 ORDER BY {p} LIMIT $3").format(
-        cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns), t=_qualified(source), p=position
+    query = sql.SQL(
+        "SELECT {cols} FROM {t} WHERE {p} > $1 AND {p} <= COALESCE("
+        "(SELECT {p} FROM {t} WHERE {p} > $1 AND {p} <= $2 ORDER BY {p} OFFSET $3 LIMIT 1), $2) ORDER BY {p}"
+    ).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns), t=_qualified(source), p=position
     ).as_string(None)
     try:
         conn = adbc.connect(uri)
@@ -241,7 +248,7 @@ def _pages(
     with conn, conn.cursor() as cur:
         while after < upto:
             try:
-                cur.execute(query, parameters=(after, upto, rows))
+                cur.execute(query, parameters=(after, upto, max(rows, 1) - 1))
                 table = cur.fetch_arrow_table()
             except Exception as exc:
                 raise SourceError(

@@ -196,3 +196,19 @@ def _ndjson(tmp_path: Path, start: int, stop: int) -> Path:
         for n in range(start, stop)
     ]
     return write_ndjson(tmp_path / "same.ndjson", records)
+
+
+def test_a_position_shared_by_rows_on_a_page_boundary_loses_no_row(fresh_database: str, tmp_path: Path) -> None:  # noqa: F811
+    """A non-unique position column (a batch or transaction id): a page that ends inside a run of
+    equal positions used to resume above it, skipping the rest of the run without a word."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events").replace("bigserial PRIMARY KEY", "bigint NOT NULL"))
+        conn.cursor().executemany(
+            "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(pos, *row) for pos, row in zip([1, 2, 2, 2, 3, 5, 5], rows(1, 8), strict=True)],
+        )
+    target = lake.Lake(tmp_path / "lake")
+    result = ingest_postgres(target, fresh_database, "events", stream="orders", batch_rows=2)
+    assert (result.read, result.archived) == (7, 7)
+    assert [r[0] for r in archived(target)] == [f"e{n}" for n in range(1, 8)]
+    assert last_position(target, result.files[0], "orders") == 5
