@@ -129,13 +129,26 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
+def _remote_uri(uri: str) -> str:
+    """``uri`` without a trailing slash; a URI with an empty segment (``s3://bucket//lake``) is
+    refused: object stores would take it as another prefix, which delta-rs cannot open."""
+    scheme, _, path = uri.partition("://")
+    path = path.rstrip("/")
+    if "" in path.split("/"):
+        fixed = "/".join(part for part in path.split("/") if part)
+        hint = f" (did you mean {scheme}://{fixed}?)" if fixed and not path.startswith("/") else ""
+        raise LakeError(f"the lake location {uri} has an empty bucket or path segment: "
+                        f"give {scheme}://bucket/prefix{hint}", uri=uri)
+    return f"{scheme}://{path}"
+
+
 class Lake:
     """A Parquet event lake at a local path or an object-store URI."""
 
     def __init__(self, uri: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
         text = os.fspath(uri)
         local = _local_path(text)
-        self.uri = str(local.resolve()) if local is not None else text.rstrip("/")
+        self.uri = str(local.resolve()) if local is not None else _remote_uri(text)
         self.local = local.resolve() if local is not None else None
         # configured options over the AWS_* environment (see lake.storage); {} for local lakes
         self.storage_options = storage.resolve_options(self.uri, storage_options)

@@ -3,6 +3,7 @@ each giving what the same lake on local disk gives; concurrent ingests stay cons
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,3 +161,16 @@ def test_an_unreachable_endpoint_is_a_plain_error_that_says_what_to_check(
     error = capsys.readouterr().out
     assert "Connection refused" in error and "check that the storage or server is reachable" in error
     assert "\\u001b" not in error and "\x1b" not in error
+
+
+@pytest.mark.parametrize(("uri", "hint"), [("s3://events//lake", "did you mean s3://events/lake?"),
+                                            ("s3:///lake", "give s3://bucket/prefix"), ("s3://", "give s3://bucket/prefix")])
+def test_a_lake_uri_with_an_empty_segment_is_a_clear_error(
+        tmp_path: Path, uri: str, hint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A doubled slash used to end in delta-rs' traceback ("contained empty path segment")."""
+    from rebuild.cli import main
+
+    assert main(["--lake", uri, "--store", f"duckdb://{tmp_path}/v.duckdb", "lake", "audit", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "LakeError" and "empty bucket or path segment" in error["error"] and hint in error["error"]
+    assert lake.Lake("s3://events/lake/").uri == "s3://events/lake"  # a trailing slash is fine
