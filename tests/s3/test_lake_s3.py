@@ -174,3 +174,22 @@ def test_a_lake_uri_with_an_empty_segment_is_a_clear_error(
     error = json.loads(capsys.readouterr().out)
     assert error["kind"] == "LakeError" and "empty bucket or path segment" in error["error"] and hint in error["error"]
     assert lake.Lake("s3://events/lake/").uri == "s3://events/lake"  # a trailing slash is fine
+
+
+def test_a_missing_bucket_or_refused_credentials_say_what_to_fix(
+        tmp_path: Path, s3_server: S3, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both used to end in "fix the permissions or free some space"."""
+    from rebuild.cli import _advice, main
+
+    for name, value in s3_server.options.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--lake", "s3://no-such-bucket/lake", "--store", f"duckdb://{tmp_path}/v.duckdb",
+                 "lake", "audit", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert "the bucket does not exist: create it, or correct the bucket in the lake URI" in error
+    assert "free some space" not in error
+    # what delta-rs raises for a key the store does not know (moto with authentication on)
+    refused = OSError("Kernel error -> The operation lacked the necessary privileges to complete for path "
+                      "lake/events/_delta_log/_last_checkpoint\n ↳ 403 Forbidden\n ↳ <Error><Code>"
+                      "InvalidAccessKeyId</Code></Error>")
+    assert _advice(refused).startswith("the object store refused the credentials")
