@@ -33,6 +33,8 @@ from lake.table import Lake
 
 log = logging.getLogger(__name__)
 
+# the first poll reads every position above this one: 0 and negative positions too (offsets start at 0)
+BEFORE_ANY = -(2**63)
 INTEGER_TYPES = {"int2", "int4", "int8", "smallint", "integer", "bigint"}
 _URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 _PARAM_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]*)")
@@ -78,7 +80,8 @@ def ingest_postgres(
         source = _Source(schema_name, table_name, database, position_column)
         columns = _columns(conn, source, uri)
         _check_columns(source, columns, mapping)
-        after = last_position(lake, source.key, stream)
+        stored = last_position(lake, source.key, stream)
+        after = BEFORE_ANY if stored is None else stored
         upto = _upper_bound(conn, source, after, max_rows, uri)
     metadata = {"workbench.source": source.key, "workbench.stream": stream or ""}
     if upto is None:  # nothing new: no commit at all
@@ -101,14 +104,14 @@ def ingest_postgres(
     return result
 
 
-def last_position(lake: Lake, source_key: str, stream: str | None) -> int:
-    """The position stored with the newest commit from ``source_key`` into ``stream`` (0: none)."""
+def last_position(lake: Lake, source_key: str, stream: str | None) -> int | None:
+    """The position stored with the newest commit from ``source_key`` into ``stream`` (None: none)."""
     if not lake.exists():
-        return 0
+        return None
     for _, meta in lake.commit_metadata():
         if meta.get("workbench.source") == source_key and meta.get("workbench.stream") == (stream or ""):
             return int(meta["workbench.position"])
-    return 0
+    return None
 
 
 # -- connection and checks ------------------------------------------------------------------------

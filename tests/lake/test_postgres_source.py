@@ -212,3 +212,18 @@ def test_a_position_shared_by_rows_on_a_page_boundary_loses_no_row(fresh_databas
     assert (result.read, result.archived) == (7, 7)
     assert [r[0] for r in archived(target)] == [f"e{n}" for n in range(1, 8)]
     assert last_position(target, result.files[0], "orders") == 5
+
+
+def test_the_first_poll_reads_positions_zero_and_below(fresh_database: str, tmp_path: Path) -> None:  # noqa: F811
+    """Offsets start at 0: the first poll used to read only positions above 0, and never the rest."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events").replace("bigserial", "bigint"))
+        conn.cursor().executemany(
+            "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(pos, *row) for pos, row in zip([-3, 0, 1], rows(1, 4), strict=True)],
+        )
+    target = lake.Lake(tmp_path / "lake")
+    assert last_position(target, "postgres:x/public.events", "orders") is None
+    result = ingest_postgres(target, fresh_database, "events", stream="orders")
+    assert (result.read, result.archived) == (3, 3)
+    assert last_position(target, result.files[0], "orders") == 1
