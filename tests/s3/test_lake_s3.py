@@ -193,3 +193,25 @@ def test_a_missing_bucket_or_refused_credentials_say_what_to_fix(
                       "lake/events/_delta_log/_last_checkpoint\n ↳ 403 Forbidden\n ↳ <Error><Code>"
                       "InvalidAccessKeyId</Code></Error>")
     assert _advice(refused).startswith("the object store refused the credentials")
+
+
+def test_an_endpoint_that_goes_down_mid_run_is_no_corrupt_file(tmp_path: Path) -> None:
+    """The run's reads failing because the endpoint went away used to be reported as a corrupt lake
+    file ("rerun with --skip-corrupted"), and --skip-corrupted then skipped file after file."""
+    from tests.s3.server import MotoProcess, options
+
+    server = MotoProcess()
+    endpoint = server.start()
+    try:
+        settings = options(endpoint)
+        S3(endpoint, settings).client().create_bucket(Bucket="going")
+        remote = lake.Lake("s3://going/lake", storage_options=settings).create(buckets=2)
+        lake.ingest(remote, [_batches(tmp_path)[0]], stream="orders", ingested_at=AT)
+        with Workbench.open(None, lake_uri=remote.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb",
+                            storage_options=settings) as wb:
+            plan = wb.plan("order_summary", full=True, skip_corrupted=True)
+            server.stop()
+            with pytest.raises(ConnectionError, match="cannot reach the lake's storage"):
+                wb.execute(plan, progress="none")
+    finally:
+        server.stop()
