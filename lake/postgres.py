@@ -80,6 +80,7 @@ def ingest_postgres(
         source = _Source(schema_name, table_name, database, position_column)
         columns = _columns(conn, source, uri)
         _check_columns(source, columns, mapping)
+        _warn_unpositioned(conn, source)
         stored = last_position(lake, source.key, stream)
         after = BEFORE_ANY if stored is None else stored
         upto = _upper_bound(conn, source, after, max_rows, uri)
@@ -207,6 +208,25 @@ def _check_columns(source: _Source, columns: dict[str, str], mapping: Mapping) -
             "integer: pass an integer column that grows with each new row",
             file=source.key,
         )
+
+
+def _warn_unpositioned(conn, source: _Source) -> None:  # type: ignore[no-untyped-def]
+    """Rows whose position is NULL match no ``position > n``: no poll ever archives them. Say so
+    (a column declared NOT NULL, a primary key say, is not counted)."""
+    from psycopg import sql
+
+    nullable = conn.execute(
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
+        (sql.SQL("{}").format(_qualified(source)).as_string(conn), source.position_column),
+    ).fetchone()
+    if not nullable or not nullable[0]:
+        return
+    query = sql.SQL("SELECT count(*) FROM {t} WHERE {p} IS NULL").format(
+        t=_qualified(source), p=sql.Identifier(source.position_column))
+    row = conn.execute(query).fetchone()
+    if row and row[0]:
+        log.warning("%s: %s rows have no %s (NULL), so no poll archives them; give them a position",
+                    source.key, row[0], source.position_column)
 
 
 def _upper_bound(conn, source: _Source, after: int, max_rows: int | None, uri: str) -> int | None:  # type: ignore[no-untyped-def]

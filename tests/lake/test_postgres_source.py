@@ -227,3 +227,22 @@ def test_the_first_poll_reads_positions_zero_and_below(fresh_database: str, tmp_
     result = ingest_postgres(target, fresh_database, "events", stream="orders")
     assert (result.read, result.archived) == (3, 3)
     assert last_position(target, result.files[0], "orders") == 1
+
+
+def test_rows_without_a_position_are_named_not_skipped_in_silence(fresh_database: str, tmp_path: Path,  # noqa: F811
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A NULL position matches no `position > n`: such rows were never archived, without a word."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events").replace("id bigserial PRIMARY KEY", "id bigint"))
+        conn.cursor().executemany(
+            "INSERT INTO events (id, event_id, partition_key, sequence, event_type, event_time) VALUES (%s, %s, 'o1', %s, 'OrderPlaced', %s)",
+            [(n, f"e{n}", n, T0) for n in (1, 2)] + [(None, "e3", 3, T0)])
+    result = ingest_postgres(lake.Lake(tmp_path / "lake"), fresh_database, "events", stream="orders")
+    assert result.archived == 2
+    assert "1 rows have no id (NULL), so no poll archives them; give them a position" in caplog.text
+    caplog.clear()
+    with psycopg.connect(fresh_database, autocommit=True) as conn:  # a NOT NULL column is not counted
+        conn.execute("DELETE FROM events WHERE id IS NULL")
+        conn.execute("ALTER TABLE events ALTER COLUMN id SET NOT NULL")
+    ingest_postgres(lake.Lake(tmp_path / "lake"), fresh_database, "events", stream="orders")
+    assert "no poll archives them" not in caplog.text
