@@ -85,7 +85,8 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
             "'sequence is not a non-negative int64: ' || left(CAST(_t_sequence AS VARCHAR), 40)",
         ),
         ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
-        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
+        ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"
+         + ("" if mapping.event_time_unit else _EPOCH_HINT)),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -96,6 +97,14 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
                _reason, _t_event_id, _stream, _t_partition_key, _sequence, _t_event_type,
                _event_time, _schema_version, _payload, _metadata
         FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""
+
+
+# epoch numbers parse only with a declared unit: say so where the reason would leave people guessing
+_EPOCH_HINT = (
+    " || CASE WHEN regexp_full_match(trim(CAST(_t_event_time AS VARCHAR)), '-?[0-9]+([.][0-9]+)?') "
+    "THEN ' (an epoch number: declare its unit, event_time_unit = \"s\", \"ms\" or \"us\" under [options] "
+    "in a --map file)' ELSE '' END"
+)
 
 
 def _has_text(column: str) -> str:

@@ -40,7 +40,11 @@ NDJSON_CASES = {
         "sequence is not a non-negative int64: 9223372036854775808",
     ),
     "unparsable-time": ({**event(1), "event_time": "yesterday"}, "unparsable event_time: yesterday"),
-    "numeric-time-without-unit": ({**event(1), "event_time": 12345}, "unparsable event_time: 12345"),
+    "numeric-time-without-unit": (
+        {**event(1), "event_time": 12345},
+        'unparsable event_time: 12345 (an epoch number: declare its unit, event_time_unit = "s", "ms" or "us" '
+        "under [options] in a --map file)",
+    ),
     "payload-not-json": ({**event(1), "payload": "{oops"}, "payload is not JSON"),
     "object-partition-key": (
         {**event(1), "partition_key": {"id": 1}},
