@@ -150,6 +150,17 @@ def _connect(uri: str):  # type: ignore[no-untyped-def]
         ) from None
 
 
+def _other_case(conn, source: _Source) -> str:  # type: ignore[no-untyped-def]
+    """A hint when the table exists under another case: names are quoted, so `App.ev` is not `app.ev`."""
+    conn.rollback()  # the failed statement aborted the transaction
+    row = conn.execute(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+        "WHERE lower(table_schema) = lower(%s) AND lower(table_name) = lower(%s) LIMIT 1",
+        (source.schema, source.table),
+    ).fetchone()
+    return f" (there is a table {row[0]}: names are case-sensitive, give --table {row[0]})" if row else ""
+
+
 def _split_table(table: str) -> tuple[str, str]:
     parts = table.split(".")
     if len(parts) == 1:
@@ -176,7 +187,7 @@ def _columns(conn, source: _Source, uri: str) -> dict[str, str]:  # type: ignore
     except psycopg.errors.UndefinedTable:
         raise SourceError(
             f"PostgreSQL table {source.schema}.{source.table} does not exist in database "
-            f"{source.database} at {_where(uri)}; nothing was archived",
+            f"{source.database} at {_where(uri)}{_other_case(conn, source)}; nothing was archived",
             file=source.key,
         ) from None
     except psycopg.Error as exc:

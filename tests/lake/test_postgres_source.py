@@ -152,6 +152,8 @@ def test_errors_are_source_errors_without_the_password(pg: str, tmp_path: Path) 
     cases = [
         (unreachable, "events", {}, "cannot connect"),
         (with_password, "nope", {}, "does not exist"),
+        (with_password, "Events", {}, "(there is a table public.events: names are case-sensitive, give --table "
+                                      "public.events)"),
         (with_password, "events", {"position_column": "pos"}, "no column ['pos']"),
         (with_password, "events", {"position_column": "event_id"}, "not an integer"),
         (with_password, "events", {"mapping": lake.Mapping.load("aws-lambda-stream")}, "no column"),
