@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -176,11 +177,9 @@ def test_bucketed_full_run_equals_single_query(bench: Workbench) -> None:
         bench.run("daily_revenue", buckets=True)
 
 
-def test_crashed_bucketed_run_keeps_live_and_shadow_and_resumes(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench.run(VIEW)
-    bench.cutover(VIEW, force=True)
-    good = bench.run(VIEW, full=True)
-    live, shadow = rows(bench), rows(bench, role=SHADOW)
+def kill_bucketed_run_after_four_buckets(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> tuple[type, Any]:
+    """A full bucketed run of VIEW that dies while staging its fifth bucket; the store's staging is
+    real again afterwards. Returns the store class and its real ``stage``."""
     store = type(bench.store)
     real, calls = store.stage, {"n": 0}
 
@@ -193,10 +192,18 @@ def test_crashed_bucketed_run_keeps_live_and_shadow_and_resumes(bench: Workbench
     monkeypatch.setattr(store, "stage", crash_on_fifth)
     with pytest.raises(RuntimeError):
         bench.run(VIEW, full=True, buckets=True)
+    monkeypatch.setattr(store, "stage", real)
+    return store, real
+
+
+def test_crashed_bucketed_run_keeps_live_and_shadow_and_resumes(bench: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    good = bench.run(VIEW, full=True)
+    live, shadow = rows(bench), rows(bench, role=SHADOW)
+    store, real = kill_bucketed_run_after_four_buckets(bench, monkeypatch)
     assert rows(bench).equals(live) and rows(bench, role=SHADOW).equals(shadow)
     assert bench.store.checkpoint(VIEW, SHADOW).run_id == good.run_id  # type: ignore[union-attr]
-    monkeypatch.setattr(store, "stage", real)
-    calls["n"] = 0
     counting = {"n": 0}
 
     def count(self: object, *args: object, **kwargs: object) -> None:
@@ -214,19 +221,7 @@ def test_a_bucketed_run_whose_building_table_another_job_replaced_starts_over(be
     # job A (killed after 4 buckets) resumed on top of job B's building table (other arguments,
     # finished meanwhile) and published a shadow that lacked A's first 4 buckets
     expected = (bench.run(VIEW), rows(bench, role=SHADOW))[1]
-    store = type(bench.store)
-    real, calls = store.stage, {"n": 0}
-
-    def crash_on_fifth(self: object, *args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("killed")
-        real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "stage", crash_on_fifth)
-    with pytest.raises(RuntimeError):
-        bench.run(VIEW, full=True, buckets=True)  # job A
-    monkeypatch.setattr(store, "stage", real)
+    kill_bucketed_run_after_four_buckets(bench, monkeypatch)  # job A
     bench.run(VIEW, full=True, buckets=True, exclude_quarantined=True)  # job B, other arguments
     bench.run(VIEW, full=True, buckets=True)  # A's arguments again
     assert rows(bench, role=SHADOW).equals(expected)
