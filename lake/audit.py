@@ -13,6 +13,7 @@ reads them from the commit metadata key ``workbench.duplicates`` when ingest rec
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from rich.markup import escape
 from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote
-from lake.read import BadFile, EventFilter, check_files, read_events, read_quarantine
+from lake.read import BadFile, EventFilter, as_names, check_files, read_events, read_quarantine
 from lake.render import table_of
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
@@ -140,7 +141,7 @@ class AuditReport:
 def audit(
     lake: Lake,
     *,
-    streams: list[str] | None = None,
+    streams: str | Sequence[str] | None = None,
     snapshot: Snapshot | None = None,
     late_after: timedelta = LATE_AFTER,
     verify: str = "footer",
@@ -153,11 +154,11 @@ def audit(
     """
     if verify not in VERIFY:
         raise LakeError(f"verify {verify!r} is not one of {list(VERIFY)}")
-    streams = [streams] if isinstance(streams, str) else streams
+    wanted = as_names(streams, "streams") or None  # none named: every stream
     explicit = snapshot is not None
     snapshot = snapshot or lake.snapshot()
     known = set(snapshot.streams())
-    event_files = [f.path for f in snapshot.select(streams=streams)]
+    event_files = [f.path for f in snapshot.select(streams=wanted)]
     quarantine_files = lake.quarantine_files()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
            if verify != "none" else [])
@@ -167,19 +168,19 @@ def audit(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
-        events = read_events(lake, EventFilter(streams=tuple(streams) if streams else None), snapshot=snapshot, con=con)
+        events = read_events(lake, EventFilter(streams=wanted), snapshot=snapshot, con=con)
         if is_remote(lake.uri):  # the queries below each scan the events: fetch them from the object store once
             events.create_view("__lake_events")
             con.execute("CREATE TEMP TABLE events AS SELECT * FROM __lake_events")
         else:
             events.create_view("events")
-        _quarantine_view(con, lake, streams, snapshot.delta_version if explicit else None,
+        _quarantine_view(con, lake, wanted, snapshot.delta_version if explicit else None,
                          [f for f in quarantine_files if f not in unreadable])
         found = _collect(con, late_after)
     finally:
         con.close()
-    refuse_unknown_streams(streams, known | set(found), snapshot.lake_version)
-    names = sorted(set(found) | set(streams or ()))
+    refuse_unknown_streams(wanted, known | set(found), snapshot.lake_version)
+    names = sorted(set(found) | set(wanted or ()))
     return AuditReport(
         lake_uri=lake.uri,
         lake_version=snapshot.lake_version,
@@ -192,7 +193,7 @@ def audit(
     )
 
 
-def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: list[str] | None, upto: int | None,
+def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequence[str] | None, upto: int | None,
                      files: list[str] | None = None) -> None:
     rel = read_quarantine(lake, con, files)
     if streams:

@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import duckdb
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
+from lake.read import as_names
 from lake.table import EVENTS, PARTITIONS, DataFile, Lake, refuse_unknown_streams
 from lake.writer import write_partition
 
@@ -47,7 +48,7 @@ class CompactResult:
         }
 
 
-def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | None = None,
+def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: str | Sequence[str] | None = None,
             decode: Iterable[tuple[str, str]] = ()) -> CompactResult:
     """Rewrite every partition that has two or more files smaller than ``small_bytes``, or a file
     without one of the ``decode`` columns.
@@ -61,13 +62,13 @@ def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: list[str] | Non
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
     columns = {decoded_column(f, t) for f, t in wanted}
     before = after = rows = partitions = 0
-    streams = [streams] if isinstance(streams, str) else streams
+    chosen = as_names(streams, "streams")
     with lake.commit_lock():
         snapshot = lake.snapshot()
-        refuse_unknown_streams(streams, snapshot.streams(), snapshot.lake_version)
+        refuse_unknown_streams(chosen, snapshot.streams(), snapshot.lake_version)
         groups: dict[tuple[str, int], list[DataFile]] = defaultdict(list)
         for f in snapshot.files:
-            if streams is None or f.stream in streams:
+            if chosen is None or f.stream in chosen:
                 groups[(f.stream, f.bucket)].append(f)
         carried = lake.decoded_columns([f.path for f in snapshot.files]) if columns else {}
         version = snapshot.delta_version

@@ -46,7 +46,7 @@ class EventFilter:
         naive time meaning UTC) and refuse what would silently match nothing or the wrong thing:
         a plain string used to filter by its characters."""
         for name in ("streams", "event_types", "partition_keys"):
-            object.__setattr__(self, name, _names(name, getattr(self, name)))
+            object.__setattr__(self, name, as_names(getattr(self, name), name))
         for name in ("since", "until"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else as_utc(value, name))
@@ -89,7 +89,8 @@ class EventFilter:
         return " AND ".join(terms)
 
 
-def _names(name: str, value: Any) -> tuple[str, ...] | None:
+def as_names(value: Any, name: str = "names") -> tuple[str, ...] | None:
+    """One name or several as a tuple (a plain string is one name, not its characters); None stays."""
     if value is None:
         return None
     values = (value,) if isinstance(value, str) else tuple(value)
@@ -270,7 +271,7 @@ def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
 
 
 __all__ = [
-    "BadFile", "CorruptFile", "EventFilter", "as_utc", "check_file", "check_files", "files_read", "named_file",
+    "BadFile", "CorruptFile", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
     "read_events", "read_quarantine",
 ]
 
