@@ -30,6 +30,27 @@ ENV_KEYS = (
 )
 
 
+# what s3fs/botocore, delta-rs and DuckDB say when a storage endpoint or server does not answer: exact
+# phrases, never a bare "connect", which a lake path (/data/connectors/...) in a file's error may hold
+_UNREACHABLE = ("EndpointConnectionError", "Could not connect to the endpoint", "ConnectTimeoutError",
+                "ReadTimeoutError", "Connection refused", "Connection reset", "ConnectionResetError",
+                "client error (Connect)", "error trying to connect", "connection closed before message completed",
+                "Name or service not known", "Temporary failure in name resolution")
+# S3 error codes (in delta-rs' and s3fs' messages) that mean the credentials or their rights are wrong
+_CREDENTIAL_ERRORS = ("403 Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                      "ExpiredToken", "InvalidToken")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the storage or a server could not be reached: the network, not the data."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(marker in str(exc) for marker in _UNREACHABLE)
+
+
+def refused_credentials(exc: BaseException) -> bool:
+    """Whether ``exc`` is an object store refusing the credentials or their rights."""
+    return any(code in str(exc) for code in _CREDENTIAL_ERRORS)
+
+
 def is_remote(uri: str) -> bool:
     """Whether ``uri`` is on an object store (anything with a scheme other than ``file://``)."""
     return "://" in uri and not uri.startswith("file://")

@@ -22,6 +22,7 @@ import click
 import duckdb
 
 from lake import LakeError
+from lake.storage import refused_credentials, unreachable
 from rebuild.config import Config, redact
 from rebuild.errors import RebuildError
 from rebuild.output import Output
@@ -145,20 +146,15 @@ def _sigterm_exits(out: Output) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-# S3 error codes (in delta-rs' and s3fs' messages) that mean the credentials or their rights are wrong
-_CREDENTIAL_ERRORS = ("403 Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                      "ExpiredToken", "InvalidToken")
-
-
 def _advice(exc: OSError) -> str:
     """What to fix for an error of the file system, the network or an object store."""
     text = str(exc)
     if "NoSuchBucket" in text:
         return "the bucket does not exist: create it, or correct the bucket in the lake URI"
-    if any(code in text for code in _CREDENTIAL_ERRORS):
+    if refused_credentials(exc):
         return ("the object store refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
                 "(or the profile, or [lake.storage_options]) and the bucket's permissions")
-    if isinstance(exc, (ConnectionError, TimeoutError)) or "connect" in str(exc).lower():
+    if unreachable(exc):
         return "check that the storage or server is reachable (endpoint, network, credentials)"
     if exc.errno == errno.ENOSPC:
         return "free some space"

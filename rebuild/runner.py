@@ -23,6 +23,7 @@ from lake import Lake, Snapshot
 from lake.read import CorruptFile, check_files, named_file
 from lake.schema import bucket_sql
 from lake.sql import quote
+from lake.storage import unreachable
 from rebuild.errors import ProjectionError
 from rebuild.faults import point
 from rebuild.plan import Plan
@@ -126,16 +127,11 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
     return RunResult(record=recorder.record, plan=plan)
 
 
-# in DuckDB's message when the object store's filesystem (s3fs) could not reach its endpoint
-_UNREACHABLE = ("EndpointConnectionError", "Could not connect to the endpoint", "Connection refused",
-                "ConnectTimeoutError", "ReadTimeoutError", "ConnectionResetError")
-
-
 def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
     """After a failed read: re-raise what is not a file problem; raise ``CorruptFile`` naming the
     file; or, with ``plan.skip_corrupted``, the plan and snapshot without that file. An object
     store that cannot be reached is no file problem: ``ConnectionError`` (never skipped)."""
-    if any(marker in str(exc) for marker in _UNREACHABLE):
+    if unreachable(exc):
         raise ConnectionError(f"cannot reach the lake's storage while reading it for {plan.view} ({exc}); "
                               "its files may be fine") from exc
     bad = unreadable_file(exc, snapshot, projection)

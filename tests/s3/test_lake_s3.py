@@ -215,3 +215,23 @@ def test_an_endpoint_that_goes_down_mid_run_is_no_corrupt_file(tmp_path: Path) -
                 wb.execute(plan, progress="none")
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    # s3fs/botocore, delta-rs (DNS and refused), a socket: the network
+    (OSError("Could not connect to the endpoint URL: http://127.0.0.1:1/b"), True),
+    (OSError("Generic S3 error\n ↳ error sending request\n ↳ client error (Connect)\n ↳ dns error\n"
+             " ↳ Name or service not known"), True),
+    (OSError("tcp connect error: Connection refused (os error 111)"), True),
+    (ConnectionResetError(104, "reset"), True),
+    # a damaged file in a lake whose path says "connect": the data, not the network
+    (OSError("Invalid Input Error: No magic bytes found at end of file '/data/connectors/lake/events/p.parquet'"), False),
+    (OSError(28, "No space left on device"), False),
+])
+def test_one_classifier_tells_the_network_from_the_data(error: OSError, expected: bool) -> None:
+    """The CLI's advice and the run's corrupt-file handling ask the same question."""
+    from lake.storage import unreachable
+    from rebuild.cli import _advice
+
+    assert unreachable(error) is expected
+    assert ("reachable" in _advice(error)) is expected
