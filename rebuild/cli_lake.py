@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 import click
 from rich.console import Console
@@ -29,6 +30,10 @@ def open_lake(state: State) -> lake.Lake:
 @click.option("--strict", is_flag=True, help="Exit 1 when any record was quarantined.")
 @click.option("--from-postgres", "pg_uri", help="Archive from a PostgreSQL event table at this URI.")
 @click.option("--table", "pg_table", help="With --from-postgres: the event table ([schema.]table).")
+@click.option("--position-column", help="With --from-postgres: the integer column polls resume from.  [default: id]")
+@click.option("--batch-rows", type=click.IntRange(min=1), help="With --from-postgres: rows per page.  [default: 100000]")
+@click.option("--max-rows", type=click.IntRange(min=1),
+              help="With --from-postgres: at most this many rows per poll (the next poll goes on).")
 def ingest_cmd(
     state: State,
     paths: tuple[str, ...],
@@ -38,6 +43,9 @@ def ingest_cmd(
     strict: bool,
     pg_uri: str | None,
     pg_table: str | None,
+    position_column: str | None,
+    batch_rows: int | None,
+    max_rows: int | None,
 ) -> None:
     """Archive NDJSON, CSV or Parquet files (or a PostgreSQL table) into the lake, idempotently."""
     target = open_lake(state)
@@ -46,13 +54,21 @@ def ingest_cmd(
     if pg_uri:
         if not pg_table:
             raise click.UsageError("--from-postgres needs --table")
+        if paths:
+            raise click.UsageError("give files to ingest or --from-postgres, not both")
         from lake.postgres import ingest_postgres
 
+        given: dict[str, Any] = {"position_column": position_column, "batch_rows": batch_rows, "max_rows": max_rows}
         result = ingest_postgres(
             target, pg_uri, pg_table, stream=stream, mapping=chosen,
             memory_limit=config.memory_limit, temp_directory=config.temp_directory,
+            **{name: value for name, value in given.items() if value is not None},  # else the API's defaults
         )
     else:
+        named = [flag for flag, value in (("--table", pg_table), ("--position-column", position_column),
+                                          ("--batch-rows", batch_rows), ("--max-rows", max_rows)) if value is not None]
+        if named:
+            raise click.UsageError(f"{', '.join(named)}: only with --from-postgres URI (a PostgreSQL source), not with files")
         if not paths:
             raise click.UsageError("give one or more files to ingest, or --from-postgres URI --table T")
         result = lake.ingest(

@@ -248,3 +248,26 @@ def test_rows_without_a_position_are_named_not_skipped_in_silence(fresh_database
         conn.execute("ALTER TABLE events ALTER COLUMN id SET NOT NULL")
     ingest_postgres(lake.Lake(tmp_path / "lake"), fresh_database, "events", stream="orders")
     assert "no poll archives them" not in caplog.text
+
+
+def test_cli_polls_a_table_by_another_position_column_in_bounded_pages(
+        fresh_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """The CLI had no --position-column, --batch-rows or --max-rows: a table keyed by `seq` could
+    not be archived from a job, and files given beside --from-postgres were silently not ingested."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events").replace("id bigserial PRIMARY KEY", "seq bigint NOT NULL"))
+        conn.cursor().executemany("INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                  [(n * 10, *row) for n, row in enumerate(rows(1, 6), start=1)])
+    base = ["--lake", str(tmp_path / "lake"), "lake", "ingest", "--from-postgres", fresh_database, "--table", "events",
+            "--stream", "orders", "--position-column", "seq", "--batch-rows", "2", "--max-rows", "3", "--json"]
+    assert main(base) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] == 3  # one poll: at most 3 rows
+    assert main(base) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] == 2  # the next poll goes on from seq 30
+    assert [r[0] for r in archived(lake.Lake(tmp_path / "lake"))] == [f"e{n}" for n in range(1, 6)]
+    for wrong, message in [(["--max-rows", "0"], "0 is not in the range x>=1"),
+                           (["x.ndjson"], "give files to ingest or --from-postgres, not both")]:
+        assert main([*base, *wrong]) == 2
+        assert message in json.loads(capsys.readouterr().out)["error"]
+    assert main(["--lake", str(tmp_path / "lake"), "lake", "ingest", "x.ndjson", "--max-rows", "5", "--json"]) == 2
+    assert "--max-rows: only with --from-postgres URI" in json.loads(capsys.readouterr().out)["error"]
