@@ -7,7 +7,7 @@ imports ``rebuild``, which composes these functions in ``Workbench.check`` and `
 from checks.diff import ColumnDiff, DiffResult, compare, parse_tolerance
 from checks.errors import CheckError, CheckInputError, ReportError
 from checks.expect import ExpectationResult, ExpectationsResult, validate
-from checks.lineage import KeyLineage, difference_days, lateness_histogram, lineage
+from checks.lineage import KeyLineage, difference_days, lineage
 from checks.report import SECTIONS, CheckReport
 from checks.suite import ViewSpec, check_view
 from checks.verdict import DEFAULTS, Verdict, decide, thresholds_of
@@ -25,7 +25,6 @@ __all__ = [
     "check_view",
     "decide",
     "difference_days",
-    "lateness_histogram",
     "lineage",
     "thresholds_of",
     "validate",

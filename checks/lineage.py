@@ -270,19 +270,3 @@ def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_col
     finally:
         con.close()
     return {str(d): int(n) for d, n in rows}
-
-
-def lateness_histogram(lake: Lake, streams: Sequence[str] | None = None, as_of: int | None = None) -> dict[str, int]:
-    """Events per lateness bucket (``ingested_at - event_time``), when no lake audit is at hand."""
-    bounds = (("< 1 min", 60), ("1-60 min", 3600), ("1-6 h", 21600), ("6-24 h", 86400), ("1-2 d", 172800),
-              ("2-7 d", 604800), (">= 7 d", None))
-    cases = " ".join(f"WHEN s < {hi} THEN {literal(label)}" for label, hi in bounds if hi is not None)
-    con = duckdb.connect()
-    try:
-        read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of), con=con) \
-            .create_view("__events")
-        rows = dict(con.sql(f"SELECT CASE {cases} ELSE '>= 7 d' END, count(*) FROM (SELECT epoch(ingested_at) - "
-                            "epoch(event_time) AS s FROM __events) GROUP BY ALL").fetchall())
-    finally:
-        con.close()
-    return {label: int(rows.get(label, 0)) for label, _ in bounds}

@@ -6,7 +6,6 @@ and calls :func:`check_view`; this module knows nothing of projections or stores
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,10 +15,11 @@ from typing import Any
 import duckdb
 
 from lake import Lake
+from lake.audit import audit as audit_lake
 
 from checks.diff import DiffResult, Tolerance, compare
 from checks.expect import validate
-from checks.lineage import LATE_AFTER, difference_days, lateness_histogram, lineage
+from checks.lineage import LATE_AFTER, difference_days, lineage
 from checks.report import CheckReport, make_plots
 from checks.verdict import decide, thresholds_of
 
@@ -65,13 +65,13 @@ def check_view(
     expectations = validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                             row_tolerance=thresholds["row_count_tolerance"])
     traced = _lineage(lake, spec, diff, as_of, late_after)
-    audit, audit_html, lateness, notes = _audit(lake, spec, as_of)
+    audit, audit_html, lateness = _audit(lake, spec, as_of)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of)
     report = CheckReport(
         view=spec.view, run_id=run_id, live=live, rebuilt=rebuilt, verdict=decide(diff, expectations, thresholds),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html, notes=tuple(notes),
+        audit_html=audit_html,
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
     return report.write(reports_dir) if reports_dir else report
@@ -97,16 +97,12 @@ def _lineage(lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | N
                    event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes)
 
 
-def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any] | None, str | None, dict[str, int], list[str]]:
-    """The lake audit of the consumed streams when ``lake.audit`` exists; else a note and our own lateness."""
-    try:
-        module = importlib.import_module("lake.audit")
-    except ImportError:
-        return None, None, lateness_histogram(lake, spec.streams, as_of), ["lake audit not available (no lake.audit)"]
-    report = module.audit(lake, streams=list(spec.streams) if spec.streams else None)
+def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any], str, dict[str, int]]:
+    """The lake audit of the consumed streams, as the run saw the lake (lake_version ``as_of``)."""
+    report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of)
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():
         for label, n in stream.get("lateness", {}).get("histogram", {}).items():
             lateness[label] = lateness.get(label, 0) + int(n)
-    return data, report._repr_html_(), lateness, []
+    return data, report._repr_html_(), lateness

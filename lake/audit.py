@@ -145,8 +145,10 @@ def audit(
     snapshot: Snapshot | None = None,
     late_after: timedelta = LATE_AFTER,
     verify: str = "footer",
+    as_of: int | None = None,
 ) -> AuditReport:
-    """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all).
+    """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all),
+    as it was at lake_version ``as_of`` (default: the snapshot's; what a run ``--as-of`` replayed).
 
     ``verify`` is the file-integrity pass: ``footer`` opens every data file's Parquet footer,
     ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
@@ -157,6 +159,9 @@ def audit(
     wanted = as_names(streams, "streams") or None  # none named: every stream
     explicit = snapshot is not None
     snapshot = snapshot or lake.snapshot()
+    if as_of is not None and not 0 <= as_of <= snapshot.lake_version:
+        raise LakeError(f"as_of {as_of} is not a lake_version of this lake (0 to {snapshot.lake_version})")
+    upto = as_of if as_of is not None else snapshot.delta_version if explicit else None  # commits audited
     known = set(snapshot.streams())
     event_files = [f.path for f in snapshot.select(streams=wanted)]
     quarantine_files = lake.quarantine_files()
@@ -168,13 +173,13 @@ def audit(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
-        events = read_events(lake, EventFilter(streams=wanted), snapshot=snapshot, con=con)
+        events = read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con)
         if is_remote(lake.uri):  # the queries below each scan the events: fetch them from the object store once
             events.create_view("__lake_events")
             con.execute("CREATE TEMP TABLE events AS SELECT * FROM __lake_events")
         else:
             events.create_view("events")
-        _quarantine_view(con, lake, wanted, snapshot.delta_version if explicit else None,
+        _quarantine_view(con, lake, wanted, upto,
                          [f for f in quarantine_files if f not in unreadable])
         found = _collect(con, late_after)
     finally:
@@ -183,10 +188,10 @@ def audit(
     names = sorted(set(found) | set(wanted or ()))
     return AuditReport(
         lake_uri=lake.uri,
-        lake_version=snapshot.lake_version,
+        lake_version=as_of if as_of is not None else snapshot.lake_version,
         delta_version=snapshot.delta_version,
         streams=tuple(StreamAudit(stream=n, **found.get(n, {})) for n in names),
-        duplicates_at_ingest=_ingest_duplicates(lake, snapshot.delta_version),
+        duplicates_at_ingest=_ingest_duplicates(lake, snapshot.delta_version if upto is None else upto),
         late_after_seconds=late_after.total_seconds(),
         bad_files=tuple(bad),
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,

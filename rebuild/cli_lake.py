@@ -135,14 +135,16 @@ def sample_cmd(state: State, events: int, seed: int, out: str | None, days: int)
 @command(lake_group, "audit")
 @click.option("--stream", "streams", multiple=True, help="Only these streams.")
 @click.option("--read-files", is_flag=True, help="Decode every page of every file, not only the footers (slower).")
-def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool) -> None:
+@click.option("--as-of", type=int, help="The lake as it was at this lake_version (what a run --as-of replays).")
+def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: int | None) -> None:
     """Per stream: events, keys, duplicates, conflicts, gaps, types, drift, lateness, quarantine.
 
     Also checks that every data file is readable Parquet; exits 1 when one is not (named with its error).
     """
     from lake.audit import audit
 
-    report = audit(open_lake(state), streams=list(streams) or None, verify="read" if read_files else "footer")
+    report = audit(open_lake(state), streams=list(streams) or None, verify="read" if read_files else "footer",
+                   as_of=as_of)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed()

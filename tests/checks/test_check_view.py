@@ -121,3 +121,18 @@ def test_check_against_another_live_table_with_tolerance(scenario):
     report = scenario.wb.check("order_summary", live="order_summary", tolerance=["paid=100", "items=10", "total=5"])
     # duplicates and the old version only move numbers (within tolerance); poisoned orders also lose status
     assert {k["order_id"] for k in report.diff.differing_keys} == set(POISONED)
+
+
+
+def test_the_report_audits_the_lake_the_shadow_replayed(scenario):
+    """A shadow replayed --as-of an older lake_version was reported with the latest lake's audit:
+    with the quarantined records and late events committed after the lake it was built from."""
+    import lake
+
+    scenario.wb.run("order_summary", as_of="1", progress="none")
+    audit = scenario.wb.check("order_summary").audit
+    then = lake.read_events(scenario.lake, lake.EventFilter(as_of=1)).count("*").fetchall()[0][0]
+    assert then < lake.read_events(scenario.lake).count("*").fetchall()[0][0]
+    assert audit["lake_version"] == 1 and audit["events"] == then
+    assert audit["quarantined"] == 0  # the poison records came with the next commit
+    assert lake.audit.audit(scenario.lake).to_dict()["quarantined"] == len(POISONED)

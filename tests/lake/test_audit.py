@@ -126,3 +126,19 @@ def test_duplicates_and_conflicts_written_around_ingest_are_found(tmp_path: Path
         target.write(EVENTS, table)
     d = audit(target).to_dict()
     assert (d["events"], d["duplicates"], d["conflicts"], d["gaps"]) == (5, 1, 1, 0)
+
+
+def test_as_of_counts_only_what_was_committed_up_to_that_version(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from rebuild.cli import main
+
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, write_ndjson(tmp_path / "1.ndjson", [event(1), event(2, seq=2)]), stream="orders")
+    lake.ingest(target, write_ndjson(tmp_path / "2.ndjson", [event(1), event(3, seq=3), "{broken"]), stream="orders")
+    then, now = audit(target, as_of=1).to_dict(), audit(target).to_dict()
+    assert (then["lake_version"], then["events"], then["quarantined"], then["duplicates_at_ingest"]) == (1, 2, 0, 0)
+    assert (now["lake_version"], now["events"], now["quarantined"], now["duplicates_at_ingest"]) == (2, 3, 1, 1)
+    base = ["--lake", str(target.uri), "lake", "audit", "--json", "--as-of"]
+    assert main([*base, "1"]) == 0 and json.loads(capsys.readouterr().out)["events"] == 2
+    assert main([*base, "3"]) == 2
+    assert "as_of 3 is not a lake_version of this lake (0 to 2)" in json.loads(capsys.readouterr().out)["error"]
