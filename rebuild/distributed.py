@@ -25,6 +25,7 @@ worker that can read the lake can write its part.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -204,32 +205,47 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
                 ) from exc
 
 
+@contextlib.contextmanager
+def _quiet_cluster() -> Iterator[None]:
+    """Without -v (the root logger above INFO), a cluster's start and stop are no news: ``distributed``
+    logs ~50 INFO lines per run, which a job's log would carry between its progress lines."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
     try:
         from distributed import Client, LocalCluster, as_completed as dask_completed
     except ImportError as exc:  # pragma: no cover - the dev extras install it
         raise ConfigError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from exc
-    cluster = None
-    if address is None:
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
-    try:
-        client = Client(address or cluster)
-    except OSError as exc:  # a scheduler that is down or unreachable: not a disk problem
-        if cluster is not None:
-            cluster.close()
-        raise ConfigError(f"cannot reach the dask scheduler at {address}: {exc}; start it, or fix --address; "
-                          "nothing was written", address=address) from exc
-    try:
-        # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
-        futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)
-                   for t in tasks]
-        for future in dask_completed(futures):
-            yield future.result()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with _quiet_cluster():
+        cluster = None
+        if address is None:
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")
+        try:
+            client = Client(address or cluster)
+        except OSError as exc:  # a scheduler that is down or unreachable: not a disk problem
+            if cluster is not None:
+                cluster.close()
+            raise ConfigError(f"cannot reach the dask scheduler at {address}: {exc}; start it, or fix --address; "
+                              "nothing was written", address=address) from exc
+        try:
+            # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
+            futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)
+                       for t in tasks]
+            for future in dask_completed(futures):
+                yield future.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 _EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], Iterator[PartResult]]] = {

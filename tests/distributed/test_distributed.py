@@ -145,3 +145,18 @@ def test_workers_without_a_local_pool_are_refused(tmp_path: Path, orders_lake: l
         with pytest.raises(ConfigError, match="--workers 2 sizes a LocalCluster.*drop --workers"):
             wb.run("order_summary", full=True, progress="none", executor="dask", workers=2, address="tcp://x:8786")
         assert not wb.store.exists("order_summary__shadow")
+
+
+
+def test_a_local_cluster_keeps_quiet_in_a_jobs_log(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """A job's log (--progress log, no -v) carried ~50 INFO lines of the cluster's start and stop."""
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("rebuild")), "--lake", orders_lake.uri, "--store", f"duckdb://{tmp_path}/q.duckdb",
+               "run", "order_summary", "--full", "--executor", "dask", "--workers", "1", "--progress", "log"]
+    job = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert job.returncode == 0, job.stderr
+    assert "rebuild.progress" in job.stderr and " distributed." not in job.stderr
+    verbose = subprocess.run([command[0], "-v", *command[1:]], capture_output=True, text=True, timeout=300, check=False)
+    assert verbose.returncode == 0 and " distributed." in verbose.stderr  # -v still shows them
