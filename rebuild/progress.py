@@ -47,7 +47,11 @@ class LogLines:
         )
 
     def close(self) -> None:
-        log.info("%s: done in %.1fs", self.description, time.monotonic() - self.started)
+        elapsed = time.monotonic() - self.started
+        if self.done < self.total:  # closed by a failure or an interrupt: a job's log must not say done
+            log.info("%s: stopped after %s/%s %s in %.1fs", self.description, self.done, self.total, self.unit, elapsed)
+        else:
+            log.info("%s: done in %.1fs", self.description, elapsed)
 
 
 class Bar:

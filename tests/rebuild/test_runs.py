@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -201,3 +202,24 @@ def test_a_keys_run_names_the_keys_it_has_no_row_for(bench: Bench, caplog: pytes
     assert result.record.rows_written == 1
     assert ("order_summary: 1 of the 2 named keys have no row in the patch (e.g. o-000003): no events in the lake"
             in caplog.text)
+
+
+
+def test_a_jobs_log_says_done_only_when_the_run_got_through(bench: Bench, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that failed (or was interrupted) still logged "done in 2.9s" just before its error."""
+    from rebuild.errors import StoreError
+
+    def publish_fails(*args: object, **kwargs: object) -> None:
+        raise StoreError("disk went away")
+
+    first_lake(bench)
+    with caplog.at_level("INFO", logger="rebuild.progress"):
+        bench.wb.run("order_summary", full=True, progress="log")
+        assert "order_summary full: done in" in caplog.text
+        caplog.clear()
+        monkeypatch.setattr(bench.wb.store, "publish", publish_fails)
+        with pytest.raises(StoreError, match="disk went away"):
+            bench.wb.run("order_summary", full=True, progress="log")
+    assert "done in" not in caplog.text
+    assert re.search(r"order_summary full: stopped after \d+/\d+ steps in", caplog.text)
