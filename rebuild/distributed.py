@@ -29,6 +29,8 @@ import contextlib
 import logging
 import os
 import resource
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -219,6 +221,21 @@ def _quiet_cluster() -> Iterator[None]:
         logger.setLevel(before)
 
 
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[list[int]]:
+    """Ctrl-C while a LocalCluster starts leaves it half started, and ``distributed``'s exit hook then
+    prints a traceback closing it. Inside this block Ctrl-C is noted; the caller acts on it after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
 def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
     try:
         from distributed import Client, LocalCluster, as_completed as dask_completed
@@ -227,8 +244,12 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
     with _quiet_cluster():
         cluster = None
         if address is None:
-            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+            with _interrupt_deferred() as interrupted:
+                cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                       processes=True, dashboard_address=":0")
+            if interrupted:
+                cluster.close()
+                raise KeyboardInterrupt
         try:
             client = Client(address or cluster)
         except OSError as exc:  # a scheduler that is down or unreachable: not a disk problem

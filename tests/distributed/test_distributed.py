@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import cloudpickle
@@ -160,3 +161,19 @@ def test_a_local_cluster_keeps_quiet_in_a_jobs_log(tmp_path: Path, orders_lake: 
     assert "rebuild.progress" in job.stderr and " distributed." not in job.stderr
     verbose = subprocess.run([command[0], "-v", *command[1:]], capture_output=True, text=True, timeout=300, check=False)
     assert verbose.returncode == 0 and " distributed." in verbose.stderr  # -v still shows them
+
+
+def test_ctrl_c_while_a_local_cluster_starts_is_acted_on_once_it_has_started() -> None:
+    """Ctrl-C inside LocalCluster(...) left it half started; distributed's exit hook then printed a
+    traceback closing it. The interrupt is noted during the start, and raised once it can be closed."""
+    import signal
+
+    from rebuild.distributed import _interrupt_deferred
+
+    with _interrupt_deferred() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt in here
+        time.sleep(0.05)
+    assert interrupted == [signal.SIGINT]
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C works as before afterwards
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
