@@ -13,7 +13,7 @@ reads them from the commit metadata key ``workbench.duplicates`` when ingest rec
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -59,6 +59,7 @@ class StreamAudit:
     gaps: dict[str, Any] = field(default_factory=lambda: {"keys": 0, "missing": 0, "examples": []})
     out_of_order: int = 0
     event_types: dict[str, int] = field(default_factory=dict)
+    unknown_event_types: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
     lateness: dict[str, Any] = field(default_factory=dict)
     hot_partitions: list[dict[str, Any]] = field(default_factory=list)
@@ -80,6 +81,7 @@ class AuditReport:
     late_after_seconds: float
     bad_files: tuple[BadFile, ...] = ()
     files_checked: int = 0
+    known_event_types: tuple[str, ...] | None = None  # None: every type counts as known
 
     def total(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.streams)
@@ -105,6 +107,8 @@ class AuditReport:
             "late_after_seconds": self.late_after_seconds,
             "quarantined": sum(s.quarantined["total"] for s in self.streams),
             "event_types": dict(sorted(types.items())),
+            "unknown_event_types": None if self.known_event_types is None else {
+                u["event_type"]: u["events"] for s in self.streams for u in s.unknown_event_types},
             "files_checked": self.files_checked,
             "bad_files": [b.to_dict() for b in self.bad_files],
             "streams": {s.stream: s.to_dict() for s in self.streams},
@@ -146,9 +150,14 @@ def audit(
     late_after: timedelta = LATE_AFTER,
     verify: str = "footer",
     as_of: int | None = None,
+    known_event_types: Iterable[str] | None = None,
 ) -> AuditReport:
     """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all),
     as it was at lake_version ``as_of`` (default: the snapshot's; what a run ``--as-of`` replayed).
+
+    ``known_event_types``: the types consumers handle (``rebuild lake audit`` passes every configured
+    projection's ``consumes``); each stream's other types are listed as unknown, with their count and
+    the lake_version and time they first arrived. None: no type is unknown.
 
     ``verify`` is the file-integrity pass: ``footer`` opens every data file's Parquet footer,
     ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
@@ -181,7 +190,8 @@ def audit(
             events.create_view("events")
         _quarantine_view(con, lake, wanted, upto,
                          [f for f in quarantine_files if f not in unreadable])
-        found = _collect(con, late_after)
+        types = None if known_event_types is None else tuple(sorted(set(as_names(known_event_types, "known_event_types") or ())))
+        found = _collect(con, late_after, types)
     finally:
         con.close()
     refuse_unknown_streams(wanted, known | set(found), snapshot.lake_version)
@@ -195,6 +205,7 @@ def audit(
         late_after_seconds=late_after.total_seconds(),
         bad_files=tuple(bad),
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
+        known_event_types=types,
     )
 
 
@@ -218,10 +229,11 @@ def _ingest_duplicates(lake: Lake, delta_version: int) -> int | None:
 
 
 # -- queries: each returns {stream: {field: value}} ---------------------------------------------
-def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[str, dict[str, Any]]:
+def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta,
+             known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     parts = (
-        _basics(con), _walk(con), _conflicts(con), _types(con), _drift(con),
+        _basics(con), _walk(con), _conflicts(con), _types(con, known), _drift(con),
         _lateness(con, late_after), _hot(con), _quarantine(con),
     )  # fmt: skip
     for part in parts:
@@ -295,10 +307,15 @@ def _walk(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _types(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+def _types(con: duckdb.DuckDBPyConnection, known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for r in _rows(con, "SELECT stream, event_type, count(*) AS n FROM events GROUP BY ALL ORDER BY ALL"):
-        found.setdefault(r["stream"], {"event_types": {}})["event_types"][r["event_type"]] = r["n"]
+    for r in _rows(con, "SELECT stream, event_type, count(*) AS n, min(lake_version) AS v0, min(ingested_at) AS t0 "
+                        "FROM events GROUP BY ALL ORDER BY ALL"):
+        entry = found.setdefault(r["stream"], {"event_types": {}, "unknown_event_types": []})
+        entry["event_types"][r["event_type"]] = r["n"]
+        if known is not None and r["event_type"] not in known:
+            entry["unknown_event_types"].append({"event_type": r["event_type"], "events": r["n"],
+                                                 "first_version": r["v0"], "first_ingested": r["t0"].isoformat()})
     return found
 
 
@@ -398,6 +415,7 @@ def _render_stream(console: Console, s: StreamAudit) -> None:
     for title, rows in (
         ("Sequence gaps (examples)", s.gaps["examples"]),
         ("Hot partition keys", s.hot_partitions),
+        ("Unknown event types (no projection consumes them)", s.unknown_event_types),
         ("Payload schema drift", [_drift_row(d) for d in s.drift]),
         ("Quarantined by reason", s.quarantined["reasons"]),
     ):
@@ -433,6 +451,8 @@ def _html_notes(s: StreamAudit) -> str:
     if s.gaps["keys"]:
         keys = ", ".join(str(g.get("partition_key")) for g in s.gaps["examples"][:5])
         lines.append(f"{s.gaps['keys']:,} partition keys with sequence gaps ({s.gaps['missing']:,} missing), e.g. {keys}")
+    lines += [f"unknown event type {u['event_type']}: {u['events']:,} events since lake_version {u['first_version']} "
+              "(no projection consumes it)" for u in s.unknown_event_types]
     lines += [f"payload drift: {d['event_type']}.{d['field']} {d['change']} ({d['events']:,} of {d['of_events']:,} events)"
               for d in s.drift]
     lines += [f"quarantined: {r['count']:,} x {r['reason']}" for r in s.quarantined["reasons"]]

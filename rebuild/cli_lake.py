@@ -141,10 +141,8 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
 
     Also checks that every data file is readable Parquet; exits 1 when one is not (named with its error).
     """
-    from lake.audit import audit
-
-    report = audit(open_lake(state), streams=list(streams) or None, verify="read" if read_files else "footer",
-                   as_of=as_of)
+    with Workbench(state.config) as wb:
+        report = wb.audit(list(streams) or None, verify="read" if read_files else "footer", as_of=as_of)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed()

@@ -22,6 +22,7 @@ import polars as pl
 
 import lake as lake_pkg
 from lake import EventFilter, Lake
+from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
@@ -259,6 +260,14 @@ class Workbench:
         return self.store.runs(view, limit)
 
     # -- the lake ------------------------------------------------------------------------------
+    def audit(self, streams: list[str] | None = None, **options: Any) -> AuditReport:
+        """``lake.audit.audit`` with the event types the projections consume as the known ones, so a
+        type none of them reads (a new event upstream, a misspelt ``consumes``) is listed as unknown.
+        A projection that consumes every type leaves nothing unknown."""
+        consumed = [p.consumes or () for p in self.projections()]
+        known = None if any(not c for c in consumed) else {t for c in consumed for t in c}
+        return audit(self.lake, streams=streams, known_event_types=known, **options)
+
     def compact(self, streams: list[str] | None = None, decode: bool = True) -> CompactResult:
         """``lake.compact`` with the payload fields the projections declare decoded into typed
         columns (unless ``decode`` is false): their replays then read columns instead of JSON."""

@@ -142,3 +142,34 @@ def test_as_of_counts_only_what_was_committed_up_to_that_version(tmp_path: Path,
     assert main([*base, "1"]) == 0 and json.loads(capsys.readouterr().out)["events"] == 2
     assert main([*base, "3"]) == 2
     assert "as_of 3 is not a lake_version of this lake (0 to 2)" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_event_types_no_consumer_knows_are_listed_with_when_they_arrived(tmp_path: Path) -> None:
+    """DESIGN's lake audit names unknown event types: a new type upstream that no projection reads
+    is a classic cause of a view drifting without a single error."""
+    from rebuild import Workbench
+    from rebuild.config import Config
+    from rebuild.projection import Registry, projection
+
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, write_ndjson(tmp_path / "1.ndjson", [event(1), event(2, seq=2)]), stream="orders")
+    returned = [event(3, type="OrderReturned"), event(4, key="b", type="OrderReturned")]
+    lake.ingest(target, write_ndjson(tmp_path / "2.ndjson", returned), stream="orders")
+    report = audit(target, known_event_types=["OrderPlaced"])
+    (unknown,) = report.streams[0].unknown_event_types
+    assert (unknown["event_type"], unknown["events"], unknown["first_version"]) == ("OrderReturned", 2, 2)
+    assert report.to_dict()["unknown_event_types"] == {"OrderReturned": 2}
+    assert audit(target).to_dict()["unknown_event_types"] is None  # nothing known given: nothing judged
+    console = Console(record=True, width=200)
+    report.render(console)
+    assert "Unknown event types (no projection consumes them)" in console.export_text()
+    assert "unknown event type OrderReturned: 2 events since lake_version 2" in report._repr_html_()
+
+    registry = Registry()
+    projection(name="placed", key="partition_key", consumes="OrderPlaced", registry=registry)(
+        lambda: "SELECT DISTINCT partition_key FROM events")
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path}/v.duckdb")
+    with Workbench(config, registry=registry) as wb:
+        assert wb.audit().to_dict()["unknown_event_types"] == {"OrderReturned": 2}
+        projection(name="everything", key="partition_key", registry=registry)(lambda: "SELECT 1 AS partition_key")
+        assert wb.audit().to_dict()["unknown_event_types"] is None  # a projection that consumes every type
