@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -9,8 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 
 import lake
+from lake.audit import audit
 from rebuild.cli import Failed, State, cli, command
+from rebuild.errors import ProjectionError
 from rebuild.workbench import Workbench
+
+log = logging.getLogger(__name__)
 
 
 @cli.group("lake")
@@ -141,8 +146,13 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
 
     Also checks that every data file is readable Parquet; exits 1 when one is not (named with its error).
     """
-    with Workbench(state.config) as wb:
-        report = wb.audit(list(streams) or None, verify="read" if read_files else "footer", as_of=as_of)
+    options: dict[str, Any] = {"verify": "read" if read_files else "footer", "as_of": as_of}
+    try:
+        with Workbench(state.config) as wb:
+            report = wb.audit(list(streams) or None, **options)
+    except ProjectionError as exc:  # the lake's audit does not need the projections: only its unknown types do
+        log.warning("unknown event types not judged: %s", exc)
+        report = audit(open_lake(state), streams=list(streams) or None, **options)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed()

@@ -173,3 +173,19 @@ def test_event_types_no_consumer_knows_are_listed_with_when_they_arrived(tmp_pat
         assert wb.audit().to_dict()["unknown_event_types"] == {"OrderReturned": 2}
         projection(name="everything", key="partition_key", registry=registry)(lambda: "SELECT 1 AS partition_key")
         assert wb.audit().to_dict()["unknown_event_types"] is None  # a projection that consumes every type
+
+
+def test_a_projection_module_that_fails_does_not_stop_the_lake_audit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """The audit reads the lake; only its unknown event types need the projections."""
+    from rebuild.cli import main
+
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, write_ndjson(tmp_path / "1.ndjson", [event(1)]), stream="orders")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-edited module')\n")
+    (tmp_path / "workbench.toml").write_text(
+        f'[lake]\nuri = "{target.uri}"\n[store]\nuri = "duckdb://{tmp_path}/v.duckdb"\n[projections]\nmodules = ["broken.py"]\n')
+    assert main(["--config", str(tmp_path / "workbench.toml"), "lake", "audit", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["events"] == 1 and found["unknown_event_types"] is None
+    assert "unknown event types not judged: projection module" in caplog.text and "half-edited module" in caplog.text
