@@ -318,8 +318,8 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
 
     def combine(column: str) -> str:
         c, op = quote(column), ops.get(column)
-        if op == "sum":
-            return f"CAST(coalesce(l.{c}, 0) + coalesce(p.{c}, 0) AS {types[column]}) AS {c}"
+        if op == "sum":  # as SQL's sum: NULL only when both sides are (a sum over no values)
+            return f"CAST(CASE WHEN l.{c} IS NULL THEN p.{c} WHEN p.{c} IS NULL THEN l.{c} ELSE l.{c} + p.{c} END AS {types[column]}) AS {c}"
         if op in ("min", "max"):
             return f"{'least' if op == 'min' else 'greatest'}(l.{c}, p.{c}) AS {c}"
         return f"coalesce(p.{c}, l.{c}) AS {c}"

@@ -311,3 +311,20 @@ def test_a_payload_type_the_values_do_not_have_is_refused_not_read_as_null(
     assert wb.run("paid", progress="none").record.rows_written == 6
     assert "1 of 6 values of payload field 'amount' in the first 10000 events do not convert to DECIMAL(18,2) " \
            "and read as NULL (e.g. \"lots\")" in caplog.text
+
+
+def test_a_merge_sum_of_nothing_stays_null_as_in_a_full_run(tmp_path: Path, wb: Workbench, registry: Registry) -> None:
+    """SQL's sum over no values is NULL: catching up with events that add none must not make it 0."""
+    projection(name="refunds", key="customer_id", incremental="merge", merge={"events": "sum", "refunded": "sum"},
+               payload={"customer_id": "VARCHAR", "amount": "DECIMAL(18,2)"}, registry=registry)(
+        lambda: "SELECT customer_id, count(*) AS events, sum(amount) FILTER (WHERE event_type = 'RefundIssued') "
+                "AS refunded FROM events GROUP BY ALL")
+    wb.run("refunds", progress="none")
+    wb.cutover("refunds", force=True)
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "more.ndjson", order_events(6, customer=1))], stream="orders")
+    wb.run("refunds", progress="none")
+    wb.cutover("refunds", force=True)
+    caught_up = wb.view("refunds").sort("customer_id")
+    wb.run("refunds", full=True, progress="none")
+    assert caught_up["refunded"].to_list() == [None, None]
+    assert caught_up.equals(wb.view("refunds", "shadow").sort("customer_id"))
