@@ -323,11 +323,17 @@ def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     )
 
 
-def time_window_bounds(con: duckdb.DuckDBPyConnection, events: str, size: str) -> tuple[datetime | None, datetime | None]:
-    """[first window start, last window end) of the events' event times."""
-    interval = literal(size)
-    row = con.sql(
-        f"SELECT time_bucket(INTERVAL {interval}, min(event_time)), "
-        f"time_bucket(INTERVAL {interval}, max(event_time)) + INTERVAL {interval} FROM ({events})"
-    ).fetchall()[0]
+def touched_windows(con: duckdb.DuckDBPyConnection, events: str, size: str, table: str) -> tuple[datetime | None, datetime | None]:
+    """Temp table ``table`` of the event-time windows (``window_start``) the events fall in; returns
+    [first window start, last window end)."""
+    interval = f"INTERVAL {literal(size)}"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS "
+                f"SELECT DISTINCT time_bucket({interval}, event_time) AS window_start FROM ({events})")
+    row = con.sql(f"SELECT min(window_start), max(window_start) + {interval} FROM {quote(table)}").fetchall()[0]
     return row[0], row[1]
+
+
+def in_windows(events: str, size: str, table: str) -> str:
+    """The events SQL narrowed to the windows of ``table`` (``touched_windows``)."""
+    return (f"SELECT * FROM ({events}) WHERE time_bucket(INTERVAL {literal(size)}, event_time) "
+            f"IN (SELECT window_start FROM {quote(table)})")

@@ -30,12 +30,13 @@ from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_decoding, check_output, check_partition_column, events_sql, materialize, quarantined_keys, time_window_bounds,
+    Selection, check_decoding, check_output, check_partition_column, events_sql, in_windows, materialize, quarantined_keys,
+    touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
 
-REBUILT, SCOPE, PARTIAL, KEYS, ALL = "__rebuilt", "__scope", "__partial", "__keys", "__all"
+REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS = "__rebuilt", "__scope", "__partial", "__keys", "__all", "__windows"
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +120,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
         progress.advance(1, "published")
     finally:
         progress.close()
-        for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL):
+        for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS):
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
         if rows != REBUILT:  # the store's landing table: renamed away when published, else dropped
             con.execute(f"DROP TABLE IF EXISTS main.{quote(rows)}")
@@ -274,16 +275,20 @@ def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, sto
 
 def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                     projection: Projection, plan: Plan) -> int:
+    """Recompute the windows the selected events fall in, from all their events: also those the
+    projection gives no row for over the selected events alone (a HAVING, a late event that counts
+    only with the others), whose live rows would otherwise stay stale."""
     assert projection.window is not None
-    column = quote(projection.window.column)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
-    low, high = time_window_bounds(con, "SELECT * FROM __selected", projection.window.size)
+    column, size = quote(projection.window.column), projection.window.size
+    low, high = touched_windows(con, "SELECT * FROM __selected", size, WINDOWS)
     if low is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {PARTIAL} WHERE false")
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
-    materialize(con, projection, sql, ALL)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {ALL} WHERE {column} IN (SELECT {column} FROM {SCOPE})")
+    materialize(con, projection, in_windows(sql, size, WINDOWS), REBUILT)
+    # the scope: every window recomputed, and any the selected events alone gave a row for
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT {column} FROM {REBUILT} UNION SELECT {column} FROM {PARTIAL}")
     return events
 
 

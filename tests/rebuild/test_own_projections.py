@@ -328,3 +328,20 @@ def test_a_merge_sum_of_nothing_stays_null_as_in_a_full_run(tmp_path: Path, wb: 
     wb.run("refunds", full=True, progress="none")
     assert caught_up["refunded"].to_list() == [None, None]
     assert caught_up.equals(wb.view("refunds", "shadow").sort("customer_id"))
+
+
+def test_by_window_recomputes_a_window_whose_new_events_alone_give_no_row(tmp_path: Path, wb: Workbench,
+                                                                         registry: Registry) -> None:
+    """The windows to recompute are those the new events fall in, not those the projection returns a
+    row for over the new events alone: with HAVING, one late order gives none, but two do."""
+    projection(name="busy_days", key="day", consumes="OrderPlaced", incremental="by_window", window=Window("day", "1 day"),
+               registry=registry)(
+        lambda: "SELECT CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE) AS day, count(*) AS orders "
+                "FROM events GROUP BY ALL HAVING count(*) >= 6")
+    wb.run("busy_days", progress="none")
+    wb.cutover("busy_days", force=True)
+    assert wb.view("busy_days").is_empty()  # five orders placed that day
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "late.ndjson", order_events(6))], stream="orders")
+    wb.run("busy_days", progress="none")
+    wb.cutover("busy_days", force=True)
+    assert wb.view("busy_days")["orders"].to_list() == [6]
