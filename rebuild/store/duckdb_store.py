@@ -76,6 +76,8 @@ class DuckDBStore(SQLStore):
     def __repr__(self) -> str:
         return f"DuckDBStore({self.path!r})"
 
+    _value_errors = (duckdb.ConversionException,)
+
     def _exec(self, sql: str) -> None:
         self.con.execute(sql)
 

@@ -111,6 +111,8 @@ class PostgresStore(SQLStore):
             super()._init_meta()
 
     # -- SQL ------------------------------------------------------------------------------------
+    _value_errors = (psycopg.errors.DataError,)
+
     def _exec(self, sql: str) -> None:
         self.conn.execute(sql.encode("utf-8"))  # bytes: psycopg never reads % as a placeholder
 

@@ -70,8 +70,23 @@ def check_patch_columns(view: str, live: Sequence[str], shadow: Sequence[str]) -
         )
 
 
+def patch_does_not_fit(view: str, exc: Exception) -> StoreError:
+    """A partial shadow's value that live's column type cannot hold (its types came from its own
+    values, as a Python fold's without ``output=`` do): the cutover is rolled back."""
+    reason = str(exc).strip().splitlines()[0]
+    return StoreError(
+        f"the partial shadow of {view} does not fit live {view}'s column types ({reason}); nothing was changed. "
+        f"Declare the column types with output={{column: TYPE}} in the projection, or run `rebuild run {view} --full` "
+        "and cut that over instead, which replaces live whole",
+        view=view,
+    )
+
+
 class SQLStore(Store):
     """Cutover, rollback and the metadata tables, in SQL both DuckDB and PostgreSQL run."""
+
+    #: the dialect's errors for a value that does not convert to a column's type
+    _value_errors: tuple[type[Exception], ...] = ()
 
     # -- dialect hooks -------------------------------------------------------------------------
     def _exec(self, sql: str) -> None:
@@ -297,7 +312,10 @@ class SQLStore(Store):
         self._drop(scope_name(previous))
         self._exec(f"CREATE TABLE {quote(previous)} AS SELECT * FROM {quote(view)} t WHERE {scope_match(view, scope, columns)}")
         self._rename(scope, scope_name(previous))
-        self._replace_scope(view, shadow, scope_name(previous), columns)
+        try:
+            self._replace_scope(view, shadow, scope_name(previous), columns)
+        except self._value_errors as exc:
+            raise patch_does_not_fit(view, exc) from exc
         self._drop(shadow)
 
     def _replace_scope(self, view: str, rows: str, scope: str, columns: Sequence[str]) -> None:

@@ -345,3 +345,26 @@ def test_by_window_recomputes_a_window_whose_new_events_alone_give_no_row(tmp_pa
     wb.run("busy_days", progress="none")
     wb.cutover("busy_days", force=True)
     assert wb.view("busy_days")["orders"].to_list() == [6]
+
+
+def test_a_fold_patch_whose_values_live_cannot_hold_is_refused_not_a_traceback(
+        tmp_path: Path, wb: Workbench, registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without output=, a fold's types come from its values: live's paid is DECIMAL(4,2) (amounts under 100), a
+    patch with a larger amount is DECIMAL(9,2). Before, its cutover died in DuckDB's cast error (exit 1)."""
+    projection(name="paid", key="order_id", engine="python", payload={"amount": "DECIMAL(18,2)"},
+               registry=registry)(_paid)
+    wb.run("paid", progress="none")
+    wb.cutover("paid", force=True)
+    big = order_events(6)
+    big[-2]["payload"]["amount"] = 1234567.89  # the PaymentAuthorized
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "big.ndjson", big)], stream="orders")
+    wb.run("paid", progress="none")
+    with pytest.raises(StoreError, match=r"the partial shadow of paid does not fit live paid's column types \(.*"
+                                         r"1234567.89.*\); nothing was changed\. Declare the column types with output="):
+        wb.cutover("paid", force=True)
+    assert wb.store.count("paid") == 5 and wb.store.exists("paid__shadow") and not wb.store.exists("paid__previous")
+    wb.close()
+    config = tmp_path / "workbench.toml"
+    config.write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n[projections]\nmodules = []\n')
+    assert main(["--config", str(config), "--json", "cutover", "paid", "--force"]) == 2
+    assert '"kind": "StoreError"' in capsys.readouterr().out
