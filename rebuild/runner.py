@@ -233,6 +233,7 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
         con.unregister("__named_keys")
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+    check_decoding(con, projection, sql)  # new events are where a producer's new payload shape shows first
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     return events
 
@@ -268,6 +269,7 @@ def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) 
 def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
              projection: Projection, plan: Plan) -> int:
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+    check_decoding(con, projection, sql)
     materialize(con, projection, sql, PARTIAL)
     con.execute(f"CREATE OR REPLACE TEMP VIEW __selected AS {sql}")
     return events

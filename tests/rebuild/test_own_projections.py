@@ -368,3 +368,24 @@ def test_a_fold_patch_whose_values_live_cannot_hold_is_refused_not_a_traceback(
     config.write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n[projections]\nmodules = []\n')
     assert main(["--config", str(config), "--json", "cutover", "paid", "--force"]) == 2
     assert '"kind": "StoreError"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("strategy", ["by_key", "merge", "by_window"])
+def test_a_catch_up_whose_new_payloads_do_not_convert_is_refused_not_read_as_null(
+        tmp_path: Path, wb: Workbench, registry: Registry, strategy: str) -> None:
+    """A producer changed amount into {"value": ..., "currency": ...}: the full run looked at the old
+    events only, and every catch-up read the new amounts as NULL without a word (paid stayed put)."""
+    day = "CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE)"
+    key = {"by_key": "partition_key", "merge": "customer_id", "by_window": day}[strategy]
+    projection(name="paid", key="k", incremental=strategy, merge={"paid": "sum"}, window=Window("k", "1 day"),
+               consumes="PaymentAuthorized", payload={"customer_id": "VARCHAR", "amount": "DECIMAL(18,2)"},
+               registry=registry)(lambda: f"SELECT {key} AS k, sum(amount) AS paid FROM events GROUP BY ALL")
+    wb.run("paid", progress="none")
+    wb.cutover("paid", force=True)
+    changed = order_events(6)
+    changed[-2]["payload"]["amount"] = {"value": "7.50", "currency": "EUR"}  # the PaymentAuthorized
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "v2.ndjson", changed)], stream="orders")
+    with pytest.raises(ProjectionError, match=r"payload field 'amount' is declared DECIMAL\(18,2\), but none of its 1 "
+                                              r"values .* converts to it \(e.g. \{\"value\":\"7.50\""):
+        wb.run("paid", progress="none")
+    assert not wb.store.exists("paid__shadow")
