@@ -71,7 +71,7 @@ def check_view(
     report = CheckReport(
         view=spec.view, run_id=run_id, live=live, rebuilt=rebuilt, verdict=decide(diff, expectations, thresholds),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html,
+        audit_html=audit_html, notes=tuple(_unheld_event_types(spec, audit)),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
     return report.write(reports_dir) if reports_dir else report
@@ -106,3 +106,15 @@ def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any
         for label, n in stream.get("lateness", {}).get("histogram", {}).items():
             lateness[label] = lateness.get(label, 0) + int(n)
     return data, report._repr_html_(), lateness
+
+
+def _unheld_event_types(spec: ViewSpec, audit: dict[str, Any]) -> list[str]:
+    """A consumed event type the lake does not hold (a typo: 'PaymentAuthorised') reads no events, and
+    a view without live passes on its expectations alone: say so."""
+    held = audit.get("event_types") or {}
+    missing = [t for t in spec.event_types or () if t not in held]
+    if not missing:
+        return []
+    where = f"the lake's streams {list(spec.streams)}" if spec.streams else "the lake"
+    return [f"consumes {missing}, event types not in {where} (event types there: {sorted(held)}); a misspelt "
+            "event type reads nothing: check consumes= in the projection"]

@@ -389,3 +389,15 @@ def test_a_catch_up_whose_new_payloads_do_not_convert_is_refused_not_read_as_nul
                                               r"values .* converts to it \(e.g. \{\"value\":\"7.50\""):
         wb.run("paid", progress="none")
     assert not wb.store.exists("paid__shadow")
+
+
+def test_a_consumed_event_type_the_lake_does_not_hold_is_named_by_the_check(wb: Workbench, registry: Registry) -> None:
+    """consumes="PaymentAuthorised" (a typo) read no payment, and the check without live passed in silence."""
+    projection(name="typo_paid", key="order_id", consumes=["OrderPlaced", "PaymentAuthorised"],
+               payload={"amount": "DECIMAL(18,2)"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, coalesce(sum(amount), 0) AS paid FROM events GROUP BY ALL")
+    wb.run("typo_paid", progress="none")
+    report = wb.check("typo_paid")
+    assert report.passed  # a note, not a failure: the type may simply not have happened yet
+    assert [n for n in report.notes if "consumes ['PaymentAuthorised'], event types not in the lake (" in n
+            and "'PaymentAuthorized'" in n and "check consumes=" in n]
