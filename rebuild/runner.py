@@ -289,8 +289,12 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
     materialize(con, projection, in_windows(sql, size, WINDOWS), REBUILT)
-    # the scope: every window recomputed, and any the selected events alone gave a row for
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT {column} FROM {REBUILT} UNION SELECT {column} FROM {PARTIAL}")
+    # the scope: every window recomputed, as the view's column holds its start (also one that now gives
+    # no row: its live row goes), and any the selected events alone gave a row for
+    kind = con.sql(f"SELECT {column} FROM {REBUILT}").types[0]
+    starts = f"SELECT TRY_CAST(window_start AS {kind}) AS {column} FROM {WINDOWS}"  # NULL: a column of another kind
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM ({starts}) WHERE {column} IS NOT NULL "
+                f"UNION SELECT {column} FROM {REBUILT} UNION SELECT {column} FROM {PARTIAL}")
     return events
 
 

@@ -401,3 +401,20 @@ def test_a_consumed_event_type_the_lake_does_not_hold_is_named_by_the_check(wb: 
     assert report.passed  # a note, not a failure: the type may simply not have happened yet
     assert [n for n in report.notes if "consumes ['PaymentAuthorised'], event types not in the lake (" in n
             and "'PaymentAuthorized'" in n and "check consumes=" in n]
+
+
+def test_by_window_deletes_a_live_row_whose_window_now_gives_none(tmp_path: Path, wb: Workbench,
+                                                                  registry: Registry) -> None:
+    """The other direction: the late order takes the day out of the HAVING, and the new events alone give
+    no row either, so neither named the day; live kept its stale row while a full run has none."""
+    projection(name="quiet_days", key="day", consumes="OrderPlaced", incremental="by_window", window=Window("day", "1 day"),
+               registry=registry)(
+        lambda: "SELECT CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE) AS day, count(*) AS orders "
+                "FROM events GROUP BY ALL HAVING count(*) BETWEEN 2 AND 5")
+    wb.run("quiet_days", progress="none")
+    wb.cutover("quiet_days", force=True)
+    assert wb.view("quiet_days")["orders"].to_list() == [5]
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "late.ndjson", order_events(6))], stream="orders")
+    assert wb.run("quiet_days", progress="none").plan.mode == "incremental"
+    wb.cutover("quiet_days", force=True)
+    assert wb.view("quiet_days").is_empty()
