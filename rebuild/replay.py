@@ -259,9 +259,31 @@ def _check_key_columns(con: duckdb.DuckDBPyConnection, projection: Projection, t
     return described
 
 
+def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
+    """A merge op names a column the projection returns, and ``sum`` a number column: checked on every
+    run, so a renamed column fails the analyst's full run, not the first catch-up at night."""
+    ops = projection.merge or {}
+    unknown = set(ops) - set(columns)
+    if unknown:
+        raise ProjectionError(f"projection {projection.name!r}: merge names columns it does not return: {sorted(unknown)} "
+                              f"(it returns {list(columns)})", projection=projection.name)
+    not_numbers = {c: columns[c] for c, op in ops.items() if op == "sum" and not _numeric(columns[c])}
+    if not_numbers:
+        raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
+                              "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
+                              projection=projection.name)
+
+
+def _numeric(duckdb_type: str) -> bool:
+    return duckdb_type.startswith("DECIMAL") or duckdb_type in (
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+        "UHUGEINT", "FLOAT", "DOUBLE")
+
+
 def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
-    """Keys present, not null and unique; declared output columns and types present."""
+    """Keys present, not null and unique; declared output columns and types present; merge ops fit."""
     described = _check_key_columns(con, projection, table)
+    check_merge_ops(projection, described)
     if projection.output:
         # compared as DuckDB spells them: TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE, TEXT is VARCHAR
         wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c) != str(duckdb.sqltype(t))}

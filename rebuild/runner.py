@@ -30,7 +30,7 @@ from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_decoding, check_output, check_partition_column, events_sql, in_windows, materialize, quarantined_keys,
+    Selection, check_decoding, check_merge_ops, check_output, check_partition_column, events_sql, in_windows, materialize, quarantined_keys,
     touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
@@ -314,15 +314,7 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     """Combine live's rows with the partial result over new events, column by column."""
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
-    unknown = set(ops) - set(types)
-    if unknown:
-        raise ProjectionError(f"projection {projection.name!r}: merge names columns it does not return: {sorted(unknown)}",
-                              projection=projection.name)
-    not_numbers = {c: types[c] for c, op in ops.items() if op == "sum" and not _numeric(types[c])}
-    if not_numbers:
-        raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
-                              "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
-                              projection=projection.name)
+    check_merge_ops(projection, types)
     store.relation(con, plan.view).create_view("__live", replace=True)
     keys = ", ".join(quote(k) for k in projection.key)
     match = " AND ".join(f"p.{quote(k)} IS NOT DISTINCT FROM l.{quote(k)}" for k in projection.key)
@@ -342,12 +334,6 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
     return 0
-
-
-def _numeric(duckdb_type: str) -> bool:
-    return duckdb_type.startswith("DECIMAL") or duckdb_type in (
-        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-        "UHUGEINT", "FLOAT", "DOUBLE")
 
 
 _STEPS: dict[str, list[Step]] = {
