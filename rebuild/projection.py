@@ -75,7 +75,7 @@ class Projection:
         except (OSError, TypeError):
             source = getattr(self.func, "__qualname__", repr(self.func))
         meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
-                     sorted(self.payload.items()), self.window, self.merge))
+                     sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
         return hashlib.sha256((source + meta + _referenced(self.func)).encode()).hexdigest()[:16]
 
     @property

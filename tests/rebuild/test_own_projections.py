@@ -184,19 +184,21 @@ from rebuild.projection import Registry, projection
 OWN = Registry()
 SQL = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
 CONSUMES = ["OrderPlaced"]
+OUTPUT = {"order_id": "VARCHAR", "n": "BIGINT"}
 
 
 def where() -> str:
     return "WHERE true"
 
 
-@projection(name="counts", key="order_id", consumes=CONSUMES, registry=OWN)
+@projection(name="counts", key="order_id", consumes=CONSUMES, output=OUTPUT, registry=OWN)
 def counts() -> str:
     return SQL.replace("GROUP BY", where() + " GROUP BY")
 '''
 
 
-@pytest.mark.parametrize("edit", [('count(*) AS n', 'count(*) * 100 AS n'), ('"WHERE true"', '"WHERE false"')])
+@pytest.mark.parametrize("edit", [('count(*) AS n', 'count(*) * 100 AS n'), ('"WHERE true"', '"WHERE false"'),
+                                  ('"n": "BIGINT"', '"n": "HUGEINT"')])  # output types in a constant
 def test_editing_the_sql_constant_or_a_helper_a_projection_uses_changes_its_fingerprint(
         tmp_path: Path, edit: tuple[str, str]) -> None:
     def fingerprint(name: str, source: str) -> str:
