@@ -263,9 +263,9 @@ class Workbench:
     def audit(self, streams: list[str] | None = None, **options: Any) -> AuditReport:
         """``lake.audit.audit`` with the event types the projections consume as the known ones, so a
         type none of them reads (a new event upstream, a misspelt ``consumes``) is listed as unknown.
-        A projection that consumes every type leaves nothing unknown."""
+        A projection that consumes every type, or none configured, leaves nothing unknown."""
         consumed = [p.consumes or () for p in self.projections()]
-        known = None if any(not c for c in consumed) else {t for c in consumed for t in c}
+        known = None if not consumed or any(not c for c in consumed) else {t for c in consumed for t in c}
         return audit(self.lake, streams=streams, known_event_types=known, **options)
 
     def compact(self, streams: list[str] | None = None, decode: bool = True) -> CompactResult:

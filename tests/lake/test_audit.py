@@ -166,9 +166,11 @@ def test_event_types_no_consumer_knows_are_listed_with_when_they_arrived(tmp_pat
     assert "unknown event type OrderReturned: 2 events since lake_version 2" in report._repr_html_()
 
     registry = Registry()
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path}/v.duckdb")
+    with Workbench(config, registry=registry) as wb:
+        assert wb.audit().to_dict()["unknown_event_types"] is None  # no projection: no consumer to judge by
     projection(name="placed", key="partition_key", consumes="OrderPlaced", registry=registry)(
         lambda: "SELECT DISTINCT partition_key FROM events")
-    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path}/v.duckdb")
     with Workbench(config, registry=registry) as wb:
         assert wb.audit().to_dict()["unknown_event_types"] == {"OrderReturned": 2}
         projection(name="everything", key="partition_key", registry=registry)(lambda: "SELECT 1 AS partition_key")
