@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEMO_FOLDER = ".demo"
-#: what a lake folder may hold for the demo to delete it (anything else: refuse)
-LAKE_ENTRIES = frozenset({"events", "quarantine", "_commit.lock"})
+#: what a lake folder may hold for the demo to delete it (anything else: refuse); ``_staging`` is
+#: where a run with --executor processes|dask writes its parts (rebuild.distributed.STAGING)
+LAKE_ENTRIES = frozenset({"events", "quarantine", "_commit.lock", "_staging"})
 
 
 @dataclass

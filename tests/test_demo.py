@@ -43,3 +43,16 @@ def test_demo_refuses_to_delete_outside_a_demo_folder(
 def test_inside_demo_folder() -> None:
     assert inside_demo_folder(Path("/x/.demo/lake")) and inside_demo_folder(Path("/x/.demo/a/b"))
     assert not inside_demo_folder(Path("/x/.demo")) and not inside_demo_folder(Path("/x/demo/lake"))
+
+
+def test_demo_resets_a_lake_that_a_distributed_run_staged_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `rebuild run VIEW --full --executor processes` leaves {lake}/_staging/VIEW/ behind (empty);
+    # the next `make demo` refused to reset its own lake because of it
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / ".demo" / "lake"
+    (target / "events").mkdir(parents=True)
+    (target / "_staging" / "order_summary").mkdir(parents=True)
+    assert main(["--lake", str(target), "demo", "--events", "500", "--json"]) == 0, capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["steps"]["reset"]["removed"] is True
