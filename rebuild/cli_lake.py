@@ -124,7 +124,8 @@ def sample_cmd(state: State, events: int, seed: int, out: str | None, days: int)
 
     from lake.sample import generate
 
-    target = lake.Lake(out) if out else open_lake(state)
+    # --out s3://... reaches the bucket with the configured [lake.storage_options], as --lake does
+    target = lake.Lake(out, storage_options=state.config.storage_options) if out else open_lake(state)
     config = state.config
     if config.temp_directory and "://" not in config.temp_directory:
         Path(config.temp_directory).mkdir(parents=True, exist_ok=True)

@@ -235,3 +235,22 @@ def test_one_classifier_tells_the_network_from_the_data(error: OSError, expected
 
     assert unreachable(error) is expected
     assert ("reachable" in _advice(error)) is expected
+
+
+def test_sample_out_to_a_bucket_uses_the_configured_storage_options(
+        tmp_path: Path, s3_server: S3, s3_uri: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`rebuild lake sample --out s3://...` ignored [lake.storage_options] (--lake s3://... used
+    them) and failed looking for credentials elsewhere."""
+    from rebuild.cli import main
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    options = "".join(f'{name} = "{value}"\n' for name, value in s3_server.options.items())
+    config = tmp_path / "workbench.toml"
+    config.write_text(f'[lake]\nuri = "{tmp_path / "local"}"\n[lake.storage_options]\n{options}')
+    assert main(["--config", str(config), "--json", "lake", "sample", "--events", "300", "--days", "3",
+                 "--out", s3_uri]) == 0, capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["commits"] == 3
+    assert audit(lake.Lake(s3_uri, storage_options=s3_server.options)).to_dict()["lake_version"] == 3
