@@ -254,3 +254,22 @@ def test_sample_out_to_a_bucket_uses_the_configured_storage_options(
                  "--out", s3_uri]) == 0, capsys.readouterr().out
     assert json.loads(capsys.readouterr().out)["commits"] == 3
     assert audit(lake.Lake(s3_uri, storage_options=s3_server.options)).to_dict()["lake_version"] == 3
+
+
+def test_no_credentials_at_all_say_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A job on AWS whose environment lost its AWS_* keys (and has no instance role) was told to
+    "fix the permissions or free some space"."""
+    from rebuild.cli import main
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to fall back on here
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["--lake", "s3://events-prod/lake", "--store", f"duckdb://{tmp_path}/v.duckdb", "--json",
+                 "lake", "audit"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert "no credentials for the object store were found: set AWS_ACCESS_KEY_ID" in error
+    assert "free some space" not in error
