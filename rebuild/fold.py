@@ -21,6 +21,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from rebuild.projection import user_frame
+
 Fold = Callable[[str, Iterator[dict[str, Any]]], Any]
 _FOLD: Fold | None = None
 
@@ -66,7 +68,11 @@ def _fold_chunk(events: pa.Table) -> list[dict[str, Any]]:
     assert _FOLD is not None
     rows: list[dict[str, Any]] = []
     for key, group in itertools.groupby(events.to_pylist(), key=itemgetter("partition_key")):
-        result = _FOLD(key, group)
+        try:
+            result = _FOLD(key, group)
+        except Exception as exc:  # its frames stay in this worker: the place of the user's line travels with it
+            exc._user_frame = user_frame(exc)  # type: ignore[attr-defined]
+            raise
         if result is None:
             continue
         for row in result if isinstance(result, list) else [result]:

@@ -323,8 +323,8 @@ def user_frame(exc: BaseException) -> str:
     the standard library, an installed package or this package), or ``""`` when there is none."""
     ours = [str(Path(__file__).parent)] + [sysconfig.get_path(p) for p in ("stdlib", "purelib", "platlib")]
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(tuple(ours))]
-    if not frames:
-        return ""
+    if not frames:  # raised in a worker process (a fold), which noted the place before its frames were lost
+        return str(getattr(exc, "_user_frame", ""))
     f = frames[-1]
     return f" (at {f.filename}:{f.lineno} in {f.name})"
 
