@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -441,7 +442,7 @@ class Lake:
         return self._table(QUARANTINE)
 
     def quarantine_files(self) -> list[str]:
-        return list(self._table(QUARANTINE).file_uris())
+        return _file_paths(self._table(QUARANTINE))
 
 
 def _commit_properties(operation: str, metadata: dict[str, str] | None, expected_version: int | None) -> CommitProperties:
@@ -450,10 +451,16 @@ def _commit_properties(operation: str, metadata: dict[str, str] | None, expected
     return CommitProperties(custom_metadata=custom, max_commit_retries=None if expected_version is None else 0)
 
 
+def _file_paths(table: DeltaTable) -> list[str]:
+    """The table's data files as readers open them: delta-rs percent-encodes its URIs (a lake in
+    ``/Users/Jane Doe/lake`` gave ``Jane%20Doe``, a path that does not exist)."""
+    return [unquote(uri) for uri in table.file_uris()]
+
+
 def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
     if actions.num_rows == 0:
         return
-    uris = {u.rsplit("/", 1)[-1]: u for u in table.file_uris()}
+    uris = {u.rsplit("/", 1)[-1]: u for u in _file_paths(table)}
 
     def column(name: str) -> list[object]:
         if name not in actions.column_names:

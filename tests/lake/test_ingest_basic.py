@@ -50,3 +50,15 @@ def test_the_same_key_and_sequence_in_two_streams_is_no_conflict(tmp_path: Path)
     assert (orders.archived, payments.archived, payments.quarantined) == (1, 1, 0)
     conflict = lake.ingest(target, [write_ndjson(tmp_path / "c.ndjson", [event(3, key="k", seq=1)])], stream="orders")
     assert conflict.quarantined == 1 and "already belongs to event e1" in next(iter(conflict.reasons))
+
+
+def test_a_lake_in_a_folder_whose_name_has_a_space_or_a_percent_sign_reads_back(tmp_path: Path) -> None:
+    """delta-rs percent-encodes its file URIs: a lake in `/Users/Jane Doe/lake` was archived, then
+    every one of its files was "unreadable" (`Jane%20Doe` does not exist) and it read as empty."""
+    for folder in ("Jane Doe", "100%"):
+        target = lake.Lake(tmp_path / folder / "lake")
+        source = write_ndjson(tmp_path / "in.ndjson", [event(1), event(2), "oops"])
+        lake.ingest(target, [source], stream="orders")
+        assert lake.read_events(target).count("*").fetchall()[0][0] == 2
+        assert lake.read_quarantine(target).count("*").fetchall()[0][0] == 1
+        assert lake.ingest(target, [source], stream="orders").duplicates == 2
