@@ -96,8 +96,9 @@ class SampleResult:
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
-    def render(self, console: Console) -> None:
-        """A few lines for people: what was written and which anomalies to expect in it."""
+    def render(self, console: Console, audit: str = "rebuild lake audit") -> None:
+        """A few lines for people: what was written and which anomalies to expect in it; ``audit``
+        is the command that audits this lake."""
         console.print(
             f"wrote [bold]{self.archived:,}[/bold] of {self.events_generated:,} generated events "
             f"({self.orders:,} orders, stream {escape(self.stream)}, seed {self.seed}) in {self.commits} daily "
@@ -108,7 +109,7 @@ class SampleResult:
             f"and {self.poison:,} poison records quarantined ({self.quarantined:,}), {self.gaps:,} orders "
             f"with a sequence gap, {self.late:,} late events, {self.out_of_order:,} out of order"
         )
-        console.print("next: `rebuild lake audit` should find the same numbers")
+        console.print(f"next: `{escape(audit)}` should find the same numbers")
 
     def _repr_html_(self) -> str:
         """What ``render`` says, for notebooks: one line, then the planted anomalies as a table."""

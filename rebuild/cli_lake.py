@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from typing import Any
 
 import click
@@ -135,7 +136,9 @@ def sample_cmd(state: State, events: int, seed: int, out: str | None, days: int)
             target, events=events, seed=seed, days=days, memory_limit=config.memory_limit,
             temp_directory=config.temp_directory, progress=lambda done, _: bar.update(task, completed=done),
         )  # fmt: skip
-    state.out.result(result.to_dict(), result.render)
+    # --out elsewhere than the configured lake: a plain `rebuild lake audit` would audit another lake
+    audit = "rebuild lake audit" if target.uri == open_lake(state).uri else f"rebuild --lake {shlex.quote(target.uri)} lake audit"
+    state.out.result(result.to_dict(), lambda console: result.render(console, audit))
 
 
 @command(lake_group, "audit")

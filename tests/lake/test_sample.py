@@ -156,3 +156,17 @@ def test_the_generator_draws_without_numpy_huge_pages_and_restores_the_setting(t
         assert madvise(True) is True  # restored
     finally:
         madvise(before)
+
+
+def test_the_cli_names_the_audit_of_the_lake_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """After `rebuild lake sample --out OTHER`, the hint said `rebuild lake audit`, which audits
+    the configured lake, not OTHER."""
+    from rebuild.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no workbench.toml: the configured lake is .demo/lake
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["lake", "sample", "--events", "300", "--days", "3", "--out", "my lake"]) == 0
+    assert f"next: `rebuild --lake '{tmp_path / 'my lake'}' lake audit` should find" in capsys.readouterr().out
+    assert main(["lake", "sample", "--events", "300", "--days", "3", "--out", ".demo/lake"]) == 0
+    assert "next: `rebuild lake audit` should find" in capsys.readouterr().out
