@@ -237,7 +237,7 @@ def wants_buckets(plan: Plan, projection: Projection, asked: bool | None) -> boo
     if asked and not possible:
         raise ConfigError(
             f"a bucketed run needs a full run of a by_key projection; {plan.view} is "
-            f"{projection.incremental} and this run is {plan.method}: drop --buckets"
+            f"{projection.incremental} and this run is {plan.mode}: drop --buckets"
         )
     return possible if asked else bool(asked is None and possible and plan.estimated_events >= BUCKET_THRESHOLD)
 

@@ -430,3 +430,12 @@ def test_a_merge_op_on_a_column_the_projection_no_longer_returns_fails_the_full_
                                               r"\['customer_id', 'amount'\]\)"):
         wb.run("spend", progress="none")
     assert not wb.store.exists("spend__shadow")
+
+
+def test_buckets_with_keys_says_the_run_is_targeted(wb: Workbench, registry: Registry) -> None:
+    """It said "keyed is by_key and this run is by_key" after "needs ... a by_key projection"."""
+    projection(name="keyed", key="order_id", consumes=["OrderPlaced"], registry=registry)(
+        lambda: "SELECT DISTINCT partition_key AS order_id FROM events")
+    with pytest.raises(ConfigError, match=r"needs a full run of a by_key projection; keyed is by_key and this "
+                                          r"run is targeted: drop --buckets"):
+        wb.run("keyed", keys=["o-0000001"], buckets=True, progress="none")
