@@ -164,9 +164,18 @@ def _run(suite: list[tuple[str, dict[str, Any]]], frame: Any) -> list[dict[str, 
     batch = definition.get_batch(batch_parameters={"dataframe": frame})
     expectations = gx.ExpectationSuite(name="view", expectations=[getattr(gx.expectations, cls)(**kw) for cls, kw in suite])
     outcome = batch.validate(expectations, result_format="SUMMARY")
-    found = {_ident(r.expectation_config.type, r.expectation_config.kwargs): {"success": bool(r.success), **dict(r.result)}
+    found = {_ident(r.expectation_config.type, r.expectation_config.kwargs):
+             {"success": bool(r.success), **dict(r.result), "error": _raised(r.exception_info)}
              for r in outcome.results}
     return [found[_ident(_snake(cls), kw)] for cls, kw in suite]  # GE does not keep the suite's order
+
+
+def _raised(info: Any) -> str | None:
+    """GE's message when it could not evaluate an expectation (``between`` on a text column, say);
+    ``info`` is one exception record or a dict of them per metric."""
+    records = [info] if not isinstance(info, dict) or "raised_exception" in info else list(info.values())
+    messages = [str(r.get("exception_message")) for r in records if isinstance(r, dict) and r.get("raised_exception")]
+    return messages[0] if messages else None
 
 
 def _ident(kind: str, kwargs: dict[str, Any]) -> tuple[str, str, str]:
@@ -178,9 +187,11 @@ def _merge(item: tuple[str, dict[str, Any]], parts: list[dict[str, Any]]) -> Exp
     unexpected = sum(int(p.get("unexpected_count") or 0) for p in parts)
     elements = sum(int(p.get("element_count") or 0) for p in parts)
     examples = [x for p in parts for x in p.get("partial_unexpected_list") or []][:EXAMPLES]
+    errors = [p["error"] for p in parts if p.get("error")]
+    observed = f"could not be evaluated: {errors[0]}" if errors else f"{unexpected:,} of {elements:,} values unexpected"
     return ExpectationResult(
         expectation=_snake(cls), column=kwargs.get("column") or ",".join(kwargs.get("column_list", [])),
-        success=all(p["success"] for p in parts), observed=f"{unexpected:,} of {elements:,} values unexpected",
+        success=all(p["success"] for p in parts), observed=observed,
         unexpected_count=unexpected, element_count=elements, examples=tuple(_plain(x) for x in examples),
         kwargs=kwargs,
     )

@@ -32,6 +32,16 @@ def test_suite_fails_with_examples(duck):
     assert ("expect_table_row_count_to_be_within_tolerance_of_live", None) in failed
 
 
+def test_an_expectation_that_cannot_be_evaluated_says_why(duck):
+    """`between` on a text column failed as "0 of 0 values unexpected", which explains nothing."""
+    result = validate(duck(VIEW, VIEW), "rebuilt", ["order_id"], {"between": {"status": [0, 1]}})
+    [failed] = result.failed
+    assert failed.column == "status"
+    assert failed.observed.startswith("could not be evaluated: Column values, min_value, and max_value must")
+    reason = decide(None, result).reasons[0]
+    assert "failed: could not be evaluated" in reason and "values unexpected" not in reason
+
+
 def test_unknown_expectation_or_column(duck):
     con = duck(VIEW, VIEW)
     with pytest.raises(CheckInputError, match="unknown expectation"):
