@@ -207,9 +207,11 @@ def _check_columns(source: _Source, columns: dict[str, str], mapping: Mapping) -
     wanted = [*declared.values(), *mapping.metadata_fields, source.position_column]
     missing = sorted({c for c in wanted if c not in columns})
     if missing:
+        fix = ("Name the table's position column with --position-column (position_column= in Python)"
+               if missing == [source.position_column] else "Fix the mapping with --map")
         raise SourceError(
-            f"{source.key} has no column {missing} that mapping {mapping.name!r} (or the position "
-            f"column) needs; it has {list(columns)}. Fix the mapping with --map; nothing was archived",
+            f"{source.key} has no column {missing} that mapping {mapping.name!r} (or the position column "
+            f"{source.position_column!r}) needs; it has {list(columns)}. {fix}; nothing was archived",
             file=source.key,
         )
     kind = columns[source.position_column]

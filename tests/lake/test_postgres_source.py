@@ -189,6 +189,20 @@ def test_cli_from_postgres(pg: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "hunter2" not in captured.out + captured.err
 
 
+def test_cli_from_a_table_whose_position_column_is_not_id(fresh_database: str, tmp_path: Path,  # noqa: F811
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI polled `id` only, and its error said to fix --map, which cannot name the position column."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(ENVELOPE_TABLE.format(name="events").replace("id bigserial", "pos bigserial"))
+    insert(fresh_database, rows(1, 4))
+    base = ["--lake", str(tmp_path / "lake"), "--json", "lake", "ingest", "--from-postgres", fresh_database,
+            "--table", "events", "--stream", "orders"]
+    assert main(base) == 2
+    assert "Name the table's position column with --position-column" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*base, "--position-column", "pos"]) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] == 3
+
+
 def _ndjson(tmp_path: Path, start: int, stop: int) -> Path:
     from tests.conftest import write_ndjson
 
