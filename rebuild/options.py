@@ -55,7 +55,12 @@ class RunOptions:
             path = Path(self.keys_file)
             if not path.is_file():
                 raise ConfigError(f"keys file {path} not found", file=str(path))
-            listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            try:  # utf-8-sig: the byte order mark Windows editors write is no part of the first key
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"keys file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                                  "as UTF-8, one partition key per line", file=str(path)) from None
+            listed = [line.strip() for line in text.splitlines() if line.strip()]
             if not listed:
                 raise ConfigError(f"keys file {path} lists no partition key: nothing to correct (a run without "
                                   "--keys-file would catch up the whole view)", file=str(path))

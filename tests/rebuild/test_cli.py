@@ -220,6 +220,13 @@ def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Be
     keys.write_text("o-0000002\n\no-0000003\n")
     code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
     assert code == 0 and plan["mode"] == "targeted" and plan["keys"] == ["o-0000002", "o-0000003"]
+    # saved by a Windows editor: the byte order mark was read into the first key ("\ufeffo-0000002", no such key)
+    keys.write_bytes("o-0000002\r\no-0000003\r\n".encode("utf-8-sig"))
+    code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
+    assert code == 0 and plan["keys"] == ["o-0000002", "o-0000003"]
+    keys.write_bytes("o-0000002\n".encode("utf-16"))  # was a UnicodeDecodeError traceback, exit 1
+    code, error = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
+    assert code == 2 and error["error"].startswith(f"keys file {keys} is not UTF-8 text")
 
 
 def test_keys_that_name_no_key_are_refused_not_a_run_of_the_whole_view(tmp_path: Path, capsys: pytest.CaptureFixture[str],
