@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -10,7 +11,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from lake.settings import describe, unknown_keys
+from lake.sql import literal
 from rebuild.errors import ConfigError
 from rebuild.store import check_uri
 
@@ -65,7 +69,9 @@ class Config:
         unknown = set(given) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        return replace(config, **given)._resolved(Path.cwd())  # type: ignore[arg-type]
+        config = replace(config, **given)._resolved(Path.cwd())  # type: ignore[arg-type]
+        _check_duckdb_settings(config)
+        return config
 
     @classmethod
     def _from_file(cls, file: Path) -> Config:
@@ -115,6 +121,32 @@ class Config:
             "temp_directory": self.temp_directory,
             "source": self.source,
         }
+
+
+def _check_duckdb_settings(config: Config) -> None:
+    """A typo in ``[duckdb]`` (or $REBUILD_MEMORY_LIMIT) is a configuration error, not a traceback
+    from the first connection that applies it."""
+    threads = config.threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"[duckdb] threads in {config.source or FILENAME} must be a whole number >= 1, not {threads!r}",
+                          file=config.source)
+    problem = _memory_limit_problem(config.memory_limit)
+    if problem:
+        raise ConfigError(
+            f"memory_limit {config.memory_limit!r} ([duckdb] in {config.source or FILENAME}, or $REBUILD_MEMORY_LIMIT) "
+            f"is not a memory size DuckDB reads: {problem}", file=config.source,
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _memory_limit_problem(value: str) -> str | None:
+    """DuckDB's objection to ``SET memory_limit = value`` (None: fine); asked once per value."""
+    with duckdb.connect() as con:
+        try:
+            con.execute(f"SET memory_limit = {literal(value)}")
+        except duckdb.Error as exc:
+            return str(exc).split(": ", 1)[-1]
+    return None
 
 
 def _resolve_path(value: str, base: Path) -> str:

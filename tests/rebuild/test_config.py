@@ -78,6 +78,10 @@ def test_the_file_is_found_by_argument_environment_or_working_directory(config_f
     ('[duckdb]\nmemory = "1GB"\n', r"unknown settings \['duckdb.memory'\]"),
     ('lake = "x"\n', r"lake \(a \[lake\] table, not a value\)"),
     ('[lake\nuri = "x"\n', "is not valid TOML"),
+    # these were tracebacks (exit 1) from the first DuckDB connection that applied them
+    ('[duckdb]\nthreads = "two"\n', r"\[duckdb\] threads in .* must be a whole number >= 1, not 'two'"),
+    ('[duckdb]\nmemory_limit = "4 gigs"\n', r"memory_limit '4 gigs' \(\[duckdb\] in .*\) is not a memory size DuckDB "
+                                           r"reads: Unknown unit for memory: 'gigs'"),
 ])  # fmt: skip
 def test_a_misspelt_or_malformed_setting_is_an_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "workbench.toml"
@@ -85,6 +89,16 @@ def test_a_misspelt_or_malformed_setting_is_an_error(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError, match=message) as caught:
         Config.load(path, env={})
     assert str(path) in str(caught.value)
+
+
+def test_a_memory_limit_typo_in_the_environment_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REBUILD_MEMORY_LIMIT", "lots")
+    assert main(["--json", "ls"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "ConfigError" and "memory_limit 'lots'" in error["error"]
+    assert "$REBUILD_MEMORY_LIMIT" in error["error"]
 
 
 def test_one_module_may_be_given_as_a_string(tmp_path: Path) -> None:
