@@ -101,8 +101,13 @@ def _print_ingest(console: Console, result: lake.IngestResult) -> None:
 def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None:
     """Rewrite small files sorted by (partition_key, sequence), with the payload fields the
     configured projections declare as typed columns; readers are never disturbed."""
-    with Workbench(state.config) as wb:
-        result = wb.compact(list(streams) or None, decode=not no_decode)
+    if no_decode:  # the layout only: the projection modules are not needed (nor imported, a broken one included)
+        from lake.compact import compact
+
+        result = compact(open_lake(state), streams=list(streams) or None)
+    else:
+        with Workbench(state.config) as wb:
+            result = wb.compact(list(streams) or None)
     state.out.result(
         result.to_dict(),
         lambda c: c.print(

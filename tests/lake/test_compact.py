@@ -133,3 +133,23 @@ def test_compacting_no_lake_or_a_stream_it_does_not_hold_is_an_error(tmp_path: P
     with pytest.raises(lake.LakeError, match="no stream order in the lake at lake_version 2; its streams: orders, payments$"):
         compact(target, streams=["order"])  # "compacted 0 partitions", before
     assert compact(target, streams="orders").partitions > 0  # one name, not its characters
+
+
+def test_compact_no_decode_does_not_need_the_projection_modules(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A nightly `rebuild lake compact --no-decode` failed because a projection module (which the
+    layout-only compaction does not use) could not be imported."""
+    import json
+
+    from rebuild.cli import main
+
+    target = small_commits(tmp_path, commits=2)
+    (tmp_path / "broken.py").write_text("import not_installed_anywhere\n")
+    config = tmp_path / "workbench.toml"
+    config.write_text(f'[lake]\nuri = "{target.uri}"\n[projections]\nmodules = ["broken.py"]\n')
+    before = len(target.snapshot().files)
+    assert main(["--config", str(config), "--json", "lake", "compact", "--no-decode"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["files_before"] == before and result["files_after"] < before
+    assert main(["--config", str(config), "--json", "lake", "compact"]) == 2  # decoding needs the projections
+    assert "broken.py" in json.loads(capsys.readouterr().out)["error"]
