@@ -80,12 +80,14 @@ class CheckReport:
         head = f"{self.view} run {self.run_id}: {self.verdict.verdict.upper()}"
         return head + "".join(f"\n  - {r}" for r in self.verdict.reasons)
 
-    def write(self, reports_dir: str | Path) -> CheckReport:
-        """Write ``VIEW/RUN_ID.html`` and ``.json`` under ``reports_dir``; returns the report with paths."""
+    def write(self, reports_dir: str | Path, name: str | None = None) -> CheckReport:
+        """Write ``VIEW/NAME.html`` and ``.json`` under ``reports_dir`` (NAME: the run id); returns the
+        report with paths."""
         folder = Path(reports_dir) / self.view
+        name = name or self.run_id
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            html_path, json_path = folder / f"{self.run_id}.html", folder / f"{self.run_id}.json"
+            html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
             done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
             _write_atomically(html_path, done.to_html())
             point("check.after_html")

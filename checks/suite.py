@@ -57,6 +57,7 @@ def check_view(
     runs: Sequence[dict[str, Any]] = (),
     reports_dir: str | None = None,
     late_after: timedelta = LATE_AFTER,
+    report_name: str | None = None,
 ) -> CheckReport:
     """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report."""
     thresholds = thresholds_of(spec.thresholds)
@@ -74,7 +75,7 @@ def check_view(
         audit_html=audit_html, notes=tuple(_unheld_event_types(spec, audit)),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
-    return report.write(reports_dir) if reports_dir else report
+    return report.write(reports_dir, report_name) if reports_dir else report
 
 
 def _lineage(lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None, late_after: timedelta) -> list[Any]:

@@ -331,6 +331,7 @@ class Workbench:
             window=(p.window.column, p.window.size) if p.window else None, streams=p.streams,
             event_types=p.consumes, expectations=p.expectations, thresholds=p.thresholds,
         )
+        other = live_table not in (None, view) and store.exists(view)  # not against live: cutover will not take it
         report = check_view(
             con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)),
             live=self._on(con, live_table) if live_table else None,
@@ -339,11 +340,16 @@ class Workbench:
             scope_columns=store.relation(con, scope_table).columns if scoped else (),
             as_of=shadow.lake_version, run=_run_facts(record),
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
+            report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
         )
         point("check.before_verdict")
         verdict = report.verdict.verdict
-        if live_table not in (None, view) and store.exists(view):
-            verdict = f"{verdict} {AGAINST}{live_table}"  # not against live: cutover will not take it
+        if other:
+            if record is not None and record.verdict and AGAINST not in record.verdict:
+                log.info("%s: run %s keeps its verdict against live (%s, %s); this comparison with %s is reported in %s",
+                         view, shadow.run_id, record.verdict, record.report, live_table, report.paths.get("html"))
+                return report
+            verdict = f"{verdict} {AGAINST}{live_table}"
         store.set_verdict(shadow.run_id, verdict, report.paths.get("html"))
         return report
 

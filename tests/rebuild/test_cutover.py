@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rebuild import CutoverRefused, StoreError
@@ -123,3 +125,21 @@ def test_a_targeted_patch_of_a_merge_view_ahead_of_live_is_refused(bench: Bench)
     bench.wb.run("customer_ltv", keys=["o-0000005"], progress="none")
     with pytest.raises(CutoverRefused, match="catch live up first"):
         bench.wb.cutover("customer_ltv", force=True)
+
+
+def test_a_comparison_with_another_table_keeps_the_check_against_live(bench: Bench) -> None:
+    """`check --live OTHER` after a check against live replaced the run's verdict (closing the gate the
+    live check had opened) and wrote over its report file, the one people read before cutover."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.run("order_summary", progress="none")
+    bench.wb.cutover("order_summary", force=True)
+    result = bench.wb.run("order_summary", full=True, progress="none")
+    against_live = bench.wb.check("order_summary")
+    assert against_live.passed
+    side = bench.wb.check("order_summary", live="order_summary__shadow")
+    record = bench.wb.store.run(result.run_id)
+    assert record is not None and (record.verdict, record.report) == ("pass", against_live.paths["html"])
+    assert side.paths["html"].endswith(f"{result.run_id}--against-order_summary__shadow.html")
+    assert Path(against_live.paths["html"]).exists() and Path(side.paths["html"]).exists()
+    assert '"live": "order_summary"' in Path(against_live.paths["json"]).read_text()  # not written over
+    bench.wb.cutover("order_summary")  # the gate the live check opened stays open
