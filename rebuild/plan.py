@@ -147,6 +147,11 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
     if live.projection_version != projection.version or live.fingerprint != projection.fingerprint:
         return "full", "the projection's version or code changed since live was built", None
     if live.lake_version > as_of:
+        if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
+            raise ConfigError(
+                f"--incremental cannot catch {projection.name} up to lake_version {as_of}: live is at lake_version "
+                f"{live.lake_version} already. To rebuild the view as the lake was then, run --full --as-of {as_of} "
+                "(its check shows what that changes)")
         return "full", "live is ahead of this lake snapshot", None
     return "incremental", f"catching up live from lake_version {live.lake_version} to {as_of}", live.lake_version
 

@@ -144,6 +144,10 @@ def test_an_incremental_run_as_of_a_version_catches_up_to_it_and_no_further(benc
     bench.wb.cutover(view, force=True)
     bench.wb.run(view, as_of=str(pinned), progress="none")  # a full replay of the same position
     assert bench.rows(view).equals(bench.rows(view, "shadow"))
+    # back to an older version: no catching up there; it used to turn into a full run of the older lake
+    with pytest.raises(ConfigError, match=rf"--incremental cannot catch {view} up to lake_version {first}: live is "
+                                          rf"at lake_version {pinned} already\. .* run --full --as-of {first}"):
+        bench.wb.plan(view, incremental=True, as_of=str(first))
 
 
 def test_exclude_quarantined_leaves_out_poisoned_keys(bench: Bench) -> None:
