@@ -97,6 +97,10 @@ def compared_columns(live: dict[str, str], rebuilt: dict[str, str], key: Sequenc
         if tol is None and numeric and (live_type.upper() in FLOATS or rebuilt_type.upper() in FLOATS):
             tol = FLOAT_TOLERANCE
         out.append(Compared(name, live_type, rebuilt_type, numeric, tol if numeric else None))
+    not_numbers = {c.name: c.live_type for c in out if c.name in tolerance and not c.numeric}
+    if not_numbers:  # it would be ignored: every difference there would still count
+        raise CheckInputError(f"tolerance is for number columns; {not_numbers} are not (their values either match "
+                              "or differ)", columns=sorted(not_numbers))
     return out
 
 

@@ -110,6 +110,8 @@ def test_bad_inputs(duck):
         parse_tolerance(["amount=1", "amount=2%"])
     with pytest.raises(CheckInputError, match=r"tolerance for 'amount' must be \(absolute, relative\)"):
         compare(con, "live", "rebuilt", ["k"], tolerance={"amount": float("nan")})  # type: ignore[dict-item]
+    with pytest.raises(CheckInputError, match=r"tolerance is for number columns; \{'s': 'VARCHAR'\} are not"):
+        compare(con, "live", "rebuilt", ["k"], tolerance=parse_tolerance(["s=1"]))  # it was ignored, silently
 
 
 def test_html_and_dict(duck):
