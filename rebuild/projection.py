@@ -159,6 +159,9 @@ def _check(p: Projection) -> None:
         problems.append(f"version must be an integer, not {p.version!r}")
     if not p.key or not all(isinstance(k, str) for k in p.key):
         problems.append("key must name at least one view column")
+    for what, names, kind in (("consumes", p.consumes, "event types"), ("streams", p.streams, "streams")):
+        if names and not all(isinstance(n, str) and n for n in names):
+            problems.append(f"{what} must name {kind} as text, not {list(names)!r}")
     if p.window is not None and not isinstance(p.window, Window):
         problems.append(f"window must be a Window(column, size), not {p.window!r}")
     elif p.incremental == "by_window" and (p.window is None or p.window.column not in p.key):

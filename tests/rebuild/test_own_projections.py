@@ -228,6 +228,8 @@ def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Work
     ({"incremental": "by_window", "window": Window("k", "1 parsec")}, "window size '1 parsec' is not a positive interval"),
     ({"payload": {"amount": "MONEY"}}, r"payload types \{'amount': 'MONEY'\} are not DuckDB types"),
     ({"output": {"k": "VARCHAR) AS k --"}}, "output types .* are not DuckDB types"),
+    ({"consumes": [1, "OrderPlaced"]}, r"consumes must name event types as text, not \[1, 'OrderPlaced'\]"),
+    ({"streams": ["orders", ""]}, r"streams must name streams as text, not \['orders', ''\]"),
 ])
 def test_a_declaration_that_cannot_work_is_refused_when_it_is_registered(options: dict[str, Any], problem: str) -> None:
     with pytest.raises(ProjectionError, match=f"projection 'wrong': {problem}"):
