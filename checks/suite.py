@@ -72,7 +72,7 @@ def check_view(
     report = CheckReport(
         view=spec.view, run_id=run_id, live=live, rebuilt=rebuilt, verdict=decide(diff, expectations, thresholds),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html, notes=tuple(_unheld_event_types(spec, audit)),
+        audit_html=audit_html, notes=(*_unheld_event_types(spec, audit), *_skipped_files(run or {})),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
     return report.write(reports_dir, report_name) if reports_dir else report
@@ -107,6 +107,15 @@ def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any
         for label, n in stream.get("lateness", {}).get("histogram", {}).items():
             lateness[label] = lateness.get(label, 0) + int(n)
     return data, report._repr_html_(), lateness
+
+
+def _skipped_files(run: dict[str, Any]) -> list[str]:
+    """A run with --skip-corrupted left files out: what it rebuilt lacks their events, whatever the verdict."""
+    skipped = run.get("skipped_files") or []
+    if not skipped:
+        return []
+    return [f"the run left out {len(skipped)} unreadable lake file(s) (--skip-corrupted), so the view lacks their "
+            f"events: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}; restore them and run again"]
 
 
 def _unheld_event_types(spec: ViewSpec, audit: dict[str, Any]) -> list[str]:

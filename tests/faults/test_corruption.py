@@ -64,6 +64,9 @@ def test_a_damaged_file_is_named_by_the_audit_and_by_the_run(fault_lake: lake.La
         assert record is not None and json.loads(record.plan)["skipped_files"] == [victim.path]
         assert _run_facts(record)["skipped_files"] == [victim.path]  # what the check report shows
         assert record.events_read == sum(f.rows for f in fault_lake.snapshot().files) - victim.rows
+        notes = wb.check(VIEW).notes  # the report's verdict, and `rebuild check`'s text, say what is missing
+        assert any(f"left out 1 unreadable lake file(s) (--skip-corrupted), so the view lacks their events: {victim.path}"
+                   in n for n in notes)
 
 
 def event_ids_ok(target: lake.Lake, bad: str) -> dict[str, int]:
