@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import marshal
 import re
 import sys
 import sysconfig
@@ -72,8 +73,9 @@ class Projection:
     def fingerprint(self) -> str:
         try:
             source = inspect.getsource(self.func)
-        except (OSError, TypeError):
-            source = getattr(self.func, "__qualname__", repr(self.func))
+        except (OSError, TypeError):  # defined by exec() or on stdin: no source, but its compiled code changes
+            code = getattr(self.func, "__code__", None)
+            source = marshal.dumps(code).hex() if code is not None else getattr(self.func, "__qualname__", repr(self.func))
         meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
         return hashlib.sha256((source + meta + _referenced(self.func)).encode()).hexdigest()[:16]

@@ -441,3 +441,16 @@ def test_buckets_with_keys_says_the_run_is_targeted(wb: Workbench, registry: Reg
     with pytest.raises(ConfigError, match=r"needs a full run of a by_key projection; keyed is by_key and this "
                                           r"run is targeted: drop --buckets"):
         wb.run("keyed", keys=["o-0000001"], buckets=True, progress="none")
+
+
+def test_a_projection_without_source_still_changes_its_fingerprint_with_its_code() -> None:
+    """Defined by exec() (or piped on stdin) its source cannot be read: the fingerprint fell back to the
+    function's name, so editing its code never made the next run full."""
+    def defined(body: str) -> str:
+        registry, scope = Registry(), {"projection": projection}
+        exec(f"def counts():\n    return {body!r}\n", scope)  # noqa: S102 - the case under test
+        return projection(name="counts", key="order_id", registry=registry)(scope["counts"]).fingerprint
+
+    sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+    assert defined(sql) == defined(sql)
+    assert defined(sql) != defined(sql.replace("count(*)", "count(*) * 2"))
