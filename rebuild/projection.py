@@ -17,7 +17,6 @@ import importlib
 import importlib.util
 import inspect
 import logging
-import marshal
 import re
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any, Literal
 
 import duckdb
@@ -75,7 +75,7 @@ class Projection:
             source = inspect.getsource(self.func)
         except (OSError, TypeError):  # defined by exec() or on stdin: no source, but its compiled code changes
             code = getattr(self.func, "__code__", None)
-            source = marshal.dumps(code).hex() if code is not None else getattr(self.func, "__qualname__", repr(self.func))
+            source = _code_text(code) if code is not None else getattr(self.func, "__qualname__", repr(self.func))
         meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
         return hashlib.sha256((source + meta + _referenced(self.func)).encode()).hexdigest()[:16]
@@ -147,6 +147,12 @@ def _plain(value: object) -> bool:
     if isinstance(value, dict):
         return all(_plain(k) and _plain(v) for k, v in value.items())
     return False
+
+
+def _code_text(code: CodeType) -> str:
+    """A compiled function as text, the same in every process (marshal's bytes may differ by references)."""
+    consts = tuple(_code_text(c) if isinstance(c, CodeType) else repr(c) for c in code.co_consts)
+    return repr((code.co_code, code.co_names, code.co_varnames, consts))
 
 
 def _check(p: Projection) -> None:
