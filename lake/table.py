@@ -282,14 +282,15 @@ class Lake:
         ]
 
     def version_at(self, when: datetime) -> int:
-        """The last lake_version committed at or before ``when``."""
+        """The last lake_version committed at or before ``when``: the newest event of the
+        snapshot then (a compaction's commit adds no events, so its Delta version is none)."""
         ms = when.timestamp() * 1000
         versions = [
             int(h["version"])  # type: ignore[call-overload]
             for h in self.history()
             if h["operation"] == "WRITE" and int(h["timestamp"]) <= ms  # type: ignore[call-overload]
         ]
-        return max(versions, default=0)
+        return self.snapshot(max(versions)).lake_version if versions else 0
 
     # -- commits -----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -129,6 +129,22 @@ def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
         bench.wb.plan("order_summary", as_of=before.isoformat())
 
 
+def test_as_of_a_time_after_a_compaction_is_the_lakes_lake_version(bench: Bench) -> None:
+    """Compaction commits add no events: a nightly `--incremental --as-of NOW` after one pinned
+    live at the compaction's Delta version, past the lake's lake_version, so the next plain run
+    was a full rebuild ("live is ahead of this lake snapshot")."""
+    first_lake(bench)
+    bench.rebuild_live("order_summary")
+    version = bench.wb.lake.snapshot().lake_version
+    bench.wb.compact()
+    time.sleep(0.01)  # commit times are in milliseconds
+    caught_up = bench.wb.run("order_summary", incremental=True, as_of=datetime.now(UTC).isoformat(), progress="none")
+    assert caught_up.record.lake_version == version
+    bench.wb.cutover("order_summary", force=True)
+    bench.ingest(order_events(77))
+    assert bench.wb.plan("order_summary").mode == "incremental"
+
+
 @pytest.mark.parametrize("view", VIEWS)
 def test_an_incremental_run_as_of_a_version_catches_up_to_it_and_no_further(bench: Bench, view: str) -> None:
     def orders(numbers: range) -> list[dict[str, object]]:
