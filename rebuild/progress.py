@@ -48,10 +48,11 @@ class LogLines:
 
     def close(self) -> None:
         elapsed = time.monotonic() - self.started
-        if self.done < self.total:  # closed by a failure or an interrupt: a job's log must not say done
-            log.info("%s: stopped after %s/%s %s in %.1fs", self.description, self.done, self.total, self.unit, elapsed)
-        else:
+        if self.done >= self.total:
             log.info("%s: done in %.1fs", self.description, elapsed)
+        else:  # an error or a stop: the job's log must not read like a good night
+            log.warning("%s: stopped after %s/%s %s in %.1fs, not finished (the command's error says why and what "
+                        "to do)", self.description, self.done, self.total, self.unit, elapsed)
 
 
 class Bar:
