@@ -57,6 +57,8 @@ class Output:
         message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
             sys.stdout.write(to_json({"error": message, "kind": kind, "exit_code": code}) + "\n")
+            # and in the job's log (stderr), which a scheduler keeps while it overwrites the JSON
+            self.errors.print(f"error ({kind}, exit {code}): {escape(message)}")
         else:
             # escaped: messages quote config sections ("[projections] modules"), paths and values
             self.errors.print(f"[red]error[/red]: {escape(message)}")

@@ -71,6 +71,18 @@ def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[
     assert code == 2 and "'--limit': -1 is not in the range x>=1" in error["error"]
 
 
+def test_an_error_under_json_is_also_in_the_jobs_log(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    """A nightly job sends --json to a file it overwrites and appends stderr to its log: the log
+    said nothing of a night that failed (a locked view, a damaged lake file), only stdout did."""
+    code, error = _call(capsys, bench, "run", "nope")  # one JSON object on stdout, as ever
+    assert code == 2 and "unknown projection 'nope'" in error["error"]
+    bench.wb.close()
+    assert main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json",
+                 "run", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "error (ProjectionError, exit 2): unknown projection 'nope'" in err
+
+
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file where a folder must be is no matter of permissions or space."""
     (tmp_path / "file").write_text("")
