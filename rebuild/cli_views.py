@@ -92,7 +92,7 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
         text = f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
     else:
         text = f"{view} is live from run {cp.run_id} ({live_rows:,} rows)"
-    state.out.result(cp.to_dict(), lambda c: c.print(text, markup=False))
+    state.out.result({**cp.to_dict(), "live_rows": live_rows}, lambda c: c.print(text, markup=False))
 
 
 @command(cli, "rollback")
@@ -101,11 +101,13 @@ def rollback_cmd(state: State, view: str) -> None:
     """Restore the previous live VIEW in one transaction (rollback again to undo)."""
     with workbench(state) as wb:
         cp = wb.rollback(view)
+        live_rows = wb.store.count(view)  # a patch's checkpoint counts the patch's rows, not live's
     if cp is None:
-        state.out.result({"view": view, "run_id": None},
+        state.out.result({"view": view, "run_id": None, "live_rows": live_rows},
                          lambda c: c.print(f"{view} rolled back: live is the view built outside the workbench again"))
     else:
-        state.out.result(cp.to_dict(), lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again"))
+        state.out.result({**cp.to_dict(), "live_rows": live_rows},
+                         lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again ({live_rows:,} rows)"))
 
 
 @command(cli, "runs")

@@ -50,9 +50,11 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     assert code == 2 and "nothing to roll back" in back["error"]  # the first live had no predecessor
     code, patch = _call(capsys, bench, "run", "order_summary", "--keys", "o-0000001")
     assert code == 0 and patch["kind"] == "patch" and patch["scope_rows"] == 1
-    assert _call(capsys, bench, "cutover", "order_summary", "--force")[0] == 0
+    code, cp = _call(capsys, bench, "cutover", "order_summary", "--force")
+    # `rows` is the patch's: the JSON also says how many rows live has, as the text does
+    assert code == 0 and cp["kind"] == "patch" and cp["rows"] == 1 and cp["live_rows"] == 3
     code, back = _call(capsys, bench, "rollback", "order_summary")
-    assert code == 0 and back["run_id"] == run["run_id"]
+    assert code == 0 and back["run_id"] == run["run_id"] and back["live_rows"] == 3
 
 
 def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
