@@ -70,13 +70,24 @@ def thresholds_of(overrides: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def decide(diff: DiffResult | None, expectations: ExpectationsResult | None,
-           thresholds: dict[str, Any] | None = None) -> Verdict:
-    """Judge the diff (None when there is no live view) and the expectations against thresholds."""
+           thresholds: dict[str, Any] | None = None, catch_up_from: int | None = None) -> Verdict:
+    """Judge the diff (None when there is no live view) and the expectations against thresholds.
+
+    ``catch_up_from``: the rebuild is a catch-up of live from that lake_version, so its changed, new
+    and gone keys are the new events' effects by construction: they are noted, not judged (duplicate
+    keys, schema changes and expectations still are)."""
     t = thresholds_of(thresholds)
     reasons: list[str] = []
     notes: list[str] = []
     if diff is None:
         notes.append("no live view to compare with: judged on expectations only")
+    elif catch_up_from is not None:
+        counted = {**t, "max_changed_fraction": 1.0, "columns": {}, "max_only_in_live": diff.only_in_live,
+                   "max_only_in_rebuilt": diff.only_in_rebuilt}
+        reasons += _diff_reasons(diff, counted)
+        notes.append(f"a catch-up from lake_version {catch_up_from}: {diff.changed_rows:,} changed rows, "
+                     f"{diff.only_in_rebuilt:,} new keys and {diff.only_in_live:,} keys gone are the effects of the "
+                     "events archived since, so they are not judged; to look for drift, check a --full run")
     else:
         reasons += _diff_reasons(diff, t)
     if expectations is not None:

@@ -341,6 +341,7 @@ class Workbench:
             as_of=shadow.lake_version, run=_run_facts(record),
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
             report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
+            catch_up_from=None if live_table != view else _caught_up_from(record),
         )
         point("check.before_verdict")
         verdict = report.verdict.verdict
@@ -394,6 +395,12 @@ def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
             raise ConfigError("keys=[] names no partition key: nothing to correct; leave keys out (or None) for a "
                               "run that catches up the whole view")
     return from_kwargs(**kwargs)
+
+
+def _caught_up_from(record: Any) -> int | None:
+    """Live's lake_version that the run caught up from, when it was an incremental run (a catch-up)."""
+    plan = json.loads(record.plan or "{}") if record is not None else {}
+    return plan.get("after_version") if plan.get("mode") == "incremental" else None
 
 
 def _run_facts(record: Any) -> dict[str, Any]:

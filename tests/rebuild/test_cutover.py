@@ -143,3 +143,30 @@ def test_a_comparison_with_another_table_keeps_the_check_against_live(bench: Ben
     assert Path(against_live.paths["html"]).exists() and Path(side.paths["html"]).exists()
     assert '"live": "order_summary"' in Path(against_live.paths["json"]).read_text()  # not written over
     bench.wb.cutover("order_summary")  # the gate the live check opened stays open
+
+
+def test_a_nightly_catch_up_is_judged_on_what_it_can_get_wrong(bench: Bench) -> None:
+    """Every catch-up's check failed: its new keys were "only in rebuilt", its updated orders "changed",
+    its rows counted against live's rows in the scope. So a nightly job needed --force every night, and
+    its exit 1 told the scheduler nothing. Those differences are the new events' effects by construction."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    live_version = bench.wb.store.checkpoint("order_summary", "live").lake_version  # type: ignore[union-attr]
+    refund = {"event_id": "r-2", "partition_key": "o-0000002", "sequence": 50, "event_type": "RefundIssued",
+              "event_time": "2026-09-03T10:00:00+00:00", "payload": {"order_id": "o-0000002", "amount": 1.0}}
+    bench.ingest([*order_events(7), refund])
+    assert bench.wb.run("order_summary", progress="none").plan.mode == "incremental"
+    report = bench.wb.check("order_summary")
+    assert (report.diff.changed_rows, report.diff.only_in_rebuilt) == (1, 1)
+    assert report.passed, report.verdict.reasons
+    assert any(f"a catch-up from lake_version {live_version}: 1 changed rows, 1 new keys" in n for n in report.verdict.notes)
+    bench.wb.cutover("order_summary")  # no --force needed
+    bad = order_events(8)
+    bad[1]["payload"]["unit_price"] = -500.0  # a negative total: what a catch-up can still get wrong
+    bench.ingest(bad)
+    bench.wb.run("order_summary", progress="none")
+    failed = bench.wb.check("order_summary")
+    assert failed.verdict.reasons == ("expectation expect_column_values_to_be_between(total) failed: 1 of 1 values "
+                                      "unexpected",)
+    bench.wb.run("order_summary", full=True, progress="none")  # a full run is still judged against live in full
+    assert not bench.wb.check("order_summary").passed
