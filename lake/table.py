@@ -453,9 +453,13 @@ def _commit_properties(operation: str, metadata: dict[str, str] | None, expected
 
 
 def _file_paths(table: DeltaTable) -> list[str]:
-    """The table's data files as readers open them: delta-rs percent-encodes its URIs (a lake in
-    ``/Users/Jane Doe/lake`` gave ``Jane%20Doe``, a path that does not exist)."""
-    return [unquote(uri) for uri in table.file_uris()]
+    """The table's data files as readers open them. delta-rs percent-encodes the table's location in
+    its URIs (a lake in ``/Users/Jane Doe/lake`` gave ``Jane%20Doe``, a path that does not exist), but
+    not the files' own paths, which may hold a ``%`` themselves (DuckDB writes stream ``q?#`` as the
+    folder ``stream=q%3F%23``): only the location is decoded."""
+    encoded = table.table_uri.rstrip("/").removeprefix("file://")
+    location = unquote(encoded)
+    return [location + uri[len(encoded):] if uri.startswith(encoded) else uri for uri in table.file_uris()]
 
 
 def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:
