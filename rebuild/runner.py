@@ -288,7 +288,7 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
         con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {PARTIAL} WHERE false")
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
-    materialize(con, projection, in_windows(sql, size, WINDOWS), REBUILT)
+    materialize(con, projection, in_windows(con, sql, size, WINDOWS), REBUILT)
     # the scope: every window recomputed, as the view's column holds its start (also one that now gives
     # no row: its live row goes), and any the selected events alone gave a row for
     kind = con.sql(f"SELECT {column} FROM {REBUILT}").types[0]
