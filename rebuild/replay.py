@@ -214,7 +214,11 @@ def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, w
         columns = {**{k: "VARCHAR" for k in projection.key if k not in output}, **output}
         con.execute(f"{create} SELECT {', '.join(f'NULL::{t} AS {quote(c)}' for c, t in columns.items())} WHERE false")
         return
-    cast = (f"CAST({quote(c)} AS {output[c]}) AS {quote(c)}" if c in output else quote(c) for c in table.column_names)
+    # declared columns first, in their order, NULL when no folded row has them (a patch whose orders
+    # have no refund has no 'refunded' key): a run's columns must not depend on which rows it folded
+    returned = set(table.column_names)
+    cast = [f"CAST({quote(c)} AS {t}) AS {quote(c)}" if c in returned else f"NULL::{t} AS {quote(c)}" for c, t in output.items()]
+    cast += [quote(c) for c in table.column_names if c not in output]
     _register_table(con, table, create, select=", ".join(cast))
 
 
