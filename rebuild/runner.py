@@ -248,7 +248,11 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
     materialize(con, projection, sql, REBUILT)
     check_partition_column(con, projection, REBUILT, f"value NOT IN (SELECT partition_key FROM {KEYS})")
     column = quote(projection.partition_column)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT partition_key AS {column} FROM {KEYS}")
+    # the scope holds the keys as the view's column does (CAST(partition_key AS INTEGER) AS order_no):
+    # PostgreSQL compares no text with an integer; a key that does not convert has no row to replace
+    kind = con.sql(f"SELECT {column} FROM {REBUILT}").types[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM "
+                f"(SELECT TRY_CAST(partition_key AS {kind}) AS {column} FROM {KEYS}) WHERE {column} IS NOT NULL")
     if plan.keys is not None:
         _warn_rowless_keys(con, plan, column)
     return events

@@ -273,3 +273,23 @@ def test_a_fold_catch_up_whose_rows_lack_a_declared_column_gets_it_as_null(tmp_p
         assert live.columns == ["k", "n", "refunded", "region"] and live["refunded"].to_list()[1:] == [None]
         wb.run("k_fold", full=True, progress="none")
         assert live.equals(_rows(wb, "k_fold", "shadow"))
+
+
+def test_a_by_key_view_keyed_by_the_partition_key_as_an_integer_cuts_over_on_every_store(
+        tmp_path: Path, store_uri: str) -> None:
+    """CAST(partition_key AS INTEGER) AS order_no: the patch's scope held the keys as text, which PostgreSQL
+    does not compare with an integer, so the cutover of every catch-up died in psycopg's UndefinedFunction."""
+    with _workbench(tmp_path, store_uri) as wb:
+        _ingest(wb, tmp_path, "day1", [e for o in (1, 2) for e in _numbered(o)])
+        wb.run("k_int", progress="none")
+        wb.cutover("k_int", force=True)
+        before = _rows(wb, "k_int")
+        _ingest(wb, tmp_path, "day2", _numbered(2, first_seq=6, items=0, ship=False) + _numbered(3))
+        wb.run("k_int", progress="none")
+        wb.cutover("k_int", force=True)
+        after = _rows(wb, "k_int")
+        assert after["order_no"].to_list() == [101, 102, 103] and after["n"].to_list() == [4, 6, 4]
+        wb.run("k_int", full=True, progress="none")
+        assert after.equals(_rows(wb, "k_int", "shadow"))
+        wb.rollback("k_int")
+        assert _rows(wb, "k_int").equals(before)
