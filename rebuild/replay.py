@@ -278,6 +278,37 @@ def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
                               projection=projection.name)
 
 
+def check_window_column(projection: Projection, columns: dict[str, str]) -> None:
+    """A by_window view's window column holds window starts as a DATE or a time: a catch-up replaces
+    live's rows by those starts, so text ('2026-09-01') would match none and keep stale rows."""
+    if projection.incremental != "by_window" or projection.window is None:
+        return
+    column, kind = projection.window.column, columns.get(projection.window.column)
+    if kind is None or not (kind == "DATE" or kind.startswith("TIMESTAMP")):
+        raise ProjectionError(
+            f"projection {projection.name!r} is by_window, but its window column {column!r} is "
+            f"{kind or 'not returned'}, not a DATE or a time: a catch-up replaces the windows it recomputes by their "
+            f"start, so return time_bucket(INTERVAL '{projection.window.size}', event_time) (as a DATE or a time) as "
+            f"{column!r}, or use incremental='full'; nothing was written", projection=projection.name)
+
+
+def check_window_starts(con: duckdb.DuckDBPyConnection, projection: Projection, table: str, windows: str) -> None:
+    """The rows recomputed from the events of the touched windows (``touched_windows``) carry those
+    windows' starts; another value means the window column is computed otherwise (another size,
+    another time zone), so its rows were recomputed from a part of their events."""
+    assert projection.window is not None
+    column, size = quote(projection.window.column), projection.window.size
+    found = con.sql(f"SELECT DISTINCT CAST({column} AS VARCHAR) FROM {quote(table)} WHERE {column} IS NOT NULL AND "
+                    f"CAST({column} AS TIMESTAMPTZ) NOT IN (SELECT window_start FROM {quote(windows)}) LIMIT 3").fetchall()
+    if found:
+        raise ProjectionError(
+            f"projection {projection.name!r} is by_window with windows of time_bucket(INTERVAL '{size}', event_time) in "
+            f"UTC, but its window column {projection.window.column!r} holds values that are not the start of such a "
+            f"window of its events (e.g. {[r[0] for r in found]}), so a catch-up would recompute them from a part of "
+            "their events: compute the column that way (a window of another size or time zone cannot be caught up), "
+            "or use incremental='full'; nothing was written", projection=projection.name)
+
+
 def _numeric(duckdb_type: str) -> bool:
     return duckdb_type.startswith("DECIMAL") or duckdb_type in (
         "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
@@ -288,6 +319,7 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
     """Keys present, not null and unique; declared output columns and types present; merge ops fit."""
     described = _check_key_columns(con, projection, table)
     check_merge_ops(projection, described)
+    check_window_column(projection, described)
     if projection.output:
         # compared as DuckDB spells them: TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE, TEXT is VARCHAR
         wrong = {c: (t, described.get(c)) for c, t in projection.output.items() if described.get(c) != str(duckdb.sqltype(t))}

@@ -30,8 +30,8 @@ from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_decoding, check_merge_ops, check_output, check_partition_column, events_sql, in_windows, materialize, quarantined_keys,
-    touched_windows,
+    Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
+    events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
@@ -293,6 +293,8 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
     materialize(con, projection, in_windows(con, sql, size, WINDOWS), REBUILT)
+    check_window_column(projection, {r[0]: r[1] for r in con.sql(f"DESCRIBE {REBUILT}").fetchall()})
+    check_window_starts(con, projection, REBUILT, WINDOWS)
     # the scope: every window recomputed, as the view's column holds its start (also one that now gives
     # no row: its live row goes), and any the selected events alone gave a row for
     kind = con.sql(f"SELECT {column} FROM {REBUILT}").types[0]

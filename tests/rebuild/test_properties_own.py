@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import lake
-from rebuild import Workbench
+from rebuild import ProjectionError, Workbench, projection as define
 from rebuild.config import Config
 from rebuild.projection import Registry, Window, projection
 from tests.conftest import write_ndjson
@@ -293,3 +294,39 @@ def test_a_by_key_view_keyed_by_the_partition_key_as_an_integer_cuts_over_on_eve
         assert after.equals(_rows(wb, "k_int", "shadow"))
         wb.rollback("k_int")
         assert _rows(wb, "k_int").equals(before)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+def test_a_by_window_column_of_text_is_refused_by_the_full_run(tmp_path: Path, registry: Registry) -> None:
+    """strftime(event_time, '%Y-%m-%d') AS day: a catch-up replaced the windows by their start, which no text
+    equals, so a day that no longer passed the HAVING kept its live row (a full run has none)."""
+    define(name="busy", key="day", incremental="by_window", window=Window("day", "1 day"), registry=registry)(
+        lambda: "SELECT strftime(event_time, '%Y-%m-%d') AS day, count(*) AS n FROM events GROUP BY 1")
+    with _workbench(tmp_path, f"duckdb://{tmp_path}/v.duckdb", registry) as wb:
+        _ingest(wb, tmp_path, "day1", order_events(1))
+        with pytest.raises(ProjectionError, match=r"projection 'busy' is by_window, but its window column 'day' is "
+                                                  r"VARCHAR, not a DATE or a time: .* return time_bucket\(INTERVAL "
+                                                  r"'1 day', event_time\) .* or use incremental='full'; nothing was written"):
+            wb.run("busy", progress="none")
+        assert not wb.store.exists("busy__shadow")
+
+
+def test_a_by_window_column_in_another_time_zone_is_refused_by_the_catch_up(tmp_path: Path, registry: Registry) -> None:
+    """Berlin days: a catch-up recomputed the UTC day of a late event at 23:30 UTC, which gave a row for the
+    next Berlin day from that one event, replacing live's row of that day with a wrong count."""
+    define(name="berlin", key="day", incremental="by_window", window=Window("day", "1 day"), registry=registry)(
+        lambda: "SELECT CAST(timezone('Europe/Berlin', event_time) AS DATE) AS day, count(*) AS n FROM events GROUP BY 1")
+    with _workbench(tmp_path, f"duckdb://{tmp_path}/v.duckdb", registry) as wb:
+        _ingest(wb, tmp_path, "day1", order_events(1, start=datetime(2026, 9, 2, tzinfo=UTC)))
+        wb.run("berlin", progress="none")
+        wb.cutover("berlin", force=True)
+        _ingest(wb, tmp_path, "late", order_events(2, start=datetime(2026, 9, 1, 23, 30, tzinfo=UTC))[:1])
+        with pytest.raises(ProjectionError, match=r"projection 'berlin' is by_window with windows of time_bucket\("
+                                                  r"INTERVAL '1 day', event_time\) in UTC, but its window column 'day' "
+                                                  r"holds values that are not the start of such a window .*\['2026-09-02'\]"):
+            wb.run("berlin", progress="none")
+        assert _rows(wb, "berlin")["n"].to_list() == [5] and not wb.store.exists("berlin__shadow")
