@@ -15,6 +15,7 @@ defects they found, as plain examples.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lake
@@ -244,6 +245,25 @@ def _window_starts(wb: Workbench, size: str, consumes: Any, since: datetime, unt
     events = lake.read_events(wb.lake, lake.EventFilter(event_types=tuple(consumes), since=since, until=until))
     rows = events.project(f"time_bucket(INTERVAL '{size}', event_time) AS s").distinct().fetchall()
     return {r[0].astimezone(UTC) for r in rows}
+
+
+@SETTINGS
+@given(history=histories(), data=st.data())
+def test_invariants_hold_for_analysts_projections(tmp_path_factory: pytest.TempPathFactory, history: Any,
+                                                  data: st.DataObject) -> None:
+    root = tmp_path_factory.mktemp("own")
+    _check(root, f"duckdb://{root}/v.duckdb", NAMES, history, data)
+
+
+@pytest.mark.parametrize("kind", ["parquet", pytest.param("postgres", marks=pytest.mark.postgres)])
+@settings(SETTINGS, max_examples=2)
+@given(history=histories(), data=st.data())
+def test_invariants_hold_on_the_other_stores(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+                                             kind: str, history: Any, data: st.DataObject) -> None:
+    root = tmp_path_factory.mktemp(kind)
+    uri = (schema_uri(request.getfixturevalue("postgres_uri"), f"p_{uuid.uuid4().hex[:10]}") if kind == "postgres"
+           else f"parquet://{root}/views")
+    _check(root, uri, ON_STORES, history, data)
 
 
 # -- the defects these found -------------------------------------------------------------------
