@@ -41,7 +41,7 @@ COMMON: dict[str, Any] = {
     "consumes": TYPES[:4], "registry": REGISTRY,
     "payload": {"customer_id": "VARCHAR", "amount": "DECIMAL(18,2)", "qty": "INTEGER", "region": "VARCHAR"},
 }
-SETTINGS = settings(max_examples=4, deadline=None, database=None,
+SETTINGS = settings(max_examples=3, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # -- by_key ------------------------------------------------------------------------------------
