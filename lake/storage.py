@@ -36,6 +36,8 @@ _UNREACHABLE = ("EndpointConnectionError", "Could not connect to the endpoint", 
                 "ReadTimeoutError", "Connection refused", "Connection reset", "ConnectionResetError",
                 "client error (Connect)", "error trying to connect", "connection closed before message completed",
                 "Name or service not known", "Temporary failure in name resolution")
+# what delta-rs says when it finds no credentials at all (none configured, no instance role)
+_NO_CREDENTIALS = ("no credentials found", "error occurred while loading credentials")
 # S3 error codes (in delta-rs' and s3fs' messages) that mean the credentials or their rights are wrong
 _CREDENTIAL_ERRORS = ("403 Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                       "ExpiredToken", "InvalidToken")
@@ -44,6 +46,11 @@ _CREDENTIAL_ERRORS = ("403 Forbidden", "AccessDenied", "InvalidAccessKeyId", "Si
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the storage or a server could not be reached: the network, not the data."""
     return isinstance(exc, (ConnectionError, TimeoutError)) or any(marker in str(exc) for marker in _UNREACHABLE)
+
+
+def missing_credentials(exc: BaseException) -> bool:
+    """Whether ``exc`` is delta-rs finding no credentials at all (none configured, no instance role)."""
+    return any(phrase in str(exc) for phrase in _NO_CREDENTIALS)
 
 
 def refused_credentials(exc: BaseException) -> bool:

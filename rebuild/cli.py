@@ -22,7 +22,7 @@ import click
 import duckdb
 
 from lake import LakeError
-from lake.storage import refused_credentials, unreachable
+from lake.storage import missing_credentials, refused_credentials, unreachable
 from rebuild.config import Config, redact
 from rebuild.errors import RebuildError
 from rebuild.output import Output
@@ -146,16 +146,12 @@ def _sigterm_exits(out: Output) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-#: what delta-rs says when it has no credentials at all (none configured, no instance role)
-_NO_CREDENTIALS = ("no credentials found", "error occurred while loading credentials")
-
-
 def _advice(exc: OSError) -> str:
     """What to fix for an error of the file system, the network or an object store."""
     text = str(exc)
     if "NoSuchBucket" in text:
         return "the bucket does not exist: create it, or correct the bucket in the lake URI"
-    if any(phrase in text for phrase in _NO_CREDENTIALS):
+    if missing_credentials(exc):
         return ("no credentials for the object store were found: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE, or [lake.storage_options] in workbench.toml)")
     if refused_credentials(exc):
