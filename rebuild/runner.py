@@ -293,11 +293,12 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
         return 0
     sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
     materialize(con, projection, in_windows(con, sql, size, WINDOWS), REBUILT)
-    check_window_column(projection, {r[0]: r[1] for r in con.sql(f"DESCRIBE {REBUILT}").fetchall()})
+    described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {REBUILT}").fetchall()}
+    check_window_column(projection, described)  # before the starts are compared as times
     check_window_starts(con, projection, REBUILT, WINDOWS)
     # the scope: every window recomputed, as the view's column holds its start (also one that now gives
     # no row: its live row goes), and any the selected events alone gave a row for
-    kind = con.sql(f"SELECT {column} FROM {REBUILT}").types[0]
+    kind = described[projection.window.column]
     starts = f"SELECT TRY_CAST(window_start AS {kind}) AS {column} FROM {WINDOWS}"  # NULL: a column of another kind
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM ({starts}) WHERE {column} IS NOT NULL "
                 f"UNION SELECT {column} FROM {REBUILT} UNION SELECT {column} FROM {PARTIAL}")

@@ -230,8 +230,8 @@ class Workbench:
         live = self.store.checkpoint(view, LIVE)
         if shadow.kind != "patch" or record is None or live is None:
             return None
-        if record.mode == "incremental":
-            base = json.loads(record.plan or "{}").get("after_version")
+        base = _caught_up_from(record)
+        if base is not None:
             if base != live.lake_version:
                 raise CutoverRefused(
                     f"the shadow of {view} (run {shadow.run_id}) catches live up from lake_version {base}, but "
@@ -399,8 +399,9 @@ def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
 
 def _caught_up_from(record: Any) -> int | None:
     """Live's lake_version that the run caught up from, when it was an incremental run (a catch-up)."""
-    plan = json.loads(record.plan or "{}") if record is not None else {}
-    return plan.get("after_version") if plan.get("mode") == "incremental" else None
+    if record is None or record.mode != "incremental":
+        return None
+    return json.loads(record.plan or "{}").get("after_version")  # type: ignore[no-any-return]
 
 
 def _run_facts(record: Any) -> dict[str, Any]:
