@@ -12,6 +12,8 @@ from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
 from rebuild.options import click_options, from_kwargs
+from rebuild.store import SHADOW
+from rebuild.store.base import previous_name
 from rebuild.workbench import Workbench
 
 
@@ -86,13 +88,21 @@ def run_cmd(state: State, view: str, **options: Any) -> None:
 def cutover_cmd(state: State, view: str, force: bool) -> None:
     """Make VIEW__shadow live in one transaction; the old live view is kept for rollback."""
     with workbench(state) as wb:
+        shadow = wb.store.checkpoint(view, SHADOW)
         cp = wb.cutover(view, force=force)
         live_rows = wb.store.count(view)
-    if cp.kind == "patch":  # cp.rows counts the patch's rows, not live's
+        undo = wb.store.exists(previous_name(view))
+    changed = shadow is None or shadow.run_id == cp.run_id
+    if shadow is not None and not changed:  # an empty patch: live's rows and its rollback point stay
+        text = (f"{view}: run {shadow.run_id} changes no row (its scope is empty); live stays run {cp.run_id} "
+                f"({live_rows:,} rows), now at lake_version {cp.lake_version}"
+                + (f"; `rebuild rollback {view}` still restores the view from before run {cp.run_id}" if undo else ""))
+    elif cp.kind == "patch":  # cp.rows counts the patch's rows, not live's
         text = f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
     else:
         text = f"{view} is live from run {cp.run_id} ({live_rows:,} rows)"
-    state.out.result({**cp.to_dict(), "live_rows": live_rows}, lambda c: c.print(text, markup=False))
+    state.out.result({**cp.to_dict(), "live_rows": live_rows, "changed": changed},
+                     lambda c: c.print(text, markup=False))
 
 
 @command(cli, "rollback")

@@ -24,6 +24,7 @@ import pyarrow as pa
 from rebuild.locks import Holder
 
 SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
+EMPTY = "empty"  # the status of a run whose patch changed nothing: its cutover only moved live's position
 
 
 def shadow_name(view: str) -> str:
@@ -198,7 +199,10 @@ class Store(ABC):
         """In one transaction: live -> previous and shadow -> live (or apply a partial shadow).
 
         ``position`` ``(lake_version, delta_version)``: live's new checkpoint keeps this lake
-        position instead of the shadow's (a targeted patch leaves the other rows where they were)."""
+        position instead of the shadow's (a targeted patch leaves the other rows where they were).
+        A patch with an empty scope changes no row: live and previous stay as they are (previous
+        is still the last real cutover's rollback point), live's checkpoint takes the position,
+        and the run's status becomes ``EMPTY``. Returns live's checkpoint."""
 
     @abstractmethod
     def rollback(self, view: str) -> Checkpoint | None:

@@ -40,7 +40,7 @@ from rebuild.errors import StoreError
 from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
-    LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
+    EMPTY, LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
     previous_name, scope_name, shadow_name,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
@@ -251,6 +251,8 @@ class ParquetStore(Store):
             if cp is None or cp.run_id != run_id or shadow_name(view) not in m["tables"]:
                 raise StoreError(f"{view} has no shadow of run {run_id} to cut over; run `rebuild run {view}` first", view=view)
             live_cp = _checkpoint(m, view, LIVE)
+            if cp.kind != "full" and view in m["tables"] and self._rows(m, scope_name(shadow_name(view))) == 0:
+                return self._cut_over_nothing(m, view, cp, forced, position)
             if cp.kind == "full":
                 self._swap_full(m, view)
             else:
@@ -266,6 +268,19 @@ class ParquetStore(Store):
             _status(m, run_id, "live", forced)
             point("cutover.before_commit")
         return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
+
+    def _cut_over_nothing(self, m: Manifest, view: str, shadow: Checkpoint, forced: bool,
+                          position: tuple[int, int] | None) -> Checkpoint:
+        """An empty patch: drop it and move live's position; previous stays the rollback point."""
+        m["tables"].pop(shadow_name(view))
+        m["tables"].pop(scope_name(shadow_name(view)), None)
+        m["checkpoints"] = [c for c in m["checkpoints"] if not (c["view"] == view and c["role"] == SHADOW)]
+        for c in m["checkpoints"]:
+            if c["view"] == view and c["role"] == LIVE:
+                c["lake_version"], c["delta_version"] = position or (shadow.lake_version, shadow.delta_version)
+        _status(m, shadow.run_id, EMPTY, forced)
+        point("cutover.before_commit")
+        return _checkpoint(m, view, LIVE) or shadow
 
     def _swap_full(self, m: Manifest, view: str) -> None:
         tables = m["tables"]

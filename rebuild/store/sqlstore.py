@@ -19,6 +19,7 @@ from rebuild.errors import StoreError
 from rebuild.faults import point
 from rebuild.store.base import (
     CHECKPOINT_COLUMNS,
+    EMPTY,
     LIVE,
     MARK_COLUMNS,
     MakeRecord,
@@ -270,6 +271,8 @@ class SQLStore(Store):
                 view=view,
             )
         live_cp = self.checkpoint(view, LIVE)
+        if shadow.kind != "full" and self.exists(view) and self.count(scope_name(shadow_name(view))) == 0:
+            return self._cut_over_nothing(view, shadow, forced, position)
         with self._transaction():
             if shadow.kind == "full":
                 self._swap_full(view)
@@ -287,6 +290,19 @@ class SQLStore(Store):
         cp = self.checkpoint(view, LIVE)
         assert cp is not None
         return cp
+
+    def _cut_over_nothing(self, view: str, shadow: Checkpoint, forced: bool, position: tuple[int, int] | None) -> Checkpoint:
+        """An empty patch: drop it and move live's position; previous stays the rollback point."""
+        lake_version, delta_version = position or (shadow.lake_version, shadow.delta_version)
+        with self._transaction():
+            self._drop(shadow_name(view))
+            self._drop(scope_name(shadow_name(view)))
+            self._exec(f"DELETE FROM _checkpoints WHERE view = {literal(view)} AND role = {literal(SHADOW)}")
+            self._exec(f"UPDATE _checkpoints SET lake_version = {int(lake_version)}, delta_version = {int(delta_version)} "
+                       f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
+            self._set_status(shadow.run_id, EMPTY, forced)
+            point("cutover.before_commit")
+        return self.checkpoint(view, LIVE) or shadow
 
     def _swap_full(self, view: str) -> None:
         previous, shadow = previous_name(view), shadow_name(view)

@@ -52,7 +52,11 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     assert code == 0 and patch["kind"] == "patch" and patch["scope_rows"] == 1
     code, cp = _call(capsys, bench, "cutover", "order_summary", "--force")
     # `rows` is the patch's: the JSON also says how many rows live has, as the text does
-    assert code == 0 and cp["kind"] == "patch" and cp["rows"] == 1 and cp["live_rows"] == 3
+    assert code == 0 and cp["kind"] == "patch" and cp["rows"] == 1 and cp["live_rows"] == 3 and cp["changed"]
+    code, again = _call(capsys, bench, "run", "order_summary", "--incremental")  # a second run: nothing new
+    assert code == 0 and again["kind"] == "patch" and again["scope_rows"] == 0
+    code, cp = _call(capsys, bench, "cutover", "order_summary", "--force")
+    assert code == 0 and cp["changed"] is False and cp["run_id"] == patch["run_id"] and cp["live_rows"] == 3
     code, back = _call(capsys, bench, "rollback", "order_summary")
     assert code == 0 and back["run_id"] == run["run_id"] and back["live_rows"] == 3
 

@@ -86,6 +86,35 @@ def test_incremental_patch_cutover_and_rollback(bench: Workbench, orders_lake: L
     assert rows(bench).equals(after)
 
 
+def test_an_empty_patch_keeps_the_last_cutovers_rollback_point(bench: Workbench, orders_lake: Lake, tmp_path) -> None:
+    """A second catch-up the same night finds nothing for the view: its cutover moves live's
+    lake position and nothing else, so a rollback still undoes the night's real cutover."""
+    first = bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    before = rows(bench)
+    add_orders(orders_lake, tmp_path, order_events(3, customer=3, first_seq=9, items=1, ship=False), "late")
+    caught_up = bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    after = rows(bench)
+    import lake as lake_pkg
+    from tests.conftest import write_ndjson
+
+    other = write_ndjson(tmp_path / "other.ndjson", orders_lake_events(1, first=500))  # a stream VIEW does not read
+    lake_pkg.ingest(orders_lake, [other], stream="payments")
+    empty = bench.run(VIEW)
+    assert empty.record.kind == "patch" and empty.record.scope_rows == 0 and empty.record.lake_version > caught_up.record.lake_version
+    cp = bench.cutover(VIEW, force=True)
+    assert (cp.run_id, cp.lake_version) == (caught_up.run_id, empty.record.lake_version)
+    assert rows(bench).equals(after) and not bench.store.exists(f"{VIEW}__shadow")
+    assert bench.store.run(empty.run_id).status == "empty"  # type: ignore[union-attr]
+    assert bench.store.run(caught_up.run_id).status == "live"  # type: ignore[union-attr]
+    assert bench.run(VIEW).record.scope_rows == 0  # live's position moved: nothing new again
+    assert bench.rollback(VIEW).run_id == first.run_id  # type: ignore[union-attr]
+    assert rows(bench).equals(before)
+    assert bench.rollback(VIEW).run_id == caught_up.run_id  # type: ignore[union-attr]
+    assert rows(bench).equals(after)
+
+
 def test_patch_equals_full_rebuild(bench: Workbench) -> None:
     bench.run(VIEW)
     bench.cutover(VIEW, force=True)
