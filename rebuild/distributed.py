@@ -283,7 +283,7 @@ def plan_tasks(plan: Plan, lake: Lake, snapshot: Snapshot, projection: Projectio
     for bucket in range(snapshot.buckets):
         selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
         sql, files, events = events_sql(lake, snapshot, projection, selection)
-        if files == 0:
+        if not files:
             continue
         tasks.append(BucketTask(
             run_id=run_id, view=plan.view, bucket=bucket, sql=sql, events=events, projection=projection,

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
+from lake.table import DataFile
 from lake.sql import literal, quote
 from rebuild.errors import ProjectionError
 from rebuild.fold import fold_table
@@ -41,8 +42,8 @@ class Selection:
     keys: tuple[str, ...] | None = None  # the keys_table's keys, to prune files by key statistics
 
 
-def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> tuple[str, int, int]:
-    """SQL for the selected events with decoded payload; also the file count and row estimate."""
+def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> tuple[str, list[DataFile], int]:
+    """SQL for the selected events with decoded payload; also the files it reads and their rows."""
     f = selection.filter
     files = snapshot.select(
         streams=f.streams, buckets=selection.buckets, since=f.since, until=f.until,
@@ -63,7 +64,7 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
              for paths, fields in ((typed, _decoded_fields(projection)), (plain, _json_fields(projection)))
              if paths]
     sql = " UNION ALL ".join(parts) or f"SELECT {', '.join(_json_fields(projection))} FROM {_empty_events()}"
-    return sql, len(files), sum(x.rows for x in files)
+    return sql, files, sum(x.rows for x in files)
 
 
 def _source(paths: list[str], selection: Selection) -> str:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from lake import Lake, Snapshot
 from lake.read import CorruptFile, check_files, named_file
 from lake.schema import bucket_sql
+from lake.table import DataFile
 from lake.sql import quote
 from lake.storage import unreachable
 from rebuild.errors import ProjectionError
@@ -103,16 +104,16 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
             quarantined_keys(con, lake)
         while True:  # once more per unreadable file skipped (--skip-corrupted)
             try:
-                read = 0
+                files: dict[str, int] = {}  # the lake files the steps read, each counted once
                 for step in steps:
-                    read += step(con, lake, snapshot, store, projection, plan)
+                    files |= {f.path: f.rows for f in step(con, lake, snapshot, store, projection, plan)}
                     point("run.after_step")
                     progress.advance(1, step.__name__.strip("_"))
                 break
             except (duckdb.Error, ProjectionError) as exc:
                 plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
         check_output(con, projection, rows)
-        recorder = Recorder(plan, projection, started, clock, read, run_id=publishing.run_id, status=publishing.status)
+        recorder = Recorder(plan, projection, started, clock, sum(files.values()), run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
         scope = None if plan.kind == "full" else SCOPE
         store.publish(con, plan.view, rows, scope, _scope_columns(plan, projection), projection.key, recorder,
@@ -204,7 +205,7 @@ def _scope_columns(plan: Plan, projection: Projection) -> tuple[str, ...]:
     return projection.key
 
 
-# -- the methods, as lists of steps; each returns the events it read ---------------------------
+# -- the methods, as lists of steps; each returns the lake files it read -------------------------
 Step = Any
 
 
@@ -215,36 +216,36 @@ def _rows_table(store: Store, plan: Plan) -> str:
 
 
 def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-                projection: Projection, plan: Plan) -> int:
-    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+                projection: Projection, plan: Plan) -> list[DataFile]:
+    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
     check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
     with store.landing_writes():
         materialize(con, projection, sql, rows, temp=rows == REBUILT)
-    return events
+    return files
 
 
 def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-                   projection: Projection, plan: Plan) -> int:
+                   projection: Projection, plan: Plan) -> list[DataFile]:
     if plan.keys is not None and plan.since is None and plan.until is None:
         # the keys were named: no need to read their events to know which keys they are
         con.register("__named_keys", pa.table({"partition_key": list(plan.keys)}))
         con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM __named_keys")
         con.unregister("__named_keys")
-        return 0
-    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+        return []
+    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
     check_decoding(con, projection, sql)  # new events are where a producer's new payload shape shows first
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
-    return events
+    return files
 
 
 def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-                 projection: Projection, plan: Plan) -> int:
+                 projection: Projection, plan: Plan) -> list[DataFile]:
     keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS} ORDER BY 1").fetchall()]
     buckets = tuple(r[0] for r in con.sql(f"SELECT DISTINCT {bucket_sql('partition_key', snapshot.buckets)} FROM {KEYS}").fetchall())
     selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets,
                           exclude_quarantined=plan.exclude_quarantined, keys=tuple(keys))
-    sql, _, events = events_sql(lake, snapshot, projection, selection)
+    sql, files, _ = events_sql(lake, snapshot, projection, selection)
     materialize(con, projection, sql, REBUILT)
     check_partition_column(con, projection, REBUILT, f"value NOT IN (SELECT partition_key FROM {KEYS})")
     column = quote(projection.partition_column)
@@ -255,7 +256,7 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
                 f"(SELECT TRY_CAST(partition_key AS {kind}) AS {column} FROM {KEYS}) WHERE {column} IS NOT NULL")
     if plan.keys is not None:
         _warn_rowless_keys(con, plan, column)
-    return events
+    return files
 
 
 def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) -> None:
@@ -271,16 +272,16 @@ def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) 
 
 
 def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-             projection: Projection, plan: Plan) -> int:
-    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
+             projection: Projection, plan: Plan) -> list[DataFile]:
+    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
     check_decoding(con, projection, sql)
     materialize(con, projection, sql, PARTIAL)
     con.execute(f"CREATE OR REPLACE TEMP VIEW __selected AS {sql}")
-    return events
+    return files
 
 
 def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-                    projection: Projection, plan: Plan) -> int:
+                    projection: Projection, plan: Plan) -> list[DataFile]:
     """Recompute the windows the selected events fall in, from all their events: also those the
     projection gives no row for over the selected events alone (a HAVING, a late event that counts
     only with the others), whose live rows would otherwise stay stale."""
@@ -290,8 +291,8 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     if low is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {PARTIAL} WHERE false")
-        return 0
-    sql, _, events = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
+        return []
+    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(low, high), exclude_quarantined=plan.exclude_quarantined))
     materialize(con, projection, in_windows(con, sql, size, WINDOWS), REBUILT)
     described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {REBUILT}").fetchall()}
     check_window_column(projection, described)  # before the starts are compared as times
@@ -302,22 +303,22 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     starts = f"SELECT TRY_CAST(window_start AS {kind}) AS {column} FROM {WINDOWS}"  # NULL: a column of another kind
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT * FROM ({starts}) WHERE {column} IS NOT NULL "
                 f"UNION SELECT {column} FROM {REBUILT} UNION SELECT {column} FROM {PARTIAL}")
-    return events
+    return files
 
 
 def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-                   projection: Projection, plan: Plan) -> int:
+                   projection: Projection, plan: Plan) -> list[DataFile]:
     keys = ", ".join(quote(k) for k in projection.key)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
-    events = _replay_all(con, lake, snapshot, store, projection, plan)
+    files = _replay_all(con, lake, snapshot, store, projection, plan)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {ALL} AS SELECT * FROM {REBUILT}")
     match = " AND ".join(f"s.{quote(k)} IS NOT DISTINCT FROM a.{quote(k)}" for k in projection.key)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT a.* FROM {ALL} a WHERE EXISTS (SELECT 1 FROM {SCOPE} s WHERE {match})")
-    return events
+    return files
 
 
 def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
-           projection: Projection, plan: Plan) -> int:
+           projection: Projection, plan: Plan) -> list[DataFile]:
     """Combine live's rows with the partial result over new events, column by column."""
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
@@ -340,7 +341,7 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
         f"{', ' if values else ''}{values} FROM {PARTIAL} p LEFT JOIN __live l ON {match}"
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
-    return 0
+    return []
 
 
 _STEPS: dict[str, list[Step]] = {

@@ -57,6 +57,18 @@ def test_incremental_catch_up_equals_a_full_rebuild(bench: Bench, view: str) -> 
     assert incremental.equals(bench.rows(view, "shadow"))
 
 
+def test_events_read_counts_each_lake_file_once(bench: Bench) -> None:
+    """A catch-up reads the new events' files twice (which keys, then the keys' events): the
+    record counts them once, as a run of the same keys does."""
+    first_lake(bench)
+    bench.rebuild_live("order_summary")
+    bench.ingest(order_events(3, first_seq=50, items=1, ship=False))
+    caught_up = bench.wb.run("order_summary", progress="none")
+    assert caught_up.record.scope_rows == 1
+    keys_run = bench.wb.run("order_summary", keys=["o-0000003"], progress="none")
+    assert caught_up.record.events_read == keys_run.record.events_read > 0
+
+
 def test_a_keys_run_rebuilds_only_those_keys(bench: Bench) -> None:
     first_lake(bench)
     bench.rebuild_live("order_summary")
