@@ -372,14 +372,22 @@ def check_partition_column(con: duckdb.DuckDBPyConnection, projection: Projectio
 
 
 def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Temp table of partition keys that have quarantined records (for --exclude-quarantined)."""
+    """Temp table of partition keys that have quarantined records (for --exclude-quarantined), with
+    the lake_version of each key's first quarantined record."""
     files = lake.quarantine_files()
     lake.attach(con)
-    source = f"read_parquet({literal(files)})" if files else "(SELECT NULL::VARCHAR AS partition_key WHERE false)"
+    source = (f"read_parquet({literal(files)})" if files
+              else "(SELECT NULL::VARCHAR AS partition_key, NULL::BIGINT AS lake_version WHERE false)")
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT DISTINCT partition_key FROM {source} "
-        "WHERE partition_key IS NOT NULL"
+        f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, min(lake_version) AS lake_version "
+        f"FROM {source} WHERE partition_key IS NOT NULL GROUP BY partition_key"
     )
+
+
+def quarantined_since(version: int) -> str:
+    """SQL of the keys first quarantined after ``version`` (``quarantined_keys``): a catch-up from
+    there takes them out as a full run does, though a commit that only quarantines adds no events."""
+    return f"SELECT partition_key FROM __quarantined_keys WHERE lake_version > {int(version)}"
 
 
 def touched_windows(con: duckdb.DuckDBPyConnection, events: str, size: str, table: str) -> tuple[datetime | None, datetime | None]:

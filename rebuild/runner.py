@@ -32,7 +32,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
     Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    events_sql, in_windows, materialize, quarantined_keys, touched_windows,
+    events_sql, in_windows, materialize, quarantined_keys, quarantined_since, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
@@ -236,6 +236,8 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
     check_decoding(con, projection, sql)  # new events are where a producer's new payload shape shows first
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
+    if plan.exclude_quarantined and plan.after_version is not None:
+        con.execute(f"INSERT INTO {KEYS} {quarantined_since(plan.after_version)} EXCEPT SELECT partition_key FROM {KEYS}")
     return files
 
 
@@ -287,7 +289,15 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     only with the others), whose live rows would otherwise stay stale."""
     assert projection.window is not None
     column, size = quote(projection.window.column), projection.window.size
-    low, high = touched_windows(con, "SELECT * FROM __selected", size, WINDOWS)
+    events = "SELECT event_time FROM __selected"
+    if plan.exclude_quarantined and plan.after_version is not None:  # their events leave their windows
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {quarantined_since(plan.after_version)}")
+        keys = tuple(r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS}").fetchall())
+        if keys:
+            buckets = tuple(lake.buckets_of(keys))
+            left, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), keys_table=KEYS, buckets=buckets, keys=keys))
+            events += f" UNION ALL SELECT event_time FROM ({left})"
+    low, high = touched_windows(con, events, size, WINDOWS)
     if low is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT * FROM {PARTIAL} WHERE false")
@@ -320,6 +330,13 @@ def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
 def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
            projection: Projection, plan: Plan) -> list[DataFile]:
     """Combine live's rows with the partial result over new events, column by column."""
+    if plan.exclude_quarantined and plan.after_version is not None:
+        left = con.sql(f"SELECT list(partition_key ORDER BY partition_key)[1:3], count(*) FROM ({quarantined_since(plan.after_version)})").fetchall()[0]
+        if left[1]:
+            raise ProjectionError(
+                f"{plan.view}: {left[1]} partition key(s) were quarantined since live's lake_version {plan.after_version} "
+                f"(e.g. {', '.join(left[0])}); a merge view cannot take their events out of its sums: run "
+                f"`rebuild run {plan.view} --full --exclude-quarantined`", view=plan.view)
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
     check_merge_ops(projection, types)
