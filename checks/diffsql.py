@@ -6,18 +6,15 @@ Everything here builds SQL text from validated, quoted identifiers; ``checks.dif
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lake.sql import quote
+from lake.sql import is_numeric, quote
 
 from checks.errors import CheckInputError
 
 Tolerance = tuple[float, float]  # (absolute, relative)
 FLOAT_TOLERANCE: Tolerance = (0.0, 1e-9)
-NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|"
-                     r"FLOAT|DOUBLE|REAL|DECIMAL.*|NUMERIC.*)$")
 FLOATS = ("FLOAT", "DOUBLE", "REAL")
 ZONED = "TIMESTAMP WITH TIME ZONE"
 MAX_MASK_COLUMNS = 62  # the per-row change mask is a BIGINT
@@ -41,10 +38,6 @@ class Compared:
     def times(self) -> bool:
         """Both sides are points in time (with or without a zone): compared as instants in UTC."""
         return {self.live_type, self.rebuilt_type} <= {"TIMESTAMP", ZONED}
-
-
-def is_numeric(sql_type: str) -> bool:
-    return bool(NUMERIC.match(sql_type.upper()))
 
 
 def parse_tolerance(items: Sequence[str]) -> dict[str, Tolerance]:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
+
+NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|"
+                     r"FLOAT|DOUBLE|REAL|DECIMAL.*|NUMERIC.*)$")
+
+
+def is_numeric(sql_type: str) -> bool:
+    """Whether a DuckDB type name (``DECIMAL(18,2)``, ``BIGINT``, ...) is a number's."""
+    return bool(NUMERIC.match(sql_type.upper()))
 
 
 def quote(identifier: str) -> str:

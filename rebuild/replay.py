@@ -22,7 +22,7 @@ import pyarrow as pa
 from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.table import DataFile
-from lake.sql import literal, quote
+from lake.sql import is_numeric, literal, quote
 from rebuild.errors import ProjectionError
 from rebuild.fold import fold_table
 from rebuild.projection import Projection, user_frame
@@ -272,7 +272,7 @@ def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
     if unknown:
         raise ProjectionError(f"projection {projection.name!r}: merge names columns it does not return: {sorted(unknown)} "
                               f"(it returns {list(columns)})", projection=projection.name)
-    not_numbers = {c: columns[c] for c, op in ops.items() if op == "sum" and not _numeric(columns[c])}
+    not_numbers = {c: columns[c] for c, op in ops.items() if op == "sum" and not is_numeric(columns[c])}
     if not_numbers:
         raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
                               "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
@@ -308,12 +308,6 @@ def check_window_starts(con: duckdb.DuckDBPyConnection, projection: Projection, 
             f"window of its events (e.g. {[r[0] for r in found]}), so a catch-up would recompute them from a part of "
             "their events: compute the column that way (a window of another size or time zone cannot be caught up), "
             "or use incremental='full'; nothing was written", projection=projection.name)
-
-
-def _numeric(duckdb_type: str) -> bool:
-    return duckdb_type.startswith("DECIMAL") or duckdb_type in (
-        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-        "UHUGEINT", "FLOAT", "DOUBLE")
 
 
 def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
