@@ -37,7 +37,7 @@ from rebuild.replay import (
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import SHADOW, Mark
 
-REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS = "__rebuilt", "__scope", "__partial", "__keys", "__all", "__windows"
+REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS, WITHOUT = "__rebuilt", "__scope", "__partial", "__keys", "__all", "__windows", "__without"
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +121,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
         progress.advance(1, "published")
     finally:
         progress.close()
-        for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS):
+        for table in (REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS, WITHOUT):
             con.execute(f"DROP TABLE IF EXISTS temp.{quote(table)}")
         if rows != REBUILT:  # the store's landing table: renamed away when published, else dropped
             con.execute(f"DROP TABLE IF EXISTS main.{quote(rows)}")
@@ -318,10 +318,20 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
 
 def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                    projection: Projection, plan: Plan) -> list[DataFile]:
-    keys = ", ".join(quote(k) for k in projection.key)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
+    """Recompute the whole view and keep the rows the selected events decide: those the projection
+    gives over them alone and, for a ``full`` view, those that change when they are left out (a
+    HAVING, a rank over all rows: the selected events alone may give no row for them), whose live
+    rows would stay stale. A ``merge`` view's rows are sums per key: the first set is all of them."""
     files = _replay_all(con, lake, snapshot, store, projection, plan)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {ALL} AS SELECT * FROM {REBUILT}")
+    keys = ", ".join(quote(k) for k in projection.key)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
+    if projection.incremental == "full":
+        sql, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+        materialize(con, projection, f"SELECT * FROM ({sql}) WHERE event_id NOT IN (SELECT event_id FROM __selected)", WITHOUT)
+        con.execute(f"INSERT INTO {SCOPE} SELECT {keys} FROM (SELECT * FROM {ALL} EXCEPT SELECT * FROM {WITHOUT}) "
+                    f"UNION SELECT {keys} FROM (SELECT * FROM {WITHOUT} EXCEPT SELECT * FROM {ALL}) "
+                    f"EXCEPT SELECT {keys} FROM {SCOPE}")
     match = " AND ".join(f"s.{quote(k)} IS NOT DISTINCT FROM a.{quote(k)}" for k in projection.key)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {REBUILT} AS SELECT a.* FROM {ALL} a WHERE EXISTS (SELECT 1 FROM {SCOPE} s WHERE {match})")
     return files
