@@ -30,6 +30,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -202,9 +204,21 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
                 raise RebuildError(
                     f"a worker process died while replaying {futures[future].view} bucket {futures[future].bucket} "
                     "(killed, or out of memory: see the system log); nothing was written. Rerun the same command, "
-                    "with fewer --workers if memory is short, or use --executor dask, which retries a lost task",
-                    view=futures[future].view, bucket=futures[future].bucket,
+                    "with fewer --workers if memory is short, or use --executor dask, which retries a lost task"
+                    + _unguarded_script(), view=futures[future].view, bucket=futures[future].bucket,
                 ) from exc
+
+
+def _unguarded_script() -> str:
+    """A hint for a run started by a script: each worker process imports the script again, so one
+    without a main guard runs again in every worker (which then fails: the store is locked)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    cli = getattr(getattr(main, "main", None), "__module__", None) == "rebuild.cli"  # the console script
+    if path is None or cli or Path(path).parent == Path(__file__).parent:  # a notebook, or `python -m rebuild`
+        return ""
+    return (f". If this run was started by {path}: every worker process imports that script again, so start the "
+            "run under `if __name__ == \"__main__\":`")
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +117,20 @@ def test_a_worker_killed_in_a_process_pool_is_named_and_nothing_is_written(tmp_p
     finally:
         killer.MARKER = ""
     assert not list((Path(orders_lake.uri) / STAGING).rglob("*.parquet"))
+
+
+def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """Each worker process imports the script again: one without a main guard runs again in every
+    worker, which dies (the store is locked), and the error only said "killed, or out of memory"."""
+    script = tmp_path / "nightly.py"
+    script.write_text("from rebuild import Workbench\n"
+                      f"wb = Workbench.open(None, lake_uri={orders_lake.uri!r}, store_uri={f'duckdb://{tmp_path}/v.duckdb'!r})\n"
+                      "wb.run('order_summary', full=True, progress='none', executor='processes', workers=2)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "a worker process died" in last
+    assert f"If this run was started by {script}: every worker process imports that script again, so start the run " \
+           'under `if __name__ == "__main__":`' in last
 
 
 @pytest.mark.parametrize("executor", ["processes", "dask"])
