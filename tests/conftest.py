@@ -12,6 +12,17 @@ import pytest
 import lake
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
+CHECKOUT_REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_reports_in_the_checkout() -> Iterable[None]:
+    """A test that checks a view writes its report under its tmp_path: a Workbench made from a
+    Config without ``reports_dir`` writes to ./reports, the checkout's, where reports pile up."""
+    before = set(CHECKOUT_REPORTS.rglob("*"))
+    yield
+    written = sorted(set(CHECKOUT_REPORTS.rglob("*")) - before)
+    assert not written, f"tests wrote reports into the checkout: {[str(p) for p in written[:5]]}"
 
 
 def event(

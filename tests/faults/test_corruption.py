@@ -53,7 +53,8 @@ def test_a_damaged_file_is_named_by_the_audit_and_by_the_run(fault_lake: lake.La
     assert main([*base, "lake", "audit"]) == 1
     assert load_json(capsys.readouterr().out)["bad_files"][0]["path"] == victim.path
 
-    with Workbench(Config(lake_uri=fault_lake.uri, store_uri=str(tmp_path / "views.duckdb"))) as wb:
+    with Workbench(Config(lake_uri=fault_lake.uri, store_uri=str(tmp_path / "views.duckdb"),
+                                   reports_dir=str(tmp_path / "reports"))) as wb:
         with pytest.raises(CorruptFile) as failed:
             wb.run(VIEW, progress="none")
         assert failed.value.file == victim.path and "--skip-corrupted" in str(failed.value)  # type: ignore[attr-defined]
@@ -117,7 +118,8 @@ def test_a_parquet_store_damaged_by_hand_is_a_store_error_naming_the_file(fault_
 def test_bucketed_run_skips_too(fault_lake: lake.Lake, tmp_path: Path) -> None:
     victim = fault_lake.snapshot().files[0].path
     _damage(victim, "overwritten")
-    with Workbench(Config(lake_uri=fault_lake.uri, store_uri=str(tmp_path / "views.duckdb"))) as wb:
+    with Workbench(Config(lake_uri=fault_lake.uri, store_uri=str(tmp_path / "views.duckdb"),
+                                   reports_dir=str(tmp_path / "reports"))) as wb:
         with pytest.raises(CorruptFile):
             wb.run(VIEW, full=True, buckets=True, progress="none")
         result = wb.run(VIEW, full=True, buckets=True, skip_corrupted=True, progress="none")

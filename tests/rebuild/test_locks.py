@@ -94,7 +94,7 @@ def test_a_check_is_refused_while_a_job_holds_the_view(store_uri: str, tmp_path:
 
     holder = hold_in_subprocess(store_uri, "order_summary")
     try:
-        with Workbench(Config(lake_uri=str(tmp_path / "lake"), store_uri=store_uri)) as wb:
+        with Workbench(Config(lake_uri=str(tmp_path / "lake"), store_uri=store_uri, reports_dir=str(tmp_path / "reports"))) as wb:
             with pytest.raises(ViewLocked, match=f"backfill by pid {holder.pid}"):
                 wb.check("order_summary")
     finally:

@@ -30,7 +30,8 @@ def wb(tmp_path: Path, registry: Registry) -> Iterable[Workbench]:
     target = lake.Lake(tmp_path / "lake").create()
     events = [e for o in range(1, 6) for e in order_events(o, customer=o % 2, items=1 + o % 2)]
     lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", events)], stream="orders")
-    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb", projection_modules=())
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
     with Workbench(config, registry=registry) as bench:
         yield bench
 
