@@ -243,11 +243,7 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
 
 def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                  projection: Projection, plan: Plan) -> list[DataFile]:
-    keys = [r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS} ORDER BY 1").fetchall()]
-    buckets = tuple(r[0] for r in con.sql(f"SELECT DISTINCT {bucket_sql('partition_key', snapshot.buckets)} FROM {KEYS}").fetchall())
-    selection = Selection(plan.everything(), keys_table=KEYS, buckets=buckets,
-                          exclude_quarantined=plan.exclude_quarantined, keys=tuple(keys))
-    sql, files, _ = events_sql(lake, snapshot, projection, selection)
+    sql, files, _ = events_sql(lake, snapshot, projection, _keys_selection(con, snapshot, plan, plan.exclude_quarantined))
     materialize(con, projection, sql, REBUILT)
     check_partition_column(con, projection, REBUILT, f"value NOT IN (SELECT partition_key FROM {KEYS})")
     column = quote(projection.partition_column)
@@ -259,6 +255,13 @@ def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
     if plan.keys is not None:
         _warn_rowless_keys(con, plan, column)
     return files
+
+
+def _keys_selection(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, plan: Plan, exclude_quarantined: bool) -> Selection:
+    """All the events of the keys in the ``KEYS`` table, read from their buckets' files only."""
+    keys = tuple(r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS} ORDER BY 1").fetchall())
+    buckets = tuple(r[0] for r in con.sql(f"SELECT DISTINCT {bucket_sql('partition_key', snapshot.buckets)} FROM {KEYS}").fetchall())
+    return Selection(plan.everything(), keys_table=KEYS, buckets=buckets, exclude_quarantined=exclude_quarantined, keys=keys)
 
 
 def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) -> None:
@@ -292,11 +295,9 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     events = "SELECT event_time FROM __selected"
     if plan.exclude_quarantined and plan.after_version is not None:  # their events leave their windows
         con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {quarantined_since(plan.after_version)}")
-        keys = tuple(r[0] for r in con.sql(f"SELECT partition_key FROM {KEYS}").fetchall())
-        if keys:
-            buckets = tuple(lake.buckets_of(keys))
-            left, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), keys_table=KEYS, buckets=buckets, keys=keys))
-            events += f" UNION ALL SELECT event_time FROM ({left})"
+        selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
+        if selection.keys:
+            events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, selection)[0]})"
     low, high = touched_windows(con, events, size, WINDOWS)
     if low is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
