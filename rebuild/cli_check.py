@@ -55,6 +55,10 @@ def _next(report: Any, view: str, live: str | None) -> str:
     """The step a person takes after reading this verdict."""
     if live not in (None, view):
         return f"this verdict compared with {live}; `rebuild check {view}` compares with live before a cutover"
+    d = report.diff
+    if report.passed and d is not None and d.scope is not None and d.rows_live == d.rows_rebuilt == 0:
+        return (f"`rebuild cutover {view}`: the patch changes no row, so live only takes its lake position "
+                f"(`rebuild rollback {view}` still undoes the cutover before it)")
     if report.passed:
         return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
     return (f"read the report; if the differences are the corrections you meant, `rebuild cutover {view} --force` "

@@ -93,8 +93,8 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
         live_rows = wb.store.count(view)
         undo = wb.store.exists(previous_name(view))
     changed = shadow is None or shadow.run_id == cp.run_id
-    if shadow is not None and not changed:  # an empty patch: live's rows and its rollback point stay
-        text = (f"{view}: run {shadow.run_id} changes no row (its scope is empty); live stays run {cp.run_id} "
+    if shadow is not None and not changed:  # a patch that changes nothing: live's rows and rollback point stay
+        text = (f"{view}: run {shadow.run_id} changes no row of live; live stays run {cp.run_id} "
                 f"({live_rows:,} rows), now at lake_version {cp.lake_version}"
                 + (f"; `rebuild rollback {view}` still restores the view from before run {cp.run_id}" if undo else ""))
     elif cp.kind == "patch":  # cp.rows counts the patch's rows, not live's

@@ -24,7 +24,7 @@ import pyarrow as pa
 from rebuild.locks import Holder
 
 SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
-EMPTY = "empty"  # the status of a run whose patch changed nothing: its cutover only moved live's position
+EMPTY = "empty"  # the status of a run whose patch changes nothing: its cutover only moved live's position
 
 
 def shadow_name(view: str) -> str:
@@ -200,9 +200,9 @@ class Store(ABC):
 
         ``position`` ``(lake_version, delta_version)``: live's new checkpoint keeps this lake
         position instead of the shadow's (a targeted patch leaves the other rows where they were).
-        A patch with an empty scope changes no row: live and previous stay as they are (previous
-        is still the last real cutover's rollback point), live's checkpoint takes the position,
-        and the run's status becomes ``EMPTY``. Returns live's checkpoint."""
+        A patch that changes nothing (no row, and live none in its scope) leaves live and previous
+        as they are (previous is still the last real cutover's rollback point), live's checkpoint
+        takes the position, and the run's status becomes ``EMPTY``. Returns live's checkpoint."""
 
     @abstractmethod
     def rollback(self, view: str) -> Checkpoint | None:

@@ -251,7 +251,7 @@ class ParquetStore(Store):
             if cp is None or cp.run_id != run_id or shadow_name(view) not in m["tables"]:
                 raise StoreError(f"{view} has no shadow of run {run_id} to cut over; run `rebuild run {view}` first", view=view)
             live_cp = _checkpoint(m, view, LIVE)
-            if cp.kind != "full" and view in m["tables"] and self._rows(m, scope_name(shadow_name(view))) == 0:
+            if cp.kind != "full" and view in m["tables"] and self._changes_nothing(m, view):
                 return self._cut_over_nothing(m, view, cp, forced, position)
             if cp.kind == "full":
                 self._swap_full(m, view)
@@ -269,9 +269,24 @@ class ParquetStore(Store):
             point("cutover.before_commit")
         return _checkpoint(m, view, LIVE)  # type: ignore[return-value]
 
+    def _changes_nothing(self, m: Manifest, view: str) -> bool:
+        """Whether the partial shadow has no row, and live none in its scope: nothing to add or delete."""
+        shadow, scope = shadow_name(view), scope_name(shadow_name(view))
+        if self._rows(m, shadow):
+            return False
+        if not self._rows(m, scope):
+            return True
+        con = self.compute()
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __scope AS SELECT * FROM {self._source(m, scope)}")
+        try:
+            inside = scope_match("", "__scope", self._columns(m, scope))
+            return not con.sql(f"SELECT count(*) FROM {self._source(m, view)} t WHERE {inside}").fetchall()[0][0]
+        finally:
+            con.execute("DROP VIEW IF EXISTS temp.__scope")
+
     def _cut_over_nothing(self, m: Manifest, view: str, shadow: Checkpoint, forced: bool,
                           position: tuple[int, int] | None) -> Checkpoint:
-        """An empty patch: drop it and move live's position; previous stays the rollback point."""
+        """A patch that changes nothing: drop it and move live's position; previous stays the rollback point."""
         m["tables"].pop(shadow_name(view))
         m["tables"].pop(scope_name(shadow_name(view)), None)
         m["checkpoints"] = [c for c in m["checkpoints"] if not (c["view"] == view and c["role"] == SHADOW)]

@@ -271,7 +271,7 @@ class SQLStore(Store):
                 view=view,
             )
         live_cp = self.checkpoint(view, LIVE)
-        if shadow.kind != "full" and self.exists(view) and self.count(scope_name(shadow_name(view))) == 0:
+        if shadow.kind != "full" and self.exists(view) and self._changes_nothing(view):
             return self._cut_over_nothing(view, shadow, forced, position)
         with self._transaction():
             if shadow.kind == "full":
@@ -291,8 +291,17 @@ class SQLStore(Store):
         assert cp is not None
         return cp
 
+    def _changes_nothing(self, view: str) -> bool:
+        """Whether the partial shadow has no row, and live none in its scope: nothing to add or delete."""
+        shadow, scope = shadow_name(view), scope_name(shadow_name(view))
+        if self.count(shadow):
+            return False
+        if not self.count(scope):
+            return True
+        return not self._query(f"SELECT count(*) FROM {quote(view)} t WHERE {scope_match(view, scope, self._scope_columns(scope))}")[0][0]
+
     def _cut_over_nothing(self, view: str, shadow: Checkpoint, forced: bool, position: tuple[int, int] | None) -> Checkpoint:
-        """An empty patch: drop it and move live's position; previous stays the rollback point."""
+        """A patch that changes nothing: drop it and move live's position; previous stays the rollback point."""
         lake_version, delta_version = position or (shadow.lake_version, shadow.delta_version)
         with self._transaction():
             self._drop(shadow_name(view))

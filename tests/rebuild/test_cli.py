@@ -120,6 +120,13 @@ def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main([*at, "cutover", "order_summary", "--force"]) == 0
     assert "is applied; live has 2 rows" in capsys.readouterr().out  # not "(1 rows, patch)", as if live had one
+    assert main([*at, "run", "order_summary"]) == 0  # the same night again: nothing new
+    capsys.readouterr()
+    assert main([*at, "check", "order_summary"]) == 0
+    assert ("next: `rebuild cutover order_summary`: the patch changes no row, so live only takes its lake position "
+            "(`rebuild rollback order_summary` still undoes the cutover before it)") in capsys.readouterr().out
+    assert main([*at, "cutover", "order_summary"]) == 0
+    assert "changes no row of live; live stays run" in capsys.readouterr().out
 
 
 def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],

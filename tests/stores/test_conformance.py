@@ -87,8 +87,9 @@ def test_incremental_patch_cutover_and_rollback(bench: Workbench, orders_lake: L
 
 
 def test_an_empty_patch_keeps_the_last_cutovers_rollback_point(bench: Workbench, orders_lake: Lake, tmp_path) -> None:
-    """A second catch-up the same night finds nothing for the view: its cutover moves live's
-    lake position and nothing else, so a rollback still undoes the night's real cutover."""
+    """A second catch-up the same night finds nothing for the view, a keys run names a key
+    without rows: their cutover moves live's lake position and nothing else, so a rollback still
+    undoes the night's real cutover."""
     first = bench.run(VIEW)
     bench.cutover(VIEW, force=True)
     before = rows(bench)
@@ -109,6 +110,9 @@ def test_an_empty_patch_keeps_the_last_cutovers_rollback_point(bench: Workbench,
     assert bench.store.run(empty.run_id).status == "empty"  # type: ignore[union-attr]
     assert bench.store.run(caught_up.run_id).status == "live"  # type: ignore[union-attr]
     assert bench.run(VIEW).record.scope_rows == 0  # live's position moved: nothing new again
+    nobody = bench.run(VIEW, keys=["o-9999999"])  # a scope, but no row on either side
+    assert nobody.record.scope_rows == 1 and bench.cutover(VIEW, force=True).run_id == caught_up.run_id
+    assert bench.store.run(nobody.run_id).status == "empty"  # type: ignore[union-attr]
     assert bench.rollback(VIEW).run_id == first.run_id  # type: ignore[union-attr]
     assert rows(bench).equals(before)
     assert bench.rollback(VIEW).run_id == caught_up.run_id  # type: ignore[union-attr]
