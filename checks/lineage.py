@@ -98,11 +98,13 @@ def lineage(
 def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
                   partition_column: str | None, window: tuple[str, str] | None,
                   streams: Sequence[str] | None, event_types: Sequence[str] | None, as_of: int | None) -> None:
-    """Temp table ``matched``: the lake events of each key, tagged with the key's index ``__i``."""
+    """Temp table ``matched``: the lake events of each key (of the consumed types), tagged with the key's
+    index ``__i``; ``every_event`` has them of every type, for the sequence gaps (the sequences of the types
+    a projection does not consume are no gap)."""
     rows = [{**{c: _plain(v) for c, v in k.items()}, "__i": i} for i, k in enumerate(keys)]
     con.register("__keys", pa.Table.from_pylist(rows))
-    base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, event_types=tuple(event_types) if event_types else None,
-                as_of=as_of)
+    base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, as_of=as_of)
+    consumed = f"e.event_type IN ({', '.join(literal(t) for t in event_types)})" if event_types else "true"
     if partition_column is not None:
         wanted = tuple(str(k[partition_column]) for k in keys)
         events = read_events(lake, EventFilter(**base, partition_keys=wanted), con=con)
@@ -112,7 +114,8 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
         events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
         on = " AND ".join(_payload_term(c, window) for c in keys[0])
     events.create_view("__events")
-    con.execute(f"CREATE TEMP TABLE matched AS SELECT k.__i, e.* FROM __events e JOIN __keys k ON {on}")
+    con.execute(f"CREATE TEMP TABLE every_event AS SELECT k.__i, e.* FROM __events e JOIN __keys k ON {on}")
+    con.execute(f"CREATE TEMP TABLE matched AS SELECT * FROM every_event e WHERE {consumed}")
 
 
 def _plain(value: Any) -> Any:
@@ -156,7 +159,8 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
     rows = rel.fetchall()
     missing = dict(con.sql(
         "SELECT __i, sum(span) FROM (SELECT __i, partition_key, max(sequence) - min(sequence) + 1 - "
-        "count(DISTINCT sequence) AS span FROM matched GROUP BY ALL) GROUP BY __i").fetchall())
+        "count(DISTINCT sequence) AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) "
+        "USING (__i, partition_key) GROUP BY ALL) GROUP BY __i").fetchall())
     out = {}
     for r in rows:
         d = dict(zip(names, r, strict=True))

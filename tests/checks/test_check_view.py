@@ -13,6 +13,7 @@ from checks import SECTIONS, lineage
 from rebuild.errors import CutoverRefused
 from rebuild.store import LIVE
 from tests.checks.conftest import DUPLICATED, LATE, OLD_VERSION, POISONED
+from tests.orders import order_events
 
 
 def test_report_finds_exactly_the_faulted_orders(scenario):
@@ -52,6 +53,23 @@ def test_lineage_by_payload_fields(scenario):
     traced = lineage(scenario.lake, [{"customer_id": "c-000003", "currency": "EUR"}],
                      event_types=["OrderPlaced"])
     assert traced[0].events == sum(1 for n in range(1, 41) if n % 5 == 3 and n % 3)
+
+
+def test_lineage_gaps_count_every_event_type_not_only_the_consumed_ones(make_lake):
+    """customer_ltv consumes OrderPlaced and PaymentAuthorized, not the ItemAdded events between them:
+    their sequences are no gap. Every customer key was flagged 'gap' with the items as missing sequences."""
+    whole, gapped = order_events(1, customer=1), order_events(2, customer=2)
+    events = whole + [e for e in gapped if e["sequence"] != 3]  # order 2 really misses sequence 3
+    target = make_lake(events)
+    consumed = ["OrderPlaced", "PaymentAuthorized"]
+    by_order = lineage(target, [{"order_id": "o-0000001"}, {"order_id": "o-0000002"}], partition_column="order_id",
+                       event_types=consumed)
+    by_customer = lineage(target, [{"customer_id": "c-000001", "currency": "EUR"},
+                                   {"customer_id": "c-000002", "currency": "EUR"}], event_types=consumed)
+    for whole_key, gapped_key in (by_order, by_customer):
+        assert "gap" not in whole_key.flags and whole_key.missing_sequences == 0
+        assert "gap" in gapped_key.flags and gapped_key.missing_sequences == 1
+        assert set(whole_key.event_types) == set(consumed)  # the lineage still lists the consumed events only
 
 
 def test_verdict_recorded_and_report_files(scenario):
