@@ -133,10 +133,20 @@ def from_kwargs(**kwargs: Any) -> RunOptions:
     if isinstance(kwargs.get("keys"), str):
         kwargs["keys"] = (kwargs["keys"],)
     if "keys" in kwargs and kwargs["keys"] is not None:
-        kwargs["keys"] = tuple(str(k) for k in kwargs["keys"])
+        kwargs["keys"] = tuple(_key_text(k) for k in kwargs["keys"])
     for name in ("since", "until", "as_of"):
         if isinstance(kwargs.get(name), datetime | date | int):
             kwargs[name] = kwargs[name].isoformat() if not isinstance(kwargs[name], int) else str(kwargs[name])
     options = RunOptions(**kwargs)
     options.validate()
     return options
+
+
+def _key_text(key: Any) -> str:
+    """One partition key as text. A row of view key columns (``report.diff.differing_keys``) or a list is
+    refused: as text it names no partition key, and its patch of nothing would pass its check."""
+    if isinstance(key, dict | list | tuple | set):
+        hint = (f"; from a check report's differing keys: keys=[k[{next(iter(key))!r}] for k in "
+                "report.diff.differing_keys] (when that column is the partition key)") if isinstance(key, dict) and key else ""
+        raise ConfigError(f"keys are partition keys as text, not {type(key).__name__}: {key!r}{hint}")
+    return str(key)

@@ -271,6 +271,22 @@ def test_notebook_run_options_that_would_be_ignored_or_widen_the_run_are_refused
     assert wb.store.runs() == []
 
 
+def test_keys_given_as_a_check_reports_differing_keys_are_refused_not_a_patch_of_nothing(
+        wb: Workbench, registry: Registry) -> None:
+    """keys=report.diff.differing_keys (dicts of view key columns) became keys "{'order_id': 'o-...'}": a patch
+    of 0 rows whose check passed ('identical') and whose cutover went through without --force."""
+    projection(name="counts", key="order_id", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    differing = ({"order_id": "o-0000001"}, {"order_id": "o-0000002"})
+    with pytest.raises(ConfigError, match=r"keys are partition keys as text, not dict: \{'order_id': 'o-0000001'\}; "
+                                          r"from a check report's differing keys: keys=\[k\['order_id'\] for k in"):
+        wb.run("counts", keys=differing, progress="none")
+    with pytest.raises(ConfigError, match="not list"):
+        wb.plan("counts", keys=[["o-0000001"]])
+    assert wb.plan("counts", keys=[k["order_id"] for k in differing]).keys == ("o-0000001", "o-0000002")
+    assert wb.store.runs() == []
+
+
 def test_a_merge_sum_of_a_text_column_is_a_clear_error(wb: Workbench, registry: Registry) -> None:
     """At the full run: it used to show only on the first catch-up, in the night's job."""
     projection(name="channels", key="order_id", incremental="merge", merge={"channel": "sum"},
