@@ -160,7 +160,7 @@ class CheckReport:
         return "".join(parts)
 
     def _lineage_html(self) -> str:
-        rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": ", ".join(x.flags),
+        rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}",
                  "ingested": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
@@ -191,6 +191,17 @@ class CheckReport:
         if self.audit_html:
             return self.audit_html
         return "<p class='empty'>lake audit not available</p>"
+
+
+def _flags(x: KeyLineage) -> str:
+    """The flags with what they point at: the late and duplicated event ids, the missing sequences."""
+    shown = {"late": _ids(x.late), "duplicate": _ids(x.duplicates),
+             "gap": f"{x.missing_sequences} missing" if x.missing_sequences else ""}
+    return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
+
+
+def _ids(ids: tuple[str, ...]) -> str:
+    return ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
 
 
 def _changes(changes: dict[str, dict[str, Any]]) -> str:

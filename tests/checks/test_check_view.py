@@ -49,6 +49,17 @@ def test_lineage_late_events(scenario):
     assert "late" in traced.flags and traced.late == (f"ev-{LATE}-late",)
 
 
+def test_the_html_report_names_the_late_events_and_missing_sequences(scenario):
+    """A consumer that dropped a late event: the HTML said only 'late, gap', so the person deciding on
+    cutover could not tell which event came late (the JSON had it)."""
+    scenario.wb.store.con.execute(f"UPDATE order_summary SET refunded = 0 WHERE order_id = '{LATE}'")
+    report = scenario.wb.check("order_summary")
+    (row,) = [x for x in report.lineage if x.key == {"order_id": LATE}]
+    assert row.late == (f"ev-{LATE}-late",) and row.missing_sequences == 93
+    html = Path(report.paths["html"]).read_text()
+    assert f"late: ev-{LATE}-late" in html and "gap: 93 missing" in html
+
+
 def test_lineage_by_payload_fields(scenario):
     traced = lineage(scenario.lake, [{"customer_id": "c-000003", "currency": "EUR"}],
                      event_types=["OrderPlaced"])
