@@ -125,17 +125,21 @@ def compare(
     scope_columns: Sequence[str] = (),
     samples: int = 20,
     max_keys: int = 1000,
+    names: tuple[str, str] | None = None,
 ) -> DiffResult:
     """Compare ``rebuilt`` with ``live`` (tables or views on ``con``) by ``key``.
 
     ``scope`` names a table of scope columns: only live rows matching it are compared (a partial
     shadow). ``tolerance`` maps numeric columns to ``(absolute, relative)``; NULL vs value is
     always a change. At most ``max_keys`` differing keys are kept, for lineage and plots.
+    ``names``: what to call live and rebuilt in the result and errors (views on ``con`` of tables
+    kept elsewhere); by default their names on ``con``.
     """
     started = time.monotonic()
     key = tuple(key)
+    shown_live, shown_rebuilt = names or (live, rebuilt)
     live_types, rebuilt_types = describe(con, live), describe(con, rebuilt)
-    _check_key(key, live, live_types, rebuilt, rebuilt_types)
+    _check_key(key, shown_live, live_types, shown_rebuilt, rebuilt_types)
     _check_key_types(con, key, live, live_types, rebuilt, rebuilt_types)
     compared = diffsql.compared_columns(live_types, rebuilt_types, key, tolerance or {})
     live_sql = diffsql.source_sql(live, scope, scope_columns)
@@ -165,7 +169,7 @@ def compare(
         "duplicates_rebuilt": dups_rebuilt[1],
     }
     return DiffResult(
-        live=live, rebuilt=rebuilt, key=key, scope=scope, rows_live=rows_live, rows_rebuilt=rows_rebuilt,
+        live=shown_live, rebuilt=shown_rebuilt, key=key, scope=scope, rows_live=rows_live, rows_rebuilt=rows_rebuilt,
         rows_matched=counts["matched"], only_in_live=counts["only_live"], only_in_rebuilt=counts["only_rebuilt"],
         changed_rows=int(row[3]), changed_by_column=changed_by_column, columns=columns,
         added=tuple(c for c in rebuilt_types if c not in live_types),
@@ -186,7 +190,9 @@ def _check_key(key: tuple[str, ...], live: str, live_types: dict[str, str], rebu
     for name, types in ((live, live_types), (rebuilt, rebuilt_types)):
         missing = [k for k in key if k not in types]
         if missing:
-            raise CheckInputError(f"{name} has no key column {missing} (it has {list(types)})", table=name)
+            hint = (f"; compare with a view of it that has it (CREATE VIEW ... AS SELECT <its column> AS {missing[0]}, "
+                    "...) given as --live" if name == live else "")
+            raise CheckInputError(f"{name} has no key column {missing} (it has {list(types)}){hint}", table=name)
 
 
 def _check_key_types(con: duckdb.DuckDBPyConnection, key: tuple[str, ...], live: str, live_types: dict[str, str],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -59,21 +59,25 @@ def check_view(
     late_after: timedelta = LATE_AFTER,
     report_name: str | None = None,
     catch_up_from: int | None = None,
+    names: tuple[str | None, str] | None = None,
 ) -> CheckReport:
     """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report.
 
-    ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``)."""
+    ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``).
+    ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names."""
     thresholds = thresholds_of(spec.thresholds)
-    diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns) if live else None
+    shown_live, shown_rebuilt = names or (live, rebuilt)
+    diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
+                   names=(shown_live or live, shown_rebuilt)) if live else None
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
-    expectations = validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
-                            row_tolerance=thresholds["row_count_tolerance"])
+    expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
+                                    row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     traced = _lineage(lake, spec, diff, as_of, late_after)
     audit, audit_html, lateness = _audit(lake, spec, as_of)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of)
     report = CheckReport(
-        view=spec.view, run_id=run_id, live=live, rebuilt=rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
+        view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html, notes=(*_unheld_event_types(spec, audit), *_skipped_files(run or {})),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),

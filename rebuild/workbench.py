@@ -342,6 +342,7 @@ class Workbench:
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
             report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
             catch_up_from=None if live_table != view else _caught_up_from(record),
+            names=(live_table, shadow_name(view)),
         )
         point("check.before_verdict")
         verdict = report.verdict.verdict

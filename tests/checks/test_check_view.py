@@ -165,3 +165,31 @@ def test_the_report_audits_the_lake_the_shadow_replayed(scenario):
     assert audit["lake_version"] == 1 and audit["events"] == then
     assert audit["quarantined"] == 0  # the poison records came with the next commit
     assert lake.audit.audit(scenario.lake).to_dict()["quarantined"] == len(POISONED)
+
+
+def test_a_report_on_a_store_that_computes_elsewhere_names_the_store_tables(tmp_path):
+    """On a PostgreSQL or Parquet store the report said live `__check_order_summary`, rebuilt
+    `__check_order_summary__shadow` (the check's temporary views), and a --live table without the key
+    column was '__check_orders_rm has no key column', with no word on what to do."""
+    import pyarrow as pa
+
+    from checks import CheckInputError
+    from rebuild.config import Config
+    from rebuild.consumer import Faults, build_live
+    from rebuild.workbench import Workbench
+    from tests.checks.conftest import build_order_lake
+
+    target = build_order_lake(tmp_path)
+    with Workbench(Config(lake_uri=str(target.uri), store_uri=f"parquet://{tmp_path / 'views'}",
+                          reports_dir=str(tmp_path / "reports"), memory_limit="1GB")) as wb:
+        build_live(target, wb.store, Faults(duplicates=DUPLICATED))
+        wb.run("order_summary", full=True, progress="none")
+        report = wb.check("order_summary")
+        assert (report.live, report.rebuilt) == ("order_summary", "order_summary__shadow")
+        assert (report.diff.live, report.diff.rebuilt) == ("order_summary", "order_summary__shadow")
+        assert "__check_" not in Path(report.paths["html"]).read_text() + Path(report.paths["json"]).read_text()
+        live = wb.store.read("order_summary").rename_columns(["id", *wb.store.read("order_summary").column_names[1:]])
+        wb.store.write_table("orders_rm", pa.table(live))
+        with pytest.raises(CheckInputError, match=r"^orders_rm has no key column \['order_id'\] \(it has \['id', .*\); "
+                                                  r"compare with a view of it that has it"):
+            wb.check("order_summary", live="orders_rm")
