@@ -179,7 +179,7 @@ def compare(
         change_patterns=_patterns(row[4] or {}, compared),
         samples=samples_out, differing_keys=_unique(differing),
         seconds=round(time.monotonic() - started, 3),
-        notes=_notes(compared, suspect, exact, max_keys),
+        notes=_notes(compared, suspect, exact, max_keys, counts["only_live"] + counts["only_rebuilt"] + int(row[3])),
     )
 
 
@@ -309,10 +309,13 @@ def _patterns(masks: dict[int, int], compared: Sequence[diffsql.Compared]) -> di
     return out
 
 
-def _notes(compared: Sequence[diffsql.Compared], suspect: bool, exact: bool, max_keys: int) -> tuple[str, ...]:
+def _notes(compared: Sequence[diffsql.Compared], suspect: bool, exact: bool, max_keys: int,
+           differing: int) -> tuple[str, ...]:
     notes = []
     if not exact:
-        notes.append(f"more than {max_keys:,} differing rows: keys duplicated only on the side that alone has "
+        notes.append(f"{differing:,} differing rows: differing_keys holds {max_keys:,} of their keys (the plots count "
+                     "those), so a --keys run made from them corrects only those: cut over the full run instead, or "
+                     "check a --full run again after that patch; keys duplicated only on the side that alone has "
                      "them are not looked for (duplicates of matched keys are)")
     if len(compared) > diffsql.MAX_MASK_COLUMNS:
         notes.append(f"change patterns cover the first {diffsql.MAX_MASK_COLUMNS} columns only")

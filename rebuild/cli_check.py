@@ -45,7 +45,7 @@ def _print(console: Console, report: Any, view: str, live: str | None) -> None:
     console.print(report.summary(), markup=False)
     if report.diff is not None:
         console.print(f"  {report.diff.summary()}", markup=False)
-    for note in (*report.verdict.notes, *report.notes):
+    for note in (*report.verdict.notes, *(report.diff.notes if report.diff is not None else ()), *report.notes):
         console.print(f"  note: {note}", markup=False)
     console.print(f"  report: {report.paths.get('html')}", markup=False)
     console.print(f"next: {_next(report, view, live)}", markup=False)

@@ -59,3 +59,17 @@ def test_report_renders_in_headless_chromium(scenario, tmp_path):
     colours = image.getcolors(maxcolors=1_000_000) or []
     assert len(colours) > 200, "the screenshot looks blank"
     shutil.copy(shot, Path(os.environ.get("CHECKS_SCREENSHOT", tmp_path / "copy.png")))
+
+
+def test_cli_check_prints_that_the_differing_keys_are_a_part(scenario, capsys, monkeypatch):
+    """The diff's notes (only a part of the differing keys kept) were in the HTML's diff section only."""
+    import functools
+
+    import checks.suite
+
+    monkeypatch.chdir(scenario.root)
+    scenario.wb.close()
+    monkeypatch.setattr(checks.suite, "compare", functools.partial(checks.suite.compare, max_keys=2))
+    assert main([*_args(scenario), "check", "order_summary"]) == 1
+    out = capsys.readouterr().out
+    assert "note: 6 differing rows: differing_keys holds 2 of their keys" in out

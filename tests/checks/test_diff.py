@@ -145,3 +145,14 @@ def test_key_of_another_type_in_live(duck):
         compare(con, "live", "rebuilt", ["k"])
     widened = duck("SELECT CAST(i AS INTEGER) AS k, i AS n FROM range(3) t(i)", "SELECT i AS k, i AS n FROM range(3) t(i)")
     assert compare(widened, "live", "rebuilt", ["k"]).verdict == "identical"  # integers of two widths still match
+
+
+def test_differing_keys_beyond_max_keys_say_they_are_a_part(duck):
+    """A check of a drifted live with more differing keys than it keeps: differing_keys held 1,000 of 1,526,
+    and the only note was about duplicate keys, so a keys file made from them corrected 1,000 and left the
+    rest drifted without a word."""
+    rebuilt = "SELECT * FROM (VALUES ('a', 9, 1.50::DECIMAL(18,2), 'x'), ('b', 9, 2.00, 'y'), ('c', 9, 3.00, 'z')) t(k, n, amount, s)"
+    result = compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"], max_keys=2)
+    assert result.changed_rows == 3 and len(result.differing_keys) == 2
+    assert any(n.startswith("3 differing rows: differing_keys holds 2 of their keys") and "--keys" in n for n in result.notes)
+    assert compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"], max_keys=3).notes == ()
