@@ -136,6 +136,31 @@ class PostgresStore(SQLStore):
     def count(self, table: str) -> int:
         return int(self._query(f"SELECT count(*) FROM {quote(table)}")[0][0])
 
+    def _rename(self, old: str, new: str) -> None:
+        self._refuse_when_views_read(old)
+        super()._rename(old, new)
+
+    def _drop(self, table: str) -> None:
+        self._refuse_when_views_read(table)
+        super()._drop(table)
+
+    def _refuse_when_views_read(self, table: str) -> None:
+        """A view binds to its table, not to its name: when live is renamed away (a full cutover or
+        rollback) the views on it would follow it and show the old rows, and previous cannot be dropped
+        under them. Refused inside the cutover's transaction, so nothing changes."""
+        views = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT c.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+            "JOIN pg_class c ON c.oid = r.ev_class WHERE d.classid = 'pg_rewrite'::regclass "
+            "AND d.refobjid = to_regclass(%s) AND c.oid <> d.refobjid ORDER BY 1",
+            (f"{quote(self.schema)}.{quote(table)}",)).fetchall()]
+        if views:
+            raise StoreError(
+                f"views {views} read {table}: PostgreSQL binds a view to its table, not to its name, so after this "
+                f"swap they would go on reading the old rows (or keep {table} from being dropped). Drop them, rerun "
+                "this command and create them again; or correct live in place with a patch (`rebuild run VIEW "
+                "--keys ...` or `--since/--until`), whose cutover changes live's rows, not its table",
+                table=table, views=views)
+
     # -- compute locally, ship the result ------------------------------------------------------
     def compute(self) -> duckdb.DuckDBPyConnection:
         if self._scratch is None:

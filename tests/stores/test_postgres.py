@@ -93,3 +93,30 @@ def test_unreachable_server_is_a_store_error(bad: str) -> None:
 
     with pytest.raises(StoreError, match="cannot connect"):
         open_store(bad)
+
+
+def test_a_swap_that_would_leave_views_on_the_old_table_is_refused(orders_lake: Lake, postgres_uri: str) -> None:
+    """A report's view on live followed the table into order_summary__previous at a full cutover (PostgreSQL
+    binds a view to its table, not its name), so it went on showing the drifted rows; and the next cutover
+    died with a traceback (cannot drop order_summary__previous: other objects depend on it), exit 1."""
+    from rebuild.errors import StoreError
+
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        for _ in range(2):  # live, and a previous to roll back to
+            wb.run(VIEW, full=True)
+            wb.cutover(VIEW, force=True)
+        conn = wb.store.conn  # type: ignore[attr-defined]
+        conn.execute(f'CREATE VIEW "paid report" AS SELECT sum(paid) AS paid FROM "{VIEW}"')
+        wb.run(VIEW, full=True)
+        with pytest.raises(StoreError, match=r"views \['paid report'\] read order_summary: PostgreSQL binds a view "
+                                             r"to its table.*--keys"):
+            wb.cutover(VIEW, force=True)
+        with pytest.raises(StoreError, match=r"views \['paid report'\] read order_summary"):
+            wb.rollback(VIEW)
+        definition = conn.execute("SELECT pg_get_viewdef('\"paid report\"')").fetchone()[0]
+        assert "__previous" not in definition and wb.store.exists(f"{VIEW}__shadow")
+        wb.run(VIEW, keys=["o-0000001"])  # a patch changes live's rows, not its table: the view sees them
+        wb.cutover(VIEW, force=True)
+        wb.rollback(VIEW)
+        assert "__previous" not in conn.execute("SELECT pg_get_viewdef('\"paid report\"')").fetchone()[0]
