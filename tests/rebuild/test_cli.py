@@ -129,6 +129,25 @@ def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "changes no row of live; live stays run" in capsys.readouterr().out
 
 
+def test_check_of_a_rebuild_equal_to_live_that_fails_expectations_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """'if the differences are the corrections you meant, cut over --force' was the advice when there were none:
+    the rebuilt view equalled live and failed an expectation (orders without a customer), as live does."""
+    monkeypatch.chdir(tmp_path)
+    events = [{**e, "payload": {k: v for k, v in e["payload"].items() if k != "customer_id"}} for e in order_events(1)]
+    at = ["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
+    assert main([*at, "lake", "ingest", str(write_ndjson(tmp_path / "in.ndjson", events)), "--stream", "orders"]) == 0
+    assert main([*at, "run", "order_summary"]) == 0
+    assert main([*at, "cutover", "order_summary", "--force"]) == 0
+    assert main([*at, "run", "order_summary", "--full"]) == 0
+    capsys.readouterr()
+    assert main([*at, "check", "order_summary"]) == 1
+    out = capsys.readouterr().out
+    assert "identical: live 1 rows, rebuilt 1" in out and "expect_column_values_to_not_be_null(customer_id)" in out
+    assert ("next: the rebuilt view equals live, which fails the same expectations: no cutover changes that; fix the "
+            "data or the projection's expectations (see the report)") in out
+
+
 def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Brackets in records, keys and messages are text for people, not rich markup to drop or fail on."""
