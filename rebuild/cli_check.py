@@ -61,7 +61,7 @@ def _next(report: Any, view: str, live: str | None) -> str:
                 f"(`rebuild rollback {view}` still undoes the cutover before it)")
     if report.passed:
         return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
-    if report.diff is not None and report.diff.differences == 0:  # only the expectations failed
+    if d is not None and d.differences == 0:  # only the expectations failed
         return ("the rebuilt view equals live, which fails the same expectations: no cutover changes that; fix the "
                 "data or the projection's expectations (see the report)")
     return (f"read the report; if the differences are the corrections you meant, `rebuild cutover {view} --force` "
