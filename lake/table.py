@@ -176,8 +176,8 @@ class Lake:
         # which stalls every other Python thread (an in-process S3 server deadlocks on it)
         if name in self._latest:
             return True
-        try:
-            DeltaTable(self.table_uri(name), storage_options=self.storage_options)
+        try:  # kept as the latest: the next ``_table`` would load the same log again (~0.3 s at 3,000 commits)
+            self._latest[name] = DeltaTable(self.table_uri(name), storage_options=self.storage_options)
         except TableNotFoundError:
             return False
         return True

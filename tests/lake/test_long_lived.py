@@ -1,0 +1,45 @@
+"""A lake that has lived for months: thousands of commits, a Delta log whose old entries expired,
+and processes (notebooks, pollers) that keep one Lake open while it grows."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+import lake
+import lake.table as table_module
+from tests.conftest import event, write_ndjson
+
+
+def _commits(tmp_path: Path, count: int) -> tuple[lake.Lake, list[datetime]]:
+    """A lake with ``count`` ingest commits of one event each, and the time after each commit."""
+    target = lake.Lake(tmp_path / "lake").create()
+    after = []
+    for n in range(1, count + 1):
+        lake.ingest(target, [write_ndjson(tmp_path / f"b{n}.ndjson", [event(n, seq=n)])], stream="orders")
+        after.append(datetime.now(UTC))
+        time.sleep(0.01)
+    return target, after
+
+
+def test_a_command_loads_the_delta_log_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`exists()` then `snapshot()` (what every command does first) read the log once: each load
+    replays the last checkpoint, which lists every file (~0.3 s at 3,000 small commits)."""
+    _commits(tmp_path, 2)
+    loads: list[str] = []
+
+    class Counting(DeltaTable):
+        def __init__(self, uri: str, *args: Any, **kwargs: Any) -> None:
+            loads.append(uri)
+            super().__init__(uri, *args, **kwargs)
+
+    monkeypatch.setattr(table_module, "DeltaTable", Counting)
+    fresh = lake.Lake(tmp_path / "lake")
+    assert fresh.exists()
+    assert fresh.snapshot().lake_version == 2
+    assert [u for u in loads if u.endswith("/events")] == [fresh.table_uri("events")]
