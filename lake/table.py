@@ -37,6 +37,9 @@ EVENTS = "events"
 QUARANTINE = "quarantine"
 PARTITIONS = ["stream", "bucket"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: snapshots one Lake keeps: a notebook or a poller that lives while the lake grows sees a new version
+#: after every commit, and each snapshot holds every file's statistics (~8 MB at 12,000 files)
+KEPT_SNAPSHOTS = 4
 
 
 @dataclass(frozen=True)
@@ -244,10 +247,12 @@ class Lake:
     def snapshot(self, delta_version: int | None = None) -> Snapshot:
         """The events table at one Delta version (default: the latest), with its file list.
 
-        Snapshots are immutable, so each version is read from the commit log once per Lake.
+        Snapshots are immutable, so the last few versions read are kept (``KEPT_SNAPSHOTS``).
         """
         if delta_version is not None and delta_version in self._snapshots:
-            return self._snapshots[delta_version]  # a pinned version never changes: no log read
+            # a pinned version never changes: no log read; kept as the most recently used
+            self._snapshots[delta_version] = self._snapshots.pop(delta_version)
+            return self._snapshots[delta_version]
         table = self._table(EVENTS, delta_version)
         cached = self._snapshots.get(table.version())
         if cached is not None:
@@ -265,6 +270,8 @@ class Lake:
             files=files,
         )
         self._snapshots[snapshot.delta_version] = snapshot
+        while len(self._snapshots) > KEPT_SNAPSHOTS:  # the least recently used first (dicts keep their order)
+            del self._snapshots[next(iter(self._snapshots))]
         return snapshot
 
     def history(self) -> list[dict[str, object]]:

@@ -43,3 +43,13 @@ def test_a_command_loads_the_delta_log_once(tmp_path: Path, monkeypatch: pytest.
     assert fresh.exists()
     assert fresh.snapshot().lake_version == 2
     assert [u for u in loads if u.endswith("/events")] == [fresh.table_uri("events")]
+
+
+def test_a_lake_kept_open_keeps_a_few_snapshots(tmp_path: Path) -> None:
+    """A notebook or a poller keeps one Lake while commits arrive: it must not keep every version
+    it has seen (each holds every file's statistics; a poller's memory grew to GBs)."""
+    target, _ = _commits(tmp_path, 8)
+    for version in range(1, target.snapshot().delta_version + 1):
+        target.snapshot(version)
+    assert len(target._snapshots) <= 4
+    assert target.snapshot(3).lake_version == 3  # an evicted version is read again from the log
