@@ -292,12 +292,24 @@ class Lake:
         """The last lake_version committed at or before ``when``: the newest event of the
         snapshot then (a compaction's commit adds no events, so its Delta version is none)."""
         ms = when.timestamp() * 1000
+        history = self.history()
         versions = [
             int(h["version"])  # type: ignore[call-overload]
-            for h in self.history()
+            for h in history
             if h["operation"] == "WRITE" and int(h["timestamp"]) <= ms  # type: ignore[call-overload]
         ]
-        return self.snapshot(max(versions)).lake_version if versions else 0
+        if versions:
+            return self.snapshot(max(versions)).lake_version
+        oldest = min(history, key=lambda h: int(h["version"]), default=None)  # type: ignore[call-overload]
+        if oldest is not None and int(oldest["version"]) > 0:  # type: ignore[call-overload]
+            # Delta deletes log entries older than its log retention (30 days) at each checkpoint
+            start = datetime.fromtimestamp(int(oldest["timestamp"]) / 1000, UTC)  # type: ignore[call-overload]
+            raise LakeError(
+                f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC is older than the lake's commit log, which now starts "
+                f"at Delta version {oldest['version']} ({start:%Y-%m-%d %H:%M:%S} UTC): Delta removes log entries "
+                "past their retention (delta.logRetentionDuration, 30 days by default), so what was archived by "
+                "then is no longer known by time; give a lake_version instead", uri=self.uri)
+        return 0
 
     # -- commits -----------------------------------------------------------------------------
     @contextlib.contextmanager

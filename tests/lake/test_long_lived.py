@@ -3,8 +3,9 @@ and processes (notebooks, pollers) that keep one Lake open while it grows."""
 
 from __future__ import annotations
 
+import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from deltalake import DeltaTable
 
 import lake
 import lake.table as table_module
+from lake.errors import LakeError
 from tests.conftest import event, write_ndjson
 
 
@@ -25,6 +27,19 @@ def _commits(tmp_path: Path, count: int) -> tuple[lake.Lake, list[datetime]]:
         after.append(datetime.now(UTC))
         time.sleep(0.01)
     return target, after
+
+
+def _expire_log(location: Path) -> None:
+    """What Delta does to a lake older than its log retention: at a checkpoint, the log entries
+    older than 30 days (by file time) are deleted."""
+    events = location / "events"
+    old = time.time() - 40 * 86400
+    for entry in (events / "_delta_log").iterdir():
+        os.utime(entry, (old, old))
+    table = DeltaTable(str(events))
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    assert min(int(h["version"]) for h in DeltaTable(str(events)).history()) > 1
 
 
 def test_a_command_loads_the_delta_log_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,3 +68,14 @@ def test_a_lake_kept_open_keeps_a_few_snapshots(tmp_path: Path) -> None:
         target.snapshot(version)
     assert len(target._snapshots) <= 4
     assert target.snapshot(3).lake_version == 3  # an evicted version is read again from the log
+
+
+def test_a_time_older_than_the_expired_log_is_no_empty_lake(tmp_path: Path) -> None:
+    """After 30 days Delta deletes the old log entries: a time before what the log still holds
+    was called 'before the lake's first commit' (the lake held no events), with a wrong date."""
+    target, after = _commits(tmp_path, 3)
+    _expire_log(tmp_path / "lake")
+    fresh = lake.Lake(tmp_path / "lake")
+    with pytest.raises(LakeError, match="older than the lake's commit log.*give a lake_version instead"):
+        fresh.version_at(after[0])
+    assert fresh.version_at(datetime.now(UTC) + timedelta(seconds=1)) == 3  # what the log holds still answers
