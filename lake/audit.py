@@ -82,6 +82,7 @@ class AuditReport:
     bad_files: tuple[BadFile, ...] = ()
     files_checked: int = 0
     known_event_types: tuple[str, ...] | None = None  # None: every type counts as known
+    commit_log_from: int | None = None  # the Delta version the commit log starts at, when older entries expired
 
     def total(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.streams)
@@ -99,6 +100,7 @@ class AuditReport:
             "partition_keys": self.total("partition_keys"),
             "duplicates": self.total("duplicates"),
             "duplicates_at_ingest": self.duplicates_at_ingest,
+            "commit_log_from": self.commit_log_from,
             "conflicts": sum(sum(s.conflicts.values()) for s in self.streams),
             "gaps": sum(s.gaps["keys"] for s in self.streams),
             "missing_sequences": sum(s.gaps["missing"] for s in self.streams),
@@ -124,7 +126,10 @@ class AuditReport:
         summaries = [_summary(s) for s in self.streams]
         rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
         console.print(table_of("Streams", rows))
-        if self.duplicates_at_ingest is None:
+        if self.commit_log_from is not None:
+            console.print(f"[dim]duplicates dropped at ingest: unknown, the lake's commit log before Delta version "
+                          f"{self.commit_log_from} has expired (Delta's log retention)[/dim]")
+        elif self.duplicates_at_ingest is None:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
         if self.bad_files:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
@@ -196,12 +201,14 @@ def audit(
         con.close()
     refuse_unknown_streams(wanted, known | set(found), snapshot.lake_version)
     names = sorted(set(found) | set(wanted or ()))
+    at_ingest, log_from = _ingest_duplicates(lake, snapshot.delta_version if upto is None else upto)
     return AuditReport(
         lake_uri=lake.uri,
         lake_version=as_of if as_of is not None else snapshot.lake_version,
         delta_version=snapshot.delta_version,
         streams=tuple(StreamAudit(stream=n, **found.get(n, {})) for n in names),
-        duplicates_at_ingest=_ingest_duplicates(lake, snapshot.delta_version if upto is None else upto),
+        duplicates_at_ingest=at_ingest,
+        commit_log_from=log_from,
         late_after_seconds=late_after.total_seconds(),
         bad_files=tuple(bad),
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
@@ -219,13 +226,19 @@ def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequen
     rel.create_view("quarantined")
 
 
-def _ingest_duplicates(lake: Lake, delta_version: int) -> int | None:
-    """Duplicates dropped at ingest, summed from the commits' metadata (None: never recorded)."""
+def _ingest_duplicates(lake: Lake, delta_version: int) -> tuple[int | None, int | None]:
+    """Duplicates dropped at ingest, summed from the commits' metadata (None: never recorded, or
+    unknown), and the Delta version the commit log starts at when older entries expired (Delta
+    deletes them past their retention, 30 days by default): a sum of what is left would be a part."""
     table = DeltaTable(lake.table_uri(EVENTS), storage_options=lake.storage_options)
+    history = table.history()
+    start = min((int(c["version"]) for c in history), default=0)
+    if start > 1:  # commit 1 onwards may have dropped duplicates
+        return None, start
     counts = [
-        int(c[DUPLICATES_KEY]) for c in table.history() if DUPLICATES_KEY in c and int(c["version"]) <= delta_version
+        int(c[DUPLICATES_KEY]) for c in history if DUPLICATES_KEY in c and int(c["version"]) <= delta_version
     ]
-    return sum(counts) if counts else None
+    return (sum(counts) if counts else None), None
 
 
 # -- queries: each returns {stream: {field: value}} ---------------------------------------------

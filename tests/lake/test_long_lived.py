@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 
 import lake
 import lake.table as table_module
+from lake.audit import audit
 from lake.errors import LakeError
 from tests.conftest import event, write_ndjson
 
@@ -79,3 +80,17 @@ def test_a_time_older_than_the_expired_log_is_no_empty_lake(tmp_path: Path) -> N
     with pytest.raises(LakeError, match="older than the lake's commit log.*give a lake_version instead"):
         fresh.version_at(after[0])
     assert fresh.version_at(datetime.now(UTC) + timedelta(seconds=1)) == 3  # what the log holds still answers
+
+
+def test_the_audit_does_not_pass_a_part_of_the_duplicates_at_ingest_for_all(tmp_path: Path) -> None:
+    """Duplicates dropped at ingest are only in the commits' metadata: once Delta deleted the old log
+    entries, the audit summed the entries left and reported that part as the lake's count."""
+    target, _ = _commits(tmp_path, 1)
+    again = write_ndjson(tmp_path / "again.ndjson", [event(1, seq=1), event(2, seq=2)])
+    lake.ingest(target, [again], stream="orders")  # e1 again: one duplicate dropped
+    lake.ingest(target, [write_ndjson(tmp_path / "b3.ndjson", [event(3, seq=3)])], stream="orders")
+    assert audit(target).to_dict()["duplicates_at_ingest"] == 1
+    _expire_log(tmp_path / "lake")
+    report = audit(lake.Lake(tmp_path / "lake")).to_dict()
+    assert (report["events"], report["duplicates_at_ingest"]) == (3, None)  # unknown, not 0
+    assert report["commit_log_from"] == 3
