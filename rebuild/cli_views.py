@@ -38,13 +38,23 @@ def ls_cmd(state: State) -> None:
     """Projections with version, strategy, their view's state and how far behind the lake it is."""
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
+        others = wb.views_without_projection()
         lake = {"uri": wb.lake.uri, "lake_version": wb.lake.snapshot().lake_version if wb.lake.exists() else None}
     store = redact(state.config.store_uri)
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
              else f"no event lake at {lake['uri']}")
-    state.out.result({"lake": lake, "store": store, "views": states}, lambda c: c.print(
-        table_of(f"views in {store}; {where}", [_brief(v) for v in states], overflow="ellipsis")))
+    state.out.result({"lake": lake, "store": store, "views": states, "views_without_projection": others},
+                     lambda c: _print_ls(c, f"views in {store}; {where}", states, others))
+
+
+def _print_ls(console: Console, title: str, states: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    console.print(table_of(title, [_brief(v) for v in states], overflow="ellipsis"))
+    if others:  # a renamed projection, or a module left out of the config: its live view is no longer updated
+        listed = ", ".join(v["name"] + ("" if v["live_rows"] is None else f" (live: {v['live_rows']:,} rows)") for v in others)
+        console.print(f"views of no configured projection, which nothing updates: {listed}; list their module "
+                      "under [projections] modules to run them again (a renamed projection builds a new view)",
+                      markup=False)
 
 
 def _brief(v: dict[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,19 @@ class Workbench:
             stale_code=bool(live and (live.fingerprint != p.fingerprint or live.projection_version != p.version)),
         )
 
+    def views_without_projection(self) -> list[dict[str, Any]]:
+        """Views in the store that no configured projection builds (renamed, or its module left out of
+        ``[projections] modules``): nothing updates them, though readers may still use the live one."""
+        store, known = self.store, {p.name for p in self.projections()}
+        found = []
+        for name in (v for v in store.views() if v not in known):
+            live = store.checkpoint(name, LIVE)
+            found.append({"name": name, "live_rows": store.count(name) if store.exists(name) else None,
+                          "live_run_id": live.run_id if live else None,
+                          "live_lake_version": live.lake_version if live else None,
+                          "shadow": store.exists(shadow_name(name)), "previous": store.exists(previous_name(name))})
+        return found
+
     def _count(self, f: EventFilter, snapshot: Any) -> int:
         with duckdb.connect() as con:
             return int(lake_pkg.read_events(self.lake, f, snapshot=snapshot, con=con).count("*").fetchall()[0][0])

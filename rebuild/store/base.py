@@ -213,6 +213,10 @@ class Store(ABC):
     def checkpoint(self, view: str, role: str) -> Checkpoint | None: ...
 
     @abstractmethod
+    def views(self) -> list[str]:
+        """The views that have a checkpoint (live, shadow or previous), whatever projections exist."""
+
+    @abstractmethod
     def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]: ...
 
     @abstractmethod

@@ -357,6 +357,9 @@ class ParquetStore(Store):
     def checkpoint(self, view: str, role: str) -> Checkpoint | None:
         return _checkpoint(self._load(), view, role)
 
+    def views(self) -> list[str]:
+        return sorted({str(c["view"]) for c in self._load()["checkpoints"]})
+
     def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]:
         runs = [_run(r) for r in self._load()["runs"] if view is None or r["view"] == view]
         return sorted(runs, key=lambda r: r.started_at, reverse=True)[: int(limit)]

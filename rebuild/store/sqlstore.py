@@ -240,6 +240,9 @@ class SQLStore(Store):
         )
         return Checkpoint(*rows[0]) if rows else None
 
+    def views(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT DISTINCT view FROM _checkpoints ORDER BY 1")]
+
     def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]:
         where = f"WHERE view = {literal(view)}" if view else ""
         rows = self._query(

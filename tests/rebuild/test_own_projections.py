@@ -480,3 +480,27 @@ def test_a_projection_without_source_still_changes_its_fingerprint_with_its_code
     sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
     assert defined(sql) == defined(sql)
     assert defined(sql) != defined(sql.replace("count(*)", "count(*) * 2"))
+
+
+def _placed() -> str:
+    return "SELECT partition_key AS order_id, count(*) AS placed FROM events GROUP BY ALL"
+
+
+def test_ls_names_the_views_of_a_projection_renamed_or_left_out_of_the_config(
+        tmp_path: Path, wb: Workbench, registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """A projection renamed, or its module left out of [projections] modules: its live view stays in
+    the store, read by whoever read it, and nothing updates it any more; `rebuild ls` listed only the
+    configured projections, so the view vanished from every listing."""
+    projection(name="orders_lite", key="order_id", consumes="OrderPlaced", registry=registry)(_placed)
+    wb.run("orders_lite", progress="none")
+    wb.cutover("orders_lite", force=True)
+    wb.close()
+    renamed = Registry()
+    projection(name="order_items", key="order_id", consumes="OrderPlaced", registry=renamed)(_placed)
+    with Workbench(wb.config, registry=renamed) as later:
+        assert [s.name for s in later.ls()] == ["order_items"]
+        assert [(v["name"], v["live_rows"]) for v in later.views_without_projection()] == [("orders_lite", 5)]
+    # the CLI's configured projections are the examples: orders_lite is none of them
+    assert main(["--lake", wb.config.lake_uri, "--store", wb.config.store_uri, "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "orders_lite (live: 5 rows)" in out and "nothing updates" in out

@@ -64,6 +64,7 @@ def test_cutover_and_rollback_swap_live_and_previous(bench: Workbench) -> None:
     assert cp.run_id == first.run_id and rows(bench).equals(live)
     assert bench.store.run(second.run_id).status == "rolled_back"  # type: ignore[union-attr]
     assert bench.rollback(VIEW).run_id == second.run_id
+    assert bench.store.views() == [VIEW]  # `rebuild ls` finds views whose projection is gone by these
 
 
 def test_incremental_patch_cutover_and_rollback(bench: Workbench, orders_lake: Lake, tmp_path) -> None:
