@@ -231,7 +231,7 @@ class Workbench:
         with self.store.lock(view, "cutover"):
             position = self._patch_position(view, shadow, record)
             return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"),
-                                      position=position)
+                                      position=position, code=self._patch_code(view, shadow))
 
     def _patch_position(self, view: str, shadow: Checkpoint, record: Any) -> tuple[int, int] | None:
         """The lake position live keeps when a patch goes live (None: the shadow's own).
@@ -260,6 +260,17 @@ class Workbench:
                 f"would miss or add twice the events between; catch live up first (`rebuild run {view}`, check, "
                 "cutover), then rerun the targeted run", view=view, run_id=shadow.run_id)
         return (live.lake_version, live.delta_version) if live.lake_version < shadow.lake_version else None
+
+    def _patch_code(self, view: str, shadow: Checkpoint) -> tuple[int, str] | None:
+        """The code live's checkpoint keeps when a patch goes live (None: the shadow's). A patch made
+        by other code than live's (a version bumped since, then a targeted run) replaces its scope
+        only: the other rows are still the old code's, so the next run must still be the full one."""
+        live = self.store.checkpoint(view, LIVE)
+        if shadow.kind != "patch" or live is None:
+            return None
+        if (live.projection_version, live.fingerprint) == (shadow.projection_version, shadow.fingerprint):
+            return None
+        return live.projection_version, live.fingerprint
 
     def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""

@@ -195,14 +195,17 @@ class Store(ABC):
         raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
 
     @abstractmethod
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
+               code: tuple[int, str] | None = None) -> Checkpoint:
         """In one transaction: live -> previous and shadow -> live (or apply a partial shadow).
 
         ``position`` ``(lake_version, delta_version)``: live's new checkpoint keeps this lake
-        position instead of the shadow's (a targeted patch leaves the other rows where they were).
-        A patch that changes nothing (no row, and live none in its scope) leaves live and previous
-        as they are (previous is still the last real cutover's rollback point), live's checkpoint
-        takes the position, and the run's status becomes ``EMPTY``. Returns live's checkpoint."""
+        position instead of the shadow's (a targeted patch leaves the other rows where they were);
+        ``code`` ``(projection_version, fingerprint)`` likewise keeps the code live's other rows were
+        built by (a patch made by newer code leaves them as they were). A patch that changes nothing
+        (no row, and live none in its scope) leaves live and previous as they are (previous is still
+        the last real cutover's rollback point), live's checkpoint takes the position, and the run's
+        status becomes ``EMPTY``. Returns live's checkpoint."""
 
     @abstractmethod
     def rollback(self, view: str) -> Checkpoint | None:

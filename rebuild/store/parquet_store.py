@@ -245,7 +245,8 @@ class ParquetStore(Store):
         return published
 
     # -- cutover and rollback (the same steps as SQLStore's, on file lists) -----------------------
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
+               code: tuple[int, str] | None = None) -> Checkpoint:
         with self._transaction() as m:
             cp = _checkpoint(m, view, SHADOW)
             if cp is None or cp.run_id != run_id or shadow_name(view) not in m["tables"]:
@@ -263,6 +264,10 @@ class ParquetStore(Store):
                 for c in m["checkpoints"]:
                     if c["view"] == view and c["role"] == LIVE:
                         c["lake_version"], c["delta_version"] = position
+            if code is not None:
+                for c in m["checkpoints"]:
+                    if c["view"] == view and c["role"] == LIVE:
+                        c["projection_version"], c["fingerprint"] = code
             if live_cp is not None:
                 _status(m, live_cp.run_id, "previous")
             _status(m, run_id, "live", forced)

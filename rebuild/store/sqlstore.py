@@ -266,7 +266,8 @@ class SQLStore(Store):
         self._exec(f"UPDATE _rebuild_runs SET status = {literal(status)}{extra} WHERE run_id = {literal(run_id)}")
 
     # -- cutover and rollback ------------------------------------------------------------------
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
+               code: tuple[int, str] | None = None) -> Checkpoint:
         shadow = self.checkpoint(view, SHADOW)
         if shadow is None or shadow.run_id != run_id or not self.exists(shadow_name(view)):
             raise StoreError(
@@ -285,6 +286,9 @@ class SQLStore(Store):
             self._move_checkpoint(view, SHADOW, LIVE)
             if position is not None:
                 self._exec(f"UPDATE _checkpoints SET lake_version = {int(position[0])}, delta_version = {int(position[1])} "
+                           f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
+            if code is not None:
+                self._exec(f"UPDATE _checkpoints SET projection_version = {int(code[0])}, fingerprint = {literal(code[1])} "
                            f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
             if live_cp is not None:
                 self._set_status(live_cp.run_id, "previous")

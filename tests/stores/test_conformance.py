@@ -6,6 +6,7 @@ Shadow, previous, run records, checkpoints, partial-run patches, appended patche
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -118,6 +119,22 @@ def test_an_empty_patch_keeps_the_last_cutovers_rollback_point(bench: Workbench,
     assert rows(bench).equals(before)
     assert bench.rollback(VIEW).run_id == caught_up.run_id  # type: ignore[union-attr]
     assert rows(bench).equals(after)
+
+
+def test_a_patch_of_newer_code_leaves_live_marked_with_its_old_code(bench: Workbench,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version bumped, then a targeted run of a few keys cut over: the other rows are still the
+    old code's. Live's checkpoint took the patch's version, so `ls` said the code was current and
+    every later run was incremental: the version bump's full rebuild never came."""
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    old = bench.projection(VIEW)
+    monkeypatch.setattr(bench, "projection", lambda name: replace(old, version=old.version + 1))
+    bench.run(VIEW, keys=["o-0000001"])
+    live = bench.cutover(VIEW, force=True)
+    assert (live.projection_version, live.fingerprint) == (old.version, old.fingerprint)
+    assert bench.plan(VIEW).mode == "full"
+    assert bench.rollback(VIEW).projection_version == old.version
 
 
 def test_patch_equals_full_rebuild(bench: Workbench) -> None:
