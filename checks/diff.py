@@ -12,6 +12,7 @@ Duplicate keys are looked for with a GROUP BY only when the counts do not reconc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -289,6 +290,10 @@ def _differs(lv: Any, rv: Any, c: diffsql.Compared) -> bool:
     if lv is None or rv is None:
         return lv is not rv
     if c.numeric and c.tolerance is not None:
+        if float(lv) == float(rv) or (math.isnan(float(lv)) and math.isnan(float(rv))):
+            return False
+        if not (math.isfinite(float(lv)) and math.isfinite(float(rv))):
+            return True
         scale = max(abs(float(lv)), abs(float(rv)))
         return abs(float(rv) - float(lv)) > max(c.tolerance[0], c.tolerance[1] * scale)
     if c.retyped and c.times:

@@ -102,9 +102,12 @@ def changed_expr(c: Compared) -> str:
     lc, rc = f"l.{quote(c.name)}", f"r.{quote(c.name)}"
     if c.numeric and c.tolerance is not None:
         absolute, relative = c.tolerance
-        d = f"abs(CAST({rc} AS DOUBLE) - CAST({lc} AS DOUBLE))"
-        scale = f"greatest(abs(CAST({lc} AS DOUBLE)), abs(CAST({rc} AS DOUBLE)))"
+        lf, rf = f"CAST({lc} AS DOUBLE)", f"CAST({rc} AS DOUBLE)"
+        d, scale = f"abs({rf} - {lf})", f"greatest(abs({lf}), abs({rf}))"
+        # equal is no change, also inf = inf and NaN = NaN (DuckDB's); unequal with a non-finite side is
+        # one (inf - inf is NaN, which DuckDB orders above every number; NaN against 5 gives a NaN scale)
         return (f"CASE WHEN {lc} IS NULL AND {rc} IS NULL THEN false WHEN {lc} IS NULL OR {rc} IS NULL THEN true "
+                f"WHEN {lf} = {rf} THEN false WHEN NOT (isfinite({lf}) AND isfinite({rf})) THEN true "
                 f"ELSE {d} > greatest({float(absolute)!r}, {float(relative)!r} * {scale}) END")
     if c.retyped and c.numeric:
         return f"CAST({lc} AS DOUBLE) IS DISTINCT FROM CAST({rc} AS DOUBLE)"
@@ -113,6 +116,14 @@ def changed_expr(c: Compared) -> str:
     if c.retyped:
         return f"CAST({lc} AS VARCHAR) IS DISTINCT FROM CAST({rc} AS VARCHAR)"
     return f"{lc} IS DISTINCT FROM {rc}"
+
+
+def _drift_expr(c: Compared) -> str:
+    """rebuilt - live as a DOUBLE; 0 for equal floats, also infinities (inf - inf is NaN)."""
+    lf, rf = f"CAST(l.{quote(c.name)} AS DOUBLE)", f"CAST(r.{quote(c.name)} AS DOUBLE)"
+    if c.live_type.upper() in FLOATS or c.rebuilt_type.upper() in FLOATS:
+        return f"CASE WHEN {rf} = {lf} THEN 0 ELSE {rf} - {lf} END"
+    return f"{rf} - {lf}"
 
 
 def _naive_utc(column: str, sql_type: str) -> str:
@@ -152,10 +163,7 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
     on = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)}" for k in key)
     keys = ", ".join(f"coalesce(l.{quote(k)}, r.{quote(k)}) AS {quote(k)}" for k in key)
     flags = "".join(f", ({changed_expr(c)}) AND l.__present AND r.__present AS __d{i}" for i, c in enumerate(compared))
-    drift = "".join(
-        f", CAST(r.{quote(c.name)} AS DOUBLE) - CAST(l.{quote(c.name)} AS DOUBLE) AS __x{i}"
-        for i, c in enumerate(compared) if c.numeric
-    )
+    drift = "".join(f", {_drift_expr(c)} AS __x{i}" for i, c in enumerate(compared) if c.numeric)
     masked = len(compared[:MAX_MASK_COLUMNS])
     mask = " + ".join(f"CAST(__d{i} AS BIGINT) * {1 << i}" for i in range(masked)) or "0"
     changed = "__mask <> 0" + "".join(f" OR __d{i}" for i in range(masked, len(compared)))

@@ -156,3 +156,19 @@ def test_differing_keys_beyond_max_keys_say_they_are_a_part(duck):
     assert result.changed_rows == 3 and len(result.differing_keys) == 2
     assert any(n.startswith("3 differing rows: differing_keys holds 2 of their keys") and "--keys" in n for n in result.notes)
     assert compare(duck(BASE, rebuilt), "live", "rebuilt", ["k"], max_keys=3).notes == ()
+
+
+def test_infinity_and_nan_compare_as_values(duck):
+    # a DOUBLE column holding Infinity or NaN (a payload's "Infinity", a ratio over zero): equal on
+    # both sides is no change; inf - inf is NaN, which DuckDB orders above every number, so every
+    # row with an infinity counted as changed (with empty changes), and NaN against 5.0 passed
+    values = "('a', 'inf'::DOUBLE), ('b', '-inf'::DOUBLE), ('c', 'nan'::DOUBLE), ('d', 1.0), ('e', 'nan'::DOUBLE), ('f', 2.0)"
+    live = f"SELECT * FROM (VALUES {values}) t(k, x)"
+    same = compare(duck(live, live), "live", "rebuilt", ["k"])
+    assert same.changed_rows == 0 and same.verdict == "identical"
+    assert next(c for c in same.columns if c.name == "x").sum_diff == 0
+    rebuilt = live.replace("('e', 'nan'::DOUBLE)", "('e', 5.0)").replace("('f', 2.0)", "('f', 'inf'::DOUBLE)")
+    changed = compare(duck(live, rebuilt), "live", "rebuilt", ["k"])
+    assert changed.changed_rows == 2
+    assert sorted(s["k"] for s in changed.samples["changed"]) == ["e", "f"]
+    assert all(s["changes"] for s in changed.samples["changed"])  # each sample shows what changed
