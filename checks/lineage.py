@@ -157,8 +157,9 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
         GROUP BY __i""")
     names = rel.columns
     rows = rel.fetchall()
+    # HUGEINT: a key numbered from 0 up to 2**63 - 1 spans one more than a BIGINT holds
     missing = dict(con.sql(
-        "SELECT __i, sum(span) FROM (SELECT __i, partition_key, max(sequence) - min(sequence) + 1 - "
+        "SELECT __i, sum(span) FROM (SELECT __i, partition_key, CAST(max(sequence) AS HUGEINT) - min(sequence) + 1 - "
         "count(DISTINCT sequence) AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) "
         "USING (__i, partition_key) GROUP BY ALL) GROUP BY __i").fetchall())
     out = {}

@@ -193,3 +193,15 @@ def test_a_report_on_a_store_that_computes_elsewhere_names_the_store_tables(tmp_
         with pytest.raises(CheckInputError, match=r"^orders_rm has no key column \['order_id'\] \(it has \['id', .*\); "
                                                   r"compare with a view of it that has it"):
             wb.check("order_summary", live="orders_rm")
+
+
+def test_lineage_of_a_key_whose_sequence_reaches_the_bigint_limit(make_lake):
+    # sequence is int64: a producer numbering from the top (or a clock) reaches 2**63 - 1, and the
+    # count of missing sequences (last - first + 1 - events) overflowed: the check failed with a traceback
+    from tests.conftest import event
+
+    top = 2**63 - 1
+    events = [event(1, key="big", seq=0), event(2, key="big", seq=top), event(3, key="o2", seq=1)]
+    traced = lineage(make_lake(events), [{"order_id": "big"}], partition_column="order_id")
+    assert traced[0].sequence_range == (0, top) and traced[0].missing_sequences == top - 1
+    assert "gap" in traced[0].flags
