@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import duckdb
 
+from lake.schema import ENVELOPE_COLUMNS
 from rebuild.errors import ProjectionError
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def _check(p: Projection) -> None:
         wrong = {c: t for c, t in types.items() if not _is_type(t)}
         if wrong:
             problems.append(f"{what} types {wrong} are not DuckDB types (VARCHAR, BIGINT, DECIMAL(18,2), ...)")
+    problems += _payload_names(p.payload)
     if p.incremental == "merge":
         ops = p.merge or {}
         if not ops or any(op not in MERGE_OPS for op in ops.values()):
@@ -188,6 +190,22 @@ def _check(p: Projection) -> None:
         problems.append("a Python fold is per partition: use incremental='by_key' or 'full'")
     if problems:
         raise ProjectionError(f"projection {p.name!r}: " + "; ".join(problems), projection=p.name)
+
+
+def _payload_names(payload: dict[str, str]) -> list[str]:
+    """Payload fields become columns beside the envelope's, and DuckDB's column names ignore case."""
+    problems = []
+    clash = sorted(f for f in payload if str(f).lower() in ENVELOPE_COLUMNS)
+    if clash:
+        problems.append(f"payload fields {clash} have the name of envelope columns (DuckDB's column names ignore "
+                        f"case): read them from the payload's JSON instead (json_extract(payload, '$.{clash[0]}'))")
+    by_case: dict[str, list[str]] = {}
+    for f in payload:
+        by_case.setdefault(str(f).lower(), []).append(f)
+    for same in (sorted(names) for names in by_case.values() if len(names) > 1):
+        problems.append(f"payload fields {same} differ only by case, which DuckDB's column names ignore: declare one "
+                        f"and read the other from the payload's JSON (json_extract(payload, '$.{same[-1]}'))")
+    return problems
 
 
 def _is_type(text: object) -> bool:

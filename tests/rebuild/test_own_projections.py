@@ -231,6 +231,10 @@ def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Work
     ({"output": {"k": "VARCHAR) AS k --"}}, "output types .* are not DuckDB types"),
     ({"consumes": [1, "OrderPlaced"]}, r"consumes must name event types as text, not \[1, 'OrderPlaced'\]"),
     ({"streams": ["orders", ""]}, r"streams must name streams as text, not \['orders', ''\]"),
+    # DuckDB's column names ignore case: "Sequence" read the envelope's sequence, silently, and
+    # "Amount" next to "amount" failed every run (and lake compact) with a traceback
+    ({"payload": {"Sequence": "BIGINT"}}, r"payload fields \['Sequence'\] have the name of envelope columns"),
+    ({"payload": {"Amount": "BIGINT", "amount": "BIGINT"}}, r"payload fields \['Amount', 'amount'\] differ only by case"),
 ])
 def test_a_declaration_that_cannot_work_is_refused_when_it_is_registered(options: dict[str, Any], problem: str) -> None:
     with pytest.raises(ProjectionError, match=f"projection 'wrong': {problem}"):
