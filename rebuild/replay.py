@@ -390,8 +390,9 @@ def touched_windows(con: duckdb.DuckDBPyConnection, events: str, size: str, tabl
     interval = f"INTERVAL {literal(size)}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS "
                 f"SELECT DISTINCT time_bucket({interval}, event_time) AS window_start FROM ({events})")
-    row = con.sql(f"SELECT min(window_start), max(window_start) + {interval} FROM {quote(table)}").fetchall()[0]
-    return row[0], row[1]
+    low, high = con.sql(f"SELECT min(window_start), max(window_start) + {interval} FROM {quote(table)}").fetchall()[0]
+    # a window ending after 9999-12-31 comes back as text (datetime cannot hold it): nothing lies beyond
+    return low, high if isinstance(high, datetime) else None
 
 
 def in_windows(con: duckdb.DuckDBPyConnection, events: str, size: str, table: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+from datetime import UTC, date, datetime
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,24 @@ def test_a_merge_sum_of_nothing_stays_null_as_in_a_full_run(tmp_path: Path, wb: 
     wb.run("refunds", full=True, progress="none")
     assert caught_up["refunded"].to_list() == [None, None]
     assert caught_up.equals(wb.view("refunds", "shadow").sort("customer_id"))
+
+
+def test_by_window_catches_up_a_window_that_ends_after_the_year_9999(tmp_path: Path, wb: Workbench,
+                                                                    registry: Registry) -> None:
+    """An event stamped 9999-12-31 (a "never" sentinel) falls in a window ending in the year 10000, which
+    Python's datetime cannot hold: the catch-up (and a --since run) failed saying "until '10000-01-01
+    00:00:00+00' is not an ISO date or time", an --until nobody gave."""
+    projection(name="days", key="day", consumes="OrderPlaced", incremental="by_window", window=Window("day", "1 day"),
+               registry=registry)(
+        lambda: "SELECT CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE) AS day, count(*) AS orders "
+                "FROM events GROUP BY ALL")
+    wb.run("days", progress="none")
+    wb.cutover("days", force=True)
+    sentinel = order_events(6, start=datetime(9999, 12, 31, 12, tzinfo=UTC), items=0, ship=False)[:1]
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "never.ndjson", sentinel)], stream="orders")
+    assert wb.run("days", progress="none").plan.mode == "incremental"
+    assert wb.view("days", "shadow")["day"].to_list() == [date(9999, 12, 31)]
+    assert wb.run("days", since="9999-12-31", progress="none").record.rows_written == 1
 
 
 @pytest.mark.parametrize(("having", "before", "after"), [(">= 6", [], [6]), ("BETWEEN 2 AND 5", [5], [])])
