@@ -137,7 +137,15 @@ def _window_range(keys: Sequence[dict[str, Any]], window: tuple[str, str] | None
         return None, None
     start = min(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
     end = max(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
-    return start - timedelta(days=1), end + timedelta(days=2)  # margins: time zones, window size
+    return _shifted(start, -1), _shifted(end, 2)  # margins: time zones, window size
+
+
+def _shifted(day: datetime, days: int) -> datetime | None:
+    """``day`` moved by ``days``; None (no bound) past the first or last day a datetime holds."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[int, dict[str, Any]]:

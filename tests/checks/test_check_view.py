@@ -205,3 +205,15 @@ def test_lineage_of_a_key_whose_sequence_reaches_the_bigint_limit(make_lake):
     traced = lineage(make_lake(events), [{"order_id": "big"}], partition_column="order_id")
     assert traced[0].sequence_range == (0, top) and traced[0].missing_sequences == top - 1
     assert "gap" in traced[0].flags
+
+
+def test_lineage_of_windows_on_the_first_and_last_representable_days(make_lake):
+    # a by_window view keyed by day holds 0001-01-01 and 9999-12-31 when events carry such sentinel
+    # times; the margins of the event-time range read around the days overflowed: OverflowError
+    from datetime import UTC, date, datetime
+
+    from tests.conftest import event
+
+    events = [event(1, key="a", at=datetime(1, 1, 1, 6, tzinfo=UTC)), event(2, key="b", at=datetime(9999, 12, 31, 6, tzinfo=UTC))]
+    traced = lineage(make_lake(events), [{"day": date(1, 1, 1)}, {"day": date(9999, 12, 31)}], window=("day", "1 day"))
+    assert [t.event_ids for t in traced] == [("e1",), ("e2",)]
