@@ -11,7 +11,7 @@ from rich.markup import escape
 from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
-from rebuild.options import click_options, from_kwargs
+from rebuild.options import click_options, from_flags
 from rebuild.store import SHADOW
 from rebuild.store.base import previous_name
 from rebuild.workbench import Workbench
@@ -71,7 +71,7 @@ def _brief(v: dict[str, Any]) -> dict[str, Any]:
 def plan_cmd(state: State, view: str, **options: Any) -> None:
     """Show what `rebuild run VIEW` would read and write, without writing anything."""
     with workbench(state) as wb:
-        plan = wb.plan(view, from_kwargs(**options))
+        plan = wb.plan(view, from_flags(**options))
     state.out.result(plan.to_dict(), lambda c: _print_plan(c, plan.to_dict(), plan.summary()))
 
 
@@ -88,7 +88,7 @@ def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
 def run_cmd(state: State, view: str, **options: Any) -> None:
     """Rebuild VIEW (or part of it) into VIEW__shadow; live is never touched."""
     with workbench(state) as wb:
-        result = wb.run(view, from_kwargs(**options))
+        result = wb.run(view, from_flags(**options))
     state.out.result(result.to_dict(), lambda c: c.print(result.summary(), markup=False))
 
 

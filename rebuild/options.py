@@ -47,10 +47,10 @@ class RunOptions:
 
     def partition_keys(self) -> tuple[str, ...] | None:
         """The keys of --keys and --keys-file together, or None when neither was given."""
-        keys = [k.strip() for item in self.keys for k in item.split(",") if k.strip()]  # "a, b" is a and b
+        keys = [k for k in self.keys if k.strip()]  # as given: a key may hold a comma or spaces (a blank one is none)
         if self.keys and not keys:
-            raise ConfigError(f"--keys {','.join(self.keys)!r} names no partition key; name one, or drop --keys "
-                              "(a run without it catches up the whole view)")
+            raise ConfigError(f"keys {list(self.keys)!r} name no partition key; name one, or drop them "
+                              "(a run without keys catches up the whole view)")
         if self.keys_file:
             path = Path(self.keys_file)
             if not path.is_file():
@@ -118,6 +118,16 @@ def click_options(func: F) -> F:
         else:
             func = click.option(flag, f.name, default=f.default, show_default=f.default not in (None, ()), **meta)(func)
     return func
+
+
+def from_flags(**flags: Any) -> RunOptions:
+    """RunOptions from the CLI's flags: ``--keys "a, b"`` is a and b (in Python, keys are taken as given)."""
+    given = flags.get("keys") or ()
+    keys = tuple(k.strip() for item in given for k in item.split(",") if k.strip())
+    if given and not keys:
+        raise ConfigError(f"--keys {','.join(given)!r} names no partition key; name one, or drop --keys "
+                          "(a run without it catches up the whole view)")
+    return from_kwargs(**{**flags, "keys": keys})
 
 
 def from_kwargs(**kwargs: Any) -> RunOptions:

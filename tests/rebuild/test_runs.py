@@ -85,6 +85,17 @@ def test_a_keys_run_rebuilds_only_those_keys(bench: Bench) -> None:
     assert after.filter(after["order_id"] == "o-0000005").equals(full.filter(full["order_id"] == "o-0000005"))
 
 
+def test_keys_from_python_are_taken_as_they_are(bench: Bench) -> None:
+    """In a notebook keys come from data (a DataFrame column): a key holding a comma or spaces around it
+    was split and stripped like --keys text, so keys=["a,b"] corrected a and b, and "a,b" stayed stale."""
+    keys = ["acme,inc", " padded ", "plain"]
+    bench.ingest({**e, "partition_key": k, "event_id": f"{k}-{e['sequence']}"} for n, k in enumerate(keys, 1)
+                 for e in order_events(n))
+    assert bench.wb.plan("order_summary", keys=keys[:2]).keys == ("acme,inc", " padded ")
+    bench.wb.run("order_summary", keys=keys[:2], progress="none")
+    assert bench.rows("order_summary", "shadow")["order_id"].to_list() == [" padded ", "acme,inc"]
+
+
 class _Key(str):
     def __deepcopy__(self, memo: object) -> str:
         raise AssertionError("the plan copied a named key one by one")
