@@ -64,6 +64,19 @@ def pg_type(duck: str) -> tuple[str, str]:
     raise StoreError(f"no PostgreSQL type for DuckDB type {duck}; cast the column in the projection")
 
 
+def _refused(message: str, table: str) -> StoreError:
+    """ADBC's COPY refusal as a store error naming the column (PostgreSQL's CONTEXT line has it)."""
+    found = re.search(r"CONTEXT:\s+COPY \S+, line \d+, column (\S+)", message)
+    rows = f"{table.split('__incoming')[0]}'s rows"  # the staging table's view
+    column = f"column {found.group(1)} of {rows}" if found else rows
+    if "0x00" in message:
+        return StoreError(f"PostgreSQL cannot store the NUL character (\\u0000) in text, and {column} holds one "
+                          "(DuckDB and Parquet keep it): remove it in the projection, e.g. replace(col, chr(0), '')",
+                          table=table)
+    first = message.split("ERROR:", 1)[-1].splitlines()[0].strip()
+    return StoreError(f"PostgreSQL refused the rows of {column}: {first}", table=table)
+
+
 def split_schema(uri: str) -> tuple[str, str]:
     """The libpq URI without our ``schema`` parameter, and the schema (default ``public``)."""
     parts = urlsplit(uri)
@@ -187,8 +200,14 @@ class PostgresStore(SQLStore):
         self._exec(f"CREATE TABLE {quote(table)} ({', '.join(columns)})")
         reader = con.sql(f"SELECT {', '.join(selects)} FROM ({query})").to_arrow_reader(BATCH_ROWS)
         bulk = self._bulk()
+        import adbc_driver_manager
+
         with bulk.cursor() as cur:
-            rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema)
+            try:
+                rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema)
+            except adbc_driver_manager.DataError as exc:  # a value PostgreSQL cannot hold: the run's fault, not ours
+                bulk.rollback()
+                raise _refused(str(exc), table) from None
         bulk.commit()
         return int(rows)
 

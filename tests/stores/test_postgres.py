@@ -120,3 +120,23 @@ def test_a_swap_that_would_leave_views_on_the_old_table_is_refused(orders_lake: 
         wb.cutover(VIEW, force=True)
         wb.rollback(VIEW)
         assert "__previous" not in conn.execute("SELECT pg_get_viewdef('\"paid report\"')").fetchone()[0]
+
+
+def test_a_nul_character_postgresql_text_cannot_hold_is_a_store_error(orders_lake: Lake, postgres_uri: str,
+                                                                      tmp_path) -> None:  # noqa: ANN001
+    """JSON strings may hold \\u0000 (DuckDB and Parquet keep it); PostgreSQL's text cannot. The run
+    failed with ADBC's traceback (exit 1); now a store error names the view, the column and the fix."""
+    from rebuild import StoreError
+    from tests.conftest import write_ndjson
+    from tests.orders import order_events
+
+    import lake
+
+    events = order_events(900, items=0, ship=False)
+    events[0]["payload"]["customer_id"] = "c-\x00042"
+    lake.ingest(orders_lake, [write_ndjson(tmp_path / "nul.ndjson", events)], stream="orders")
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        with pytest.raises(StoreError, match=r"PostgreSQL cannot store the NUL character .* column customer_id"):
+            wb.run(VIEW, progress="none")
+        assert not wb.store.exists(f"{VIEW}__shadow")
