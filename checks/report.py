@@ -6,7 +6,6 @@ network. Section ids are stable (the snapshot test reads them): see :data:`SECTI
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from checks.expect import ExpectationsResult
 from checks.html import esc, pairs, section, table
 from checks.lineage import KeyLineage
 from checks.verdict import Verdict
-from lake.encode import json_default
+from lake.encode import dumps
 from lake.faults import point
 
 __all__ = ["SECTIONS", "CheckReport"]
@@ -91,7 +90,7 @@ class CheckReport:
             done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
             _write_atomically(html_path, done.to_html())
             point("check.after_html")
-            _write_atomically(json_path, json.dumps(done.to_dict(), default=json_default, indent=1))
+            _write_atomically(json_path, dumps(done.to_dict(), indent=1))
         except OSError as exc:
             raise ReportError(f"cannot write the report under {folder}: {exc}; check reports_dir in workbench.toml",
                               path=str(folder)) from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lake.encode import json_default
+from lake.encode import dumps
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -29,7 +28,7 @@ def _console(stderr: bool) -> Console:
 
 
 def to_json(payload: object) -> str:
-    return json.dumps(payload, default=json_default, sort_keys=False)
+    return dumps(payload, sort_keys=False)
 
 
 @dataclass

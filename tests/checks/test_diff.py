@@ -172,3 +172,25 @@ def test_infinity_and_nan_compare_as_values(duck):
     assert changed.changed_rows == 2
     assert sorted(s["k"] for s in changed.samples["changed"]) == ["e", "f"]
     assert all(s["changes"] for s in changed.samples["changed"])  # each sample shows what changed
+
+
+def test_the_json_of_a_diff_over_nan_and_infinity_is_json(duck, tmp_path):
+    # Python's json writes NaN and Infinity as bare tokens that JSON has not: jq let them pass, but
+    # JavaScript's JSON.parse, Go or PostgreSQL's jsonb refused the report and `--json check`
+    import json
+
+    from checks import CheckReport, decide
+    from rebuild.output import to_json
+
+    def strict(text: str) -> object:
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON"))
+
+    values = "('a', 'nan'::DOUBLE), ('b', 'inf'::DOUBLE), ('c', 1.0)"
+    live = f"SELECT * FROM (VALUES {values}) t(k, x)"
+    result = compare(duck(live, live.replace("1.0", "'-inf'::DOUBLE")), "live", "rebuilt", ["k"],
+                     tolerance={"x": (0.0, 0.0)})
+    data = strict(to_json({"diff": result}))
+    assert data["diff"]["samples"]["changed"][0]["changes"]["x"] == {"live": 1.0, "rebuilt": "-Infinity"}
+    report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
+                         diff=result, lineage=(), expectations=None, run={})
+    strict((tmp_path / "v" / "r.json").read_text() if report.write(tmp_path) else "")
