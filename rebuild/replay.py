@@ -197,6 +197,7 @@ def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
             projection=projection.name,
         )
     frame = result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
+    _check_names(projection, frame.columns)
     _register_table(con, frame.to_arrow(), create)
 
 
@@ -204,6 +205,7 @@ def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, w
     """A Python fold's rows, cast to the declared ``output`` types: Arrow would infer them from the
     values (DECIMAL(5,2) from 123.45), so they could change from run to run."""
     table = fold_table(con, projection.func, workers=workers)
+    _check_names(projection, [*table.column_names, *(projection.output or {})])
     output = {c: str(duckdb.sqltype(t)) for c, t in (projection.output or {}).items()}
     if table.num_rows == 0:
         if not output:
@@ -238,6 +240,18 @@ def _events_frame(con: duckdb.DuckDBPyConnection) -> pl.LazyFrame:
             yield frame if predicate is None else frame.filter(predicate)
 
     return register_io_source(batches, schema=schema)
+
+
+def _check_names(projection: Projection, columns: list[str]) -> None:
+    """Columns differing only by case, which DuckDB's names ignore: one would be renamed (amount_1),
+    or, cast by name, read the other's values."""
+    by_case: dict[str, list[str]] = {}
+    for c in dict.fromkeys(columns):
+        by_case.setdefault(c.lower(), []).append(c)
+    same = next((sorted(names) for names in by_case.values() if len(names) > 1), None)
+    if same:
+        raise ProjectionError(f"projection {projection.name!r} returned columns {same} that differ only by case, "
+                              "which DuckDB's column names ignore: rename one (or merge them)", projection=projection.name)
 
 
 def _register_table(con: duckdb.DuckDBPyConnection, table: pa.Table, create: str, select: str = "*") -> None:

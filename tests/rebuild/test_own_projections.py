@@ -94,6 +94,27 @@ def test_a_fold_whose_rows_have_different_columns_keeps_them_all(wb: Workbench, 
     assert view["odd"].to_list() == [5, None, 5, None, 5] and view["even"].to_list() == [None, 4, None, 4, None]
 
 
+def _cased_fold(partition_key: str, events: Any) -> dict[str, Any]:
+    return {"order_id": partition_key, "Amount": 1, "amount": 2}
+
+
+def _cased_frame(events: Any) -> Any:
+    import polars as pl
+
+    return events.group_by(pl.col("partition_key").alias("order_id")).agg(Amount=pl.lit(1), amount=pl.lit(2))
+
+
+@pytest.mark.parametrize(("engine", "func"), [("python", _cased_fold), ("polars", _cased_frame)])
+def test_columns_that_differ_only_by_case_are_refused(wb: Workbench, registry: Registry, engine: str, func: Any) -> None:
+    """Rows from payload dicts whose producers spelled a field two ways: DuckDB's column names ignore case,
+    so a fold's view got Amount and Amount_1 both holding Amount's values (amount's silently lost) and a
+    Polars one an unasked-for amount_1."""
+    projection(name="cased", key="order_id", engine=engine, registry=registry)(func)
+    with pytest.raises(ProjectionError, match=r"projection 'cased' returned columns \['Amount', 'amount'\] that differ "
+                                              "only by case"):
+        wb.run("cased", progress="none")
+
+
 @pytest.mark.parametrize("returned", ["text", ("o", 1), [{"order_id": "o"}, "text"]])
 def test_a_fold_that_returns_something_else_than_rows_says_so(wb: Workbench, registry: Registry, returned: Any) -> None:
     projection(name="wrong", key="order_id", engine="python", registry=registry)(lambda key, events: returned)
