@@ -58,3 +58,23 @@ def test_rebuild_spills_to_the_configured_temp_directory(big_lake: Lake, tmp_pat
         watcher.join()
     assert result.record.rows_written == ORDERS
     assert max(seen) > 0, "DuckDB wrote no temp files: the test lake no longer needs to spill"
+
+
+def test_large_payloads_fit_the_memory_the_replay_needs(tmp_path: Path) -> None:
+    """The look at the first 10,000 events' payload fields (do they convert to their declared types?)
+    held those events whole and parsed each payload once per field: with 20 kB payloads it needed
+    about 700MB where the replay itself needs 250MB, and the run died with DuckDB's traceback."""
+    import lake
+    from tests.conftest import write_ndjson
+
+    pad = "x" * 20_000
+    events = [{"event_id": f"e{n}", "partition_key": f"o{n % 50}", "sequence": n, "event_type": "ItemAdded",
+               "event_time": "2026-09-01T00:00:00+00:00",
+               "payload": {"customer_id": "c1", "currency": "EUR", "quantity": 1, "unit_price": "1.00", "note": pad}}
+              for n in range(1, 4001)]
+    target = lake.Lake(tmp_path / "lake").create()
+    lake.ingest(target, [write_ndjson(tmp_path / "big.ndjson", events)], stream="orders")
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb", memory_limit="400MB",
+                    temp_directory=str(tmp_path / "spill"), threads=2)
+    with Workbench(config) as wb:
+        assert wb.run("order_summary", progress="none").record.rows_written == 50
