@@ -17,7 +17,7 @@ event's payload value: an event live applied once more, or once less, than the r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -84,7 +84,8 @@ def lineage(
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
         quarantine = _quarantine(con, lake)
-        payloads = _payloads(con) if changes else {}
+        changed = [i for i, k in enumerate(keys) if (changes or {}).get(tuple(k.values()))]
+        payloads = _payloads(con, changed) if changed else {}
     finally:
         con.close()
     out = []
@@ -99,8 +100,9 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
                   partition_column: str | None, window: tuple[str, str] | None,
                   streams: Sequence[str] | None, event_types: Sequence[str] | None, as_of: int | None) -> None:
     """Temp table ``matched``: the lake events of each key (of the consumed types), tagged with the key's
-    index ``__i``; ``every_event`` has them of every type, for the sequence gaps (the sequences of the types
-    a projection does not consume are no gap)."""
+    index ``__i``, without their payload, which view ``matched_payloads`` reads from the lake when asked
+    (a hot key's payloads held in memory took gigabytes); ``every_event`` has them of every type, for the
+    sequence gaps (the sequences of the types a projection does not consume are no gap)."""
     rows = [{**{c: _plain(v) for c, v in k.items()}, "__i": i} for i, k in enumerate(keys)]
     con.register("__keys", pa.Table.from_pylist(rows))
     base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, as_of=as_of)
@@ -114,8 +116,11 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
         events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
         on = " AND ".join(_payload_term(c, window) for c in keys[0])
     events.create_view("__events")
-    con.execute(f"CREATE TEMP TABLE every_event AS SELECT k.__i, e.* FROM __events e JOIN __keys k ON {on}")
+    joined = f"FROM __events e JOIN __keys k ON {on}"
+    con.execute(f"CREATE TEMP TABLE every_event AS SELECT k.__i, e.* EXCLUDE (payload, metadata) {joined}")
     con.execute(f"CREATE TEMP TABLE matched AS SELECT * FROM every_event e WHERE {consumed}")
+    con.execute(f"CREATE TEMP VIEW matched_payloads AS SELECT k.__i, e.partition_key, e.sequence, e.event_id, "
+                f"e.event_type, e.payload {joined} WHERE {consumed}")
 
 
 def _plain(value: Any) -> Any:
@@ -196,11 +201,13 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, list[di
     return out
 
 
-def _payloads(con: duckdb.DuckDBPyConnection) -> dict[int, list[dict[str, Any]]]:
-    """Each matched event's numeric payload values (and their pairwise products), per key index."""
-    rows = con.sql("SELECT __i, event_id, event_type, payload FROM matched ORDER BY __i, partition_key, sequence").fetchall()
-    out: dict[int, list[dict[str, Any]]] = {}
-    for i, event_id, event_type, payload in rows:
+def _payloads(con: duckdb.DuckDBPyConnection, indexes: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each matched event's numeric payload values (and their pairwise products), per key index of
+    ``indexes``. Read in batches: a hot key's payloads, all at once, took gigabytes."""
+    cursor = con.execute("SELECT __i, partition_key, sequence, event_id, event_type, payload FROM matched_payloads "
+                         "WHERE __i IN (SELECT unnest($1))", [list(indexes)])
+    found = []
+    for i, partition_key, sequence, event_id, event_type, payload in _batches(cursor):
         try:
             body = json.loads(payload or "{}")
         except ValueError:
@@ -209,12 +216,22 @@ def _payloads(con: duckdb.DuckDBPyConnection) -> dict[int, list[dict[str, Any]]]
         names = sorted(numbers)
         values = dict(numbers)
         values.update({f"{a}*{b}": numbers[a] * numbers[b] for n, a in enumerate(names) for b in names[n + 1:]})
-        out.setdefault(int(i), []).append({"event_id": event_id, "event_type": event_type, "values": values})
+        if values:  # sorted here, not in SQL: a sort there would carry every payload along
+            found.append((int(i), partition_key, sequence, event_id, {"event_id": event_id, "event_type": event_type, "values": values}))
+    out: dict[int, list[dict[str, Any]]] = {}
+    for i, *_, event in sorted(found, key=lambda f: f[:4]):
+        out.setdefault(i, []).append(event)
     return out
 
 
+def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tuple[Any, ...]]:
+    while rows := cursor.fetchmany(size):
+        yield from rows
+
+
 def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events whose payload value equals a changed column's live - rebuilt difference."""
+    """Events whose payload value equals a changed column's live - rebuilt difference (the first
+    ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a difference of 1)."""
     found = []
     for column, pair in changes.items():
         try:
@@ -227,6 +244,8 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -
                     found.append({"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
                                   "event_type": e["event_type"], "field": name,
                                   "reading": "live counts it once more" if delta > 0 else "live misses it"})
+                    if len(found) == MAX_IDS:
+                        return found
     return found
 
 

@@ -217,3 +217,16 @@ def test_lineage_of_windows_on_the_first_and_last_representable_days(make_lake):
     events = [event(1, key="a", at=datetime(1, 1, 1, 6, tzinfo=UTC)), event(2, key="b", at=datetime(9999, 12, 31, 6, tzinfo=UTC))]
     traced = lineage(make_lake(events), [{"day": date(1, 1, 1)}, {"day": date(9999, 12, 31)}], window=("day", "1 day"))
     assert [t.event_ids for t in traced] == [("e1",), ("e2",)]
+
+
+def test_lineage_of_a_hot_key_names_at_most_fifty_suspect_events(make_lake):
+    # a hot partition key (an order with thousands of items of quantity 1) whose total is off by 1:
+    # every item event "explains" it, and the report listed them all (20,000 events: 4 MB of JSON)
+    from checks.lineage import MAX_IDS
+    from tests.conftest import event
+
+    events = [event(n, key="hot", seq=n, type="ItemAdded", payload={"quantity": 1}) for n in range(1, 201)]
+    (traced,) = lineage(make_lake(events), [{"order_id": "hot"}], partition_column="order_id",
+                        changes={("hot",): {"total": {"live": 201, "rebuilt": 200}}})
+    assert traced.events == 200 and "duplicate_suspected" in traced.flags
+    assert len(traced.explained_by) == MAX_IDS and traced.explained_by[0]["event_id"] == "e1"
