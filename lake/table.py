@@ -37,6 +37,7 @@ EVENTS = "events"
 QUARANTINE = "quarantine"
 PARTITIONS = ["stream", "bucket"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RETAIN_HOURS = 168  # Delta's default file retention (delta.deletedFileRetentionDuration): a week
 #: snapshots one Lake keeps: a notebook or a poller that lives while the lake grows sees a new version
 #: after every commit, and each snapshot holds every file's statistics (~8 MB at 12,000 files)
 KEPT_SNAPSHOTS = 4
@@ -273,6 +274,29 @@ class Lake:
         while len(self._snapshots) > KEPT_SNAPSHOTS:  # the least recently used first (dicts keep their order)
             del self._snapshots[next(iter(self._snapshots))]
         return snapshot
+
+    def vacuum(self, retain_hours: int = RETAIN_HOURS, dry_run: bool = False) -> dict[str, dict[str, int]]:
+        """Delete the files no snapshot of the last ``retain_hours`` reads (those compaction
+        replaced), in the events and quarantine tables; per table, the files (and bytes) deleted, or
+        that would be with ``dry_run``. A snapshot older than that may miss files afterwards, so
+        Delta refuses less than its retention (a week) unless the table's setting says less."""
+        if not self.exists():
+            raise LakeNotFound(f"no event lake at {self.uri}", uri=self.uri)
+        found: dict[str, dict[str, int]] = {}
+        with self.commit_lock():
+            for name in (EVENTS, QUARANTINE):
+                if not self._is_table(name):
+                    continue
+                table = self._table(name)
+                try:
+                    files = table.vacuum(retention_hours=retain_hours, dry_run=dry_run,
+                                         commit_properties=_commit_properties("vacuum", None, None))
+                except Exception as exc:  # deltalake's DeltaError: a retention shorter than the table's
+                    raise LakeError(f"cannot vacuum {self.table_uri(name)}: {exc}; keep at least the table's retention "
+                                    "(a shorter one breaks readers and --as-of runs of snapshots that old)", uri=self.uri) from exc
+                start = next((h for h in table.history(2) if h["operation"] == "VACUUM START"), {}) if files and not dry_run else {}
+                found[name] = {"files": len(files), "bytes": int(start.get("operationMetrics", {}).get("sizeOfDataToDelete", 0))}
+        return found
 
     def history(self) -> list[dict[str, object]]:
         """Commits of the events table, newest first: version, timestamp (ms), operation."""

@@ -1,4 +1,4 @@
-"""``rebuild lake ...``: ingest, sample, audit, compact."""
+"""``rebuild lake ...``: ingest, sample, audit, compact, vacuum."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.markup import escape
 
 import lake
 from lake.audit import audit
+from lake.table import RETAIN_HOURS
 from rebuild.cli import Failed, State, cli, command
 from rebuild.errors import ProjectionError
 from rebuild.workbench import Workbench
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @cli.group("lake")
 def lake_group() -> None:
-    """The Parquet event lake: ingest, sample, audit, compact."""
+    """The Parquet event lake: ingest, sample, audit, compact, vacuum."""
 
 
 def open_lake(state: State) -> lake.Lake:
@@ -115,6 +116,19 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
             f"{result.files_after} ({result.rows:,} rows, {result.seconds:.1f}s)"
         ),
     )
+
+
+@command(lake_group, "vacuum")
+@click.option("--retain-hours", default=RETAIN_HOURS, show_default=True, type=click.IntRange(min=0),
+              help="Keep the files the snapshots of this many past hours read.")
+@click.option("--dry-run", is_flag=True, help="Only count the files it would delete.")
+def vacuum_cmd(state: State, retain_hours: int, dry_run: bool) -> None:
+    """Delete the files compaction replaced, once no snapshot of the last --retain-hours reads them."""
+    found = open_lake(state).vacuum(retain_hours, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    state.out.result({"retain_hours": retain_hours, "dry_run": dry_run, "tables": found}, lambda c: c.print(
+        "; ".join(f"{name}: {verb} {n['files']:,} files" + (f" ({n['bytes']:,} bytes)" if n["bytes"] else "")
+                  for name, n in found.items()) + f" replaced more than {retain_hours} hours ago", markup=False))
 
 
 @command(lake_group, "sample")
