@@ -126,9 +126,9 @@ def vacuum_cmd(state: State, retain_hours: int, dry_run: bool) -> None:
     """Delete the files compaction replaced, once no snapshot of the last --retain-hours reads them."""
     found = open_lake(state).vacuum(retain_hours, dry_run)
     verb = "would delete" if dry_run else "deleted"
+    counts = ", ".join(f"{name} {n['files']:,}" + (f" ({n['bytes']:,} bytes)" if n["bytes"] else "") for name, n in found.items())
     state.out.result({"retain_hours": retain_hours, "dry_run": dry_run, "tables": found}, lambda c: c.print(
-        "; ".join(f"{name}: {verb} {n['files']:,} files" + (f" ({n['bytes']:,} bytes)" if n["bytes"] else "")
-                  for name, n in found.items()) + f" replaced more than {retain_hours} hours ago", markup=False))
+        f"{verb} the files replaced more than {retain_hours} hours ago: {counts}", markup=False))
 
 
 @command(lake_group, "sample")
