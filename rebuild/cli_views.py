@@ -1,4 +1,4 @@
-"""``rebuild demo`` and the view commands: ls, plan, run, cutover, rollback, runs."""
+"""``rebuild demo`` and the view commands: ls, plan, run, cutover, rollback, runs, prune."""
 
 from __future__ import annotations
 
@@ -144,3 +144,17 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
     rows = [{**{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict")},
              "forced": "yes" if r["forced"] else ""} for r in runs]
     state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows, overflow="ellipsis") if rows else escape(f"no runs of {view or 'any view'} yet")))
+
+
+@command(cli, "prune")
+@click.argument("view", required=False)
+@click.option("--older-than", "days", required=True, type=click.IntRange(min=0), help="Days since the run finished.")
+@click.option("--dry-run", is_flag=True, help="Only list the runs it would forget.")
+def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
+    """Forget old run records and delete their check reports (live, previous and shadow runs stay)."""
+    with workbench(state) as wb:
+        old = wb.prune(days, view, dry_run)
+    verb = "would forget" if dry_run else "forgot"
+    state.out.result({"dry_run": dry_run, "older_than_days": days, "runs": [r.run_id for r in old]}, lambda c: c.print(
+        f"{verb} {len(old):,} run records of {view or 'every view'} finished over {days} days ago, and their reports",
+        markup=False))

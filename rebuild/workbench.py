@@ -14,7 +14,8 @@ import html
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -282,6 +283,33 @@ class Workbench:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
         return self.store.runs(view, limit)
+
+    def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> list[Any]:
+        """Forget the run records (and delete their check reports) finished more than ``older_than_days``
+        ago, of ``view`` or of every view; the runs that live, previous or a shadow are, and unfinished
+        backfills, are kept. Returns the records forgotten (or that would be, with ``dry_run``)."""
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 0:
+            raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
+        if view is not None and view not in self.store.views():
+            self.projection(view)  # a misspelt view is an error that lists the known ones
+        store, before = self.store, datetime.now(UTC) - timedelta(days=older_than_days)
+        runs = store.runs(view, limit=2**31)
+        kept = {cp.run_id for name in {r.view for r in runs} for role in (LIVE, PREVIOUS, SHADOW)
+                if (cp := store.checkpoint(name, role)) is not None}
+        old = [r for r in runs if r.finished_at < before and r.run_id not in kept and r.status != "backfill"]
+        if not dry_run:
+            store.forget_runs([r.run_id for r in old])
+            for r in old:
+                for path in self._reports_of(r):
+                    path.unlink(missing_ok=True)
+        return old
+
+    def _reports_of(self, record: Any) -> set[Path]:
+        """A run's check reports: RUN_ID.html/.json and RUN_ID--against-OTHER.*, where the run's
+        record says and where the configured reports_dir puts them."""
+        folders = {Path(self.config.reports_dir) / record.view, *([Path(record.report).parent] if record.report else [])}
+        return {p for f in folders for pattern in (f"{record.run_id}.*", f"{record.run_id}--against-*")
+                for p in f.glob(pattern)}
 
     # -- the lake ------------------------------------------------------------------------------
     def audit(self, streams: list[str] | None = None, **options: Any) -> AuditReport:

@@ -229,6 +229,10 @@ class Store(ABC):
     def set_verdict(self, run_id: str, verdict: str, report: str | None) -> None: ...
 
     @abstractmethod
+    def forget_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete these run records and their backfill marks, in one transaction."""
+
+    @abstractmethod
     def exists(self, table: str) -> bool: ...
 
     @abstractmethod

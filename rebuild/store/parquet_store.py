@@ -378,6 +378,12 @@ class ParquetStore(Store):
                 if r["run_id"] == run_id:
                     r["verdict"], r["report"] = verdict, report
 
+    def forget_runs(self, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            with self._transaction() as m:
+                for rows in ("runs", "backfills"):
+                    m[rows] = [r for r in m[rows] if r["run_id"] not in set(run_ids)]
+
     def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
         rows = [b for b in self._load()["backfills"] if b["view"] == view and job_id in (None, b["job_id"])]
         marks = [replace(Mark(**b), updated_at=datetime.fromisoformat(b["updated_at"])) for b in rows]

@@ -261,6 +261,12 @@ class SQLStore(Store):
             f"WHERE run_id = {literal(run_id)}"
         )
 
+    def forget_runs(self, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            with self._transaction():
+                for table in ("_rebuild_runs", "_backfills"):
+                    self._exec(f"DELETE FROM {table} WHERE run_id IN ({', '.join(literal(r) for r in run_ids)})")
+
     def _set_status(self, run_id: str, status: str, forced: bool | None = None) -> None:
         extra = f", forced = {literal(forced)}" if forced is not None else ""
         self._exec(f"UPDATE _rebuild_runs SET status = {literal(status)}{extra} WHERE run_id = {literal(run_id)}")

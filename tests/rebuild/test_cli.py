@@ -59,6 +59,9 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     assert code == 0 and cp["changed"] is False and cp["run_id"] == patch["run_id"] and cp["live_rows"] == 3
     code, back = _call(capsys, bench, "rollback", "order_summary")
     assert code == 0 and back["run_id"] == run["run_id"] and back["live_rows"] == 3
+    code, pruned = _call(capsys, bench, "prune", "--older-than", "0")  # live and previous stay
+    assert code == 0 and pruned["runs"] == [again["run_id"]]
+    assert _call(capsys, bench, "prune", "nope", "--older-than", "0")[0] == 2
 
 
 def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:

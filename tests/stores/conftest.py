@@ -59,8 +59,9 @@ def orders_lake(orders_lake_template: Path, tmp_path: Path) -> lake.Lake:
 
 
 @pytest.fixture
-def bench(orders_lake: lake.Lake, store_uri: str) -> Iterator[Workbench]:
+def bench(orders_lake: lake.Lake, store_uri: str, tmp_path: Path) -> Iterator[Workbench]:
     """A Workbench on the order lake and the store under test."""
-    wb = Workbench(Config(lake_uri=orders_lake.uri, store_uri=store_uri, memory_limit="1GB"))
+    wb = Workbench(Config(lake_uri=orders_lake.uri, store_uri=store_uri, memory_limit="1GB",
+                          reports_dir=str(tmp_path / "reports")))
     yield wb
     wb.close()

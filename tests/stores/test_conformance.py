@@ -7,6 +7,7 @@ Shadow, previous, run records, checkpoints, partial-run patches, appended patche
 from __future__ import annotations
 
 from dataclasses import replace
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from lake import Lake
-from rebuild import CutoverRefused, StoreError, ViewLocked, Workbench
+from rebuild import ConfigError, CutoverRefused, StoreError, ViewLocked, Workbench
 from rebuild.store import LIVE, PREVIOUS, SHADOW, open_store
 from rebuild.store.base import Mark
 from tests.orders import order_events
@@ -135,6 +136,25 @@ def test_a_patch_of_newer_code_leaves_live_marked_with_its_old_code(bench: Workb
     assert (live.projection_version, live.fingerprint) == (old.version, old.fingerprint)
     assert bench.plan(VIEW).mode == "full"
     assert bench.rollback(VIEW).projection_version == old.version
+
+
+def test_prune_forgets_old_runs_and_their_reports_but_not_live_previous_or_shadow(bench: Workbench) -> None:
+    first = bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    second = bench.run(VIEW, full=True)
+    bench.cutover(VIEW, force=True)  # first is previous now
+    dropped = bench.run(VIEW, full=True)
+    reports = bench.check(VIEW).paths
+    shadow = bench.run(VIEW, full=True)  # dropped is superseded
+    assert bench.prune(1) == []  # finished minutes ago
+    assert [r.run_id for r in bench.prune(0, VIEW, dry_run=True)] == [dropped.run_id]
+    assert all(os.path.exists(p) for p in reports.values())
+    assert [r.run_id for r in bench.prune(0)] == [dropped.run_id]
+    assert not any(os.path.exists(p) for p in reports.values())
+    assert bench.store.run(dropped.run_id) is None
+    assert {r.run_id for r in bench.runs(VIEW)} == {first.run_id, second.run_id, shadow.run_id}
+    with pytest.raises(ConfigError, match="older_than_days must be a number of days"):
+        bench.prune(-1)
 
 
 def test_patch_equals_full_rebuild(bench: Workbench) -> None:
