@@ -111,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Failed:
         return EXIT_FAILED
+    except duckdb.OutOfMemoryException as exc:  # outside a projection (which names itself): no traceback either
+        first = str(exc).splitlines()[0]
+        out.error(f"{first}; nothing was half written: raise [duckdb] memory_limit in workbench.toml (or give "
+                  "[duckdb] temp_directory room to spill, or lower threads), then rerun the same command",
+                  EXIT_USAGE, "OutOfMemory")
+        return EXIT_USAGE
     except (LakeError, RebuildError) as exc:
         out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE

@@ -300,3 +300,22 @@ def test_cli_options_and_run_options_cannot_drift() -> None:
         command = cli.commands[name]
         params = {p.name for p in command.params if isinstance(p, click.Option)} - {"json_out"}
         assert params == expected, name
+
+
+def test_duckdb_out_of_memory_is_an_error_saying_what_to_raise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Out of memory outside a projection's own query (the payload decoding's look at the first events,
+    the lake reads) was DuckDB's traceback and exit 1."""
+    source = write_ndjson(tmp_path / "in.ndjson", [e for o in range(1, 200) for e in order_events(o)])
+    config = tmp_path / "workbench.toml"
+    config.write_text(f'[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n[duckdb]\nmemory_limit = "2MB"\n')
+    at = ["--config", str(config)]
+    for args, before in ((["lake", "ingest", str(source), "--stream", "orders"], []),
+                         (["run", "order_summary"], ["--lake", str(tmp_path / "lake"), "lake", "ingest", str(source), "--stream", "orders"])):
+        if before:
+            assert main(before) == 0
+        capsys.readouterr()
+        assert main([*at, "--json", *args]) == 2, args
+        error = json.loads(capsys.readouterr().out)
+        assert error["kind"] == "OutOfMemory" and error["error"].startswith("Out of Memory Error: ")
+        assert error["error"].endswith("raise [duckdb] memory_limit in workbench.toml (or give [duckdb] temp_directory "
+                                       "room to spill, or lower threads), then rerun the same command")
