@@ -239,6 +239,7 @@ def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatc
         (("lake", "sample"), ["--events", "2000", "--out", str(lake_dir)], {0}),
         (("lake", "ingest"), [str(source), "--stream", "orders"], {0}),
         (("lake", "compact"), [], {0}),
+        (("lake", "vacuum"), ["--dry-run"], {0}),
         (("lake", "audit"), [], {0}),
         (("ls",), [], {0}),
         (("plan",), ["order_summary"], {0}),
@@ -247,6 +248,7 @@ def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatc
         (("cutover",), ["order_summary", "--force"], {0}),
         (("backfill",), ["order_summary", "--since", "2026-10-01", "--until", "2026-10-03"], {0}),
         (("runs",), ["order_summary"], {0}),
+        (("prune",), ["--older-than", "0", "--dry-run"], {0}),
         (("rollback",), ["order_summary"], {0, 2}),  # 2: the first live has no predecessor
         (("demo",), ["--events", "500"], {0}),  # on its own lake under ./.demo (the default)
     ]
