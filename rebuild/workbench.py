@@ -292,7 +292,9 @@ class Workbench:
             raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
         if view is not None and view not in self.store.views():
             self.projection(view)  # a misspelt view is an error that lists the known ones
-        store, before = self.store, datetime.now(UTC) - timedelta(days=older_than_days)
+        now = datetime.now(UTC)
+        days = min(older_than_days, (now - datetime.min.replace(tzinfo=UTC)).days)  # more: before year 1, none
+        store, before = self.store, now - timedelta(days=days)
         runs = store.runs(view, limit=2**31)
         kept = {cp.run_id for name in {r.view for r in runs} for role in (LIVE, PREVIOUS, SHADOW)
                 if (cp := store.checkpoint(name, role)) is not None}

@@ -64,6 +64,16 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     assert _call(capsys, bench, "prune", "nope", "--older-than", "0")[0] == 2
 
 
+def test_prune_older_than_more_days_than_the_calendar_holds_keeps_every_run(
+        capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    """--older-than 1000000 ('keep about everything') failed with an OverflowError traceback, exit 1."""
+    bench.ingest(order_events(1))
+    bench.wb.close()
+    assert _call(capsys, bench, "run", "order_summary")[0] == 0
+    code, pruned = _call(capsys, bench, "prune", "--older-than", "1000000")
+    assert code == 0 and pruned["runs"] == []
+
+
 def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
     code, error = _call(capsys, bench, "run", "nope")
     assert code == 2 and "unknown projection 'nope'" in error["error"]
@@ -309,7 +319,7 @@ def test_duckdb_out_of_memory_is_an_error_saying_what_to_raise(tmp_path: Path, c
     the lake reads) was DuckDB's traceback and exit 1."""
     source = write_ndjson(tmp_path / "in.ndjson", [e for o in range(1, 200) for e in order_events(o)])
     config = tmp_path / "workbench.toml"
-    config.write_text(f'[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n[duckdb]\nmemory_limit = "2MB"\n')
+    config.write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n[duckdb]\nmemory_limit = "2MB"\n')
     at = ["--config", str(config)]
     for args, before in ((["lake", "ingest", str(source), "--stream", "orders"], []),
                          (["run", "order_summary"], ["--lake", str(tmp_path / "lake"), "lake", "ingest", str(source), "--stream", "orders"])):
