@@ -12,8 +12,8 @@ from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
 from rebuild.options import click_options, from_flags
-from rebuild.store import SHADOW
-from rebuild.store.base import previous_name
+from rebuild.store import LIVE, SHADOW
+from rebuild.store.base import EMPTY, previous_name
 from rebuild.workbench import Workbench
 
 
@@ -100,10 +100,16 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
     with workbench(state) as wb:
         shadow = wb.store.checkpoint(view, SHADOW)
         cp = wb.cutover(view, force=force)
+        record = wb.store.run(cp.run_id if shadow is None else shadow.run_id)
         live_rows = wb.store.count(view)
         undo = wb.store.exists(previous_name(view))
-    changed = shadow is None or shadow.run_id == cp.run_id
-    if shadow is not None and not changed:  # a patch that changes nothing: live's rows and rollback point stay
+    changed = record is None or record.status != EMPTY
+    payload = {**cp.to_dict(), "live_rows": live_rows, "changed": changed}
+    if shadow is not None and not changed and cp.role != LIVE:  # live was built outside the workbench
+        text = (f"{view}: run {shadow.run_id} changes no row of live; live stays the view built outside the "
+                f"workbench ({live_rows:,} rows)")
+        payload = {"view": view, "run_id": None, "live_rows": live_rows, "changed": False}
+    elif shadow is not None and not changed:  # a patch that changes nothing: live's rows and rollback point stay
         text = (f"{view}: run {shadow.run_id} changes no row of live; live stays run {cp.run_id} "
                 f"({live_rows:,} rows), now at lake_version {cp.lake_version}"
                 + (f"; `rebuild rollback {view}` still restores the view from before run {cp.run_id}" if undo else ""))
@@ -111,8 +117,7 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
         text = f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
     else:
         text = f"{view} is live from run {cp.run_id} ({live_rows:,} rows)"
-    state.out.result({**cp.to_dict(), "live_rows": live_rows, "changed": changed},
-                     lambda c: c.print(text, markup=False))
+    state.out.result(payload, lambda c: c.print(text, markup=False))
 
 
 @command(cli, "rollback")

@@ -64,6 +64,23 @@ def test_plan_run_cutover_rollback_ls(capsys: pytest.CaptureFixture[str], bench:
     assert _call(capsys, bench, "prune", "nope", "--older-than", "0")[0] == 2
 
 
+def test_an_empty_patch_on_a_live_built_outside_the_workbench_says_nothing_changed(
+        capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    """Live made by a consumer (no live checkpoint), then a keys run of a key without rows: the cutover
+    changed nothing (the run's status is 'empty') but said 'the patch ... is applied' and "changed": true."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.run("order_summary", progress="none")
+    bench.wb.store.con.execute("CREATE TABLE order_summary AS SELECT * FROM order_summary__shadow")
+    bench.wb.close()
+    code, patch = _call(capsys, bench, "run", "order_summary", "--keys", "o-nope")
+    assert code == 0 and patch["kind"] == "patch"
+    code, cp = _call(capsys, bench, "cutover", "order_summary", "--force")
+    assert code == 0 and cp["changed"] is False and cp["run_id"] is None and cp["live_rows"] == 3
+    assert main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb",
+                 "runs", "order_summary", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["status"] == "empty"
+
+
 def test_prune_older_than_more_days_than_the_calendar_holds_keeps_every_run(
         capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
     """--older-than 1000000 ('keep about everything') failed with an OverflowError traceback, exit 1."""
