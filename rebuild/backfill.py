@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 
 from lake import Lake, Snapshot
+from lake import storage
 from lake.schema import bucket_sql
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.faults import point
@@ -140,6 +141,11 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
             log.warning("%s %s of %s cannot resume: its %s was replaced by run %s; starting over", kind,
                         header.job_id, view, "shadow" if kind == "backfill" else "building table", replaced_by)
             break
+        if (gone := _vacuumed(lake, header.delta_version)) is not None:
+            log.warning("%s %s of %s cannot resume: the lake snapshot it is pinned to (delta_version %s) lost %s, "
+                        "which compaction replaced and `rebuild lake vacuum` deleted; starting over at the latest one",
+                        kind, header.job_id, view, header.delta_version, gone)
+            break
         log.warning("resuming %s %s of %s: %s parts done, lake pinned at delta_version %s",
                     kind, header.job_id, view, len(done), header.delta_version)
         return _Job(header, done)
@@ -150,6 +156,15 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
                   rows=0, params=text, updated_at=datetime.now(UTC))
     store.put_mark(header)
     return _Job(header, frozenset())
+
+
+def _vacuumed(lake: Lake, delta_version: int) -> str | None:
+    """A file of the snapshot at ``delta_version`` that is gone (compaction replaced it, vacuum deleted
+    it), or None when a job pinned there can still read them all."""
+    latest = {f.path for f in lake.snapshot().files}
+    replaced = [f.path for f in lake.snapshot(delta_version).files if f.path not in latest]
+    fs = storage.fsspec_filesystem(lake.uri, lake.storage_options) if replaced else None
+    return next((path for path in replaced if fs is not None and not fs.exists(path)), None)
 
 
 def _replaced_by(store: Store, marks: list[Mark], header: Mark) -> str | None:

@@ -124,3 +124,40 @@ def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake,
     caplog.clear()  # the same arguments again: nothing unfinished is left behind, no warning
     assert main(["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *other, "--progress", "none"]) == 0
     assert "not resumed" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: Lake, tmp_path: Path,  # noqa: F811
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """An unfinished backfill, then the nightly `lake compact` and `lake vacuum` past the retention: each
+    rerun resumed the pinned snapshot, whose files were deleted, and failed 'cannot be read ... restore
+    it, or rerun with --skip-corrupted', so the backfill could never be finished with its arguments."""
+    from deltalake import DeltaTable
+
+    import lake as lake_pkg
+    from lake.compact import compact
+    from tests.conftest import write_ndjson
+    from tests.stores.conftest import orders_lake_events
+
+    more = write_ndjson(tmp_path / "more.ndjson", orders_lake_events(10, first=40))
+    lake_pkg.ingest(orders_lake, [more], stream="orders")  # a second commit: files for compaction to replace
+    store = str(tmp_path / "views.duckdb")
+    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
+    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    compact(orders_lake)
+    for name in ("events", "quarantine"):
+        if (Path(orders_lake.table_uri(name)) / "_delta_log").exists():
+            DeltaTable(orders_lake.table_uri(name)).alter.set_table_properties(
+                {"delta.deletedFileRetentionDuration": "interval 0 hours"})
+    assert orders_lake.vacuum(0)["events"]["files"] > 0
+    caplog.set_level(logging.WARNING, logger="rebuild.backfill")
+    args = ["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *RANGE, "--progress", "none"]
+    assert main(args) == 0
+    assert "cannot resume" in caplog.text and "lake vacuum" in caplog.text
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=store)) as wb:
+        backfilled = wb.view(VIEW, "shadow").sort("order_id")
+        wb.run(VIEW, since="2026-09-02", until="2026-09-08", progress="none")
+        assert wb.view(VIEW, "shadow").sort("order_id").equals(backfilled)
