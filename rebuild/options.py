@@ -159,4 +159,7 @@ def _key_text(key: Any) -> str:
         hint = (f"; from a check report's differing keys: keys=[k[{next(iter(key))!r}] for k in "
                 "report.diff.differing_keys] (when that column is the partition key)") if isinstance(key, dict) and key else ""
         raise ConfigError(f"keys are partition keys as text, not {type(key).__name__}: {key!r}{hint}")
+    if key is None:  # str(None) would name a key 'None' that no event has: a patch of nothing
+        raise ConfigError("keys hold None, which names no partition key (a missing value in the list?); "
+                          "leave it out: keys=[k for k in keys if k is not None]")
     return str(key)

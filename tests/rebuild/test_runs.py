@@ -96,6 +96,15 @@ def test_keys_from_python_are_taken_as_they_are(bench: Bench) -> None:
     assert bench.rows("order_summary", "shadow")["order_id"].to_list() == [" padded ", "acme,inc"]
 
 
+
+def test_a_missing_value_among_keys_from_python_is_refused(bench: Bench) -> None:
+    """keys=df["order_id"].to_list() with a null in it: None became the key 'None', which no event has,
+    a patch that silently left the row the null stood for stale."""
+    bench.ingest(order_events(1))
+    with pytest.raises(ConfigError, match="keys hold None"):
+        bench.wb.plan("order_summary", keys=["o-0000001", None])
+    assert bench.wb.store.runs() == []
+
 class _Key(str):
     def __deepcopy__(self, memo: object) -> str:
         raise AssertionError("the plan copied a named key one by one")
