@@ -32,8 +32,7 @@ from typing import Any
 
 import duckdb
 
-from lake import Lake, Snapshot
-from lake import storage
+from lake import Lake, Snapshot, storage
 from lake.schema import bucket_sql
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.faults import point
