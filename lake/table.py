@@ -485,8 +485,13 @@ class Lake:
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)
 
-    def quarantine_files(self) -> list[str]:
-        return _file_paths(self._table(QUARANTINE))
+    def quarantine_files(self, version: int | None = None) -> list[str]:
+        return _file_paths(self._table(QUARANTINE, version))
+
+    def quarantine_snapshot(self) -> tuple[int, list[str]]:
+        """The quarantine table's latest Delta version and its files, read together."""
+        table = self._table(QUARANTINE)
+        return table.version(), _file_paths(table)
 
 
 def _commit_properties(operation: str, metadata: dict[str, str] | None, expected_version: int | None) -> CommitProperties:

@@ -49,6 +49,7 @@ class Plan:
     estimated_rows: int | None
     skip_corrupted: bool = False
     skipped_files: tuple[str, ...] = ()  # set by the run: unreadable files it left out
+    quarantine_version: int | None = None  # set by the run: the quarantine table's version it left out
 
     def selection(self) -> EventFilter:
         """The events that decide the scope (all events for a full run)."""

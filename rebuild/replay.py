@@ -384,23 +384,29 @@ def check_partition_column(con: duckdb.DuckDBPyConnection, projection: Projectio
         )
 
 
-def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Temp table of partition keys that have quarantined records (for --exclude-quarantined), with
-    the lake_version of each key's first quarantined record."""
-    files = lake.quarantine_files()
+def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, after_version: int | None = None,
+                     seen: int | None = None) -> int:
+    """Temp table ``__quarantined_keys`` of the partition keys that have quarantined records (for
+    --exclude-quarantined), each marked ``new`` when a catch-up must take it out: quarantined only
+    after the quarantine table's version ``seen``, which live's run excluded (the table only grows),
+    or, not knowing that, first quarantined after ``after_version`` (a commit that only quarantines
+    adds no lake_version, so its records carry the next one). Returns the version read."""
+    version, files = lake.quarantine_snapshot()
     lake.attach(con)
-    source = (f"read_parquet({literal(files)})" if files
-              else "(SELECT NULL::VARCHAR AS partition_key, NULL::BIGINT AS lake_version WHERE false)")
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, min(lake_version) AS lake_version "
-        f"FROM {source} WHERE partition_key IS NOT NULL GROUP BY partition_key"
-    )
+    if not files:
+        con.execute("CREATE OR REPLACE TEMP TABLE __quarantined_keys (partition_key VARCHAR, new BOOLEAN)")
+        return version
+    if seen is not None:
+        new = f"bool_and(filename NOT IN (SELECT unnest({literal(lake.quarantine_files(seen) or [''])})))"
+    else:
+        new = f"min(lake_version) > {int(after_version)}" if after_version is not None else "false"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, {new} AS new "
+                f"FROM read_parquet({literal(files)}, filename = true) WHERE partition_key IS NOT NULL GROUP BY partition_key")
+    return version
 
 
-def quarantined_since(version: int) -> str:
-    """SQL of the keys first quarantined after ``version`` (``quarantined_keys``): a catch-up from
-    there takes them out as a full run does, though a commit that only quarantines adds no events."""
-    return f"SELECT partition_key FROM __quarantined_keys WHERE lake_version > {int(version)}"
+#: the keys a catch-up takes out as a full run does (``quarantined_keys``)
+NEWLY_QUARANTINED = "SELECT partition_key FROM __quarantined_keys WHERE new"
 
 
 def touched_windows(con: duckdb.DuckDBPyConnection, events: str, size: str, table: str) -> tuple[datetime | None, datetime | None]:

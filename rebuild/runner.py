@@ -32,10 +32,10 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
     Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    events_sql, in_windows, materialize, quarantined_keys, quarantined_since, touched_windows,
+    NEWLY_QUARANTINED, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
-from rebuild.store.base import SHADOW, Mark
+from rebuild.store.base import LIVE, SHADOW, Mark
 
 REBUILT, SCOPE, PARTIAL, KEYS, ALL, WINDOWS, WITHOUT = "__rebuilt", "__scope", "__partial", "__keys", "__all", "__windows", "__without"
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
     progress.start(len(steps) + 1, "steps", f"{plan.view} {plan.mode}")
     try:
         if plan.exclude_quarantined:
-            quarantined_keys(con, lake)
+            seen = _quarantine_seen(store, plan)
+            plan = replace(plan, quarantine_version=quarantined_keys(con, lake, plan.after_version, seen))
         while True:  # once more per unreadable file skipped (--skip-corrupted)
             try:
                 files: dict[str, int] = {}  # the lake files the steps read, each counted once
@@ -127,6 +128,14 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
             con.execute(f"DROP TABLE IF EXISTS main.{quote(rows)}")
     assert recorder.record is not None
     return RunResult(record=recorder.record, plan=plan)
+
+
+def _quarantine_seen(store: Store, plan: Plan) -> int | None:
+    """The quarantine table's version the run of live read, when it left quarantined keys out: a
+    catch-up takes out the keys quarantined since (None: not a catch-up, or not known)."""
+    live = store.checkpoint(plan.view, LIVE) if plan.after_version is not None else None
+    record = store.run(live.run_id) if live is not None else None
+    return json.loads(record.plan).get("quarantine_version") if record is not None else None
 
 
 def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
@@ -237,7 +246,7 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     check_decoding(con, projection, sql)  # new events are where a producer's new payload shape shows first
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     if plan.exclude_quarantined and plan.after_version is not None:
-        con.execute(f"INSERT INTO {KEYS} {quarantined_since(plan.after_version)} EXCEPT SELECT partition_key FROM {KEYS}")
+        con.execute(f"INSERT INTO {KEYS} {NEWLY_QUARANTINED} EXCEPT SELECT partition_key FROM {KEYS}")
     return files
 
 
@@ -294,7 +303,7 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     column, size = quote(projection.window.column), projection.window.size
     events = "SELECT event_time FROM __selected"
     if plan.exclude_quarantined and plan.after_version is not None:  # their events leave their windows
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {quarantined_since(plan.after_version)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
         selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
         if selection.keys:
             events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, selection)[0]})"
@@ -342,12 +351,7 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
            projection: Projection, plan: Plan) -> list[DataFile]:
     """Combine live's rows with the partial result over new events, column by column."""
     if plan.exclude_quarantined and plan.after_version is not None:
-        left = con.sql(f"SELECT list(partition_key ORDER BY partition_key)[1:3], count(*) FROM ({quarantined_since(plan.after_version)})").fetchall()[0]
-        if left[1]:
-            raise ProjectionError(
-                f"{plan.view}: {left[1]} partition key(s) were quarantined since live's lake_version {plan.after_version} "
-                f"(e.g. {', '.join(left[0])}); a merge view cannot take their events out of its sums: run "
-                f"`rebuild run {plan.view} --full --exclude-quarantined`", view=plan.view)
+        _refuse_summed_quarantined_keys(con, lake, snapshot, projection, plan)
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
     check_merge_ops(projection, types)
@@ -370,6 +374,25 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
     return []
+
+
+def _refuse_summed_quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
+                                    projection: Projection, plan: Plan) -> None:
+    """A merge view cannot take events out of its sums: a catch-up is refused when keys quarantined
+    since live's run have events live summed (up to its lake_version)."""
+    assert plan.after_version is not None
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
+    selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
+    if not selection.keys:
+        return
+    summed = replace(selection, filter=replace(selection.filter, as_of=plan.after_version))
+    examples, count = con.sql(f"SELECT list(DISTINCT partition_key ORDER BY partition_key)[1:3], count(DISTINCT partition_key) "
+                              f"FROM ({events_sql(lake, snapshot, projection, summed)[0]})").fetchall()[0]
+    if count:
+        raise ProjectionError(
+            f"{plan.view}: {count} partition key(s) were quarantined since live's run, whose events live has summed "
+            f"(e.g. {', '.join(examples)}); a merge view cannot take their events out of its sums: run "
+            f"`rebuild run {plan.view} --full --exclude-quarantined`", view=plan.view)
 
 
 _STEPS: dict[str, list[Step]] = {
