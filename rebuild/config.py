@@ -54,10 +54,10 @@ class Config:
         """Read ``path`` (or $REBUILD_CONFIG, or ./workbench.toml when present) and apply overrides."""
         env = os.environ if env is None else env
         chosen = path or env.get("REBUILD_CONFIG")
-        file = Path(chosen) if chosen else Path.cwd() / FILENAME
+        file = Path(chosen) if chosen else _cwd() / FILENAME
         if chosen and not file.is_file():
             raise ConfigError(f"configuration file {file} not found", file=str(file))
-        config = cls._from_file(file) if file.is_file() else cls()._resolved(Path.cwd())
+        config = cls._from_file(file) if file.is_file() else cls()._resolved(_cwd())
         env_values: dict[str, Any] = {
             "lake_uri": env.get("REBUILD_LAKE_URI"),
             "store_uri": env.get("REBUILD_STORE_URI"),
@@ -69,7 +69,7 @@ class Config:
         unknown = set(given) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        config = replace(config, **given)._resolved(Path.cwd())  # type: ignore[arg-type]
+        config = replace(config, **given)._resolved(_cwd())  # type: ignore[arg-type]
         _check_duckdb_settings(config)
         return config
 
@@ -121,6 +121,16 @@ class Config:
             "temp_directory": self.temp_directory,
             "source": self.source,
         }
+
+
+def _cwd() -> Path:
+    """The working directory, which relative paths resolve against: a job whose folder was deleted
+    (an old release cleaned up under it) gets a ConfigError saying so, not a bare ``[Errno 2]``."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise ConfigError("the working directory no longer exists (deleted or moved after this shell or job "
+                          "entered it): cd into an existing folder, then rerun the same command") from None
 
 
 def _check_duckdb_settings(config: Config) -> None:

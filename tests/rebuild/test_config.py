@@ -101,6 +101,19 @@ def test_a_memory_limit_typo_in_the_environment_is_an_error(tmp_path: Path, caps
     assert "$REBUILD_MEMORY_LIMIT" in error["error"]
 
 
+def test_a_deleted_working_directory_is_named_not_a_bare_errno(config_file: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = tmp_path / "old-release"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # a job's folder cleaned up under it: was "[Errno 2] ...; fix the permissions or free some space"
+    assert main(["--config", str(config_file), "--json", "ls"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "ConfigError" and "the working directory no longer exists" in error["error"]
+    assert "cd into an existing folder" in error["error"]
+
+
 def test_one_module_may_be_given_as_a_string(tmp_path: Path) -> None:
     path = tmp_path / "workbench.toml"
     path.write_text('[projections]\nmodules = "rebuild.examples"\n')
