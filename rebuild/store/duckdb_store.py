@@ -29,6 +29,11 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
     try:
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
+        if "Permission denied" in str(exc):  # not another process: this user may not write the file or its folder
+            raise StoreError(
+                f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. The workbench opens "
+                "its store file for writing, also to list or plan: give this user write access to the file and "
+                "its folder, or use a store it may write (--store or $REBUILD_STORE_URI)", path=path) from exc
         raise StoreError(
             f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. DuckDB lets one "
             "process open a file for writing and then no other process, not even read-only. Wait for "

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from rebuild import ViewLocked
+from rebuild.errors import StoreError
 from rebuild.locks import FileLocks, Holder
 from rebuild.store import open_store
 
@@ -100,3 +102,18 @@ def test_a_check_is_refused_while_a_job_holds_the_view(store_uri: str, tmp_path:
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_a_store_file_this_user_may_not_write_is_not_blamed_on_another_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An analyst without write access to the store file (root ignores file modes, so DuckDB's
+    refusal is given here) was told another process held it and to wait for it."""
+    def refuse(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        raise duckdb.IOException(f'IO Error: Cannot open file "{path}": Permission denied')
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    with pytest.raises(StoreError) as caught:
+        open_store(f"duckdb://{tmp_path / 'views.duckdb'}")
+    message = str(caught.value)
+    assert "give this user write access to the file and its folder" in message
+    assert "lets one process" not in message and "Wait for" not in message
