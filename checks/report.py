@@ -92,7 +92,8 @@ class CheckReport:
             point("check.after_html")
             _write_atomically(json_path, dumps(done.to_dict(), indent=1))
         except OSError as exc:
-            raise ReportError(f"cannot write the report under {folder}: {exc}; check reports_dir in workbench.toml",
+            raise ReportError(f"cannot write the report under {folder}: {exc}; let this user write there, or set "
+                              "[reports] dir in workbench.toml to a folder it may write",
                               path=str(folder)) from exc
         return done
 

@@ -194,3 +194,16 @@ def test_the_json_of_a_diff_over_nan_and_infinity_is_json(duck, tmp_path):
     report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
                          diff=result, lineage=(), expectations=None, run={})
     strict((tmp_path / "v" / "r.json").read_text() if report.write(tmp_path) else "")
+
+
+def test_a_report_that_cannot_be_written_names_the_setting_as_workbench_toml_spells_it(duck, tmp_path):
+    """It said "check reports_dir in workbench.toml", a key the file refuses: the setting is [reports] dir."""
+    from checks import CheckReport, ReportError
+
+    result = compare(duck(BASE, BASE), "live", "rebuilt", ["k"])
+    report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
+                         diff=result, lineage=(), expectations=None, run={})
+    blocker = tmp_path / "reports"
+    blocker.write_text("a file where the reports folder should be")
+    with pytest.raises(ReportError, match=r"set \[reports\] dir in workbench.toml to a folder it may write"):
+        report.write(blocker)
