@@ -102,10 +102,10 @@ class Mapping:
 def _read(spec: str | Path) -> tuple[str, str]:
     name = str(spec)
     if name in BUILTIN:
-        return resources.files("lake.mappings").joinpath(BUILTIN[name]).read_text(), name
+        return resources.files("lake.mappings").joinpath(BUILTIN[name]).read_text(encoding="utf-8"), name
     path = Path(spec)
     if not path.is_file():
         raise SourceError(
             f"mapping {name} not found: give a TOML file or one of {sorted(BUILTIN)}", file=name
         )
-    return path.read_text(), str(path)
+    return path.read_text(encoding="utf-8"), str(path)  # TOML is UTF-8, whatever the locale

@@ -76,7 +76,7 @@ class Config:
     @classmethod
     def _from_file(cls, file: Path) -> Config:
         try:
-            data = tomllib.loads(file.read_text())
+            data = tomllib.loads(file.read_text(encoding="utf-8"))  # TOML is UTF-8, whatever the locale
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
         unknown = unknown_keys(data, SETTINGS)

@@ -4,6 +4,9 @@ against the file's folder; a misspelt or malformed setting is an error, never ig
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,6 +121,23 @@ def test_one_module_may_be_given_as_a_string(tmp_path: Path) -> None:
     path = tmp_path / "workbench.toml"
     path.write_text('[projections]\nmodules = "rebuild.examples"\n')
     assert Config.load(path, env={}).projection_modules == ("rebuild.examples",)
+
+
+def test_toml_files_are_read_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    """A job under a locale whose encoding is not UTF-8 (here C without Python's UTF-8 mode) read
+    workbench.toml and mapping files in that encoding: a comment with an umlaut was a traceback."""
+    config = tmp_path / "workbench.toml"
+    config.write_text('# Ereignisse aus München\n[lake]\nuri = "lake"\n', encoding="utf-8")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('# Zuordnung für den Export\n[fields]\nevent_id = "id"\npartition_key = "k"\n'
+                       'event_type = "t"\nevent_time = "ts"\nsequence = "n"\n', encoding="utf-8")
+    script = ("import sys; from rebuild.config import Config; from lake.mapping import Mapping; "
+              "print(Config.load(sys.argv[1], env={}).lake_uri, Mapping.load(sys.argv[2]).name)")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, "-c", script, str(config), str(mapping)], env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "lake"), "m"]
 
 
 def test_the_cli_refuses_a_misspelt_setting_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
