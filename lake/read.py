@@ -100,8 +100,8 @@ def as_names(value: Any, name: str = "names") -> tuple[str, ...] | None:
 
 
 def as_utc(value: datetime | date | str, what: str = "time") -> datetime:
-    """``value`` as an aware datetime: an ISO text or a date is parsed, and a naive time is UTC
-    (the lake's event times are)."""
+    """``value`` as a UTC datetime: an ISO text or a date is parsed, a naive time is UTC (the lake's
+    event times are), and a time in another zone is converted (Polars compares only equal zones)."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip())
@@ -111,7 +111,7 @@ def as_utc(value: datetime | date | str, what: str = "time") -> datetime:
         value = datetime.combine(value, datetime.min.time())
     elif not isinstance(value, datetime):
         raise LakeError(f"{what} must be a datetime, a date or an ISO text, not {value!r}")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _in_list(column: str, values: Sequence[str]) -> str:

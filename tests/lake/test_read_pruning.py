@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
@@ -155,6 +156,23 @@ def test_filters_take_what_a_notebook_passes(base: tuple[Path, list[int]]) -> No
     day = DAYS[1]
     assert count(since=day.date(), until=DAYS[2].date()) == count(since=day, until=DAYS[2]) == 2 * len(KEYS)
     assert count(since=day.replace(tzinfo=None)) == count(since=day.isoformat()) == count(since=day)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_time_in_the_analysts_own_zone_is_the_same_moment_in_utc(base: tuple[Path, list[int]], engine: str) -> None:
+    """A notebook's datetime in its own zone (a ZoneInfo) was a Polars SchemaError traceback: Polars
+    refused to compare it with the lake's UTC times. It is the same moment as in UTC, also as ISO text."""
+    events = lake.Lake(base[0])
+
+    def count(since: object, until: object) -> int:
+        found = lake.read_events(events, lake.EventFilter(since=since, until=until), engine=engine)  # type: ignore[arg-type]
+        if engine == "polars":
+            return int(found.select(pl.len()).collect().item())
+        return int(found.aggregate("count(*)").fetchall()[0][0])
+
+    chatham = ZoneInfo("Pacific/Chatham")
+    since, until = DAYS[1].astimezone(chatham), DAYS[2].astimezone(ZoneInfo("America/Los_Angeles"))
+    assert count(since, until) == count(since.isoformat(), until.isoformat()) == count(DAYS[1], DAYS[2]) == 2 * len(KEYS)
 
 
 @pytest.mark.parametrize(("filters", "engine", "message"), [
