@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
 from typing import Any, TypeVar
@@ -78,8 +79,18 @@ def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
 def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: str | None, json_out: bool, verbose: int) -> None:
     """Rebuild projections from the event lake, check them against live, cut over."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, handlers=[_utc_stderr()])
     ctx.obj = State(config_path, lake, store, json_out)
+
+
+def _utc_stderr() -> logging.Handler:
+    """Log lines on stderr stamped in UTC, marked ``Z``, like run ids and run records: a job's log
+    reads the same on a machine in any zone (the local time, unmarked, did not match its run ids)."""
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    return handler
 
 
 def _register() -> None:

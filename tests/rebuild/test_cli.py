@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -348,3 +350,16 @@ def test_duckdb_out_of_memory_is_an_error_saying_what_to_raise(tmp_path: Path, c
         assert error["kind"] == "OutOfMemory" and error["error"].startswith("Out of Memory Error: ")
         assert error["error"].endswith("raise [duckdb] memory_limit in workbench.toml (or give [duckdb] temp_directory "
                                        "room to spill, or lower threads), then rerun the same command")
+
+
+def test_log_lines_are_stamped_in_utc_on_a_machine_in_another_zone(tmp_path: Path) -> None:
+    """Under TZ=Pacific/Chatham a job's log said 17:47 (local, unmarked) next to run ids and records
+    in UTC (03:47): its lines now carry the UTC time, marked Z."""
+    env = {**os.environ, "TZ": "Pacific/Chatham"}
+    before = datetime.now(UTC).replace(microsecond=0)
+    done = subprocess.run([sys.executable, "-c", "from rebuild.cli import run; run()", "-v", "lake", "sample",
+                           "--events", "200", "--days", "3", "--out", str(tmp_path / "lake")],
+                          env=env, capture_output=True, text=True, check=True)
+    first = done.stderr.splitlines()[0]
+    stamp = datetime.strptime(first[:24], "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert before <= stamp <= datetime.now(UTC), first
