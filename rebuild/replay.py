@@ -23,7 +23,7 @@ from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.table import DataFile
 from lake.sql import is_numeric, literal, quote
-from rebuild.errors import ProjectionError
+from rebuild.errors import ConfigError, ProjectionError
 from rebuild.fold import fold_table
 from rebuild.projection import Projection, user_frame
 
@@ -150,6 +150,22 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, event
                         "to %s and read as NULL (e.g. %s)", projection.name, lost, given, field, DECODE_SAMPLE, type_, example)
 
 
+def _spill_problem(con: duckdb.DuckDBPyConnection, exc: Exception) -> str | None:
+    """What to do when DuckDB could not spill to its temp directory (by default ``.tmp`` in the
+    working directory, which a job may not write): no fault of the projection's."""
+    if not isinstance(exc, duckdb.IOException):
+        return None
+    try:
+        folder = str(con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0])
+    except duckdb.Error:
+        return None
+    if not folder or f'"{folder}' not in str(exc):
+        return None
+    return (f"DuckDB could not spill to its temp directory {folder} ({exc}): set [duckdb] temp_directory in "
+            "workbench.toml (or $REBUILD_TEMP_DIRECTORY) to a folder this user may write, with room to spill; "
+            "nothing was written")
+
+
 def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,
                 fold_workers: int | None = None, temp: bool = True) -> int:
     """Run ``projection`` over the events SQL into table ``target``; returns its row count.
@@ -170,6 +186,9 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
     except Exception as exc:  # the projection's own code may raise anything: name it, never a traceback
         if isinstance(exc, RuntimeError) and str(exc) == "Query interrupted":
             raise  # Ctrl-C inside a query
+        spill = _spill_problem(con, exc)
+        if spill:
+            raise ConfigError(spill) from exc
         raise ProjectionError(
             f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}{user_frame(exc)}; nothing was written",
             projection=projection.name,

@@ -10,6 +10,7 @@ import pytest
 
 from lake import EventFilter, Lake
 from rebuild import Config, ProjectionError, Workbench
+from rebuild.errors import ConfigError
 from rebuild.replay import Selection, events_sql, materialize
 from rebuild.store.duckdb_store import connect
 from tests.stores.synthetic import synthetic_lake
@@ -78,3 +79,17 @@ def test_large_payloads_fit_the_memory_the_replay_needs(tmp_path: Path) -> None:
                     temp_directory=str(tmp_path / "spill"), threads=2)
     with Workbench(config) as wb:
         assert wb.run("order_summary", progress="none").record.rows_written == 50
+
+
+def test_a_temp_directory_that_cannot_be_made_names_the_setting_not_the_projection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without [duckdb] temp_directory a Parquet store's scratch DuckDB spills to .tmp in the working
+    directory; a job started where it may not write (root ignores modes: a file stands there) said
+    "projection 'order_timeline' failed", as if its SQL were wrong."""
+    small = synthetic_lake(tmp_path / "lake", 20_000)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").write_text("not a folder")
+    config = Config(lake_uri=small.uri, store_uri=f"parquet://{tmp_path / 'views'}", memory_limit="8MB", threads=1)
+    with Workbench(config) as wb, pytest.raises(ConfigError, match=r"could not spill to its temp directory \.tmp .*"
+                                                r"set \[duckdb\] temp_directory in workbench.toml"):
+        wb.run("order_timeline")
