@@ -106,16 +106,21 @@ def test_backfill_exit_codes(orders_lake: Lake, tmp_path: Path, capsys: pytest.C
     assert json.loads(capsys.readouterr().out)["chunks"] == 2
 
 
+def _kill_after_two_chunks(target: Lake, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill of RANGE killed (-9) after its second chunk: an unfinished job to rerun."""
+    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
+    killed = cli(target, store, "backfill", VIEW, *RANGE)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv("REBUILD_FAULT_POINT")
+
+
 def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake, tmp_path: Path,  # noqa: F811
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     # the job log said nothing: the interrupted job's chunks were silently thrown away
     store = str(tmp_path / "views.duckdb")
-    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
-    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE)
-    killed.communicate(timeout=60)
-    assert killed.returncode == -signal.SIGKILL
-    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    _kill_after_two_chunks(orders_lake, store, monkeypatch)
     caplog.set_level(logging.WARNING, logger="rebuild.backfill")
     other = ["--since", "2026-09-02", "--until", "2026-09-10", "--chunk", "1d"]
     assert main(["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *other, "--progress", "none"]) == 0
@@ -142,11 +147,7 @@ def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: La
     more = write_ndjson(tmp_path / "more.ndjson", orders_lake_events(10, first=40))
     lake_pkg.ingest(orders_lake, [more], stream="orders")  # a second commit: files for compaction to replace
     store = str(tmp_path / "views.duckdb")
-    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
-    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE)
-    killed.communicate(timeout=60)
-    assert killed.returncode == -signal.SIGKILL
-    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    _kill_after_two_chunks(orders_lake, store, monkeypatch)
     compact(orders_lake)
     for name in ("events", "quarantine"):
         if (Path(orders_lake.table_uri(name)) / "_delta_log").exists():
