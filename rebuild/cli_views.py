@@ -99,24 +99,24 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
     """Make VIEW__shadow live in one transaction; the old live view is kept for rollback."""
     with workbench(state) as wb:
         shadow = wb.store.checkpoint(view, SHADOW)
-        cp = wb.cutover(view, force=force)
-        record = wb.store.run(cp.run_id if shadow is None else shadow.run_id)
+        cp = wb.cutover(view, force=force)  # refused when there is no shadow
+        assert shadow is not None
+        record = wb.store.run(shadow.run_id)
         live_rows = wb.store.count(view)
         undo = wb.store.exists(previous_name(view))
     changed = record is None or record.status != EMPTY
     payload = {**cp.to_dict(), "live_rows": live_rows, "changed": changed}
-    if shadow is not None and not changed and cp.role != LIVE:  # live was built outside the workbench
+    if changed:
+        text = (f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
+                if cp.kind == "patch" else f"{view} is live from run {cp.run_id} ({live_rows:,} rows)")  # a patch's rows: not live's
+    elif cp.role != LIVE:  # live was built outside the workbench: it has no checkpoint
         text = (f"{view}: run {shadow.run_id} changes no row of live; live stays the view built outside the "
                 f"workbench ({live_rows:,} rows)")
         payload = {"view": view, "run_id": None, "live_rows": live_rows, "changed": False}
-    elif shadow is not None and not changed:  # a patch that changes nothing: live's rows and rollback point stay
+    else:  # a patch that changes nothing: live's rows and rollback point stay
         text = (f"{view}: run {shadow.run_id} changes no row of live; live stays run {cp.run_id} "
                 f"({live_rows:,} rows), now at lake_version {cp.lake_version}"
                 + (f"; `rebuild rollback {view}` still restores the view from before run {cp.run_id}" if undo else ""))
-    elif cp.kind == "patch":  # cp.rows counts the patch's rows, not live's
-        text = f"{view}: the patch of run {cp.run_id} ({cp.rows:,} rows) is applied; live has {live_rows:,} rows"
-    else:
-        text = f"{view} is live from run {cp.run_id} ({live_rows:,} rows)"
     state.out.result(payload, lambda c: c.print(text, markup=False))
 
 

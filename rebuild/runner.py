@@ -302,11 +302,9 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     assert projection.window is not None
     column, size = quote(projection.window.column), projection.window.size
     events = "SELECT event_time FROM __selected"
-    if plan.exclude_quarantined and plan.after_version is not None:  # their events leave their windows
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
-        selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
-        if selection.keys:
-            events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, selection)[0]})"
+    left = _newly_quarantined(con, snapshot, plan)
+    if left is not None:  # their events leave their windows
+        events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, left)[0]})"
     low, high = touched_windows(con, events, size, WINDOWS)
     if low is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {column} FROM {PARTIAL}")
@@ -350,8 +348,9 @@ def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
 def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
            projection: Projection, plan: Plan) -> list[DataFile]:
     """Combine live's rows with the partial result over new events, column by column."""
-    if plan.exclude_quarantined and plan.after_version is not None:
-        _refuse_summed_quarantined_keys(con, lake, snapshot, projection, plan)
+    left = _newly_quarantined(con, snapshot, plan)
+    if left is not None:
+        _refuse_summed(lake, snapshot, projection, plan, con, left)
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
     check_merge_ops(projection, types)
@@ -376,16 +375,21 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     return []
 
 
-def _refuse_summed_quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot,
-                                    projection: Projection, plan: Plan) -> None:
-    """A merge view cannot take events out of its sums: a catch-up is refused when keys quarantined
-    since live's run have events live summed (up to its lake_version)."""
-    assert plan.after_version is not None
+def _newly_quarantined(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, plan: Plan) -> Selection | None:
+    """All the events of the keys quarantined since live's run, which a catch-up with
+    --exclude-quarantined takes out (None: no such key, or not such a run). Fills ``KEYS``."""
+    if not (plan.exclude_quarantined and plan.after_version is not None):
+        return None
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
     selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
-    if not selection.keys:
-        return
-    summed = replace(selection, filter=replace(selection.filter, as_of=plan.after_version))
+    return selection if selection.keys else None
+
+
+def _refuse_summed(lake: Lake, snapshot: Snapshot, projection: Projection, plan: Plan,
+                   con: duckdb.DuckDBPyConnection, left: Selection) -> None:
+    """A merge view cannot take events out of its sums: its catch-up is refused when the newly
+    quarantined keys (``left``) have events live summed (up to its lake_version)."""
+    summed = replace(left, filter=replace(left.filter, as_of=plan.after_version))
     examples, count = con.sql(f"SELECT list(DISTINCT partition_key ORDER BY partition_key)[1:3], count(DISTINCT partition_key) "
                               f"FROM ({events_sql(lake, snapshot, projection, summed)[0]})").fetchall()[0]
     if count:

@@ -230,20 +230,24 @@ class Workbench:
         if not force and (record is None or record.verdict != "pass"):
             raise CutoverRefused(_refusal(view, shadow.run_id, record), view=view, run_id=shadow.run_id)
         with self.store.lock(view, "cutover"):
-            position = self._patch_position(view, shadow, record)
             return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"),
-                                      position=position, code=self._patch_code(view, shadow))
+                                      keep=self._live_keeps(view, shadow, record))
 
-    def _patch_position(self, view: str, shadow: Checkpoint, record: Any) -> tuple[int, int] | None:
-        """The lake position live keeps when a patch goes live (None: the shadow's own).
+    def _live_keeps(self, view: str, shadow: Checkpoint, record: Any) -> dict[str, Any]:
+        """The fields of its checkpoint live keeps when a patch goes live ({}: it takes the shadow's).
 
-        An incremental patch catches up exactly the live it was computed from; a targeted one
-        recomputes only its scope, so live's other rows stay at live's position and the next
-        incremental run still reads the events after it (recomputing the scope's keys again is
-        harmless, except for ``merge``, which would add those events twice)."""
+        Its lake position: an incremental patch catches up exactly the live it was computed from; a
+        targeted one recomputes only its scope, so live's other rows stay at live's position and the
+        next incremental run still reads the events after it (recomputing the scope's keys again is
+        harmless, except for ``merge``, which would add those events twice). Its code: a patch made by
+        other code than live's (a version bumped since, then a targeted run) leaves the other rows the
+        old code's, so the next run must still be the full one."""
         live = self.store.checkpoint(view, LIVE)
         if shadow.kind != "patch" or record is None or live is None:
-            return None
+            return {}
+        keep: dict[str, Any] = {}
+        if (live.projection_version, live.fingerprint) != (shadow.projection_version, shadow.fingerprint):
+            keep |= {"projection_version": live.projection_version, "fingerprint": live.fingerprint}
         base = _caught_up_from(record)
         if base is not None:
             if base != live.lake_version:
@@ -251,27 +255,18 @@ class Workbench:
                     f"the shadow of {view} (run {shadow.run_id}) catches live up from lake_version {base}, but "
                     f"live is at lake_version {live.lake_version} now (rolled back or cut over since the run); "
                     f"run `rebuild run {view}` again and check that", view=view, run_id=shadow.run_id)
-            return None
+            return keep
         if shadow.lake_version == live.lake_version:
-            return None
+            return keep
         if self.projection(view).incremental == "merge":
             raise CutoverRefused(
                 f"the shadow of {view} (run {shadow.run_id}) is a targeted patch at lake_version "
                 f"{shadow.lake_version} but live is at {live.lake_version}: a merge view's next incremental run "
                 f"would miss or add twice the events between; catch live up first (`rebuild run {view}`, check, "
                 "cutover), then rerun the targeted run", view=view, run_id=shadow.run_id)
-        return (live.lake_version, live.delta_version) if live.lake_version < shadow.lake_version else None
-
-    def _patch_code(self, view: str, shadow: Checkpoint) -> tuple[int, str] | None:
-        """The code live's checkpoint keeps when a patch goes live (None: the shadow's). A patch made
-        by other code than live's (a version bumped since, then a targeted run) replaces its scope
-        only: the other rows are still the old code's, so the next run must still be the full one."""
-        live = self.store.checkpoint(view, LIVE)
-        if shadow.kind != "patch" or live is None:
-            return None
-        if (live.projection_version, live.fingerprint) == (shadow.projection_version, shadow.fingerprint):
-            return None
-        return live.projection_version, live.fingerprint
+        if live.lake_version < shadow.lake_version:
+            keep |= {"lake_version": live.lake_version, "delta_version": live.delta_version}
+        return keep
 
     def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""

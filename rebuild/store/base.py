@@ -195,17 +195,16 @@ class Store(ABC):
         raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
 
     @abstractmethod
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
-               code: tuple[int, str] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, keep: dict[str, Any] | None = None) -> Checkpoint:
         """In one transaction: live -> previous and shadow -> live (or apply a partial shadow).
 
-        ``position`` ``(lake_version, delta_version)``: live's new checkpoint keeps this lake
-        position instead of the shadow's (a targeted patch leaves the other rows where they were);
-        ``code`` ``(projection_version, fingerprint)`` likewise keeps the code live's other rows were
-        built by (a patch made by newer code leaves them as they were). A patch that changes nothing
-        (no row, and live none in its scope) leaves live and previous as they are (previous is still
-        the last real cutover's rollback point), live's checkpoint takes the position, and the run's
-        status becomes ``EMPTY``. Returns live's checkpoint."""
+        ``keep``: fields of live's checkpoint that stay live's instead of taking the shadow's
+        (``lake_version`` and ``delta_version``: a targeted patch leaves the other rows where they
+        were; ``projection_version`` and ``fingerprint``: a patch made by newer code leaves them the
+        old code's). A patch that changes nothing (no row, and live none in its scope) leaves live
+        and previous as they are (previous is still the last real cutover's rollback point), live's
+        checkpoint takes the shadow's position (or the kept one), and the run's status becomes
+        ``EMPTY``. Returns live's checkpoint."""
 
     @abstractmethod
     def rollback(self, view: str) -> Checkpoint | None:

@@ -245,29 +245,21 @@ class ParquetStore(Store):
         return published
 
     # -- cutover and rollback (the same steps as SQLStore's, on file lists) -----------------------
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
-               code: tuple[int, str] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, keep: dict[str, Any] | None = None) -> Checkpoint:
         with self._transaction() as m:
             cp = _checkpoint(m, view, SHADOW)
             if cp is None or cp.run_id != run_id or shadow_name(view) not in m["tables"]:
                 raise StoreError(f"{view} has no shadow of run {run_id} to cut over; run `rebuild run {view}` first", view=view)
             live_cp = _checkpoint(m, view, LIVE)
             if cp.kind != "full" and view in m["tables"] and self._changes_nothing(m, view):
-                return self._cut_over_nothing(m, view, cp, forced, position)
+                return self._cut_over_nothing(m, view, cp, forced, keep or {})
             if cp.kind == "full":
                 self._swap_full(m, view)
             else:
                 self._apply_patch(m, view)
             _move(m, view, LIVE, PREVIOUS)
             _move(m, view, SHADOW, LIVE)
-            if position is not None:
-                for c in m["checkpoints"]:
-                    if c["view"] == view and c["role"] == LIVE:
-                        c["lake_version"], c["delta_version"] = position
-            if code is not None:
-                for c in m["checkpoints"]:
-                    if c["view"] == view and c["role"] == LIVE:
-                        c["projection_version"], c["fingerprint"] = code
+            _keep_live(m, view, keep or {})
             if live_cp is not None:
                 _status(m, live_cp.run_id, "previous")
             _status(m, run_id, "live", forced)
@@ -289,15 +281,12 @@ class ParquetStore(Store):
         finally:
             con.execute("DROP VIEW IF EXISTS temp.__scope")
 
-    def _cut_over_nothing(self, m: Manifest, view: str, shadow: Checkpoint, forced: bool,
-                          position: tuple[int, int] | None) -> Checkpoint:
+    def _cut_over_nothing(self, m: Manifest, view: str, shadow: Checkpoint, forced: bool, keep: dict[str, Any]) -> Checkpoint:
         """A patch that changes nothing: drop it and move live's position; previous stays the rollback point."""
         m["tables"].pop(shadow_name(view))
         m["tables"].pop(scope_name(shadow_name(view)), None)
         m["checkpoints"] = [c for c in m["checkpoints"] if not (c["view"] == view and c["role"] == SHADOW)]
-        for c in m["checkpoints"]:
-            if c["view"] == view and c["role"] == LIVE:
-                c["lake_version"], c["delta_version"] = position or (shadow.lake_version, shadow.delta_version)
+        _keep_live(m, view, {"lake_version": shadow.lake_version, "delta_version": shadow.delta_version, **keep})
         _status(m, shadow.run_id, EMPTY, forced)
         point("cutover.before_commit")
         return _checkpoint(m, view, LIVE) or shadow
@@ -431,6 +420,13 @@ def _move(m: Manifest, view: str, source: str, target: str) -> None:
     for c in m["checkpoints"]:
         if c["view"] == view and c["role"] == source:
             c["role"] = target
+
+
+def _keep_live(m: Manifest, view: str, keep: dict[str, Any]) -> None:
+    """Set these fields of live's checkpoint (``Store.cutover``'s ``keep``)."""
+    for c in m["checkpoints"]:
+        if c["view"] == view and c["role"] == LIVE:
+            c.update(keep)
 
 
 def _status(m: Manifest, run_id: str, status: str, forced: bool | None = None) -> None:

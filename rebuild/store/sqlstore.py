@@ -272,8 +272,7 @@ class SQLStore(Store):
         self._exec(f"UPDATE _rebuild_runs SET status = {literal(status)}{extra} WHERE run_id = {literal(run_id)}")
 
     # -- cutover and rollback ------------------------------------------------------------------
-    def cutover(self, view: str, run_id: str, forced: bool, position: tuple[int, int] | None = None,
-               code: tuple[int, str] | None = None) -> Checkpoint:
+    def cutover(self, view: str, run_id: str, forced: bool, keep: dict[str, Any] | None = None) -> Checkpoint:
         shadow = self.checkpoint(view, SHADOW)
         if shadow is None or shadow.run_id != run_id or not self.exists(shadow_name(view)):
             raise StoreError(
@@ -282,7 +281,7 @@ class SQLStore(Store):
             )
         live_cp = self.checkpoint(view, LIVE)
         if shadow.kind != "full" and self.exists(view) and self._changes_nothing(view):
-            return self._cut_over_nothing(view, shadow, forced, position)
+            return self._cut_over_nothing(view, shadow, forced, keep or {})
         with self._transaction():
             if shadow.kind == "full":
                 self._swap_full(view)
@@ -290,12 +289,7 @@ class SQLStore(Store):
                 self._apply_patch(view)
             self._move_checkpoint(view, LIVE, PREVIOUS)
             self._move_checkpoint(view, SHADOW, LIVE)
-            if position is not None:
-                self._exec(f"UPDATE _checkpoints SET lake_version = {int(position[0])}, delta_version = {int(position[1])} "
-                           f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
-            if code is not None:
-                self._exec(f"UPDATE _checkpoints SET projection_version = {int(code[0])}, fingerprint = {literal(code[1])} "
-                           f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
+            self._keep_live(view, keep or {})
             if live_cp is not None:
                 self._set_status(live_cp.run_id, "previous")
             self._set_status(run_id, "live", forced)
@@ -313,18 +307,22 @@ class SQLStore(Store):
             return True
         return not self._query(f"SELECT count(*) FROM {quote(view)} t WHERE {scope_match(view, scope, self._scope_columns(scope))}")[0][0]
 
-    def _cut_over_nothing(self, view: str, shadow: Checkpoint, forced: bool, position: tuple[int, int] | None) -> Checkpoint:
+    def _cut_over_nothing(self, view: str, shadow: Checkpoint, forced: bool, keep: dict[str, Any]) -> Checkpoint:
         """A patch that changes nothing: drop it and move live's position; previous stays the rollback point."""
-        lake_version, delta_version = position or (shadow.lake_version, shadow.delta_version)
         with self._transaction():
             self._drop(shadow_name(view))
             self._drop(scope_name(shadow_name(view)))
             self._exec(f"DELETE FROM _checkpoints WHERE view = {literal(view)} AND role = {literal(SHADOW)}")
-            self._exec(f"UPDATE _checkpoints SET lake_version = {int(lake_version)}, delta_version = {int(delta_version)} "
-                       f"WHERE view = {literal(view)} AND role = {literal(LIVE)}")
+            self._keep_live(view, {"lake_version": shadow.lake_version, "delta_version": shadow.delta_version, **keep})
             self._set_status(shadow.run_id, EMPTY, forced)
             point("cutover.before_commit")
         return self.checkpoint(view, LIVE) or shadow
+
+    def _keep_live(self, view: str, keep: dict[str, Any]) -> None:
+        """Set these fields of live's checkpoint (``Store.cutover``'s ``keep``)."""
+        if keep:
+            values = ", ".join(f"{quote(field)} = {literal(value)}" for field, value in keep.items())
+            self._exec(f"UPDATE _checkpoints SET {values} WHERE view = {literal(view)} AND role = {literal(LIVE)}")
 
     def _swap_full(self, view: str) -> None:
         previous, shadow = previous_name(view), shadow_name(view)
