@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import duckdb
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from lake import storage
@@ -291,7 +291,7 @@ class Lake:
                 try:
                     files = table.vacuum(retention_hours=retain_hours, dry_run=dry_run,
                                          commit_properties=_commit_properties("vacuum", None, None))
-                except Exception as exc:  # deltalake's DeltaError: a retention shorter than the table's
+                except DeltaError as exc:  # a retention shorter than the table's
                     raise LakeError(f"cannot vacuum {self.table_uri(name)}: {exc}; keep at least the table's retention "
                                     "(a shorter one breaks readers and --as-of runs of snapshots that old)", uri=self.uri) from exc
                 start = next((h for h in table.history(2) if h["operation"] == "VACUUM START"), {}) if files and not dry_run else {}
