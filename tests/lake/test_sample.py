@@ -158,6 +158,52 @@ def test_the_generator_draws_without_numpy_huge_pages_and_restores_the_setting(t
         madvise(before)
 
 
+def _mmapped_bytes() -> int:
+    """glibc's bytes in blocks of their own pages (mallinfo2().hblkhd)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = MallInfo2
+    return int(mallinfo2().hblkhd)
+
+
+def test_the_generator_reuses_freed_heap_for_large_arrays_and_restores_glibcs_setting(tmp_path: Path) -> None:
+    """glibc mapped each array over 32 MB to pages of its own and unmapped it when freed: the
+    history's temporaries faulted their memory in again and again (see _reused_heap)."""
+    import numpy as np
+
+    def mapped_by(size: int) -> int:
+        before = _mmapped_bytes()
+        block = np.ones(size // 8)
+        grown = _mmapped_bytes() - before
+        del block
+        return grown
+
+    during: list[int] = []
+    generate(lake.Lake(tmp_path / "lake"), events=200, seed=1, days=3,
+             progress=lambda done, days: during.append(mapped_by(64 << 20)))  # fmt: skip
+    assert during == [0, 0, 0]  # from the heap, which keeps what is freed
+    assert mapped_by(64 << 20) >= 64 << 20  # glibc's default again
+
+
+def test_the_generator_draws_the_same_lake_where_glibcs_malloc_settings_are_not_found(
+    sample: tuple[lake.Lake, SampleResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+
+    def no_libc(name: object) -> object:
+        raise OSError("not glibc")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    again = lake.Lake(tmp_path / "again")
+    generate(again, events=EVENTS, seed=SEED, days=DAYS)
+    assert _content(again) == _content(sample[0])
+
+
 def test_the_cli_names_the_audit_of_the_lake_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """After `rebuild lake sample --out OTHER`, the hint said `rebuild lake audit`, which audits
