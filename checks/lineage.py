@@ -70,17 +70,19 @@ def lineage(
     late_after: timedelta = LATE_AFTER,
     kinds: dict[tuple[Any, ...], str] | None = None,
     changes: dict[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> list[KeyLineage]:
     """The lineage of each key in ``keys`` (dicts of view key columns) from ``lake``.
 
     ``kinds`` and ``changes`` (by key tuple) come from the diff samples: the difference kind and,
     for changed rows, ``{column: {"live": x, "rebuilt": y}}`` used to point at suspect events.
+    ``con``: the lineage runs in a cursor of it, within its memory limit, temp directory and threads
+    (a check passes the run's connection); None: a new in-memory DuckDB with its defaults.
     """
     if not keys:
         return []
-    con = duckdb.connect()
+    con = _connect(con)
     try:
-        con.execute("SET TimeZone = 'UTC'").fetchall()
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
         quarantine = _quarantine(con, lake)
@@ -94,6 +96,14 @@ def lineage(
         out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
                           _explain((changes or {}).get(kt, {}), payloads.get(i, []))))
     return out
+
+
+def _connect(con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``con`` (its database's memory limit, temp directory and threads), or a new connection;
+    in UTC either way. A cursor keeps its temp tables and registrations to itself, and closing it leaves ``con`` open."""
+    own = con.cursor() if con is not None else duckdb.connect()
+    own.execute("SET TimeZone = 'UTC'").fetchall()
+    return own
 
 
 def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
@@ -115,7 +125,7 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
         since, until = _window_range(keys, window)
         events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
         on = " AND ".join(_payload_term(c, window) for c in keys[0])
-    events.create_view("__events")
+    con.register("__events", events)  # a view of it is refused in a cursor of a database file
     joined = f"FROM __events e JOIN __keys k ON {on}"
     con.execute(f"CREATE TEMP TABLE every_event AS SELECT k.__i, e.* EXCLUDE (payload, metadata) {joined}")
     con.execute(f"CREATE TEMP TABLE matched AS SELECT * FROM every_event e WHERE {consumed}")
@@ -185,7 +195,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
 
 def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, list[dict[str, Any]]]:
     """Quarantine rows of the contributing partition keys (and of their event ids), by partition key."""
-    read_quarantine(lake, con).create_view("__quarantine")
+    con.register("__quarantine", read_quarantine(lake, con))
     rel = con.sql("""
         SELECT q.partition_key, q.reason, q.event_id, q.sequence, q.event_type, q.source, q.line,
                q.event_id IN (SELECT event_id FROM matched) AS same_id
@@ -278,8 +288,9 @@ def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantin
 
 def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_column: str | None = None,
                     window: tuple[str, str] | None = None, streams: Sequence[str] | None = None,
-                    as_of: int | None = None) -> dict[str, int]:
-    """Differing keys per day of event time: the window column's day, or the key's first event day."""
+                    as_of: int | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
+    """Differing keys per day of event time: the window column's day, or the key's first event day
+    (``con``: as for :func:`lineage`)."""
     if not keys:
         return {}
     if window is not None and window[0] in keys[0]:
@@ -291,12 +302,11 @@ def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_col
     if partition_column is None:
         return {}
     wanted = tuple(str(k[partition_column]) for k in keys)
-    con = duckdb.connect()
+    con = _connect(con)
     try:
-        con.execute("SET TimeZone = 'UTC'").fetchall()
         rel = read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of,
                                             partition_keys=wanted), con=con)
-        rel.create_view("__events")
+        con.register("__events", rel)
         rows = con.sql("SELECT strftime(day, '%Y-%m-%d'), count(*) FROM (SELECT partition_key, "
                        "CAST(min(event_time) AS DATE) AS day FROM __events GROUP BY ALL) GROUP BY ALL ORDER BY 1").fetchall()
     finally:

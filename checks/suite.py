@@ -72,10 +72,10 @@ def check_view(
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                                     row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
-    traced = _lineage(lake, spec, diff, as_of, late_after)
+    traced = _lineage(con, lake, spec, diff, as_of, late_after)
     audit, audit_html, lateness = _audit(lake, spec, as_of)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
-                           window=spec.window, streams=spec.streams, as_of=as_of)
+                           window=spec.window, streams=spec.streams, as_of=as_of, con=con)
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
@@ -85,8 +85,9 @@ def check_view(
     return report.write(reports_dir, report_name) if reports_dir else report
 
 
-def _lineage(lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None, late_after: timedelta) -> list[Any]:
-    """Lineage of the diff's sampled keys (only in live, only in rebuilt, changed)."""
+def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None,
+             late_after: timedelta) -> list[Any]:
+    """Lineage of the diff's sampled keys (only in live, only in rebuilt, changed), in ``con``'s database."""
     if diff is None:
         return []
     kinds: dict[tuple[Any, ...], str] = {}
@@ -102,7 +103,8 @@ def _lineage(lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | N
             if "changes" in row:
                 changes[kt] = row["changes"]
     return lineage(lake, keys, partition_column=spec.partition_column, window=spec.window, streams=spec.streams,
-                   event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes)
+                   event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes,
+                   con=con)
 
 
 def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any], str, dict[str, int]]:

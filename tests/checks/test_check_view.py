@@ -230,3 +230,25 @@ def test_lineage_of_a_hot_key_names_at_most_fifty_suspect_events(make_lake):
                         changes={("hot",): {"total": {"live": 201, "rebuilt": 200}}})
     assert traced.events == 200 and "duplicate_suspected" in traced.flags
     assert len(traced.explained_by) == MAX_IDS and traced.explained_by[0]["event_id"] == "e1"
+
+
+def test_the_lineage_runs_within_the_configured_memory_limit_and_temp_directory(scenario, monkeypatch):
+    """The lineage (and the differing keys per day) opened their own DuckDB with its defaults (80% of
+    the machine's memory, a .tmp folder in the working directory): a hot key or a big diff at 3 a.m.
+    could take more memory than [duckdb] memory_limit allowed the job, or spill where it may not."""
+    import sys
+
+    module = sys.modules["checks.lineage"]
+    seen = []
+
+    def spy(lake, filter, con=None, **options):
+        seen.append(con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0])
+        return read_events(lake, filter, con=con, **options)
+
+    read_events = module.read_events
+    monkeypatch.setattr(module, "read_events", spy)
+    report = scenario.wb.check("order_summary")
+    store = scenario.wb.store.compute().sql(
+        "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    assert report.lineage and len(seen) == 2  # the lineage and the differing keys per day
+    assert set(seen) == {store}
