@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import product
 from typing import Any
 
 import duckdb
@@ -240,23 +241,61 @@ def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tu
 
 
 def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events whose payload value equals a changed column's live - rebuilt difference (the first
-    ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a difference of 1)."""
+    """Events whose payload value equals a changed column's live - rebuilt difference, the likeliest
+    cause first (the first ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a
+    difference of 1).
+
+    Whether live counts such an event once more or misses it depends on the sign it gives the column:
+    an ``ItemRemoved`` of quantity 1 that live missed leaves live's items 1 higher, as a duplicated
+    ``ItemAdded`` of quantity 1 would. The sign of each event type's field is the one that sums the
+    key's events to the rebuilt value (:func:`_signs`); a type that adds nothing there is no candidate.
+    Ranked: events explaining more of the changed columns first (an event applied once more or less
+    moves every column it feeds), then a missed event before one counted once more (a delivery twice
+    also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order."""
     found = []
     for column, pair in changes.items():
         try:
-            delta = float(pair["live"]) - float(pair["rebuilt"])
+            delta, rebuilt = float(pair["live"]) - float(pair["rebuilt"]), float(pair["rebuilt"])
         except (TypeError, ValueError):
             continue
-        for e in events:
+        signs = _signs(events, rebuilt)
+        for order, e in enumerate(events):
             for name, value in e["values"].items():
-                if value and abs(abs(delta) - abs(value)) < 1e-6:
-                    found.append({"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
-                                  "event_type": e["event_type"], "field": name,
-                                  "reading": "live counts it once more" if delta > 0 else "live misses it"})
-                    if len(found) == MAX_IDS:
-                        return found
-    return found
+                sign = signs.get((e["event_type"], name), 1)
+                if sign and value and abs(abs(delta) - abs(value)) < 1e-6:
+                    more = (delta > 0) == (sign * value > 0)
+                    found.append((order, {"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
+                                          "event_type": e["event_type"], "field": name,
+                                          "reading": "live counts it once more" if more else "live misses it"}))
+    columns: dict[str, set[str]] = {}
+    for _, x in found:
+        columns.setdefault(x["event_id"], set()).add(x["column"])
+    found.sort(key=lambda f: (-len(columns[f[1]["event_id"]]), f[1]["reading"] != "live misses it", f[0]))
+    return [x for _, x in found[:MAX_IDS]]
+
+
+def _signs(events: list[dict[str, Any]], rebuilt: float, most_types: int = 6) -> dict[tuple[str, str], int]:
+    """Per (event type, field): +1, -1 or 0 when every way of adding up the key's per-type sums of that
+    field with those signs to ``rebuilt`` agrees on it (items = ItemAdded - ItemRemoved quantities);
+    fields that sum to it no way, or several ways that disagree, are left out (unknown)."""
+    sums: dict[str, dict[str, float]] = {}
+    for e in events:
+        for name, value in e["values"].items():
+            by_type = sums.setdefault(name, {})
+            by_type[e["event_type"]] = by_type.get(e["event_type"], 0.0) + value
+    out: dict[tuple[str, str], int] = {}
+    for name, by_type in sums.items():
+        types = sorted(by_type)
+        if len(types) > most_types:  # 3**6 sign choices at most per field
+            continue
+        close = 1e-6 * max(1.0, abs(rebuilt))
+        fits = [c for c in product((1, 0, -1), repeat=len(types))
+                if abs(sum(s * by_type[t] for s, t in zip(c, types, strict=True)) - rebuilt) <= close]
+        for n, t in enumerate(types):
+            agreed = {c[n] for c in fits}
+            if len(agreed) == 1:
+                out[(t, name)] = agreed.pop()
+    return out
 
 
 def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantine: dict[str, list[dict[str, Any]]],
@@ -265,10 +304,11 @@ def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantin
         return KeyLineage(key=key, kind=kind, flags=("no_events",))
     q = [row for pk in agg["partition_keys"] for row in quarantine.get(str(pk), [])]
     dups = tuple(agg["dup_ids"] or ()) + tuple(r["event_id"] for r in q if r["same_id"])
+    readings = {next(e for e in explained if e["column"] == c)["reading"] for c in {e["column"] for e in explained}}
     flags = [name for name, on in (
         ("duplicate", bool(dups)),
-        ("duplicate_suspected", any(e["live_minus_rebuilt"] > 0 for e in explained)),
-        ("missed_suspected", any(e["live_minus_rebuilt"] < 0 for e in explained)),
+        ("duplicate_suspected", "live counts it once more" in readings),
+        ("missed_suspected", "live misses it" in readings),
         ("conflict", any(str(r["reason"]).startswith("conflict") for r in q)),
         ("quarantined", bool(q)),
         ("late", bool(agg["late"])),

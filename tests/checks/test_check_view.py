@@ -252,3 +252,56 @@ def test_the_lineage_runs_within_the_configured_memory_limit_and_temp_directory(
         "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
     assert report.lineage and len(seen) == 2  # the lineage and the differing keys per day
     assert set(seen) == {store}
+
+
+def _order(*items_and_more):
+    """One order's events: e1 OrderPlaced, then (type, payload) in sequence."""
+    from tests.conftest import event
+
+    return [event(1, key="o1"), *(event(n, key="o1", type=t, payload=p) for n, (t, p) in enumerate(items_and_more, start=2))]
+
+
+def test_lineage_names_a_removal_live_missed_not_an_added_item_counted_twice(scenario):
+    """Live ignored ItemRemoved (an old projection version): its items and total are one removed item
+    higher. The lineage called it 'duplicate_suspected' and read the ItemRemoved as 'live counts it once
+    more' (which would make live lower), naming the added items first: the wrong cause."""
+    report = scenario.wb.check("order_summary")
+    for order in OLD_VERSION:
+        (traced,) = [x for x in report.lineage if x.key == {"order_id": order}]
+        assert "missed_suspected" in traced.flags and "duplicate_suspected" not in traced.flags
+        first = traced.explained_by[0]
+        assert (first["event_type"], first["reading"]) == ("ItemRemoved", "live misses it")
+
+
+def test_lineage_of_a_key_with_two_causes_names_each_column_s_own(make_lake):
+    """Live counted the payment twice and missed the removal of an item: each changed column is
+    explained by its own event, read the right way, and both suspicions are flagged."""
+    events = _order(("ItemAdded", {"quantity": 2, "unit_price": 5.0}), ("ItemAdded", {"quantity": 1, "unit_price": 7.0}),
+                    ("ItemAdded", {"quantity": 1, "unit_price": 3.0}), ("ItemRemoved", {"quantity": 1, "unit_price": 7.0}),
+                    ("PaymentAuthorized", {"amount": 13.0}))
+    changes = {"items": {"live": 4, "rebuilt": 3}, "paid": {"live": 26.0, "rebuilt": 13.0}}
+    (traced,) = lineage(make_lake(events), [{"order_id": "o1"}], partition_column="order_id", changes={("o1",): changes})
+    first = {c: next(e for e in traced.explained_by if e["column"] == c) for c in changes}
+    assert (first["items"]["event_type"], first["items"]["reading"]) == ("ItemRemoved", "live misses it")
+    assert (first["paid"]["event_type"], first["paid"]["reading"]) == ("PaymentAuthorized", "live counts it once more")
+    assert {"duplicate_suspected", "missed_suspected"} <= set(traced.flags)
+
+
+def test_lineage_does_not_name_an_event_type_that_adds_nothing_to_the_column(make_lake):
+    """A payment counted twice on a refunded order: the refund's amount equals the difference too, but
+    refunds add nothing to paid (the rebuilt value is the payments alone), so it is not a suspect."""
+    events = _order(("PaymentAuthorized", {"amount": 10.0}), ("PaymentAuthorized", {"amount": 5.0}),
+                    ("RefundIssued", {"amount": 10.0}))
+    changes = {"paid": {"live": 25.0, "rebuilt": 15.0}}
+    (traced,) = lineage(make_lake(events), [{"order_id": "o1"}], partition_column="order_id", changes={("o1",): changes})
+    assert [(e["event_type"], e["reading"]) for e in traced.explained_by] == [("PaymentAuthorized", "live counts it once more")]
+    assert "missed_suspected" not in traced.flags
+
+
+def test_lineage_reads_a_missed_event_with_a_negative_value(make_lake):
+    """A correction of -3 that live missed leaves live 3 higher: 'live misses it', not 'once more'."""
+    events = _order(("PaymentAuthorized", {"amount": 10.0}), ("PaymentAuthorized", {"amount": -3.0}))
+    changes = {"paid": {"live": 10.0, "rebuilt": 7.0}}
+    (traced,) = lineage(make_lake(events), [{"order_id": "o1"}], partition_column="order_id", changes={("o1",): changes})
+    assert traced.explained_by[0]["reading"] == "live misses it"
+    assert "missed_suspected" in traced.flags and "duplicate_suspected" not in traced.flags
