@@ -12,11 +12,9 @@ Duplicate keys are looked for with a GROUP BY only when the counts do not reconc
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC
 from typing import Any
 
 import duckdb
@@ -161,10 +159,11 @@ def compare(
     columns, changed_by_column = _columns(compared, row, counts["matched"])
     live_rows = _rows(con, live_sql, key, sample_keys[0] + sample_keys[2])
     rebuilt_rows = _rows(con, rebuilt_sql, key, sample_keys[1] + sample_keys[2])
+    changed_columns = _changed_columns(con, live_sql, rebuilt_sql, key, compared, sample_keys[2])
     samples_out = {
         "only_in_live": [live_rows[_kt(k)] for k in sample_keys[0] if _kt(k) in live_rows],
         "only_in_rebuilt": [rebuilt_rows[_kt(k)] for k in sample_keys[1] if _kt(k) in rebuilt_rows],
-        "changed": [_changed_sample(k, live_rows.get(_kt(k)), rebuilt_rows.get(_kt(k)), compared)
+        "changed": [_changed_sample(k, live_rows.get(_kt(k)), rebuilt_rows.get(_kt(k)), changed_columns.get(_kt(k), []))
                     for k in sample_keys[2]],
         "duplicates_live": dups_live[1],
         "duplicates_rebuilt": dups_rebuilt[1],
@@ -275,34 +274,24 @@ def _rows(con: duckdb.DuckDBPyConnection, source_sql: str, key: tuple[str, ...],
     return {tuple(r[k] for k in key): r for r in rows}
 
 
+def _changed_columns(con: duckdb.DuckDBPyConnection, live_sql: str, rebuilt_sql: str, key: tuple[str, ...],
+                     compared: Sequence[diffsql.Compared], keys: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[str]]:
+    """The changed columns of each changed sample key, decided by the same SQL as the counts (a Python
+    comparison called DECIMAL 1.5000 and 1.50, or BOOLEAN true and VARCHAR 'true', a change)."""
+    if not keys:
+        return {}
+    con.register("__diff_changed_keys", pa.Table.from_pylist(keys))
+    try:
+        rows = con.sql(diffsql.changed_columns_query(live_sql, rebuilt_sql, key, compared, "__diff_changed_keys")).fetchall()
+    finally:
+        con.unregister("__diff_changed_keys")
+    return {tuple(r[:-1]): list(r[-1]) for r in rows}
+
+
 def _changed_sample(k: dict[str, Any], live: dict[str, Any] | None, rebuilt: dict[str, Any] | None,
-                    compared: Sequence[diffsql.Compared]) -> dict[str, Any]:
-    """A changed row: its key and, per differing column, ``{"live": ..., "rebuilt": ...}``."""
-    changes = {}
-    for c in compared:
-        lv, rv = (live or {}).get(c.name), (rebuilt or {}).get(c.name)
-        if _differs(lv, rv, c):
-            changes[c.name] = {"live": lv, "rebuilt": rv}
-    return {**k, "changes": changes}
-
-
-def _differs(lv: Any, rv: Any, c: diffsql.Compared) -> bool:
-    if lv is None or rv is None:
-        return lv is not rv
-    if c.numeric and c.tolerance is not None:
-        if float(lv) == float(rv) or (math.isnan(float(lv)) and math.isnan(float(rv))):
-            return False
-        if not (math.isfinite(float(lv)) and math.isfinite(float(rv))):
-            return True
-        scale = max(abs(float(lv)), abs(float(rv)))
-        return abs(float(rv) - float(lv)) > max(c.tolerance[0], c.tolerance[1] * scale)
-    if c.retyped and c.times:
-        return _naive_utc(lv) != _naive_utc(rv)
-    return str(lv) != str(rv) if c.retyped else bool(lv != rv)
-
-
-def _naive_utc(value: Any) -> Any:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+                    changed: list[str]) -> dict[str, Any]:
+    """A changed row: its key and, per changed column, ``{"live": ..., "rebuilt": ...}``."""
+    return {**k, "changes": {c: {"live": (live or {}).get(c), "rebuilt": (rebuilt or {}).get(c)} for c in changed}}
 
 
 def _patterns(masks: dict[int, int], compared: Sequence[diffsql.Compared]) -> dict[str, int]:

@@ -201,6 +201,18 @@ def rows_query(source_sql: str, key: Sequence[str], keys_table: str, null_safe: 
     return f"SELECT t.* EXCLUDE (__present) FROM ({source_sql}) t SEMI JOIN {quote(keys_table)} s ON {on}"
 
 
+def changed_columns_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Sequence[Compared],
+                          keys_table: str) -> str:
+    """Per key of ``keys_table`` (a few changed sample keys): the names of its changed columns, by
+    :func:`changed_expr`, so a sample shows exactly the changes the counts counted."""
+    on = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)}" for k in key)
+    match = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)}" for k in key)
+    names = ", ".join(f"CASE WHEN {changed_expr(c)} THEN {field(c.name)} END" for c in compared) or "NULL"
+    keys = ", ".join(f"l.{quote(k)}" for k in key)
+    return (f"SELECT {keys}, list_filter([{names}], lambda x: x IS NOT NULL) FROM ({live_sql}) l JOIN ({rebuilt_sql}) r "
+            f"ON {on} SEMI JOIN {quote(keys_table)} s ON {match}")
+
+
 def duplicates_query(source_sql: str, key: Sequence[str], samples: int) -> str:
     """Keys appearing more than once in ``source_sql``: how many, and a sample with their counts."""
     keys = ", ".join(quote(k) for k in key)

@@ -207,3 +207,16 @@ def test_a_report_that_cannot_be_written_names_the_setting_as_workbench_toml_spe
     blocker.write_text("a file where the reports folder should be")
     with pytest.raises(ReportError, match=r"set \[reports\] dir in workbench.toml to a folder it may write"):
         report.write(blocker)
+
+
+def test_a_changed_sample_shows_only_the_columns_the_counts_call_changed(duck):
+    """A live view made elsewhere keeps paid as DECIMAL(18,4) and flag as BOOLEAN; the shadow has
+    DECIMAL(18,2) and VARCHAR. The counts (SQL) found only items changed, but the sample, compared
+    again in Python, also listed paid 1.5000 -> 1.50 and flag True -> 'true' as changes."""
+    con = duck("SELECT * FROM (VALUES (1, CAST(1.5 AS DECIMAL(18,4)), true, 1), (2, CAST(2 AS DECIMAL(18,4)), false, 2)) "
+               "t(k, paid, flag, items)",
+               "SELECT * FROM (VALUES (1, CAST(1.5 AS DECIMAL(18,2)), 'true', 9), (2, CAST(2 AS DECIMAL(18,2)), 'false', 2)) "
+               "t(k, paid, flag, items)")
+    result = compare(con, "live", "rebuilt", ["k"])
+    assert result.changed_by_column == {"paid": 0, "flag": 0, "items": 1}
+    assert result.samples["changed"] == [{"k": 1, "changes": {"items": {"live": 1, "rebuilt": 9}}}]
