@@ -180,6 +180,19 @@ def _replaced_by(store: Store, marks: list[Mark], header: Mark) -> str | None:
     return None if last is None or last.job_id == header.job_id else last.job_id
 
 
+def abandoned_jobs(store: Store, view: str, before: datetime) -> list[str]:
+    """The long jobs of ``view`` that no run record names and whose marks last moved before ``before``:
+    a bucketed run's (its run record has an id of its own), or a job killed before it published
+    anything. A backfill that published a chunk is named by its run record and goes with it.
+    Call it holding the view's lock, so that no job moves meanwhile."""
+    named = {r.run_id for r in store.runs(view, limit=2**31)}
+    jobs: dict[str, list[Mark]] = {}
+    for m in store.marks(view):
+        jobs.setdefault(m.job_id, []).append(m)
+    return [job for job, marks in jobs.items()
+            if not any(m.run_id in named for m in marks) and max(m.updated_at for m in marks) < before]
+
+
 # -- backfill ----------------------------------------------------------------------------------
 def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | datetime, until: str | datetime,
              chunk: str = "1d", progress: Progress | None = None, exclude_quarantined: bool = False) -> BackfillResult:

@@ -158,8 +158,9 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
 def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
     """Forget old run records and delete their check reports (live, previous and shadow runs stay)."""
     with workbench(state) as wb:
-        old = wb.prune(days, view, dry_run)
+        old, jobs = wb._prune(days, view, dry_run)
     verb = "would forget" if dry_run else "forgot"
-    state.out.result({"dry_run": dry_run, "older_than_days": days, "runs": [r.run_id for r in old]}, lambda c: c.print(
-        f"{verb} {len(old):,} run records of {view or 'every view'} finished over {days} days ago, and their reports",
-        markup=False))
+    marks = f", and the marks of {len(jobs):,} jobs no run record names" if jobs else ""
+    state.out.result({"dry_run": dry_run, "older_than_days": days, "runs": [r.run_id for r in old], "jobs": jobs},
+                     lambda c: c.print(f"{verb} {len(old):,} run records of {view or 'every view'} finished over "
+                                       f"{days} days ago, and their reports{marks}", markup=False))

@@ -25,9 +25,9 @@ import lake as lake_pkg
 from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
-from rebuild.backfill import BackfillResult, backfill, run_buckets, wants_buckets
+from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, wants_buckets
 from rebuild.config import Config
-from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError
+from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
 from rebuild.plan import Plan, make_plan
@@ -282,7 +282,13 @@ class Workbench:
     def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> list[Any]:
         """Forget the run records (and delete their check reports) finished more than ``older_than_days``
         ago, of ``view`` or of every view; the runs that live, previous or a shadow are, and unfinished
-        backfills, are kept. Returns the records forgotten (or that would be, with ``dry_run``)."""
+        backfills, are kept. Also forgets the marks of long jobs that no run record names and that last
+        moved before then (a bucketed run's; a job killed before it published), unless a job holds the
+        view's lock. Returns the records forgotten (or that would be, with ``dry_run``)."""
+        return self._prune(older_than_days, view, dry_run)[0]
+
+    def _prune(self, older_than_days: int, view: str | None, dry_run: bool) -> tuple[list[Any], list[str]]:
+        """The records forgotten and the jobs whose marks were forgotten."""
         if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 0:
             raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
         if view is not None and view not in self.store.views():
@@ -295,11 +301,27 @@ class Workbench:
                 if (cp := store.checkpoint(name, role)) is not None}
         old = [r for r in runs if r.finished_at < before and r.run_id not in kept and r.status != "backfill"]
         if not dry_run:
-            store.forget_runs([r.run_id for r in old])
-            for r in old:
+            for r in old:  # reports first: a prune killed in between leaves records that a rerun forgets
                 for path in self._reports_of(r):
                     path.unlink(missing_ok=True)
-        return old
+            store.forget_runs([r.run_id for r in old])
+        names = [view] if view is not None else sorted({*store.views(), *(r.view for r in runs),
+                                                        *(p.name for p in self.projections())})
+        return old, [job for name in names for job in self._prune_jobs(name, before, dry_run)]
+
+    def _prune_jobs(self, view: str, before: datetime, dry_run: bool) -> list[str]:
+        """Forget the marks of ``view``'s long jobs that no run record names and that last moved before
+        ``before`` (a bucketed run's; a backfill or bucketed run killed before it published), unless a
+        job holds the view's lock. Returns those jobs' ids."""
+        try:
+            with self.store.lock(view, "prune"):
+                jobs = abandoned_jobs(self.store, view, before)
+                if not dry_run:
+                    self.store.forget_jobs(jobs)
+                return jobs
+        except ViewLocked as exc:
+            log.warning("the marks of %s's unfinished jobs are kept: %s", view, exc)
+            return []
 
     def _reports_of(self, record: Any) -> set[Path]:
         """A run's check reports: RUN_ID.html/.json and RUN_ID--against-OTHER.*, where the run's

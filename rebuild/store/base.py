@@ -194,6 +194,10 @@ class Store(ABC):
         """Write (or replace) one ``_backfills`` row on its own."""
         raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
 
+    def forget_jobs(self, job_ids: Sequence[str]) -> None:
+        """Delete every ``_backfills`` row of these jobs, in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no backfill checkpoints")
+
     @abstractmethod
     def cutover(self, view: str, run_id: str, forced: bool, keep: dict[str, Any] | None = None) -> Checkpoint:
         """In one transaction: live -> previous and shadow -> live (or apply a partial shadow).

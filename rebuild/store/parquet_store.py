@@ -373,6 +373,11 @@ class ParquetStore(Store):
                 for rows in ("runs", "backfills"):
                     m[rows] = [r for r in m[rows] if r["run_id"] not in set(run_ids)]
 
+    def forget_jobs(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            with self._transaction() as m:
+                m["backfills"] = [b for b in m["backfills"] if b["job_id"] not in set(job_ids)]
+
     def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
         rows = [b for b in self._load()["backfills"] if b["view"] == view and job_id in (None, b["job_id"])]
         marks = [replace(Mark(**b), updated_at=datetime.fromisoformat(b["updated_at"])) for b in rows]

@@ -211,6 +211,11 @@ class SQLStore(Store):
         with self._transaction():
             self._put_mark(mark)
 
+    def forget_jobs(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            with self._transaction():
+                self._exec(f"DELETE FROM _backfills WHERE job_id IN ({', '.join(literal(j) for j in job_ids)})")
+
     def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
         where = f"view = {literal(view)}" + (f" AND job_id = {literal(job_id)}" if job_id else "")
         rows = self._query(f"SELECT {', '.join(MARK_COLUMNS)} FROM _backfills WHERE {where} ORDER BY job_id, item")

@@ -90,7 +90,7 @@ def test_prune_older_than_more_days_than_the_calendar_holds_keeps_every_run(
     bench.wb.close()
     assert _call(capsys, bench, "run", "order_summary")[0] == 0
     code, pruned = _call(capsys, bench, "prune", "--older-than", "1000000")
-    assert code == 0 and pruned["runs"] == []
+    assert code == 0 and pruned["runs"] == [] and pruned["jobs"] == []
 
 
 def test_usage_errors_exit_2_with_one_json_object(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 import os
 from datetime import UTC, date, datetime
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -155,6 +156,48 @@ def test_prune_forgets_old_runs_and_their_reports_but_not_live_previous_or_shado
     assert {r.run_id for r in bench.runs(VIEW)} == {first.run_id, second.run_id, shadow.run_id}
     with pytest.raises(ConfigError, match="older_than_days must be a number of days"):
         bench.prune(-1)
+
+
+def test_prune_killed_between_reports_and_records_leaves_no_report_behind(bench: Workbench, monkeypatch) -> None:
+    # prune forgot the records first and deleted the reports after: killed in between, the reports
+    # were named by no record and never pruned again
+    bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    dropped = bench.run(VIEW, full=True)
+    reports = bench.check(VIEW).paths
+    bench.run(VIEW, full=True)  # dropped is superseded
+    unlink = Path.unlink
+
+    def killed(self: Path, missing_ok: bool = False) -> None:
+        monkeypatch.setattr(Path, "unlink", unlink)
+        unlink(self, missing_ok=missing_ok)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.prune(0)
+    assert [r.run_id for r in bench.prune(0)] == [dropped.run_id]
+    assert not any(os.path.exists(p) for p in reports.values())
+
+
+def test_prune_forgets_old_marks_of_jobs_no_run_record_names(bench: Workbench) -> None:
+    # a bucketed run's marks carry its job id, not its run's id, and a job killed before it published
+    # anything has no run record: neither was ever pruned
+    bucketed = bench.run(VIEW, full=True, buckets=True)
+    snapshot = bench.lake.snapshot()
+    killed = Mark(job_id="j-killed", view=VIEW, kind="backfill", item=-1, label="killed before its first chunk",
+                  status="started", delta_version=snapshot.delta_version, lake_version=snapshot.lake_version,
+                  run_id="j-killed", rows=0, params="{}", updated_at=datetime.now(UTC))
+    bench.store.put_mark(killed)
+    jobs = {m.job_id for m in bench.store.marks(VIEW)}
+    assert len(jobs) == 2 and "j-killed" in jobs
+    assert bench.prune(1) == [] and {m.job_id for m in bench.store.marks(VIEW)} == jobs  # moved minutes ago
+    with bench.store.lock(VIEW, "backfill"):  # a job holds the view: its marks may be moving
+        bench.prune(0)
+    assert {m.job_id for m in bench.store.marks(VIEW)} == jobs
+    assert bench.prune(0, dry_run=True) == [] and {m.job_id for m in bench.store.marks(VIEW)} == jobs
+    bench.prune(0)
+    assert bench.store.marks(VIEW) == [] and bench.store.run(bucketed.run_id) is not None  # the shadow's run stays
 
 
 def test_patch_equals_full_rebuild(bench: Workbench) -> None:
