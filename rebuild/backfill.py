@@ -140,7 +140,7 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
             log.warning("%s %s of %s cannot resume: its %s was replaced by run %s; starting over", kind,
                         header.job_id, view, "shadow" if kind == "backfill" else "building table", replaced_by)
             break
-        if (gone := _vacuumed(lake, header.delta_version)) is not None:
+        if (gone := vacuumed(lake, header.delta_version)) is not None:
             log.warning("%s %s of %s cannot resume: the lake snapshot it is pinned to (delta_version %s) lost %s, "
                         "which compaction replaced and `rebuild lake vacuum` deleted; starting over at the latest one",
                         kind, header.job_id, view, header.delta_version, gone)
@@ -157,7 +157,7 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
     return _Job(header, frozenset())
 
 
-def _vacuumed(lake: Lake, delta_version: int) -> str | None:
+def vacuumed(lake: Lake, delta_version: int) -> str | None:
     """A file of the snapshot at ``delta_version`` that is gone (compaction replaced it, vacuum deleted
     it), or None when a job pinned there can still read them all."""
     latest = {f.path for f in lake.snapshot().files}

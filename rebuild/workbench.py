@@ -25,7 +25,7 @@ import lake as lake_pkg
 from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
-from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, wants_buckets
+from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, vacuumed, wants_buckets
 from rebuild.config import Config
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
@@ -193,7 +193,13 @@ class Workbench:
 
     def _check_current(self, plan: Plan, projection: Projection) -> None:
         """Refuse a plan that no longer fits: made for other projection code, or an incremental plan
-        made before live moved (a merge patch would add the same events to live a second time)."""
+        made before live moved (a merge patch would add the same events to live a second time), or
+        one whose pinned snapshot lost files to `rebuild lake vacuum`."""
+        if (gone := vacuumed(self.lake, plan.delta_version)) is not None:
+            raise PlanOutdated(
+                f"the lake snapshot this plan of {plan.view} pinned (delta_version {plan.delta_version}) lost {gone}, "
+                f"which compaction replaced and `rebuild lake vacuum` deleted; make a new plan "
+                f"(wb.plan({plan.view!r}, ...)) and run that", view=plan.view)
         if (plan.fingerprint, plan.projection_version) != (projection.fingerprint, projection.version):
             raise PlanOutdated(
                 f"projection {plan.view} changed since this plan was made; make a new plan "

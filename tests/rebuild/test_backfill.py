@@ -162,3 +162,31 @@ def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: La
         backfilled = wb.view(VIEW, "shadow").sort("order_id")
         wb.run(VIEW, since="2026-09-02", until="2026-09-08", progress="none")
         assert wb.view(VIEW, "shadow").sort("order_id").equals(backfilled)
+
+
+def test_a_plan_whose_pinned_files_were_vacuumed_says_to_plan_again(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
+    """A plan made, then `lake compact` and `lake vacuum` past the retention: wb.execute(plan) failed with
+    'lake file ... cannot be read; restore it, or rerun with --skip-corrupted', as if the lake were damaged."""
+    from deltalake import DeltaTable
+
+    import lake as lake_pkg
+    from lake.compact import compact
+    from rebuild import PlanOutdated
+    from tests.conftest import write_ndjson
+    from tests.stores.conftest import orders_lake_events
+
+    lake_pkg.ingest(orders_lake, [write_ndjson(tmp_path / "more.ndjson", orders_lake_events(10, first=40))],
+                    stream="orders")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=str(tmp_path / "views.duckdb"))) as wb:
+        plan = wb.plan(VIEW)
+        compact(orders_lake)
+        for name in ("events", "quarantine"):
+            if (Path(orders_lake.table_uri(name)) / "_delta_log").exists():
+                DeltaTable(orders_lake.table_uri(name)).alter.set_table_properties(
+                    {"delta.deletedFileRetentionDuration": "interval 0 hours"})
+        assert orders_lake.vacuum(0)["events"]["files"] > 0
+        with pytest.raises(PlanOutdated, match=r"lost .*\.parquet, which compaction replaced and `rebuild lake "
+                                                r"vacuum` deleted; make a new plan \(wb.plan\('order_summary'"):
+            wb.execute(plan, progress="none")
+        assert not wb.store.exists(f"{VIEW}__shadow")
+        assert wb.run(VIEW, progress="none").record.rows_written == 50  # a new plan runs
