@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 from rich.console import Console
 from rich.markup import escape
 
+from lake.compact import Uncompacted, uncompacted
 from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote
@@ -83,6 +84,7 @@ class AuditReport:
     files_checked: int = 0
     known_event_types: tuple[str, ...] | None = None  # None: every type counts as known
     commit_log_from: int | None = None  # the Delta version the commit log starts at, when older entries expired
+    uncompacted: Uncompacted = Uncompacted(files=0, partitions=0)  # small files awaiting `rebuild lake compact`
 
     def total(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.streams)
@@ -113,6 +115,7 @@ class AuditReport:
                 u["event_type"]: u["events"] for s in self.streams for u in s.unknown_event_types},
             "files_checked": self.files_checked,
             "bad_files": [b.to_dict() for b in self.bad_files],
+            "uncompacted": self.uncompacted.to_dict(),
             "streams": {s.stream: s.to_dict() for s in self.streams},
         }
 
@@ -135,6 +138,8 @@ class AuditReport:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
                           "figures below; restore them from a backup, or run with --skip-corrupted):")
             console.print(table_of("Unreadable files", [b.to_dict() for b in self.bad_files]))
+        if self.uncompacted.suggested:
+            console.print(escape(self.uncompacted.hint()), style="yellow")
         for s in self.streams:
             _render_stream(console, s)
 
@@ -143,6 +148,7 @@ class AuditReport:
         types = [{"stream": s.stream, **s.event_types} for s in self.streams]
         return (
             f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}</p>"
+            + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
             + _html_table(rows) + _html_table(types) + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
 
@@ -177,6 +183,7 @@ def audit(
         raise LakeError(f"as_of {as_of} is not a lake_version of this lake (0 to {snapshot.lake_version})")
     upto = as_of if as_of is not None else snapshot.delta_version if explicit else None  # commits audited
     known = set(snapshot.streams())
+    layout = uncompacted(snapshot.select(streams=wanted))
     event_files = [f.path for f in snapshot.select(streams=wanted)]
     quarantine_files = lake.quarantine_files()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
@@ -213,6 +220,7 @@ def audit(
         bad_files=tuple(bad),
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
         known_event_types=types,
+        uncompacted=layout,
     )
 
 

@@ -28,6 +28,42 @@ from lake.writer import write_partition
 
 log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 128 * 1024
+SMALL_BYTES = 64 << 20
+#: files that compaction would merge away before the audit (and `rebuild ls`) suggest running it
+SUGGEST_COMPACT = 100
+
+
+@dataclass(frozen=True)
+class Uncompacted:
+    """The partitions compaction would rewrite for their small files, and the files they hold."""
+
+    files: int
+    partitions: int
+
+    @property
+    def suggested(self) -> bool:
+        """Whether compaction would merge away enough files to be worth prompting (``SUGGEST_COMPACT``)."""
+        return self.files - self.partitions >= SUGGEST_COMPACT
+
+    def to_dict(self) -> dict[str, object]:
+        return {"files": self.files, "partitions": self.partitions, "suggested": self.suggested}
+
+    def hint(self) -> str:
+        return (f"{self.files:,} small files in {self.partitions:,} partitions await compaction (it would leave "
+                f"{self.partitions:,}): run `rebuild lake compact`")
+
+
+def uncompacted(files: Iterable[DataFile], small_bytes: int = SMALL_BYTES) -> Uncompacted:
+    """What ``compact`` would merge among ``files`` (a snapshot's): read from their statistics, no file opened."""
+    groups: dict[tuple[str, int], list[DataFile]] = defaultdict(list)
+    for f in files:
+        groups[(f.stream, f.bucket)].append(f)
+    small = [group for group in groups.values() if _has_small_files(group, small_bytes)]
+    return Uncompacted(files=sum(len(group) for group in small), partitions=len(small))
+
+
+def _has_small_files(files: list[DataFile], small_bytes: int) -> bool:
+    return sum(f.size_bytes < small_bytes for f in files) >= 2
 
 
 @dataclass(frozen=True)
@@ -48,7 +84,7 @@ class CompactResult:
         }
 
 
-def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: str | Sequence[str] | None = None,
+def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequence[str] | None = None,
             decode: Iterable[tuple[str, str]] = ()) -> CompactResult:
     """Rewrite every partition that has two or more files smaller than ``small_bytes``, or a file
     without one of the ``decode`` columns.
@@ -74,8 +110,7 @@ def compact(lake: Lake, *, small_bytes: int = 64 << 20, streams: str | Sequence[
         version = snapshot.delta_version
         for (stream, bucket), files in sorted(groups.items()):
             # the overwrite replaces the whole partition, so every file of it is rewritten
-            small = sum(f.size_bytes < small_bytes for f in files) >= 2
-            if not small and all(columns <= carried.get(f.path, frozenset()) for f in files):
+            if not _has_small_files(files, small_bytes) and all(columns <= carried.get(f.path, frozenset()) for f in files):
                 continue
             partitions += 1
             before += len(files)

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from lake.compact import uncompacted
 from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
@@ -39,17 +40,24 @@ def ls_cmd(state: State) -> None:
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
         others = wb.views_without_projection()
-        lake = {"uri": wb.lake.uri, "lake_version": wb.lake.snapshot().lake_version if wb.lake.exists() else None}
+        snapshot = wb.lake.snapshot() if wb.lake.exists() else None
+        layout = uncompacted(snapshot.files) if snapshot is not None else None  # from the Delta log: no file opened
+        lake = {"uri": wb.lake.uri, "lake_version": snapshot.lake_version if snapshot is not None else None,
+                "uncompacted": layout.to_dict() if layout is not None else None}
     store = redact(state.config.store_uri)
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
              else f"no event lake at {lake['uri']}")
     state.out.result({"lake": lake, "store": store, "views": states, "views_without_projection": others},
-                     lambda c: _print_ls(c, f"views in {store}; {where}", states, others))
+                     lambda c: _print_ls(c, f"views in {store}; {where}", states, others,
+                                         layout.hint() if layout is not None and layout.suggested else None))
 
 
-def _print_ls(console: Console, title: str, states: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+def _print_ls(console: Console, title: str, states: list[dict[str, Any]], others: list[dict[str, Any]],
+              hint: str | None) -> None:
     console.print(table_of(title, [_brief(v) for v in states], overflow="ellipsis"))
+    if hint is not None:
+        console.print(hint, markup=False)
     if others:  # a renamed projection, or a module left out of the config: its live view is no longer updated
         listed = ", ".join(v["name"] + ("" if v["live_rows"] is None else f" (live: {v['live_rows']:,} rows)") for v in others)
         console.print(f"views of no configured projection, which nothing updates: {listed}; list their module "

@@ -192,3 +192,35 @@ def test_vacuum_deletes_the_replaced_files_once_past_their_retention(tmp_path: P
     assert content(target) == latest
     with pytest.raises(duckdb.IOException):  # the old snapshot's files are gone
         content(target, old)
+
+
+def test_audit_and_ls_say_when_small_files_await_compaction(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing prompted compaction: after hundreds of small ingest commits, the audit and `ls` said
+    nothing of the files every replay opens."""
+    import json
+
+    from rebuild.cli import main
+
+    target = small_commits(tmp_path)
+    store = f"duckdb://{tmp_path / 'views.duckdb'}"
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(["--lake", target.uri, "--store", store, *args])
+        return code, capsys.readouterr().out
+
+    files = len(target.snapshot().files)
+    partitions = len({(f.stream, f.bucket) for f in target.snapshot().files})
+    waiting = {"files": files, "partitions": partitions, "suggested": False}  # fewer than SUGGEST_COMPACT to merge
+    assert json.loads(run("--json", "lake", "audit")[1])["uncompacted"] == waiting
+    assert json.loads(run("--json", "ls")[1])["lake"]["uncompacted"] == waiting
+    assert "await compaction" not in run("lake", "audit")[1] + run("ls")[1]
+    monkeypatch.setattr(lake.compact, "SUGGEST_COMPACT", files - partitions)
+    hint = f"{files} small files in {partitions} partitions await compaction (it would leave {partitions}): run `rebuild lake compact`"
+    for command in (["lake", "audit"], ["ls"]):
+        code, out = run(*command)
+        assert code == 0 and hint in " ".join(out.split())
+    assert json.loads(run("--json", "lake", "audit")[1])["uncompacted"]["suggested"] is True
+    assert compact(target).files_before == files
+    assert json.loads(run("--json", "lake", "audit")[1])["uncompacted"] == {"files": 0, "partitions": 0, "suggested": False}
+    assert "await compaction" not in run("lake", "audit")[1] + run("ls")[1]
