@@ -40,6 +40,7 @@ def ls_cmd(state: State) -> None:
     with workbench(state) as wb:
         states = [s.to_dict() for s in wb.ls()]
         others = wb.views_without_projection()
+        exists = wb.has_store()
         snapshot = wb.lake.snapshot() if wb.lake.exists() else None
         layout = uncompacted(snapshot.files) if snapshot is not None else None  # from the Delta log: no file opened
         lake = {"uri": wb.lake.uri, "lake_version": snapshot.lake_version if snapshot is not None else None,
@@ -48,8 +49,10 @@ def ls_cmd(state: State) -> None:
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
              else f"no event lake at {lake['uri']}")
-    state.out.result({"lake": lake, "store": store, "views": states, "views_without_projection": others},
-                     lambda c: _print_ls(c, f"views in {store}; {where}", states, others,
+    title = f"views in {store}" if exists else f"no store at {store} yet (`rebuild run VIEW` or `rebuild demo` makes one)"
+    state.out.result({"lake": lake, "store": store, "store_exists": exists, "views": states,
+                      "views_without_projection": others},
+                     lambda c: _print_ls(c, f"{title}; {where}", states, others,
                                          layout.hint() if layout is not None and layout.suggested else None))
 
 
@@ -152,11 +155,13 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
         runs = [r.to_dict() for r in wb.runs(view, limit)]
         if view is not None and not runs:
             wb.projection(view)  # a misspelt view is an error that lists the known ones
+        none = "" if wb.has_store() else (f": no store at {redact(state.config.store_uri)} yet (`rebuild run VIEW` "
+                                          "makes one)")
     for r in runs:
         r.pop("plan")
     rows = [{**{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict")},
              "forced": "yes" if r["forced"] else ""} for r in runs]
-    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows, overflow="ellipsis") if rows else escape(f"no runs of {view or 'any view'} yet")))
+    state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows, overflow="ellipsis") if rows else escape(f"no runs of {view or 'any view'} yet{none}")))
 
 
 @command(cli, "prune")

@@ -34,7 +34,7 @@ from rebuild.plan import Plan, make_plan
 from rebuild.progress import choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
-from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store
+from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
 from rebuild.store.base import previous_name, scope_name, shadow_name
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,10 @@ class Workbench:
             self._store = open_store(c.store_uri, memory_limit=c.memory_limit, temp_directory=c.temp_directory, threads=c.threads)
         return self._store
 
+    def has_store(self) -> bool:
+        """Whether the configured store is there yet (a run creates it); reading commands do not create it."""
+        return self._store is not None or store_exists(self.config.store_uri)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -112,12 +116,12 @@ class Workbench:
     def ls(self) -> list[ViewState]:
         """Every projection with its view's state and how far behind the lake it is."""
         snapshot = self.lake.snapshot() if self.lake.exists() else None
-        return [self._state(p, snapshot) for p in self.projections()]
+        store = self.store if self.has_store() else None  # no store yet: no view built, and none created
+        return [self._state(p, snapshot, store) for p in self.projections()]
 
-    def _state(self, p: Projection, snapshot: Any) -> ViewState:
-        store = self.store
-        live = store.checkpoint(p.name, LIVE)
-        shadow = store.checkpoint(p.name, SHADOW)
+    def _state(self, p: Projection, snapshot: Any, store: Store | None) -> ViewState:
+        live = store.checkpoint(p.name, LIVE) if store is not None else None
+        shadow = store.checkpoint(p.name, SHADOW) if store is not None else None
         lake_version = snapshot.lake_version if snapshot else 0
         behind = events = None
         if live is not None and snapshot is not None:
@@ -126,9 +130,9 @@ class Workbench:
             events = self._count(f, snapshot) if behind else 0
         return ViewState(
             name=p.name, version=p.version, strategy=p.incremental, engine=p.engine,
-            live_rows=store.count(p.name) if store.exists(p.name) else None,
-            shadow=shadow.run_id if shadow and store.exists(shadow_name(p.name)) else None,
-            previous=store.exists(previous_name(p.name)),
+            live_rows=store.count(p.name) if store is not None and store.exists(p.name) else None,
+            shadow=shadow.run_id if store is not None and shadow and store.exists(shadow_name(p.name)) else None,
+            previous=store is not None and store.exists(previous_name(p.name)),
             live_lake_version=live.lake_version if live else None, lake_version=lake_version,
             versions_behind=behind, events_behind=events,
             stale_code=bool(live and (live.fingerprint != p.fingerprint or live.projection_version != p.version)),
@@ -137,6 +141,8 @@ class Workbench:
     def views_without_projection(self) -> list[dict[str, Any]]:
         """Views in the store that no configured projection builds (renamed, or its module left out of
         ``[projections] modules``): nothing updates them, though readers may still use the live one."""
+        if not self.has_store():
+            return []
         store, known = self.store, {p.name for p in self.projections()}
         found = []
         for name in (v for v in store.views() if v not in known):
@@ -283,7 +289,7 @@ class Workbench:
         """The run records, newest first (of ``view``, or of every view)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
-        return self.store.runs(view, limit)
+        return self.store.runs(view, limit) if self.has_store() else []
 
     def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> list[Any]:
         """Forget the run records (and delete their check reports) finished more than ``older_than_days``
@@ -297,8 +303,10 @@ class Workbench:
         """The records forgotten and the jobs whose marks were forgotten."""
         if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 0:
             raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
-        if view is not None and view not in self.store.views():
+        if view is not None and not (self.has_store() and view in self.store.views()):
             self.projection(view)  # a misspelt view is an error that lists the known ones
+        if not self.has_store():
+            return [], []  # nothing to prune, and no store to create
         now = datetime.now(UTC)
         days = min(older_than_days, (now - datetime.min.replace(tzinfo=UTC)).days)  # more: before year 1, none
         store, before = self.store, now - timedelta(days=days)

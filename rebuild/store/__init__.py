@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 
 from rebuild.errors import StoreError
 from rebuild.store.base import LIVE, PREVIOUS, SHADOW, Checkpoint, Published, RunRecord, Store
@@ -39,13 +40,31 @@ def check_uri(uri: str) -> None:
         raise StoreError(f"store URI {uri!r} names no {what}; write {EXAMPLES[scheme]}", uri=uri)
 
 
+def _scheme(uri: str) -> tuple[str, str]:
+    """The store's scheme and what follows it; a bare path is a DuckDB file (``.duckdb``) or a Parquet directory."""
+    scheme, _, rest = uri.partition("://")
+    if not rest:
+        scheme, rest = ("duckdb", uri) if uri.endswith((".duckdb", ".db")) else ("parquet", uri)
+    return scheme, rest
+
+
+def store_exists(uri: str) -> bool:
+    """Whether a DuckDB file or Parquet directory store is there (opening one creates it). A
+    PostgreSQL store is taken to exist: its server is asked when the store is opened."""
+    check_uri(uri)
+    scheme, rest = _scheme(uri)
+    if scheme == "duckdb":
+        return rest == ":memory:" or Path(rest).exists()
+    if scheme == "parquet":
+        return (Path(rest) / "_manifest.json").exists()
+    return True
+
+
 def open_store(uri: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
                threads: int | None = None) -> Store:
     """The store at ``uri``; a bare path is a DuckDB file (``.duckdb``) or a Parquet directory."""
     check_uri(uri)
-    scheme, _, rest = uri.partition("://")
-    if not rest:
-        scheme, rest = ("duckdb", uri) if uri.endswith((".duckdb", ".db")) else ("parquet", uri)
+    scheme, rest = _scheme(uri)
     target = FACTORIES.get(scheme)
     if target is None:
         raise StoreError(f"unknown store {scheme!r} in {uri!r}; known: {', '.join(sorted(FACTORIES))}", uri=uri)
@@ -59,4 +78,4 @@ def open_store(uri: str, *, memory_limit: str | None = None, temp_directory: str
     return factory(rest, memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
 
 
-__all__ = ["LIVE", "PREVIOUS", "SHADOW", "Checkpoint", "Published", "RunRecord", "Store", "open_store"]
+__all__ = ["LIVE", "PREVIOUS", "SHADOW", "Checkpoint", "Published", "RunRecord", "Store", "open_store", "store_exists"]

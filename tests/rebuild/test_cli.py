@@ -365,3 +365,27 @@ def test_log_lines_are_stamped_in_utc_on_a_machine_in_another_zone(tmp_path: Pat
     first = done.stderr.splitlines()[0]
     stamp = datetime.strptime(first[:24], "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before <= stamp <= datetime.now(UTC), first
+
+
+@pytest.mark.parametrize("store", [None, "parquet://views"])
+def test_reading_commands_in_an_empty_folder_create_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], store: str | None) -> None:
+    """`rebuild ls` (and `runs`, `prune`) in a folder without workbench.toml created `.demo/views.duckdb`
+    (or the Parquet store's folder): a read command made the store it found empty."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REBUILD_CONFIG", raising=False)
+    monkeypatch.delenv("REBUILD_STORE_URI", raising=False)
+    where = ["--store", store] if store else []
+    code = main([*where, "ls"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "no store at " in out and "yet (`rebuild run VIEW` or `rebuild demo` makes one)" in out
+    code = main([*where, "--json", "ls"])
+    listed = json.loads(capsys.readouterr().out)
+    assert code == 0 and listed["store_exists"] is False and listed["views_without_projection"] == []
+    assert {v["live_rows"] for v in listed["views"]} == {None}
+    assert main([*where, "runs"]) == 0 and "no runs of any view yet: no store at" in capsys.readouterr().out
+    assert main([*where, "--json", "runs", "order_summary"]) == 0 and json.loads(capsys.readouterr().out) == {"runs": []}
+    assert main([*where, "--json", "prune", "--older-than", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == []
+    assert main([*where, "--json", "runs", "nope"]) == 2  # a misspelt view is still an error
+    assert list(tmp_path.iterdir()) == []
