@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from lake import EventFilter, Lake, read_events, read_quarantine
 from lake.sql import literal, quote
+from lake.storage import spill_outside_cwd
 
 __all__ = ["KeyLineage", "lineage"]
 LATE_AFTER = timedelta(days=1)
@@ -78,7 +79,8 @@ def lineage(
     ``kinds`` and ``changes`` (by key tuple) come from the diff samples: the difference kind and,
     for changed rows, ``{column: {"live": x, "rebuilt": y}}`` used to point at suspect events.
     ``con``: the lineage runs in a cursor of it, within its memory limit, temp directory and threads
-    (a check passes the run's connection); None: a new in-memory DuckDB with its defaults.
+    (a check passes the run's connection); None: a new in-memory DuckDB with its defaults, spilling
+    to the system's temp directory.
     """
     if not keys:
         return []
@@ -102,7 +104,7 @@ def lineage(
 def _connect(con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyConnection:
     """A cursor of ``con`` (its database's memory limit, temp directory and threads), or a new connection;
     in UTC either way. A cursor keeps its temp tables and registrations to itself, and closing it leaves ``con`` open."""
-    own = con.cursor() if con is not None else duckdb.connect()
+    own = con.cursor() if con is not None else spill_outside_cwd(duckdb.connect())
     own.execute("SET TimeZone = 'UTC'").fetchall()
     return own
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from lake.compact import Uncompacted, uncompacted
 from lake.errors import LakeError
 from lake.sql import literal
-from lake.storage import is_remote
+from lake.storage import is_remote, spill_outside_cwd
 from lake.read import BadFile, EventFilter, as_names, check_files, read_events, read_quarantine
 from lake.render import table_of
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
@@ -191,7 +191,7 @@ def audit(
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
-    con = duckdb.connect()
+    con = spill_outside_cwd(duckdb.connect())
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
         events = read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con)

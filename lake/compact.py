@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from lake import storage
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
@@ -128,7 +129,7 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode
              version: int) -> None:
     """One sorted file for the partition, committed in place of ``files`` at Delta ``version``
     (pinned: a writer that committed meanwhile makes this LakeBusy, its files are not removed)."""
-    con = lake.attach(duckdb.connect())
+    con = lake.attach(storage.spill_outside_cwd(duckdb.connect()))
     con.execute("SET TimeZone = 'UTC'")  # decoding times from text must not depend on the machine
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
     layers = _layers(decode)

@@ -17,10 +17,14 @@ options this module builds what every reader and writer needs:
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import duckdb
+
+from lake.sql import literal
 
 S3_SCHEMES = ("s3://", "s3a://")
 # delta-rs option keys read from the environment when the configuration does not set them
@@ -173,3 +177,13 @@ __all__ = [
     "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
     "remove_tree", "resolve_options", "upload_tree",
 ]
+
+
+def spill_outside_cwd(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Let in-memory DuckDB connection ``con`` spill past its memory limit to a folder of its own in the
+    system's temp directory (``tempfile.gettempdir()``: ``$TMPDIR``, else ``/tmp``), which DuckDB creates
+    when it first spills and removes when ``con`` closes, instead of DuckDB's default ``.tmp`` in the
+    working directory, which a job started from ``/`` may not write."""
+    folder = os.path.join(tempfile.gettempdir(), f"rebuild-spill-{uuid.uuid4().hex[:12]}")
+    con.execute(f"SET temp_directory = {literal(folder)}")
+    return con

@@ -138,7 +138,7 @@ def part_uri(staging: str, view: str, run_id: str, bucket: int) -> str:
 def replay_bucket(task: BucketTask) -> PartResult:
     """Replay one bucket and write its part (runs on a worker; no store, no lock, no commit)."""
     started = time.monotonic()
-    con = duckdb.connect()
+    con = storage.spill_outside_cwd(duckdb.connect())  # a worker's working directory may be anywhere
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")

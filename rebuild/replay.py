@@ -151,8 +151,8 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, event
 
 
 def _spill_problem(con: duckdb.DuckDBPyConnection, exc: Exception) -> str | None:
-    """What to do when DuckDB could not spill to its temp directory (by default ``.tmp`` in the
-    working directory, which a job may not write): no fault of the projection's."""
+    """What to do when DuckDB could not spill to its temp directory (by default a folder in the
+    system's temp directory, or next to a DuckDB store's file): no fault of the projection's."""
     if not isinstance(exc, duckdb.IOException):
         return None
     try:

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from lake.sql import literal, quote
+from lake.storage import spill_outside_cwd
 from rebuild.errors import ProjectionError, StoreError, ViewLocked
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.sqlstore import SQLStore
@@ -49,6 +50,8 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
     if temp_directory:
         Path(temp_directory).mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {literal(temp_directory)}")
+    elif path == ":memory:":  # a file's spills go next to it; a scratch's not into the working directory
+        spill_outside_cwd(con)
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con

@@ -81,15 +81,34 @@ def test_large_payloads_fit_the_memory_the_replay_needs(tmp_path: Path) -> None:
         assert wb.run("order_summary", progress="none").record.rows_written == 50
 
 
-def test_a_temp_directory_that_cannot_be_made_names_the_setting_not_the_projection(
+def test_without_temp_directory_a_scratch_spills_to_the_system_temp_dir_not_the_working_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without [duckdb] temp_directory a Parquet store's scratch DuckDB spills to .tmp in the working
-    directory; a job started where it may not write (root ignores modes: a file stands there) said
-    "projection 'order_timeline' failed", as if its SQL were wrong."""
+    """Without [duckdb] temp_directory a Parquet store's scratch DuckDB spilled to .tmp in the working
+    directory, which a job started from / may not write (root ignores modes: a file stands there), and
+    the run failed."""
+    import tempfile
+
     small = synthetic_lake(tmp_path / "lake", 20_000)
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".tmp").write_text("not a folder")
+    (tmp_path / "system-temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-temp"))
+    # 16MB: the run must spill (12MB is too little even so, at 24MB it does not spill)
+    config = Config(lake_uri=small.uri, store_uri=f"parquet://{tmp_path / 'views'}", memory_limit="16MB", threads=1)
+    with Workbench(config) as wb:
+        assert wb.run("order_timeline").record.rows_written > 0
+    assert list((tmp_path / "system-temp").iterdir()) == []  # DuckDB removes its spill folder when it closes
+
+
+def test_a_temp_directory_that_cannot_be_made_names_the_setting_not_the_projection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spill folder that cannot be made said "projection 'order_timeline' failed", as if its SQL were wrong."""
+    import tempfile
+
+    small = synthetic_lake(tmp_path / "lake", 20_000)
+    (tmp_path / "system-temp").write_text("not a folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-temp"))
     config = Config(lake_uri=small.uri, store_uri=f"parquet://{tmp_path / 'views'}", memory_limit="8MB", threads=1)
-    with Workbench(config) as wb, pytest.raises(ConfigError, match=r"could not spill to its temp directory \.tmp .*"
-                                                r"set \[duckdb\] temp_directory in workbench.toml"):
+    with Workbench(config) as wb, pytest.raises(ConfigError, match=r"could not spill to its temp directory "
+                                                r".*system-temp/rebuild-spill-.* set \[duckdb\] temp_directory in workbench.toml"):
         wb.run("order_timeline")
