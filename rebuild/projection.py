@@ -39,6 +39,12 @@ Strategy = Literal["full", "by_key", "merge", "by_window"]
 ENGINES = ("duckdb", "polars", "python")
 STRATEGIES = ("full", "by_key", "merge", "by_window")
 MERGE_OPS = ("sum", "min", "max")
+#: the keys of ``thresholds`` and ``expectations`` that ``checks`` reads (``checks.verdict.DEFAULTS``,
+#: ``checks.expect.KINDS``; a test keeps them equal): named here so that a typo is refused when the
+#: projection is defined, not by `rebuild check` after the whole run, and without importing ``checks``
+THRESHOLDS = ("max_changed_fraction", "columns", "max_only_in_live", "max_only_in_rebuilt", "max_duplicate_keys",
+              "allow_schema_changes", "expectations", "row_count_tolerance")
+EXPECTATION_KINDS = ("not_null", "between", "in_set")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -188,8 +194,21 @@ def _check(p: Projection) -> None:
             problems.append(f"merge needs merge={{column: op}} with ops in {list(MERGE_OPS)}")
     if p.engine == "python" and p.incremental not in ("by_key", "full"):
         problems.append("a Python fold is per partition: use incremental='by_key' or 'full'")
+    problems += _check_names(p)
     if problems:
         raise ProjectionError(f"projection {p.name!r}: " + "; ".join(problems), projection=p.name)
+
+
+def _check_names(p: Projection) -> list[str]:
+    """Threshold and expectation names ``rebuild check`` would refuse (a typo), found when the projection is defined."""
+    problems = []
+    if unknown := sorted(str(k) for k in p.thresholds if k not in THRESHOLDS):
+        problems.append(f"unknown thresholds {unknown}; known: {sorted(THRESHOLDS)}")
+    if p.thresholds.get("expectations", "fail") not in ("fail", "warn"):
+        problems.append(f"threshold expectations must be 'fail' or 'warn', not {p.thresholds['expectations']!r}")
+    if unknown := sorted(str(k) for k in p.expectations if k not in EXPECTATION_KINDS):
+        problems.append(f"unknown expectation kinds {unknown}; known: {list(EXPECTATION_KINDS)}")
+    return problems
 
 
 def _payload_names(payload: dict[str, str]) -> list[str]:

@@ -257,10 +257,24 @@ def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Work
     # "Amount" next to "amount" failed every run (and lake compact) with a traceback
     ({"payload": {"Sequence": "BIGINT"}}, r"payload fields \['Sequence'\] have the name of envelope columns"),
     ({"payload": {"Amount": "BIGINT", "amount": "BIGINT"}}, r"payload fields \['Amount', 'amount'\] differ only by case"),
+    # typos `rebuild check` refused only after the whole run
+    ({"thresholds": {"max_changed_fractoin": 0.01}}, r"unknown thresholds \['max_changed_fractoin'\]; known: \["),
+    ({"thresholds": {"expectations": "warning"}}, "threshold expectations must be 'fail' or 'warn', not 'warning'"),
+    ({"expectations": {"not_nul": ["k"]}}, r"unknown expectation kinds \['not_nul'\]; known: \['not_null', 'between', 'in_set'\]"),
 ])
 def test_a_declaration_that_cannot_work_is_refused_when_it_is_registered(options: dict[str, Any], problem: str) -> None:
     with pytest.raises(ProjectionError, match=f"projection 'wrong': {problem}"):
         projection(name="wrong", key="k", registry=Registry(), **options)(lambda: "SELECT 'a' AS k")
+
+
+def test_the_threshold_and_expectation_names_a_projection_may_use_are_those_checks_reads() -> None:
+    """rebuild.projection names them so that defining a projection needs no import of checks (and
+    Great Expectations): they must not drift apart."""
+    from checks.expect import KINDS
+    from checks.verdict import DEFAULTS
+    from rebuild.projection import EXPECTATION_KINDS, THRESHOLDS
+
+    assert set(THRESHOLDS) == set(DEFAULTS) and set(EXPECTATION_KINDS) == set(KINDS)
 
 
 def test_output_types_are_compared_as_duckdb_spells_them(wb: Workbench, registry: Registry) -> None:
