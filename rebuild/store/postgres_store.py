@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ from rebuild.config import redact
 from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
 from rebuild.store.duckdb_store import connect as duckdb_connect
+from rebuild.store.pg_surroundings import carry
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,10 @@ class PostgresStore(SQLStore):
     def _drop(self, table: str) -> None:
         self._refuse_when_views_read(table)
         super()._drop(table)
+
+    def _carry(self, live: str, incoming: str) -> Callable[[], None]:
+        self._refuse_when_views_read(live)  # before building indexes the swap would be refused after
+        return carry(self.conn, self.schema, live, live, incoming)
 
     def _refuse_when_views_read(self, table: str) -> None:
         """A view binds to its table, not to its name: when live is renamed away (a full cutover or

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -333,9 +333,18 @@ class SQLStore(Store):
         previous, shadow = previous_name(view), shadow_name(view)
         self._drop(previous)
         self._drop(scope_name(previous))
-        if self.exists(view):
-            self._rename(view, previous)
+        if not self.exists(view):
+            self._rename(shadow, view)
+            return
+        named = self._carry(view, shadow)
+        self._rename(view, previous)
         self._rename(shadow, view)
+        named()
+
+    def _carry(self, live: str, incoming: str) -> Callable[[], None]:
+        """Give table ``incoming`` what ``live`` has besides its rows (grants, indexes, ...) before a full
+        swap, inside its transaction, or refuse; the step returned runs once the two are swapped."""
+        return lambda: None
 
     def _apply_patch(self, view: str) -> None:
         """Replace live's rows in the shadow's scope with the shadow; keep the old ones as previous."""
@@ -376,9 +385,11 @@ class SQLStore(Store):
             if self.exists(scope_name(previous)):
                 self._swap_patch_back(view)
             else:
+                named = self._carry(view, previous)
                 self._rename(view, f"{view}__swap")
                 self._rename(previous, view)
                 self._rename(f"{view}__swap", previous)
+                named()
             self._move_checkpoint(view, LIVE, "swap")
             self._move_checkpoint(view, PREVIOUS, LIVE)
             self._move_checkpoint(view, "swap", PREVIOUS)

@@ -140,3 +140,113 @@ def test_a_nul_character_postgresql_text_cannot_hold_is_a_store_error(orders_lak
         with pytest.raises(StoreError, match=r"PostgreSQL cannot store the NUL character .* column customer_id"):
             wb.run(VIEW, progress="none")
         assert not wb.store.exists(f"{VIEW}__shadow")
+
+
+def _as_role(dsn: str, schema: str, role: str, sql: str) -> object:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
+        return conn.execute(psycopg.sql.SQL(sql).format(psycopg.sql.Identifier(schema))).fetchone()[0]  # type: ignore[index]
+
+
+def _surroundings(conn: psycopg.Connection, table: str) -> dict[str, object]:  # type: ignore[type-arg]
+    oid = conn.execute("SELECT %s::regclass::oid", (f'"{table}"',)).fetchone()[0]  # type: ignore[index]
+    return {
+        "indexes": sorted(r[0] for r in conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s", (oid,)).fetchall()),
+        "constraints": sorted(conn.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                           "WHERE conrelid = %s", (oid,)).fetchall()),
+        "comment": conn.execute("SELECT obj_description(%s, 'pg_class'), col_description(%s, 1)", (oid, oid)).fetchone(),
+        "owner": conn.execute("SELECT relowner::regrole::text FROM pg_class WHERE oid = %s", (oid,)).fetchone()[0],  # type: ignore[index]
+    }
+
+
+def test_a_full_cutover_keeps_lives_grants_owner_comments_constraints_and_indexes(orders_lake: Lake,
+                                                                                   postgres_uri: str) -> None:
+    """A full cutover renamed live away and the shadow (a plain CREATE TABLE) to live: the BI role's
+    SELECT failed with "permission denied", the primary key, indexes, comments and owner were gone."""
+    tag = uuid.uuid4().hex[:8]
+    reader, owner, schema = f"bi_{tag}", f"owner_{tag}", f"t_{tag}"
+    uri = schema_uri(postgres_uri, schema)
+    dsn, _ = split_schema(uri)
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        wb.run(VIEW)
+        wb.cutover(VIEW, force=True)
+        conn = wb.store.conn  # type: ignore[attr-defined]
+        for sql in (f'CREATE ROLE "{reader}"', f'CREATE ROLE "{owner}"', f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}"',
+                    f'GRANT CREATE ON SCHEMA "{schema}" TO "{owner}"', f'GRANT SELECT ON "{VIEW}" TO "{reader}"',
+                    f'GRANT SELECT (order_id) ON "{VIEW}" TO PUBLIC', f'ALTER TABLE "{VIEW}" OWNER TO "{owner}"',
+                    f'ALTER TABLE "{VIEW}" ADD PRIMARY KEY (order_id)', f'CREATE INDEX by_customer ON "{VIEW}" (customer_id)',
+                    f'ALTER TABLE "{VIEW}" ADD CONSTRAINT paid_ok CHECK (paid >= 0)',
+                    f"COMMENT ON TABLE \"{VIEW}\" IS 'orders, 100% of them'", f"COMMENT ON COLUMN \"{VIEW}\".order_id IS 'o-'"):
+            conn.execute(sql)
+        before = _surroundings(conn, VIEW)
+        count = f'SELECT count(*) FROM {{}}."{VIEW}"'
+        wb.run(VIEW, full=True)
+        wb.cutover(VIEW, force=True)
+        assert _as_role(dsn, schema, reader, count) == 40
+        assert _surroundings(conn, VIEW) == before
+        assert conn.execute(f'SELECT has_column_privilege(\'public\', \'"{VIEW}"\', \'order_id\', \'SELECT\')').fetchone()[0]
+        previous = _surroundings(conn, f"{VIEW}__previous")  # still indexed, under names of its own
+        assert [c for c, _ in previous["constraints"]] == ["order_summary_pkey__previous", "paid_ok"]  # type: ignore[union-attr]
+        for _ in range(2):  # back and forth: live always has them under live's names
+            wb.rollback(VIEW)
+            assert _as_role(dsn, schema, reader, count) == 40
+            assert _surroundings(conn, VIEW) == before
+
+
+def test_a_full_cutover_whose_rows_break_lives_constraint_is_refused(orders_lake: Lake, postgres_uri: str) -> None:
+    from rebuild.errors import StoreError
+
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        wb.run(VIEW)
+        wb.cutover(VIEW, force=True)
+        conn = wb.store.conn  # type: ignore[attr-defined]
+        conn.execute(f"DELETE FROM \"{VIEW}\" WHERE status = 'refunded'")
+        conn.execute(f"ALTER TABLE \"{VIEW}\" ADD CONSTRAINT no_refunds CHECK (status <> 'refunded')")
+        wb.run(VIEW, full=True)
+        with pytest.raises(StoreError, match=r"the rows becoming live order_summary break live's constraint no_refunds "
+                                             r"\(CHECK .*nothing was changed. Fix the projection"):
+            wb.cutover(VIEW, force=True)
+        assert wb.store.count(VIEW) == 32 and wb.store.exists(f"{VIEW}__shadow")
+
+
+def test_a_full_swap_refuses_what_it_cannot_carry(orders_lake: Lake, postgres_uri: str) -> None:
+    """A trigger on live, or another table's foreign key to it, stayed with the table renamed to previous
+    (and the next cutover could not drop previous under the foreign key)."""
+    from rebuild.errors import StoreError
+
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        for _ in range(2):
+            wb.run(VIEW, full=True)
+            wb.cutover(VIEW, force=True)
+        conn = wb.store.conn  # type: ignore[attr-defined]
+        conn.execute(f'ALTER TABLE "{VIEW}" ADD PRIMARY KEY (order_id)')
+        conn.execute(f'CREATE TABLE notes (order_id text REFERENCES "{VIEW}", note text)')
+        conn.execute("CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
+        conn.execute(f'CREATE TRIGGER audited BEFORE UPDATE ON "{VIEW}" FOR EACH ROW EXECUTE FUNCTION audit()')
+        wb.run(VIEW, full=True)
+        for swap in (lambda: wb.cutover(VIEW, force=True), lambda: wb.rollback(VIEW)):
+            with pytest.raises(StoreError, match=r"order_summary has triggers \['audited'\], foreign keys pointing at it "
+                                                 r"\['notes.notes_order_id_fkey'\]: .*--keys"):
+                swap()
+        assert wb.store.exists(f"{VIEW}__shadow") and wb.store.count(VIEW) == 40
+        assert conn.execute("SELECT confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'").fetchone()[0] == VIEW
+
+
+def test_an_index_on_a_column_the_full_rebuild_dropped_is_left_with_the_old_table(orders_lake: Lake, postgres_uri: str,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        wb.run(VIEW)
+        wb.cutover(VIEW, force=True)
+        conn = wb.store.conn  # type: ignore[attr-defined]
+        conn.execute(f'ALTER TABLE "{VIEW}" ADD COLUMN legacy text')
+        conn.execute(f'CREATE INDEX by_legacy ON "{VIEW}" (legacy)')
+        conn.execute(f'CREATE INDEX by_status ON "{VIEW}" (status)')
+        wb.run(VIEW, full=True)
+        wb.cutover(VIEW, force=True)  # the rebuild replaces live whole, its columns too
+        indexes = {r[0] for r in conn.execute(f"SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = '\"{VIEW}\"'::regclass")}
+        assert indexes == {"by_status"}
+        assert "live order_summary's index by_legacy (USING btree (legacy)) is not carried" in caplog.text
