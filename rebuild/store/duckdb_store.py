@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,57 @@ class DuckDBStore(SQLStore):
             self._exec(f"ALTER TABLE {quote(incoming)} RENAME TO {quote(target)}")
         else:
             self._exec(f"CREATE TABLE {quote(target)} AS SELECT * FROM {quote(incoming)}")
+
+    def _carry(self, live: str, incoming: str) -> Callable[[], None]:
+        """Live's primary key, UNIQUE and NOT NULL constraints and comments go to the table becoming live
+        (after the renames: DuckDB adds them to a table by its name). DuckDB cannot rename a table with an
+        index, nor add CHECK or FOREIGN KEY constraints to one: refused, naming them."""
+        self._refuse_uncarried(live)
+        where = f"database_name = current_database() AND schema_name = 'main' AND table_name = {literal(live)}"
+        keys = self._query(f"SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE {where} "
+                           "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE', 'NOT NULL') ORDER BY constraint_index")
+        comment = self._query(f"SELECT comment FROM duckdb_tables() WHERE {where}")[0][0]
+        notes = self._query(f"SELECT column_name, comment FROM duckdb_columns() WHERE {where} AND comment IS NOT NULL")
+        return lambda: self._give(live, incoming, keys, comment, notes)
+
+    def _refuse_uncarried(self, live: str) -> None:
+        found = [f"{kind} {name}" for kind, name in self._query(
+            "SELECT 'index', index_name FROM duckdb_indexes() WHERE database_name = current_database() AND "
+            f"table_name = {literal(live)} UNION ALL SELECT lower(constraint_type), constraint_text FROM "
+            f"duckdb_constraints() WHERE database_name = current_database() AND (table_name = {literal(live)} "
+            f"AND constraint_type IN ('CHECK', 'FOREIGN KEY') OR referenced_table = {literal(live)}) ORDER BY 1, 2")]
+        if found:
+            raise StoreError(
+                f"{live} has {', '.join(found)}: a full cutover or rollback renames {live}, and DuckDB cannot rename "
+                "a table with an index (nor add a CHECK or FOREIGN KEY constraint to another one). Drop them, rerun "
+                f"this command and create them again; or correct live in place with a patch (`rebuild run {live} "
+                "--keys ...` or `--since/--until`), whose cutover changes live's rows, not its table",
+                view=live, uncarried=found)
+
+    def _give(self, view: str, incoming: str, keys: list[tuple[Any, ...]], comment: str | None,
+              notes: list[tuple[Any, ...]]) -> None:
+        """Add what ``_carry`` found on live to ``view``, the table that became live (``incoming`` before)."""
+        columns = set(self._columns(view))
+        have = {(kind, tuple(cols)) for kind, cols in self._query(
+            "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE database_name = "
+            f"current_database() AND schema_name = 'main' AND table_name = {literal(view)}")}
+        for kind, cols in keys:
+            if (kind, tuple(cols)) in have or not set(cols) <= columns:
+                continue
+            names = ", ".join(quote(c) for c in cols)
+            sql = (f"ALTER TABLE {quote(view)} ALTER COLUMN {names} SET NOT NULL" if kind == "NOT NULL"
+                   else f"ALTER TABLE {quote(view)} ADD {kind} ({names})")
+            try:
+                self._exec(sql)
+            except duckdb.ConstraintException as exc:
+                raise StoreError(
+                    f"the rows becoming live {view} break live's {kind} ({', '.join(cols)}): {exc}; nothing was "
+                    f"changed. Fix the projection so its rows keep it (or drop it from live {view}), then rerun "
+                    "this command", view=view) from exc
+        self._exec(f"COMMENT ON TABLE {quote(view)} IS {literal(comment)}")
+        for column, note in notes:
+            if column in columns:
+                self._exec(f"COMMENT ON COLUMN {quote(view)}.{quote(column)} IS {literal(note)}")
 
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder]:
