@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, overload
@@ -71,13 +71,8 @@ class EventFilter:
             as_of=self.as_of,
         )
 
-    def where(self, files: Sequence[DataFile] | None = None) -> str:
-        """The same filters as a SQL predicate (partition keys are joined, not listed). A lake_version
-        bound that every one of ``files`` meets by its statistics is left out: it would read and test
-        a column per event (``lake_version <= 61`` on a full run of the latest snapshot)."""
-        def held(test: Callable[[DataFile], bool]) -> bool:
-            return files is not None and all(test(f) for f in files)
-
+    def where(self) -> str:
+        """The same filters as a SQL predicate (partition keys are joined, not listed)."""
         terms = ["true"]
         if self.streams is not None:
             terms.append(_in_list("stream", self.streams))
@@ -87,11 +82,10 @@ class EventFilter:
             terms.append(f"event_time >= {literal(self.since)}")
         if self.until is not None:
             terms.append(f"event_time < {literal(self.until)}")
-        after, as_of = self.after_version, self.as_of
-        if after is not None and not held(lambda f: f.min_version > after):
-            terms.append(f"lake_version > {int(after)}")
-        if as_of is not None and not held(lambda f: f.max_version <= as_of):
-            terms.append(f"lake_version <= {int(as_of)}")
+        if self.after_version is not None:
+            terms.append(f"lake_version > {int(self.after_version)}")
+        if self.as_of is not None:
+            terms.append(f"lake_version <= {int(self.as_of)}")
         return " AND ".join(terms)
 
 

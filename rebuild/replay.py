@@ -52,7 +52,7 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     if f.partition_keys is not None:
         wanted = set(lake.buckets_of(f.partition_keys))
         files = [x for x in files if x.bucket in wanted]
-    where = [f.where(files)]
+    where = [f.where()]
     if f.partition_keys is not None:
         where.append(f"partition_key IN (SELECT unnest({literal(list(f.partition_keys))}))")
     if selection.keys:  # a constant range lets the Parquet reader skip row groups by statistics

@@ -188,18 +188,3 @@ def test_a_filter_that_cannot_mean_anything_is_an_error(base: tuple[Path, list[i
                                                        engine: str, message: str) -> None:
     with pytest.raises(lake.LakeError, match=message):
         lake.read_events(lake.Lake(base[0]), lake.EventFilter(**filters), engine=engine)  # type: ignore[arg-type,call-overload]
-
-
-def test_a_lake_version_bound_every_file_meets_is_not_tested_per_event() -> None:
-    """A full run of the latest snapshot tested `lake_version <= N` on each of its events."""
-    from lake.table import DataFile
-
-    def file(first: int, last: int) -> DataFile:
-        return DataFile(path="p", stream="orders", bucket=0, rows=1, size_bytes=1, min_time=None, max_time=None,
-                        min_version=first, max_version=last)
-
-    window = lake.EventFilter(after_version=2, as_of=5)
-    assert "lake_version" not in window.where([file(3, 4), file(5, 5)])
-    assert "lake_version > 2" in window.where([file(1, 4)]) and "<=" not in window.where([file(1, 4)])
-    assert "lake_version <= 5" in window.where([file(3, 6)]) and ">" not in window.where([file(3, 6)])
-    assert "lake_version > 2 AND lake_version <= 5" in window.where()  # files not known: both tested
