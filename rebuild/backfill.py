@@ -160,10 +160,15 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
 def vacuumed(lake: Lake, delta_version: int) -> str | None:
     """A file of the snapshot at ``delta_version`` that is gone (compaction replaced it, vacuum deleted
     it), or None when a job pinned there can still read them all."""
-    latest = {f.path for f in lake.snapshot().files}
-    replaced = [f.path for f in lake.snapshot(delta_version).files if f.path not in latest]
-    fs = storage.fsspec_filesystem(lake.uri, lake.storage_options) if replaced else None
-    return next((path for path in replaced if fs is not None and not fs.exists(path)), None)
+    try:
+        latest = {f.path for f in lake.snapshot().files}
+        replaced = [f.path for f in lake.snapshot(delta_version).files if f.path not in latest]
+        fs = storage.fsspec_filesystem(lake.uri, lake.storage_options) if replaced else None
+        return next((path for path in replaced if fs is not None and not fs.exists(path)), None)
+    except OSError as exc:  # delta-rs and fsspec say so with an OSError: the network, not the lake
+        if storage.unreachable(exc):
+            raise ConnectionError(f"cannot reach the lake's storage to read its Delta log ({exc}); its files may be fine") from exc
+        raise
 
 
 def _replaced_by(store: Store, marks: list[Mark], header: Mark) -> str | None:
