@@ -137,10 +137,8 @@ def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: La
     """An unfinished backfill, then the nightly `lake compact` and `lake vacuum` past the retention: each
     rerun resumed the pinned snapshot, whose files were deleted, and failed 'cannot be read ... restore
     it, or rerun with --skip-corrupted', so the backfill could never be finished with its arguments."""
-    from deltalake import DeltaTable
 
     import lake as lake_pkg
-    from lake.compact import compact
     from tests.conftest import write_ndjson
     from tests.stores.conftest import orders_lake_events
 
@@ -148,12 +146,7 @@ def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: La
     lake_pkg.ingest(orders_lake, [more], stream="orders")  # a second commit: files for compaction to replace
     store = str(tmp_path / "views.duckdb")
     _kill_after_two_chunks(orders_lake, store, monkeypatch)
-    compact(orders_lake)
-    for name in ("events", "quarantine"):
-        if (Path(orders_lake.table_uri(name)) / "_delta_log").exists():
-            DeltaTable(orders_lake.table_uri(name)).alter.set_table_properties(
-                {"delta.deletedFileRetentionDuration": "interval 0 hours"})
-    assert orders_lake.vacuum(0)["events"]["files"] > 0
+    _compact_and_vacuum(orders_lake)
     caplog.set_level(logging.WARNING, logger="rebuild.backfill")
     args = ["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *RANGE, "--progress", "none"]
     assert main(args) == 0
@@ -167,10 +160,8 @@ def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: La
 def test_a_plan_whose_pinned_files_were_vacuumed_says_to_plan_again(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
     """A plan made, then `lake compact` and `lake vacuum` past the retention: wb.execute(plan) failed with
     'lake file ... cannot be read; restore it, or rerun with --skip-corrupted', as if the lake were damaged."""
-    from deltalake import DeltaTable
 
     import lake as lake_pkg
-    from lake.compact import compact
     from rebuild import PlanOutdated
     from tests.conftest import write_ndjson
     from tests.stores.conftest import orders_lake_events
@@ -179,14 +170,23 @@ def test_a_plan_whose_pinned_files_were_vacuumed_says_to_plan_again(orders_lake:
                     stream="orders")
     with Workbench(Config(lake_uri=orders_lake.uri, store_uri=str(tmp_path / "views.duckdb"))) as wb:
         plan = wb.plan(VIEW)
-        compact(orders_lake)
-        for name in ("events", "quarantine"):
-            if (Path(orders_lake.table_uri(name)) / "_delta_log").exists():
-                DeltaTable(orders_lake.table_uri(name)).alter.set_table_properties(
-                    {"delta.deletedFileRetentionDuration": "interval 0 hours"})
-        assert orders_lake.vacuum(0)["events"]["files"] > 0
+        _compact_and_vacuum(orders_lake)
         with pytest.raises(PlanOutdated, match=r"lost .*\.parquet, which compaction replaced and `rebuild lake "
                                                 r"vacuum` deleted; make a new plan \(wb.plan\('order_summary'"):
             wb.execute(plan, progress="none")
         assert not wb.store.exists(f"{VIEW}__shadow")
         assert wb.run(VIEW, progress="none").record.rows_written == 50  # a new plan runs
+
+
+def _compact_and_vacuum(target: Lake) -> None:
+    """Compaction replaces the lake's files, and a vacuum without retention deletes the replaced ones."""
+    from deltalake import DeltaTable
+
+    from lake.compact import compact
+
+    compact(target)
+    for name in ("events", "quarantine"):
+        if (Path(target.table_uri(name)) / "_delta_log").exists():
+            DeltaTable(target.table_uri(name)).alter.set_table_properties(
+                {"delta.deletedFileRetentionDuration": "interval 0 hours"})
+    assert target.vacuum(0)["events"]["files"] > 0
