@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -101,12 +104,7 @@ def test_a_swap_that_would_leave_views_on_the_old_table_is_refused(orders_lake: 
     died with a traceback (cannot drop order_summary__previous: other objects depend on it), exit 1."""
     from rebuild.errors import StoreError
 
-    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
-    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
-        for _ in range(2):  # live, and a previous to roll back to
-            wb.run(VIEW, full=True)
-            wb.cutover(VIEW, force=True)
-        conn = wb.store.conn  # type: ignore[attr-defined]
+    with _live(orders_lake, postgres_uri, cutovers=2) as (wb, conn):  # live, and a previous to roll back to
         conn.execute(f'CREATE VIEW "paid report" AS SELECT sum(paid) AS paid FROM "{VIEW}"')
         wb.run(VIEW, full=True)
         with pytest.raises(StoreError, match=r"views \['paid report'\] read order_summary: PostgreSQL binds a view "
@@ -197,11 +195,7 @@ def test_a_full_cutover_keeps_lives_grants_owner_comments_constraints_and_indexe
 def test_a_full_cutover_whose_rows_break_lives_constraint_is_refused(orders_lake: Lake, postgres_uri: str) -> None:
     from rebuild.errors import StoreError
 
-    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
-    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
-        wb.run(VIEW)
-        wb.cutover(VIEW, force=True)
-        conn = wb.store.conn  # type: ignore[attr-defined]
+    with _live(orders_lake, postgres_uri) as (wb, conn):
         conn.execute(f"DELETE FROM \"{VIEW}\" WHERE status = 'refunded'")
         conn.execute(f"ALTER TABLE \"{VIEW}\" ADD CONSTRAINT no_refunds CHECK (status <> 'refunded')")
         wb.run(VIEW, full=True)
@@ -216,12 +210,7 @@ def test_a_full_swap_refuses_what_it_cannot_carry(orders_lake: Lake, postgres_ur
     (and the next cutover could not drop previous under the foreign key)."""
     from rebuild.errors import StoreError
 
-    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
-    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
-        for _ in range(2):
-            wb.run(VIEW, full=True)
-            wb.cutover(VIEW, force=True)
-        conn = wb.store.conn  # type: ignore[attr-defined]
+    with _live(orders_lake, postgres_uri, cutovers=2) as (wb, conn):  # live, and a previous to roll back to
         conn.execute(f'ALTER TABLE "{VIEW}" ADD PRIMARY KEY (order_id)')
         conn.execute(f'CREATE TABLE notes (order_id text REFERENCES "{VIEW}", note text)')
         conn.execute("CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
@@ -237,11 +226,7 @@ def test_a_full_swap_refuses_what_it_cannot_carry(orders_lake: Lake, postgres_ur
 
 def test_an_index_on_a_column_the_full_rebuild_dropped_is_left_with_the_old_table(orders_lake: Lake, postgres_uri: str,
                                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
-    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
-        wb.run(VIEW)
-        wb.cutover(VIEW, force=True)
-        conn = wb.store.conn  # type: ignore[attr-defined]
+    with _live(orders_lake, postgres_uri) as (wb, conn):
         conn.execute(f'ALTER TABLE "{VIEW}" ADD COLUMN legacy text')
         conn.execute(f'CREATE INDEX by_legacy ON "{VIEW}" (legacy)')
         conn.execute(f'CREATE INDEX by_status ON "{VIEW}" (status)')
@@ -250,3 +235,14 @@ def test_an_index_on_a_column_the_full_rebuild_dropped_is_left_with_the_old_tabl
         indexes = {r[0] for r in conn.execute(f"SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = '\"{VIEW}\"'::regclass")}
         assert indexes == {"by_status"}
         assert "live order_summary's index by_legacy (USING btree (legacy)) is not carried" in caplog.text
+
+
+@contextlib.contextmanager
+def _live(orders_lake: Lake, postgres_uri: str, cutovers: int = 1) -> Iterator[tuple[Workbench, Any]]:
+    """A workbench on a schema of its own whose view went live ``cutovers`` times, and its connection."""
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri)) as wb:
+        for _ in range(cutovers):
+            wb.run(VIEW, full=True)
+            wb.cutover(VIEW, force=True)
+        yield wb, wb.store.conn  # type: ignore[attr-defined]
