@@ -14,7 +14,7 @@ from rebuild.options import RunOptions
 from rebuild.plan import Plan
 from rebuild.projection import Projection, Window, projection
 from rebuild.runner import RunResult
-from rebuild.workbench import ViewState, Workbench
+from rebuild.workbench import PruneResult, ViewState, Workbench
 
 __all__ = [
     "Config",
@@ -24,6 +24,7 @@ __all__ = [
     "PlanOutdated",
     "Projection",
     "ProjectionError",
+    "PruneResult",
     "RebuildError",
     "RunOptions",
     "RunResult",

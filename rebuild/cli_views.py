@@ -171,9 +171,9 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
 def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
     """Forget old run records and delete their check reports (live, previous and shadow runs stay)."""
     with workbench(state) as wb:
-        old, jobs = wb._prune(days, view, dry_run)
+        pruned = wb.prune(days, view, dry_run)
     verb = "would forget" if dry_run else "forgot"
-    marks = f", and the marks of {len(jobs):,} jobs no run record names" if jobs else ""
-    state.out.result({"dry_run": dry_run, "older_than_days": days, "runs": [r.run_id for r in old], "jobs": jobs},
-                     lambda c: c.print(f"{verb} {len(old):,} run records of {view or 'every view'} finished over "
+    marks = f", and the marks of {len(pruned.jobs):,} jobs no run record names" if pruned.jobs else ""
+    state.out.result({"dry_run": dry_run, "older_than_days": days, **pruned.to_dict()},
+                     lambda c: c.print(f"{verb} {len(pruned.runs):,} run records of {view or 'every view'} finished over "
                                        f"{days} days ago, and their reports{marks}", markup=False))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,30 @@ class ViewState:
         head = "".join(f"<th>{html.escape(k)}</th>" for k in self.__dataclass_fields__)
         cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.to_dict().values())
         return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``Workbench.prune`` forgot (or would, with ``dry_run``): the run records, and the ids of the
+    long jobs whose marks went with them. Iterates over ``runs``, as the list prune returned before."""
+
+    runs: tuple[Any, ...]
+    jobs: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "runs": [r.run_id for r in self.runs], "jobs": list(self.jobs)}
+
+    def _repr_html_(self) -> str:
+        verb = "would forget" if self.dry_run else "forgot"
+        runs = html.escape(", ".join(r.run_id for r in self.runs) or "none")
+        return f"<p>{verb} {len(self.runs)} run records ({runs}) and the marks of {len(self.jobs)} jobs</p>"
 
 
 class Workbench:
@@ -291,22 +316,18 @@ class Workbench:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
         return self.store.runs(view, limit) if self.has_store() else []
 
-    def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> list[Any]:
+    def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> PruneResult:
         """Forget the run records (and delete their check reports) finished more than ``older_than_days``
         ago, of ``view`` or of every view; the runs that live, previous or a shadow are, and unfinished
         backfills, are kept. Also forgets the marks of long jobs that no run record names and that last
         moved before then (a bucketed run's; a job killed before it published), unless a job holds the
-        view's lock. Returns the records forgotten (or that would be, with ``dry_run``)."""
-        return self._prune(older_than_days, view, dry_run)[0]
-
-    def _prune(self, older_than_days: int, view: str | None, dry_run: bool) -> tuple[list[Any], list[str]]:
-        """The records forgotten and the jobs whose marks were forgotten."""
+        view's lock. Returns the records forgotten (or that would be, with ``dry_run``) and those jobs' ids."""
         if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 0:
             raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
         if view is not None and not (self.has_store() and view in self.store.views()):
             self.projection(view)  # a misspelt view is an error that lists the known ones
         if not self.has_store():
-            return [], []  # nothing to prune, and no store to create
+            return PruneResult((), (), dry_run)  # nothing to prune, and no store to create
         now = datetime.now(UTC)
         days = min(older_than_days, (now - datetime.min.replace(tzinfo=UTC)).days)  # more: before year 1, none
         store, before = self.store, now - timedelta(days=days)
@@ -321,7 +342,7 @@ class Workbench:
             store.forget_runs([r.run_id for r in old])
         names = [view] if view is not None else sorted({*store.views(), *(r.view for r in runs),
                                                         *(p.name for p in self.projections())})
-        return old, [job for name in names for job in self._prune_jobs(name, before, dry_run)]
+        return PruneResult(tuple(old), tuple(job for name in names for job in self._prune_jobs(name, before, dry_run)), dry_run)
 
     def _prune_jobs(self, view: str, before: datetime, dry_run: bool) -> list[str]:
         """Forget the marks of ``view``'s long jobs that no run record names and that last moved before
