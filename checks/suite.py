@@ -73,7 +73,7 @@ def check_view(
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                                     row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
-    audit, audit_html, lateness = _audit(lake, spec, as_of)
+    audit, audit_html, lateness = _audit(con, lake, spec, as_of)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of, con=con)
     report = CheckReport(
@@ -107,9 +107,11 @@ def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: D
                    con=con)
 
 
-def _audit(lake: Lake, spec: ViewSpec, as_of: int | None) -> tuple[dict[str, Any], str, dict[str, int]]:
-    """The lake audit of the consumed streams, as the run saw the lake (lake_version ``as_of``)."""
-    report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of)
+def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec,
+           as_of: int | None) -> tuple[dict[str, Any], str, dict[str, int]]:
+    """The lake audit of the consumed streams, as the run saw the lake (lake_version ``as_of``), in a
+    cursor of ``con`` (within its memory limit, temp directory and threads)."""
+    report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con)
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():

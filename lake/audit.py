@@ -29,6 +29,7 @@ from lake.sql import literal
 from lake.storage import is_remote, spill_outside_cwd
 from lake.read import BadFile, EventFilter, as_names, check_files, read_events, read_quarantine
 from lake.render import table_of
+from lake.schema import ENVELOPE_COLUMNS
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
 LATE_AFTER = timedelta(days=2)
@@ -162,6 +163,7 @@ def audit(
     verify: str = "footer",
     as_of: int | None = None,
     known_event_types: Iterable[str] | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> AuditReport:
     """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all),
     as it was at lake_version ``as_of`` (default: the snapshot's; what a run ``--as-of`` replayed).
@@ -173,6 +175,10 @@ def audit(
     ``verify`` is the file-integrity pass: ``footer`` opens every data file's Parquet footer,
     ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
     ``bad_files`` (path and error) and left out of the figures, so the rest is still audited.
+
+    ``con``: the audit runs in a cursor of it, within its memory limit, temp directory and threads (a
+    check passes the run's connection, the CLI one with the configured settings); None: a new in-memory
+    DuckDB with its defaults, spilling to the system's temp directory.
     """
     if verify not in VERIFY:
         raise LakeError(f"verify {verify!r} is not one of {list(VERIFY)}")
@@ -191,15 +197,11 @@ def audit(
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
-    con = spill_outside_cwd(duckdb.connect())
+    con = con.cursor() if con is not None else spill_outside_cwd(duckdb.connect())
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
-        events = read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con)
-        if is_remote(lake.uri):  # the queries below each scan the events: fetch them from the object store once
-            events.create_view("__lake_events")
-            con.execute("CREATE TEMP TABLE events AS SELECT * FROM __lake_events")
-        else:
-            events.create_view("events")
+        _events_view(con, read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con),
+                     is_remote(lake.uri))
         _quarantine_view(con, lake, wanted, upto,
                          [f for f in quarantine_files if f not in unreadable])
         types = None if known_event_types is None else tuple(sorted(set(as_names(known_event_types, "known_event_types") or ())))
@@ -224,6 +226,26 @@ def audit(
     )
 
 
+def _events_view(con: duckdb.DuckDBPyConnection, events: duckdb.DuckDBPyRelation, remote: bool) -> None:
+    """``events``: the envelope but the payload and metadata, which no query reads, and ``field_sets``:
+    the events counted by their payload's top-level field names, which drift reads. On an object store
+    each query would fetch the files again: the events are fetched once into a temp table with their
+    field names instead of their payloads (a copy with payloads took gigabytes at 3 a.m.), counted into
+    ``field_sets``, and the names dropped; past the connection's memory limit it spills to its temp directory."""
+    con.register("__lake_events", events)  # a view of a relation is refused in a cursor of a database file
+    columns = ", ".join(c for c in ENVELOPE_COLUMNS if c not in ("payload", "metadata"))
+    fields = "CASE WHEN json_type(payload) = 'OBJECT' THEN json_keys(payload) END AS fields"
+    kind = "TABLE" if remote else "VIEW"
+    con.execute(f"CREATE TEMP {kind} __events AS SELECT {columns}, {fields} FROM __lake_events")
+    con.execute(f"""
+        CREATE TEMP {kind} field_sets AS
+        SELECT stream, event_type, lake_version, count(*) AS n, min(ingested_at) AS t0, max(ingested_at) AS t1, fields
+        FROM __events GROUP BY ALL""")  # fmt: skip
+    if remote:
+        con.execute("ALTER TABLE __events DROP COLUMN fields")
+    con.execute("CREATE TEMP VIEW events AS FROM __events")
+
+
 def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequence[str] | None, upto: int | None,
                      files: list[str] | None = None) -> None:
     rel = read_quarantine(lake, con, files)
@@ -231,7 +253,7 @@ def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequen
         rel = rel.filter(f"stream IN (SELECT unnest({literal(list(streams))}))")
     if upto is not None:  # quarantine rows carry the events version their commit was for
         rel = rel.filter(f"lake_version <= {int(upto)}")
-    rel.create_view("quarantined")
+    con.register("quarantined", rel)  # a view of it is refused in a cursor of a database file
 
 
 def _ingest_duplicates(lake: Lake, delta_version: int) -> tuple[int | None, int | None]:
@@ -343,10 +365,7 @@ def _types(con: duckdb.DuckDBPyConnection, known: tuple[str, ...] | None) -> dic
 def _drift(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     """Top-level payload fields not in every event of their type: added, removed or optional."""
     rows = _rows(con, """
-        WITH sets AS (
-            SELECT stream, event_type, lake_version, count(*) AS n, min(ingested_at) AS t0, max(ingested_at) AS t1,
-                   CASE WHEN json_type(payload) = 'OBJECT' THEN json_keys(payload) END AS fields
-            FROM events GROUP BY ALL),
+        WITH sets AS (FROM field_sets),
         by_type AS (
             SELECT stream, event_type, sum(n) AS events, min(lake_version) AS v0, max(lake_version) AS v1
             FROM sets GROUP BY ALL),

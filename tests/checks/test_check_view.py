@@ -254,6 +254,26 @@ def test_the_lineage_runs_within_the_configured_memory_limit_and_temp_directory(
     assert set(seen) == {store}
 
 
+def test_the_lake_audit_of_a_check_runs_within_the_configured_memory_limit_and_temp_directory(scenario, monkeypatch):
+    """The check's lake audit opened its own DuckDB with its defaults (80% of the machine's memory), and on an
+    object store copied the consumed streams' events into it: more than [duckdb] memory_limit allowed the job."""
+    import sys
+
+    module = sys.modules["lake.audit"]
+    seen = []
+
+    def spy(lake, filter, con=None, **options):
+        seen.append(con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0])
+        return read_events(lake, filter, con=con, **options)
+
+    read_events = module.read_events
+    monkeypatch.setattr(module, "read_events", spy)
+    report = scenario.wb.check("order_summary")
+    store = scenario.wb.store.compute().sql(
+        "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    assert report.audit["events"] > 0 and seen == [store]
+
+
 def _order(*items_and_more):
     """One order's events: e1 OrderPlaced, then (type, payload) in sequence."""
     from tests.conftest import event

@@ -273,3 +273,38 @@ def test_no_credentials_at_all_say_so(
     error = json.loads(capsys.readouterr().out)["error"]
     assert "no credentials for the object store were found: set AWS_ACCESS_KEY_ID" in error
     assert "free some space" not in error
+
+
+def test_the_audit_of_an_s3_lake_holds_no_payloads_and_runs_within_the_given_connection(
+        tmp_path: Path, s3_server: S3, s3_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On S3 the audit copied every event of the audited streams, payloads and metadata included, into a
+    temp table of its own DuckDB (80% of the machine's memory, whatever [duckdb] memory_limit said);
+    `rebuild check` runs it for the consumed streams at 3 a.m. Now it copies the envelope without them
+    (drift counts the payloads' field names as they are fetched), in a cursor of the connection given."""
+    import lake.audit as module
+
+    from tests.conftest import event
+
+    local, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    drifted = write_ndjson(tmp_path / "c.ndjson", [event(1, key="z-1", payload={"order_id": "z-1", "channel": "web"})])
+    for target in (local, remote):  # an OrderPlaced with a new payload field: drift
+        lake.ingest(target, [drifted], stream="orders", ingested_at=AT + timedelta(days=2))
+    seen: dict[str, object] = {}
+    collect = module._collect
+
+    def spy(con: duckdb.DuckDBPyConnection, *args: object) -> dict[str, dict[str, object]]:
+        seen["columns"] = {c for (c,) in con.sql("SELECT column_name FROM duckdb_columns() JOIN duckdb_tables() "
+                                                 "USING (database_name, schema_name, table_name)").fetchall()}
+        seen["memory_limit"] = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        return collect(con, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_collect", spy)
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '321MB'")
+    remote_audit = audit(remote, con=con).to_dict()
+    assert seen["columns"] and not {"payload", "metadata"} & seen["columns"]  # type: ignore[operator]
+    assert seen["memory_limit"] == con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    local_audit = audit(local).to_dict()
+    assert remote_audit["streams"]["orders"]["drift"] == local_audit["streams"]["orders"]["drift"] != []
+    assert {k: remote_audit[k] for k in ("events", "gaps", "event_types")} == {k: local_audit[k] for k in ("events", "gaps", "event_types")}
+    con.sql("SELECT 1").fetchall()  # the cursor is closed, the connection given is not
