@@ -86,7 +86,7 @@ class CompactResult:
 
 
 def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequence[str] | None = None,
-            decode: Iterable[tuple[str, str]] = ()) -> CompactResult:
+            decode: Iterable[tuple[str, str]] = (), con: duckdb.DuckDBPyConnection | None = None) -> CompactResult:
     """Rewrite every partition that has two or more files smaller than ``small_bytes``, or a file
     without one of the ``decode`` columns.
 
@@ -94,6 +94,9 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
     new files carry each as a typed column next to the JSON (``lake.schema.decoded_column``), so a
     replay that declares the same field and type reads the column instead of parsing every payload.
     Memory stays bounded: DuckDB sorts with spilling and the rows stream into the new files.
+    ``con``: each partition is rewritten in a cursor of it, within its memory limit, temp directory and
+    threads (the CLI passes one with the configured settings); None: a new in-memory DuckDB per partition
+    with its defaults, spilling to the system's temp directory.
     """
     started = time.monotonic()
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
@@ -118,7 +121,7 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
             rows += sum(f.rows for f in files)
             point("compact.before_partition")
             version += 1
-            _rewrite(lake, stream, bucket, files, wanted, version)
+            _rewrite(lake, stream, bucket, files, wanted, version, con)
             point("compact.after_partition")
             after += 1
             log.info("compacted %s/%s: %s files", stream, bucket, len(files))
@@ -126,10 +129,11 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
 
 
 def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode: list[tuple[str, str]],
-             version: int) -> None:
+             version: int, settings: duckdb.DuckDBPyConnection | None = None) -> None:
     """One sorted file for the partition, committed in place of ``files`` at Delta ``version``
-    (pinned: a writer that committed meanwhile makes this LakeBusy, its files are not removed)."""
-    con = lake.attach(storage.spill_outside_cwd(duckdb.connect()))
+    (pinned: a writer that committed meanwhile makes this LakeBusy, its files are not removed), in a
+    cursor of ``settings`` (or a new DuckDB)."""
+    con = lake.attach(settings.cursor() if settings is not None else storage.spill_outside_cwd(duckdb.connect()))
     con.execute("SET TimeZone = 'UTC'")  # decoding times from text must not depend on the machine
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
     layers = _layers(decode)

@@ -15,7 +15,7 @@ from lake.audit import audit
 from lake.table import RETAIN_HOURS
 from rebuild.cli import Failed, State, cli, command
 from rebuild.errors import ProjectionError
-from rebuild.workbench import Workbench
+from rebuild.workbench import Workbench, scratch
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
     if no_decode:  # the layout only: the projection modules are not needed (nor imported, a broken one included)
         from lake.compact import compact
 
-        result = compact(open_lake(state), streams=list(streams) or None)
+        with scratch(state.config) as con:
+            result = compact(open_lake(state), streams=list(streams) or None, con=con)
     else:
         with Workbench(state.config) as wb:
             result = wb.compact(list(streams) or None)
@@ -175,7 +176,8 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
             report = wb.audit(list(streams) or None, **options)
     except ProjectionError as exc:  # the lake's audit does not need the projections: only its unknown types do
         log.warning("unknown event types not judged: %s", exc)
-        report = audit(open_lake(state), streams=list(streams) or None, **options)
+        with scratch(state.config) as con:
+            report = audit(open_lake(state), streams=list(streams) or None, con=con, **options)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed()

@@ -37,6 +37,7 @@ from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
 from rebuild.store.base import previous_name, scope_name, shadow_name
+from rebuild.store.duckdb_store import connect as duckdb_connect
 
 log = logging.getLogger(__name__)
 #: a verdict recorded as "pass against: legacy_table" came from `check --live legacy_table`, not from live
@@ -372,13 +373,15 @@ class Workbench:
         A projection that consumes every type, or none configured, leaves nothing unknown."""
         consumed = [p.consumes or () for p in self.projections()]
         known = None if not consumed or any(not c for c in consumed) else {t for c in consumed for t in c}
-        return audit(self.lake, streams=streams, known_event_types=known, **options)
+        with scratch(self.config) as con:
+            return audit(self.lake, streams=streams, known_event_types=known, **{"con": con, **options})
 
     def compact(self, streams: list[str] | None = None, decode: bool = True) -> CompactResult:
         """``lake.compact`` with the payload fields the projections declare decoded into typed
         columns (unless ``decode`` is false): their replays then read columns instead of JSON."""
         fields = {(f, t) for p in self.projections() for f, t in (p.payload or {}).items()} if decode else set()
-        return compact(self.lake, streams=streams, decode=fields)
+        with scratch(self.config) as con:
+            return compact(self.lake, streams=streams, decode=fields, con=con)
 
     # -- reading -------------------------------------------------------------------------------
     def events(self, engine: str = "duckdb", **filters: Any) -> duckdb.DuckDBPyRelation | pl.LazyFrame:
@@ -468,6 +471,12 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table).create_view(name, replace=True)
         return name
+
+
+def scratch(config: Config) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB within the configured ``[duckdb]`` memory_limit, temp_directory and threads:
+    for the lake's work outside the store (the audit, compaction)."""
+    return duckdb_connect(":memory:", config.memory_limit, config.temp_directory, config.threads)
 
 
 def _refusal(view: str, run_id: str, record: Any) -> str:

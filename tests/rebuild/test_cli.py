@@ -11,8 +11,10 @@ import time
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
+import duckdb
 import pytest
 
 import lake
@@ -389,3 +391,44 @@ def test_reading_commands_in_an_empty_folder_create_no_store(tmp_path: Path, mon
     assert json.loads(capsys.readouterr().out)["runs"] == []
     assert main([*where, "--json", "runs", "nope"]) == 2  # a misspelt view is still an error
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("no_decode", [False, True])
+def test_lake_compact_and_audit_run_within_the_configured_duckdb_settings(
+        capsys: pytest.CaptureFixture[str], bench: Bench, monkeypatch: pytest.MonkeyPatch, no_decode: bool) -> None:
+    """`rebuild lake compact` and `rebuild lake audit` opened DuckDB with its defaults (80% of the machine's
+    memory, a spill folder in the system temp dir): a job's [duckdb] memory_limit, temp_directory and threads
+    did not reach them, as they reach ingest and the run."""
+    import lake.audit as audit_module
+    import lake.compact as compact_module
+
+    for batch in range(3):  # three commits: small files to compact
+        bench.ingest(e for n in range(batch * 20, batch * 20 + 20) for e in order_events(n))
+    bench.wb.close()
+    spill = bench.root / "spill"
+    monkeypatch.setenv("REBUILD_MEMORY_LIMIT", "123MB")
+    monkeypatch.setenv("REBUILD_TEMP_DIRECTORY", str(spill))
+    seen = []
+
+    def settings(con: Any) -> tuple[Any, ...]:
+        return con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]  # type: ignore[no-any-return]
+
+    def spy_read(target: Any, filter: Any, con: Any = None, **options: Any) -> Any:
+        seen.append(("audit", *settings(con)))
+        return read_events(target, filter, con=con, **options)
+
+    def spy_write(con: Any, *args: Any) -> Any:
+        seen.append(("compact", *settings(con)))
+        return write_partition(con, *args)
+
+    read_events, write_partition = audit_module.read_events, compact_module.write_partition
+    monkeypatch.setattr(audit_module, "read_events", spy_read)
+    monkeypatch.setattr(compact_module, "write_partition", spy_write)
+    code, done = _call(capsys, bench, "lake", "compact", *(["--no-decode"] if no_decode else []))
+    assert code == 0 and done["partitions"] > 0
+    assert _call(capsys, bench, "lake", "audit")[0] == 0
+    wanted = duckdb.connect()
+    wanted.execute("SET memory_limit = '123MB'")
+    limit = wanted.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert {kind for kind, *_ in seen} == {"compact", "audit"}
+    assert {tuple(rest) for _, *rest in seen} == {(limit, str(spill))}
