@@ -89,7 +89,7 @@ def lineage(
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
         quarantine = _quarantine(con, lake)
-        changed = [i for i, k in enumerate(keys) if (changes or {}).get(tuple(k.values()))]
+        changed = {i: c for i, k in enumerate(keys) if (c := (changes or {}).get(tuple(k.values())))}
         payloads = _payloads(con, changed) if changed else {}
     finally:
         con.close()
@@ -97,7 +97,7 @@ def lineage(
     for i, k in enumerate(keys):
         kt = tuple(k.values())
         out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
-                          _explain((changes or {}).get(kt, {}), payloads.get(i, []))))
+                          _explain((changes or {}).get(kt, {}), *payloads.get(i, ([], {})))))
     return out
 
 
@@ -214,27 +214,74 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, list[di
     return out
 
 
-def _payloads(con: duckdb.DuckDBPyConnection, indexes: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each matched event's numeric payload values (and their pairwise products), per key index of
-    ``indexes``. Read in batches: a hot key's payloads, all at once, took gigabytes."""
+#: per (field, event type): the sum of that field over the key's events of that type
+Sums = dict[str, dict[str, float]]
+
+
+def _payloads(con: duckdb.DuckDBPyConnection,
+              changes: dict[int, dict[str, dict[str, Any]]]) -> dict[int, tuple[list[dict[str, Any]], Sums]]:
+    """Per key index of ``changes``: the events whose numeric payload values (or pairwise products) can
+    explain a changed column's live - rebuilt difference, in (partition_key, sequence, event_id) order,
+    and the per-type sums of every such value over all the key's events (for :func:`_signs`).
+
+    Memory stays bounded by the suspects, not the key's events (a day of a by_window view holds
+    millions): the payloads are read in batches, summed as they come, and of the events that give
+    the same readings (same type, same fields matching the same columns with the same signs) only the
+    first ``MAX_IDS`` are kept, as no later one can rank among the ``MAX_IDS`` named (:func:`_explain`; a
+    duplicate's copies give the same readings, so counting columns by event id changes nothing)."""
+    deltas = {i: _deltas(c) for i, c in changes.items()}
     cursor = con.execute("SELECT __i, partition_key, sequence, event_id, event_type, payload FROM matched_payloads "
-                         "WHERE __i IN (SELECT unnest($1))", [list(indexes)])
-    found = []
+                         "WHERE __i IN (SELECT unnest($1))", [list(changes)])
+    sums: dict[int, Sums] = {}
+    kept: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for i, partition_key, sequence, event_id, event_type, payload in _batches(cursor):
+        values = _values(payload)
+        i = int(i)
+        for name, value in values.items():
+            by_type = sums.setdefault(i, {}).setdefault(name, {})
+            by_type[event_type] = by_type.get(event_type, 0.0) + value
+        matches = frozenset((c, name, value > 0) for name, value in values.items() for c, d in deltas[i].items()
+                            if value and abs(d - abs(value)) < 1e-6)
+        if matches:  # sorted here, not in SQL: a sort there would carry every payload along
+            same = kept.setdefault((i, event_type, matches), [])
+            same.append((partition_key, sequence, event_id, {"event_id": event_id, "event_type": event_type, "values": values}))
+            if len(same) > 2 * MAX_IDS:
+                same[:] = sorted(same, key=_place)[:MAX_IDS]
+    suspects: dict[int, list[tuple[Any, ...]]] = {}
+    for (i, *_), same in kept.items():
+        suspects.setdefault(i, []).extend(sorted(same, key=_place)[:MAX_IDS])
+    return {i: ([f[3] for f in sorted(suspects.get(i, []), key=_place)], found) for i, found in sums.items()}
+
+
+def _place(found: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An event's place in replay order: (partition_key, sequence, event_id)."""
+    return found[:3]
+
+
+def _deltas(changes: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``|live - rebuilt|`` per changed numeric column."""
+    out = {}
+    for column, pair in changes.items():
         try:
-            body = json.loads(payload or "{}")
-        except ValueError:
+            out[column] = abs(float(pair["live"]) - float(pair["rebuilt"]))
+        except (TypeError, ValueError):
             continue
-        numbers = {k: float(v) for k, v in body.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        names = sorted(numbers)
-        values = dict(numbers)
-        values.update({f"{a}*{b}": numbers[a] * numbers[b] for n, a in enumerate(names) for b in names[n + 1:]})
-        if values:  # sorted here, not in SQL: a sort there would carry every payload along
-            found.append((int(i), partition_key, sequence, event_id, {"event_id": event_id, "event_type": event_type, "values": values}))
-    out: dict[int, list[dict[str, Any]]] = {}
-    for i, *_, event in sorted(found, key=lambda f: f[:4]):
-        out.setdefault(i, []).append(event)
     return out
+
+
+def _values(payload: str | None) -> dict[str, float]:
+    """A payload's top-level numbers and their pairwise products (``quantity*unit_price``)."""
+    try:
+        body = json.loads(payload or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    numbers = {k: float(v) for k, v in body.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    names = sorted(numbers)
+    values = dict(numbers)
+    values.update({f"{a}*{b}": numbers[a] * numbers[b] for n, a in enumerate(names) for b in names[n + 1:]})
+    return values
 
 
 def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tuple[Any, ...]]:
@@ -242,7 +289,7 @@ def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tu
         yield from rows
 
 
-def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], sums: Sums) -> list[dict[str, Any]]:
     """Events whose payload value equals a changed column's live - rebuilt difference, the likeliest
     cause first (the first ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a
     difference of 1).
@@ -250,7 +297,7 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -
     Whether live counts such an event once more or misses it depends on the sign it gives the column:
     an ``ItemRemoved`` of quantity 1 that live missed leaves live's items 1 higher, as a duplicated
     ``ItemAdded`` of quantity 1 would. The sign of each event type's field is the one that sums the
-    key's events to the rebuilt value (:func:`_signs`); a type that adds nothing there is no candidate.
+    key's events (``sums``) to the rebuilt value (:func:`_signs`); a type that adds nothing there is no candidate.
     Ranked: events explaining more of the changed columns first (an event applied once more or less
     moves every column it feeds), then a missed event before one counted once more (a delivery twice
     also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order."""
@@ -260,7 +307,7 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -
             delta, rebuilt = float(pair["live"]) - float(pair["rebuilt"]), float(pair["rebuilt"])
         except (TypeError, ValueError):
             continue
-        signs = _signs(events, rebuilt)
+        signs = _signs(sums, rebuilt)
         for order, e in enumerate(events):
             for name, value in e["values"].items():
                 sign = signs.get((e["event_type"], name), 1)
@@ -276,15 +323,10 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]]) -
     return [x for _, x in found[:MAX_IDS]]
 
 
-def _signs(events: list[dict[str, Any]], rebuilt: float, most_types: int = 6) -> dict[tuple[str, str], int]:
+def _signs(sums: Sums, rebuilt: float, most_types: int = 6) -> dict[tuple[str, str], int]:
     """Per (event type, field): +1, -1 or 0 when every way of adding up the key's per-type sums of that
-    field with those signs to ``rebuilt`` agrees on it (items = ItemAdded - ItemRemoved quantities);
+    field (``sums``) with those signs to ``rebuilt`` agrees on it (items = ItemAdded - ItemRemoved quantities);
     fields that sum to it no way, or several ways that disagree, are left out (unknown)."""
-    sums: dict[str, dict[str, float]] = {}
-    for e in events:
-        for name, value in e["values"].items():
-            by_type = sums.setdefault(name, {})
-            by_type[e["event_type"]] = by_type.get(e["event_type"], 0.0) + value
     out: dict[tuple[str, str], int] = {}
     for name, by_type in sums.items():
         types = sorted(by_type)
