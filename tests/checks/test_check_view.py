@@ -272,20 +272,7 @@ def test_the_lineage_runs_within_the_configured_memory_limit_and_temp_directory(
     """The lineage (and the differing keys per day) opened their own DuckDB with its defaults (80% of
     the machine's memory, a .tmp folder in the working directory): a hot key or a big diff at 3 a.m.
     could take more memory than [duckdb] memory_limit allowed the job, or spill where it may not."""
-    import sys
-
-    module = sys.modules["checks.lineage"]
-    seen = []
-
-    def spy(lake, filter, con=None, **options):
-        seen.append(con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0])
-        return read_events(lake, filter, con=con, **options)
-
-    read_events = module.read_events
-    monkeypatch.setattr(module, "read_events", spy)
-    report = scenario.wb.check("order_summary")
-    store = scenario.wb.store.compute().sql(
-        "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    report, seen, store = _settings_seen(scenario, monkeypatch, "checks.lineage")
     assert report.lineage and len(seen) == 2  # the lineage and the differing keys per day
     assert set(seen) == {store}
 
@@ -293,21 +280,27 @@ def test_the_lineage_runs_within_the_configured_memory_limit_and_temp_directory(
 def test_the_lake_audit_of_a_check_runs_within_the_configured_memory_limit_and_temp_directory(scenario, monkeypatch):
     """The check's lake audit opened its own DuckDB with its defaults (80% of the machine's memory), and on an
     object store copied the consumed streams' events into it: more than [duckdb] memory_limit allowed the job."""
+    report, seen, store = _settings_seen(scenario, monkeypatch, "lake.audit")
+    assert report.audit["events"] > 0 and seen == [store]
+
+
+def _settings_seen(scenario, monkeypatch, module_name):
+    """A check, with the memory limit and temp directory of each connection ``module_name`` read the lake on,
+    and the store's."""
     import sys
 
-    module = sys.modules["lake.audit"]
-    seen = []
+    module = sys.modules[module_name]
+    read_events, seen = module.read_events, []
 
     def spy(lake, filter, con=None, **options):
         seen.append(con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0])
         return read_events(lake, filter, con=con, **options)
 
-    read_events = module.read_events
     monkeypatch.setattr(module, "read_events", spy)
     report = scenario.wb.check("order_summary")
     store = scenario.wb.store.compute().sql(
         "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
-    assert report.audit["events"] > 0 and seen == [store]
+    return report, seen, store
 
 
 def _order(*items_and_more):
