@@ -172,8 +172,10 @@ def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
     """Forget old run records and delete their check reports (live, previous and shadow runs stay)."""
     with workbench(state) as wb:
         pruned = wb.prune(days, view, dry_run)
+        none = "" if wb.has_store() else (f": no store at {redact(state.config.store_uri)} yet (`rebuild run VIEW` "
+                                          "makes one)")
     verb = "would forget" if dry_run else "forgot"
     marks = f", and the marks of {len(pruned.jobs):,} jobs no run record names" if pruned.jobs else ""
     state.out.result({"dry_run": dry_run, "older_than_days": days, **pruned.to_dict()},
                      lambda c: c.print(f"{verb} {len(pruned.runs):,} run records of {view or 'every view'} finished over "
-                                       f"{days} days ago, and their reports{marks}", markup=False))
+                                       f"{days} days ago, and their reports{marks}{none}", markup=False))

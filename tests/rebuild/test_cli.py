@@ -389,6 +389,8 @@ def test_reading_commands_in_an_empty_folder_create_no_store(tmp_path: Path, mon
     assert main([*where, "--json", "runs", "order_summary"]) == 0 and json.loads(capsys.readouterr().out) == {"runs": []}
     assert main([*where, "--json", "prune", "--older-than", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"] == []
+    assert main([*where, "prune", "--older-than", "0"]) == 0
+    assert "no store at " in " ".join(capsys.readouterr().out.split())
     assert main([*where, "--json", "runs", "nope"]) == 2  # a misspelt view is still an error
     assert list(tmp_path.iterdir()) == []
 
