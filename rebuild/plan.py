@@ -90,13 +90,14 @@ class Plan:
         return f"<b>Plan</b>: {html.escape(self.summary())}<table>{rows}</table>"
 
 
-def make_plan(lake: Lake, store: Store, projection: Projection, options: RunOptions,
+def make_plan(lake: Lake, store: Store | None, projection: Projection, options: RunOptions,
               snapshot: Snapshot | None = None) -> Plan:
-    """Decide mode, scope and lake position for a run of ``projection`` with ``options``."""
+    """Decide mode, scope and lake position for a run of ``projection`` with ``options``; ``store``
+    None: no store yet (no view built), as a plan must not create one."""
     options.validate()
     snapshot = snapshot or lake.snapshot()
     as_of = _as_of(lake, snapshot, options.as_of)
-    live = store.checkpoint(projection.name, LIVE)
+    live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = options.partition_keys()
     since, until = options.time_range()
     mode, reason, after = _mode(projection, options, live, keys, since, until, as_of)
@@ -167,11 +168,11 @@ def _method(projection: Projection, mode: str) -> str:
     return "scoped"
 
 
-def _estimate(lake: Lake, snapshot: Snapshot, store: Store, plan: Plan) -> Plan:
+def _estimate(lake: Lake, snapshot: Snapshot, store: Store | None, plan: Plan) -> Plan:
     """Files and events the run's deciding selection reads, and rows it may write."""
     f = plan.selection() if plan.method != "full" else plan.everything()
     files = f.files(snapshot, lake)
-    live_rows = store.count(plan.view) if plan.kind == "full" and store.exists(plan.view) else None
+    live_rows = store.count(plan.view) if plan.kind == "full" and store is not None and store.exists(plan.view) else None
     return replace(
         plan,
         files=len(files),

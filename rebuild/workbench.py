@@ -185,8 +185,9 @@ class Workbench:
 
     # -- plan, run, cutover, rollback ----------------------------------------------------------
     def plan(self, view: str, options: RunOptions | None = None, **kwargs: Any) -> Plan:
-        """What a run would read and write; nothing is written."""
-        return make_plan(self.lake, self.store, self.projection(view), _options(options, kwargs))
+        """What a run would read and write; nothing is written (no store is created)."""
+        store = self.store if self.has_store() else None
+        return make_plan(self.lake, store, self.projection(view), _options(options, kwargs))
 
     def run(self, view: str, options: RunOptions | None = None, *, buckets: bool | None = None, **kwargs: Any) -> RunResult:
         """Plan, then execute exactly that plan into ``VIEW__shadow``.

@@ -395,6 +395,20 @@ def test_reading_commands_in_an_empty_folder_create_no_store(tmp_path: Path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plan_creates_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`rebuild plan` (which writes nothing) created the DuckDB file or Parquet directory store it planned
+    against when there was none yet, as `ls` did."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REBUILD_CONFIG", raising=False)
+    assert main(["--json", "lake", "sample", "--events", "2000", "--seed", "1", "--out", "lake"]) == 0
+    capsys.readouterr()
+    for store in ("views.duckdb", "parquet://views"):
+        assert main(["--lake", "lake", "--store", store, "--json", "plan", "order_summary"]) == 0
+        assert json.loads(capsys.readouterr().out)["mode"] == "full"
+    assert [p.name for p in tmp_path.iterdir()] == ["lake"]
+
+
 @pytest.mark.parametrize("no_decode", [False, True])
 def test_lake_compact_and_audit_run_within_the_configured_duckdb_settings(
         capsys: pytest.CaptureFixture[str], bench: Bench, monkeypatch: pytest.MonkeyPatch, no_decode: bool) -> None:
