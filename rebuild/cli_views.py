@@ -155,13 +155,17 @@ def runs_cmd(state: State, view: str | None, limit: int) -> None:
         runs = [r.to_dict() for r in wb.runs(view, limit)]
         if view is not None and not runs:
             wb.projection(view)  # a misspelt view is an error that lists the known ones
-        none = "" if wb.has_store() else (f": no store at {redact(state.config.store_uri)} yet (`rebuild run VIEW` "
-                                          "makes one)")
+        none = _no_store(state, wb)
     for r in runs:
         r.pop("plan")
     rows = [{**{k: r[k] for k in ("run_id", "view", "mode", "kind", "status", "rows_written", "lake_version", "verdict")},
              "forced": "yes" if r["forced"] else ""} for r in runs]
     state.out.result({"runs": runs}, lambda c: c.print(table_of("runs", rows, overflow="ellipsis") if rows else escape(f"no runs of {view or 'any view'} yet{none}")))
+
+
+def _no_store(state: State, wb: Any) -> str:
+    """What `runs` and `prune` add where there is no store yet (they create none)."""
+    return "" if wb.has_store() else f": no store at {redact(state.config.store_uri)} yet (`rebuild run VIEW` makes one)"
 
 
 @command(cli, "prune")
@@ -172,8 +176,7 @@ def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
     """Forget old run records and delete their check reports (live, previous and shadow runs stay)."""
     with workbench(state) as wb:
         pruned = wb.prune(days, view, dry_run)
-        none = "" if wb.has_store() else (f": no store at {redact(state.config.store_uri)} yet (`rebuild run VIEW` "
-                                          "makes one)")
+        none = _no_store(state, wb)
     verb = "would forget" if dry_run else "forgot"
     marks = f", and the marks of {len(pruned.jobs):,} jobs no run record names" if pruned.jobs else ""
     state.out.result({"dry_run": dry_run, "older_than_days": days, **pruned.to_dict()},
