@@ -200,7 +200,8 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert "streams: orders\n" in out and "after_version: -\n" in out and "estimated events 1\n" in out
     assert main([*at, "ls"]) == 0  # piped (a job's log), the table is not cut to 80 columns
     out = capsys.readouterr().out
-    assert f"views in duckdb://{tmp_path}/views.duckdb; lake {tmp_path / 'lake'} at lake_version 1" in out
+    assert (f"no store at duckdb://{tmp_path}/views.duckdb yet (`rebuild run VIEW` or `rebuild demo` makes one); "
+            f"lake {tmp_path / 'lake'} at lake_version 1") in out  # the plan wrote nothing, not even a store
     assert main(["--lake", str(tmp_path / "elsewhere"), "--store", at[3], "ls"]) == 0  # the wrong folder shows
     assert f"no event lake at {tmp_path / 'elsewhere'}" in capsys.readouterr().out
     assert "by_window" in out and "code changed" in out and "…" not in out
