@@ -239,8 +239,9 @@ def _reused_heap() -> Iterator[None]:
     """glibc gives each array over 32 MB fresh pages of its own (mmap) and returns them when it is
     freed, so each of the history's 80 MB temporaries faulted its memory in again: 1.7M page
     faults, half of drawing a 10M history. With mmap off and the heap kept, freed arrays are
-    reused: the history and plan took 3.4 s instead of 6.1 s. Restored after, and the heap's free
-    memory handed back; elsewhere than glibc, nothing changes."""
+    reused: the history and plan took 3.4 s instead of 6.1 s. After it, glibc's defaults are set again
+    (glibc cannot tell the values set before) and the heap's free memory is handed back; elsewhere than
+    glibc, nothing changes."""
     try:
         libc = ctypes.CDLL(None)
         mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
