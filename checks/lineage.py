@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from lake import EventFilter, Lake, read_events, read_quarantine
 from lake.sql import literal, quote
-from lake.storage import spill_outside_cwd
+from lake.storage import session
 
 __all__ = ["KeyLineage", "lineage"]
 LATE_AFTER = timedelta(days=1)
@@ -84,7 +84,7 @@ def lineage(
     """
     if not keys:
         return []
-    con = _connect(con)
+    con = session(con)
     try:
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
@@ -99,14 +99,6 @@ def lineage(
         out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
                           _explain((changes or {}).get(kt, {}), *payloads.get(i, ([], {})))))
     return out
-
-
-def _connect(con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyConnection:
-    """A cursor of ``con`` (its database's memory limit, temp directory and threads), or a new connection;
-    in UTC either way. A cursor keeps its temp tables and registrations to itself, and closing it leaves ``con`` open."""
-    own = con.cursor() if con is not None else spill_outside_cwd(duckdb.connect())
-    own.execute("SET TimeZone = 'UTC'").fetchall()
-    return own
 
 
 def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
@@ -229,7 +221,7 @@ def _payloads(con: duckdb.DuckDBPyConnection,
     the same readings (same type, same fields matching the same columns with the same signs) only the
     first ``MAX_IDS`` are kept, as no later one can rank among the ``MAX_IDS`` named (:func:`_explain`; a
     duplicate's copies give the same readings, so counting columns by event id changes nothing)."""
-    deltas = {i: _deltas(c) for i, c in changes.items()}
+    deltas = {i: {column: abs(d) for column, (d, _) in _numbers(c).items()} for i, c in changes.items()}
     cursor = con.execute("SELECT __i, partition_key, sequence, event_id, event_type, payload FROM matched_payloads "
                          "WHERE __i IN (SELECT unnest($1))", [list(changes)])
     sums: dict[int, Sums] = {}
@@ -258,14 +250,15 @@ def _place(found: tuple[Any, ...]) -> tuple[Any, ...]:
     return found[:3]
 
 
-def _deltas(changes: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """``|live - rebuilt|`` per changed numeric column."""
+def _numbers(changes: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per changed numeric column: live - rebuilt, and rebuilt."""
     out = {}
     for column, pair in changes.items():
         try:
-            out[column] = abs(float(pair["live"]) - float(pair["rebuilt"]))
+            live, rebuilt = float(pair["live"]), float(pair["rebuilt"])
         except (TypeError, ValueError):
             continue
+        out[column] = (live - rebuilt, rebuilt)
     return out
 
 
@@ -302,11 +295,7 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     moves every column it feeds), then a missed event before one counted once more (a delivery twice
     also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order."""
     found = []
-    for column, pair in changes.items():
-        try:
-            delta, rebuilt = float(pair["live"]) - float(pair["rebuilt"]), float(pair["rebuilt"])
-        except (TypeError, ValueError):
-            continue
+    for column, (delta, rebuilt) in _numbers(changes).items():
         signs = _signs(sums, rebuilt)
         for order, e in enumerate(events):
             for name, value in e["values"].items():
@@ -386,7 +375,7 @@ def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_col
     if partition_column is None:
         return {}
     wanted = tuple(str(k[partition_column]) for k in keys)
-    con = _connect(con)
+    con = session(con)
     try:
         rel = read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of,
                                             partition_keys=wanted), con=con)

@@ -26,7 +26,7 @@ from rich.markup import escape
 from lake.compact import Uncompacted, uncompacted
 from lake.errors import LakeError
 from lake.sql import literal
-from lake.storage import is_remote, spill_outside_cwd
+from lake.storage import is_remote, session
 from lake.read import BadFile, EventFilter, as_names, check_files, read_events, read_quarantine
 from lake.render import table_of
 from lake.schema import ENVELOPE_COLUMNS
@@ -197,9 +197,8 @@ def audit(
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
-    con = con.cursor() if con is not None else spill_outside_cwd(duckdb.connect())
+    con = session(con)
     try:
-        con.execute("SET TimeZone = 'UTC'").fetchall()
         _events_view(con, read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con),
                      is_remote(lake.uri))
         _quarantine_view(con, lake, wanted, upto,

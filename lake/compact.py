@@ -133,8 +133,7 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode
     """One sorted file for the partition, committed in place of ``files`` at Delta ``version``
     (pinned: a writer that committed meanwhile makes this LakeBusy, its files are not removed), in a
     cursor of ``settings`` (or a new DuckDB)."""
-    con = lake.attach(settings.cursor() if settings is not None else storage.spill_outside_cwd(duckdb.connect()))
-    con.execute("SET TimeZone = 'UTC'")  # decoding times from text must not depend on the machine
+    con = lake.attach(storage.session(settings))
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
     layers = _layers(decode)
     structs = "".join(f", from_json(payload, {literal(json.dumps(layer))}) AS __d{i}" for i, layer in enumerate(layers))

@@ -173,12 +173,6 @@ def remove_tree(uri: str, options: Mapping[str, str] | None = None) -> None:
         fs.rm(path, recursive=True)
 
 
-__all__ = [
-    "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
-    "remove_tree", "resolve_options", "upload_tree",
-]
-
-
 def spill_outside_cwd(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Let in-memory DuckDB connection ``con`` spill past its memory limit to a folder of its own in the
     system's temp directory (``tempfile.gettempdir()``: ``$TMPDIR``, else ``/tmp``), which DuckDB creates
@@ -187,3 +181,18 @@ def spill_outside_cwd(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnecti
     folder = os.path.join(tempfile.gettempdir(), f"rebuild-spill-{uuid.uuid4().hex[:12]}")
     con.execute(f"SET temp_directory = {literal(folder)}")
     return con
+
+
+def session(con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB session in UTC for work on the lake: a cursor of ``con`` (its database's memory limit,
+    temp directory and threads: the caller's configured ones; closing the cursor leaves ``con`` open),
+    or, without one, a new in-memory DuckDB spilling outside the working directory (``spill_outside_cwd``)."""
+    own = con.cursor() if con is not None else spill_outside_cwd(duckdb.connect())
+    own.execute("SET TimeZone = 'UTC'")  # times decoded from text must not depend on the machine
+    return own
+
+
+__all__ = [
+    "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
+    "remove_tree", "resolve_options", "session", "spill_outside_cwd", "upload_tree",
+]

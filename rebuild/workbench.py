@@ -180,7 +180,7 @@ class Workbench:
         return found
 
     def _count(self, f: EventFilter, snapshot: Any) -> int:
-        with duckdb.connect() as con:
+        with scratch(self.config) as con:
             return int(lake_pkg.read_events(self.lake, f, snapshot=snapshot, con=con).count("*").fetchall()[0][0])
 
     # -- plan, run, cutover, rollback ----------------------------------------------------------
