@@ -218,7 +218,7 @@ class ParquetStore(Store):
 
     def _merge_patch(self, con: duckdb.DuckDBPyConnection, m: Manifest, shadow: str, rows: str,
                      columns: Sequence[str]) -> None:
-        kept = f"SELECT * FROM {self._source(m, shadow)} t WHERE NOT {scope_match('', '__incoming_scope', columns)}"
+        kept = f"SELECT * FROM {self._source(m, shadow)} t WHERE NOT {scope_match('__incoming_scope', columns)}"
         merged = self._write(con, f"{kept} UNION ALL BY NAME SELECT * FROM {quote(rows)}", shadow)
         scopes = f"SELECT * FROM {self._source(m, scope_name(shadow))} UNION BY NAME SELECT * FROM __incoming_scope"
         m["tables"][scope_name(shadow)] = [self._write(con, scopes, scope_name(shadow))]
@@ -276,7 +276,7 @@ class ParquetStore(Store):
         con = self.compute()
         con.execute(f"CREATE OR REPLACE TEMP VIEW __scope AS SELECT * FROM {self._source(m, scope)}")
         try:
-            inside = scope_match("", "__scope", self._columns(m, scope))
+            inside = scope_match("__scope", self._columns(m, scope))
             return not con.sql(f"SELECT count(*) FROM {self._source(m, view)} t WHERE {inside}").fetchall()[0][0]
         finally:
             con.execute("DROP VIEW IF EXISTS temp.__scope")
@@ -319,7 +319,7 @@ class ParquetStore(Store):
         columns = self._columns(m, scope)
         con.execute(f"CREATE OR REPLACE TEMP VIEW __scope AS SELECT * FROM {self._source(m, scope)}")
         try:
-            inside = scope_match("", "__scope", columns)
+            inside = scope_match("__scope", columns)
             live = self._source(m, view)
             kept = self._write(con, f"SELECT * FROM {live} t WHERE {inside}", keep_as)
             merged = self._write(con, f"SELECT * FROM {live} t WHERE NOT {inside} UNION ALL BY NAME "

@@ -53,9 +53,12 @@ BACKFILLS_DDL = """CREATE TABLE IF NOT EXISTS _backfills (
     updated_at TIMESTAMPTZ, PRIMARY KEY (job_id, item))"""
 
 
-def scope_match(target: str, scope: str, columns: Sequence[str]) -> str:
-    """Rows of ``target`` whose scope columns appear in ``scope`` (NULL-safe)."""
-    terms = " AND ".join(f"s.{quote(c)} IS NOT DISTINCT FROM t.{quote(c)}" for c in columns)
+def scope_match(scope: str, columns: Sequence[str], null_safe: bool = True) -> str:
+    """Rows ``t`` whose scope columns appear in ``scope``: NULL-safe, or with ``=`` where the scope
+    holds no NULL (the same rows then; PostgreSQL hashes ``=`` but joins ``IS NOT DISTINCT FROM`` in a
+    nested loop, every row of live against every key of the scope)."""
+    match = "IS NOT DISTINCT FROM" if null_safe else "="
+    terms = " AND ".join(f"s.{quote(c)} {match} t.{quote(c)}" for c in columns)
     return f"EXISTS (SELECT 1 FROM {quote(scope)} s WHERE {terms})"
 
 
@@ -169,7 +172,7 @@ class SQLStore(Store):
         names = ", ".join(quote(c) for c in columns)
         self._exec(
             f"INSERT INTO {quote(target)} ({names}) SELECT {names} FROM {quote(incoming_scope)} t "
-            f"WHERE NOT {scope_match('', target, columns)}"
+            f"WHERE NOT {self._in_scope(target, columns)}"
         )
 
     def stage(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, mark: Mark, *, reset: bool) -> None:
@@ -310,7 +313,7 @@ class SQLStore(Store):
             return False
         if not self.count(scope):
             return True
-        return not self._query(f"SELECT count(*) FROM {quote(view)} t WHERE {scope_match(view, scope, self._scope_columns(scope))}")[0][0]
+        return not self._query(f"SELECT count(*) FROM {quote(view)} t WHERE {self._in_scope(scope, self._scope_columns(scope))}")[0][0]
 
     def _cut_over_nothing(self, view: str, shadow: Checkpoint, forced: bool, keep: dict[str, Any]) -> Checkpoint:
         """A patch that changes nothing: drop it and move live's position; previous stays the rollback point."""
@@ -360,7 +363,7 @@ class SQLStore(Store):
         columns = self._scope_columns(scope)
         self._drop(previous)
         self._drop(scope_name(previous))
-        self._exec(f"CREATE TABLE {quote(previous)} AS SELECT * FROM {quote(view)} t WHERE {scope_match(view, scope, columns)}")
+        self._exec(f"CREATE TABLE {quote(previous)} AS SELECT * FROM {quote(view)} t WHERE {self._in_scope(scope, columns)}")
         self._rename(scope, scope_name(previous))
         try:
             self._replace_scope(view, shadow, scope_name(previous), columns)
@@ -370,11 +373,18 @@ class SQLStore(Store):
 
     def _replace_scope(self, view: str, rows: str, scope: str, columns: Sequence[str]) -> None:
         names = ", ".join(quote(c) for c in self._columns(view))
-        self._exec(f"DELETE FROM {quote(view)} t WHERE {scope_match(view, scope, columns)}")
+        self._exec(f"DELETE FROM {quote(view)} t WHERE {self._in_scope(scope, columns)}")
         self._exec(f"INSERT INTO {quote(view)} ({names}) SELECT {names} FROM {quote(rows)}")
 
     def _scope_columns(self, scope: str) -> list[str]:
         return self._columns(scope)
+
+    def _in_scope(self, scope: str, columns: Sequence[str]) -> str:
+        """``scope_match`` for table ``scope`` of this store: NULL-safe only where it holds a NULL (a
+        run's scopes never do: a view's keys are never NULL), so that PostgreSQL hashes the match."""
+        nulls = " OR ".join(f"{quote(c)} IS NULL" for c in columns)
+        null_safe = bool(self._query(f"SELECT EXISTS (SELECT 1 FROM {quote(scope)} WHERE {nulls})")[0][0])
+        return scope_match(scope, columns, null_safe)
 
     def rollback(self, view: str) -> Checkpoint | None:
         previous = previous_name(view)
@@ -404,7 +414,7 @@ class SQLStore(Store):
         previous = previous_name(view)
         scope = scope_name(previous)
         columns = self._scope_columns(scope)
-        self._exec(f"CREATE TABLE {quote(view + '__swap')} AS SELECT * FROM {quote(view)} t WHERE {scope_match(view, scope, columns)}")
+        self._exec(f"CREATE TABLE {quote(view + '__swap')} AS SELECT * FROM {quote(view)} t WHERE {self._in_scope(scope, columns)}")
         self._replace_scope(view, previous, scope, columns)
         self._drop(previous)
         self._rename(view + "__swap", previous)
