@@ -442,12 +442,12 @@ class Workbench:
             event_types=p.consumes, expectations=p.expectations, thresholds=p.thresholds,
         )
         other = live_table not in (None, view) and store.exists(view)  # not against live: cutover will not take it
+        scope = self._on(con, scope_table) if scoped else None
         report = check_view(
             con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)),
-            live=self._on(con, live_table) if live_table else None,
+            live=self._on(con, live_table, scope_table if scoped else None) if live_table else None,
             tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
-            scope=self._on(con, scope_table) if scoped else None,
-            scope_columns=store.relation(con, scope_table).columns if scoped else (),
+            scope=scope, scope_columns=con.table(scope).columns if scope else (),
             as_of=shadow.lake_version, run=_run_facts(record),
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
             report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
@@ -465,12 +465,13 @@ class Workbench:
         store.set_verdict(shadow.run_id, verdict, report.paths.get("html"))
         return report
 
-    def _on(self, con: duckdb.DuckDBPyConnection, table: str) -> str:
-        """A name for ``table`` on ``con``: itself when the store computes there, else a temp view."""
+    def _on(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> str:
+        """A name for ``table`` on ``con``: itself when the store computes there, else a temp view (of
+        its rows in store table ``scope``, when given: the check matches them again)."""
         if getattr(self.store, "con", None) is con:
             return table
         name = f"__check_{table}"
-        self.store.relation(con, table).create_view(name, replace=True)
+        self.store.relation(con, table, scope).create_view(name, replace=True)
         return name
 
 

@@ -245,8 +245,10 @@ class Store(ABC):
     def read(self, table: str) -> pa.Table: ...
 
     @abstractmethod
-    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
-        """``table`` as a relation on ``con`` (for checks, which compute in DuckDB)."""
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
+        """``table`` as a relation on ``con`` (for checks, which compute in DuckDB); with ``scope`` (a
+        table of this store), only the rows whose scope columns it holds: a patch's check needs live's
+        rows of the patch's keys, not a copy of every row of a large live view."""
 
     @abstractmethod
     def write_table(self, table: str, data: pa.Table) -> None:

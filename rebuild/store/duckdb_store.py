@@ -220,10 +220,9 @@ class DuckDBStore(SQLStore):
     def read(self, table: str) -> pa.Table:
         return self.con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
 
-    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
-        if con is self.con:
-            return con.table(table)
-        return con.from_arrow(self.read(table))
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
+        rows = self.con.sql(self._select(table, scope))
+        return rows if con is self.con else con.from_arrow(rows.to_arrow_table())
 
     def write_table(self, table: str, data: pa.Table) -> None:
         self.con.register("__incoming", data)

@@ -178,8 +178,14 @@ class ParquetStore(Store):
         paths = self._paths(self._load(), table)
         return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else pa.table({})
 
-    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
-        return con.sql(f"SELECT * FROM {self._source(self._load(), table)}")
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
+        m = self._load()
+        rows = f"SELECT * FROM {self._source(m, table)} t"
+        if scope is None:
+            return con.sql(rows)
+        within = f"__within_{scope}"  # the scope's files, for as long as the relation is used
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(within)} AS SELECT * FROM {self._source(m, scope)}")
+        return con.sql(f"{rows} WHERE {scope_match(within, self._columns(m, scope))}")
 
     def write_table(self, table: str, data: pa.Table) -> None:
         con = self.compute()

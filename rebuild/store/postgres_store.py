@@ -191,6 +191,9 @@ class PostgresStore(SQLStore):
             import adbc_driver_postgresql.dbapi as adbc
 
             self._adbc = adbc.connect(self.dsn)
+            with self._adbc.cursor() as cur:  # the store's names, as in its psycopg sessions
+                cur.execute(f"SET search_path TO {quote(self.schema)}")
+            self._adbc.commit()
         return self._adbc
 
     def ship(self, con: duckdb.DuckDBPyConnection, query: str, table: str) -> int:
@@ -234,15 +237,16 @@ class PostgresStore(SQLStore):
         self._rename(incoming, target)
 
     # -- reading --------------------------------------------------------------------------------
-    def read(self, table: str) -> pa.Table:
+    def read(self, table: str, scope: str | None = None) -> pa.Table:
+        """``table``'s rows (those in ``scope``: matched here, only they travel), in one Arrow table."""
         with self._bulk().cursor() as cur:
-            cur.execute(f"SELECT * FROM {quote(self.schema)}.{quote(table)}")
+            cur.execute(self._select(table, scope))
             data = cur.fetch_arrow_table()
         self._bulk().commit()
         return _typed(data)
 
-    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
-        return con.from_arrow(self.read(table))
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
+        return con.from_arrow(self.read(table, scope))
 
     def write_table(self, table: str, data: pa.Table) -> None:
         scratch = self.compute()

@@ -379,6 +379,11 @@ class SQLStore(Store):
     def _scope_columns(self, scope: str) -> list[str]:
         return self._columns(scope)
 
+    def _select(self, table: str, scope: str | None = None) -> str:
+        """The rows of ``table`` (those in ``scope``, when given) as SQL of this store."""
+        rows = f"SELECT * FROM {quote(table)} t"
+        return f"{rows} WHERE {self._in_scope(scope, self._scope_columns(scope))}" if scope else rows
+
     def _in_scope(self, scope: str, columns: Sequence[str]) -> str:
         """``scope_match`` for table ``scope`` of this store: NULL-safe only where it holds a NULL (a
         run's scopes never do: a view's keys are never NULL), so that PostgreSQL hashes the match."""
