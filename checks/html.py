@@ -9,10 +9,11 @@ from typing import Any
 MAX_CELL = 120
 
 
-def esc(value: Any) -> str:
-    """Escaped text of ``value``, shortened to a readable cell."""
+def esc(value: Any, shorten: bool = True) -> str:
+    """Escaped text of ``value``, shortened to a readable cell (``shorten=False``: whole, for sentences
+    such as a verdict's reasons, whose advice comes last)."""
     text = "" if value is None else str(value)
-    if len(text) > MAX_CELL:
+    if shorten and len(text) > MAX_CELL:
         text = text[: MAX_CELL - 1] + "…"
     return html.escape(text)
 

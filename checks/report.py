@@ -122,8 +122,8 @@ class CheckReport:
     # -- sections ------------------------------------------------------------------------------
     def _verdict_html(self) -> str:
         v = self.verdict
-        reasons = "".join(f"<li>{esc(r)}</li>" for r in v.reasons) or "<li>every threshold met</li>"
-        notes = "".join(f"<li class='note'>{esc(n)}</li>" for n in (*v.notes, *self.notes))
+        reasons = "".join(f"<li>{esc(r, shorten=False)}</li>" for r in v.reasons) or "<li>every threshold met</li>"
+        notes = "".join(f"<li class='note'>{esc(n, shorten=False)}</li>" for n in (*v.notes, *self.notes))
         colour = "#1e7d32" if v.verdict == "pass" else "#c0392b"  # inline: a notebook has no report CSS
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
@@ -139,8 +139,8 @@ class CheckReport:
                                             "duplicate_keys_rebuilt")}
         schema = {"added": list(d.added), "removed": list(d.removed), "retyped": d.retyped, "scope": d.scope,
                   "key": list(d.key), "seconds": d.seconds}
-        return (f"<p>{esc(d.summary())}</p>" + pairs(counts) + pairs(schema)
-                + "".join(f"<p class='note'>{esc(n)}</p>" for n in d.notes))
+        return (f"<p>{esc(d.summary(), shorten=False)}</p>" + pairs(counts) + pairs(schema)
+                + "".join(f"<p class='note'>{esc(n, shorten=False)}</p>" for n in d.notes))
 
     def _columns_html(self) -> str:
         if self.diff is None:

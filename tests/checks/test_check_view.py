@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import timedelta
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import lake
 from checks import SECTIONS, lineage
 from rebuild.errors import CutoverRefused
 from rebuild.store import LIVE
 from tests.checks.conftest import DUPLICATED, LATE, OLD_VERSION, POISONED
+from tests.conftest import write_ndjson
 from tests.orders import order_events
 
 
@@ -58,6 +61,19 @@ def test_the_html_report_names_the_late_events_and_missing_sequences(scenario):
     assert row.late == (f"ev-{LATE}-late",) and row.missing_sequences == 93
     html = Path(report.paths["html"]).read_text()
     assert f"late: ev-{LATE}-late" in html and "gap: 93 missing" in html
+
+
+def test_the_html_report_shows_the_verdict_s_notes_whole(scenario):
+    """The HTML cut every reason and note at 120 characters, so the advice at their end (here: check a
+    --full run to look for drift) was lost to the person deciding on cutover; the CLI printed it whole."""
+    wb = scenario.wb
+    wb.cutover("order_summary", force=True)
+    lake.ingest(scenario.lake, [write_ndjson(scenario.root / "new.ndjson", order_events(41))], stream="orders")
+    wb.run("order_summary", progress="none")  # a catch-up, whose counts are noted, not judged
+    report = wb.check("order_summary")
+    (note,) = report.verdict.notes
+    assert len(note) > 120 and note.endswith("to look for drift, check a --full run")
+    assert html.escape(note) in Path(report.paths["html"]).read_text()
 
 
 def test_lineage_by_payload_fields(scenario):
@@ -156,8 +172,6 @@ def test_check_against_another_live_table_with_tolerance(scenario):
 def test_the_report_audits_the_lake_the_shadow_replayed(scenario):
     """A shadow replayed --as-of an older lake_version was reported with the latest lake's audit:
     with the quarantined records and late events committed after the lake it was built from."""
-    import lake
-
     scenario.wb.run("order_summary", as_of="1", progress="none")
     audit = scenario.wb.check("order_summary").audit
     then = lake.read_events(scenario.lake, lake.EventFilter(as_of=1)).count("*").fetchall()[0][0]
