@@ -49,6 +49,12 @@ class ExpectationResult:
     engine: str = "great_expectations"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def expected(self) -> str:
+        """What the expectation asks beyond its column, as text: ``min_value=0, max_value=500`` (a bound
+        that is None, none)."""
+        return ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("column", "column_list") and v is not None)
+
 
 @dataclass(frozen=True)
 class ExpectationsResult:
@@ -73,7 +79,7 @@ class ExpectationsResult:
                 "seconds": self.seconds, "results": [asdict(r) for r in self.results]}
 
     def _repr_html_(self) -> str:
-        rows = [{k: v for k, v in asdict(r).items() if k != "kwargs"} for r in self.results]
+        rows = [{**{k: v for k, v in asdict(r).items() if k != "kwargs"}, "expected": r.expected} for r in self.results]
         return f"<b>Expectations</b> on {esc(self.table)}: {'pass' if self.success else 'fail'}" + table(rows)
 
 

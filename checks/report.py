@@ -175,8 +175,9 @@ class CheckReport:
         e = self.expectations
         if e is None:
             return "<p class='empty'>not run</p>"
-        rows = [{"expectation": r.expectation, "column": r.column, "success": r.success, "observed": r.observed,
-                 "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples)), "engine": r.engine}
+        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected, "success": r.success,
+                 "observed": r.observed, "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples)),
+                 "engine": r.engine}
                 for r in e.results]
         return f"<p>{e.rows:,} rows in {e.chunks} chunk(s), {e.seconds}s</p>" + table(rows)
 

@@ -76,6 +76,17 @@ def test_the_html_report_shows_the_verdict_s_notes_whole(scenario):
     assert html.escape(note) in Path(report.paths["html"]).read_text()
 
 
+def test_the_html_report_says_what_each_expectation_expects(scenario):
+    """The HTML's expectations table read 'expect_column_values_to_be_between | total | False | 1 of 40 values
+    unexpected': the bounds and sets a view was held to were in the JSON only."""
+    scenario.wb.store.con.execute("UPDATE order_summary__shadow SET total = -1 WHERE order_id = 'o-0000001'")
+    report = scenario.wb.check("order_summary")
+    text = Path(report.paths["html"]).read_text()
+    shown = text.split("<section id='expectations'>")[1].split("</section>")[0]
+    assert "<td>total</td><td>min_value=0</td><td>False</td><td>1 of 40 values unexpected</td>" in shown
+    assert html.escape("value_set=['placed', 'paid'") in shown
+
+
 def test_lineage_by_payload_fields(scenario):
     traced = lineage(scenario.lake, [{"customer_id": "c-000003", "currency": "EUR"}],
                      event_types=["OrderPlaced"])
