@@ -69,7 +69,7 @@ class CheckReport:
             "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
-            "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes),
+            "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": d.to_dict() if d else None, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
             "run": self.run, "audit": self.audit, "notes": list(self.notes), "report": self.paths,
@@ -127,8 +127,29 @@ class CheckReport:
         colour = "#1e7d32" if v.verdict == "pass" else "#c0392b"  # inline: a notebook has no report CSS
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
-        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul>"
+        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<details><summary>thresholds</summary>{pairs(v.thresholds)}</details>")
+
+    def cutover(self) -> str:
+        """What ``rebuild cutover VIEW`` would do to live with this shadow, and how to undo it."""
+        d, view = self.diff, self.view
+        if d is None:
+            rows = f"its {self.expectations.rows:,} rows" if self.expectations else "it"
+            return f"there is no live {view} to compare with: cutover makes the rebuilt view ({rows}) live {view}"
+        if self.live != view:
+            return (f"this check compared with {self.live}, not with live {view}: `rebuild check {view}` does, "
+                    "before a cutover")
+        effect = (f"{d.changed_rows:,} change, {d.only_in_live:,} go and {d.rows_matched - d.changed_rows:,} stay the "
+                  f"same, and {d.only_in_rebuilt:,} are added")
+        if d.scope is None:
+            return (f"the rebuilt view replaces live {view} in one transaction: of live's {d.rows_live:,} rows "
+                    f"{effect} ({d.rows_rebuilt:,} rows then); live as it is now is kept: `rebuild rollback {view}` "
+                    "brings it back")
+        if d.rows_live == d.rows_rebuilt == 0:
+            return f"the patch changes no row of live {view}: live only takes its lake position"
+        return (f"the patch replaces live {view}'s {d.rows_live:,} rows in its scope in one transaction: of those "
+                f"{effect}; live's other rows stay as they are; the replaced rows are kept: `rebuild rollback {view}` "
+                "puts them back")
 
     def _diff_html(self) -> str:
         d = self.diff

@@ -139,6 +139,32 @@ def test_report_snapshot(scenario):
                                             "duplicates_rebuilt"}
 
 
+def test_the_report_says_what_cutover_would_do_and_how_to_undo_it(scenario):
+    """The report said whether the shadow differs from live, not what a cutover would do to live (all of it
+    replaced, or only a patch's scope) nor how to undo it: the person approving had to know the workbench."""
+    wb = scenario.wb
+    report = wb.check("order_summary")
+    said = ("the rebuilt view replaces live order_summary in one transaction: of live's 40 rows 6 change, 0 go and "
+            "34 stay the same, and 0 are added (40 rows then); live as it is now is kept: `rebuild rollback "
+            "order_summary` brings it back")
+    assert report.cutover() == said == json.loads(Path(report.paths["json"]).read_text())["cutover"]
+    assert html.escape(said) in Path(report.paths["html"]).read_text()
+    wb.cutover("order_summary", force=True)
+    wb.run("order_summary", keys=[DUPLICATED[0], "o-0000001"], progress="none")
+    wb.store.con.execute(f"UPDATE order_summary SET paid = paid + 1 WHERE order_id = '{DUPLICATED[0]}'")
+    assert wb.check("order_summary").cutover() == (
+        "the patch replaces live order_summary's 2 rows in its scope in one transaction: of those 1 change, 0 go and "
+        "1 stay the same, and 0 are added; live's other rows stay as they are; the replaced rows are kept: "
+        "`rebuild rollback order_summary` puts them back")
+    before = wb.view("order_summary").sort("order_id")
+    wb.cutover("order_summary", force=True)
+    after = wb.view("order_summary").sort("order_id")
+    assert len(after) == 40 and after.filter(after["order_id"] != DUPLICATED[0]).equals(
+        before.filter(before["order_id"] != DUPLICATED[0]))
+    wb.rollback("order_summary")
+    assert wb.view("order_summary").sort("order_id").equals(before)
+
+
 def test_gate_refuses_without_passing_check_and_forced_is_recorded(scenario):
     wb = scenario.wb
     with pytest.raises(CutoverRefused, match="no passing check"):
