@@ -307,10 +307,10 @@ def _notes(compared: Sequence[diffsql.Compared], suspect: bool, exact: bool, max
            differing: int) -> tuple[str, ...]:
     notes = []
     if not exact:
-        notes.append(f"{differing:,} differing rows: differing_keys holds {max_keys:,} of their keys (the plots count "
-                     "those), so a --keys run made from them corrects only those: cut over the full run instead, or "
-                     "check a --full run again after that patch; keys duplicated only on the side that alone has "
-                     "them are not looked for (duplicates of matched keys are)")
+        notes.append(f"{differing:,} differing rows: differing_keys holds {max_keys:,} of their keys (the plot per "
+                     "day counts those), so a --keys run made from them corrects only those: cut over the full run "
+                     "instead, or check a --full run again after that patch; keys duplicated only on the side that "
+                     "alone has them are not looked for (duplicates of matched keys are)")
     if len(compared) > diffsql.MAX_MASK_COLUMNS:
         notes.append(f"change patterns cover the first {diffsql.MAX_MASK_COLUMNS} columns only")
     if suspect:

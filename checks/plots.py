@@ -21,7 +21,8 @@ def png(figure: Any) -> str:
     """The figure as a base64 PNG (and the figure closed)."""
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=90)
+    title = figure.axes[0].get_title() if figure.axes else ""
+    figure.savefig(buffer, format="png", dpi=90, metadata={"Title": title})  # as text too: tools can read it
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -237,10 +237,13 @@ def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str
     if diff is not None:
         changes = {"only in live": diff.only_in_live, "only in rebuilt": diff.only_in_rebuilt, **changes}
     throughput = {r["run_id"][-13:]: r["events_read"] / r["seconds"] for r in runs if r.get("seconds")}
+    kept, differing = (len(diff.differing_keys), diff.only_in_live + diff.only_in_rebuilt + diff.changed_rows) \
+        if diff else (0, 0)
+    part = f" ({kept:,} keys kept of {differing:,} differing rows)" if kept < differing else ""
     return {
         "changes per column": plots.bars(changes, "Differences per column", "", "rows", horizontal=True)
         if any(changes.values()) else None,
-        "differences per day": plots.bars(days, "Differing keys per day of event time", "day", "keys"),
+        "differences per day": plots.bars(days, f"Differing keys per day of event time{part}", "day (UTC)", "keys"),
         "lateness": plots.bars(lateness, "Lateness (ingested_at - event_time)", "", "events"),
         "run throughput": plots.bars(throughput, "Run throughput", "run", "events/s", highlight=[run_id[-13:]]),
     }
