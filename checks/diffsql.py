@@ -157,7 +157,7 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
     """One pass over the full outer join: counts, per-column flags and drift, sample keys, differing keys.
 
     Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks, sample keys (only live, only rebuilt, changed), differing keys, then per
-    compared column its change count (and for numbers the sum and max of |rebuilt - live|).
+    compared column its change count (and for numbers the sum of rebuilt - live and the max of |rebuilt - live|).
     """
     # NULL-safe: a NULL key on both sides is one key (compared, or counted as a duplicate), not two
     on = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)}" for k in key)

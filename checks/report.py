@@ -168,7 +168,10 @@ class CheckReport:
             return "<p class='empty'>no live view</p>"
         rows = [{**c.__dict__, "tolerance": c.tolerance and list(c.tolerance)} for c in self.diff.columns]
         patterns = [{"changed columns": k, "rows": v} for k, v in self.diff.change_patterns.items()]
-        return table(rows, empty="no compared columns") + "<h3>Change patterns</h3>" + table(patterns, empty="no changes")
+        legend = ("<p class='note'>sum_diff and mean_diff: rebuilt - live, summed and averaged over the matched rows "
+                  "(negative: rebuilt is lower); max_abs_diff: the largest |rebuilt - live|</p>")
+        return (table(rows, empty="no compared columns") + legend + "<h3>Change patterns</h3>"
+                + table(patterns, empty="no changes"))
 
     def _samples_html(self) -> str:
         if self.diff is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks import CheckInputError, compare, decide, parse_tolerance
+from checks import CheckInputError, CheckReport, compare, decide, parse_tolerance
 
 BASE = "SELECT * FROM (VALUES ('a', 1, 1.50::DECIMAL(18,2), 'x'), ('b', 2, 2.00, 'y'), ('c', 3, 3.00, 'z')) t(k, n, amount, s)"
 
@@ -119,6 +119,19 @@ def test_html_and_dict(duck):
     assert "<table" in result._repr_html_()
     assert {"verdict", "rows_live", "rows_rebuilt", "only_in_live", "only_in_rebuilt", "changed_rows",
             "changed_by_column"} <= set(result.to_dict())
+
+
+def test_the_report_says_which_way_the_drift_goes(duck):
+    """The README called sum_diff and mean_diff sums of |rebuilt - live|, and the report did not say: a
+    'sum_diff -3.0' could not tell the reader whether rebuilt was lower or higher than live."""
+    lower = BASE.replace("3.00, 'z'", "0.00, 'z'")
+    result = compare(duck(BASE, lower), "live", "rebuilt", ["k"])
+    (amount,) = [c for c in result.columns if c.name == "amount"]
+    assert (amount.sum_diff, amount.mean_diff, amount.max_abs_diff) == (-3.0, -1.0, 3.0)
+    report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
+                         diff=result, lineage=(), expectations=None, run={})
+    assert ("sum_diff and mean_diff: rebuilt - live, summed and averaged over the matched rows (negative: rebuilt "
+            "is lower); max_abs_diff: the largest |rebuilt - live|") in report.to_html()
 
 
 def test_null_keys_are_matched_counted_and_shown(duck):
