@@ -187,7 +187,7 @@ class CheckReport:
         rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}",
-                 "ingested": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
+                 "ingested (UTC)": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
                  "explained by": "; ".join(f"{e['column']} {e['live_minus_rebuilt']:+g} = {e['event_type']} "
                                            f"{e['event_id']}.{e['field']}" for e in x.explained_by[:3]),
                  "quarantine": "; ".join(str(q["reason"]) for q in x.quarantine[:3]),

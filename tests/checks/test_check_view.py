@@ -65,6 +65,8 @@ def test_the_html_report_names_the_late_events_and_missing_sequences(scenario):
     assert row.late == (f"ev-{LATE}-late",) and row.missing_sequences == 93
     html = Path(report.paths["html"]).read_text()
     assert f"late: ev-{LATE}-late" in html and "gap: 93 missing" in html
+    # the times are shown without their zone, so the heading says which it is
+    assert "<th>ingested (UTC)</th>" in html and "<td>2026-09-01T23:00:00 .. 2026-09-10T00:00:00</td>" in html
 
 
 def test_the_html_report_shows_the_verdict_s_notes_whole(scenario):
