@@ -7,6 +7,7 @@ into typed columns, and the projection's result is materialized as a temporary t
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import logging
@@ -118,20 +119,29 @@ def _check_payload(projection: Projection) -> None:
 
 
 DECODE_SAMPLE = 10_000
+#: the declarable types a value is rounded to fit (12.34 reads as 12 when declared INTEGER)
+EXACT_NUMBERS = ("tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger",
+                 "ubigint", "uhugeint", "decimal")
 
 
 def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, events: str) -> None:
     """A payload field whose values do not convert to its declared type decodes to NULL, silently
-    (``from_json``). Look at the first events a full run reads: a field none of whose values
-    converts is a wrong declaration, refused; some that do not convert are logged."""
+    (``from_json``), and one declared as an integer or a decimal gets its numbers rounded to fit. Look at
+    the first events a run reads: a field none of whose values converts is a wrong declaration,
+    refused, and so is one no payload has while one has it spelt otherwise (``Amount``, ``ammount``);
+    values that do not convert (some of them) or are rounded are logged."""
     if not projection.payload:
         return
     terms = []
-    for i, field in enumerate(projection.payload, 1):
-        raw = f"__raw[{i}]"
+    for i, (field, type_) in enumerate(projection.payload.items(), 1):
+        raw, column = f"__raw[{i}]", quote(field)
         given = f"{raw} IS NOT NULL AND json_type({raw}) <> 'NULL'"
-        lost = f"{given} AND {quote(field)} IS NULL"
-        terms += [f"count(*) FILTER ({given})", f"count(*) FILTER ({lost})", f"any_value(CAST({raw} AS VARCHAR)) FILTER ({lost})"]
+        lost = f"{given} AND {column} IS NULL"
+        rounded = "false"
+        if duckdb.sqltype(type_).id in EXACT_NUMBERS:
+            rounded = f"TRY_CAST({raw} ->> '$' AS DOUBLE) <> CAST({column} AS DOUBLE)"  # NULL: no number, or lost
+        terms += [f"count(*) FILTER ({given})", f"count(*) FILTER ({lost})", f"any_value(CAST({raw} AS VARCHAR)) FILTER ({lost})",
+                  f"count(*) FILTER ({rounded})", f"any_value(CAST({raw} AS VARCHAR) || ' reads as ' || {column}) FILTER ({rounded})"]
     # the raw values in one json_extract (each call parses the payload again), taken before the LIMIT,
     # which holds its rows: with every column, 10,000 payloads of 20 kB ran a 1 GB memory limit out
     paths = literal([f"$.{json.dumps(field)}" for field in projection.payload])
@@ -139,7 +149,7 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, event
     sample = f"SELECT {fields}, json_extract(payload, {paths}) AS __raw FROM ({events}) LIMIT {DECODE_SAMPLE}"
     row = con.sql(f"SELECT {', '.join(terms)} FROM ({sample})").fetchall()[0]
     for i, (field, type_) in enumerate(projection.payload.items()):
-        given, lost, example = row[3 * i: 3 * i + 3]
+        given, lost, example, rounded, rounded_example = row[5 * i: 5 * i + 5]
         if lost and lost == given:
             raise ProjectionError(
                 f"projection {projection.name!r}: payload field {field!r} is declared {type_}, but none of its "
@@ -148,6 +158,27 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, event
         if lost:
             log.warning("projection %s: %s of %s values of payload field %r in the first %s events do not convert "
                         "to %s and read as NULL (e.g. %s)", projection.name, lost, given, field, DECODE_SAMPLE, type_, example)
+        if rounded:
+            log.warning("projection %s: %s of %s values of payload field %r in the first %s events are rounded to fit "
+                        "%s (e.g. %s): declare a type that holds them (a DECIMAL with more digits after the point, or "
+                        "DOUBLE)", projection.name, rounded, given, field, DECODE_SAMPLE, type_, rounded_example)
+    _check_field_names(con, projection, events, [f for i, f in enumerate(projection.payload) if not row[5 * i]])
+
+
+def _check_field_names(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, absent: list[str]) -> None:
+    """A declared field that none of the sampled payloads has, while they have one of a name that
+    differs only by case or a letter or two, is a misspelt declaration: it would read as NULL everywhere."""
+    if not absent:
+        return
+    sample = f"SELECT json_keys(payload) AS __keys FROM ({events}) LIMIT {DECODE_SAMPLE}"
+    held = con.sql(f"SELECT list_distinct(flatten(list(__keys))) FROM ({sample})").fetchall()[0][0] or []
+    for field in (f for f in absent if f not in held):  # held, but null everywhere: no misspelling
+        near = [k for k in held if k.lower() == field.lower()] or difflib.get_close_matches(field, held, n=1, cutoff=0.8)
+        if near:
+            raise ProjectionError(
+                f"projection {projection.name!r}: payload field {field!r} is in none of the first {DECODE_SAMPLE:,} "
+                f"events' payloads, which have {near[0]!r}, so it would read as NULL everywhere; fix its name in "
+                "payload= (payload field names are case-sensitive)", projection=projection.name, field=field)
 
 
 def _spill_problem(con: duckdb.DuckDBPyConnection, exc: Exception) -> str | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from datetime import UTC, date, datetime
 from collections.abc import Iterable
 from pathlib import Path
@@ -369,6 +370,43 @@ def test_a_payload_type_the_values_do_not_have_is_refused_not_read_as_null(
     assert wb.run("paid", progress="none").record.rows_written == 6
     assert "1 of 6 values of payload field 'amount' in the first 10000 events do not convert to DECIMAL(18,2) " \
            "and read as NULL (e.g. \"lots\")" in caplog.text
+
+
+@pytest.mark.parametrize("declared", ["ammount", "Amount"])
+def test_a_misspelt_payload_field_is_refused_not_read_as_null(wb: Workbench, registry: Registry, declared: str) -> None:
+    """payload={"ammount": ...} (or "Amount": JSON names are case-sensitive) matched no payload's field:
+    every paid was NULL and the run, the cutover and a check without live passed in silence."""
+    projection(name="paid", key="order_id", payload={declared: "DECIMAL(18,2)"}, registry=registry)(
+        lambda: f"SELECT partition_key AS order_id, sum({declared}) AS paid FROM events GROUP BY ALL")
+    with pytest.raises(ProjectionError, match=rf"payload field '{declared}' is in none of the first 10,000 events' "
+                                              r"payloads, which have 'amount', so it would read as NULL everywhere"):
+        wb.run("paid", progress="none")
+    assert not wb.store.exists("paid__shadow")
+
+
+def test_a_payload_field_no_event_has_yet_is_read_as_null(wb: Workbench, registry: Registry) -> None:
+    """A field that no payload has (yet), and none of a like name, is no misspelling: it reads as NULL."""
+    projection(name="tracked", key="order_id", payload={"tracking_number": "VARCHAR"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, max(tracking_number) AS tracking FROM events GROUP BY ALL")
+    assert wb.run("tracked", progress="none").record.rows_written == 5
+    assert wb.view("tracked", "shadow")["tracking"].null_count() == 5
+
+
+def test_payload_numbers_rounded_to_the_declared_type_are_logged(wb: Workbench, registry: Registry,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """unit_price declared INTEGER read 2.25 as 2 (from_json rounds), silently: every total was off."""
+    projection(name="totals", key="order_id", payload={"unit_price": "INTEGER", "quantity": "INTEGER"},
+               registry=registry)(
+        lambda: "SELECT partition_key AS order_id, sum(quantity * unit_price) AS total FROM events GROUP BY ALL")
+    wb.run("totals", progress="none")
+    assert re.search(r"8 of 8 values of payload field 'unit_price' in the first 10000 events are rounded to fit "
+                     r"INTEGER \(e.g. (\d)\.25 reads as \1\)", caplog.text)
+    assert "'quantity'" not in caplog.text  # 2 is 2
+    caplog.clear()
+    projection(name="exact", key="order_id", payload={"unit_price": "DECIMAL(18,2)"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, sum(unit_price) AS total FROM events GROUP BY ALL")
+    wb.run("exact", progress="none")
+    assert "rounded" not in caplog.text
 
 
 def test_a_merge_sum_of_nothing_stays_null_as_in_a_full_run(tmp_path: Path, wb: Workbench, registry: Registry) -> None:
