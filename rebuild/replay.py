@@ -11,6 +11,7 @@ import difflib
 import inspect
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -221,11 +222,28 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
         if spill:
             raise ConfigError(spill) from exc
         raise ProjectionError(
-            f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}{user_frame(exc)}; nothing was written",
+            f"projection {projection.name!r} failed: {type(exc).__name__}: {exc}{user_frame(exc)}; "
+            f"{_undeclared_field(projection, exc)}nothing was written",
             projection=projection.name,
         ) from exc
     _check_key_columns(con, projection, target)  # before a run's own SQL uses them (scope, windows, merge)
     return int(con.sql(f"SELECT count(*) FROM {quote(target)}").fetchall()[0][0])
+
+
+_MISSING_COLUMN = re.compile(r'(?:Referenced column|unable to find column|^Column) "([^"]+)"', re.MULTILINE)
+
+
+def _undeclared_field(projection: Projection, exc: Exception) -> str:
+    """A payload field is a column of ``events`` only when declared: say so when the projection
+    names a column that is neither the envelope's nor a declared field (``max(carrier)``)."""
+    if not isinstance(exc, duckdb.BinderException | pl.exceptions.ColumnNotFoundError):
+        return ""
+    found = _MISSING_COLUMN.search(str(exc).removeprefix("Binder Error: "))
+    name = found.group(1) if found else None
+    if name is None or name.lower() in {c.lower() for c in (*ENVELOPE_COLUMNS, *projection.payload)}:
+        return ""
+    return (f"if {name!r} is a payload field, declare it in payload= ({{{name!r}: 'VARCHAR'}}, say), which makes it "
+            "a column of events; ")
 
 
 def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 import lake
@@ -407,6 +408,26 @@ def test_payload_numbers_rounded_to_the_declared_type_are_logged(wb: Workbench, 
         lambda: "SELECT partition_key AS order_id, sum(unit_price) AS total FROM events GROUP BY ALL")
     wb.run("exact", progress="none")
     assert "rounded" not in caplog.text
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_an_undeclared_payload_field_is_an_error_saying_to_declare_it(wb: Workbench, registry: Registry,
+                                                                      engine: str) -> None:
+    """A payload field read as a column without payload= failed with DuckDB's "Column "carrier" referenced
+    that exists in the SELECT clause - but ..." (or Polars' "unable to find column"), not saying why."""
+    sql = "SELECT partition_key AS order_id, max(carrier) AS carrier FROM events GROUP BY ALL"
+    func = (lambda: sql) if engine == "duckdb" else (
+        lambda events: events.group_by(order_id="partition_key").agg(carrier=pl.col("carrier").max()))
+    projection(name="carriers", key="order_id", engine=engine, payload={"currency": "VARCHAR"}, registry=registry)(func)
+    with pytest.raises(ProjectionError, match=r"if 'carrier' is a payload field, declare it in payload= "
+                                              r"\(\{'carrier': 'VARCHAR'\}, say\), which makes it a column of events; "
+                                              r"nothing was written"):
+        wb.run("carriers", progress="none")
+    projection(name="typo", key="order_id", registry=registry)(  # no hint for another mistake
+        lambda: "SELECT partition_key AS order_id, sum(event_type) AS total FROM events GROUP BY ALL")
+    with pytest.raises(ProjectionError, match=r"sum\(VARCHAR\)") as failed:
+        wb.run("typo", progress="none")
+    assert "payload field" not in str(failed.value)
 
 
 def test_a_merge_sum_of_nothing_stays_null_as_in_a_full_run(tmp_path: Path, wb: Workbench, registry: Registry) -> None:
