@@ -254,7 +254,7 @@ class Registry:
         old = self._items.get(p.name)
         if old is not None and _origin(old.func) != _origin(p.func):
             raise ProjectionError(
-                f"projection {p.name!r} is defined twice ({_origin(old.func)} and {_origin(p.func)}); "
+                f"projection {p.name!r} is defined twice ({_where(old.func)} and {_where(p.func)}); "
                 "rename one of them",
                 projection=p.name,
             )
@@ -284,6 +284,14 @@ class Registry:
 
 def _origin(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+
+
+def _where(func: Callable[..., Any]) -> str:
+    """Where a function was defined, for people: a module loaded from a ``.py`` path has a made-up name."""
+    module, name = getattr(func, "__module__", None) or "?", getattr(func, "__qualname__", "?")
+    shown = name if module.startswith(_FILE_MODULE) else f"{module}.{name}"
+    code = getattr(func, "__code__", None)
+    return f"{shown} at {code.co_filename}:{code.co_firstlineno}" if code is not None else shown
 
 
 #: Every projection decorated anywhere in the process lands here; a Workbench picks its own.
@@ -377,10 +385,13 @@ def user_frame(exc: BaseException) -> str:
     return f" (at {f.filename}:{f.lineno} in {f.name})"
 
 
+_FILE_MODULE = "workbench_projections_"
+
+
 def _import_file(path: Path) -> None:
     if not path.is_file():
         raise ProjectionError(f"cannot load projection module {str(path)!r}: no such file; {_CONFIGURED}", module=str(path))
-    name = "workbench_projections_" + hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
+    name = _FILE_MODULE + hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

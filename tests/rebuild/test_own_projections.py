@@ -339,6 +339,18 @@ def test_a_merge_sum_of_a_text_column_is_a_clear_error(wb: Workbench, registry: 
         wb.run("channels", progress="none")
 
 
+def test_a_projection_defined_twice_is_an_error_naming_both_places(tmp_path: Path) -> None:
+    """A module file of ours defining order_summary next to rebuild.examples named the file's made-up
+    module name (workbench_projections_3cbcb972.order_summary), not the file."""
+    module = tmp_path / "mine.py"
+    module.write_text("from rebuild import projection\n\n\n@projection(name='order_summary', key='order_id')\n"
+                      "def order_summary():\n    return 'SELECT 1'\n")
+    with pytest.raises(ProjectionError, match=r"projection 'order_summary' is defined twice \(rebuild.examples.order_summary "
+                                              rf"at .*examples.py:\d+ and order_summary at {re.escape(str(module))}:4\); "
+                                              "rename one of them"):
+        load_modules(["rebuild.examples", str(module)])
+
+
 def test_notebook_argument_mistakes_are_errors_that_say_what_is_expected(wb: Workbench, registry: Registry) -> None:
     projection(name="counts", key="order_id", registry=registry)(
         lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
