@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import logging
 import re
 import sys
@@ -241,6 +242,42 @@ def _is_interval(text: object) -> bool:
         return isinstance(text, str) and row is not None and bool(row[0])
     except duckdb.Error:
         return False
+
+
+#: aggregates that accumulate over the events: a merge view's column made with one needs a merge op,
+#: or a catch-up gives it the new events' value alone (a count of 373 became 155), without an error
+ACCUMULATING = {"count": "count", "count_star": "count(*)", "sum": "sum", "min": "min", "max": "max", "avg": "avg",
+                "mean": "mean", "list": "list", "array_agg": "array_agg", "string_agg": "string_agg"}
+
+
+def unmerged_aggregates(projection: Projection) -> dict[str, str]:
+    """The columns of a SQL ``merge`` projection made with an accumulating aggregate but given no merge
+    op, each with the aggregate, as DuckDB parses its SQL: empty for a relation, Polars or a fold."""
+    if projection.incremental != "merge" or projection.engine != "duckdb" or inspect.signature(projection.func).parameters:
+        return {}
+    sql = projection.func()
+    with duckdb.connect() as con:
+        tree = json.loads(con.execute("SELECT json_serialize_sql($1)", [str(sql)]).fetchall()[0][0])
+    node = {} if tree.get("error") else tree["statements"][0]["node"]
+    given = {c.lower() for c in (*(projection.merge or {}), *projection.key)}
+    found = {}
+    for item in node.get("select_list", []) if node.get("type") == "SELECT_NODE" else []:
+        name = item.get("alias") or (item.get("column_names") or [""])[-1]
+        aggregate = _accumulating(item)
+        if aggregate and name.lower() not in given:
+            found[name] = aggregate
+    return found
+
+
+def _accumulating(expression: object) -> str | None:
+    """The first accumulating aggregate in a parsed expression, outside window functions and subqueries."""
+    if isinstance(expression, list):
+        return next((a for a in map(_accumulating, expression) if a), None)
+    if not isinstance(expression, dict) or expression.get("class") in ("WINDOW", "SUBQUERY"):
+        return None
+    if expression.get("class") == "FUNCTION" and expression.get("function_name") in ACCUMULATING:
+        return ACCUMULATING[expression["function_name"]]
+    return next((a for a in map(_accumulating, expression.values()) if a), None)
 
 
 class Registry:

@@ -27,7 +27,7 @@ from lake.table import DataFile
 from lake.sql import is_numeric, literal, quote
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.fold import fold_table
-from rebuild.projection import Projection, user_frame
+from rebuild.projection import Projection, unmerged_aggregates, user_frame
 
 log = logging.getLogger(__name__)
 HIVE = "hive_partitioning = true, hive_types = {'stream': VARCHAR, 'bucket': INTEGER}"
@@ -364,6 +364,13 @@ def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
         raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
                               "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
                               projection=projection.name)
+    unmerged = unmerged_aggregates(projection)
+    if unmerged:
+        raise ProjectionError(
+            f"projection {projection.name!r} is merge, but its columns {unmerged} are aggregates of the events without a "
+            "merge op, so a catch-up would give them the new events' value alone, not combined with live's: add them "
+            "to merge= (a count or sum: 'sum'; min, max: the same op), or use incremental='by_key' or 'full' for what "
+            "cannot combine (avg, count(DISTINCT ...), a CASE over aggregates)", projection=projection.name)
 
 
 def check_window_column(projection: Projection, columns: dict[str, str]) -> None:

@@ -589,6 +589,31 @@ def test_a_merge_op_on_a_column_the_projection_no_longer_returns_fails_the_full_
     assert not wb.store.exists("spend__shadow")
 
 
+def test_a_merge_column_aggregated_without_a_merge_op_fails_the_full_run(tmp_path: Path, wb: Workbench,
+                                                                         registry: Registry) -> None:
+    """merge={"paid": "sum"} without "payments": every catch-up gave payments the new events' count(*)
+    alone (373 payments became 155), its check did not judge a catch-up's changes, and cutover needed no --force."""
+    sql = ("SELECT customer_id, CAST(coalesce(sum(amount), 0) AS DECIMAL(18,2)) AS paid, count(*) AS payments, "
+           "arg_max(currency, event_time) AS currency, max(event_time) - min(event_time) AS span "
+           "FROM events GROUP BY ALL")
+    projection(name="payers", key="customer_id", consumes="PaymentAuthorized", incremental="merge",
+               merge={"paid": "sum"}, payload={"customer_id": "VARCHAR", "currency": "VARCHAR", "amount": "DECIMAL(18,2)"},
+               registry=registry)(lambda: sql)
+    with pytest.raises(ProjectionError, match=r"projection 'payers' is merge, but its columns \{'payments': 'count\(\*\)', "
+                                              r"'span': 'max'\} are aggregates of the events without a merge op"):
+        wb.run("payers", progress="none")  # the latest currency needs none: the new events' wins
+    assert not wb.store.exists("payers__shadow")
+    projection(name="payers", key="customer_id", consumes="PaymentAuthorized", incremental="merge",
+               merge={"paid": "sum", "payments": "sum"}, payload={"customer_id": "VARCHAR", "amount": "DECIMAL(18,2)"},
+               registry=registry)(lambda: "SELECT customer_id, sum(amount) AS paid, count(*) AS payments FROM events GROUP BY ALL")
+    wb.run("payers", progress="none")
+    wb.cutover("payers", force=True)
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "more.ndjson", order_events(9, customer=1))], stream="orders")
+    wb.run("payers", progress="none")
+    wb.cutover("payers", force=True)
+    assert wb.view("payers").sort("customer_id")["payments"].to_list() == [2, 4]
+
+
 def test_buckets_with_keys_says_the_run_is_targeted(wb: Workbench, registry: Registry) -> None:
     """It said "keyed is by_key and this run is by_key" after "needs ... a by_key projection"."""
     projection(name="keyed", key="order_id", consumes=["OrderPlaced"], registry=registry)(
