@@ -159,7 +159,17 @@ def _key_text(key: Any) -> str:
         hint = (f"; from a check report's differing keys: keys=[k[{next(iter(key))!r}] for k in "
                 "report.diff.differing_keys] (when that column is the partition key)") if isinstance(key, dict) and key else ""
         raise ConfigError(f"keys are partition keys as text, not {type(key).__name__}: {key!r}{hint}")
-    if key is None:  # str(None) would name a key 'None' that no event has: a patch of nothing
-        raise ConfigError("keys hold None, which names no partition key (a missing value in the list?); "
-                          "leave it out: keys=[k for k in keys if k is not None]")
+    if not isinstance(key, str) and _missing(key):  # str() names a key 'None' or 'nan' no event has: a patch of nothing
+        raise ConfigError(f"keys hold {key!r}, which names no partition key (a missing value in the column they came "
+                          "from?); leave it out: keys=column.dropna() (pandas), column.drop_nulls() (Polars), or "
+                          "keys=[k for k in keys if isinstance(k, str)]")
     return str(key)
+
+
+def _missing(key: Any) -> bool:
+    """None, or a data library's missing value: NaN and NaT (not equal to themselves) or pandas' NA
+    (whose comparison is no bool)."""
+    try:
+        return key is None or bool(key != key)
+    except TypeError:
+        return True

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from rebuild import ConfigError, ProjectionError
@@ -103,6 +104,24 @@ def test_a_missing_value_among_keys_from_python_is_refused(bench: Bench) -> None
     bench.ingest(order_events(1))
     with pytest.raises(ConfigError, match="keys hold None"):
         bench.wb.plan("order_summary", keys=["o-0000001", None])
+    assert bench.wb.store.runs() == []
+
+
+def test_keys_from_a_dataframe_are_refused_unless_one_column_without_missing_values(bench: Bench) -> None:
+    """keys=df iterated over the frame's column names (pandas: a patch of the key 'order_id') or its
+    columns (Polars: a key spelling a Series), and a missing value of a pandas column (NaN, NA) became
+    the key 'nan' or '<NA>': each a patch of no key, whose check passes and whose row stays stale."""
+    import pandas as pd
+
+    bench.ingest(order_events(1))
+    frame = pd.DataFrame({"order_id": ["o-0000001"]})
+    for keys in (frame, pl.from_pandas(frame)):
+        with pytest.raises(ConfigError, match=r"keys is a table \(columns \['order_id'\]\).*keys=frame\['order_id'\]"):
+            bench.wb.plan("order_summary", keys=keys)
+    for missing in (float("nan"), pd.NA, pd.NaT):
+        with pytest.raises(ConfigError, match="names no partition key .*dropna"):
+            bench.wb.run("order_summary", keys=pd.Series(["o-0000001", missing], dtype=object), progress="none")
+    assert bench.wb.plan("order_summary", keys=frame["order_id"]).keys == ("o-0000001",)
     assert bench.wb.store.runs() == []
 
 class _Key(str):
