@@ -27,7 +27,7 @@ from lake.compact import Uncompacted, uncompacted
 from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote, session
-from lake.read import BadFile, EventFilter, as_names, check_files, read_events, read_quarantine
+from lake.read import BadFile, EventFilter, as_names, as_version, check_files, read_events, read_quarantine
 from lake.render import table_of
 from lake.schema import ENVELOPE_COLUMNS
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
@@ -185,6 +185,7 @@ def audit(
     wanted = as_names(streams, "streams") or None  # none named: every stream
     explicit = snapshot is not None
     snapshot = snapshot or lake.snapshot()
+    as_of = as_version(as_of, "as_of")
     if as_of is not None and not 0 <= as_of <= snapshot.lake_version:
         raise LakeError(f"as_of {as_of} is not a lake_version of this lake (0 to {snapshot.lake_version})")
     upto = as_of if as_of is not None else snapshot.delta_version if explicit else None  # commits audited

@@ -8,6 +8,7 @@ to DuckDB or Polars, which then apply the same filters row by row.
 from __future__ import annotations
 
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,9 +54,7 @@ class EventFilter:
         if self.since and self.until and self.since >= self.until:
             raise LakeError(f"since {self.since.isoformat()} is not before until {self.until.isoformat()}")
         for name in ("after_version", "as_of"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise LakeError(f"{name} must be a lake_version (an integer >= 0), not {value!r}")
+            object.__setattr__(self, name, as_version(getattr(self, name), name))
 
     def files(self, snapshot: Snapshot, lake: Lake) -> list[DataFile]:
         buckets = None
@@ -87,6 +86,13 @@ class EventFilter:
         if self.as_of is not None:
             terms.append(f"lake_version <= {int(self.as_of)}")
         return " AND ".join(terms)
+
+
+def as_version(value: Any, name: str = "lake_version") -> int | None:
+    """A lake_version as an int, NumPy's integers too (a pandas column's ``max()``); None stays."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+        raise LakeError(f"{name} must be a lake_version (an integer >= 0), not {value!r}")
+    return None if value is None else int(value)
 
 
 def as_names(value: Any, name: str = "names") -> tuple[str, ...] | None:

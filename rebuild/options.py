@@ -3,6 +3,7 @@ arguments are both generated from ``RunOptions`` (a test proves they cannot drif
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -145,11 +146,23 @@ def from_kwargs(**kwargs: Any) -> RunOptions:
     if "keys" in kwargs and kwargs["keys"] is not None:
         kwargs["keys"] = tuple(_key_text(k) for k in kwargs["keys"])
     for name in ("since", "until", "as_of"):
-        if isinstance(kwargs.get(name), datetime | date | int):
-            kwargs[name] = kwargs[name].isoformat() if not isinstance(kwargs[name], int) else str(kwargs[name])
+        kwargs[name] = _point_text(kwargs.get(name), name)
     options = RunOptions(**kwargs)
     options.validate()
     return options
+
+
+def _point_text(value: Any, name: str) -> str | None:
+    """``since``, ``until`` or ``as_of`` as the text its flag takes: a datetime or date in ISO, an integer
+    (NumPy's too, a pandas column's ``max()``) as a lake_version."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    what = "a lake_version (an integer) or a time" if name == "as_of" else "a time"
+    raise ConfigError(f"{name}={value!r}: give {what}, as a datetime, a date or an ISO text")
 
 
 def _key_text(key: Any) -> str:

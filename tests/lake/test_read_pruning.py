@@ -17,11 +17,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
 import lake
+import lake.audit
 from lake.schema import bucket_of
 from tests.conftest import T0, event, write_ndjson
 
@@ -173,6 +175,18 @@ def test_a_time_in_the_analysts_own_zone_is_the_same_moment_in_utc(base: tuple[P
     chatham = ZoneInfo("Pacific/Chatham")
     since, until = DAYS[1].astimezone(chatham), DAYS[2].astimezone(ZoneInfo("America/Los_Angeles"))
     assert count(since, until) == count(since.isoformat(), until.isoformat()) == count(DAYS[1], DAYS[2]) == 2 * len(KEYS)
+
+
+def test_a_lake_version_from_a_pandas_column_is_a_lake_version(base: tuple[Path, list[int]]) -> None:
+    """as_of=df["lake_version"].max() is a NumPy integer: it was refused as "must be a lake_version (an
+    integer >= 0), not np.int64(2)", by read_events and by the audit."""
+    events = lake.Lake(base[0])
+
+    def count(**filters: object) -> int:
+        return int(lake.read_events(events, lake.EventFilter(**filters)).aggregate("count(*)").fetchall()[0][0])  # type: ignore[arg-type]
+
+    assert count(as_of=np.int64(2), after_version=np.int32(1)) == count(as_of=2, after_version=1) > 0
+    assert lake.audit.audit(events, as_of=np.int64(2)).to_dict() == lake.audit.audit(events, as_of=2).to_dict()
 
 
 @pytest.mark.parametrize(("filters", "engine", "message"), [

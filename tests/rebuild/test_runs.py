@@ -165,6 +165,20 @@ def test_as_of_replays_the_lake_as_it_was(make_bench: object) -> None:
     assert a.rows("order_summary", "shadow").equals(b.rows("order_summary", "shadow"))
 
 
+def test_as_of_from_a_pandas_column_is_a_lake_version_and_other_numbers_are_refused(bench: Bench) -> None:
+    """wb.run(view, as_of=df["lake_version"].max()) (a NumPy integer) or as_of=12.0 ended in the traceback
+    "'numpy.int64' object has no attribute 'strip'"."""
+    import numpy as np
+
+    first = bench.ingest(order_events(1)).lake_version
+    bench.ingest(order_events(2))
+    assert bench.wb.plan("order_summary", as_of=np.int64(first)).lake_version == first
+    with pytest.raises(ConfigError, match=r"as_of=12.0: give a lake_version \(an integer\) or a time"):
+        bench.wb.plan("order_summary", as_of=12.0)
+    with pytest.raises(ConfigError, match=r"since=np.datetime64\('2026-09-01'\): give a time"):
+        bench.wb.plan("order_summary", since=np.datetime64("2026-09-01"))
+
+
 def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
     """--as-of TIMESTAMP is when events were archived (commit time); before the first commit the
     lake held nothing, which a run would turn into an empty view: an error saying what --as-of means."""
