@@ -65,6 +65,9 @@ def parse_tolerance(items: Sequence[str]) -> dict[str, Tolerance]:
 
 def _check_tolerance(tolerance: dict[str, Tolerance]) -> None:
     """(abs, rel) pairs of finite numbers >= 0 (NaN and inf are no SQL literals; a negative one means 0)."""
+    if not isinstance(tolerance, dict):
+        raise CheckInputError(f"tolerance must be {{column: (absolute, relative)}}, e.g. {{'total': (0.01, 0)}}, not "
+                              f"{tolerance!r}", tolerance=repr(tolerance))
     for column, pair in tolerance.items():
         ok = isinstance(pair, tuple | list) and len(pair) == 2 and all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in pair)

@@ -413,7 +413,7 @@ class Workbench:
     def check(self, view: str, live: str | None = None, tolerance: Any = None) -> Any:
         """Compare ``VIEW__shadow`` with live (or ``live``), validate, write the report, record the verdict.
 
-        ``tolerance`` is ``{column: (abs, rel)}`` or CLI-style ``["total=0.01", "paid=0.5%"]``.
+        ``tolerance`` is ``{column: (abs, rel)}`` or CLI-style ``["total=0.01", "paid=0.5%"]`` (or one such text).
         Returns a ``checks.CheckReport``; the verdict lands in the run record (cutover reads it).
         """
         with self.store.lock(view, "check"):  # a run or cutover meanwhile would mix two shadows in one report
@@ -433,6 +433,8 @@ class Workbench:
         live_table = live or (view if store.exists(view) else None)
         if live_table and not store.exists(live_table):
             raise StoreError(f"no live table {live_table!r} to compare {view} with", view=view, table=live_table)
+        if isinstance(tolerance, str):  # one CLI-style text: "total=0.01"
+            tolerance = [tolerance]
         con = store.compute()
         scope_table = scope_name(shadow_name(view))
         scoped = shadow.kind == "patch" and store.exists(scope_table)

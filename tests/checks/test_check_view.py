@@ -225,6 +225,18 @@ def test_check_against_another_live_table_with_tolerance(scenario):
     assert {k["order_id"] for k in report.diff.differing_keys} == set(POISONED)
 
 
+def test_a_tolerance_given_as_one_text_is_read_like_a_list_of_one(scenario):
+    """wb.check(view, tolerance="paid=100") (one CLI-style text, not a list) and tolerance=0.01 ended in
+    "AttributeError: 'str' object has no attribute 'items'" from inside the diff."""
+    from checks import CheckInputError
+
+    one = scenario.wb.check("order_summary", tolerance="paid=100")
+    assert one.diff.changed_by_column == scenario.wb.check("order_summary", tolerance=["paid=100"]).diff.changed_by_column
+    assert one.diff.changed_by_column["paid"] < scenario.wb.check("order_summary").diff.changed_by_column["paid"]
+    with pytest.raises(CheckInputError, match=r"tolerance must be \{column: \(absolute, relative\)\}, .* not 0.01"):
+        scenario.wb.check("order_summary", tolerance=0.01)
+
+
 
 def test_the_report_audits_the_lake_the_shadow_replayed(scenario):
     """A shadow replayed --as-of an older lake_version was reported with the latest lake's audit:
