@@ -111,6 +111,12 @@ class Config:
             reports_dir=_resolve_path(self.reports_dir, base),
         )
 
+    @property
+    def default_lake(self) -> bool:
+        """Whether no workbench.toml was read and the lake is the default one (no $REBUILD_LAKE_URI or
+        lake_uri= either)."""
+        return self.source is None and self.lake_uri == _resolve_path(Config.lake_uri, _cwd())
+
     def redacted(self) -> dict[str, object]:
         """The configuration for logs and --json: passwords never appear."""
         return {
@@ -131,6 +137,12 @@ def _cwd() -> Path:
     except FileNotFoundError:
         raise ConfigError("the working directory no longer exists (deleted or moved after this shell or job "
                           "entered it): cd into an existing folder, then rerun the same command") from None
+
+
+def nearest_file() -> Path | None:
+    """The workbench.toml of the nearest folder above the working directory, which is not read (only the
+    working directory's is): a notebook runs in its own folder, below the project's."""
+    return next((folder / FILENAME for folder in _cwd().parents if (folder / FILENAME).is_file()), None)
 
 
 def _check_duckdb_settings(config: Config) -> None:

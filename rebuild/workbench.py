@@ -27,7 +27,7 @@ from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
 from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, vacuumed, wants_buckets
-from rebuild.config import Config
+from rebuild.config import FILENAME, Config, nearest_file
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs
@@ -108,7 +108,14 @@ class Workbench:
     @classmethod
     def open(cls, config: str | None = None, **overrides: Any) -> Workbench:
         """Load ``workbench.toml`` (or ``config``), apply REBUILD_* env and ``overrides``."""
-        return cls(Config.load(config, **overrides))
+        wb = cls(Config.load(config, **overrides))
+        if wb.config.default_lake and not wb.lake.exists():  # a notebook's folder is not the project's
+            found = nearest_file()
+            log.warning("no %s in %s, so the workbench uses the defaults, whose lake %s does not exist; open it with "
+                        "Workbench.open(%r)%s, or give lake_uri=... and store_uri=...", FILENAME, Path.cwd(),
+                        wb.lake.uri, str(found) if found else "path/to/workbench.toml",
+                        f" (the {FILENAME} above this folder is not read from here)" if found else "")
+        return wb
 
     @property
     def store(self) -> Store:

@@ -75,6 +75,31 @@ def test_the_file_is_found_by_argument_environment_or_working_directory(config_f
         Config.load(tmp_path / "nowhere.toml", env={})
 
 
+def test_a_notebook_below_the_project_is_told_that_its_workbench_toml_is_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`make lab` runs a notebook's kernel in notebooks/, where Workbench.open() (the README's first line
+    "From a notebook") found no workbench.toml and quietly took the default lake notebooks/.demo/lake: the
+    project's lake looked missing ("no event lake at ...: create one with `rebuild lake ingest`")."""
+    from rebuild import Workbench
+
+    for name in ("REBUILD_CONFIG", "REBUILD_LAKE_URI", "REBUILD_STORE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    config_file = tmp_path / "workbench.toml"
+    config_file.write_text('[lake]\nuri = "lake"\n')
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)
+    with caplog.at_level("WARNING", logger="rebuild.workbench"):
+        Workbench.open().close()
+    assert f"no workbench.toml in {notebooks}, so the workbench uses the defaults, whose lake {notebooks}/.demo/lake " \
+           f"does not exist; open it with Workbench.open('{config_file}')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rebuild.workbench"):
+        Workbench.open(str(config_file)).close()
+        Workbench.open(None, lake_uri=str(notebooks / "new-lake")).close()  # a notebook making its own sample lake
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('[lakes]\nuri = "x"\n', r"unknown settings \['lakes'\]; known: \[lake\] storage_options, uri;"),
     ('[lake]\nurl = "x"\n', r"unknown settings \['lake.url'\]"),
