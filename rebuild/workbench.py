@@ -265,7 +265,8 @@ class Workbench:
         """Make the shadow live in one transaction (needs a passing check unless ``force``)."""
         shadow = self.store.checkpoint(view, SHADOW)
         if shadow is None:
-            raise CutoverRefused(f"{view} has no shadow to cut over; run `rebuild run {view}` first", view=view)
+            run = _step(f"rebuild run {view}", f"wb.run({view!r})")
+            raise CutoverRefused(f"{view} has no shadow to cut over; run {run} first", view=view)
         record = self.store.run(shadow.run_id)
         if record is not None and record.status == "backfill":
             raise CutoverRefused(
@@ -403,7 +404,8 @@ class Workbench:
         if role not in tables:
             raise ConfigError(f"role {role!r} is not one of {list(tables)}")
         if not self.store.exists(tables[role]):
-            after = {LIVE: f"`rebuild cutover {name}`", SHADOW: f"`rebuild run {name}`", PREVIOUS: "a cutover"}[role]
+            after = {LIVE: _step(f"rebuild cutover {name}", f"wb.cutover({name!r})"),
+                     SHADOW: _step(f"rebuild run {name}", f"wb.run({name!r})"), PREVIOUS: "a cutover"}[role]
             raise StoreError(f"{name} has no {role} view ({tables[role]}); it exists after {after}", view=name)
         return pl.from_arrow(self.store.read(tables[role]))  # type: ignore[return-value]
 
@@ -432,7 +434,8 @@ class Workbench:
         p, store = self.projection(view), self.store
         shadow = store.checkpoint(view, SHADOW)
         if shadow is None or not store.exists(shadow_name(view)):
-            raise StoreError(f"{view} has no shadow to check; run `rebuild run {view}` first", view=view)
+            run = _step(f"rebuild run {view}", f"wb.run({view!r})")
+            raise StoreError(f"{view} has no shadow to check; run {run} first", view=view)
         record = store.run(shadow.run_id)
         if record is not None and record.status == "backfill":  # its report would pass a part for the whole
             raise StoreError(f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun the same "
@@ -493,14 +496,20 @@ def scratch(config: Config) -> duckdb.DuckDBPyConnection:
 def _refusal(view: str, run_id: str, record: Any) -> str:
     """Why cutover needs --force for this run, and what to do instead."""
     verdict = (record.verdict if record else None) or ""
-    force = "cut over with --force, which the run record keeps"
+    force = f"cut over with --force (wb.cutover({view!r}, force=True)), which the run record keeps"
+    check = _step(f"rebuild check {view}", f"wb.check({view!r})")
     if AGAINST in verdict:
         return (f"run {run_id} of {view} was checked against {verdict.partition(AGAINST)[2]}, not against live "
-                f"{view}; run `rebuild check {view}` (or {force})")
+                f"{view}; run {check} (or {force})")
     if verdict:
         return (f"run {run_id} of {view} failed its check (report: {record.report}); if the differences are the "
                 f"corrections you meant, {force}; if not, fix the projection and run it again")
-    return f"run {run_id} of {view} has no passing check report; run `rebuild check {view}` (or {force})"
+    return f"run {run_id} of {view} has no passing check report; run {check} (or {force})"
+
+
+def _step(command: str, call: str) -> str:
+    """A next step, for the command line and for a notebook: ```rebuild run v` (wb.run('v'))``."""
+    return f"`{command}` ({call})"
 
 
 def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,24 @@ def test_nothing_to_cut_over_or_roll_back_is_a_clear_error(bench: Bench) -> None
         bench.wb.cutover("order_summary", force=True)
     with pytest.raises(StoreError, match="nothing to roll back"):
         bench.wb.rollback("order_summary")
+
+
+def test_the_next_step_is_named_for_a_notebook_too(bench: Bench) -> None:
+    """In a notebook, a refused cutover said only "run `rebuild check order_summary` (or cut over with
+    --force ...)" and a missing shadow "run `rebuild run order_summary` first": commands of a shell the
+    analyst is not in. Each names the call too."""
+    bench.ingest(order_events(1))
+    with pytest.raises(CutoverRefused, match=re.escape("run `rebuild run order_summary` (wb.run('order_summary')) first")):
+        bench.wb.cutover("order_summary")
+    with pytest.raises(StoreError, match=re.escape("run `rebuild run order_summary` (wb.run('order_summary')) first")):
+        bench.wb.check("order_summary")
+    with pytest.raises(StoreError, match=re.escape("exists after `rebuild run order_summary` (wb.run('order_summary'))")):
+        bench.wb.view("order_summary", "shadow")
+    bench.wb.run("order_summary", progress="none")
+    with pytest.raises(CutoverRefused, match=re.escape(
+            "run `rebuild check order_summary` (wb.check('order_summary')) (or cut over with --force "
+            "(wb.cutover('order_summary', force=True)), which the run record keeps)")):
+        bench.wb.cutover("order_summary")
 
 
 def test_a_patch_needs_a_live_view(bench: Bench) -> None:
