@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 import lake
 
@@ -53,6 +56,19 @@ def write_ndjson(path: Path, records: Iterable[object]) -> Path:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def expire_log(location: Path) -> None:
+    """What Delta does to a lake older than its log retention: at a checkpoint, the log entries
+    older than 30 days (by file time) are deleted."""
+    events = location / "events"
+    old = time.time() - 40 * 86400
+    for entry in (events / "_delta_log").iterdir():
+        os.utime(entry, (old, old))
+    table = DeltaTable(str(events))
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    assert min(int(h["version"]) for h in DeltaTable(str(events)).history()) > 1
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ and processes (notebooks, pollers) that keep one Lake open while it grows."""
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ import lake
 import lake.table as table_module
 from lake.audit import audit
 from lake.errors import LakeError
-from tests.conftest import event, write_ndjson
+from tests.conftest import event, expire_log, write_ndjson
 
 
 def _commits(tmp_path: Path, count: int) -> tuple[lake.Lake, list[datetime]]:
@@ -28,19 +27,6 @@ def _commits(tmp_path: Path, count: int) -> tuple[lake.Lake, list[datetime]]:
         after.append(datetime.now(UTC))
         time.sleep(0.01)
     return target, after
-
-
-def _expire_log(location: Path) -> None:
-    """What Delta does to a lake older than its log retention: at a checkpoint, the log entries
-    older than 30 days (by file time) are deleted."""
-    events = location / "events"
-    old = time.time() - 40 * 86400
-    for entry in (events / "_delta_log").iterdir():
-        os.utime(entry, (old, old))
-    table = DeltaTable(str(events))
-    table.create_checkpoint()
-    table.cleanup_metadata()
-    assert min(int(h["version"]) for h in DeltaTable(str(events)).history()) > 1
 
 
 def test_a_command_loads_the_delta_log_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +61,7 @@ def test_a_time_older_than_the_expired_log_is_no_empty_lake(tmp_path: Path) -> N
     """After 30 days Delta deletes the old log entries: a time before what the log still holds
     was called 'before the lake's first commit' (the lake held no events), with a wrong date."""
     target, after = _commits(tmp_path, 3)
-    _expire_log(tmp_path / "lake")
+    expire_log(tmp_path / "lake")
     fresh = lake.Lake(tmp_path / "lake")
     with pytest.raises(LakeError, match="older than the lake's commit log.*give a lake_version instead"):
         fresh.version_at(after[0])
@@ -90,7 +76,7 @@ def test_the_audit_does_not_pass_a_part_of_the_duplicates_at_ingest_for_all(tmp_
     lake.ingest(target, [again], stream="orders")  # e1 again: one duplicate dropped
     lake.ingest(target, [write_ndjson(tmp_path / "b3.ndjson", [event(3, seq=3)])], stream="orders")
     assert audit(target).to_dict()["duplicates_at_ingest"] == 1
-    _expire_log(tmp_path / "lake")
+    expire_log(tmp_path / "lake")
     report = audit(lake.Lake(tmp_path / "lake")).to_dict()
     assert (report["events"], report["duplicates_at_ingest"]) == (3, None)  # unknown, not 0
     assert report["commit_log_from"] == 3
