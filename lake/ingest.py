@@ -129,12 +129,14 @@ def ingest_batches(
     temp_directory: str | None = None,
     ingested_at: datetime | None = None,
     commit_metadata: dict[str, str] | None = None,
+    position: tuple[str, int] | None = None,
 ) -> IngestResult:
     """Stage, check and commit raw batches from any source (files, a PostgreSQL table, ...).
 
     ``ingested_at`` defaults to now; the sample generator sets it to replay a simulated history.
-    ``commit_metadata`` (e.g. a source position) is stored in the events commit itself; when
-    nothing is archived it still gets an (empty) events commit of its own, so it is never lost.
+    ``commit_metadata`` and ``position`` (a source's ``(name, position)``, see ``Lake.position``) are
+    stored in the events commit itself; when nothing is archived they still get an (empty) events
+    commit of their own, so they are never lost.
     """
     if stream is None and "stream" not in mapping.fields:
         raise SourceError("no stream given: pass --stream NAME or map a stream field")
@@ -149,7 +151,7 @@ def ingest_batches(
             version = lake.next_version()
             counts = _resolve(con, lake)
             point("ingest.before_commit")
-            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata, Path(tmp))
+            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata, position, Path(tmp))
             point("ingest.after_commit")
         reasons = dict(
             con.sql("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL").fetchall()
@@ -379,15 +381,16 @@ def _commit(
     counts: dict[str, int],
     now: datetime,
     metadata: dict[str, str] | None,
+    position: tuple[str, int] | None,
     staging: Path,
 ) -> None:
     """Quarantine first (de-duplicated by record hash), then the events as one commit.
 
-    With nothing archived there is no events commit, unless ``metadata`` (a source position)
+    With nothing archived there is no events commit, unless ``metadata`` or a source ``position``
     must still be committed: then it gets an empty one."""
     _commit_quarantine(con, lake, version, now)
     point("ingest.after_quarantine")
-    if counts["archived"] == 0 and not metadata:
+    if counts["archived"] == 0 and not metadata and position is None:
         return
     actions = []
     if counts["archived"]:
@@ -405,7 +408,7 @@ def _commit(
         actions = write_events(con, accepted, lake, staging)
     # the audit sums these: duplicates are dropped here, so only the commit remembers them
     metadata = {**(metadata or {}), "workbench.duplicates": str(counts["duplicates"])}
-    lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata)
+    lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata, position=position)
 
 
 def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> None:

@@ -4,11 +4,17 @@ Each poll reads the rows whose position column (an integer, usually the primary 
 above the position stored with the last commit from this source, up to the maximum position
 seen when the poll starts, in keyset pages (``WHERE id > $1 AND id <= $2 ORDER BY id``, about n
 rows, never splitting the rows that share a position) fetched as Arrow through ADBC. The pages go through the same staging, checks, de-duplication
-and quarantine as files; the new position is written in the same Delta commit as the events
-(commit metadata ``workbench.source`` / ``workbench.stream`` / ``workbench.position``), so a
+and quarantine as files; the new position is written in the same Delta commit as the events, so a
 crash never archives events without their position or a position without its events. A poll that
 reads rows but archives none (all duplicates or quarantined) still commits the position (an empty
 commit); a poll that finds no new rows commits nothing.
+
+The position is a Delta application transaction (``txn``: appId ``["<source>", "<stream>"]``,
+version = position), which Delta's checkpoints keep: a source idle for longer than the log
+retention (30 days) while other streams commit keeps its position, and reading it walks no
+history. The commit also carries it as metadata (``workbench.source`` / ``workbench.stream`` /
+``workbench.position``), for people reading the history; lakes polled before the ``txn`` was
+written are resumed from that metadata.
 
 Caveat: a sequence-assigned id can become visible after a larger one (two writers committing out
 of order). A row that appears below an already archived position is not picked up by later polls;
@@ -19,6 +25,7 @@ Passwords in the URI never appear in messages: errors are built from a redacted 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -85,11 +92,13 @@ def ingest_postgres(
         after = BEFORE_ANY if stored is None else stored
         upto = _upper_bound(conn, source, after, max_rows, uri)
     metadata = {"workbench.source": source.key, "workbench.stream": stream or ""}
+    position = None
     if upto is None:  # nothing new: no commit at all
         batches: Iterator[Batch] = iter(())
         metadata = {}
     else:
         metadata["workbench.position"] = str(upto)
+        position = (_app_id(source.key, stream), upto)
         batches = _pages(uri, source, list(columns), after, upto, batch_rows)
     result = ingest_batches(
         lake,
@@ -100,6 +109,7 @@ def ingest_postgres(
         memory_limit=memory_limit,
         temp_directory=temp_directory,
         commit_metadata=metadata or None,
+        position=position,
     )
     log.info("polled %s after position %s up to %s", source.key, after, upto)
     return result
@@ -109,10 +119,21 @@ def last_position(lake: Lake, source_key: str, stream: str | None) -> int | None
     """The position stored with the newest commit from ``source_key`` into ``stream`` (None: none)."""
     if not lake.exists():
         return None
+    stored = lake.position(_app_id(source_key, stream))
+    if stored is not None:
+        return stored
+    # a lake polled before positions were Delta transactions: the newest commit metadata holds it
+    # (unless Delta has removed that log entry: then the poll reads the table again, de-duplicated)
     for _, meta in lake.commit_metadata():
         if meta.get("workbench.source") == source_key and meta.get("workbench.stream") == (stream or ""):
             return int(meta["workbench.position"])
     return None
+
+
+def _app_id(source_key: str, stream: str | None) -> str:
+    """The Delta appId of a source's position: a JSON pair, so no source or stream name can make
+    two pairs look the same."""
+    return json.dumps([source_key, stream or ""])
 
 
 # -- connection and checks ------------------------------------------------------------------------

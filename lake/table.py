@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -312,6 +312,13 @@ class Lake:
             for h in self._table(EVENTS).history(limit)
         ]
 
+    def position(self, app_id: str) -> int | None:
+        """The position last committed for ``app_id`` with ``commit_files(position=...)`` (None: none).
+
+        Read from the table's state, which checkpoints carry: no walk through the commit history, and
+        Delta's deletion of old log entries (see ``version_at``) does not lose it."""
+        return self._table(EVENTS).transaction_version(app_id)
+
     def version_at(self, when: datetime) -> int:
         """The last lake_version committed at or before ``when``: the newest event of the
         snapshot then (a compaction's commit adds no events, so its Delta version is none)."""
@@ -418,12 +425,15 @@ class Lake:
         operation: str = "ingest",
         metadata: dict[str, str] | None = None,
         replace: tuple[str, int] | None = None,
+        position: tuple[str, int] | None = None,
     ) -> int:
         """One atomic Delta commit adding ``actions``' files, already written under the table's
         folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``. With
         ``replace=(stream, bucket)`` the same commit removes that partition's files (compaction).
+        ``position=(app_id, n)`` stores a source's position in the same commit as a Delta
+        application transaction, which ``position(app_id)`` reads back.
 
-        No actions make an empty commit: it still records ``metadata`` (a source position)."""
+        No actions make an empty commit: it still records ``metadata`` and ``position``."""
         schema = STORED_SCHEMA if name == EVENTS else QUARANTINE_SCHEMA
         with self._pinned(name, expected_version) as table:
             table.create_write_transaction(
@@ -432,7 +442,7 @@ class Lake:
                 schema=schema,
                 partition_by=PARTITIONS if name == EVENTS else None,
                 partition_filters=None if replace is None else [("stream", "=", replace[0]), ("bucket", "=", str(replace[1]))],
-                commit_properties=_commit_properties(operation, metadata, expected_version),
+                commit_properties=_commit_properties(operation, metadata, expected_version, position),
             )
         return expected_version if expected_version is not None else self._table(name).version()
 
@@ -494,10 +504,14 @@ class Lake:
         return table.version(), _file_paths(table)
 
 
-def _commit_properties(operation: str, metadata: dict[str, str] | None, expected_version: int | None) -> CommitProperties:
+def _commit_properties(operation: str, metadata: dict[str, str] | None, expected_version: int | None,
+                       position: tuple[str, int] | None = None) -> CommitProperties:
     # a pinned commit must not be retried at the next free version (see ``Lake.write``)
     custom = {**(metadata or {}), "workbench.operation": operation}
-    return CommitProperties(custom_metadata=custom, max_commit_retries=None if expected_version is None else 0)
+    # a Delta txn action (appId, version): checkpoints keep the latest one per appId, commit metadata they do not
+    transactions = None if position is None else [Transaction(*position)]
+    return CommitProperties(custom_metadata=custom, max_commit_retries=None if expected_version is None else 0,
+                            app_transactions=transactions)
 
 
 def _file_paths(table: DeltaTable) -> list[str]:

@@ -11,8 +11,9 @@ import pytest
 
 import lake
 from lake.postgres import ingest_postgres, last_position
+from lake.table import EVENTS
 from rebuild.cli import main
-from tests.conftest import T0
+from tests.conftest import T0, event, expire_log, write_ndjson
 from tests.pg import fresh_database, postgres_server, postgres_uri  # noqa: F401
 
 pytestmark = pytest.mark.postgres
@@ -105,6 +106,53 @@ def test_idempotent_when_the_position_is_lost(pg: str, tmp_path: Path) -> None:
     again = ingest_postgres(other, pg, "events", stream="orders")
     assert again.read == 0
     assert archived(other) == archived(target)
+
+
+def test_a_source_idle_past_the_log_retention_keeps_its_position(pg: str, tmp_path: Path) -> None:
+    """The position was only commit metadata: once Delta deleted log entries past their retention
+    (30 days) while other streams committed, the next poll re-read the whole table from the start."""
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 6))
+    source = ingest_postgres(target, pg, "events", stream="orders").files[0]
+    for n in (1, 2):
+        lake.ingest(target, [write_ndjson(tmp_path / f"{n}.ndjson", [event(100 + n, key="k")])], stream="other")
+    expire_log(tmp_path / "lake")
+    fresh = lake.Lake(tmp_path / "lake")
+    assert last_position(fresh, source, "orders") == 5
+    insert(pg, rows(6, 7))
+    assert ingest_postgres(fresh, pg, "events", stream="orders").read == 1
+
+
+def test_the_position_is_a_delta_transaction_of_the_events_commit(pg: str, tmp_path: Path) -> None:
+    """Checkpoints keep a Delta txn action (appId, version), not commit metadata: the position is one,
+    in the same commit as the events, also for a poll that archives nothing (all duplicates)."""
+    target = lake.Lake(tmp_path / "lake")
+    insert(pg, rows(1, 4))
+    first = ingest_postgres(target, pg, "events", stream="orders")
+    lake.ingest(target, [_ndjson(tmp_path, 4, 6)], stream="orders")
+    insert(pg, rows(4, 6))
+    second = ingest_postgres(target, pg, "events", stream="orders")
+    assert (first.archived, second.archived, second.duplicates) == (3, 0, 2)
+    app_id = json.dumps([first.files[0], "orders"])
+    for version, position, adds in ((1, 3, True), (3, 5, False)):  # version 2: the file's ingest
+        log = tmp_path / "lake" / "events" / "_delta_log" / f"{version:020d}.json"
+        actions = [json.loads(line) for line in log.read_text().splitlines()]
+        assert {"txn": {"appId": app_id, "version": position}} in actions
+        assert any("add" in a for a in actions) == adds
+
+
+def test_a_lake_polled_before_positions_were_transactions_resumes_from_its_metadata(pg: str, tmp_path: Path) -> None:
+    """Lakes written before the position was a Delta transaction have it only in commit metadata."""
+    target = lake.Lake(tmp_path / "lake").create()
+    with psycopg.connect(pg) as conn:
+        source = f"postgres:{conn.info.dbname}/public.events"
+    old = {"workbench.source": source, "workbench.stream": "orders", "workbench.position": "3"}
+    with target.commit_lock():  # what a poll of rows 1 to 3 committed then, without its events
+        target.commit_files(EVENTS, [], expected_version=target.next_version(), metadata=old)
+    insert(pg, rows(1, 6))
+    assert last_position(target, source, "orders") == 3
+    assert ingest_postgres(target, pg, "events", stream="orders").read == 2
+    assert last_position(target, source, "orders") == 5
 
 
 def test_mapping_of_other_column_names_and_a_bad_row(fresh_database: str, tmp_path: Path) -> None:  # noqa: F811
@@ -204,8 +252,6 @@ def test_cli_from_a_table_whose_position_column_is_not_id(fresh_database: str, t
 
 
 def _ndjson(tmp_path: Path, start: int, stop: int) -> Path:
-    from tests.conftest import write_ndjson
-
     records = [
         {"event_id": f"e{n}", "partition_key": "o1", "sequence": n, "event_type": "OrderPlaced",
          "event_time": (T0 + timedelta(minutes=n)).isoformat(), "payload": {"n": n}}
