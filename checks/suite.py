@@ -60,11 +60,13 @@ def check_view(
     report_name: str | None = None,
     catch_up_from: int | None = None,
     names: tuple[str | None, str] | None = None,
+    audit_keys: Sequence[str] | None = None,
 ) -> CheckReport:
     """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report.
 
     ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``).
-    ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names."""
+    ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names.
+    ``audit_keys``: the partition keys a patch corrects; the lake audit is of their events only."""
     thresholds = thresholds_of(spec.thresholds)
     shown_live, shown_rebuilt = names or (live, rebuilt)
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
@@ -73,13 +75,13 @@ def check_view(
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                                     row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
-    audit, audit_html, lateness = _audit(con, lake, spec, as_of)
+    audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of, con=con)
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html, notes=(*_unheld_event_types(spec, audit), *_skipped_files(run or {})),
+        audit_html=audit_html, notes=(*([] if audit_keys else _unheld_event_types(spec, audit)), *_skipped_files(run or {})),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
     return report.write(reports_dir, report_name) if reports_dir else report
@@ -107,11 +109,13 @@ def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: D
                    con=con)
 
 
-def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec,
-           as_of: int | None) -> tuple[dict[str, Any], str, dict[str, int]]:
-    """The lake audit of the consumed streams, as the run saw the lake (lake_version ``as_of``), in a
-    cursor of ``con`` (within its memory limit, temp directory and threads)."""
-    report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con)
+def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: int | None,
+           keys: Sequence[str] | None = None) -> tuple[dict[str, Any], str, dict[str, int]]:
+    """The lake audit of the consumed streams (of partition ``keys`` only, when given), as the run saw
+    the lake (lake_version ``as_of``), in a cursor of ``con`` (within its memory limit, temp directory
+    and threads)."""
+    report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con,
+                        partition_keys=keys)
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from deltalake import DeltaTable
 from rich.console import Console
 from rich.markup import escape
@@ -86,6 +87,7 @@ class AuditReport:
     known_event_types: tuple[str, ...] | None = None  # None: every type counts as known
     commit_log_from: int | None = None  # the Delta version the commit log starts at, when older entries expired
     uncompacted: Uncompacted = Uncompacted(files=0, partitions=0)  # small files awaiting `rebuild lake compact`
+    keys_audited: int | None = None  # the partition keys the figures are of (None: every key)
 
     def total(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.streams)
@@ -117,6 +119,7 @@ class AuditReport:
             "files_checked": self.files_checked,
             "bad_files": [b.to_dict() for b in self.bad_files],
             "uncompacted": self.uncompacted.to_dict(),
+            "keys_audited": self.keys_audited,
             "streams": {s.stream: s.to_dict() for s in self.streams},
         }
 
@@ -125,7 +128,7 @@ class AuditReport:
         totals = self.to_dict()
         console.print(
             f"[bold]{escape(self.lake_uri)}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
-            f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined"
+            f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined{escape(self._of_keys())}"
         )
         summaries = [_summary(s) for s in self.streams]
         rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
@@ -133,7 +136,7 @@ class AuditReport:
         if self.commit_log_from is not None:
             console.print(f"[dim]duplicates dropped at ingest: unknown, the lake's commit log before Delta version "
                           f"{self.commit_log_from} has expired (Delta's log retention)[/dim]")
-        elif self.duplicates_at_ingest is None:
+        elif self.duplicates_at_ingest is None and self.keys_audited is None:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
         if self.bad_files:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
@@ -148,10 +151,16 @@ class AuditReport:
         rows = [_summary(s) for s in self.streams]
         types = [{"stream": s.stream, **s.event_types} for s in self.streams]
         return (
-            f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}</p>"
+            f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{html.escape(self._of_keys())}</p>"
             + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
             + _html_table(rows) + _html_table(types) + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
+
+
+    def _of_keys(self) -> str:
+        return "" if self.keys_audited is None else (
+            f" (the events of {self.keys_audited:,} partition keys only; duplicates dropped at ingest are counted "
+            "per commit, not per key)")
 
 
 def audit(
@@ -164,6 +173,7 @@ def audit(
     as_of: int | None = None,
     known_event_types: Iterable[str] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    partition_keys: Sequence[str] | None = None,
 ) -> AuditReport:
     """Audit one snapshot (default: the latest) of ``lake``, for ``streams`` (default: all),
     as it was at lake_version ``as_of`` (default: the snapshot's; what a run ``--as-of`` replayed).
@@ -179,6 +189,10 @@ def audit(
     ``con``: the audit runs in a cursor of it, within its memory limit, temp directory and threads (a
     check passes the run's connection, the CLI one with the configured settings); None: a new in-memory
     DuckDB with its defaults, spilling to the system's temp directory.
+
+    ``partition_keys``: only these keys' events and quarantined records (a patch's check audits the
+    keys it corrects: the whole 10M-event sample took 8.8 s of an 11 s check of a 29,000-key
+    catch-up); the duplicates dropped at ingest are then unknown (counted per commit).
     """
     if verify not in VERIFY:
         raise LakeError(f"verify {verify!r} is not one of {list(VERIFY)}")
@@ -198,19 +212,21 @@ def audit(
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
+    keys = as_names(partition_keys, "partition_keys")
     con = session(con)
     try:
-        _events_view(con, read_events(lake, EventFilter(streams=wanted, as_of=as_of), snapshot=snapshot, con=con),
-                     is_remote(lake.uri))
+        selected = EventFilter(streams=wanted, as_of=as_of, partition_keys=keys)
+        _events_view(con, read_events(lake, selected, snapshot=snapshot, con=con), is_remote(lake.uri))
         _quarantine_view(con, lake, wanted, upto,
-                         [f for f in quarantine_files if f not in unreadable])
+                         [f for f in quarantine_files if f not in unreadable], keys)
         types = None if known_event_types is None else tuple(sorted(set(as_names(known_event_types, "known_event_types") or ())))
         found = _collect(con, late_after, types)
     finally:
         con.close()
     refuse_unknown_streams(wanted, known | set(found), snapshot.lake_version)
     names = sorted(set(found) | set(wanted or ()))
-    at_ingest, log_from = _ingest_duplicates(lake, snapshot.delta_version if upto is None else upto)
+    at_ingest, log_from = (None, None) if keys is not None else _ingest_duplicates(
+        lake, snapshot.delta_version if upto is None else upto)
     return AuditReport(
         lake_uri=lake.uri,
         lake_version=as_of if as_of is not None else snapshot.lake_version,
@@ -223,6 +239,7 @@ def audit(
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
         known_event_types=types,
         uncompacted=layout,
+        keys_audited=None if keys is None else len(set(keys)),
     )
 
 
@@ -247,10 +264,12 @@ def _events_view(con: duckdb.DuckDBPyConnection, events: duckdb.DuckDBPyRelation
 
 
 def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequence[str] | None, upto: int | None,
-                     files: list[str] | None = None) -> None:
+                     files: list[str] | None = None, keys: Sequence[str] | None = None) -> None:
     rel = read_quarantine(lake, con, files)
     if streams:
         rel = rel.filter(f"stream IN (SELECT unnest({literal(list(streams))}))")
+    if keys is not None:
+        rel = rel.join(con.from_arrow(pa.table({"partition_key": list(keys)})), "partition_key", how="semi")
     if upto is not None:  # quarantine rows carry the events version their commit was for
         rel = rel.filter(f"lake_version <= {int(upto)}")
     con.register("quarantined", rel)  # a view of it is refused in a cursor of a database file

@@ -26,6 +26,7 @@ import lake as lake_pkg
 from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
+from lake.sql import quote
 from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, vacuumed, wants_buckets
 from rebuild.config import FILENAME, Config, nearest_file
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
@@ -464,7 +465,7 @@ class Workbench:
             runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
             report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
             catch_up_from=None if live_table != view else _caught_up_from(record),
-            names=(live_table, shadow_name(view)),
+            names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
         )
         point("check.before_verdict")
         verdict = report.verdict.verdict
@@ -485,6 +486,15 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table, scope).create_view(name, replace=True)
         return name
+
+
+def _patch_keys(con: duckdb.DuckDBPyConnection, scope: str | None, column: str | None) -> list[str] | None:
+    """The partition keys of a by_key patch, from its scope (None: not such a patch, or a view whose
+    partition column is no text, which may not give the keys back as they were: CAST('007' AS INTEGER))."""
+    if scope is None or column is None:
+        return None
+    keys = con.sql(f"SELECT DISTINCT {quote(column)} FROM {quote(scope)}")
+    return [r[0] for r in keys.fetchall()] if keys.types[0] == "VARCHAR" else None
 
 
 def scratch(config: Config) -> duckdb.DuckDBPyConnection:

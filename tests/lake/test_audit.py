@@ -191,3 +191,22 @@ def test_a_projection_module_that_fails_does_not_stop_the_lake_audit(
     found = json.loads(capsys.readouterr().out)
     assert found["events"] == 1 and found["unknown_event_types"] is None
     assert "unknown event types not judged: projection module" in caplog.text and "half-edited module" in caplog.text
+
+
+def test_an_audit_of_some_partition_keys_counts_their_events_and_quarantined_records_only(tmp_path: Path) -> None:
+    """What a patch's check reports: the keys it corrects, not the whole lake (8.8 s of an 11 s
+    check of a 29,000-key catch-up at 10M events)."""
+    target = lake.Lake(tmp_path / "lake")
+    generate(target, events=3000, seed=11, days=5)
+    whole = audit(target).to_dict()
+    gapped = [e["partition_key"] for e in whole["streams"]["orders"]["gaps"]["examples"]][:2]
+    held = lake.read_quarantine(target).filter("partition_key IS NOT NULL").aggregate("min(partition_key)").fetchall()[0][0]
+    keys = [*gapped, held, "o-0000001"]
+    report = audit(target, partition_keys=keys)
+    d = report.to_dict()
+    events = lake.read_events(target, lake.EventFilter(partition_keys=keys)).aggregate("count(*)").fetchall()[0][0]
+    quarantined = lake.read_quarantine(target).filter(f"partition_key IN {tuple(keys)}").aggregate("count(*)").fetchall()[0][0]
+    assert gapped and 0 < events < whole["events"] and 0 < quarantined < whole["quarantined"]
+    assert (d["events"], d["quarantined"], d["gaps"], d["keys_audited"]) == (events, quarantined, len(gapped), len(keys))
+    assert d["duplicates_at_ingest"] is None and whole["keys_audited"] is None
+    assert f"the events of {len(keys)} partition keys only" in report._repr_html_()

@@ -112,6 +112,10 @@ def test_a_patch_is_checked_against_lives_rows_of_its_keys_only(bench: Workbench
     monkeypatch.setattr(type(store), "relation", counted)
     report = bench.check(VIEW)
     assert report.diff is not None and report.diff.rows_live == 2 and report.diff.rows_rebuilt == 2
+    # and the lake audit in the report is of those two orders' events, not of the whole lake's
+    events = bench.events(partition_keys=["o-0000003", "o-0000007"]).aggregate("count(*)").fetchall()[0][0]
+    everything = bench.events().aggregate("count(*)").fetchall()[0][0]
+    assert (report.audit["keys_audited"], report.audit["events"]) == (2, events) and events < everything
     if getattr(store, "con", None) is not store.compute():  # a store the check reads through relation()
         assert seen[VIEW] == 2, seen
 
