@@ -156,7 +156,6 @@ class AuditReport:
             + _html_table(rows) + _html_table(types) + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
 
-
     def _of_keys(self) -> str:
         return "" if self.keys_audited is None else (
             f" (the events of {self.keys_audited:,} partition keys only; duplicates dropped at ingest are counted "
