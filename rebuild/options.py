@@ -3,6 +3,7 @@ arguments are both generated from ``RunOptions`` (a test proves they cannot drif
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -119,6 +120,19 @@ def click_options(func: F) -> F:
         else:
             func = click.option(flag, f.name, default=f.default, show_default=f.default not in (None, ()), **meta)(func)
     return func
+
+
+def keyword_options(method: F) -> F:
+    """``method`` (taking RunOptions as ``**kwargs``) with RunOptions' fields in its signature and help:
+    a notebook's Shift-Tab, tab completion and ``help(wb.run)`` show them as the CLI's --help does."""
+    signature = inspect.signature(method)
+    given = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+               for f in fields(RunOptions)]
+    method.__signature__ = signature.replace(parameters=[*given, *options])  # type: ignore[attr-defined]
+    listed = "\n".join(f"  {f.name} ({f.metadata['flag']}): {f.metadata['help']}" for f in fields(RunOptions))
+    method.__doc__ = f"{inspect.cleandoc(method.__doc__ or '')}\n\nOptions (keywords, or options=RunOptions(...)):\n{listed}"
+    return method
 
 
 def from_flags(**flags: Any) -> RunOptions:

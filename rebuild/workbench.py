@@ -31,7 +31,7 @@ from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_bucke
 from rebuild.config import FILENAME, Config, nearest_file
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
-from rebuild.options import RunOptions, from_kwargs
+from rebuild.options import RunOptions, from_kwargs, keyword_options
 from rebuild.plan import Plan, make_plan
 from rebuild.progress import choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
@@ -192,11 +192,13 @@ class Workbench:
             return int(lake_pkg.read_events(self.lake, f, snapshot=snapshot, con=con).count("*").fetchall()[0][0])
 
     # -- plan, run, cutover, rollback ----------------------------------------------------------
+    @keyword_options
     def plan(self, view: str, options: RunOptions | None = None, **kwargs: Any) -> Plan:
         """What a run would read and write; nothing is written (no store is created)."""
         store = self.store if self.has_store() else None
         return make_plan(self.lake, store, self.projection(view), _options(options, kwargs))
 
+    @keyword_options
     def run(self, view: str, options: RunOptions | None = None, *, buckets: bool | None = None, **kwargs: Any) -> RunResult:
         """Plan, then execute exactly that plan into ``VIEW__shadow``.
 

@@ -338,6 +338,21 @@ def test_cli_options_and_run_options_cannot_drift() -> None:
         assert params == expected, name
 
 
+def test_the_notebook_methods_show_every_run_option() -> None:
+    """wb.plan and wb.run take the options as keywords: their signature (a notebook's Shift-Tab and
+    tab completion) and help() list them all, with the CLI's help text, though the code says **kwargs."""
+    import inspect
+
+    from rebuild import Workbench
+
+    for method in (Workbench.plan, Workbench.run):
+        parameters = inspect.signature(method).parameters
+        assert {f.name for f in fields(RunOptions)} <= set(parameters), method.__name__
+        assert parameters["keys"].kind is inspect.Parameter.KEYWORD_ONLY and parameters["progress"].default == "auto"
+        assert all(f"{f.name} ({f.metadata['flag']}): {f.metadata['help']}" in (method.__doc__ or "")
+                   for f in fields(RunOptions))
+
+
 def test_duckdb_out_of_memory_is_an_error_saying_what_to_raise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Out of memory outside a projection's own query (the payload decoding's look at the first events,
     the lake reads) was DuckDB's traceback and exit 1."""
