@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from lake.sql import quote
 from rebuild.locks import Holder
 
 SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
@@ -42,6 +43,15 @@ def scope_name(table: str) -> str:
 def building_name(view: str) -> str:
     """The table a bucketed full run appends to before it becomes the shadow."""
     return f"{view}__building"
+
+
+def scope_match(scope: str, columns: Sequence[str], null_safe: bool = True) -> str:
+    """Rows ``t`` whose scope columns appear in ``scope``: NULL-safe, or with ``=`` where the scope
+    holds no NULL (the same rows then; PostgreSQL hashes ``=`` but joins ``IS NOT DISTINCT FROM`` in a
+    nested loop, every row of live against every key of the scope)."""
+    match = "IS NOT DISTINCT FROM" if null_safe else "="
+    terms = " AND ".join(f"s.{quote(c)} {match} t.{quote(c)}" for c in columns)
+    return f"EXISTS (SELECT 1 FROM {quote(scope)} s WHERE {terms})"
 
 
 @dataclass(frozen=True)
@@ -249,6 +259,13 @@ class Store(ABC):
         """``table`` as a relation on ``con`` (for checks, which compute in DuckDB); with ``scope`` (a
         table of this store), only the rows whose scope columns it holds: a patch's check needs live's
         rows of the patch's keys, not a copy of every row of a large live view."""
+
+    def relation_of_keys(self, con: duckdb.DuckDBPyConnection, table: str, keys: str,
+                         columns: Sequence[str]) -> duckdb.DuckDBPyRelation:
+        """The rows of ``table`` whose ``columns`` appear in ``keys`` (a table on ``con``), as a relation
+        on ``con``: a merge catch-up needs live's rows of its new events' keys, not all of live. Matched
+        on ``con`` here; a store that keeps its tables elsewhere sends the keys there instead."""
+        return self.relation(con, table).set_alias("t").filter(scope_match(keys, columns))
 
     @abstractmethod
     def write_table(self, table: str, data: pa.Table) -> None:

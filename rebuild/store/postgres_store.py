@@ -248,6 +248,17 @@ class PostgresStore(SQLStore):
     def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
         return con.from_arrow(self.read(table, scope))
 
+    def relation_of_keys(self, con: duckdb.DuckDBPyConnection, table: str, keys: str,
+                         columns: Sequence[str]) -> duckdb.DuckDBPyRelation:
+        """The keys go to PostgreSQL and are matched there: only their rows of ``table`` travel."""
+        staging = f"{table}__keys"
+        names = ", ".join(quote(c) for c in columns)
+        self.ship(con, f"SELECT DISTINCT {names} FROM {quote(keys)}", staging)
+        try:
+            return self.relation(con, table, staging)
+        finally:
+            self._drop(staging)
+
     def write_table(self, table: str, data: pa.Table) -> None:
         scratch = self.compute()
         scratch.register("__write_table", data)

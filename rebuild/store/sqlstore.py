@@ -33,6 +33,7 @@ from rebuild.store.base import (
     Store,
     building_name,
     previous_name,
+    scope_match,
     scope_name,
     shadow_name,
 )
@@ -51,15 +52,6 @@ BACKFILLS_DDL = """CREATE TABLE IF NOT EXISTS _backfills (
     job_id VARCHAR, view VARCHAR, kind VARCHAR, item INTEGER, label VARCHAR, status VARCHAR,
     delta_version BIGINT, lake_version BIGINT, run_id VARCHAR, rows BIGINT, params VARCHAR,
     updated_at TIMESTAMPTZ, PRIMARY KEY (job_id, item))"""
-
-
-def scope_match(scope: str, columns: Sequence[str], null_safe: bool = True) -> str:
-    """Rows ``t`` whose scope columns appear in ``scope``: NULL-safe, or with ``=`` where the scope
-    holds no NULL (the same rows then; PostgreSQL hashes ``=`` but joins ``IS NOT DISTINCT FROM`` in a
-    nested loop, every row of live against every key of the scope)."""
-    match = "IS NOT DISTINCT FROM" if null_safe else "="
-    terms = " AND ".join(f"s.{quote(c)} {match} t.{quote(c)}" for c in columns)
-    return f"EXISTS (SELECT 1 FROM {quote(scope)} s WHERE {terms})"
 
 
 def check_patch_columns(view: str, live: Sequence[str], shadow: Sequence[str]) -> None:

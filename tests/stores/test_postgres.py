@@ -11,11 +11,15 @@ from typing import Any
 import psycopg
 import pytest
 
+import lake
 from bench.stores import record_maker
 from lake import Lake
-from rebuild import Config, Workbench
+from rebuild import Config, Workbench, projection
+from rebuild.projection import Registry
 from rebuild.store import open_store
 from rebuild.store.postgres_store import pg_type, split_schema
+from tests.conftest import write_ndjson
+from tests.orders import order_events
 from tests.stores.conftest import schema_uri
 
 VIEW = "order_summary"
@@ -300,3 +304,36 @@ def test_a_scope_holding_null_still_matches_lives_null_key_rows(postgres_uri: st
     finally:
         store.close()
 
+
+
+def test_a_merge_catch_up_reads_lives_rows_of_its_new_events_keys_not_all_of_live(orders_lake: Lake, postgres_uri: str,
+                                                                                   tmp_path, monkeypatch) -> None:
+    """A merge catch-up copied all of live out of PostgreSQL to add its new events' sums to: at 1M live
+    rows, 0.45 s of a 0.6 s catch-up of 1,000 new orders, growing with live, and all of live in memory.
+    The new events' keys are matched in PostgreSQL; only live's rows of them travel."""
+    registry = Registry()
+    projection(name="per_order", key="order_id", incremental="merge", merge={"events": "sum"},
+               payload={"order_id": "VARCHAR"}, registry=registry)(
+        lambda: "SELECT order_id, count(*) AS events FROM events GROUP BY ALL")
+    config = Config(lake_uri=orders_lake.uri, store_uri=schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}"),
+                    projection_modules=(), reports_dir=str(tmp_path / "reports"))
+    with Workbench(config, registry=registry) as wb:
+        wb.run("per_order", full=True)
+        wb.cutover("per_order", force=True)
+        before = dict(wb.store.conn.execute("SELECT order_id, events FROM per_order").fetchall())  # type: ignore[attr-defined]
+        later = [e for o in (3, 7) for e in order_events(o, items=0, ship=False, first_seq=50)] + order_events(100)
+        lake.ingest(wb.lake, [write_ndjson(tmp_path / "later.ndjson", later)], stream="orders")
+        read, travelled = wb.store.read, []
+
+        def counted(table: str, scope: str | None = None) -> Any:
+            data = read(table, scope)  # type: ignore[call-arg]
+            travelled.append((table, data.num_rows))
+            return data
+
+        monkeypatch.setattr(wb.store, "read", counted)
+        assert wb.run("per_order").record.strategy == "merge"
+        wb.cutover("per_order", force=True)
+        after = dict(wb.store.conn.execute("SELECT order_id, events FROM per_order").fetchall())  # type: ignore[attr-defined]
+    assert travelled == [("per_order", 2)]  # of live's 40 rows, those of o-0000003 and o-0000007
+    assert after == {**before, "o-0000003": before["o-0000003"] + 2, "o-0000007": before["o-0000007"] + 2,
+                     "o-0000100": len(order_events(100))}
