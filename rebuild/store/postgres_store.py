@@ -23,7 +23,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.sql import quote
+from lake.sql import literal, quote
 from rebuild.config import redact
 from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
@@ -33,6 +33,15 @@ from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 250_000
+#: how long a store transaction waits for a table another session holds: while a cutover waits for
+#: live's lock, PostgreSQL makes every new reader of live wait behind it
+LOCK_TIMEOUT = "3s"
+HOLDERS = (
+    "SELECT DISTINCT a.pid, c.relname, a.usename, a.application_name, a.state, a.xact_start "
+    "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND n.nspname = %s AND l.pid <> pg_backend_pid() "
+    "ORDER BY 1, 2"
+)
 
 #: DuckDB type -> PostgreSQL type; DECIMAL(p,s) and the casts below are handled by ``pg_type``.
 PG_TYPES = {
@@ -129,6 +138,31 @@ class PostgresStore(SQLStore):
 
     def _exec(self, sql: str) -> None:
         self.conn.execute(sql.encode("utf-8"))  # bytes: psycopg never reads % as a placeholder
+
+    def _begin(self) -> None:
+        super()._begin()
+        self._exec(f"SET LOCAL lock_timeout = {literal(LOCK_TIMEOUT)}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            with super()._transaction():
+                yield
+        except psycopg.errors.LockNotAvailable as exc:
+            raise self._tables_in_use() from exc
+
+    def _tables_in_use(self) -> StoreError:
+        """Who held the tables a transaction waited for longer than ``LOCK_TIMEOUT`` (rolled back)."""
+        holders = self.conn.execute(HOLDERS, (self.schema,)).fetchall()
+        named = "; ".join(f"pid {pid} ({user}, {app or 'no application name'}, {state} since {start:%Y-%m-%d %H:%M:%S}) "
+                          f"on {table}" for pid, table, user, app, state, start in holders) or "sessions now gone"
+        pids = ", ".join(str(pid) for pid in sorted({h[0] for h in holders})) or "PID"
+        return StoreError(
+            f"other sessions hold tables this change needs ({named}); PostgreSQL would make every new reader of "
+            f"them wait behind it, so it waits at most {LOCK_TIMEOUT}, and nothing was changed. Rerun the command "
+            f"once they have finished (or end them: SELECT pg_terminate_backend({pids}))",
+            holders=[{"pid": h[0], "table": h[1], "user": h[2], "application": h[3], "state": h[4]} for h in holders],
+            retryable=True)
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql.encode("utf-8")).fetchall()

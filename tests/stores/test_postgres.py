@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,10 +16,10 @@ import pytest
 import lake
 from bench.stores import record_maker
 from lake import Lake
-from rebuild import Config, Workbench, projection
+from rebuild import Config, StoreError, Workbench, projection
 from rebuild.projection import Registry
 from rebuild.store import open_store
-from rebuild.store.postgres_store import pg_type, split_schema
+from rebuild.store.postgres_store import LOCK_TIMEOUT, pg_type, split_schema
 from tests.conftest import write_ndjson
 from tests.orders import order_events
 from tests.stores.conftest import schema_uri
@@ -337,3 +339,48 @@ def test_a_merge_catch_up_reads_lives_rows_of_its_new_events_keys_not_all_of_liv
     assert travelled == [("per_order", 2)]  # of live's 40 rows, those of o-0000003 and o-0000007
     assert after == {**before, "o-0000003": before["o-0000003"] + 2, "o-0000007": before["o-0000007"] + 2,
                      "o-0000100": len(order_events(100))}
+
+
+def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_live(orders_lake: Lake,
+                                                                                     postgres_uri: str) -> None:
+    """A full cutover renames live, so it waits for every session that read live in a transaction still
+    open (a notebook's, a BI tool's); meanwhile PostgreSQL queues every new reader of live behind it. The
+    cutover hung until that session ended, and live could not be read by anyone. It now gives up after
+    ``LOCK_TIMEOUT`` (the new reader gets its rows then), names the session, and changes nothing."""
+    with _live(orders_lake, postgres_uri) as (wb, _):
+        wb.run(VIEW, full=True)
+        shadow = wb.store.checkpoint(VIEW, "shadow")
+        idle = psycopg.connect(wb.store.dsn)  # type: ignore[attr-defined]
+        idle.execute(f"SELECT count(*) FROM {wb.store.schema}.{VIEW}").fetchall()  # type: ignore[attr-defined]
+        pid = idle.info.backend_pid
+        outcome: dict[str, Any] = {}
+
+        def cutover() -> None:
+            try:
+                wb.cutover(VIEW, force=True)
+            except StoreError as exc:
+                outcome["error"] = exc
+
+        def read() -> None:
+            with psycopg.connect(wb.store.dsn, autocommit=True) as reader:  # type: ignore[attr-defined]
+                outcome["rows"] = reader.execute(f"SELECT count(*) FROM {wb.store.schema}.{VIEW}").fetchall()[0][0]  # type: ignore[attr-defined]
+
+        threads = [threading.Thread(target=cutover, daemon=True), threading.Thread(target=read, daemon=True)]
+        threads[0].start()
+        with psycopg.connect(wb.store.dsn, autocommit=True) as watcher:  # type: ignore[attr-defined]
+            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]:  # type: ignore[index]
+                time.sleep(0.05)  # the cutover waits for live
+        threads[1].start()
+        for thread in threads:
+            thread.join(30)
+        waited = [thread.is_alive() for thread in threads]
+        idle.close()  # its transaction ends: a cutover still waiting goes on
+        for thread in threads:
+            thread.join()
+        assert waited == [False, False]  # both returned while the session still held live
+        assert outcome["rows"] == 40
+        assert re.search(rf"pid {pid} \(\w+, no application name, idle in transaction since [\d: -]+\) on {VIEW}\); "
+                         rf".* waits at most {LOCK_TIMEOUT}, and nothing was changed\. Rerun the command once they have "
+                         rf"finished \(or end them: SELECT pg_terminate_backend\({pid}\)\)", str(outcome["error"]))
+        assert wb.store.checkpoint(VIEW, "shadow") == shadow  # nothing changed: cut over now
+        wb.cutover(VIEW, force=True)
