@@ -300,14 +300,9 @@ class PostgresStore(SQLStore):
             self.ship(scratch, "SELECT * FROM __write_table", f"{table}__incoming")
         finally:
             scratch.unregister("__write_table")
-        self._begin()
-        try:
+        with self._transaction():
             self._drop(table)
             self._rename(f"{table}__incoming", table)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
 
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder]:
