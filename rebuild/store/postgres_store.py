@@ -12,10 +12,12 @@ a missing table. Every identifier is quoted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import duckdb
@@ -29,6 +31,7 @@ from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
 from rebuild.store.duckdb_store import connect as duckdb_connect
 from rebuild.store.pg_surroundings import carry
+from rebuild.store.base import Checkpoint
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,11 @@ BATCH_ROWS = 250_000
 #: how long a store transaction waits for a table another session holds: while a cutover waits for
 #: live's lock, PostgreSQL makes every new reader of live wait behind it
 LOCK_TIMEOUT = "3s"
+#: a cutover or rollback that waited LOCK_TIMEOUT is tried this many times in all, pausing LOCK_PAUSE
+#: seconds times the attempt in between: the readers go on meanwhile, and a report query that ends
+#: lets the night's cutover through instead of failing it
+LOCK_ATTEMPTS, LOCK_PAUSE = 4, 2.0
+T = TypeVar("T")
 HOLDERS = (
     "SELECT DISTINCT a.pid, c.relname, a.usename, a.application_name, a.state, a.xact_start "
     "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -150,6 +158,25 @@ class PostgresStore(SQLStore):
                 yield
         except psycopg.errors.LockNotAvailable as exc:
             raise self._tables_in_use() from exc
+
+    def cutover(self, view: str, run_id: str, forced: bool, keep: dict[str, Any] | None = None) -> Checkpoint:
+        return self._patiently(functools.partial(super().cutover, view, run_id, forced, keep))
+
+    def rollback(self, view: str) -> Checkpoint | None:
+        return self._patiently(functools.partial(super().rollback, view))
+
+    def _patiently(self, change: Callable[[], T]) -> T:
+        """``change``, tried again while other sessions hold its tables (see ``LOCK_ATTEMPTS``)."""
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            try:
+                return change()
+            except StoreError as exc:
+                if not exc.retryable or attempt == LOCK_ATTEMPTS:
+                    raise
+                pause = LOCK_PAUSE * attempt
+                log.warning("%s; trying again in %.1f s (attempt %s of %s)", exc, pause, attempt + 1, LOCK_ATTEMPTS)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _tables_in_use(self) -> StoreError:
         """Who held the tables a transaction waited for longer than ``LOCK_TIMEOUT`` (rolled back)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 import time
@@ -19,6 +20,7 @@ from lake import Lake
 from rebuild import Config, StoreError, Workbench, projection
 from rebuild.projection import Registry
 from rebuild.store import open_store
+from rebuild.store import postgres_store
 from rebuild.store.postgres_store import LOCK_TIMEOUT, pg_type, split_schema
 from tests.conftest import write_ndjson
 from tests.orders import order_events
@@ -341,12 +343,13 @@ def test_a_merge_catch_up_reads_lives_rows_of_its_new_events_keys_not_all_of_liv
                      "o-0000100": len(order_events(100))}
 
 
-def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_live(orders_lake: Lake,
-                                                                                     postgres_uri: str) -> None:
+def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_live(orders_lake: Lake, postgres_uri: str,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A full cutover renames live, so it waits for every session that read live in a transaction still
     open (a notebook's, a BI tool's); meanwhile PostgreSQL queues every new reader of live behind it. The
     cutover hung until that session ended, and live could not be read by anyone. It now gives up after
     ``LOCK_TIMEOUT`` (the new reader gets its rows then), names the session, and changes nothing."""
+    monkeypatch.setattr(postgres_store, "LOCK_ATTEMPTS", 1)  # the last attempt's answer (the next test: the others)
     with _live(orders_lake, postgres_uri) as (wb, _):
         wb.run(VIEW, full=True)
         shadow = wb.store.checkpoint(VIEW, "shadow")
@@ -384,3 +387,29 @@ def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_l
                          rf"finished \(or end them: SELECT pg_terminate_backend\({pid}\)\)", str(outcome["error"]))
         assert wb.store.checkpoint(VIEW, "shadow") == shadow  # nothing changed: cut over now
         wb.cutover(VIEW, force=True)
+
+
+def test_a_cutover_held_up_by_a_reader_tries_again_and_goes_through_once_the_reader_is_done(
+        orders_lake: Lake, postgres_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Giving up after ``LOCK_TIMEOUT`` keeps live readable, but a report query running at 3 a.m. would
+    then fail the night's cutover: it pauses (the readers go on) and tries again, and goes through once
+    the session reading live has ended, here as soon as the first try has given up."""
+    monkeypatch.setattr(postgres_store, "LOCK_PAUSE", 0.2)
+    with _live(orders_lake, postgres_uri) as (wb, _):
+        wb.run(VIEW, full=True)
+        idle = psycopg.connect(wb.store.dsn)  # type: ignore[attr-defined]
+        idle.execute(f"SELECT count(*) FROM {wb.store.schema}.{VIEW}").fetchall()  # type: ignore[attr-defined]
+
+        class EndTheReader(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "trying again" in record.getMessage():
+                    idle.close()
+
+        handler = EndTheReader()
+        postgres_store.log.addHandler(handler)
+        try:
+            live = wb.cutover(VIEW, force=True)
+        finally:
+            postgres_store.log.removeHandler(handler)
+        assert idle.closed and live.run_id == wb.store.checkpoint(VIEW, "live").run_id  # type: ignore[union-attr]
+        assert wb.store.checkpoint(VIEW, "shadow") is None
