@@ -48,6 +48,7 @@ from rebuild.store.sqlstore import check_patch_columns, scope_match
 
 MANIFEST = "_manifest.json"
 GRACE_SECONDS = 600.0
+MERGED = 4  # the files a table grown a file at a time merges at once (ParquetStore._append)
 Manifest = dict[str, Any]
 
 
@@ -176,7 +177,8 @@ class ParquetStore(Store):
 
     def read(self, table: str) -> pa.Table:
         paths = self._paths(self._load(), table)
-        return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else pa.table({})
+        # promote: a file merged from others lost their columns' NOT NULL (DuckDB reads many files as nullable)
+        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default") if paths else pa.table({})
 
     def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
         m = self._load()
@@ -224,11 +226,56 @@ class ParquetStore(Store):
 
     def _merge_patch(self, con: duckdb.DuckDBPyConnection, m: Manifest, shadow: str, rows: str,
                      columns: Sequence[str]) -> None:
-        kept = f"SELECT * FROM {self._source(m, shadow)} t WHERE NOT {scope_match('__incoming_scope', columns)}"
-        merged = self._write(con, f"{kept} UNION ALL BY NAME SELECT * FROM {quote(rows)}", shadow)
-        scopes = f"SELECT * FROM {self._source(m, scope_name(shadow))} UNION BY NAME SELECT * FROM __incoming_scope"
-        m["tables"][scope_name(shadow)] = [self._write(con, scopes, scope_name(shadow))]
-        m["tables"][shadow] = [merged]
+        """The shadow's rows in the incoming scope are replaced; the scopes are united. The incoming
+        rows and scope keys are added as files of their own, and only the shadow's files holding rows
+        of the incoming scope are rewritten: a backfill's chunk writes its own rows, not the whole
+        shadow again (which made a backfill of N chunks write N/2 shadows)."""
+        incoming = self._write(con, f"SELECT * FROM {quote(rows)}", shadow)
+        if _loose(pq.read_schema(self._paths(m, shadow)[0])) != _loose(pq.read_schema(self.root / "data" / incoming)):
+            # other column types or order (a fold typed by its values): one file, one schema, as readers need
+            kept = f"SELECT * FROM {self._source(m, shadow)} t WHERE NOT {scope_match('__incoming_scope', columns)}"
+            m["tables"][shadow] = [self._write(con, f"{kept} UNION ALL BY NAME SELECT * FROM {quote(rows)}", shadow)]
+        else:
+            self._append(con, m, shadow, self._without_scope(con, m, shadow, columns), incoming)
+        scope = scope_name(shadow)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __united_scope AS SELECT * FROM {self._source(m, scope)}")
+        try:
+            new = self._write(con, f"SELECT * FROM __incoming_scope t WHERE NOT {scope_match('__united_scope', columns)}",
+                              scope)
+        finally:
+            con.execute("DROP VIEW IF EXISTS temp.__united_scope")
+        self._append(con, m, scope, m["tables"][scope], new)
+
+    def _append(self, con: duckdb.DuckDBPyConnection, m: Manifest, table: str, files: list[str], new: str) -> None:
+        """``table`` becomes ``files`` and ``new`` (unless empty), its last ``MERGED`` files merged into one
+        for as long as the first of them has no more rows than the others: a table grown a file at a time
+        (a backfill's shadow) keeps a few files, each of which every query opens (480 files doubled a
+        backfill's publishing), and a row is rewritten about log4(files added) times."""
+        files = [*files, new] if self._file_rows(new, table) or not files else files
+        while len(files) >= MERGED and (self._file_rows(files[-MERGED], table)
+                                        <= sum(self._file_rows(f, table) for f in files[1 - MERGED:])):
+            paths = [str(self.root / "data" / f) for f in files[-MERGED:]]
+            files[-MERGED:] = [self._write(con, f"SELECT * FROM read_parquet({literal(paths)})", table)]
+        m["tables"][table] = files
+
+    def _without_scope(self, con: duckdb.DuckDBPyConnection, m: Manifest, table: str, columns: Sequence[str]) -> list[str]:
+        """``table``'s files, those holding rows in ``__incoming_scope`` rewritten without them (and
+        left out when nothing is left)."""
+        inside = scope_match("__incoming_scope", columns)
+        files = f"read_parquet({literal(self._paths(m, table))}, filename = '__file')"
+        hit = {Path(p).name for (p,) in con.sql(f"SELECT DISTINCT __file FROM {files} t WHERE {inside}").fetchall()}
+        kept = []
+        for name in m["tables"][table]:
+            if name in hit:
+                path = literal(str(self.root / "data" / name))
+                name = self._write(con, f"SELECT * FROM read_parquet({path}) t WHERE NOT {inside}", table)
+                if not self._file_rows(name, table):
+                    continue
+            kept.append(name)
+        return kept
+
+    def _file_rows(self, name: str, table: str) -> int:
+        return self._footer(str(self.root / "data" / name), table).num_rows
 
     def stage(self, con: duckdb.DuckDBPyConnection, view: str, rows: str, mark: Mark, *, reset: bool) -> None:
         building = building_name(view)
@@ -411,6 +458,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _loose(schema: pa.Schema) -> pa.Schema:
+    """The schema with every column nullable: files of one table differ in that (see ``read``)."""
+    return pa.schema([f.with_nullable(True) for f in schema])
 
 
 def _put(rows: list[dict[str, Any]], row: dict[str, Any], key: Sequence[str]) -> None:
