@@ -422,14 +422,16 @@ class ParquetStore(Store):
 
     def forget_runs(self, run_ids: Sequence[str]) -> None:
         if run_ids:
+            forgotten = set(run_ids)  # once: a set made per row made a prune quadratic (10 s for 8,000 runs)
             with self._transaction() as m:
                 for rows in ("runs", "backfills"):
-                    m[rows] = [r for r in m[rows] if r["run_id"] not in set(run_ids)]
+                    m[rows] = [r for r in m[rows] if r["run_id"] not in forgotten]
 
     def forget_jobs(self, job_ids: Sequence[str]) -> None:
         if job_ids:
+            forgotten = set(job_ids)
             with self._transaction() as m:
-                m["backfills"] = [b for b in m["backfills"] if b["job_id"] not in set(job_ids)]
+                m["backfills"] = [b for b in m["backfills"] if b["job_id"] not in forgotten]
 
     def marks(self, view: str, job_id: str | None = None) -> list[Mark]:
         rows = [b for b in self._load()["backfills"] if b["view"] == view and job_id in (None, b["job_id"])]

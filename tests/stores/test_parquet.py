@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -64,3 +65,21 @@ def test_an_appended_patch_of_other_column_types_is_merged_into_one_file(tmp_pat
     finally:
         store.close()
 
+
+def test_forgetting_many_runs_and_jobs_takes_a_moment(tmp_path: Path) -> None:
+    """Forgetting runs (prune) and jobs made the set of their ids anew for each row of the manifest:
+    quadratic, 10 s for 8,000 runs with their 80,000 marks, and 7 s here; 0.2 s now. (Nothing to
+    count but time here: the bound leaves a wide margin either way on a busy machine.)"""
+    store = open_store(f"parquet://{tmp_path / 'views'}")
+    try:
+        with store._transaction() as m:
+            m["runs"] = [{"run_id": f"r{i}", "view": "v"} for i in range(10_000)]
+            m["backfills"] = [{"run_id": f"r{i // 5}", "job_id": f"j{i // 5}"} for i in range(50_000)]
+        started = time.monotonic()
+        store.forget_runs([f"r{i}" for i in range(0, 10_000, 2)])
+        store.forget_jobs([f"j{i}" for i in range(1, 10_000, 2)])
+        assert time.monotonic() - started < 3
+        m = store._load()
+        assert len(m["runs"]) == 5_000 and m["backfills"] == []
+    finally:
+        store.close()
