@@ -47,6 +47,14 @@ class RunOptions:
     workers: int | None = _opt(None, "--workers", "Processes for --executor processes, or LocalCluster workers "
                                "(default: one per CPU).", type=int)
 
+    def __post_init__(self) -> None:
+        """Values as the flags' text, also when a notebook builds ``RunOptions(...)`` itself: one key as a
+        key (not its characters), keys as text, and an integer or a time for ``as_of``/``since``/``until``."""
+        keys = (self.keys,) if isinstance(self.keys, str) else self.keys or ()
+        object.__setattr__(self, "keys", tuple(_key_text(k) for k in keys))
+        for name in ("since", "until", "as_of"):
+            object.__setattr__(self, name, _point_text(getattr(self, name), name))
+
     def partition_keys(self) -> tuple[str, ...] | None:
         """The keys of --keys and --keys-file together, or None when neither was given."""
         keys = [k for k in self.keys if k.strip()]  # as given: a key may hold a comma or spaces (a blank one is none)
@@ -155,13 +163,7 @@ def from_kwargs(**kwargs: Any) -> RunOptions:
     wrong = {name: kwargs[name] for name in flags if name in kwargs and not isinstance(kwargs[name], bool)}
     if wrong:  # full="false" is truthy: it would run in full
         raise ConfigError(f"{', '.join(f'{k}={v!r}' for k, v in wrong.items())}: give True or False")
-    if isinstance(kwargs.get("keys"), str):
-        kwargs["keys"] = (kwargs["keys"],)
-    if "keys" in kwargs and kwargs["keys"] is not None:
-        kwargs["keys"] = tuple(_key_text(k) for k in kwargs["keys"])
-    for name in ("since", "until", "as_of"):
-        kwargs[name] = _point_text(kwargs.get(name), name)
-    options = RunOptions(**kwargs)
+    options = RunOptions(**kwargs)  # which takes the keys and times as its fields' text
     options.validate()
     return options
 

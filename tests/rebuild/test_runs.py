@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from rebuild import ConfigError, ProjectionError
+from rebuild import ConfigError, ProjectionError, RunOptions
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
 
@@ -178,6 +178,19 @@ def test_as_of_from_a_pandas_column_is_a_lake_version_and_other_numbers_are_refu
         bench.wb.plan("order_summary", as_of=12.0)
     with pytest.raises(ConfigError, match=r"since=np.datetime64\('2026-09-01'\): give a time"):
         bench.wb.plan("order_summary", since=np.datetime64("2026-09-01"))
+
+
+def test_run_options_built_by_hand_take_values_as_keywords_do(bench: Bench) -> None:
+    """wb.run(view, RunOptions(...)), the README's other way to give the options: RunOptions(keys="o-1")
+    planned a patch of the keys 'o', '-' and '1' (a patch of nothing), and RunOptions(as_of=12) ended in
+    "'int' object has no attribute 'strip'"; only keyword arguments were converted."""
+    first = bench.ingest(order_events(1)).lake_version
+    bench.ingest(order_events(2))
+    key = bench.wb.events().aggregate("min(partition_key)").fetchall()[0][0]
+    assert bench.wb.plan("order_summary", RunOptions(keys=key)).keys == (key,)
+    assert bench.wb.plan("order_summary", RunOptions(as_of=first)).lake_version == first
+    with pytest.raises(ConfigError, match="keys hold None"):
+        RunOptions(keys=[key, None])
 
 
 def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
