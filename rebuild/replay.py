@@ -351,7 +351,7 @@ def _check_key_columns(con: duckdb.DuckDBPyConnection, projection: Projection, t
     return described
 
 
-def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
+def check_merge_ops(con: duckdb.DuckDBPyConnection, projection: Projection, columns: dict[str, str]) -> None:
     """A merge op names a column the projection returns, and ``sum`` a number column: checked on every
     run, so a renamed column fails the analyst's full run, not the first catch-up at night."""
     ops = projection.merge or {}
@@ -364,7 +364,7 @@ def check_merge_ops(projection: Projection, columns: dict[str, str]) -> None:
         raise ProjectionError(f"projection {projection.name!r}: merge 'sum' needs number columns; {not_numbers} "
                               "are not: use 'min'/'max' or leave them out of merge (the new value then wins)",
                               projection=projection.name)
-    unmerged = unmerged_aggregates(projection)
+    unmerged = unmerged_aggregates(con, projection)
     if unmerged:
         raise ProjectionError(
             f"projection {projection.name!r} is merge, but its columns {unmerged} are aggregates of the events without a "
@@ -407,7 +407,7 @@ def check_window_starts(con: duckdb.DuckDBPyConnection, projection: Projection, 
 def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: str) -> None:
     """Keys present, not null and unique; declared output columns and types present; merge ops fit."""
     described = _check_key_columns(con, projection, table)
-    check_merge_ops(projection, described)
+    check_merge_ops(con, projection, described)
     check_window_column(projection, described)
     if projection.output:
         # compared as DuckDB spells them: TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE, TEXT is VARCHAR

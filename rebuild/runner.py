@@ -353,7 +353,7 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
         _refuse_summed(lake, snapshot, projection, plan, con, left)
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
-    check_merge_ops(projection, types)
+    check_merge_ops(con, projection, types)
     store.relation_of_keys(con, plan.view, PARTIAL, projection.key).create_view("__live", replace=True)
     keys = ", ".join(quote(k) for k in projection.key)
     match = " AND ".join(f"p.{quote(k)} IS NOT DISTINCT FROM l.{quote(k)}" for k in projection.key)
