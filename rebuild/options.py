@@ -50,7 +50,11 @@ class RunOptions:
     def __post_init__(self) -> None:
         """Values as the flags' text, also when a notebook builds ``RunOptions(...)`` itself: one key as a
         key (not its characters), keys as text, and an integer or a time for ``as_of``/``since``/``until``."""
-        keys = (self.keys,) if isinstance(self.keys, str) else self.keys or ()
+        keys = (self.keys,) if isinstance(self.keys, str) else () if self.keys is None else self.keys
+        if hasattr(keys, "columns"):  # a DataFrame iterates over its column names (pandas) or columns (Polars)
+            columns = list(keys.columns)
+            raise ConfigError(f"keys is a table (columns {columns}), not a column of partition keys: pass a DataFrame's "
+                              f"column, keys=frame[{(columns or ['order_id'])[0]!r}]")
         object.__setattr__(self, "keys", tuple(_key_text(k) for k in keys))
         for name in ("since", "until", "as_of"):
             object.__setattr__(self, name, _point_text(getattr(self, name), name))

@@ -540,11 +540,7 @@ def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
     keys = kwargs.get("keys")
     if keys is None:
         kwargs.pop("keys", None)
-    elif not isinstance(keys, str):
-        if hasattr(keys, "columns"):  # a DataFrame iterates over its column names (pandas) or columns (Polars)
-            columns = list(keys.columns)
-            raise ConfigError(f"keys is a table (columns {columns}), not a column of partition keys: pass a DataFrame's "
-                              f"column, keys=frame[{(columns or ['order_id'])[0]!r}]")
+    elif not isinstance(keys, str) and not hasattr(keys, "columns"):  # a table: RunOptions says what to pass
         kwargs["keys"] = list(keys)  # read once: it may be an iterator
         if not kwargs["keys"]:  # a query that found no keys is no reason to catch up the whole view
             raise ConfigError("keys=[] names no partition key: nothing to correct; leave keys out (or None) for a "

@@ -124,6 +124,9 @@ def test_keys_from_a_dataframe_are_refused_unless_one_column_without_missing_val
             bench.wb.run("order_summary", keys=pd.Series(["o-0000001", missing], dtype=object), progress="none")
     assert bench.wb.plan("order_summary", keys=frame["order_id"]).keys == ("o-0000001",)
     assert bench.wb.store.runs() == []
+    with pytest.raises(ConfigError, match=r"keys is a table"):  # and so does RunOptions, made by hand
+        RunOptions(keys=frame)
+    assert RunOptions(keys=frame["order_id"]).keys == ("o-0000001",)
 
 class _Key(str):
     def __deepcopy__(self, memo: object) -> str:
