@@ -41,10 +41,10 @@ from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
     EMPTY, LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
-    previous_name, scope_name, shadow_name,
+    previous_name, scope_match, scope_name, shadow_name,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
-from rebuild.store.sqlstore import check_patch_columns, scope_match
+from rebuild.store.sqlstore import check_patch_columns
 
 MANIFEST = "_manifest.json"
 GRACE_SECONDS = 600.0

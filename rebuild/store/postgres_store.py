@@ -29,9 +29,9 @@ from lake.sql import literal, quote
 from rebuild.config import redact
 from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
+from rebuild.store.base import Checkpoint
 from rebuild.store.duckdb_store import connect as duckdb_connect
 from rebuild.store.pg_surroundings import carry
-from rebuild.store.base import Checkpoint
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -167,16 +167,16 @@ class PostgresStore(SQLStore):
 
     def _patiently(self, change: Callable[[], T]) -> T:
         """``change``, tried again while other sessions hold its tables (see ``LOCK_ATTEMPTS``)."""
-        for attempt in range(1, LOCK_ATTEMPTS + 1):
+        for attempt in range(1, LOCK_ATTEMPTS):
             try:
                 return change()
             except StoreError as exc:
-                if not exc.retryable or attempt == LOCK_ATTEMPTS:
+                if not exc.retryable:
                     raise
                 pause = LOCK_PAUSE * attempt
                 log.warning("%s; trying again in %.1f s (attempt %s of %s)", exc, pause, attempt + 1, LOCK_ATTEMPTS)
                 time.sleep(pause)
-        raise AssertionError("unreachable")
+        return change()  # the last try: its error is the answer
 
     def _tables_in_use(self) -> StoreError:
         """Who held the tables a transaction waited for longer than ``LOCK_TIMEOUT`` (rolled back)."""
