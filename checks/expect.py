@@ -13,12 +13,13 @@ counts it (engine ``duckdb``). GE's SQL path on DuckDB fails, hence pandas batch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import duckdb
@@ -28,7 +29,7 @@ from lake.sql import quote
 from checks.errors import CheckInputError
 from checks.html import esc, table
 
-__all__ = ["ExpectationResult", "ExpectationsResult", "validate"]
+__all__ = ["ExpectationResult", "ExpectationsResult", "validate", "warm_up"]
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 200_000
 EXAMPLES = 10
@@ -142,17 +143,36 @@ def _chunk(con: duckdb.DuckDBPyConnection, table_name: str, key: Sequence[str], 
     return con.sql(f"SELECT {cols} FROM {quote(table_name)}{where}").to_arrow_table().to_pandas()
 
 
-@lru_cache(maxsize=1)
-def _context() -> Any:
-    """One ephemeral GE context per process (creating it costs seconds), progress bars off."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+_CONTEXT: list[Any] = []  # the process's GE context, once made
+_CONTEXT_LOCK = threading.Lock()
 
-    for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
-        logging.getLogger(name).setLevel(logging.WARNING)  # GX sets INFO on its own loggers: not ours to show
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return context
+
+def _context() -> Any:
+    """One ephemeral GE context per process (importing GE and creating it costs 4 s), progress bars off."""
+    with _CONTEXT_LOCK:
+        if not _CONTEXT:
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
+                logging.getLogger(name).setLevel(logging.WARNING)  # GX sets INFO on its own loggers: not ours to show
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            _CONTEXT.append(context)
+        return _CONTEXT[0]
+
+
+def warm_up() -> None:
+    """Make the GE context in a background thread while the caller goes on: the diff's and the
+    audit's DuckDB queries release the GIL, so the import's seconds overlap them instead of adding
+    to the check. A failure there is left for ``validate``, which then raises it where it belongs."""
+    if not _CONTEXT and not _CONTEXT_LOCK.locked():
+        threading.Thread(target=_quietly_make_context, name="great-expectations-warm-up").start()
+
+
+def _quietly_make_context() -> None:
+    with contextlib.suppress(Exception):
+        _context()
 
 
 def _run(suite: list[tuple[str, dict[str, Any]]], frame: Any) -> list[dict[str, Any]]:

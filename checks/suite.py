@@ -18,7 +18,7 @@ from lake import Lake
 from lake.audit import audit as audit_lake
 
 from checks.diff import DiffResult, Tolerance, compare
-from checks.expect import validate
+from checks.expect import validate, warm_up
 from checks.lineage import LATE_AFTER, difference_days, lineage
 from checks.report import CheckReport, make_plots
 from checks.verdict import decide, thresholds_of
@@ -67,17 +67,18 @@ def check_view(
     ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``).
     ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names.
     ``audit_keys``: the partition keys a patch corrects; the lake audit is of their events only."""
+    warm_up()  # Great Expectations imports while DuckDB compares, traces and audits: it runs last
     thresholds = thresholds_of(spec.thresholds)
     shown_live, shown_rebuilt = names or (live, rebuilt)
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
                    names=(shown_live or live, shown_rebuilt)) if live else None
-    live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
-    expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
-                                    row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
     audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of, con=con)
+    live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
+    expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
+                                    row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,

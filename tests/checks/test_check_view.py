@@ -437,3 +437,16 @@ def test_lineage_reads_a_missed_event_with_a_negative_value(make_lake):
     (traced,) = lineage(make_lake(events), [{"order_id": "o1"}], partition_column="order_id", changes={("o1",): changes})
     assert traced.explained_by[0]["reading"] == "live misses it"
     assert "missed_suspected" in traced.flags and "duplicate_suspected" not in traced.flags
+
+
+def test_great_expectations_is_imported_while_duckdb_compares(scenario, monkeypatch):
+    """Importing Great Expectations costs about 4 s per process; it ran after the diff, adding to every
+    CLI check. It now starts in a background thread before the diff, and expectations run last."""
+    import checks.suite as suite
+
+    calls: list[str] = []
+    for name in ("warm_up", "compare", "_audit", "validate"):
+        real = getattr(suite, name)
+        monkeypatch.setattr(suite, name, functools.partial(lambda n, f, *a, **k: calls.append(n) or f(*a, **k), name, real))
+    scenario.wb.check("order_summary")
+    assert calls == ["warm_up", "compare", "_audit", "validate"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 import pytest
 
 from checks import CheckInputError, compare, decide, thresholds_of, validate
@@ -73,3 +77,37 @@ def test_verdict_counts_missing_keys_and_expectations(duck):
     failing = validate(con, "rebuilt", ["order_id"], {"in_set": {"status": ["paid"]}})
     assert not decide(None, failing).passed
     assert decide(None, failing, {"expectations": "warn"}).passed
+
+
+def test_warm_up_makes_the_context_in_the_background():
+    """In a fresh process, warm_up returns at once and the GE context appears without the caller
+    asking for it; validate then uses it. A failing import is raised by validate, in the caller."""
+    script = """
+import sys, threading, time
+import checks.expect as e
+started = time.perf_counter()
+e.warm_up()
+assert time.perf_counter() - started < 0.5 and not e._CONTEXT, "warm_up waited for the import"
+[worker] = [t for t in threading.enumerate() if t.name == "great-expectations-warm-up"]
+worker.join()
+assert e._CONTEXT and "great_expectations" in sys.modules
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_failed_warm_up_is_raised_by_validate(duck, monkeypatch):
+    import great_expectations as gx
+
+    import checks.expect as expect
+
+    monkeypatch.setattr(expect, "_CONTEXT", [])
+    monkeypatch.setattr(gx, "get_context", lambda **_: (_ for _ in ()).throw(RuntimeError("no context today")))
+    expect.warm_up()
+    for worker in threading.enumerate():
+        if worker.name == "great-expectations-warm-up":
+            worker.join()
+    assert not expect._CONTEXT
+    with pytest.raises(RuntimeError, match="no context today"):
+        validate(duck(VIEW, VIEW), "rebuilt", ["order_id"], SPEC)
