@@ -36,10 +36,14 @@ from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 250_000
-#: how long a store transaction waits for a table another session holds: while a cutover waits for
-#: live's lock, PostgreSQL makes every new reader of live wait behind it
+#: how long a store transaction waits for a table another session holds, unless the store URI says
+#: (``?lock_timeout=30s``): while a cutover waits for live's lock, PostgreSQL makes every new reader
+#: of live wait behind it
 LOCK_TIMEOUT = "3s"
-#: a cutover or rollback that waited LOCK_TIMEOUT is tried this many times in all, pausing LOCK_PAUSE
+#: the store URI's parameters that are ours, not libpq's
+OUR_PARAMS = ("schema", "lock_timeout")
+PG_TIME = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
+#: a cutover or rollback that waited its lock_timeout is tried this many times in all, pausing LOCK_PAUSE
 #: seconds times the attempt in between: the readers go on meanwhile, and a report query that ends
 #: lets the night's cutover through instead of failing it
 LOCK_ATTEMPTS, LOCK_PAUSE = 4, 2.0
@@ -96,13 +100,23 @@ def _refused(message: str, table: str) -> StoreError:
 
 
 def split_schema(uri: str) -> tuple[str, str]:
-    """The libpq URI without our ``schema`` parameter, and the schema (default ``public``)."""
+    """The libpq URI without our parameters, and the schema (default ``public``)."""
+    dsn, ours = split_params(uri)
+    return dsn, ours["schema"]
+
+
+def split_params(uri: str) -> tuple[str, dict[str, str]]:
+    """The libpq URI without our parameters (libpq refuses names it does not know), and ours:
+    ``schema`` (default ``public``) and ``lock_timeout`` (default ``LOCK_TIMEOUT``)."""
     parts = urlsplit(uri)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), "public")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    ours = {"schema": "public", "lock_timeout": LOCK_TIMEOUT} | {k: v for k, v in query if k in OUR_PARAMS}
+    if not PG_TIME.fullmatch(ours["lock_timeout"]):
+        raise StoreError(f"lock_timeout={ours['lock_timeout']!r} in the store URI is not a PostgreSQL time: give "
+                         "one like 3s, 500ms or 1min (0 waits without end)", uri=redact(uri))
+    rest = urlencode([(k, v) for k, v in query if k not in OUR_PARAMS])
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    return urlunsplit(parts._replace(scheme=scheme, query=rest)), schema
+    return urlunsplit(parts._replace(scheme=scheme, query=rest)), ours
 
 
 class PostgresStore(SQLStore):
@@ -111,7 +125,8 @@ class PostgresStore(SQLStore):
     def __init__(self, uri: str, *, memory_limit: str | None = None, temp_directory: str | None = None,
                  threads: int | None = None) -> None:
         self.uri = uri
-        self.dsn, self.schema = split_schema(uri)
+        self.dsn, ours = split_params(uri)
+        self.schema, self.lock_timeout = ours["schema"], ours["lock_timeout"]
         self._settings = (memory_limit, temp_directory, threads)
         self._scratch: duckdb.DuckDBPyConnection | None = None
         self._adbc: Any = None
@@ -149,7 +164,7 @@ class PostgresStore(SQLStore):
 
     def _begin(self) -> None:
         super()._begin()
-        self._exec(f"SET LOCAL lock_timeout = {literal(LOCK_TIMEOUT)}")
+        self._exec(f"SET LOCAL lock_timeout = {literal(self.lock_timeout)}")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -179,14 +194,14 @@ class PostgresStore(SQLStore):
         return change()  # the last try: its error is the answer
 
     def _tables_in_use(self) -> StoreError:
-        """Who held the tables a transaction waited for longer than ``LOCK_TIMEOUT`` (rolled back)."""
+        """Who held the tables a transaction waited for longer than its ``lock_timeout`` (rolled back)."""
         holders = self.conn.execute(HOLDERS, (self.schema,)).fetchall()
         named = "; ".join(f"pid {pid} ({user}, {app or 'no application name'}, {state} since {start:%Y-%m-%d %H:%M:%S}) "
                           f"on {table}" for pid, table, user, app, state, start in holders) or "sessions now gone"
         pids = ", ".join(str(pid) for pid in sorted({h[0] for h in holders})) or "PID"
         return StoreError(
             f"other sessions hold tables this change needs ({named}); PostgreSQL would make every new reader of "
-            f"them wait behind it, so it waits at most {LOCK_TIMEOUT}, and nothing was changed. Rerun the command "
+            f"them wait behind it, so it waits at most {self.lock_timeout} (lock_timeout= in the store URI), and nothing was changed. Rerun the command "
             f"once they have finished (or end them: SELECT pg_terminate_backend({pids}))",
             holders=[{"pid": h[0], "table": h[1], "user": h[2], "application": h[3], "state": h[4]} for h in holders],
             retryable=True)

@@ -383,7 +383,7 @@ def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_l
         assert waited == [False, False]  # both returned while the session still held live
         assert outcome["rows"] == 40
         assert re.search(rf"pid {pid} \(\w+, no application name, idle in transaction since [\d: -]+\) on {VIEW}\); "
-                         rf".* waits at most {LOCK_TIMEOUT}, and nothing was changed\. Rerun the command once they have "
+                         rf".* waits at most {LOCK_TIMEOUT} \(lock_timeout= in the store URI\), and nothing was changed\. Rerun the command once they have "
                          rf"finished \(or end them: SELECT pg_terminate_backend\({pid}\)\)", str(outcome["error"]))
         assert wb.store.checkpoint(VIEW, "shadow") == shadow  # nothing changed: cut over now
         wb.cutover(VIEW, force=True)
@@ -413,3 +413,19 @@ def test_a_cutover_held_up_by_a_reader_tries_again_and_goes_through_once_the_rea
             postgres_store.log.removeHandler(handler)
         assert idle.closed and live.run_id == wb.store.checkpoint(VIEW, "live").run_id  # type: ignore[union-attr]
         assert wb.store.checkpoint(VIEW, "shadow") is None
+
+
+def test_the_store_uri_sets_how_long_a_change_waits_for_a_table(postgres_uri: str) -> None:
+    """The 3 s wait was fixed: a database with long report queries on live could only fail its cutovers.
+    ``?lock_timeout=`` in the store URI sets it (libpq never sees the parameter); a value PostgreSQL
+    would refuse is refused when the store opens, naming the parameter."""
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}") + "&lock_timeout=250ms"
+    store = open_store(uri)
+    try:
+        assert "lock_timeout" not in store.dsn  # type: ignore[attr-defined]
+        with store._transaction():  # type: ignore[attr-defined]
+            assert store._query("SHOW lock_timeout") == [("250ms",)]  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match=r"lock_timeout='3 seconds' in the store URI is not a PostgreSQL time: give one like 3s"):
+        open_store(schema_uri(postgres_uri, "public") + "&lock_timeout=3 seconds")
