@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import product
 from typing import Any
@@ -117,7 +117,7 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
         events = read_events(lake, EventFilter(**base, partition_keys=wanted), con=con)
         on = f"e.partition_key = CAST(k.{quote(partition_column)} AS VARCHAR)"
     else:
-        since, until = _window_range(keys, window)
+        since, until = _window_range(con, keys, window)
         events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
         on = " AND ".join(_payload_term(c, window) for c in keys[0])
     con.register("__events", events)  # a view of it is refused in a cursor of a database file
@@ -133,29 +133,26 @@ def _plain(value: Any) -> Any:
 
 
 def _payload_term(column: str, window: tuple[str, str] | None) -> str:
-    if window is not None and column == window[0]:
-        return f"CAST(time_bucket(INTERVAL {literal(window[1])}, e.event_time) AS DATE) = CAST(k.{quote(column)} AS DATE)"
+    if window is not None and column == window[0]:  # the window column holds the window's start (a DATE or a time)
+        return f"time_bucket(INTERVAL {literal(window[1])}, e.event_time) = {_window_start(column)}"
     return f"json_extract_string(e.payload, {literal('$.' + column)}) = CAST(k.{quote(column)} AS VARCHAR)"
 
 
-def _window_range(keys: Sequence[dict[str, Any]], window: tuple[str, str] | None) -> tuple[datetime | None, datetime | None]:
-    """Event-time bounds of the sampled windows (a day each), so only those files are read."""
-    if window is None:
-        return None, None
-    days = [k[window[0]] for k in keys if isinstance(k.get(window[0]), date)]
-    if not days:
-        return None, None
-    start = min(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
-    end = max(datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days)
-    return _shifted(start, -1), _shifted(end, 2)  # margins: time zones, window size
+def _window_start(column: str) -> str:
+    """The key's window column as the instant its window starts (a DATE is midnight UTC: the session's zone)."""
+    return f"TRY_CAST(k.{quote(column)} AS TIMESTAMPTZ)"
 
 
-def _shifted(day: datetime, days: int) -> datetime | None:
-    """``day`` moved by ``days``; None (no bound) past the first or last day a datetime holds."""
-    try:
-        return day + timedelta(days=days)
-    except OverflowError:
-        return None
+def _window_range(con: duckdb.DuckDBPyConnection, keys: Sequence[dict[str, Any]],
+                  window: tuple[str, str] | None) -> tuple[datetime | None, datetime | None]:
+    """Event-time bounds of the sampled windows (in ``__keys``), [first start, last start + size), so only
+    those files are read: a week's or a month's events too, not only those of its first days."""
+    if window is None or window[0] not in keys[0]:
+        return None, None
+    start = _window_start(window[0])
+    low, high = con.sql(f"SELECT min({start}), max({start}) + INTERVAL {literal(window[1])} FROM __keys k").fetchall()[0]
+    # a window ending after 9999-12-31 comes back as text (datetime cannot hold it): nothing lies beyond
+    return low, high if isinstance(high, datetime) else None
 
 
 def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[int, dict[str, Any]]:

@@ -8,7 +8,7 @@ import html
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -300,6 +300,21 @@ def test_lineage_of_windows_on_the_first_and_last_representable_days(make_lake):
     events = [event(1, key="a", at=datetime(1, 1, 1, 6, tzinfo=UTC)), event(2, key="b", at=datetime(9999, 12, 31, 6, tzinfo=UTC))]
     traced = lineage(make_lake(events), [{"day": date(1, 1, 1)}, {"day": date(9999, 12, 31)}], window=("day", "1 day"))
     assert [t.event_ids for t in traced] == [("e1",), ("e2",)]
+
+
+@pytest.mark.parametrize(("window", "start", "ids"), [
+    (("week", "1 week"), date(2026, 8, 31), [f"e{n}" for n in range(24)]),  # Monday 2026-08-31 to Sunday 2026-09-06
+    (("hour", "1 hour"), datetime(2026, 8, 31, 7, tzinfo=UTC), ["e1"]),
+    (("month", "1 month"), date(2026, 8, 1), ["e0", "e1", "e2", "e3"]),  # Aug 31's: the others are September's
+])
+def test_lineage_of_a_window_longer_or_shorter_than_a_day_holds_its_events(make_lake, window, start, ids):
+    # a week's lineage read the events of its first two days only (the event-time range read was the
+    # window's day + 2), a month's read none ("no_events"), and an hour's held every event of its day
+    from tests.conftest import event
+
+    events = [event(n, key=f"o{n}", at=datetime(2026, 8, 31, tzinfo=UTC) + timedelta(hours=7 * n)) for n in range(24)]
+    (traced,) = lineage(make_lake(events), [{window[0]: start}], window=window)
+    assert sorted(traced.event_ids) == sorted(ids) and traced.events == len(ids)
 
 
 def test_lineage_of_a_hot_key_names_at_most_fifty_suspect_events(make_lake):
