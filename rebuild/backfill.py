@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 
 from lake import Lake, Snapshot, storage
+from lake.read import as_utc
 from lake.schema import bucket_sql
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.faults import point
@@ -254,8 +255,8 @@ def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pie
 
 
 def _time(value: str | datetime, flag: str) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, datetime):  # in UTC: a zone's wall-clock chunks meet its DST gap as an empty range
+        return as_utc(value, flag)
     parsed = parse_time(value, flag)
     if parsed is None:
         raise ConfigError(f"{flag} is required for a backfill (an ISO date or time)")

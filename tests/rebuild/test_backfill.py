@@ -10,6 +10,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -68,6 +69,21 @@ def test_huge_chunks_and_ranges_are_config_errors(chunk: str, since: str) -> Non
     with pytest.raises(ConfigError, match="--chunk"):
         chunks(datetime.fromisoformat(since).replace(tzinfo=UTC), t0 + timedelta(days=1), parse_chunk(chunk))
     assert chunks(t0, t0 + timedelta(days=1), parse_chunk("9999999w")) == [(t0, t0 + timedelta(days=1))]  # one chunk
+
+
+def test_a_backfill_given_in_a_zone_is_cut_in_utc_also_across_its_dst_gap(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
+    """wb.backfill with times of a zone (a ZoneInfo datetime, a pandas Timestamp with tz) cut the range by that
+    zone's wall clock: the chunk ending in its spring-forward gap ended where it began, and the backfill stopped
+    halfway with "--since 2026-09-06T00:00:00-04:00 is not before --until 2026-09-06T01:00:00-03:00"."""
+    santiago = ZoneInfo("America/Santiago")  # its clocks go from 00:00 to 01:00 on 2026-09-06
+    since, until = datetime(2026, 9, 5, 20, tzinfo=santiago), datetime(2026, 9, 6, 4, tzinfo=santiago)
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=str(tmp_path / "zoned.duckdb"))) as wb:
+        assert wb.backfill(VIEW, since=since, until=until, chunk="1h", progress="none").chunks == 7  # 00:00 to 07:00 UTC
+    reference = str(tmp_path / "reference.duckdb")
+    assert main(["--lake", orders_lake.uri, "--store", reference, "--json", "backfill", VIEW, "--since", "2026-09-06T00:00",
+                 "--until", "2026-09-06T07:00", "--chunk", "7h", "--progress", "none"]) == 0
+    expected = shadow(orders_lake, reference)
+    assert expected.height > 0 and shadow(orders_lake, str(tmp_path / "zoned.duckdb")).equals(expected)
 
 
 def test_killed_backfill_resumes_to_the_same_shadow(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
