@@ -116,6 +116,12 @@ class Snapshot:
         return sorted({f.stream for f in self.files})
 
 
+def commit_time(ms: int) -> str:
+    """A commit's time (Delta's milliseconds) in ISO, UTC, to the millisecond: a message's time given back to
+    ``--as-of`` must not fall before the commit it names, as one cut to the second does."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def refuse_unknown_streams(wanted: Iterable[str] | None, known: Iterable[str], lake_version: int) -> None:
     """A misspelt stream would quietly select nothing and pass as a clean, empty stream: refuse
     the ones the lake does not hold (an empty lake holds none, and that is no error)."""
@@ -334,10 +340,10 @@ class Lake:
         oldest = min(history, key=lambda h: int(h["version"]), default=None)  # type: ignore[call-overload]
         if oldest is not None and int(oldest["version"]) > 0:  # type: ignore[call-overload]
             # Delta deletes log entries older than its log retention (30 days) at each checkpoint
-            start = datetime.fromtimestamp(int(oldest["timestamp"]) / 1000, UTC)  # type: ignore[call-overload]
+            start = commit_time(int(oldest["timestamp"]))  # type: ignore[call-overload]
             raise LakeError(
                 f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC is older than the lake's commit log, which now starts "
-                f"at Delta version {oldest['version']} ({start:%Y-%m-%d %H:%M:%S} UTC): Delta removes log entries "
+                f"at Delta version {oldest['version']} ({start}): Delta removes log entries "
                 "past their retention (delta.logRetentionDuration, 30 days by default), so what was archived by "
                 "then is no longer known by time; give a lake_version instead", uri=self.uri)
         return 0

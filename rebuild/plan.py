@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lake import EventFilter, Lake, Snapshot
+from lake.table import commit_time
 from rebuild.errors import ConfigError
 from rebuild.options import RunOptions, parse_time
 from rebuild.projection import Projection
@@ -128,7 +129,7 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     version = lake.version_at(when)
     if version == 0:  # before the first commit: the lake held nothing, and the run would empty the view
         first = min((int(h["timestamp"]) for h in lake.history() if h["operation"] == "WRITE"), default=None)  # type: ignore[call-overload]
-        since = f" ({datetime.fromtimestamp(first / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC)" if first is not None else ""
+        since = f" ({commit_time(first)})" if first is not None else ""
         raise ConfigError(
             f"--as-of {text} is before the lake's first commit{since}: the lake held no events then. --as-of "
             "takes the time events were archived, not their event time; to replay events up to an event time, "
