@@ -231,17 +231,21 @@ def test_04_correction_cells_run_again_in_the_same_kernel(tmp_path: Path) -> Non
 
 
 def test_05_backfill_job_under_papermill(tmp_path: Path) -> None:
-    """The cron line of the README, with the sample lake and store under tmp_path."""
+    """The cron line of the README, with the sample lake and store under tmp_path, on a server in another zone:
+    its log lines said 02:21 (Pacific/Chatham, unmarked, the next day) next to run ids in UTC (12:36)."""
     out, lake_dir, store = tmp_path / "out.ipynb", tmp_path / "lake", tmp_path / "views.duckdb"
     papermill = Path(sys.executable).with_name("papermill")
     command = [str(papermill), str(NOTEBOOKS / "05_backfill_job.ipynb"), str(out), "-k", "python3",
                "-p", "view", "order_summary", "-p", "since", "2026-09-21", "-p", "until", "2026-09-23",
                "-p", "chunk", "12h", "-p", "lake_uri", str(lake_dir), "-p", "store_uri", f"duckdb:///{store}",
                "-p", "reports_dir", str(tmp_path / "reports"), "-p", "demo", "True", "--cwd", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    before = datetime.now(UTC).replace(microsecond=0)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env={**os.environ, "TZ": "Pacific/Chatham"})
     assert done.returncode == 0, done.stderr[-3000:]
     nb = nbformat.read(out, as_version=4)
     summary = json.loads(text(nb, "summary"))
+    logged = "".join(o.get("text", "") for o in outputs(nb, "backfill") if o.output_type == "stream").splitlines()[0]
+    assert before <= datetime.strptime(logged[:24], "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=UTC) <= datetime.now(UTC), logged
     assert (summary["since"], summary["until"], summary["chunks"], summary["verdict"]) == ("2026-09-21", "2026-09-23", 4, "pass")
     assert Path(summary["report"]["html"]).parent.parent == tmp_path / "reports"
     # the shadow holds exactly the orders with events in [since, until), read from the lake directly
