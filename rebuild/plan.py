@@ -127,11 +127,13 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     when = parse_time(text, "--as-of")
     assert when is not None
     version = lake.version_at(when)
-    if version == 0:  # before the first commit: the lake held nothing, and the run would empty the view
-        first = min((int(h["timestamp"]) for h in lake.history() if h["operation"] == "WRITE"), default=None)  # type: ignore[call-overload]
-        since = f" ({commit_time(first)})" if first is not None else ""
+    if version == 0:  # before the first events were archived: the lake held none, and the run would empty the view
+        # the commit that added them, not the first commit: a PostgreSQL poll whose rows were all quarantined commits none
+        first = min((f.min_version for f in snapshot.files), default=None)
+        at = next((int(h["timestamp"]) for h in lake.history() if h["version"] == first), None)  # type: ignore[call-overload]
+        since = f" (lake_version {first}, {commit_time(at)})" if at is not None else ""
         raise ConfigError(
-            f"--as-of {text} is before the lake's first commit{since}: the lake held no events then. --as-of "
+            f"--as-of {text} is before the lake's first events were archived{since}: the lake held none then. --as-of "
             "takes the time events were archived, not their event time; to replay events up to an event time, "
             "use --until (a targeted run) or give a lake_version")
     return version

@@ -207,12 +207,27 @@ def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
     time.sleep(0.01)
     bench.ingest(order_events(2))
     assert bench.wb.plan("order_summary", as_of=between.isoformat()).lake_version == first
-    with pytest.raises(ConfigError, match=r"--as-of .* is before the lake's first commit \(.*Z\): the lake held no "
-                                          r"events then. --as-of takes the time events were archived, not their event time") as refused:
+    with pytest.raises(ConfigError, match=r"--as-of .* is before the lake's first events were archived \(.*Z\): the lake "
+                                          r"held none then. --as-of takes the time events were archived, not their event time") as refused:
         bench.wb.plan("order_summary", as_of=before.isoformat())
     # the commit's time as the error names it is one --as-of takes (cut to the second, it named a time before the commit)
-    named = re.search(r"first commit \((.*?)\)", str(refused.value))
-    assert named and bench.wb.plan("order_summary", as_of=named[1]).lake_version == first
+    named = re.search(r"archived \(lake_version (\d+), (.*?)\)", str(refused.value))
+    assert named and int(named[1]) == first and bench.wb.plan("order_summary", as_of=named[2]).lake_version == first
+
+
+def test_as_of_before_the_first_events_names_their_commit_not_an_empty_one_before_them(bench: Bench) -> None:
+    """A PostgreSQL poll whose rows were all quarantined commits its position and no events: --as-of a time after
+    it, before the first events, was 'before the lake's first commit (TIME)', naming that commit's earlier time."""
+    with bench.wb.lake.create().commit_lock():
+        bench.wb.lake.commit_files("events", [], position=("postgres:shop/public.events", 1))
+    time.sleep(0.01)  # commit times are in milliseconds
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    first = bench.ingest(order_events(1)).lake_version
+    with pytest.raises(ConfigError, match="first events were archived") as refused:
+        bench.wb.plan("order_summary", as_of=between.isoformat())
+    named = re.search(r"archived \(lake_version (\d+), (.*?)\)", str(refused.value))
+    assert named and int(named[1]) == first and datetime.fromisoformat(named[2]) > between
 
 
 def test_as_of_a_time_after_a_compaction_is_the_lakes_lake_version(bench: Bench) -> None:
