@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import product
 from typing import Any
@@ -366,7 +366,10 @@ def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_col
     if window is not None and window[0] in keys[0]:
         counts: dict[str, int] = {}
         for k in keys:
-            day = str(k[window[0]])[:10]
+            start = k[window[0]]
+            if isinstance(start, datetime) and start.tzinfo:  # fetched in the session's zone: its day in UTC
+                start = start.astimezone(UTC)
+            day = str(start)[:10]
             counts[day] = counts.get(day, 0) + 1
         return dict(sorted(counts.items()))
     if partition_column is None:

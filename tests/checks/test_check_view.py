@@ -317,6 +317,18 @@ def test_lineage_of_a_window_longer_or_shorter_than_a_day_holds_its_events(make_
     assert sorted(traced.event_ids) == sorted(ids) and traced.events == len(ids)
 
 
+def test_differing_windows_are_counted_on_their_utc_day_in_a_session_of_another_zone(duck):
+    # checks on an analyst's connection in Berlin: the window of 23:00 UTC came back as 01:00+02:00 of
+    # the next day, and the plot of differing keys per event day (UTC) counted it on that day
+    from checks import compare, difference_days
+
+    hour = "SELECT TIMESTAMPTZ '2026-08-31 23:00:00+00' AS hour, {} AS n"
+    con = duck(hour.format(1), hour.format(2))
+    con.execute("SET TimeZone = 'Europe/Berlin'")
+    keys = list(compare(con, "live", "rebuilt", ["hour"]).differing_keys)
+    assert difference_days(None, keys, window=("hour", "1 hour")) == {"2026-08-31": 1}
+
+
 def test_lineage_of_a_hot_key_names_at_most_fifty_suspect_events(make_lake):
     # a hot partition key (an order with thousands of items of quantity 1) whose total is off by 1:
     # every item event "explains" it, and the report listed them all (20,000 events: 4 MB of JSON)
