@@ -121,8 +121,8 @@ class DuckDBStore(SQLStore):
         except duckdb.TransactionException:  # a failed COMMIT already ended it; keep the first error
             log.debug("no transaction to roll back on %s", self.path)
 
-    def _columns(self, table: str) -> list[str]:
-        return [r[0] for r in self._query(f"SELECT column_name FROM (DESCRIBE {quote(table)})")]
+    def _types(self, table: str) -> dict[str, str]:
+        return dict(self._query(f"SELECT column_name, column_type FROM (DESCRIBE {quote(table)})"))
 
     def compute(self) -> duckdb.DuckDBPyConnection:
         return self.con

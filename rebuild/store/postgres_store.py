@@ -209,12 +209,12 @@ class PostgresStore(SQLStore):
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql.encode("utf-8")).fetchall()
 
-    def _columns(self, table: str) -> list[str]:
+    def _types(self, table: str) -> dict[str, str]:
         rows = self.conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = %s ORDER BY ordinal_position", (table,)
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (quote(table),)
         ).fetchall()
-        return [r[0] for r in rows]
+        return dict(rows)
 
     def exists(self, table: str) -> bool:
         row = self.conn.execute(

@@ -66,10 +66,28 @@ def check_patch_columns(view: str, live: Sequence[str], shadow: Sequence[str]) -
         )
 
 
-def patch_does_not_fit(view: str, exc: Exception) -> StoreError:
+def check_patch_types(view: str, live: dict[str, str], shadow: dict[str, str], rows: str,
+                      query: Callable[[str], list[tuple[Any, ...]]]) -> None:
+    """A partial shadow's rows go into live's columns, cast to live's types: refuse a column typed
+    otherwise (retyped since live was built) when the cast changes a value of the patch, naming one:
+    3.25 into a BIGINT column is 3, and live kept the value the check showed corrected. A value the
+    cast cannot convert at all raises the dialect's error (``SQLStore._value_errors``)."""
+    for column, live_type in live.items():
+        if shadow[column] == live_type:
+            continue
+        c = quote(column)
+        changed = query(f"SELECT {c}, CAST({c} AS {live_type}) FROM {rows} "
+                        f"WHERE CAST(CAST({c} AS {live_type}) AS {shadow[column]}) IS DISTINCT FROM {c} LIMIT 1")
+        if changed:
+            raise patch_does_not_fit(view, f"{column} is {shadow[column]} in the shadow and {live_type} in live, "
+                                           f"into which {changed[0][0]!r} becomes {changed[0][1]!r}")
+
+
+def patch_does_not_fit(view: str, problem: Exception | str) -> StoreError:
     """A partial shadow's value that live's column type cannot hold (its types came from its own
-    values, as a Python fold's without ``output=`` do): the cutover is rolled back."""
-    reason = str(exc).strip().splitlines()[0]
+    values, as a Python fold's without ``output=`` do, or the projection retyped the column since
+    live was built): the cutover is rolled back."""
+    reason = str(problem).strip().splitlines()[0]
     return StoreError(
         f"the partial shadow of {view} does not fit live {view}'s column types ({reason}); nothing was changed. "
         f"Declare the column types with output={{column: TYPE}} in the projection, or run `rebuild run {view} --full` "
@@ -112,6 +130,10 @@ class SQLStore(Store):
         self._exec("ROLLBACK")
 
     def _columns(self, table: str) -> list[str]:
+        return list(self._types(table))
+
+    def _types(self, table: str) -> dict[str, str]:
+        """Each column of ``table`` with its type, as this dialect writes it in a CAST."""
         raise NotImplementedError
 
     def _init_meta(self) -> None:
@@ -350,14 +372,16 @@ class SQLStore(Store):
                 view=view,
             )
         previous, shadow = previous_name(view), shadow_name(view)
-        check_patch_columns(view, self._columns(view), self._columns(shadow))
+        live_types, shadow_types = self._types(view), self._types(shadow)
+        check_patch_columns(view, list(live_types), list(shadow_types))
         scope = scope_name(shadow)
         columns = self._scope_columns(scope)
-        self._drop(previous)
-        self._drop(scope_name(previous))
-        self._exec(f"CREATE TABLE {quote(previous)} AS SELECT * FROM {quote(view)} t WHERE {self._in_scope(scope, columns)}")
-        self._rename(scope, scope_name(previous))
         try:
+            check_patch_types(view, live_types, shadow_types, quote(shadow), self._query)
+            self._drop(previous)
+            self._drop(scope_name(previous))
+            self._exec(f"CREATE TABLE {quote(previous)} AS SELECT * FROM {quote(view)} t WHERE {self._in_scope(scope, columns)}")
+            self._rename(scope, scope_name(previous))
             self._replace_scope(view, shadow, scope_name(previous), columns)
         except self._value_errors as exc:
             raise patch_does_not_fit(view, exc) from exc
