@@ -149,8 +149,10 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
         return "full", f"replaying the lake as of lake_version {as_of}", None
     if live is None:
         return "full", "no live checkpoint", None
-    if live.projection_version != projection.version or live.fingerprint != projection.fingerprint:
-        return "full", "the projection's version or code changed since live was built", None
+    if live.projection_version != projection.version:
+        return "full", f"the projection's version changed since live was built, from v{live.projection_version}", None
+    if not projection.built_by(live.fingerprint):
+        return "full", "the projection's code changed since live was built, beyond comments and formatting", None
     if live.lake_version > as_of:
         if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
             raise ConfigError(

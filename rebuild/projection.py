@@ -25,13 +25,13 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import CodeType
 from typing import Any, Literal
 
 import duckdb
 
 from lake.schema import ENVELOPE_COLUMNS
 from rebuild.errors import ProjectionError
+from rebuild.fingerprint import code_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,24 @@ class Projection:
 
     @property
     def fingerprint(self) -> str:
-        try:
-            source = inspect.getsource(self.func)
-        except (OSError, TypeError):  # defined by exec() or on stdin: no source, but its compiled code changes
-            code = getattr(self.func, "__code__", None)
-            source = _code_text(code) if code is not None else getattr(self.func, "__qualname__", repr(self.func))
+        """Of the code's logic: comments, docstrings and formatting of its Python, and of the SQL it
+        returns as written (``return 'SELECT ...'``, ``return SQL``), do not count."""
+        return self._fingerprint(logic=True)
+
+    @property
+    def legacy_fingerprint(self) -> str:
+        """Of the code's text as written, every comment counting: the fingerprint of the views built
+        before 2026-11-24, which stays current for them until the code's logic changes."""
+        return self._fingerprint(logic=False)
+
+    def built_by(self, fingerprint: str) -> bool:
+        """Whether a view built by code of ``fingerprint`` was built by this code (its logic)."""
+        return fingerprint in (self.fingerprint, self.legacy_fingerprint)
+
+    def _fingerprint(self, logic: bool) -> str:
         meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
-        return hashlib.sha256((source + meta + _referenced(self.func)).encode()).hexdigest()[:16]
+        return code_fingerprint(self.func, meta, logic)
 
     @property
     def partition_column(self) -> str:
@@ -105,62 +115,6 @@ class Projection:
             "fingerprint": self.fingerprint,
             "description": self.description,
         }
-
-
-def _referenced(func: Callable[..., Any], seen: set[int] | None = None) -> str:
-    """What the function's code uses besides its own source: the values of the plain constants it
-    names (``return SQL``, a closure's ``sql``) and the source of the functions of its module that
-    it calls, so that editing those changes the fingerprint too. Empty when it uses none."""
-    code, seen = getattr(func, "__code__", None), seen if seen is not None else set()
-    if code is None or id(code) in seen:
-        return ""
-    seen.add(id(code))
-    scope = dict(getattr(func, "__globals__", {}))
-    for name, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or (), strict=False):
-        try:
-            scope[name] = cell.cell_contents
-        except ValueError:  # a cell not filled yet
-            continue
-    parts = []
-    for name in sorted(_names(code)):
-        value = scope.get(name, _MISSING)
-        if _plain(value):
-            parts.append(f"\n{name} = {value!r}")
-        elif inspect.isfunction(value) and value.__module__ == getattr(func, "__module__", None):
-            try:
-                parts.append("\n" + inspect.getsource(value) + _referenced(value, seen))
-            except (OSError, TypeError):
-                continue
-    return "".join(parts)
-
-
-_MISSING = object()
-
-
-def _names(code: Any) -> set[str]:
-    """Global and free names used by ``code`` and the code nested in it (lambdas, comprehensions)."""
-    names = set(code.co_names) | set(code.co_freevars)
-    for const in code.co_consts:
-        if inspect.iscode(const):
-            names |= _names(const)
-    return names
-
-
-def _plain(value: object) -> bool:
-    """Text, numbers and containers of them: their repr is the same in every process."""
-    if value is None or isinstance(value, str | bytes | int | float):
-        return True
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(_plain(k) and _plain(v) for k, v in value.items())
-    return False
-
-
-def _code_text(code: CodeType) -> str:
-    """A compiled function as text, the same in every process (marshal's bytes may differ by references)."""
-    consts = tuple(_code_text(c) if isinstance(c, CodeType) else repr(c) for c in code.co_consts)
-    return repr((code.co_code, code.co_names, code.co_varnames, consts))
 
 
 def _check(p: Projection) -> None:

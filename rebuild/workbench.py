@@ -169,7 +169,7 @@ class Workbench:
             previous=store is not None and store.exists(previous_name(p.name)),
             live_lake_version=live.lake_version if live else None, lake_version=lake_version,
             versions_behind=behind, events_behind=events,
-            stale_code=bool(live and (live.fingerprint != p.fingerprint or live.projection_version != p.version)),
+            stale_code=bool(live and (live.projection_version != p.version or not p.built_by(live.fingerprint))),
         )
 
     def views_without_projection(self) -> list[dict[str, Any]]:
@@ -296,7 +296,7 @@ class Workbench:
         if shadow.kind != "patch" or record is None or live is None:
             return {}
         keep: dict[str, Any] = {}
-        if (live.projection_version, live.fingerprint) != (shadow.projection_version, shadow.fingerprint):
+        if live.projection_version != shadow.projection_version or not self._same_code(view, live, shadow):
             keep |= {"projection_version": live.projection_version, "fingerprint": live.fingerprint}
         base = _caught_up_from(record)
         if base is not None:
@@ -317,6 +317,14 @@ class Workbench:
         if live.lake_version < shadow.lake_version:
             keep |= {"lake_version": live.lake_version, "delta_version": live.delta_version}
         return keep
+
+    def _same_code(self, view: str, live: Checkpoint, shadow: Checkpoint) -> bool:
+        """Whether the shadow was made by live's code: the same fingerprint, or live's is the one of the
+        text as written (``Projection.legacy_fingerprint``) of the code that made the shadow."""
+        if live.fingerprint == shadow.fingerprint:
+            return True
+        p = self.projection(view) if view in self.registry else None
+        return p is not None and p.fingerprint == shadow.fingerprint and p.built_by(live.fingerprint)
 
     def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""

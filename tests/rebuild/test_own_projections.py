@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ from rebuild import (
     Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, StoreError, Window, Workbench, projection,
 )
 from rebuild.cli import main
-from rebuild.projection import Registry, load_modules
+from rebuild.projection import Projection, Registry, load_modules
 from tests.conftest import write_ndjson
 from tests.orders import order_events
 
@@ -222,22 +223,82 @@ def counts() -> str:
 '''
 
 
-@pytest.mark.parametrize("edit", [('count(*) AS n', 'count(*) * 100 AS n'), ('"WHERE true"', '"WHERE false"'),
-                                  ('"n": "BIGINT"', '"n": "HUGEINT"')])  # output types in a constant
-def test_editing_the_sql_constant_or_a_helper_a_projection_uses_changes_its_fingerprint(
-        tmp_path: Path, edit: tuple[str, str]) -> None:
-    def fingerprint(name: str, source: str) -> str:
-        path = tmp_path / f"{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(f"own_{name}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return str(module.OWN.get("counts").fingerprint)
+RETURNED = '''
+from rebuild.projection import Registry, projection
 
-    before = fingerprint("before", MODULE)
-    assert fingerprint("again", MODULE) == before  # the same code: the same fingerprint
-    assert fingerprint("after", MODULE.replace(*edit)) != before  # so the next run is full, not incremental
+OWN = Registry()
+SQL = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+
+
+@projection(name="counts", key="order_id", registry=OWN)
+def counts() -> str:
+    return SQL
+
+
+@projection(name="inline", key="order_id", registry=OWN)
+def inline() -> str:
+    return "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+'''
+SQL_REFORMATTED = '"""\n    select partition_key AS order_id,  -- the order\n           count(*) AS n\n    from events  group by all\n"""'
+
+
+def _fingerprint(folder: Path, name: str, source: str, view: str = "counts") -> str:
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"own_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.OWN.get(view).fingerprint)
+
+
+@pytest.mark.parametrize(("module", "view", "edit"), [
+    (MODULE, "counts", ('count(*) AS n', 'count(*) * 100 AS n')), (MODULE, "counts", ('"WHERE true"', '"WHERE false"')),
+    (MODULE, "counts", ('"n": "BIGINT"', '"n": "HUGEINT"')),  # output types in a constant
+    (MODULE, "counts", ('"SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"', SQL_REFORMATTED)),
+    (RETURNED, "counts", ('count(*) AS n', 'count(*) + 1 AS n  -- one more')),
+    (RETURNED, "inline", ('count(*) AS n FROM', 'count(*) AS n /* the same? no: */ FROM events UNION ALL SELECT 1, 1 FROM')),
+])  # the SQL MODULE edits with .replace counts as written: its "group by" no longer matches "GROUP BY"
+def test_editing_the_sql_constant_or_a_helper_a_projection_uses_changes_its_fingerprint(
+        tmp_path: Path, module: str, view: str, edit: tuple[str, str]) -> None:
+    before = _fingerprint(tmp_path, "before", module, view)
+    assert _fingerprint(tmp_path, "again", module, view) == before  # the same code: the same fingerprint
+    assert _fingerprint(tmp_path, "after", module.replace(*edit), view) != before  # so the next run is full
+
+
+@pytest.mark.parametrize(("module", "view", "edit"), [
+    (MODULE, "counts", ("def counts() -> str:\n", 'def counts() -> str:\n    """Counts."""\n\n    # where() filters\n')),
+    (MODULE, "counts", ("def where() -> str:\n", "def where() -> str:  # none yet\n\n")),
+    (MODULE, "counts", ("consumes=CONSUMES, output=OUTPUT, registry=OWN)", "\n    consumes=CONSUMES,  # placed only\n"
+                                                                          "    output=OUTPUT,\n    registry=OWN,\n)")),
+    (RETURNED, "counts", ('"SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"', SQL_REFORMATTED)),
+    (RETURNED, "inline", ('"SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"', SQL_REFORMATTED)),
+])
+def test_comments_docstrings_and_formatting_do_not_change_the_fingerprint(tmp_path: Path, module: str, view: str,
+                                                                          edit: tuple[str, str]) -> None:
+    """Every edit of the text made the next run full: a comment, a docstring, the SQL laid out on lines."""
+    assert module.replace(*edit) != module
+    assert _fingerprint(tmp_path, "after", module.replace(*edit), view) == _fingerprint(tmp_path, "before", module, view)
+
+
+def test_a_view_built_before_the_fingerprint_left_comments_out_is_caught_up_not_rebuilt(
+        wb: Workbench, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its checkpoint holds the fingerprint of the code's text: the first night after the upgrade
+    would have rebuilt every view in full, saying its code changed."""
+    p = projection(name="placed", key="order_id", registry=registry)(_placed)
+    with monkeypatch.context() as old:  # the workbench before: the fingerprint of the text as written
+        old.setattr(Projection, "fingerprint", Projection.legacy_fingerprint)
+        wb.run("placed", progress="none")
+        wb.cutover("placed", force=True)
+    assert wb.store.checkpoint("placed", "live").fingerprint == p.legacy_fingerprint != p.fingerprint
+    assert wb.plan("placed").mode == "incremental" and not wb.ls()[0].stale_code
+    wb.run("placed", keys=["o-0000001"], progress="none")  # a catch-up or correction of the same code's
+    wb.cutover("placed", force=True)
+    assert wb.store.checkpoint("placed", "live").fingerprint == p.fingerprint  # a comment edit stays incremental
+    monkeypatch.setattr(wb, "projection", lambda name: replace(p, version=2))
+    assert wb.plan("placed").reason == "the projection's version changed since live was built, from v1"
+    monkeypatch.setattr(wb, "projection", lambda name: replace(p, func=lambda: _placed().replace("*", "placed")))
+    assert wb.plan("placed").reason == "the projection's code changed since live was built, beyond comments and formatting"
 
 
 def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Workbench, registry: Registry) -> None:
