@@ -61,6 +61,10 @@ def _next(report: Any, view: str, live: str | None) -> str:
                 f"(`rebuild rollback {view}` still undoes the cutover before it)")
     if report.passed:
         return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+    if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
+        return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
+                f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
+                f"`rebuild run {view} --full`, check and cut over that")
     if d is not None and d.differences == 0:  # only the expectations failed
         return ("the rebuilt view equals live, which fails the same expectations: no cutover changes that; fix the "
                 "data or the projection's expectations (see the report)")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from lake.audit import audit
 
 from rebuild.cli import _register, cli, main
 from rebuild.options import RunOptions
+from rebuild.projection import REGISTRY
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 from tests.rebuild.conftest import Bench
@@ -163,6 +164,27 @@ def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixtur
             "(`rebuild rollback order_summary` still undoes the cutover before it)") in capsys.readouterr().out
     assert main([*at, "cutover", "order_summary"]) == 0
     assert "changes no row of live; live stays run" in capsys.readouterr().out
+
+
+def test_check_of_a_patch_with_other_columns_than_live_says_it_cannot_be_cut_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column added to the projection, then a --keys run: the check's next step was `cutover --force`,
+    which the cutover then refused (a patch changes live's rows, not its columns)."""
+    monkeypatch.chdir(tmp_path)
+    at = ["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
+    source = write_ndjson(tmp_path / "in.ndjson", order_events(1) + order_events(2))
+    assert main([*at, "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    assert main([*at, "run", "order_summary"]) == 0
+    assert main([*at, "cutover", "order_summary", "--force"]) == 0
+    p = REGISTRY.get("order_summary")
+    monkeypatch.setitem(REGISTRY._items, "order_summary", replace(p, func=lambda: f"SELECT *, 1 AS lines FROM ({p.func()})"))
+    assert main([*at, "run", "order_summary", "--keys", "o-0000001"]) == 0
+    capsys.readouterr()
+    assert main([*at, "check", "order_summary"]) == 1
+    assert ("next: this patch cannot be cut over, also not with --force: it changes live's rows, and its columns differ "
+            "from live's (added ['lines'], removed []); to change live's columns, `rebuild run order_summary --full`, "
+            "check and cut over that") in capsys.readouterr().out
+    assert main([*at, "cutover", "order_summary", "--force"]) == 2
 
 
 def test_check_of_a_rebuild_equal_to_live_that_fails_expectations_says_so(
