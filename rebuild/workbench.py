@@ -469,9 +469,11 @@ class Workbench:
         )
         other = live_table not in (None, view) and store.exists(view)  # not against live: cutover will not take it
         scope = self._on(con, scope_table) if scoped else None
+        live_on = self._on(con, live_table, scope_table if scoped else None) if live_table else None
+        if live_table == view and live_on is not None:
+            _same_key(view, p.key, con.table(live_on).columns, scoped)
         report = check_view(
-            con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)),
-            live=self._on(con, live_table, scope_table if scoped else None) if live_table else None,
+            con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)), live=live_on,
             tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
             scope=scope, scope_columns=con.table(scope).columns if scope else (),
             as_of=shadow.lake_version, run=_run_facts(record),
@@ -499,6 +501,23 @@ class Workbench:
         name = f"__check_{table}"
         self.store.relation(con, table, scope).create_view(name, replace=True)
         return name
+
+
+def _same_key(view: str, key: Sequence[str], columns: Sequence[str], patch: bool) -> None:
+    """Live's rows are matched with the shadow's by the projection's key: refuse, saying why and what to do,
+    when live lacks a key column (the projection's key changed since live was built: one column to two)."""
+    from checks import CheckInputError
+
+    if missing := [k for k in key if k not in columns]:
+        cutover = _step(f"rebuild cutover {view} --force", f"wb.cutover({view!r}, force=True)")
+        then = (f"To change live's key, run `rebuild run {view} --full` and cut that over with --force (a patch cannot)"
+                if patch else f"To make it live, read the shadow (wb.view({view!r}, 'shadow')) and cut over with {cutover}")
+        raise CheckInputError(
+            f"live {view} has no key column {missing} (it has {list(columns)}): the projection's key {list(key)} is "
+            f"not live's (it changed since live was built, or live was made elsewhere), so the check cannot match "
+            f"live's rows with the shadow's. {then}; or compare with a view of live that has the key "
+            f"(CREATE VIEW ... AS SELECT <its column> AS {missing[0]}, ...) given as --live, which reports but does "
+            f"not open the cutover", view=view, table=view)
 
 
 def _patch_keys(con: duckdb.DuckDBPyConnection, scope: str | None, column: str | None) -> list[str] | None:

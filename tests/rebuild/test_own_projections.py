@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import lake
+from checks import CheckInputError
 from rebuild import (
     Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, StoreError, Window, Workbench, projection,
 )
@@ -699,6 +700,28 @@ def test_a_projection_without_source_still_changes_its_fingerprint_with_its_code
 
 def _placed() -> str:
     return "SELECT partition_key AS order_id, count(*) AS placed FROM events GROUP BY ALL"
+
+
+def test_checking_a_view_whose_key_changed_says_how_to_make_it_live(wb: Workbench, registry: Registry,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key went from one column to two: the check's error said to compare with a view given as --live,
+    whose verdict cannot open the cutover, and not that a forced cutover of a full run is the way."""
+    p = projection(name="placed", key="order_id", registry=registry)(_placed)
+    wb.run("placed", progress="none")
+    wb.cutover("placed", force=True)
+    keyed = replace(p, key=("order_id", "kind"), func=lambda: _placed().replace("AS placed", "AS placed, 'p' AS kind"))
+    monkeypatch.setattr(wb, "projection", lambda name: keyed)
+    wb.run("placed", keys=["o-0000001"], progress="none")
+    missing = r"^live placed has no key column \['kind'\] \(it has \['order_id', 'placed'\]\): the projection's key "
+    with pytest.raises(CheckInputError, match=missing + r".*To change live's key, run `rebuild run placed --full` and "
+                                                         r"cut that over with --force \(a patch cannot\)"):
+        wb.check("placed")
+    wb.run("placed", progress="none")
+    with pytest.raises(CheckInputError, match=missing + r".*To make it live, read the shadow \(wb.view\('placed', "
+                                                         r"'shadow'\)\) and cut over with `rebuild cutover placed --force`"):
+        wb.check("placed")
+    wb.cutover("placed", force=True)
+    assert wb.view("placed").columns == ["order_id", "placed", "kind"]
 
 
 def test_ls_names_the_views_of_a_projection_renamed_or_left_out_of_the_config(
