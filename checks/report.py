@@ -88,9 +88,9 @@ class CheckReport:
             folder.mkdir(parents=True, exist_ok=True)
             html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
             done = CheckReport(**{**self.__dict__, "paths": {"html": str(html_path), "json": str(json_path)}})
-            _write_atomically(html_path, done.to_html())
+            write_atomically(html_path, done.to_html())
             point("check.after_html")
-            _write_atomically(json_path, dumps(done.to_dict(), indent=1))
+            write_atomically(json_path, dumps(done.to_dict(), indent=1))
         except OSError as exc:
             raise ReportError(f"cannot write the report under {folder}: {exc}; let this user write there, or set "
                               "[reports] dir in workbench.toml to a folder it may write",
@@ -252,7 +252,7 @@ def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str
     }
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """A reader (or a job collecting reports) sees the whole file or none: a crash mid-write
     leaves only a ``.tmp`` file behind, never a truncated report under the real name."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -6,25 +6,33 @@ and calls :func:`check_view`; this module knows nothing of projections or stores
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from lake import Lake
 from lake.audit import audit as audit_lake
+from lake.encode import dumps
 
 from checks.diff import DiffResult, Tolerance, compare
 from checks.expect import validate, warm_up
 from checks.lineage import LATE_AFTER, difference_days, lineage
-from checks.report import CheckReport, make_plots
+from checks.report import CheckReport, make_plots, write_atomically
 from checks.verdict import decide, thresholds_of
 
 __all__ = ["ViewSpec", "check_view"]
 log = logging.getLogger(__name__)
+#: whole-lake audits kept under ``{reports_dir}/.audits`` for the next check of the same snapshot
+AUDITS_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ def check_view(
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
                    names=(shown_live or live, shown_rebuilt)) if live else None
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
-    audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys)
+    audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys, reports_dir)
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of, con=con)
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
@@ -111,18 +119,59 @@ def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: D
 
 
 def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: int | None,
-           keys: Sequence[str] | None = None) -> tuple[dict[str, Any], str, dict[str, int]]:
+           keys: Sequence[str] | None = None, reports_dir: str | None = None) -> tuple[dict[str, Any], str, dict[str, int]]:
     """The lake audit of the consumed streams (of partition ``keys`` only, when given), as the run saw
     the lake (lake_version ``as_of``), in a cursor of ``con`` (within its memory limit, temp directory
-    and threads)."""
+    and threads).
+
+    A whole-lake audit is the larger part of a full run's check (8.8 s of 11 s at 10M events, minutes at
+    100M) and the same for every check of one lake snapshot and lake_version: another view's, or this
+    view's again with another tolerance. It is kept under ``{reports_dir}/.audits`` and read back then."""
+    snapshot = lake.snapshot()
+    kept = _kept_audit(Path(reports_dir), lake, snapshot.delta_version, spec.streams, as_of) \
+        if reports_dir and keys is None and as_of is not None else None
+    if kept is not None and kept.is_file():
+        try:
+            found = json.loads(kept.read_text(encoding="utf-8"))
+            return found["audit"], found["html"], found["lateness"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot read the kept lake audit %s (%s); auditing the lake again", kept, exc)
     report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con,
-                        partition_keys=keys)
+                        partition_keys=keys, snapshot=snapshot if kept is not None else None)
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():
         for label, n in stream.get("lateness", {}).get("histogram", {}).items():
             lateness[label] = lateness.get(label, 0) + int(n)
+    if kept is not None:
+        _keep_audit(kept, {"audit": data, "html": report._repr_html_(), "lateness": lateness})
     return data, report._repr_html_(), lateness
+
+
+def _kept_audit(reports_dir: Path, lake: Lake, delta_version: int, streams: Sequence[str] | None,
+                as_of: int) -> Path:
+    """Where the audit of this snapshot (Delta version) and lake_version is kept: named by them, the
+    lake and the audit's code, so that another lake, a new commit or a new version of the audit misses."""
+    key = json.dumps([lake.uri, delta_version, sorted(streams) if streams else None, as_of, _audit_code()])
+    return reports_dir / ".audits" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+@cache
+def _audit_code() -> str:
+    return hashlib.sha256(inspect.getsource(inspect.getmodule(audit_lake)).encode()).hexdigest()  # type: ignore[arg-type]
+
+
+def _keep_audit(path: Path, found: dict[str, Any]) -> None:
+    """Write ``found`` at ``path`` and remove all but the newest ``AUDITS_KEPT``; a failure only costs the
+    next check an audit (the report itself is written elsewhere, and says so when it cannot be)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, dumps(found))
+        kept = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[AUDITS_KEPT:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot keep the lake audit at %s (%s); the next check audits the lake again", path, exc)
 
 
 def _skipped_files(run: dict[str, Any]) -> list[str]:
