@@ -40,9 +40,11 @@ class Failed(Exception):
 class State:
     """What every command gets: the configuration (loaded once) and the output."""
 
-    def __init__(self, config_path: str | None, lake: str | None, store: str | None, json_out: bool):
+    def __init__(self, config_path: str | None, lake: str | None, store: str | None, json_out: bool,
+                 out: Output | None = None):
         self._config_path, self._lake, self._store = config_path, lake, store
-        self.out = Output(json=json_out)
+        self.out = out or Output(json=json_out)
+        self.out.json = self.out.json or json_out
         self._config: Config | None = None
 
     @property
@@ -80,7 +82,7 @@ def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: st
     """Rebuild projections from the event lake, check them against live, cut over."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, handlers=[_utc_stderr()])
-    ctx.obj = State(config_path, lake, store, json_out)
+    ctx.obj = State(config_path, lake, store, json_out, out=ctx.obj)  # main() hands its Output over
 
 
 def _utc_stderr() -> logging.Handler:
@@ -105,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_out = "--json" in args
     out = Output(json=json_out)
     try:
-        with _sigterm_exits(out):
-            cli.main(args=args, prog_name="rebuild", standalone_mode=False)
+        with _stdout_for_json_only(out), _sigterm_exits(out):
+            cli.main(args=args, prog_name="rebuild", standalone_mode=False, obj=out)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.UsageError as exc:
@@ -136,6 +138,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                   EXIT_USAGE, type(exc).__name__)
         return EXIT_USAGE
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stdout_for_json_only(out: Output) -> Iterator[None]:
+    """Under --json, stdout carries the one JSON object and nothing else: what a command prints besides
+    (a print in a projection module or fold, a library's, a worker process's) goes to stderr, the job's
+    log, instead of breaking the scheduler's parse. The console script's file descriptor 1 is moved too,
+    for the worker processes that inherit it."""
+    stdout = sys.stdout
+    if not out.json or stdout is None:
+        yield
+        return
+    moved = stdout is sys.__stdout__ and sys.stderr is not None and sys.stderr is sys.__stderr__
+    if moved:
+        stdout.flush()
+        kept = os.fdopen(os.dup(stdout.fileno()), "w", encoding=stdout.encoding)
+        os.dup2(sys.stderr.fileno(), stdout.fileno())
+    out.stream = kept if moved else stdout  # else main() runs where sys.stdout is replaced: Python's prints only
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if moved:
+            sys.stderr.flush()
+            os.dup2(kept.fileno(), stdout.fileno())
+            kept.close()
+        out.stream = None
 
 
 @contextlib.contextmanager

@@ -6,8 +6,8 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -36,6 +36,8 @@ class Output:
     """Where a command's result goes: stdout as JSON for machines, rich text for people."""
 
     json: bool = False
+    #: where the JSON goes (None: sys.stdout); under --json the CLI sends everything else on stdout to stderr
+    stream: TextIO | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.console = _console(stderr=False)
@@ -44,8 +46,7 @@ class Output:
     def result(self, payload: dict[str, Any], render: Callable[[Console], None] | None = None) -> None:
         """Print a command's result: exactly one JSON object, or ``render`` for people."""
         if self.json:
-            sys.stdout.write(to_json(payload) + "\n")
-            sys.stdout.flush()
+            self._write(payload)
         elif render is not None:
             render(self.console)
         else:
@@ -55,9 +56,14 @@ class Output:
     def error(self, message: str, code: int, kind: str) -> None:
         message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
-            sys.stdout.write(to_json({"error": message, "kind": kind, "exit_code": code}) + "\n")
+            self._write({"error": message, "kind": kind, "exit_code": code})
             # and in the job's log (stderr), which a scheduler keeps while it overwrites the JSON
             self.errors.print(f"error ({kind}, exit {code}): {escape(message)}")
         else:
             # escaped: messages quote config sections ("[projections] modules"), paths and values
             self.errors.print(f"[red]error[/red]: {escape(message)}")
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(to_json(payload) + "\n")
+        stream.flush()

@@ -486,3 +486,38 @@ def test_lake_compact_and_audit_run_within_the_configured_duckdb_settings(
     limit = wanted.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
     assert {kind for kind, *_ in seen} == {"compact", "audit"}
     assert {tuple(rest) for _, *rest in seen} == {(limit, str(spill))}
+
+
+NOISY = '''from rebuild import projection
+
+print("module imported")
+
+
+@projection(name="noisy", key="order_id", engine="python", output={"order_id": "VARCHAR", "events": "BIGINT"})
+def noisy(partition_key, events):
+    print("folding", partition_key)
+    return {"order_id": partition_key, "events": sum(1 for _ in events)}
+'''
+
+
+def test_under_json_what_projections_print_goes_to_stderr_not_into_the_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A print in a projection module or fold (debugging, a library's) went to stdout beside the one JSON
+    object, so a scheduler's parse of `rebuild --json run` failed; a fold on --executor processes printed
+    from worker processes, which write to the job's file descriptor 1 themselves."""
+    (tmp_path / "noisy.py").write_text(NOISY)
+    config = tmp_path / "workbench.toml"
+    config.write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://v.duckdb"\n[projections]\nmodules = ["noisy.py"]\n')
+    source = write_ndjson(tmp_path / "in.ndjson", [e for o in range(1, 4) for e in order_events(o)])
+    assert main(["--config", str(config), "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "--json", "run", "noisy"]) == 0  # main() in this process
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rows_written"] == 3 and "module imported" in err
+    rebuild = Path(sys.executable).parent / "rebuild"
+    for executor in (["local"], ["processes", "--workers", "2"]):  # a fold forks; spawned workers import the module
+        job = subprocess.run([str(rebuild), "--config", str(config), "--json", "run", "noisy", "--full", "--executor",
+                              *executor], capture_output=True, text=True, timeout=300)
+        assert job.returncode == 0, job.stderr
+        assert json.loads(job.stdout)["rows_written"] == 3, executor  # exactly one JSON object
+        assert "module imported" in job.stderr and "folding o-0000002" in job.stderr, executor
