@@ -34,7 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Failed(Exception):
-    """A command ran but its verdict is a failure (exit 1); its result was already printed."""
+    """A command ran but its verdict is a failure (exit 1); its result was already printed, and the
+    message (why, in one line) goes to the job's log under --json."""
 
 
 class State:
@@ -122,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
         return EXIT_INTERRUPTED
-    except Failed:
+    except Failed as exc:
+        out.failed(str(exc))
         return EXIT_FAILED
     except duckdb.OutOfMemoryException as exc:  # outside a projection (which names itself): no traceback either
         first = str(exc).splitlines()[0]

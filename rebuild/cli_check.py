@@ -38,7 +38,8 @@ def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, .
                                     "only_in_live", "only_in_rebuilt", "changed_rows", "changed_by_column", "report")}
     state.out.result(summary, lambda c: _print(c, report, view, live))
     if not report.passed:
-        raise Failed(report.summary())
+        raise Failed(f"{view} run {report.run_id}: verdict fail: {'; '.join(report.verdict.reasons)}; "
+                     f"report {report.paths.get('html')}")
 
 
 def _print(console: Console, report: Any, view: str, live: str | None) -> None:

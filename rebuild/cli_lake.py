@@ -84,7 +84,8 @@ def ingest_cmd(
         )
     state.out.result(result.to_dict(), lambda c: _print_ingest(c, result))
     if strict and result.quarantined:
-        raise Failed()
+        reasons = ", ".join(f"{reason}: {count:,}" for reason, count in result.reasons.items())
+        raise Failed(f"--strict: {result.quarantined:,} records quarantined ({reasons}); `rebuild lake audit` lists them")
 
 
 def _print_ingest(console: Console, result: lake.IngestResult) -> None:
@@ -180,4 +181,5 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
             report = audit(open_lake(state), streams=list(streams) or None, con=con, **options)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
-        raise Failed()
+        raise Failed(f"{len(report.bad_files)} unreadable lake file(s): {', '.join(b.path for b in report.bad_files)}; "
+                     "restore them from a backup, or run with --skip-corrupted")

@@ -63,6 +63,12 @@ class Output:
             # escaped: messages quote config sections ("[projections] modules"), paths and values
             self.errors.print(f"[red]error[/red]: {escape(message)}")
 
+    def failed(self, message: str) -> None:
+        """Why a command's verdict failed (exit 1), for the job's log: under --json the result went to stdout,
+        which a job writes to a file it overwrites, while it keeps stderr; people read the result itself."""
+        if self.json:
+            self.errors.print(f"failed (exit 1): {escape(message)}")
+
     def _write(self, payload: dict[str, Any]) -> None:
         stream = self.stream or sys.stdout
         stream.write(to_json(payload) + "\n")

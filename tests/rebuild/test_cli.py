@@ -126,6 +126,36 @@ def test_an_error_under_json_is_also_in_the_jobs_log(capsys: pytest.CaptureFixtu
     assert "error (ProjectionError, exit 2): unknown projection 'nope'" in err
 
 
+
+def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             bench: Bench) -> None:
+    """A night's `check` that failed (exit 1), an `ingest --strict` that quarantined, an audit that met a damaged
+    file: under --json the result went to stdout (a file the job overwrites) and stderr, its log, said nothing."""
+    monkeypatch.chdir(tmp_path)  # the reports land in ./reports
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    bench.wb.store.con.execute("UPDATE order_summary SET total = total + 1 WHERE order_id = 'o-0000002'")
+    bench.wb.run("order_summary", full=True, progress="none")
+    bench.wb.close()
+    at = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json"]
+    assert main([*at, "check", "order_summary"]) == 1
+    out, err = capsys.readouterr()
+    checked = json.loads(out)
+    assert err == (f"failed (exit 1): order_summary run {checked['run_id']}: verdict fail: {checked['reasons'][0]}; "
+                   f"report {checked['report']['html']}\n")
+    poison = write_ndjson(tmp_path / "poison.ndjson", ["not json"])
+    assert main([*at, "lake", "ingest", str(poison), "--stream", "orders", "--strict"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["quarantined"] == 1
+    assert err.startswith("failed (exit 1): --strict: 1 records quarantined (malformed record: malformed JSON: 1)")
+    victim = lake.Lake(str(bench.root / "lake")).snapshot().files[0].path
+    Path(victim).write_bytes(b"")
+    assert main([*at, "lake", "audit"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["bad_files"][0]["path"] == victim
+    assert err.startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
+
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file where a folder must be is no matter of permissions or space."""
     (tmp_path / "file").write_text("")
