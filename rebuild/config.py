@@ -85,16 +85,24 @@ class Config:
         duck = data.get("duckdb", {})
         defaults = cls()
         modules = data.get("projections", {}).get("modules", defaults.projection_modules)
+        modules = (modules,) if isinstance(modules, str) else modules  # one name, or a list
+        if not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) for m in modules):
+            raise ConfigError(f"[projections] modules in {file} must be a module name or a list of them, in quotes, "
+                              f"not {modules!r}", file=str(file))
+        options = data.get("lake", {}).get("storage_options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"[lake] storage_options in {file} must be a table ([lake.storage_options], a "
+                              f"key = value per line), not {options!r}", file=str(file))
         config = cls(
-            lake_uri=data.get("lake", {}).get("uri", defaults.lake_uri),
-            store_uri=data.get("store", {}).get("uri", defaults.store_uri),
-            projection_modules=(modules,) if isinstance(modules, str) else tuple(modules),  # one name, or a list
+            lake_uri=_text(data, "lake", "uri", file, defaults.lake_uri),
+            store_uri=_text(data, "store", "uri", file, defaults.store_uri),
+            projection_modules=tuple(modules),
             memory_limit=str(duck.get("memory_limit", defaults.memory_limit)),
-            temp_directory=duck.get("temp_directory"),
+            temp_directory=_text(data, "duckdb", "temp_directory", file, None),
             threads=duck.get("threads"),
-            reports_dir=data.get("reports", {}).get("dir", defaults.reports_dir),
+            reports_dir=_text(data, "reports", "dir", file, defaults.reports_dir),
             source=str(file),
-            storage_options={str(k): str(v) for k, v in data.get("lake", {}).get("storage_options", {}).items()},
+            storage_options={str(k): str(v) for k, v in options.items()},
         )
         return config._resolved(file.parent)
 
@@ -127,6 +135,15 @@ class Config:
             "temp_directory": self.temp_directory,
             "source": self.source,
         }
+
+
+def _text(data: dict[str, Any], section: str, key: str, file: Path, default: str | None) -> Any:
+    """A setting that is text (a path or URI): a number or a list there is an error naming it, not a
+    traceback (exit 1, read as failed checks) where it is first used."""
+    value = data.get(section, {}).get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"[{section}] {key} in {file} must be text, in quotes, not {value!r}", file=str(file))
+    return value
 
 
 def _cwd() -> Path:

@@ -110,6 +110,14 @@ def test_a_notebook_below_the_project_is_told_that_its_workbench_toml_is_not_rea
     ('[duckdb]\nthreads = "two"\n', r"\[duckdb\] threads in .* must be a whole number >= 1, not 'two'"),
     ('[duckdb]\nmemory_limit = "4 gigs"\n', r"memory_limit '4 gigs' \(\[duckdb\] in .*\) is not a memory size DuckDB "
                                            r"reads: Unknown unit for memory: 'gigs'"),
+    # and these where the value was first used: "'int' object is not iterable" and the like, exit 1
+    ('[lake]\nuri = 5\n', r"\[lake\] uri in .* must be text, in quotes, not 5"),
+    ('[store]\nuri = 5432\n', r"\[store\] uri in .* must be text, in quotes, not 5432"),
+    ('[duckdb]\ntemp_directory = ["a"]\n', r"\[duckdb\] temp_directory in .* must be text, in quotes, not \['a'\]"),
+    ('[reports]\ndir = 2026\n', r"\[reports\] dir in .* must be text, in quotes, not 2026"),
+    ('[projections]\nmodules = 5\n', r"\[projections\] modules in .* must be a module name or a list of them"),
+    ('[projections]\nmodules = ["a", 5]\n', r"modules in .* must be a module name or a list of them, in quotes, not"),
+    ('[lake]\nstorage_options = "x"\n', r"\[lake\] storage_options in .* must be a table"),
 ])  # fmt: skip
 def test_a_misspelt_or_malformed_setting_is_an_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "workbench.toml"
@@ -171,6 +179,9 @@ def test_the_cli_refuses_a_misspelt_setting_with_exit_2(tmp_path: Path, capsys: 
     assert main(["--config", str(path), "--json", "ls"]) == 2
     error = json.loads(capsys.readouterr().out)
     assert "unknown settings ['lakes']" in error["error"] and error["kind"] == "ConfigError"
+    path.write_text("[store]\nuri = 5432\n")  # was a traceback and exit 1, which a scheduler reads as failed checks
+    assert main(["--config", str(path), "--json", "ls"]) == 2
+    assert json.loads(capsys.readouterr().out)["kind"] == "ConfigError"
 
 
 def test_a_mapping_with_a_misspelt_option_is_refused(tmp_path: Path) -> None:
