@@ -35,6 +35,11 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
                 f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. The workbench opens "
                 "its store file for writing, also to list or plan: give this user write access to the file and "
                 "its folder, or use a store it may write (--store or $REBUILD_STORE_URI)", path=path) from exc
+        if "Conflicting lock" not in str(exc):  # a file that is no DuckDB database (or of a newer DuckDB)
+            raise StoreError(
+                f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. It is no store this "
+                f"DuckDB ({duckdb.__version__}) can open: point --store (or [store] uri, $REBUILD_STORE_URI) at the "
+                "DuckDB file of your views, or move this file away to start a new store there", path=path) from exc
         raise StoreError(
             f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. DuckDB lets one "
             "process open a file for writing and then no other process, not even read-only. Wait for "

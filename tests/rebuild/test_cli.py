@@ -166,6 +166,18 @@ def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixt
                                    "then rerun the same command")
 
 
+
+def test_a_store_file_that_is_no_duckdb_database_is_named_so_not_as_locked(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--store pointing at a file that is no DuckDB database (a typo, a SQLite file, a damaged header) was told to
+    wait for the process holding it and to close read-only connections: there was none."""
+    (tmp_path / "views.db").write_text("order_id,total\n")
+    assert main(["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.db", "--json", "runs"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "StoreError" and "not a valid DuckDB database file" in error["error"]
+    assert f"It is no store this DuckDB ({duckdb.__version__}) can open: point --store" in error["error"]
+    assert "Wait for that process" not in error["error"]
+
 def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the reports land in ./reports
