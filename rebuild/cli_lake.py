@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 
 @cli.group("lake")
-def lake_group() -> None:
+@click.option("--json", "json_out", is_flag=True, help="Print one JSON object on stdout.")
+@click.pass_obj
+def lake_group(state: State, json_out: bool) -> None:
     """The Parquet event lake: ingest, sample, audit, compact, vacuum."""
+    state.out.json = state.out.json or json_out  # `rebuild lake --json audit` as `rebuild lake audit --json`
 
 
 def open_lake(state: State) -> lake.Lake:

@@ -360,6 +360,16 @@ def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatc
         assert isinstance(json.loads(lines[0]), dict), command
 
 
+
+def test_json_is_taken_after_the_lake_group_too(capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    """`rebuild lake --json audit` was a usage error ("No such option '--json'"), exit 2, where
+    `rebuild --json lake audit` and `rebuild lake audit --json` ran."""
+    bench.ingest(order_events(1))
+    bench.wb.close()
+    code = main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb",
+                 "lake", "--json", "audit"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["events"] == 5
+
 def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
     bench.ingest(e for o in range(1, 4) for e in order_events(o))
     bench.wb.close()
