@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import duckdb
 import psycopg
@@ -108,15 +108,18 @@ def split_schema(uri: str) -> tuple[str, str]:
 def split_params(uri: str) -> tuple[str, dict[str, str]]:
     """The libpq URI without our parameters (libpq refuses names it does not know), and ours:
     ``schema`` (default ``public``) and ``lock_timeout`` (default ``LOCK_TIMEOUT``)."""
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    # split by hand, not by urlsplit: it refuses a password with one bracket ("Invalid IPv6 URL", a traceback)
+    # and takes a '#' in one for a fragment, both of which libpq reads as the password
+    head, _, text = uri.partition("?")
+    query = parse_qsl(text, keep_blank_values=True)
     ours = {"schema": "public", "lock_timeout": LOCK_TIMEOUT} | {k: v for k, v in query if k in OUR_PARAMS}
     if not PG_TIME.fullmatch(ours["lock_timeout"]):
         raise StoreError(f"lock_timeout={ours['lock_timeout']!r} in the store URI is not a PostgreSQL time: give "
                          "one like 3s, 500ms or 1min (0 waits without end)", uri=redact(uri))
     rest = urlencode([(k, v) for k, v in query if k not in OUR_PARAMS])
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    return urlunsplit(parts._replace(scheme=scheme, query=rest)), ours
+    scheme, _, where = head.partition("://")
+    scheme = "postgresql" if scheme in ("postgres", "postgresql") else scheme
+    return f"{scheme}://{where}" + (f"?{rest}" if rest else ""), ours
 
 
 class PostgresStore(SQLStore):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +178,25 @@ def test_a_store_file_that_is_no_duckdb_database_is_named_so_not_as_locked(tmp_p
     assert error["kind"] == "StoreError" and "not a valid DuckDB database file" in error["error"]
     assert f"It is no store this DuckDB ({duckdb.__version__}) can open: point --store" in error["error"]
     assert "Wait for that process" not in error["error"]
+
+
+@pytest.mark.postgres
+def test_a_store_password_with_a_bracket_or_a_hash_is_read_as_libpq_reads_it(
+        postgres_uri: str, capsys: pytest.CaptureFixture[str], bench: Bench) -> None:
+    """A PostgreSQL store URI whose password held one '[' was a traceback ("Invalid IPv6 URL") and exit 1, which
+    a scheduler reads as failed checks, and one with a '#' lost its ?schema= (what followed was a fragment),
+    though libpq reads both passwords as they are (the pgserver here takes any password)."""
+    import psycopg
+
+    bench.ingest(order_events(1))
+    bench.wb.close()
+    user, _, where = postgres_uri.split("://", 1)[1].partition("@")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    store = f"postgresql://{user.split(':')[0]}:pa[ss#w0rd@{where}&schema={schema}"
+    assert main(["--lake", str(bench.root / "lake"), "--store", store, "--json", "run", "order_summary"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_written"] == 1
+    with psycopg.connect(postgres_uri) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {schema}.order_summary__shadow").fetchone() == (1,)
 
 def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
