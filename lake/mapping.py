@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from lake.errors import SourceError
-from lake.settings import describe, unknown_keys
+from lake.settings import describe, read_toml, unknown_keys
 
 MAPPABLE = (
     "event_id",
@@ -108,4 +108,7 @@ def _read(spec: str | Path) -> tuple[str, str]:
         raise SourceError(
             f"mapping {name} not found: give a TOML file or one of {sorted(BUILTIN)}", file=name
         )
-    return path.read_text(encoding="utf-8"), str(path)  # TOML is UTF-8, whatever the locale
+    try:
+        return read_toml(path), str(path)
+    except ValueError as exc:  # not UTF-8
+        raise SourceError(f"mapping {exc}", file=name) from None

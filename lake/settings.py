@@ -7,6 +7,7 @@ a nightly job on the default lake, ``event_time_units`` would quarantine every e
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 
 def unknown_keys(data: Mapping[str, object], known: Mapping[str, frozenset[str] | None]) -> list[str]:
@@ -27,3 +28,14 @@ def unknown_keys(data: Mapping[str, object], known: Mapping[str, frozenset[str] 
 def describe(known: Mapping[str, frozenset[str] | None]) -> str:
     """``known`` for a message: ``[lake] uri, storage_options; name; ...``."""
     return "; ".join(f"[{name}] {', '.join(sorted(keys))}" if keys else name for name, keys in known.items())
+
+
+def read_toml(path: Path) -> str:
+    """The text of a settings file, which TOML says is UTF-8 (whatever the locale); one saved in another
+    encoding (a Windows editor's, with an umlaut in a comment) raises ValueError saying so, not a
+    UnicodeDecodeError traceback."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): TOML files are UTF-8, "
+                         "save it as UTF-8") from None

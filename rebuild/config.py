@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from lake.settings import describe, unknown_keys
+from lake.settings import describe, read_toml, unknown_keys
 from lake.sql import literal
 from rebuild.errors import ConfigError
 from rebuild.store import check_uri
@@ -76,9 +76,11 @@ class Config:
     @classmethod
     def _from_file(cls, file: Path) -> Config:
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))  # TOML is UTF-8, whatever the locale
+            data = tomllib.loads(read_toml(file))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
+        except ValueError as exc:  # not UTF-8
+            raise ConfigError(str(exc), file=str(file)) from None
         unknown = unknown_keys(data, SETTINGS)
         if unknown:
             raise ConfigError(f"{file}: unknown settings {unknown}; known: {describe(SETTINGS)}", file=str(file))

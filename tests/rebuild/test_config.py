@@ -173,6 +173,27 @@ def test_toml_files_are_read_as_utf_8_whatever_the_locale(tmp_path: Path) -> Non
     assert done.stdout.split() == [str(tmp_path / "lake"), "m"]
 
 
+
+def test_a_settings_file_saved_in_another_encoding_is_an_error_saying_so(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """workbench.toml or a mapping saved by a Windows editor in its code page (an umlaut in a comment) was a
+    UnicodeDecodeError traceback, exit 1, which a scheduler reads as failed checks."""
+    config = tmp_path / "workbench.toml"
+    config.write_bytes('# Ereignisse aus München\n[lake]\nuri = "lake"\n'.encode("cp1252"))
+    assert main(["--config", str(config), "--json", "ls"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "ConfigError"
+    assert error["error"] == (f"{config} is not UTF-8 text (invalid start byte at byte 18): TOML files are UTF-8, "
+                              "save it as UTF-8")
+    mapping = tmp_path / "m.toml"
+    mapping.write_bytes('# Zuordnung für den Export\n[fields]\nevent_id = "id"\n'.encode("cp1252"))
+    source = tmp_path / "in.ndjson"
+    source.write_text("{}\n")
+    assert main(["--lake", str(tmp_path / "lake"), "--json", "lake", "ingest", str(source), "--map", str(mapping),
+                 "--stream", "orders"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "SourceError" and error["error"].startswith(f"mapping {mapping} is not UTF-8 text")
+
 def test_the_cli_refuses_a_misspelt_setting_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "workbench.toml"
     path.write_text('[lakes]\nuri = "x"\n')
