@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from lake.errors import SourceError
 from lake.settings import describe, read_toml, unknown_keys
@@ -74,12 +75,16 @@ class Mapping:
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str = "<mapping>") -> Mapping:
-        fields = dict(data.get("fields", {}))  # type: ignore[call-overload]
-        options = dict(data.get("options", {}))  # type: ignore[call-overload]
+        fields, options = _table(data, "fields", origin), _table(data, "options", origin)
         unknown = sorted(set(fields) - set(MAPPABLE))
         missing = [c for c in REQUIRED if c not in fields]
         unit = options.get("event_time_unit")
-        problems = []
+        problems = [f"{column} = {source!r} names no source field: give its name in quotes"
+                    for column, source in fields.items() if not isinstance(source, str)]
+        metadata = options.get("metadata", [])
+        metadata = [metadata] if isinstance(metadata, str) else metadata  # one field, or a list
+        if not isinstance(metadata, list):
+            problems.append(f"metadata = {metadata!r} is no list of source fields: metadata = [\"tags\", ...]")
         misspelt = unknown_keys(data, SETTINGS)
         if misspelt:
             problems.append(f"unknown settings {misspelt} (known: {describe(SETTINGS)})")
@@ -95,8 +100,17 @@ class Mapping:
             name=str(data.get("name", Path(origin).stem)),
             fields={k: str(v) for k, v in fields.items()},
             event_time_unit=unit,
-            metadata_fields=tuple(str(f) for f in options.get("metadata", ())),
+            metadata_fields=tuple(str(f) for f in metadata),
         )
+
+
+def _table(data: dict[str, object], name: str, origin: str) -> dict[str, Any]:
+    """``[name]`` of a mapping file: ``fields = 5`` (or a list) is an error naming it, not a TypeError."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise SourceError(f"mapping {origin}: {name} must be a table ([{name}], then a key = value per line), "
+                          f"not {table!r}", file=origin)
+    return table
 
 
 def _read(spec: str | Path) -> tuple[str, str]:

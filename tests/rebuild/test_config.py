@@ -213,6 +213,29 @@ def test_a_mapping_with_a_misspelt_option_is_refused(tmp_path: Path) -> None:
         lake.Mapping.load(path)
 
 
+
+FIELDS = '[fields]\nevent_id = "id"\npartition_key = "k"\nevent_type = "t"\nevent_time = "ts"\nsequence = "s"\n'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("fields = 5\n", r"fields must be a table \(\[fields\], then a key = value per line\), not 5"),  # a TypeError
+    ("options = [1]\n" + FIELDS, r"options must be a table .*, not \[1\]"),
+    (FIELDS.replace('"id"', "5"), r"event_id = 5 names no source field: give its name in quotes"),  # quarantined all
+    (FIELDS + "[options]\nmetadata = 5\n", r"metadata = 5 is no list of source fields"),  # a TypeError
+])  # fmt: skip
+def test_a_mapping_value_of_the_wrong_kind_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(SourceError, match=message):
+        lake.Mapping.load(path)
+
+
+def test_a_mapping_takes_one_metadata_field_as_text(tmp_path: Path) -> None:
+    """`metadata = "tags"` gathered the fields t, a, g and s, its characters."""
+    path = tmp_path / "m.toml"
+    path.write_text(FIELDS + '[options]\nmetadata = "tags"\n')
+    assert lake.Mapping.load(path).metadata_fields == ("tags",)
+
 @pytest.mark.parametrize("uri", ["duckdb:/x/views.duckdb", "duckdb:views.duckdb", "parquet:/x/views", "postgresql:/u:pw@h/db",
                                  "duckdb://", "parquet://", "duckdb:///"])
 def test_a_store_uri_typo_is_refused_and_creates_nothing(uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
