@@ -119,6 +119,8 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
 def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     if text is None:
         return snapshot.lake_version
+    if not text.strip():  # was an AssertionError traceback, exit 1
+        raise ConfigError("--as-of is empty: give a lake_version or a time (is a variable of the job's command unset?)")
     if text.strip().isdigit():
         version = int(text)
         if version > snapshot.lake_version:
