@@ -28,6 +28,9 @@ SETTINGS: dict[str, frozenset[str] | None] = {
     "reports": frozenset({"dir"}),
 }
 
+#: the CLI flags of the overrides, for messages
+FLAGS = {"lake_uri": "--lake", "store_uri": "--store"}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -69,6 +72,10 @@ class Config:
         unknown = set(given) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
+        empty = [FLAGS.get(k, k) for k, v in given.items() if isinstance(v, str) and not v.strip()]
+        if empty:  # `--store "$STORE"` with the variable unset: the working directory would become the store
+            raise ConfigError(f"{', '.join(empty)} is empty (is a variable of the job's command unset?): give a path "
+                              "or URI, or leave it out for the configured one")
         config = replace(config, **given)._resolved(_cwd())  # type: ignore[arg-type]
         _check_duckdb_settings(config)
         return config

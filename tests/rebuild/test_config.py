@@ -16,6 +16,8 @@ from rebuild.cli import main
 from rebuild.config import Config
 from rebuild.errors import ConfigError
 from lake.errors import SourceError
+from tests.conftest import write_ndjson
+from tests.orders import order_events
 
 FILE = """
 [lake]
@@ -247,3 +249,22 @@ def test_a_store_uri_typo_is_refused_and_creates_nothing(uri: str, tmp_path: Pat
     error = json.loads(capsys.readouterr().out)
     assert error["kind"] == "StoreError" and "write " in error["error"] and "pw" not in error["error"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--store", "--lake"])
+def test_an_empty_lake_or_store_argument_is_refused_and_creates_nothing(flag: str, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--store "$STORE"` with the variable unset made the working directory a Parquet store and `rebuild run`
+    wrote its views there (`--lake ""` took it for the lake)."""
+    monkeypatch.chdir(tmp_path)
+    source = write_ndjson(tmp_path / "in.ndjson", order_events(1))
+    at = {"--lake": str(tmp_path / "lake"), "--store": f"duckdb://{tmp_path / 'v.duckdb'}"}
+    assert main(["--lake", at["--lake"], "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    capsys.readouterr()
+    before = sorted(tmp_path.iterdir())
+    assert main([*(a for name, value in at.items() for a in (name, "" if name == flag else value)),
+                 "--json", "run", "order_summary"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "ConfigError" and error["error"].startswith(f"{flag} is empty (is a variable of the job's")
+    assert sorted(tmp_path.iterdir()) == before
