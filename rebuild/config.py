@@ -56,6 +56,9 @@ class Config:
     ) -> Config:
         """Read ``path`` (or $REBUILD_CONFIG, or ./workbench.toml when present) and apply overrides."""
         env = os.environ if env is None else env
+        if path is not None and not str(path).strip():  # else the working directory's file, or the defaults
+            raise ConfigError("--config is empty (is a variable of the job's command unset?): give the workbench.toml "
+                              "to use, or leave it out")
         chosen = path or env.get("REBUILD_CONFIG")
         file = Path(chosen) if chosen else _cwd() / FILENAME
         if chosen and not file.is_file():

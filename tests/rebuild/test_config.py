@@ -251,15 +251,16 @@ def test_a_store_uri_typo_is_refused_and_creates_nothing(uri: str, tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("flag", ["--store", "--lake"])
-def test_an_empty_lake_or_store_argument_is_refused_and_creates_nothing(flag: str, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str],
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("flag", ["--store", "--lake", "--config"])
+def test_an_empty_lake_store_or_config_argument_is_refused_and_creates_nothing(
+        flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`--store "$STORE"` with the variable unset made the working directory a Parquet store and `rebuild run`
-    wrote its views there (`--lake ""` took it for the lake)."""
+    wrote its views there (`--lake ""` took it for the lake, and `--config ""` read ./workbench.toml or none)."""
     monkeypatch.chdir(tmp_path)
     source = write_ndjson(tmp_path / "in.ndjson", order_events(1))
-    at = {"--lake": str(tmp_path / "lake"), "--store": f"duckdb://{tmp_path / 'v.duckdb'}"}
+    config = tmp_path / "workbench.toml"
+    config.write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://v.duckdb"\n')
+    at = {"--config": str(config), "--lake": str(tmp_path / "lake"), "--store": f"duckdb://{tmp_path / 'v.duckdb'}"}
     assert main(["--lake", at["--lake"], "lake", "ingest", str(source), "--stream", "orders"]) == 0
     capsys.readouterr()
     before = sorted(tmp_path.iterdir())
