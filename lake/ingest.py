@@ -140,6 +140,9 @@ def ingest_batches(
     """
     if stream is None and "stream" not in mapping.fields:
         raise SourceError("no stream given: pass --stream NAME or map a stream field")
+    if stream is not None and not stream.strip():  # archived as a stream no projection reads
+        raise SourceError(f"--stream {stream!r} is empty (is a variable of the job's command unset?): name the "
+                          "stream; nothing was archived")
     started = time.monotonic()
     lake.create()
     if temp_directory is not None:  # a configured spill folder may not exist yet

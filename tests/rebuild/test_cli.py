@@ -418,6 +418,9 @@ def test_keys_that_name_no_key_are_refused_not_a_run_of_the_whole_view(tmp_path:
     assert code == 2 and error["error"].startswith("--keys ',' names no partition key")
     code, error = _call(capsys, bench, "plan", "order_summary", "--as-of", "")  # an unset variable: was a traceback
     assert code == 2 and error["error"].startswith("--as-of is empty: give a lake_version or a time")
+    code, error = _call(capsys, bench, "lake", "ingest", str(bench.root / "batch-1.ndjson"), "--stream", "")
+    assert code == 2 and error["error"].startswith("--stream '' is empty")  # was archived as the stream ''
+    assert lake.Lake(str(bench.root / "lake")).snapshot().lake_version == 1
     code, plan = _call(capsys, bench, "plan", "order_summary", "--keys", "o-0000001, o-0000002")
     assert code == 0 and plan["keys"] == ["o-0000001", "o-0000002"]  # not " o-0000002", a key with no events
 
