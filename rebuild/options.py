@@ -79,6 +79,11 @@ class RunOptions:
                 raise ConfigError(f"keys file {path} lists no partition key: nothing to correct (a run without "
                                   "--keys-file would catch up the whole view)", file=str(path))
             keys += listed
+        binary = next((k for k in keys if "\0" in k), None)
+        if binary is not None:  # no key holds one (DuckDB's literals refuse it): a traceback in the run, exit 1
+            raise ConfigError(f"key {binary!r} holds a NUL character, which no partition key does: "
+                              f"{'is the keys file a binary file? ' if self.keys_file else ''}give the keys as text",
+                              file=self.keys_file)
         return tuple(dict.fromkeys(keys)) or None
 
     def time_range(self) -> tuple[datetime | None, datetime | None]:

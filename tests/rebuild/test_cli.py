@@ -401,6 +401,10 @@ def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Be
     keys.write_bytes("o-0000002\r\no-0000003\r\n".encode("utf-8-sig"))
     code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
     assert code == 0 and plan["keys"] == ["o-0000002", "o-0000003"]
+    keys.write_bytes(b"o-0000002\x00\x01\n")  # a binary file: the plan passed, the run was a traceback, exit 1
+    for command in ("plan", "run"):
+        code, error = _call(capsys, bench, command, "order_summary", "--keys-file", str(keys))
+        assert code == 2 and "holds a NUL character, which no partition key does: is the keys file a binary" in error["error"]
     keys.write_bytes("o-0000002\n".encode("utf-16"))  # was a UnicodeDecodeError traceback, exit 1
     code, error = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
     assert code == 2 and error["error"].startswith(f"keys file {keys} is not UTF-8 text")
