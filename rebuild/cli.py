@@ -1,8 +1,8 @@
 """The ``rebuild`` console script: ``main(argv) -> int``.
 
 Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected error,
-130 interrupted, 143 terminated (SIGTERM). Every command takes ``--json`` and then prints exactly one
-JSON object.
+70 an unexpected error (a bug), 130 interrupted, 143 terminated (SIGTERM). Every command takes
+``--json`` and then prints exactly one JSON object.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from rebuild.errors import RebuildError
 from rebuild.output import Output
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an unexpected error
 TERMINATED = "terminated (SIGTERM): commits already made stay whole, the one in flight is not made; rerun the same command"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,8 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting."""
     _register()
     args = list(sys.argv[1:] if argv is None else argv)
-    json_out = "--json" in args
-    out = Output(json=json_out)
+    out = Output(json="--json" in args)
+    try:
+        return _run(args, out)
+    except Exception as exc:  # a bug, ours or a library's: exit 1 would say the checks failed, and --json had no object
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+        out.error(redact(f"unexpected error (a bug): {type(exc).__name__}: {exc}. Its traceback is above on stderr: "
+                         "report it with the command. Commits already made stay whole, the one in flight is not made"),
+                  EXIT_BUG, "internal")
+        return EXIT_BUG
+
+
+def _run(args: list[str], out: Output) -> int:
+    """The command's exit code; expected errors are reported here, a bug goes up to main()."""
     try:
         with _stdout_for_json_only(out), _sigterm_exits(out):
             cli.main(args=args, prog_name="rebuild", standalone_mode=False, obj=out)

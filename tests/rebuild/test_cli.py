@@ -157,6 +157,26 @@ def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, ca
     assert json.loads(out)["bad_files"][0]["path"] == victim
     assert err.startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
 
+
+def test_a_bug_exits_70_with_one_json_object_and_its_traceback_in_the_log(
+        capsys: pytest.CaptureFixture[str], bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error (a bug of ours or a library's; seven such were found in `rebuild --json ...` on odd
+    input) was Python's traceback and exit 1, which says the checks failed, and --json printed no object."""
+    from rebuild.workbench import Workbench
+
+    def planted(self: Workbench) -> None:  # stands for any bug: a component raising what nobody expects
+        raise TypeError("can only concatenate str (not 'int') to str in postgresql://app:s3cret@db/shop")
+
+    monkeypatch.setattr(Workbench, "ls", planted)
+    code = main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json", "ls"])
+    out, err = capsys.readouterr()
+    assert code == 70
+    assert json.loads(out) == {"error": "unexpected error (a bug): TypeError: can only concatenate str (not 'int') to "
+                                        "str in postgresql://app:***@db/shop. Its traceback is above on stderr: report "
+                                        "it with the command. Commits already made stay whole, the one in flight is not "
+                                        "made", "kind": "internal", "exit_code": 70}
+    assert "Traceback (most recent call last)" in err and ", in planted" in err and "s3cret" not in err
+
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file where a folder must be is no matter of permissions or space."""
     (tmp_path / "file").write_text("")
