@@ -11,7 +11,8 @@ options this module builds what every reader and writer needs:
 - ``attach(con, ...)``: gives a DuckDB connection access to the lake's files. DuckDB cannot load
   its ``httpfs`` extension here, so an ``s3fs`` filesystem is registered on the connection
   (``con.register_filesystem``) and ``read_parquet('s3://...')`` goes through it. No-op for local
-  lakes. Every DuckDB connection that reads lake files goes through ``attach``.
+  lakes. Every DuckDB connection that reads lake files goes through ``attach``; the filesystem asks
+  about each data file once (``lake.s3files``), not at each of DuckDB's opens.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def attach(con: duckdb.DuckDBPyConnection, uri: str, options: Mapping[str, str] 
     if not uri.startswith(S3_SCHEMES):
         return con
     if "s3" not in con.list_filesystems():
-        con.register_filesystem(fsspec_filesystem(uri, options))
+        from lake.s3files import LakeFiles  # lazily: local lakes never need s3fs
+
+        con.register_filesystem(LakeFiles(**_s3fs_kwargs(options or {})))
     return con
 
 
