@@ -40,7 +40,8 @@ ENV_KEYS = (
 _UNREACHABLE = ("EndpointConnectionError", "Could not connect to the endpoint", "ConnectTimeoutError",
                 "ReadTimeoutError", "Connection refused", "Connection reset", "ConnectionResetError",
                 "client error (Connect)", "error trying to connect", "connection closed before message completed",
-                "Name or service not known", "Temporary failure in name resolution")
+                "Name or service not known", "Temporary failure in name resolution",
+                "operation timed out")  # delta-rs' own, when an endpoint accepts connections and never answers
 # what delta-rs says when it finds no credentials at all (none configured, no instance role)
 _NO_CREDENTIALS = ("no credentials found", "error occurred while loading credentials")
 # S3 error codes (in delta-rs' and s3fs' messages) that mean the credentials or their rights are wrong
@@ -70,12 +71,14 @@ def is_remote(uri: str) -> bool:
 
 def resolve_options(uri: str, configured: Mapping[str, str] | None = None,
                     env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The lake's storage options: configured keys (upper-cased) over the AWS environment.
+    """The lake's storage options: configured keys over the AWS environment.
 
-    Local lakes need none (configured ones are kept as given). For S3 an ``http://`` endpoint
-    also sets ``AWS_ALLOW_HTTP`` (delta-rs refuses plain HTTP otherwise: MinIO, moto, Ceph).
+    ``aws_*`` keys are upper-cased (every reader takes them so); others are kept as given: delta-rs
+    reads its client's ``max_retries`` and ``retry_timeout`` in lower case only, and ignored
+    ``MAX_RETRIES``. Local lakes need none (configured ones are kept as given). For S3 an ``http://``
+    endpoint also sets ``AWS_ALLOW_HTTP`` (delta-rs refuses plain HTTP otherwise: MinIO, moto, Ceph).
     """
-    given = {str(k).upper(): str(v) for k, v in (configured or {}).items()}
+    given = {_option_key(str(k)): str(v) for k, v in (configured or {}).items()}
     if not is_remote(uri):
         return given
     env = os.environ if env is None else env
@@ -87,6 +90,10 @@ def resolve_options(uri: str, configured: Mapping[str, str] | None = None,
     if "AWS_REGION" not in options and "AWS_DEFAULT_REGION" in options:
         options["AWS_REGION"] = options["AWS_DEFAULT_REGION"]
     return options
+
+
+def _option_key(name: str) -> str:
+    return name.upper() if name.upper().startswith("AWS_") else name
 
 
 def delta_options(options: Mapping[str, str]) -> dict[str, str]:

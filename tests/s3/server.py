@@ -6,9 +6,11 @@ stop the server it is waiting for. The child process is as cheap and cannot dead
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -27,6 +29,16 @@ def _serve(port: int, ready: Any, stop: Any) -> None:
     ready.set()
     stop.wait()
     server.stop()
+
+
+@contextlib.contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """The URL of an endpoint that takes connections and never answers (an overloaded or hung
+    S3 gateway): the kernel completes the handshakes of a listening socket nobody accepts on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 class MotoProcess:

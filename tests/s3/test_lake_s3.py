@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -190,6 +191,29 @@ def test_an_unreachable_endpoint_is_a_plain_error_that_says_what_to_check(
     error = capsys.readouterr().out
     assert "Connection refused" in error and "check that the storage or server is reachable" in error
     assert "\\u001b" not in error and "\x1b" not in error
+
+
+def test_an_endpoint_that_never_answers_fails_as_configured_and_says_what_to_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An S3 gateway that takes connections and never answers failed each command after 3 minutes
+    (delta-rs' 10 retries) with "fix the permissions or free some space"; and [lake.storage_options]
+    could not shorten that: its keys were upper-cased, and delta-rs ignores MAX_RETRIES."""
+    from rebuild.cli import main
+    from tests.s3.server import silent_endpoint
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with silent_endpoint() as endpoint:
+        settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                    "AWS_REGION": "us-east-1", "timeout": "1s", "max_retries": "0"}
+        config = tmp_path / "workbench.toml"
+        config.write_text('[lake]\nuri = "s3://slow/lake"\n[lake.storage_options]\n'
+                          + "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
+        started = time.monotonic()
+        code = main(["--config", str(config), "--store", f"duckdb://{tmp_path}/v.duckdb", "--json", "lake", "audit"])
+        assert time.monotonic() - started < 8  # one try of 1 s, not ten
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2 and "operation timed out" in error
+    assert "check that the storage or server is reachable" in error and "free some space" not in error
 
 
 @pytest.mark.parametrize(("uri", "hint"), [("s3://events//lake", "did you mean s3://events/lake?"),
