@@ -283,7 +283,9 @@ class Lake:
 
     def vacuum(self, retain_hours: int = RETAIN_HOURS, dry_run: bool = False) -> dict[str, dict[str, int]]:
         """Delete the files no snapshot of the last ``retain_hours`` reads (those compaction
-        replaced), in the events and quarantine tables; per table, the files (and bytes) deleted, or
+        replaced, and those no commit took that are older: an ingest or compaction killed between
+        writing its files and committing them, or one that lost the race for its version on an object
+        store), in the events and quarantine tables; per table, the files (and bytes) deleted, or
         that would be with ``dry_run``. A snapshot older than that may miss files afterwards, so
         Delta refuses less than its retention (a week) unless the table's setting says less."""
         if not self.exists():
@@ -295,13 +297,17 @@ class Lake:
                     continue
                 table = self._table(name)
                 try:
-                    files = table.vacuum(retention_hours=retain_hours, dry_run=dry_run,
+                    # full: also the files a commit never referenced (an ingest or compaction killed
+                    # after writing them, or one that lost a race on S3); lite mode never deletes those
+                    files = table.vacuum(retention_hours=retain_hours, dry_run=dry_run, full=True,
                                          commit_properties=_commit_properties("vacuum", None, None))
                 except DeltaError as exc:  # a retention shorter than the table's
                     raise LakeError(f"cannot vacuum {self.table_uri(name)}: {exc}; keep at least the table's retention "
                                     "(a shorter one breaks readers and --as-of runs of snapshots that old)", uri=self.uri) from exc
                 start = next((h for h in table.history(2) if h["operation"] == "VACUUM START"), {}) if files and not dry_run else {}
-                found[name] = {"files": len(files), "bytes": int(start.get("operationMetrics", {}).get("sizeOfDataToDelete", 0))}
+                # a full vacuum also lists (and deletes) the empty folder markers an upload made in a bucket
+                data = [f for f in files if f.endswith(".parquet")]
+                found[name] = {"files": len(data), "bytes": int(start.get("operationMetrics", {}).get("sizeOfDataToDelete", 0))}
         return found
 
     def history(self) -> list[dict[str, object]]:

@@ -120,6 +120,45 @@ def test_compact_and_audit_match_local_disk(tmp_path: Path, s3_server: S3, s3_ur
     assert remote_audit["quarantined"] == 1 and not remote_audit["bad_files"]
 
 
+def test_vacuum_deletes_the_files_an_ingest_left_uncommitted(
+        tmp_path: Path, s3_server: S3, s3_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest into a bucket uploads its files, then commits them: one that lost the race for its
+    version to another writer (LakeBusy, rerun) or was killed between the two left its files in the
+    bucket for good, since Delta's default (lite) vacuum deletes only the files a commit removed."""
+    import importlib
+
+    from deltalake import DeltaTable
+
+    ingest_module = importlib.import_module("lake.ingest")  # the module: lake.ingest is also its function
+    _, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    bucket = s3_uri.split("/")[2]
+
+    def data_files() -> set[str]:
+        return {k for k in s3_server.keys(bucket, "lake/") if k.endswith(".parquet")}
+
+    upload = ingest_module.write_events
+    other = write_ndjson(tmp_path / "other.ndjson", order_events(98, start=T0 + timedelta(days=9)))
+
+    def racing(*args: object, **kwargs: object) -> object:  # another writer commits while this one uploads
+        actions = upload(*args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(ingest_module, "write_events", upload)
+        lake.ingest(lake.Lake(s3_uri, storage_options=s3_server.options), [other], stream="orders")
+        return actions
+
+    monkeypatch.setattr(ingest_module, "write_events", racing)
+    with pytest.raises(LakeBusy):
+        lake.ingest(remote, [write_ndjson(tmp_path / "late.ndjson", order_events(99))], stream="orders")
+    committed = {p.split("/", 3)[3] for p in [*(f.path for f in remote.snapshot().files), *remote.quarantine_files()]}
+    rows = _rows(remote)
+    stray = data_files() - committed  # the loser's files
+    assert stray
+    for name in ("events", "quarantine"):  # a lake whose owners keep no history
+        DeltaTable(remote.table_uri(name), storage_options=remote.storage_options).alter.set_table_properties(
+            {"delta.deletedFileRetentionDuration": "interval 0 hours"})
+    assert remote.vacuum(0)["events"]["files"] == len(stray)
+    assert data_files() == committed and _rows(remote) == rows
+
+
 def test_rebuild_and_cutover_into_a_local_store(tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
     local, remote = _twins(tmp_path, s3_uri, s3_server.options)
     views = {}
