@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -128,12 +129,18 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
               help="Keep the files the snapshots of this many past hours read.")
 @click.option("--dry-run", is_flag=True, help="Only count the files it would delete.")
 def vacuum_cmd(state: State, retain_hours: int, dry_run: bool) -> None:
-    """Delete the files compaction replaced, once no snapshot of the last --retain-hours reads them."""
-    found = open_lake(state).vacuum(retain_hours, dry_run)
+    """Delete the files compaction replaced, once no snapshot of the last --retain-hours reads them,
+    and the staging folders of distributed runs started before then that a killed run left."""
+    from rebuild.distributed import remove_abandoned_parts
+
+    target = open_lake(state)
+    found = target.vacuum(retain_hours, dry_run)
+    staged = remove_abandoned_parts(target, timedelta(hours=retain_hours), dry_run)
     verb = "would delete" if dry_run else "deleted"
     counts = ", ".join(f"{name} {n['files']:,}" + (f" ({n['bytes']:,} bytes)" if n["bytes"] else "") for name, n in found.items())
-    state.out.result({"retain_hours": retain_hours, "dry_run": dry_run, "tables": found}, lambda c: c.print(
-        f"{verb} the files replaced more than {retain_hours} hours ago: {counts}", markup=False))
+    state.out.result({"retain_hours": retain_hours, "dry_run": dry_run, "tables": found, "staging_runs": staged},
+                     lambda c: c.print(f"{verb} the files replaced more than {retain_hours} hours ago: {counts}; "
+                                       f"staging folders of runs killed before then: {staged:,}", markup=False))
 
 
 @command(lake_group, "sample")

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +364,30 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
     return RunResult(record=record, plan=plan, stats=stats.to_dict())
 
 
+def remove_abandoned_parts(lake: Lake, older_than: timedelta, dry_run: bool = False) -> int:
+    """Delete the staging folders of runs started more than ``older_than`` ago (the run id says when):
+    a driver killed before its commit (kill -9, a lost machine) left its parts there, and nothing
+    takes them up again (a rerun stages under a new run id). Returns how many folders there were."""
+    fs = storage.fsspec_filesystem(lake.uri, lake.storage_options)
+    root = f"{lake.uri}/{STAGING}".split("://", 1)[-1]
+    if not fs.exists(root):
+        return 0
+    cutoff = datetime.now(UTC) - older_than
+    stale = [run for view in fs.ls(root, detail=False, refresh=True) for run in fs.ls(view, detail=False, refresh=True)
+             if (started := _run_started(run)) is not None and started < cutoff]
+    for run in [] if dry_run else stale:
+        fs.rm(run, recursive=True)
+    return len(stale)
+
+
+def _run_started(folder: str) -> datetime | None:
+    """When the run whose staging folder is ``folder`` started (``new_run_id``), None if not a run's."""
+    try:
+        return datetime.strptime(folder.rstrip("/").rsplit("/", 1)[-1].split("-")[0], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def _load_parts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
                 plan: Plan, results: list[PartResult], how: str) -> None:
     """The parts as temp table ``__rebuilt``, in the column types the workers computed."""
@@ -391,5 +415,5 @@ def _load_parts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
     con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(REBUILT)} AS SELECT {columns} FROM {source} GROUP BY {keys}")
 
 
-__all__ = ["EXECUTORS", "BucketTask", "DistributedStats", "PartResult", "check_distributable", "replay_bucket",
-           "run_distributed"]
+__all__ = ["EXECUTORS", "BucketTask", "DistributedStats", "PartResult", "check_distributable", "remove_abandoned_parts",
+           "replay_bucket", "run_distributed"]

@@ -180,7 +180,7 @@ def test_vacuum_deletes_the_replaced_files_once_past_their_retention(tmp_path: P
     code, refused = vacuum("--retain-hours", "0")  # shorter than Delta's retention: readers may need the files
     assert code == 2 and "keep at least the table's retention" in refused["error"] and len(on_disk()) > len(old.files)
     assert vacuum() == (0, {"retain_hours": 168, "dry_run": False, "tables": {
-        "events": {"files": 0, "bytes": 0}, "quarantine": {"files": 0, "bytes": 0}}})  # replaced minutes ago
+        "events": {"files": 0, "bytes": 0}, "quarantine": {"files": 0, "bytes": 0}}, "staging_runs": 0})  # replaced minutes ago
     for name in ("events", "quarantine"):  # a lake whose owners keep no history
         DeltaTable(target.table_uri(name)).alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 hours"})
     before = on_disk()

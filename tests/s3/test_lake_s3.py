@@ -159,6 +159,33 @@ def test_vacuum_deletes_the_files_an_ingest_left_uncommitted(
     assert data_files() == committed and _rows(remote) == rows
 
 
+def test_vacuum_deletes_the_parts_a_killed_distributed_run_left(
+        tmp_path: Path, s3_server: S3, s3_uri: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A distributed run's driver killed before its commit left its parts in {lake}/_staging for good:
+    a rerun stages under a new run id and nothing else removed them. Vacuum deletes the folders of
+    runs started before its retention; a run started since (maybe still going) keeps its parts."""
+    from rebuild.cli import main
+    from rebuild.runner import new_run_id
+
+    _, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    bucket, client = s3_uri.split("/")[2], s3_server.client()
+    going = new_run_id()
+    for run in ("20260101T030000-a1b2c3", going):
+        client.put_object(Bucket=bucket, Key=f"lake/_staging/order_summary/{run}/bucket=00001.parquet", Body=b"part")
+    for name, value in s3_server.options.items():
+        monkeypatch.setenv(name, value)
+
+    def vacuum(*args: str) -> dict[str, object]:
+        assert main(["--lake", s3_uri, "--json", "lake", "vacuum", *args]) == 0
+        return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+    assert vacuum("--dry-run")["staging_runs"] == 1 and len(s3_server.keys(bucket, "lake/_staging/")) == 2
+    assert vacuum()["staging_runs"] == 1
+    assert s3_server.keys(bucket, "lake/_staging/") == [f"lake/_staging/order_summary/{going}/bucket=00001.parquet"]
+    assert _rows(remote)
+
+
 def test_rebuild_and_cutover_into_a_local_store(tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
     local, remote = _twins(tmp_path, s3_uri, s3_server.options)
     views = {}
