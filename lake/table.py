@@ -464,6 +464,10 @@ class Lake:
         see ``_commit_properties``), else the latest; a lost race becomes ``LakeBusy``."""
         uri = self.table_uri(name)
         latest = self._latest.get(name)
+        if expected_version is not None and latest is not None and latest.version() < expected_version - 1:
+            # behind by this process's own commits (a commit leaves the kept table as it was): read
+            # only the new log entries, not the whole log again at each of compaction's partitions
+            latest.update_incremental()
         if expected_version is None or latest is None or latest.version() != expected_version - 1:
             latest = self._table(name, None if expected_version is None else expected_version - 1)
         # else the kept latest table is that version already (``next_version`` just refreshed it):
