@@ -62,6 +62,17 @@ def test_ingest_and_read_match_local_disk(tmp_path: Path, s3_server: S3, s3_uri:
     assert again.archived == 0 and again.duplicates > 0
 
 
+def test_ingest_and_compaction_put_no_folder_markers_in_the_bucket(tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
+    """The files were copied up with pyarrow's copy_files, which first made each folder: an empty
+    object per folder and each one above it (lake/, lake/events/, ...: 3 PUTs and a HEAD per partition
+    an ingest touched), which a bucket needs none of and a full vacuum then deleted."""
+    _, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    compact(remote)
+    keys = s3_server.keys(s3_uri.split("/")[2])
+    assert {f.path.split("/", 3)[3] for f in remote.snapshot().files} < set(keys)
+    assert [k for k in keys if k.endswith("/")] == []
+
+
 def test_pruned_files_are_never_read(tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
     local, remote = _twins(tmp_path, s3_uri, s3_server.options)
     wanted = EventFilter(partition_keys=("o-0000003",), since=T0, until=T0 + timedelta(days=1))
