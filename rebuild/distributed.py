@@ -195,7 +195,8 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
+    try:
         futures = {pool.submit(_run_pickled, cloudpickle.dumps(t)): t for t in tasks}
         for future in as_completed(futures):
             try:
@@ -207,6 +208,18 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
                     "with fewer --workers if memory is short, or use --executor dask, which retries a lost task"
                     + _unguarded_script(), view=futures[future].view, bucket=futures[future].bucket,
                 ) from exc
+    finally:
+        _stop(pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End the pool without waiting for its tasks: after a failed bucket or Ctrl-C their parts are of no
+    use, and the pool's own shutdown would first replay every bucket left (hours in a night's job)."""
+    processes = list((pool._processes or {}).values())  # Python 3.14 has pool.terminate_workers()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+        process.join()
 
 
 def _unguarded_script() -> str:

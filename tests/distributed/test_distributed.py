@@ -19,8 +19,8 @@ import lake
 from rebuild import Workbench
 from rebuild.distributed import STAGING, plan_tasks, replay_bucket
 from lake.read import CorruptFile
-from rebuild.errors import ConfigError, RebuildError
-from tests.distributed import killer
+from rebuild.errors import ConfigError, ProjectionError, RebuildError
+from tests.distributed import killer, poison
 
 
 def _view(wb: Workbench, name: str) -> pl.DataFrame:
@@ -117,6 +117,27 @@ def test_a_worker_killed_in_a_process_pool_is_named_and_nothing_is_written(tmp_p
     finally:
         killer.MARKER = ""
     assert not list((Path(orders_lake.uri) / STAGING).rglob("*.parquet"))
+
+
+def test_a_failed_bucket_stops_the_process_pool_at_once(tmp_path: Path, orders_lake: lake.Lake,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's shutdown waited for every queued bucket: a projection failing in the first bucket
+    (or Ctrl-C) ended the run only once all the others had been replayed, hours later in a night's job."""
+    folded = tmp_path / "folded"
+    monkeypatch.setenv("POISONED_BUCKET", "0")
+    monkeypatch.setenv("POISONED_FOLDED", str(folded))
+    with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with pytest.raises(ProjectionError, match="poison order"):
+            wb.run("order_events_poisoned", full=True, progress="none", executor="processes", workers=2)
+        assert not wb.store.exists("order_events_poisoned__shadow")
+    others = 3_000 * 7 // poison.BUCKETS  # the orders of the 7 buckets not poisoned
+    assert len(_folded(folded)) < others // 2
+
+
+def _folded(noted: Path) -> list[tuple[int, str]]:
+    """The (process id, order) lines order_events_poisoned wrote whole."""
+    lines = noted.read_text().split("\n")[:-1] if noted.exists() else []
+    return [(int(pid), order) for pid, order in (line.split() for line in lines)]
 
 
 def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path: Path, orders_lake: lake.Lake) -> None:
