@@ -195,7 +195,8 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context,
+                               initializer=_exit_with_driver, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(_run_pickled, cloudpickle.dumps(t)): t for t in tasks}
         for future in as_completed(futures):
@@ -220,6 +221,17 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         process.terminate()
         process.join()
+
+
+def _exit_with_driver(driver: int) -> None:
+    """In each pool worker: exit once the driver is gone (SIGTERM exits it at once, or kill -9). A worker
+    left behind would replay its queued buckets into a staging folder no one reads, then wait forever."""
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 def _unguarded_script() -> str:

@@ -3,8 +3,10 @@ single-process run gives; a worker killed mid-run and retried changes nothing.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,10 +136,43 @@ def test_a_failed_bucket_stops_the_process_pool_at_once(tmp_path: Path, orders_l
     assert len(_folded(folded)) < others // 2
 
 
+def test_pool_workers_end_with_a_terminated_driver(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """SIGTERM ends the job at once (exit 143); its pool's workers went on replaying their queued
+    buckets into a staging folder no one reads, then waited forever for tasks, about 200 MB each."""
+    folded, config = tmp_path / "folded", tmp_path / "workbench.toml"
+    config.write_text(f"[lake]\nuri = {json.dumps(orders_lake.uri)}\n[store]\nuri = {json.dumps(f'duckdb://{tmp_path}/v.duckdb')}\n"
+                      f"[projections]\nmodules = [{json.dumps(poison.__file__)}]\n")
+    command = [str(Path(sys.executable).with_name("rebuild")), "--config", str(config), "run", "order_events_poisoned",
+               "--full", "--executor", "processes", "--workers", "2"]
+    driver = subprocess.Popen(command, env={**os.environ, "POISONED_FOLDED": str(folded)}, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        started = time.monotonic()
+        while len(workers := {pid for pid, _ in _folded(folded)}) < 2:  # both workers are replaying
+            assert driver.poll() is None and time.monotonic() - started < 120
+            time.sleep(0.1)
+        driver.terminate()
+        assert driver.wait(timeout=30) == 143
+        time.sleep(3)  # a worker looks for its driver every second
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _folded(noted: Path) -> list[tuple[int, str]]:
     """The (process id, order) lines order_events_poisoned wrote whole."""
     lines = noted.read_text().split("\n")[:-1] if noted.exists() else []
     return [(int(pid), order) for pid, order in (line.split() for line in lines)]
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs; one ended but not reaped (a zombie) does not. Linux's /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path: Path, orders_lake: lake.Lake) -> None:
