@@ -297,6 +297,8 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
             raise ConfigError(f"cannot reach the dask scheduler at {address}: {exc}; start it, or fix --address; "
                               "nothing was written", address=address) from exc
         try:
+            if tasks:
+                _check_workers(client, tasks[0], address or "a LocalCluster")
             # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
             futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)
                        for t in tasks]
@@ -306,6 +308,23 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _check_workers(client: Any, task: BucketTask, cluster: str) -> None:
+    """A worker that cannot unpickle a task (the workbench or the projection's module is not installed
+    there) drops its connection instead of failing the task, and the run waited forever: each worker
+    unpickles one task first, as plain bytes, so that an import error comes back as an error."""
+    import pickle
+
+    from distributed.protocol.pickle import dumps
+
+    try:
+        client.run(pickle.loads, dumps(task))
+    except ImportError as exc:
+        raise ConfigError(
+            f"the dask workers at {cluster} cannot load the run's tasks ({exc}): install the workbench, and the "
+            "module of the projection, in every worker's Python environment (the same versions as here), then "
+            "rerun; nothing was written", address=cluster) from exc
 
 
 _EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], Iterator[PartResult]]] = {

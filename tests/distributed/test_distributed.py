@@ -95,6 +95,31 @@ def test_an_unreachable_scheduler_is_named_and_nothing_is_written(tmp_path: Path
         assert wb.run("order_summary", full=True, progress="none").record.rows_written > 0  # no lock left behind
 
 
+def test_workers_that_cannot_load_the_tasks_are_named_not_waited_for(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """A worker without the workbench cannot unpickle a task: it drops its connection without failing the
+    task, and the run waited forever (a night's job, until its scheduler killed it)."""
+    from tests.distributed.conftest import distributed
+
+    without = "import sys; sys.modules['rebuild'] = None; from distributed.cli.dask_worker import main; main()"
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        address = cluster.scheduler_address
+        worker = subprocess.Popen([sys.executable, "-c", without, address, "--no-nanny", "--nthreads", "1",
+                                   "--no-dashboard"], cwd=tmp_path, stderr=subprocess.DEVNULL)
+        try:
+            client.wait_for_workers(1, timeout=60)
+            command = [str(Path(sys.executable).with_name("rebuild")), "--json", "--lake", orders_lake.uri, "--store",
+                       f"duckdb://{tmp_path}/v.duckdb", "run", "order_summary", "--full", "--executor", "dask",
+                       "--address", address]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        finally:
+            worker.kill()
+            worker.wait()
+    error = json.loads(done.stdout)
+    assert done.returncode == 2 and error["kind"] == "ConfigError"
+    assert error["error"].startswith(f"the dask workers at {address} cannot load the run's tasks (No module named 'rebuild")
+    assert "install the workbench" in error["error"] and error["error"].endswith("nothing was written")
+
+
 def test_cli_flags(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str, capsys: pytest.CaptureFixture[str]) -> None:
     from rebuild.cli import main
 
