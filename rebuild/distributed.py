@@ -440,10 +440,21 @@ def _load_parts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
         sql, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), buckets=()))
         materialize(con, projection, sql, REBUILT)
         return
-    types = dict(written[0].types)
-    source = f"read_parquet({literal(sorted(r.part_uri for r in written if r.part_uri))})"
+    types: dict[str, set[str]] = {}  # a column's types in the parts that have it
+    for result in written:
+        for column, type_ in result.types:
+            types.setdefault(column, set()).add(type_)
+    # A fold without declared output has the columns and types of its rows: a column only some buckets' rows
+    # have is NULL in the others (union_by_name), and one typed apart (DECIMAL(5,2) here, (6,2) there) takes
+    # the type DuckDB unites them in, as a single-process run's would; else a column keeps its workers' type.
+    alike = {c: next(iter(t)) for c, t in types.items() if len(t) == 1}
+
+    def typed(expression: str, column: str) -> str:
+        return f"CAST({expression} AS {alike[column]}) AS {quote(column)}" if column in alike else f"{expression} AS {quote(column)}"
+
+    source = f"read_parquet({literal(sorted(r.part_uri for r in written if r.part_uri))}, union_by_name = true)"
     if how == "concat":
-        columns = ", ".join(f"CAST({quote(c)} AS {t}) AS {quote(c)}" for c, t in types.items())
+        columns = ", ".join(typed(quote(c), c) for c in types)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(REBUILT)} AS SELECT {columns} FROM {source}")
         return
     ops = projection.merge or {}
@@ -454,8 +465,7 @@ def _load_parts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
             "combined; run it with --executor local"
         )
     keys = ", ".join(quote(k) for k in projection.key)
-    columns = ", ".join(quote(c) if c in projection.key else f"CAST({ops[c]}({quote(c)}) AS {t}) AS {quote(c)}"
-                        for c, t in types.items())
+    columns = ", ".join(quote(c) if c in projection.key else typed(f"{ops[c]}({quote(c)})", c) for c in types)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(REBUILT)} AS SELECT {columns} FROM {source} GROUP BY {keys}")
 
 
