@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 STAGING = "_staging"
 PART = "__part"
+#: seconds without a bucket done after which a run says which buckets it still waits for (a hot one can
+#: take an hour, while a job's log or a bar would show nothing)
+HEARTBEAT = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,18 @@ class PartResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """No bucket finished for ``HEARTBEAT`` seconds; these are still to do (running or queued)."""
+
+    buckets: tuple[int, ...]
+
+    def note(self, quiet: float) -> str:
+        shown = ", ".join(str(b) for b in self.buckets[:5])
+        more = f" and {len(self.buckets) - 5} more" if len(self.buckets) > 5 else ""
+        return f"none done for {quiet:.0f}s; still replaying bucket(s) {shown}{more}"
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,7 @@ def _run_pickled(payload: bytes) -> PartResult:
 
 
 # -- executors: tasks in, results out (in completion order) --------------------------------------
-def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
+def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult | Waiting]:
     import cloudpickle  # a projection defined in a notebook travels by value
 
     # spawn, not fork: the driver holds DuckDB connections (and their threads) a fork would copy
@@ -199,16 +214,21 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
                                initializer=_exit_with_driver, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(_run_pickled, cloudpickle.dumps(t)): t for t in tasks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool as exc:  # killed, or out of memory: a process pool does not retry
-                raise RebuildError(
-                    f"a worker process died while replaying {futures[future].view} bucket {futures[future].bucket} "
-                    "(killed, or out of memory: see the system log); nothing was written. Rerun the same command, "
-                    "with fewer --workers if memory is short, or use --executor dask, which retries a lost task"
-                    + _unguarded_script(), view=futures[future].view, bucket=futures[future].bucket,
-                ) from exc
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
+            if not finished:
+                yield Waiting(tuple(sorted(futures[f].bucket for f in pending)))
+            for future in finished:
+                try:
+                    yield future.result()
+                except BrokenProcessPool as exc:  # killed, or out of memory: a process pool does not retry
+                    raise RebuildError(
+                        f"a worker process died while replaying {futures[future].view} bucket {futures[future].bucket} "
+                        "(killed, or out of memory: see the system log); nothing was written. Rerun the same command, "
+                        "with fewer --workers if memory is short, or use --executor dask, which retries a lost task"
+                        + _unguarded_script(), view=futures[future].view, bucket=futures[future].bucket,
+                    ) from exc
     finally:
         _stop(pool)
 
@@ -275,9 +295,9 @@ def _interrupt_deferred() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult]:
+def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult | Waiting]:
     try:
-        from distributed import Client, LocalCluster, as_completed as dask_completed
+        from distributed import Client, LocalCluster, wait as dask_wait
     except ImportError as exc:  # pragma: no cover - the dev extras install it
         raise ConfigError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from exc
     with _quiet_cluster():
@@ -300,10 +320,17 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
             if tasks:
                 _check_workers(client, tasks[0], address or "a LocalCluster")
             # deterministic keys and retries: a task lost with its worker runs again and rewrites its part
-            futures = [client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False)
-                       for t in tasks]
-            for future in dask_completed(futures):
-                yield future.result()
+            futures = {client.submit(replay_bucket, t, key=f"replay-{t.run_id}-{t.bucket:05d}", retries=3, pure=False): t
+                       for t in tasks}
+            pending = set(futures)
+            while pending:
+                try:
+                    finished, pending = dask_wait(list(pending), timeout=HEARTBEAT, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    yield Waiting(tuple(sorted(futures[f].bucket for f in pending)))
+                    continue
+                for future in finished:
+                    yield future.result()
         finally:
             client.close()
             if cluster is not None:
@@ -327,7 +354,7 @@ def _check_workers(client: Any, task: BucketTask, cluster: str) -> None:
             "rerun; nothing was written", address=cluster) from exc
 
 
-_EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], Iterator[PartResult]]] = {
+_EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], Iterator[PartResult | Waiting]]] = {
     "processes": _processes,
     "dask": _dask,
 }
@@ -372,11 +399,15 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
     log.info("%s: %s bucket tasks on %s%s", plan.view, len(tasks), executor, f" at {address}" if address else "")
     progress.start(len(tasks) + 1, "buckets", f"{plan.view} full on {executor}")
     done: dict[int, PartResult] = {}
+    quiet = time.monotonic()  # since the last bucket done
     try:
         while True:  # once more per unreadable file skipped (--skip-corrupted), rerunning only its bucket
             try:
                 for result in _EXECUTORS[executor]([t for t in tasks if t.bucket not in done], workers, address):
-                    done[result.bucket] = result
+                    if isinstance(result, Waiting):  # a job's log shows the run is alive, and what it waits for
+                        progress.advance(0, result.note(time.monotonic() - quiet))
+                        continue
+                    done[result.bucket], quiet = result, time.monotonic()
                     progress.advance(1, f"bucket {result.bucket}: {result.rows:,} rows")
                 break
             except (duckdb.Error, ProjectionError) as exc:

@@ -4,7 +4,9 @@ single-process run gives; a worker killed mid-run and retried changes nothing.""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import pytest
 
 import lake
 from rebuild import Workbench
+from rebuild import distributed as distributed_module
 from rebuild.distributed import STAGING, plan_tasks, replay_bucket
 from lake.read import CorruptFile
 from rebuild.errors import ConfigError, ProjectionError, RebuildError
@@ -204,6 +207,22 @@ def test_pool_workers_end_with_a_terminated_driver(tmp_path: Path, orders_lake: 
         for pid in workers:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_a_run_waiting_for_its_buckets_says_so(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
+                                               executor: str, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A job's log had one line per bucket done, so a hot bucket replaying for an hour left it silent
+    for that hour; it now says every HEARTBEAT seconds which buckets it still waits for."""
+    monkeypatch.setattr(distributed_module, "HEARTBEAT", 1.0)  # each bucket of order_events_poisoned takes ~4 s
+    address = cluster_address if executor == "dask" else None
+    with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with caplog.at_level(logging.INFO, logger="rebuild.progress"):
+            wb.run("order_events_poisoned", full=True, progress="log", executor=executor, address=address, workers=None
+                   if address else 2)
+    waiting = [r.getMessage() for r in caplog.records if re.search(r"none done for \ds; still replaying bucket\(s\) \d", r.getMessage())]
+    assert waiting and "/9 buckets" in waiting[0]
 
 
 def _folded(noted: Path) -> list[tuple[int, str]]:
