@@ -143,9 +143,10 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
     for stream in data.get("streams", {}).values():
         for label, n in stream.get("lateness", {}).get("histogram", {}).items():
             lateness[label] = lateness.get(label, 0) + int(n)
+    html = report._repr_html_()
     if kept is not None:
-        _keep_audit(kept, {"audit": data, "html": report._repr_html_(), "lateness": lateness})
-    return data, report._repr_html_(), lateness
+        _keep_audit(kept, {"audit": data, "html": html, "lateness": lateness})
+    return data, html, lateness
 
 
 def _kept_audit(reports_dir: Path, lake: Lake, delta_version: int, streams: Sequence[str] | None,
