@@ -293,7 +293,6 @@ def _ingest_duplicates(lake: Lake, delta_version: int) -> tuple[int | None, int 
 def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta,
              known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    _per_key(con)
     parts = (
         _basics(con), _walk(con), _conflicts(con), _types(con, known), _drift(con),
         _lateness(con, late_after), _hot(con), _quarantine(con),
@@ -311,25 +310,15 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 
 
 def _basics(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
-    """Counts and ranges per stream. Duplicated event_ids are counted by their 64-bit hashes, then exactly
-    among the events whose hash repeats (none, unless some event_id does): a distinct count of 100M
-    event_ids took 26 s and more than a 4 GB memory limit, their hashes need an eighth of it."""
     rows = _rows(con, """
-        SELECT stream, count(*) AS events, count(*) - count(DISTINCT hash(event_id)) AS repeated,
+        SELECT stream, count(*) AS events, count(DISTINCT partition_key) AS keys,
+               count(*) - count(DISTINCT event_id) AS duplicates,
                count(DISTINCT lake_version) AS versions, min(lake_version) AS first, max(lake_version) AS last,
                min(event_time) AS t0, max(event_time) AS t1
         FROM events GROUP BY stream""")  # fmt: skip
-    duplicates = {r["stream"]: 0 for r in rows}
-    if any(r["repeated"] for r in rows):
-        duplicates |= dict(con.sql("""
-            SELECT e.stream, count(*) - count(DISTINCT e.event_id) FROM events e
-            SEMI JOIN (SELECT stream, hash(event_id) AS h FROM events GROUP BY ALL HAVING count(*) > 1) r
-                ON e.stream = r.stream AND hash(e.event_id) = r.h
-            GROUP BY e.stream""").fetchall())  # fmt: skip
-    keys = dict(con.sql("SELECT stream, count(*) FROM per_key GROUP BY stream").fetchall())
     return {
         r["stream"]: {
-            "events": r["events"], "partition_keys": keys[r["stream"]], "duplicates": duplicates[r["stream"]],
+            "events": r["events"], "partition_keys": r["keys"], "duplicates": r["duplicates"],
             "lake_versions": {"count": r["versions"], "first": r["first"], "last": r["last"]},
             "event_time": {"first": r["t0"].isoformat(), "last": r["t1"].isoformat()},
         }  # fmt: skip
@@ -434,17 +423,11 @@ def _lateness(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[str
     }
 
 
-def _per_key(con: duckdb.DuckDBPyConnection) -> None:
-    """``per_key``: each partition key's events and last sequence, which the key count and the hot keys read."""
-    con.execute("""
-        CREATE TEMP TABLE per_key AS
-        SELECT stream, partition_key, count(*) AS events, max(sequence) AS last_sequence FROM events GROUP BY ALL""")
-
-
 def _hot(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     rows = _rows(con, """
-        SELECT stream, partition_key, events, last_sequence FROM per_key
-        QUALIFY row_number() OVER (PARTITION BY stream ORDER BY events DESC, partition_key) <= 5
+        SELECT stream, partition_key, count(*) AS events, max(sequence) AS last_sequence
+        FROM events GROUP BY stream, partition_key
+        QUALIFY row_number() OVER (PARTITION BY stream ORDER BY count(*) DESC, partition_key) <= 5
         ORDER BY stream, events DESC, partition_key""")  # fmt: skip
     found: dict[str, dict[str, Any]] = {}
     for r in rows:
