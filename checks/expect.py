@@ -18,7 +18,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -101,8 +102,7 @@ def validate(
     rows = int(con.sql(f"SELECT count(*) FROM {quote(table_name)}").fetchall()[0][0])
     chunks = max(1, math.ceil(rows / max(chunk_rows, 1)))
     merged: list[list[dict[str, Any]]] = [[] for _ in suite]
-    for i in range(chunks):
-        frame = _chunk(con, table_name, key, types, i, chunks)
+    for frame in _chunks(con, table_name, key, types, chunks):
         for n, outcome in enumerate(_run(suite, frame)):
             merged[n].append(outcome)
     results = [_merge(e, parts) for e, parts in zip(suite, merged, strict=True)]
@@ -134,13 +134,25 @@ def _suite(key: tuple[str, ...], spec: dict[str, Any], types: dict[str, str]) ->
     return items
 
 
-def _chunk(con: duckdb.DuckDBPyConnection, table_name: str, key: Sequence[str], types: dict[str, str],
-           i: int, n: int) -> Any:
-    """Chunk ``i`` of ``n`` as a pandas DataFrame; decimals become floats (GE compares numbers)."""
+def _chunks(con: duckdb.DuckDBPyConnection, table_name: str, key: Sequence[str], types: dict[str, str],
+            n: int) -> Iterator[Any]:
+    """The table as ``n`` pandas DataFrames cut by ``hash(key) % n``; decimals become floats (GE
+    compares numbers). Several are cut in one pass into a temp table sorted by chunk, whose row groups
+    each chunk's read skips by their statistics: a scan of the view per chunk took 0.45 s at 16M rows,
+    37 s for its 81 chunks."""
     cols = ", ".join(f"CAST({quote(c)} AS DOUBLE) AS {quote(c)}" if t.startswith("DECIMAL") else quote(c)
                      for c, t in types.items())
-    where = "" if n == 1 else f" WHERE hash({', '.join(quote(k) for k in key)}) % {n} = {i}"
-    return con.sql(f"SELECT {cols} FROM {quote(table_name)}{where}").to_arrow_table().to_pandas()
+    if n == 1:
+        yield con.sql(f"SELECT {cols} FROM {quote(table_name)}").to_arrow_table().to_pandas()
+        return
+    cut = f"__chunks_{uuid.uuid4().hex[:12]}"
+    con.execute(f"CREATE TEMP TABLE {cut} AS SELECT {cols}, hash({', '.join(quote(k) for k in key)}) % {n} AS __chunk "
+                f"FROM {quote(table_name)} ORDER BY __chunk")
+    try:
+        for i in range(n):
+            yield con.sql(f"SELECT * EXCLUDE (__chunk) FROM {cut} WHERE __chunk = {i}").to_arrow_table().to_pandas()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {cut}")
 
 
 _CONTEXT: list[Any] = []  # the process's GE context, once made

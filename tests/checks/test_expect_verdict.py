@@ -111,3 +111,16 @@ def test_a_failed_warm_up_is_raised_by_validate(duck, monkeypatch):
     assert not expect._CONTEXT
     with pytest.raises(RuntimeError, match="no context today"):
         validate(duck(VIEW, VIEW), "rebuilt", ["order_id"], SPEC)
+
+
+def test_the_view_is_read_once_however_many_chunks(duck):
+    """Each chunk scanned the whole view for its hash(key) share: 0.45 s per chunk at 16M rows, 37 s of a
+    check's 92 s of expectations at 100M events. The rows are now cut once; a UDF counts the rows read."""
+    con = duck(VIEW, VIEW)
+    reads: list[int] = []
+    con.create_function("seen", lambda x: reads.append(1) or x, ["VARCHAR"], "VARCHAR", side_effects=True)
+    con.execute("CREATE VIEW counted AS SELECT seen(order_id) AS order_id, status, total FROM rebuilt")
+    result = validate(con, "counted", ["order_id"], SPEC, chunk_rows=100)
+    assert result.success and result.chunks == 10 and all(r.element_count == 1000 for r in result.results)
+    assert len(reads) == 1000  # the one cut (it was 10 x 1,000: every chunk read every row)
+    assert not [t for t in con.sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()]
