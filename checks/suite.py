@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from lake import Lake
+from lake import Lake, Snapshot
 from lake.audit import audit as audit_lake
 from lake.encode import dumps
 
@@ -128,7 +128,7 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
     100M) and the same for every check of one lake snapshot and lake_version: another view's, or this
     view's again with another tolerance. It is kept under ``{reports_dir}/.audits`` and read back then."""
     snapshot = lake.snapshot()
-    kept = _kept_audit(Path(reports_dir), lake, snapshot.delta_version, spec.streams, as_of) \
+    kept = _kept_audit(Path(reports_dir), lake, snapshot, spec.streams, as_of) \
         if reports_dir and keys is None and as_of is not None else None
     if kept is not None and kept.is_file():
         try:
@@ -149,11 +149,13 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
     return data, html, lateness
 
 
-def _kept_audit(reports_dir: Path, lake: Lake, delta_version: int, streams: Sequence[str] | None,
+def _kept_audit(reports_dir: Path, lake: Lake, snapshot: Snapshot, streams: Sequence[str] | None,
                 as_of: int) -> Path:
-    """Where the audit of this snapshot (Delta version) and lake_version is kept: named by them, the
-    lake and the audit's code, so that another lake, a new commit or a new version of the audit misses."""
-    key = json.dumps([lake.uri, delta_version, sorted(streams) if streams else None, as_of, _audit_code()])
+    """Where the audit of this snapshot and lake_version is kept: named by them, the lake, its files
+    (a lake made again at the same place, as a notebook does, has other files under the same Delta
+    versions) and the audit's code, so that another lake, a new commit or a new audit misses."""
+    files = hashlib.sha256("\n".join(sorted(f.path for f in snapshot.files)).encode()).hexdigest()
+    key = json.dumps([lake.uri, snapshot.delta_version, files, sorted(streams) if streams else None, as_of, _audit_code()])
     return reports_dir / ".audits" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 

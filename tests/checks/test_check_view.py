@@ -502,3 +502,21 @@ def test_a_second_check_of_the_same_snapshot_reads_the_kept_audit(scenario, monk
     after = scenario.wb.check("order_summary")
     assert len(audits) == 3 and after.audit["streams"]["orders"]["events"] > first.audit["streams"]["orders"]["events"]
     assert len(list((scenario.root / "reports" / ".audits").glob("*.json"))) == 2
+
+
+def test_a_lake_made_again_at_the_same_place_is_audited_again(tmp_path):
+    """A notebook that makes its sample lake again under the same folder gets the same Delta versions:
+    the kept audit is named by the snapshot's files too, so the new lake's check does not read the old one's."""
+    import shutil
+
+    from checks.suite import ViewSpec, _kept_audit
+
+    def made(n: int) -> Path:
+        target = lake.Lake(tmp_path / "lake").create()
+        lake.ingest(target, [write_ndjson(tmp_path / "e.ndjson", order_events(n))], stream="orders")
+        return _kept_audit(tmp_path / "reports", target, target.snapshot(), ViewSpec("v", ("order_id",)).streams, 1)
+
+    first = made(1)
+    assert made(1) == first  # the same lake and snapshot: the same place
+    shutil.rmtree(tmp_path / "lake")
+    assert made(2) != first
