@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Protocol
 
 log = logging.getLogger("rebuild.progress")
 log.setLevel(logging.INFO)  # a job's progress lines show without -v (other loggers stay at WARNING)
+#: seconds without a step done after which a job's log says the step is still running, and again each time
+HEARTBEAT = 60.0
 
 
 class Progress(Protocol):
@@ -29,15 +32,27 @@ class Silent:
 
 
 class LogLines:
-    """One log line per step with rate and an estimate of the time left (for cron and CI)."""
+    """One log line per step with rate and an estimate of the time left (for cron and CI), and one each
+    ``HEARTBEAT`` seconds a step takes: a local full run is two steps, the first its whole replay, and its
+    log said nothing for as long as that took (an hour, on a large lake)."""
 
     def start(self, total: int, unit: str, description: str) -> None:
         self.total, self.unit, self.description = total, unit, description
         self.done, self.started = 0, time.monotonic()
+        self.last, self.stopped = self.started, threading.Event()
         log.info("%s: %s %s to do", description, total, unit)
+        threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT / 4):
+            quiet = time.monotonic() - self.last
+            if quiet >= HEARTBEAT:
+                log.info("%s: %s/%s %s; the next still running after %.0fs", self.description, self.done,
+                         self.total, self.unit, quiet)
+                self.last = time.monotonic()
 
     def advance(self, steps: int = 1, note: str = "") -> None:
-        self.done += steps
+        self.done, self.last = self.done + steps, time.monotonic()
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
@@ -47,6 +62,7 @@ class LogLines:
         )
 
     def close(self) -> None:
+        self.stopped.set()
         elapsed = time.monotonic() - self.started
         if self.done >= self.total:
             log.info("%s: done in %.1fs", self.description, elapsed)

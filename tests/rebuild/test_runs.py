@@ -402,3 +402,25 @@ def test_prune_lists_the_reports_folder_once_not_once_per_run(bench: Bench, monk
     assert [r.run_id for r in pruned.runs] == runs[-2::-1]  # all but the shadow's, newest first
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"{runs[-1]}{end}" for end in (".html", ".json", "--against-order_summary__previous.html"))
+
+
+def test_a_long_step_shows_in_the_jobs_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local full run is two steps, the first its whole replay: `--progress log` said nothing for as long
+    as that took (an hour on a large lake), which a job's watcher reads as hung. A step that runs for
+    ``HEARTBEAT`` seconds is logged as still running, and once the steps are closed nothing more is."""
+    from rebuild import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.2)
+    lines = progress.LogLines()
+    caplog.set_level("INFO", logger="rebuild.progress")
+    lines.start(2, "steps", "order_summary full")
+    deadline = time.monotonic() + 10
+    while "still running" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines.advance(1, "replay_all")
+    lines.advance(1, "published")
+    lines.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"]
+    assert re.fullmatch(r"order_summary full: 0/2 steps; the next still running after \d+s", said[1]), said
+    time.sleep(0.4)
+    assert [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"] == said  # silent once closed
