@@ -127,9 +127,10 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
     A whole-lake audit is the larger part of a full run's check (8.8 s of 11 s at 10M events, minutes at
     100M) and the same for every check of one lake snapshot and lake_version: another view's, or this
     view's again with another tolerance. It is kept under ``{reports_dir}/.audits`` and read back then."""
-    snapshot = lake.snapshot()
-    kept = _kept_audit(Path(reports_dir), lake, snapshot, spec.streams, as_of) \
-        if reports_dir and keys is None and as_of is not None else None
+    snapshot, kept = None, None
+    if reports_dir and keys is None and as_of is not None:  # a keyed audit is cheap: not kept
+        snapshot = lake.snapshot()
+        kept = _kept_audit(Path(reports_dir), lake, snapshot, spec.streams, as_of)
     if kept is not None and kept.is_file():
         try:
             found = json.loads(kept.read_text(encoding="utf-8"))
@@ -137,7 +138,7 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cannot read the kept lake audit %s (%s); auditing the lake again", kept, exc)
     report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con,
-                        partition_keys=keys, snapshot=snapshot if kept is not None else None)
+                        partition_keys=keys, snapshot=snapshot)
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():
