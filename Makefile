@@ -36,7 +36,7 @@ bench: $(STAMP)
 # (containers) it needs --allow-root.
 LAB_PORT ?= 8888
 lab: $(STAMP)
-	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
+	JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter" $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
 		--no-browser --ServerApp.root_dir=notebooks --MappingKernelManager.default_kernel_name=python3 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:

@@ -9,10 +9,11 @@ from checks.errors import CheckError, CheckInputError, ReportError
 from checks.expect import ExpectationResult, ExpectationsResult, validate
 from checks.lineage import KeyLineage, difference_days, lineage
 from checks.report import SECTIONS, CheckReport
-from checks.suite import ViewSpec, check_view
+from checks.suite import CHECK_STEPS, ViewSpec, check_view
 from checks.verdict import DEFAULTS, Verdict, decide, thresholds_of
 
 __all__ = [
+    "CHECK_STEPS",
     "DEFAULTS",
     "SECTIONS",
     "CheckError",

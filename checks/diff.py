@@ -114,6 +114,29 @@ def describe(con: duckdb.DuckDBPyConnection, table_name: str) -> dict[str, str]:
         raise CheckInputError(f"no table or view {table_name!r} to compare: {exc}", table=table_name) from exc
 
 
+def _field_order_only(con: duckdb.DuckDBPyConnection, live: str, live_types: dict[str, str], rebuilt: str,
+                      rebuilt_types: dict[str, str]) -> set[str]:
+    """Columns whose types differ only in the order of struct fields (also inside lists and maps)."""
+    names = [n for n, t in live_types.items() if n in rebuilt_types and t != rebuilt_types[n] and "STRUCT" in t]
+    if not names:
+        return set()
+    columns = ", ".join(quote(n) for n in names)
+    schemas = [con.sql(f"SELECT {columns} FROM {quote(t)} LIMIT 0").to_arrow_table().schema for t in (live, rebuilt)]
+    return {n for n in names if _sorted_fields(schemas[0].field(n).type) == _sorted_fields(schemas[1].field(n).type)}
+
+
+def _sorted_fields(arrow_type: pa.DataType) -> pa.DataType:
+    """``arrow_type`` with the fields of its structs sorted by name."""
+    if pa.types.is_struct(arrow_type):
+        fields = sorted((arrow_type.field(i) for i in range(arrow_type.num_fields)), key=lambda f: f.name)
+        return pa.struct([f.with_type(_sorted_fields(f.type)) for f in fields])
+    if pa.types.is_map(arrow_type):
+        return pa.map_(_sorted_fields(arrow_type.key_type), _sorted_fields(arrow_type.item_type))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pa.list_(_sorted_fields(arrow_type.value_type))
+    return arrow_type
+
+
 def compare(
     con: duckdb.DuckDBPyConnection,
     live: str,
@@ -140,7 +163,8 @@ def compare(
     live_types, rebuilt_types = describe(con, live), describe(con, rebuilt)
     _check_key(key, shown_live, live_types, shown_rebuilt, rebuilt_types)
     _check_key_types(con, key, live, live_types, rebuilt, rebuilt_types)
-    compared = diffsql.compared_columns(live_types, rebuilt_types, key, tolerance or {})
+    compared = diffsql.compared_columns(live_types, rebuilt_types, key, tolerance or {},
+                                        _field_order_only(con, live, live_types, rebuilt, rebuilt_types))
     live_sql = diffsql.source_sql(live, scope, scope_columns)
     rebuilt_sql = diffsql.source_sql(rebuilt, None, ())
     row = _one(con, diffsql.main_query(live_sql, rebuilt_sql, key, compared, samples, max_keys))

@@ -6,7 +6,7 @@ Everything here builds SQL text from validated, quoted identifiers; ``checks.dif
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from lake.sql import is_numeric, quote
@@ -29,6 +29,8 @@ class Compared:
     rebuilt_type: str
     numeric: bool
     tolerance: Tolerance | None
+    #: the types differ only in the order of struct fields, which DuckDB matches by name
+    field_order: bool = False
 
     @property
     def retyped(self) -> bool:
@@ -77,8 +79,9 @@ def _check_tolerance(tolerance: dict[str, Tolerance]) -> None:
 
 
 def compared_columns(live: dict[str, str], rebuilt: dict[str, str], key: Sequence[str],
-                     tolerance: dict[str, Tolerance]) -> list[Compared]:
-    """Non-key columns on both sides; floats get a tiny default relative tolerance."""
+                     tolerance: dict[str, Tolerance], field_order: Collection[str] = ()) -> list[Compared]:
+    """Non-key columns on both sides; floats get a tiny default relative tolerance. ``field_order``:
+    columns whose types differ only in the order of struct fields."""
     _check_tolerance(tolerance)
     unknown = set(tolerance) - (set(live) & set(rebuilt))
     if unknown:
@@ -92,7 +95,7 @@ def compared_columns(live: dict[str, str], rebuilt: dict[str, str], key: Sequenc
         tol = tolerance.get(name)
         if tol is None and numeric and (live_type.upper() in FLOATS or rebuilt_type.upper() in FLOATS):
             tol = FLOAT_TOLERANCE
-        out.append(Compared(name, live_type, rebuilt_type, numeric, tol if numeric else None))
+        out.append(Compared(name, live_type, rebuilt_type, numeric, tol if numeric else None, name in field_order))
     not_numbers = {c.name: c.live_type for c in out if c.name in tolerance and not c.numeric}
     if not_numbers:  # it would be ignored: every difference there would still count
         raise CheckInputError(f"tolerance is for number columns; {not_numbers} are not (their values either match "
@@ -112,11 +115,11 @@ def changed_expr(c: Compared) -> str:
         return (f"CASE WHEN {lc} IS NULL AND {rc} IS NULL THEN false WHEN {lc} IS NULL OR {rc} IS NULL THEN true "
                 f"WHEN {lf} = {rf} THEN false WHEN NOT (isfinite({lf}) AND isfinite({rf})) THEN true "
                 f"ELSE {d} > greatest({float(absolute)!r}, {float(relative)!r} * {scale}) END")
-    if c.retyped and c.numeric:
-        return f"CAST({lc} AS DOUBLE) IS DISTINCT FROM CAST({rc} AS DOUBLE)"
+    if c.retyped and c.numeric:  # DuckDB's own comparison is exact (BIGINT vs HUGEINT); a DOUBLE holds 53 bits
+        return f"{lc} IS DISTINCT FROM {rc}"
     if c.retyped and c.times:  # a live view made elsewhere often keeps UTC times without a zone
         return f"{_naive_utc(lc, c.live_type)} IS DISTINCT FROM {_naive_utc(rc, c.rebuilt_type)}"
-    if c.retyped:
+    if c.retyped and not c.field_order:  # as text, {'n': 5, 'last': 'x'} differed from {'last': 'x', 'n': 5}
         return f"CAST({lc} AS VARCHAR) IS DISTINCT FROM CAST({rc} AS VARCHAR)"
     return f"{lc} IS DISTINCT FROM {rc}"
 

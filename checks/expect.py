@@ -21,6 +21,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from typing import Any
 
 import duckdb
@@ -123,6 +125,7 @@ def _suite(key: tuple[str, ...], spec: dict[str, Any], types: dict[str, str]) ->
         items.append(("ExpectCompoundColumnsToBeUnique", {"column_list": list(key)}))
     items += [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in dict.fromkeys(spec.get("not_null", [])) if c not in key]
     for column, (low, high) in spec.get("between", {}).items():
+        low, high = (_moment(column, types.get(column, ""), bound) for bound in (low, high))
         items.append(("ExpectColumnValuesToBeBetween", {"column": column, "min_value": low, "max_value": high}))
     for column, values in spec.get("in_set", {}).items():
         items.append(("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(values)}))
@@ -132,6 +135,23 @@ def _suite(key: tuple[str, ...], spec: dict[str, Any], types: dict[str, str]) ->
                 raise CheckInputError(f"expectation on column {column!r}, which the view does not have ({list(types)})",
                                       column=column)
     return items
+
+
+def _moment(column: str, sql_type: str, bound: Any) -> Any:
+    """A bound of a time column (a date, a datetime, or ISO text; without a zone: UTC) as the column's
+    values compare in pandas: zoned for TIMESTAMPTZ, UTC without a zone for TIMESTAMP. As given, a
+    date or a zone against the other kind could not be evaluated ("Invalid comparison")."""
+    if sql_type not in ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE") or not isinstance(bound, str | date):
+        return bound
+    try:
+        moment = datetime.fromisoformat(bound) if isinstance(bound, str) else bound
+    except ValueError:
+        raise CheckInputError(f"between bound {bound!r} of {sql_type} column {column!r} is no ISO time, such as "
+                              "'2026-09-01' or '2026-09-01T12:00:00+02:00'", column=column) from None
+    if not isinstance(moment, datetime):
+        moment = datetime.combine(moment, dt_time())
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment if sql_type == "TIMESTAMP WITH TIME ZONE" else moment.replace(tzinfo=None)
 
 
 def _chunks(con: duckdb.DuckDBPyConnection, table_name: str, key: Sequence[str], types: dict[str, str],

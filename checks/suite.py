@@ -10,7 +10,7 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
@@ -29,8 +29,10 @@ from checks.lineage import LATE_AFTER, difference_days, lineage
 from checks.report import CheckReport, make_plots, write_atomically
 from checks.verdict import decide, thresholds_of
 
-__all__ = ["ViewSpec", "check_view"]
+__all__ = ["CHECK_STEPS", "ViewSpec", "check_view"]
 log = logging.getLogger(__name__)
+#: the steps of a check, each reported to ``check_view``'s ``step`` once done (progress for long checks)
+CHECK_STEPS = ("diff", "lineage", "audit", "days", "expectations", "report")
 #: whole-lake audits kept under ``{reports_dir}/.audits`` for the next check of the same snapshot
 AUDITS_KEPT = 16
 
@@ -69,31 +71,40 @@ def check_view(
     catch_up_from: int | None = None,
     names: tuple[str | None, str] | None = None,
     audit_keys: Sequence[str] | None = None,
+    step: Callable[[str], None] = lambda name: None,
 ) -> CheckReport:
     """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report.
 
     ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``).
     ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names.
-    ``audit_keys``: the partition keys a patch corrects; the lake audit is of their events only."""
+    ``audit_keys``: the partition keys a patch corrects; the lake audit is of their events only.
+    ``step(name)`` is called as each of ``CHECK_STEPS`` is done (a check of 100M events takes minutes)."""
     warm_up()  # Great Expectations imports while DuckDB compares, traces and audits: it runs last
     thresholds = thresholds_of(spec.thresholds)
     shown_live, shown_rebuilt = names or (live, rebuilt)
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
                    names=(shown_live or live, shown_rebuilt)) if live else None
+    step("diff")
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
+    step("lineage")
     audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys, reports_dir)
+    step("audit")
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
                            window=spec.window, streams=spec.streams, as_of=as_of, con=con)
+    step("days")
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                                     row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
+    step("expectations")
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html, notes=(*([] if audit_keys else _unheld_event_types(spec, audit)), *_skipped_files(run or {})),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
-    return report.write(reports_dir, report_name) if reports_dir else report
+    report = report.write(reports_dir, report_name) if reports_dir else report
+    step("report")
+    return report
 
 
 def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None,

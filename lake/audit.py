@@ -13,7 +13,9 @@ reads them from the commit metadata key ``workbench.duplicates`` when ingest rec
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -32,6 +34,8 @@ from lake.read import BadFile, EventFilter, as_names, as_version, check_files, r
 from lake.render import table_of
 from lake.schema import ENVELOPE_COLUMNS
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
+
+log = logging.getLogger(__name__)
 
 LATE_AFTER = timedelta(days=2)
 VERIFY = ("footer", "read", "none")  # the file-integrity pass: footers, every page, or none
@@ -206,8 +210,11 @@ def audit(
     layout = uncompacted(snapshot.select(streams=wanted))
     event_files = [f.path for f in snapshot.select(streams=wanted)]
     quarantine_files = lake.quarantine_files()
+    started = time.monotonic()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
            if verify != "none" else [])
+    checked = len(event_files) + len(quarantine_files)
+    log.info("checked %s file%s (%s) in %.1fs", checked, "" if checked == 1 else "s", verify, time.monotonic() - started)
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
@@ -293,13 +300,16 @@ def _ingest_duplicates(lake: Lake, delta_version: int) -> tuple[int | None, int 
 def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta,
              known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    parts = (
-        _basics(con), _walk(con), _conflicts(con), _types(con, known), _drift(con),
-        _lateness(con, late_after), _hot(con), _quarantine(con),
-    )  # fmt: skip
-    for part in parts:
-        for stream, values in part.items():
+    parts: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
+        "counts": lambda: _basics(con), "gaps": lambda: _walk(con), "conflicts": lambda: _conflicts(con),
+        "event types": lambda: _types(con, known), "drift": lambda: _drift(con),
+        "lateness": lambda: _lateness(con, late_after), "hot keys": lambda: _hot(con), "quarantine": lambda: _quarantine(con),
+    }  # fmt: skip
+    for name, part in parts.items():  # a job's log (-v) follows an audit that takes minutes at 100M events
+        started = time.monotonic()
+        for stream, values in part().items():
             found.setdefault(stream, {}).update(values)
+        log.info("audited %s in %.1fs", name, time.monotonic() - started)
     return found
 
 

@@ -12,6 +12,8 @@ them and a person can act on them.
 
 from __future__ import annotations
 
+import os
+
 
 class ContextError(Exception):
     """An error that carries its context (``file``, ``stream``, ``view``, ...) as attributes.
@@ -27,6 +29,16 @@ class ContextError(Exception):
         self.context = context
         for name, value in context.items():
             setattr(self, name, value)
+
+
+def empty_value(flag: str, advice: str) -> str:
+    """The message for an option given as empty text: in a job, its command's variable was unset."""
+    return f"{flag} is empty (is a variable of the job's command unset?): {advice}"
+
+
+def not_a_file(what: str, path: object) -> str:
+    """The message for a file option naming a folder or nothing."""
+    return f"{what} {path} is a folder, not a file" if os.path.isdir(str(path)) else f"{what} {path} not found"
 
 
 class LakeError(ContextError):

@@ -25,7 +25,13 @@ import pyarrow.parquet as pq
 from lake.errors import SourceError
 
 FORMATS = ("ndjson", "csv", "parquet")
+SEPARATORS = (",", ";", "\t", "|")
 SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv", ".parquet": "parquet"}
+
+
+# a line of another encoding (latin-1, cp1252) is refused whole: archived, it would hold U+FFFD for its letters
+NOT_UTF8 = ("not UTF-8 (bytes of another encoding, shown as U+FFFD here): convert the file to UTF-8, e.g. "
+            "iconv -f cp1252 -t utf-8, and ingest it again")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,38 @@ def read_batches(path: Path, fmt: str, rows: int, rejected: list[Rejected]) -> I
     try:
         yield from _ndjson(path, rows) if fmt == "ndjson" else _csv(path, rows, rejected)
     except (EOFError, OSError, zlib.error, pa.ArrowInvalid) as exc:  # a truncated or damaged gzip file, ...
-        raise SourceError(f"cannot read {path}: {exc}; nothing of this ingest was archived", file=str(path)) from exc
+        raise SourceError(
+            f"cannot read {path}: {exc}{_encoding_hint(exc)}; nothing of this ingest was archived", file=str(path)
+        ) from exc
+
+
+def _encoding_hint(exc: Exception) -> str:
+    """What to do when pyarrow found a CSV value that is not UTF-8 (an export in latin-1 or cp1252)."""
+    if "invalid UTF8" not in str(exc):
+        return ""
+    return (" (the file is not UTF-8: convert it, e.g. iconv -f cp1252 -t utf-8, or save it from Excel as "
+            "'CSV UTF-8')")
+
+
+def _refuse_json_document(path: Path, head: bytes) -> None:
+    """A JSON array (an export, a CloudEvents batch) or an object over many lines is one document, not
+    one event a line: each of its lines would be quarantined as malformed, and nothing archived."""
+    first = head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n")
+    if first.startswith(b"[") or first.split(b"\n", 1)[0].strip() == b"{":
+        raise SourceError(
+            f"{path} is one JSON document (an array, or an object over many lines), not NDJSON (one JSON object "
+            "a line): convert it, e.g. jq -c '.[]' (an array) or jq -c . (objects); nothing was archived",
+            file=str(path),
+        )
+
+
+def _refuse_utf16(path: Path, head: bytes) -> None:
+    """UTF-16 text (Excel's 'Unicode Text', PowerShell's default) reads as NUL-riddled bytes: say so."""
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise SourceError(
+            f"{path} is UTF-16 text: convert it to UTF-8, e.g. iconv -f utf-16 -t utf-8; nothing was archived",
+            file=str(path),
+        )
 
 
 def _gzipped(path: Path) -> bool:
@@ -83,13 +120,17 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     Each ``_raw`` value keeps its line end (``\\n`` or ``\\r\\n``): JSON allows the whitespace, and
     the values stay zero-copy slices of the chunk read (each chunk is read into a buffer of its
     own, so nothing is copied). Blank lines are skipped (but counted). A UTF-8 byte order mark
-    at the start of the file, as some exporters write, is not part of the first line. A gzip file
-    is decompressed as it is read.
+    at the start of the file, as some exporters write, is not part of the first line. Lines that
+    are not UTF-8 come back rejected (a ``_rejected`` table). A gzip file is decompressed as it is read.
     """
     start = 1
     size = max(rows * 256, 1 << 16)
-    with _open_text_source(path, _gzipped(path)) as handle:
+    gzipped = _gzipped(path)
+    with _open_text_source(path, gzipped) as handle:
+        _refuse_json_document(path, handle.read(1 << 16))
+    with _open_text_source(path, gzipped) as handle:
         head = handle.read(len(codecs.BOM_UTF8))
+        _refuse_utf16(path, head)
         tail = b"" if head == codecs.BOM_UTF8 else head
         while True:
             buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
@@ -104,12 +145,17 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
             tail = bytes(buffer[cut if cut else 0 : end])
             if cut == 0:  # no line end yet: read on
                 continue
-            lines = _lines(memoryview(buffer)[:cut])
+            lines, not_utf8 = _lines(memoryview(buffer)[:cut])
             numbers = line_numbers(start, len(lines))
             start += len(lines)
             table = pa.table({"_line": numbers, "_raw": lines})
             blank = _blank(lines)
-            yield table if blank is None else table.filter(pc.invert(blank))
+            if not_utf8 is None:
+                yield table if blank is None else table.filter(pc.invert(blank))
+                continue
+            yield table.filter(pc.invert(not_utf8 if blank is None else pc.or_(blank, not_utf8)))
+            bad = table.filter(not_utf8)
+            yield bad.append_column("_rejected", pa.repeat(pa.scalar(NOT_UTF8), bad.num_rows))
 
 
 def line_numbers(start: int, count: int) -> pa.Array:
@@ -119,16 +165,28 @@ def line_numbers(start: int, count: int) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(numbers)])
 
 
-def _lines(data: memoryview) -> pa.Array:
-    """``data`` (ending with a line end) as a string array of its lines, line ends included."""
+def _lines(data: memoryview) -> tuple[pa.Array, pa.Array | None]:
+    """``data`` (ending with a line end) as a string array of its lines, line ends included, and
+    which lines are not UTF-8 (None when all are): their bad bytes are replaced by U+FFFD, so that
+    the quarantine can show the record (line ends are never touched)."""
     ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
     offsets = np.concatenate(([0], ends)).astype(np.int64)
     lines = pa.Array.from_buffers(pa.large_string(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     try:
         lines.validate(full=True)
-    except pa.ArrowInvalid:  # invalid UTF-8: replace the bad bytes (line ends are never touched)
-        return _lines(memoryview(bytes(data).decode("utf-8", errors="replace").encode("utf-8")))
-    return lines
+    except pa.ArrowInvalid:  # only a chunk holding such a line is looked at line by line
+        raw = bytes(data)
+        not_utf8 = [not _is_utf8(raw[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        return _lines(memoryview(raw.decode("utf-8", errors="replace").encode("utf-8")))[0], pa.array(not_utf8)
+    return lines, None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _blank(lines: pa.Array) -> pa.Array | None:
@@ -145,12 +203,23 @@ def _blank(lines: pa.Array) -> pa.Array | None:
     return pa.array(mask)
 
 
+def _csv_header(path: Path, gzipped: bool) -> tuple[list[str], str]:
+    """The header's names and the separator: of ``,``, ``;`` (Excel's where the decimal mark is a
+    comma), tab and ``|``, the one the header line holds most (``,`` when none)."""
+    with _open_text_source(path, gzipped) as handle:
+        head = handle.read(1 << 16)
+    _refuse_utf16(path, head)
+    # utf-8-sig: a byte order mark is not part of the first column's name (pyarrow skips it too);
+    # newline="": a line may end in \r\n, \n or a lone \r (old Excel for Mac)
+    text = head.decode("utf-8-sig", errors="replace")
+    first = text.splitlines()[0] if text else ""
+    separator = max(SEPARATORS, key=first.count)
+    return next(csv.reader(io.StringIO(text, newline=""), delimiter=separator), []), separator
+
+
 def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     gzipped = _gzipped(path)
-    # utf-8-sig: a byte order mark is not part of the first column's name (pyarrow skips it too)
-    with _open_text_source(path, gzipped) as handle:
-        first = handle.readline().decode("utf-8-sig", errors="replace")
-    header = next(csv.reader(io.StringIO(first)), [])
+    header, separator = _csv_header(path, gzipped)
     if not header:
         return
 
@@ -169,13 +238,15 @@ def _csv(path: Path, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
             pa.input_stream(str(path), compression="gzip" if gzipped else None),
             # single-threaded: only then does pyarrow tell the number of a row it cannot split
             read_options=pacsv.ReadOptions(block_size=max(1 << 20, rows * 128), use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=separator, invalid_row_handler=on_invalid, newlines_in_values=True
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header}, strings_can_be_null=True
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"cannot read CSV {path}: {exc}", file=str(path)) from exc
+        raise SourceError(f"cannot read CSV {path}: {exc}{_encoding_hint(exc)}", file=str(path)) from exc
     line = 2  # data starts after the header; skipped rows keep their own numbers
     for batch in reader:
         skipped = {r.line for r in rejected}

@@ -21,8 +21,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from lake.errors import SourceError
+from lake.errors import SourceError, empty_value
 from lake.faults import point
+from lake.jsontext import exact_members
 from lake.formats import SUFFIXES, Rejected, detect_format, format_suffix, parquet_columns, read_batches
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql
@@ -98,6 +99,10 @@ def ingest(
             raise SourceError(f"input file {path} does not exist; nothing was archived", file=str(path))
     formats = [detect_format(p, fmt) for p in files]
     mapping = mapping or Mapping()
+    paths = mapping.paths()
+    if paths and set(formats) != {"ndjson"}:
+        raise SourceError(f"mapping {mapping.name!r} reads JSON paths {paths}, which only NDJSON records have: map "
+                          "the CSV or Parquet input's columns by name; nothing was archived")
     for path, f in zip(files, formats, strict=True):
         if f == "parquet":
             _check_columns(path, parquet_columns(path), mapping)
@@ -141,8 +146,7 @@ def ingest_batches(
     if stream is None and "stream" not in mapping.fields:
         raise SourceError("no stream given: pass --stream NAME or map a stream field")
     if stream is not None and not stream.strip():  # archived as a stream no projection reads
-        raise SourceError(f"--stream {stream!r} is empty (is a variable of the job's command unset?): name the "
-                          "stream; nothing was archived")
+        raise SourceError(empty_value(f"--stream {stream!r}", "name the stream; nothing was archived"))
     started = time.monotonic()
     lake.create()
     if temp_directory is not None:  # a configured spill folder may not exist yet
@@ -206,11 +210,15 @@ def _expand(paths: list[Path]) -> list[Path]:
 def _read_checked(path: Path, fmt: str, rows: int, mapping: Mapping) -> Iterator[pa.Table]:
     rejected: list[Rejected] = []
     first = True
+    exact: dict[str, str] = {c: mapping.fields[c] for c in ("payload", "metadata") if c in mapping.fields}
     for table in read_batches(path, fmt, rows, rejected):
         if first and fmt == "csv":
-            _check_columns(path, table.column_names, mapping)
+            _check_columns(path, [c for c in table.column_names if c != "_line"], mapping)
         first = False
-        yield table
+        if fmt == "parquet":
+            yield _binary_as_text(path, table, mapping)
+        else:
+            yield exact_members(table, exact) if fmt == "ndjson" and "_rejected" not in table.column_names else table
     if rejected:
         yield pa.table(
             {
@@ -219,6 +227,22 @@ def _read_checked(path: Path, fmt: str, rows: int, mapping: Mapping) -> Iterator
                 "_raw": pa.array([r.record for r in rejected], pa.string()),
             }
         )
+
+
+def _binary_as_text(path: Path, table: pa.Table, mapping: Mapping) -> pa.Table:
+    """Impala, Hive and old Spark write text columns as plain binary (what Spark's binaryAsString is
+    for): a column the mapping reads is UTF-8 text, not bytes to be shown as ``\\xC3\\x9C``."""
+    mapped = {*mapping.fields.values(), *mapping.metadata_fields}
+    for index, column in enumerate(table.schema):
+        kind = column.type
+        if column.name in mapped and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                                      or pa.types.is_binary_view(kind)):
+            try:
+                table = table.set_column(index, column.name, table[column.name].cast(pa.large_string()))
+            except pa.ArrowInvalid as exc:
+                raise SourceError(f"column {column.name} of {path} holds bytes that are not UTF-8 text ({exc}): "
+                                  "map another column, or convert this one; nothing was archived", file=str(path)) from exc
+    return table
 
 
 def _check_columns(path: Path, columns: Sequence[str], mapping: Mapping) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import html
+import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -219,19 +220,28 @@ def _formatted(h: _History, plan: _Plan, stream: str, seed: int, days: int) -> I
             yield batches
 
 
+def hugepage_setting() -> Callable[[bool], bool]:
+    """numpy's (private) switch of huge pages for its arrays, which returns the previous setting."""
+    # numpy.core is numpy._core since numpy 2 (the old name warns there); before, np._core can be there
+    # (pyarrow makes it, 1.26.4) without multiarray, or not at all (1.26.0)
+    name = "numpy._core.multiarray" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core.multiarray"
+    setting: Callable[[bool], bool] = importlib.import_module(name)._set_madvise_hugepage
+    return setting
+
+
 @contextlib.contextmanager
 def _small_pages() -> Iterator[None]:
     """numpy asks for transparent huge pages for its large arrays. The generator makes many large
     short-lived temporaries, and where the kernel compacts memory to fault huge pages in (THP
     ``defrag = madvise``, common on servers) that costs more than the TLB saves: drawing a 10M
     history took 8.5 s with huge pages, 5.2 s without, on the 2-core machine. Restored after."""
-    core = np._core if hasattr(np, "_core") else np.core
-    previous = core.multiarray._set_madvise_hugepage(False)
+    madvise = hugepage_setting()
+    previous = madvise(False)
     try:
         with _reused_heap():
             yield
     finally:
-        core.multiarray._set_madvise_hugepage(previous)
+        madvise(previous)
 
 
 @contextlib.contextmanager

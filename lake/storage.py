@@ -28,6 +28,7 @@ from typing import Any
 
 import duckdb
 
+from lake.errors import LakeError
 from lake.sql import literal
 
 S3_SCHEMES = ("s3://", "s3a://")
@@ -129,12 +130,20 @@ def _s3fs_kwargs(options: Mapping[str, str]) -> dict[str, Any]:
 def fsspec_filesystem(uri: str, options: Mapping[str, str] | None = None) -> Any:
     """An fsspec filesystem for ``uri`` (``s3fs.S3FileSystem`` for S3, local otherwise)."""
     if uri.startswith(S3_SCHEMES):
-        import s3fs  # lazily: local lakes never need it
-
-        return s3fs.S3FileSystem(**_s3fs_kwargs(options or {}))
+        return require_s3fs().S3FileSystem(**_s3fs_kwargs(options or {}))
     import fsspec
 
     return fsspec.filesystem("file")
+
+
+def require_s3fs() -> Any:
+    """The s3fs package, which a lake in a bucket needs (local lakes never import it): the s3 extra."""
+    try:
+        import s3fs
+    except ImportError as exc:
+        raise LakeError(f"a lake in a bucket needs the s3fs package ({exc}): install the workbench's s3 extra, "
+                        "pip install 'projection-rebuild-workbench[s3]' (in a checkout: pip install '.[s3]')") from None
+    return s3fs
 
 
 def pyarrow_filesystem(uri: str, options: Mapping[str, str] | None = None) -> tuple[Any, str]:
@@ -215,5 +224,5 @@ def session(con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConn
 
 __all__ = [
     "attach", "delta_options", "fsspec_filesystem", "is_remote", "polars_options", "pyarrow_filesystem",
-    "remove_tree", "resolve_options", "session", "spill_outside_cwd", "upload_tree",
+    "remove_tree", "require_s3fs", "resolve_options", "session", "spill_outside_cwd", "upload_tree",
 ]

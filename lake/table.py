@@ -163,6 +163,8 @@ class Lake:
         self.local = local.resolve() if local is not None else None
         # configured options over the AWS_* environment (see lake.storage); {} for local lakes
         self.storage_options = storage.resolve_options(self.uri, storage_options)
+        if self.uri.startswith(storage.S3_SCHEMES):
+            storage.require_s3fs()  # DuckDB reads a bucket through it: refused before a first commit, not after
         self._snapshots: dict[int, Snapshot] = {}
         self._latest: dict[str, DeltaTable] = {}
         self._decoded: dict[str, frozenset[str]] = {}
@@ -190,6 +192,8 @@ class Lake:
             self._latest[name] = DeltaTable(self.table_uri(name), storage_options=self.storage_options)
         except TableNotFoundError:
             return False
+        except DeltaError as exc:
+            raise self._damaged(name, exc) from exc
         return True
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
@@ -203,6 +207,10 @@ class Lake:
             table = DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
         except TableNotFoundError as exc:
             raise self._not_found() from exc
+        except DeltaError as exc:
+            if version is not None:  # a version past the log's ends: the caller's to say
+                raise
+            raise self._damaged(name, exc) from exc
         if version is None:
             self._latest[name] = table
         return table
@@ -212,6 +220,13 @@ class Lake:
             f"no event lake at {self.uri}: create one with `rebuild lake ingest` or `rebuild lake sample`",
             uri=self.uri,
         )
+
+    def _damaged(self, name: str, exc: DeltaError) -> LakeError:
+        # a copy or restore that missed or cut off files of the log (an interrupted cp or rsync) leaves it so
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # not delta-rs' backtrace
+        return LakeError(f"the Delta log of {self.table_uri(name)} cannot be read ({first}): a log entry is missing "
+                         f"or cut off, as a copy or restore of the lake that did not finish leaves it; copy or restore "
+                         f"the whole lake folder again (its _delta_log too). Nothing was read or written", uri=self.uri)
 
     # -- creation ----------------------------------------------------------------------------
     def create(self, buckets: int = DEFAULT_BUCKETS) -> Lake:

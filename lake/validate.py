@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from lake.mapping import Mapping
+from lake.mapping import Mapping, is_path
 from lake.sql import literal, quote
 
 
@@ -57,7 +57,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
     sequence = "CAST(_t_sequence AS BIGINT)" if typed_sequence else "TRY_CAST(trim(_t_sequence) AS BIGINT)"
     event_time = (
         "CAST(_t_event_time AS TIMESTAMPTZ)" if get.is_typed("event_time")
-        else _time_sql("_t_event_time", mapping.event_time_unit)
+        else _time_sql("_t_event_time", mapping.event_time_unit, mapping.event_time_format)
     )
     typed = (
         f"SELECT *, {stream_expr} AS _stream, {sequence} AS _sequence, {event_time} AS _event_time, "
@@ -86,7 +86,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
         ),
         ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
         ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"
-         + ("" if mapping.event_time_unit else _EPOCH_HINT)),
+         + ("" if mapping.event_time_unit or mapping.event_time_format else _TIME_HINT)),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -99,10 +99,13 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
         FROM (SELECT *, {reason} AS _reason FROM ({typed}))"""
 
 
-# epoch numbers parse only with a declared unit: say so where the reason would leave people guessing
-_EPOCH_HINT = (
+# epoch numbers parse only with a declared unit, other text than ISO-8601 with a declared format: say
+# so where the reason would leave people guessing
+_TIME_HINT = (
     " || CASE WHEN regexp_full_match(trim(CAST(_t_event_time AS VARCHAR)), '-?[0-9]+([.][0-9]+)?') "
     "THEN ' (an epoch number: declare its unit, event_time_unit = \"s\", \"ms\" or \"us\" under [options] "
+    "in a --map file)' WHEN regexp_matches(CAST(_t_event_time AS VARCHAR), '[0-9][./][0-9]') "
+    "THEN ' (not ISO-8601: declare its format, event_time_format = \"%d.%m.%Y %H:%M\" under [options] "
     "in a --map file)' ELSE '' END"
 )
 
@@ -112,11 +115,21 @@ def _has_text(column: str) -> str:
     return f"coalesce(CASE WHEN starts_with({column}, ' ') THEN trim({column}) <> '' ELSE {column} <> '' END, false)"
 
 
-def _time_sql(text: str, unit: str | None) -> str:
+def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> str:
+    if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one
+        return f"CAST(try_strptime({text}, {literal(time_format)}) AS TIMESTAMPTZ)"
     if unit is None:
         return f"TRY_CAST({text} AS TIMESTAMPTZ)"
     scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
     return f"TRY_CAST(make_timestamp(TRY_CAST(TRY_CAST({text} AS DOUBLE) * {scale} AS BIGINT)) AS TIMESTAMPTZ)"
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    """Text in any of Arrow's layouts: plain, large, view, or dictionary-encoded (a pandas category,
+    a Polars Categorical). A JSON payload in one is JSON text, not a string to be quoted as JSON."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 class _Fields:
@@ -141,6 +154,8 @@ class _Fields:
         return {f for f in fields if f is not None}
 
     def _frag(self, field_name: str) -> str:
+        if is_path(field_name):  # the line is read once more for it (not for a malformed one)
+            return f"CASE WHEN _object THEN json_extract(_raw, {literal(field_name)}) END"
         return f"struct_extract(_s, {literal(field_name)})"
 
     def _present(self, field_name: str | None) -> bool:
@@ -153,16 +168,20 @@ class _Fields:
             return "CAST(NULL AS VARCHAR)"
         assert source is not None
         if self.fmt == "ndjson":
-            if source in self._json_fields():
+            if source in self._json_fields() or is_path(source):
                 return f"json_extract_string({self._frag(source)}, '$')"
             return self._frag(source)
         kind = self.schema.field(source).type
-        if self.is_typed(column) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if self.is_typed(column) or _is_text(kind):
             return quote(source)
         if column == "schema_version" and pa.types.is_integer(kind):
             return quote(source)  # TRY_CAST(... AS INTEGER) refuses what does not fit
         if pa.types.is_timestamp(kind):
             return f"strftime(CAST({quote(source)} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
+        if column == "sequence" and pa.types.is_floating(kind):  # pandas makes an int column with a NULL float64
+            value = quote(source)  # a whole number a double holds exactly (below 2**53) is that integer
+            return (f"CASE WHEN {value} = trunc({value}) AND abs({value}) < {2**53} "
+                    f"THEN CAST(CAST({value} AS BIGINT) AS VARCHAR) ELSE CAST({value} AS VARCHAR) END")
         return f"CAST({quote(source)} AS VARCHAR)"
 
     def is_typed(self, column: str) -> bool:
@@ -185,7 +204,7 @@ class _Fields:
         assert source is not None
         if self.fmt == "ndjson":
             value = self.text(column)
-            path = literal('$."' + source.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            path = literal(source if is_path(source) else '$."' + source.replace("\\", "\\\\").replace('"', '\\"') + '"')
             exact = f"coalesce(json_type(json_extract(_raw, {path})) NOT IN ('OBJECT', 'ARRAY', 'BOOLEAN'), true)"
             return f"CASE WHEN {value} IN ('true', 'false') OR left({value}, 1) IN ('{{', '[') THEN {exact} ELSE true END"
         kind = self.schema.field(source).type
@@ -200,10 +219,12 @@ class _Fields:
         if self.fmt == "ndjson":  # a JSON null is SQL NULL here
             frag = self._frag(source)
             kind = f"json_type({frag})"
-            return f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string({frag}, '$') ELSE CAST({frag} AS VARCHAR) END", f"({kind} = 'VARCHAR')"
-        kind = self.schema.field(source).type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return quote(source), "true"
+            value = f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string({frag}, '$') ELSE CAST({frag} AS VARCHAR) END"
+            if f"_exact_{column}" in self.schema.names:  # as written: a long decimal (see lake.jsontext)
+                value = f"coalesce(_exact_{column}, {value})"
+            return value, f"({kind} = 'VARCHAR')"
+        if _is_text(self.schema.field(source).type):
+            return f"CAST({quote(source)} AS VARCHAR)", "true"
         return f"CAST(to_json({quote(source)}) AS VARCHAR)", "false"
 
     def metadata(self) -> str:
@@ -228,13 +249,14 @@ class _Fields:
     def source(self) -> str:
         if self.fmt != "ndjson":
             return "raw"
-        names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields})
+        names = sorted({*self.mapping.fields.values(), *self.mapping.metadata_fields} - set(self.mapping.paths()))
         json_fields = self._json_fields()
         structure = literal(json.dumps({n: "JSON" if n in json_fields else "VARCHAR" for n in names}))
         # malformed lines get no struct here, and a reason further on; valid JSON that starts
         # with '{' is an object, so each line is parsed twice (validated, then read), not three times
+        read = f"from_json(_raw, {structure})" if names else "NULL"  # only JSON paths: nothing to read here
         return (
-            f"(SELECT *, CASE WHEN _object THEN from_json(_raw, {structure}) END AS _s FROM "
+            f"(SELECT *, CASE WHEN _object THEN {read} END AS _s FROM "
             "(SELECT *, json_valid(_raw) AND starts_with(ltrim(_raw, ' ' || chr(9) || chr(13)), '{') AS _object FROM raw))"
         )
 

@@ -123,19 +123,20 @@ class _Job:
                     params=self.header.params, updated_at=datetime.now(UTC))
 
 
-def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any], label: str,
+def _job(store: Store, lake: Lake, projection: Projection, kind: str, params: dict[str, Any], label: str,
          snapshot: Callable[[], Snapshot]) -> _Job:
     """The unfinished job of ``kind`` with the same ``params``, or a new one pinned at ``snapshot()``."""
-    text = json.dumps(params, sort_keys=True)
+    view, text = projection.name, json.dumps(params, sort_keys=True)
+    # a job started before 2026-11-24 names the same code by the fingerprint of its text as written
+    same = {text, json.dumps({**params, "fingerprint": projection.legacy_fingerprint}, sort_keys=True)}
     marks = store.marks(view)
     for header in reversed([m for m in marks if m.item == HEADER and m.kind == kind and m.status == "started"]):
         done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)
         replaced_by = _replaced_by(store, marks, header) if done else None
-        if header.params != text:
+        if header.params not in same:
             if done and replaced_by is None:
-                log.warning("%s %s of %s (%s, %s parts done) is not resumed: it was asked other arguments; this "
-                            "one starts over and replaces its work (to finish it instead, rerun it with its own)",
-                            kind, header.job_id, view, header.label, len(done))
+                log.warning("%s %s of %s (%s, %s parts done) is not resumed: %s; this one starts over and replaces "
+                            "its work%s", kind, header.job_id, view, header.label, len(done), *_other(header.params, params))
             continue
         if replaced_by is not None:
             log.warning("%s %s of %s cannot resume: its %s was replaced by run %s; starting over", kind,
@@ -156,6 +157,14 @@ def _job(store: Store, lake: Lake, view: str, kind: str, params: dict[str, Any],
                   rows=0, params=text, updated_at=datetime.now(UTC))
     store.put_mark(header)
     return _Job(header, frozenset())
+
+
+def _other(started: str, params: dict[str, Any]) -> tuple[str, str]:
+    """How an unfinished job's ``started`` params differ from ``params``, and how to finish it if it can be."""
+    before = json.loads(started)
+    if all(before.get(k) == params.get(k) for k in {*before, *params} - {"fingerprint", "version"}):
+        return "other code of the projection started it (its version or logic changed since), which cannot finish it", ""
+    return "it was asked other arguments", " (to finish it instead, rerun it with its own)"
 
 
 def vacuumed(lake: Lake, delta_version: int) -> str | None:
@@ -216,7 +225,7 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
               "exclude_quarantined": exclude_quarantined}
     clock = time.monotonic()
     with store.lock(projection.name, "backfill"):
-        job = _job(store, lake, projection.name, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
+        job = _job(store, lake, projection, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
                    lake.snapshot)
         snapshot = lake.snapshot(job.header.delta_version)
         last = _run_chunks(lake, store, projection, job, pieces, snapshot, progress or Silent(), exclude_quarantined)
@@ -284,7 +293,7 @@ def run_buckets(plan: Plan, lake: Lake, store: Store, projection: Projection, pr
     started, clock = datetime.now(UTC), time.monotonic()
     params = {"fingerprint": projection.fingerprint, "version": projection.version,
               "exclude_quarantined": plan.exclude_quarantined}
-    job = _job(store, lake, plan.view, "buckets", params, "full run by key bucket", lambda: lake.snapshot(plan.delta_version))
+    job = _job(store, lake, projection, "buckets", params, "full run by key bucket", lambda: lake.snapshot(plan.delta_version))
     if job.header.delta_version != plan.delta_version:
         snapshot = lake.snapshot(job.header.delta_version)
         plan = make_plan(lake, store, projection, RunOptions(full=True, exclude_quarantined=plan.exclude_quarantined),

@@ -25,14 +25,16 @@ import duckdb
 
 from lake import LakeError
 from lake.storage import missing_credentials, refused_credentials, unreachable
-from rebuild.config import Config, redact
+from rebuild.config import FILENAME, Config, nearest_file, redact
 from rebuild.errors import RebuildError
-from rebuild.output import Output
+from rebuild.output import Output, ReaderGone
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an unexpected error
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away (``| head``)
 TERMINATED = "terminated (SIGTERM): commits already made stay whole, the one in flight is not made; rerun the same command"
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 class Failed(Exception):
@@ -54,7 +56,18 @@ class State:
     def config(self) -> Config:
         if self._config is None:
             self._config = Config.load(self._config_path, lake_uri=self._lake, store_uri=self._store)
+            _warn_below_project(self._config)
         return self._config
+
+
+def _warn_below_project(config: Config) -> None:
+    """A command run below the project's folder takes the defaults: `lake ingest` archived into a new
+    lake there, and the commands after it read that one, each without a word."""
+    found = nearest_file() if config.default_lake else None
+    if found is not None:
+        log.warning("no %s in %s, so the workbench uses the defaults (the lake %s); the %s above this folder "
+                    "is not read from here: cd to %s or give --config %s",
+                    FILENAME, os.getcwd(), config.lake_uri, found, found.parent, found)
 
 
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
@@ -85,6 +98,8 @@ def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: st
     """Rebuild projections from the event lake, check them against live, cut over."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, handlers=[_utc_stderr()])
+    # -v is the workbench's news: Great Expectations logs ~200 INFO lines of its own per check (-vv shows them)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
     ctx.obj = State(config_path, lake, store, json_out, out=ctx.obj)  # main() hands its Output over
 
 
@@ -110,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(json="--json" in args)
     try:
         return _run(args, out)
+    except ReaderGone:  # stdout's reader went away (``| head``), maybe while an error was told: done is done
+        with contextlib.suppress(OSError, ValueError):  # nor at exit, when Python flushes stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except Exception as exc:  # a bug, ours or a library's: exit 1 would say the checks failed, and --json had no object
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
         out.error(redact(f"unexpected error (a bug): {type(exc).__name__}: {exc}. Its traceback is above on stderr: "
@@ -125,6 +144,15 @@ def _run(args: list[str], out: Output) -> int:
             cli.main(args=args, prog_name="rebuild", standalone_mode=False, obj=out)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `rebuild lake`: its help, which --json carried whole
+        if not out.json:
+            exc.show()
+            return EXIT_USAGE
+        group = exc.ctx.command
+        names = ", ".join(sorted(group.commands)) if isinstance(group, click.Group) else ""
+        out.error(f"`{exc.ctx.command_path}` needs a command ({names}); `{exc.ctx.command_path} --help` describes them",
+                  EXIT_USAGE, "usage")
+        return EXIT_USAGE
     except click.UsageError as exc:
         message = exc.format_message()
         if "unexpected extra argument" in message and any(a.startswith("--keys") for a in args):
@@ -178,7 +206,8 @@ def _stdout_for_json_only(out: Output) -> Iterator[None]:
         if moved:
             sys.stderr.flush()
             os.dup2(kept.fileno(), stdout.fileno())
-            kept.close()
+            with contextlib.suppress(BrokenPipeError):  # its reader went away: ReaderGone tells main()
+                kept.close()
         out.stream = None
 
 

@@ -10,7 +10,7 @@ import click
 from rebuild.cli import State, cli, command
 from rebuild.cli_views import workbench
 from rebuild.errors import ConfigError
-from rebuild.options import PROGRESS
+from rebuild.progress import PROGRESS
 
 
 @command(cli, "backfill")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rebuild.cli import Failed, State, cli, command
 from rebuild.cli_views import workbench
 from rebuild.errors import RebuildError
+from rebuild.progress import PROGRESS
 
 
 @command(cli, "check")
@@ -20,7 +21,9 @@ from rebuild.errors import RebuildError
 @click.option("--live", "live", help="Compare with this table instead of the live VIEW.")
 @click.option("--tolerance", multiple=True, metavar="COL=ABS|COL=REL%",
               help="Numeric tolerance for a column, absolute (total=0.01) or relative (total=0.5%); repeat.")
-def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, ...]) -> None:
+@click.option("--progress", type=click.Choice(PROGRESS), default="auto", show_default=True,
+              help="Progress display: bar for people, log lines for jobs.")
+def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, ...], progress: str) -> None:
     """Check VIEW__shadow against live: diff, lineage, expectations, lake audit -> report and verdict."""
     from checks import CheckError, parse_tolerance
 
@@ -30,7 +33,7 @@ def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, .
         raise click.BadParameter(str(exc), param_hint="--tolerance") from None
     try:
         with workbench(state) as wb:
-            report = wb.check(view, live=live, tolerance=tolerances)
+            report = wb.check(view, live=live, tolerance=tolerances, progress=progress)
     except CheckError as exc:  # the CLI reports expected errors of every package with exit code 2
         raise RebuildError(str(exc), **exc.context) from exc
     data = report.to_dict()

@@ -70,11 +70,12 @@ def ingest_cmd(
         from lake.postgres import ingest_postgres
 
         given: dict[str, Any] = {"position_column": position_column, "batch_rows": batch_rows, "max_rows": max_rows}
-        result = ingest_postgres(
-            target, pg_uri, pg_table, stream=stream, mapping=chosen,
-            memory_limit=config.memory_limit, temp_directory=config.temp_directory,
-            **{name: value for name, value in given.items() if value is not None},  # else the API's defaults
-        )
+        with state.out.working(f"archiving {pg_table}"):
+            result = ingest_postgres(
+                target, pg_uri, pg_table, stream=stream, mapping=chosen,
+                memory_limit=config.memory_limit, temp_directory=config.temp_directory,
+                **{name: value for name, value in given.items() if value is not None},  # else the API's defaults
+            )
     else:
         named = [flag for flag, value in (("--table", pg_table), ("--position-column", position_column),
                                           ("--batch-rows", batch_rows), ("--max-rows", max_rows)) if value is not None]
@@ -82,10 +83,11 @@ def ingest_cmd(
             raise click.UsageError(f"{', '.join(named)}: only with --from-postgres URI (a PostgreSQL source), not with files")
         if not paths:
             raise click.UsageError("give one or more files to ingest, or --from-postgres URI --table T")
-        result = lake.ingest(
-            target, list(paths), stream=stream, fmt=fmt, mapping=chosen,
-            memory_limit=config.memory_limit, temp_directory=config.temp_directory,
-        )
+        with state.out.working(f"archiving {len(paths):,} input{'s' if len(paths) > 1 else ''}"):
+            result = lake.ingest(
+                target, list(paths), stream=stream, fmt=fmt, mapping=chosen,
+                memory_limit=config.memory_limit, temp_directory=config.temp_directory,
+            )
     state.out.result(result.to_dict(), lambda c: _print_ingest(c, result))
     if strict and result.quarantined:
         reasons = ", ".join(f"{reason}: {count:,}" for reason, count in result.reasons.items())
@@ -110,10 +112,10 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
     if no_decode:  # the layout only: the projection modules are not needed (nor imported, a broken one included)
         from lake.compact import compact
 
-        with scratch(state.config) as con:
+        with scratch(state.config) as con, state.out.working("compacting the lake"):
             result = compact(open_lake(state), streams=list(streams) or None, con=con)
     else:
-        with Workbench(state.config) as wb:
+        with Workbench(state.config) as wb, state.out.working("compacting the lake"):
             result = wb.compact(list(streams) or None)
     state.out.result(
         result.to_dict(),
@@ -183,11 +185,11 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
     """
     options: dict[str, Any] = {"verify": "read" if read_files else "footer", "as_of": as_of}
     try:
-        with Workbench(state.config) as wb:
+        with Workbench(state.config) as wb, state.out.working("auditing the lake"):
             report = wb.audit(list(streams) or None, **options)
     except ProjectionError as exc:  # the lake's audit does not need the projections: only its unknown types do
         log.warning("unknown event types not judged: %s", exc)
-        with scratch(state.config) as con:
+        with scratch(state.config) as con, state.out.working("auditing the lake"):
             report = audit(open_lake(state), streams=list(streams) or None, con=con, **options)
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:

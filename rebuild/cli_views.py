@@ -1,4 +1,4 @@
-"""``rebuild demo`` and the view commands: ls, plan, run, cutover, rollback, runs, prune."""
+"""``rebuild demo`` and the view commands: ls, plan, run, cutover, rollback, runs, prune, drop."""
 
 from __future__ import annotations
 
@@ -61,19 +61,32 @@ def _print_ls(console: Console, title: str, states: list[dict[str, Any]], others
     console.print(table_of(title, [_brief(v) for v in states], overflow="ellipsis"))
     if hint is not None:
         console.print(hint, markup=False)
+    ahead = [v["name"] for v in states if _ahead(v)]
+    if ahead:  # a restored older lake (or another lake): "0 versions behind" would pass for up to date
+        console.print(f"live of {', '.join(ahead)} was built from a later lake_version than this lake has: the lake "
+                      "is an older copy (a backup restored?) or another one; give the lake they were built from "
+                      "(--lake), or their next run rebuilds them in full from this one", markup=False)
     if others:  # a renamed projection, or a module left out of the config: its live view is no longer updated
         listed = ", ".join(v["name"] + ("" if v["live_rows"] is None else f" (live: {v['live_rows']:,} rows)") for v in others)
         console.print(f"views of no configured projection, which nothing updates: {listed}; list their module "
-                      "under [projections] modules to run them again (a renamed projection builds a new view)",
+                      "under [projections] modules to run them again (a renamed projection builds a new view), or "
+                      "retire one with `rebuild drop VIEW`",
                       markup=False)
 
 
 def _brief(v: dict[str, Any]) -> dict[str, Any]:
     """The columns a person reads first; --json has them all."""
     behind = "-" if v["versions_behind"] is None else f"{v['versions_behind']} versions, {v['events_behind']:,} events"
+    if _ahead(v):
+        behind = f"ahead: {v['live_lake_version']} > lake's {v['lake_version']}"
     return {"view": v["name"], "v": v["version"], "strategy": v["strategy"], "engine": v["engine"],
             "live rows": v["live_rows"], "shadow": v["shadow"] or "-", "behind": behind,
             "code changed": "yes" if v["stale_code"] else ""}
+
+
+def _ahead(v: dict[str, Any]) -> bool:
+    """Whether live was built from a later lake_version than the lake has."""
+    return v["versions_behind"] is not None and v["live_lake_version"] > v["lake_version"]
 
 
 @command(cli, "plan")
@@ -182,3 +195,16 @@ def prune_cmd(state: State, view: str | None, days: int, dry_run: bool) -> None:
     state.out.result({"dry_run": dry_run, "older_than_days": days, **pruned.to_dict()},
                      lambda c: c.print(f"{verb} {len(pruned.runs):,} run records of {view or 'every view'} finished over "
                                        f"{days} days ago, and their reports{marks}{none}", markup=False))
+
+
+@command(cli, "drop")
+@click.argument("view")
+@click.option("--dry-run", is_flag=True, help="Only list the tables it would drop.")
+def drop_cmd(state: State, view: str, dry_run: bool) -> None:
+    """Retire a view no configured projection builds any more: drop its live, shadow and previous tables."""
+    with workbench(state) as wb:
+        dropped = wb.drop(view, dry_run)
+    tables = ", ".join(f"{t} ({rows:,} rows)" for t, rows in dropped["tables"].items()) or "no table"
+    state.out.result(dropped, lambda c: c.print(
+        f"{'would drop' if dry_run else 'dropped'} {tables} and the checkpoints of {view}; its run records and reports "
+        "stay until `rebuild prune` forgets them", markup=False))

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from lake.errors import empty_value, not_a_file
 from lake.settings import describe, read_toml, unknown_keys
 from lake.sql import literal
 from rebuild.errors import ConfigError
@@ -57,12 +58,11 @@ class Config:
         """Read ``path`` (or $REBUILD_CONFIG, or ./workbench.toml when present) and apply overrides."""
         env = os.environ if env is None else env
         if path is not None and not str(path).strip():  # else the working directory's file, or the defaults
-            raise ConfigError("--config is empty (is a variable of the job's command unset?): give the workbench.toml "
-                              "to use, or leave it out")
+            raise ConfigError(empty_value("--config", "give the workbench.toml to use, or leave it out"))
         chosen = path or env.get("REBUILD_CONFIG")
         file = Path(chosen) if chosen else _cwd() / FILENAME
         if chosen and not file.is_file():
-            raise ConfigError(f"configuration file {file} not found", file=str(file))
+            raise ConfigError(not_a_file("configuration file", file), file=str(file))
         config = cls._from_file(file) if file.is_file() else cls()._resolved(_cwd())
         env_values: dict[str, Any] = {
             "lake_uri": env.get("REBUILD_LAKE_URI"),
@@ -77,8 +77,7 @@ class Config:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
         empty = [FLAGS.get(k, k) for k, v in given.items() if isinstance(v, str) and not v.strip()]
         if empty:  # `--store "$STORE"` with the variable unset: the working directory would become the store
-            raise ConfigError(f"{', '.join(empty)} is empty (is a variable of the job's command unset?): give a path "
-                              "or URI, or leave it out for the configured one")
+            raise ConfigError(empty_value(", ".join(empty), "give a path or URI, or leave it out for the configured one"))
         config = replace(config, **given)._resolved(_cwd())  # type: ignore[arg-type]
         _check_duckdb_settings(config)
         return config

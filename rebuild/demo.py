@@ -77,8 +77,10 @@ def _render(console: Console, ctx: DemoContext, seconds: float) -> None:
     report = ctx.results.get("check", {}).get("report")
     if report:
         console.print(f"[bold]the validation report[/bold]: {escape(str(report))}")
+    # the checkout's notebooks and Makefile: an installed wheel has neither
+    lab = ", or open notebooks/ with `make lab`" if Path("notebooks").is_dir() and Path("Makefile").is_file() else ""
     console.print("next: `rebuild ls`, `rebuild runs order_summary`, `rebuild rollback order_summary` "
-                  "(again) to return to the rebuilt view, or open notebooks/ with `make lab`")
+                  f"(again) to return to the rebuilt view{lab}")
 
 
 # -- step: reset ---------------------------------------------------------------------------------

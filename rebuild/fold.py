@@ -47,7 +47,17 @@ def fold_table(con: duckdb.DuckDBPyConnection, func: Fold, workers: int | None =
         _FOLD = None
     # every column any row has (from_pylist alone would keep only the first row's, dropping the rest)
     names = dict.fromkeys(name for row in rows for name in row)
-    return pa.table({name: [row.get(name) for row in rows] for name in names})
+    return pa.table({name: _column(name, [row.get(name) for row in rows]) for name in names})
+
+
+def _column(name: str, values: list[Any]) -> pa.Array:
+    """One column of the fold's rows; values no one Arrow type holds (an int past 64 bits, 1 and 'x')
+    are an error naming the column, not pyarrow's "Python int too large to convert to C long"."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise TypeError(f"the fold's column {name!r} holds values no one type holds ({exc}): return one kind of "
+                        "value per column, and a whole number past 64 bits as a decimal.Decimal") from None
 
 
 def _split(events: pa.Table, parts: int) -> list[pa.Table]:

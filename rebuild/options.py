@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
-from lake.errors import LakeError
+from lake.errors import LakeError, not_a_file
 from lake.read import as_utc
 from rebuild.errors import ConfigError
+from rebuild.progress import PROGRESS
 
 F = TypeVar("F", bound=Callable[..., Any])
-PROGRESS = ("auto", "bar", "log", "none")
 EXECUTORS = ("local", "processes", "dask")  # rebuild.distributed runs the last two
 
 
@@ -68,7 +68,7 @@ class RunOptions:
         if self.keys_file:
             path = Path(self.keys_file)
             if not path.is_file():
-                raise ConfigError(f"keys file {path} not found", file=str(path))
+                raise ConfigError(not_a_file("keys file", path), file=str(path))
             try:  # utf-8-sig: the byte order mark Windows editors write is no part of the first key
                 text = path.read_text(encoding="utf-8-sig")
             except UnicodeDecodeError as exc:

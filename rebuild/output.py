@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -20,11 +21,21 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PIPED_WIDTH = 160
 
 
+class ReaderGone(Exception):
+    """stdout's reader went away (``| head``). Not an OSError: click and rich would exit 1 for that,
+    which says "checks failed"; the CLI exits as Unix tools do instead."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise ReaderGone
+
+
 def _console(stderr: bool) -> Console:
     """A terminal gives its own width (or $COLUMNS does); anywhere else tables get ``PIPED_WIDTH``."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def to_json(payload: object) -> str:
@@ -53,6 +64,13 @@ class Output:
             for key, value in payload.items():
                 self.console.print(f"[bold]{key}[/bold]: {escape(str(value))}")
 
+    def working(self, text: str) -> contextlib.AbstractContextManager[Any]:
+        """A spinner saying ``text`` on stderr while a long command works, for a person at a terminal;
+        nothing under --json or in a job's log (where -v logs the lake's steps)."""
+        if self.json or not self.errors.is_terminal:
+            return contextlib.nullcontext()
+        return self.errors.status(text)
+
     def error(self, message: str, code: int, kind: str) -> None:
         message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
@@ -71,5 +89,8 @@ class Output:
 
     def _write(self, payload: dict[str, Any]) -> None:
         stream = self.stream or sys.stdout
-        stream.write(to_json(payload) + "\n")
-        stream.flush()
+        try:
+            stream.write(to_json(payload) + "\n")
+            stream.flush()
+        except BrokenPipeError as exc:
+            raise ReaderGone from exc

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lake import EventFilter, Lake, Snapshot
+from lake.errors import empty_value
 from lake.table import commit_time
 from rebuild.errors import ConfigError
 from rebuild.options import RunOptions, parse_time
@@ -120,7 +121,7 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     if text is None:
         return snapshot.lake_version
     if not text.strip():  # was an AssertionError traceback, exit 1
-        raise ConfigError("--as-of is empty: give a lake_version or a time (is a variable of the job's command unset?)")
+        raise ConfigError(empty_value("--as-of", "give a lake_version or a time"))
     if text.strip().isdigit():
         version = int(text)
         if version > snapshot.lake_version:
@@ -128,6 +129,11 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
         return version
     when = parse_time(text, "--as-of")
     assert when is not None
+    now = datetime.now(UTC)
+    if when > now:  # a typo of the year, say: the lake as of then is not known yet, and tomorrow's run would read more
+        raise ConfigError(
+            f"--as-of {text} is in the future (now {now.isoformat(timespec='seconds').replace('+00:00', 'Z')}): the "
+            f"lake as of then is not known yet. Leave --as-of out for its latest lake_version ({snapshot.lake_version})")
     version = lake.version_at(when)
     if version == 0:  # before the first events were archived: the lake held none, and the run would empty the view
         # the commit that added them, not the first commit: a PostgreSQL poll whose rows were all quarantined commits none

@@ -8,8 +8,11 @@ import threading
 import time
 from typing import Protocol
 
+from rebuild.errors import ConfigError
+
 log = logging.getLogger("rebuild.progress")
 log.setLevel(logging.INFO)  # a job's progress lines show without -v (other loggers stay at WARNING)
+PROGRESS = ("auto", "bar", "log", "none")
 #: seconds without a step done after which a job's log says the step is still running, and again each time
 HEARTBEAT = 60.0
 
@@ -90,6 +93,8 @@ class Bar:
 
 def choose(name: str, json_output: bool = False) -> Progress:
     """``auto`` is a bar on a terminal or notebook, log lines otherwise, silence under --json."""
+    if name not in PROGRESS:  # else a typo ("bars") would pass as auto
+        raise ConfigError(f"progress {name!r} is not one of {list(PROGRESS)}")
     if name == "none" or (json_output and name == "auto"):
         return Silent()
     if name == "log":

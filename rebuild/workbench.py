@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 import lake as lake_pkg
 from lake import EventFilter, Lake
@@ -33,11 +34,11 @@ from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs, keyword_options
 from rebuild.plan import Plan, make_plan
-from rebuild.progress import choose
+from rebuild.progress import Progress, choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
-from rebuild.store.base import previous_name, scope_name, shadow_name
+from rebuild.store.base import previous_name, scope_name, shadow_name, view_tables
 from rebuild.store.duckdb_store import connect as duckdb_connect
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,8 @@ class Workbench:
                 view=view, run_id=shadow.run_id,
             )
         if not force and (record is None or record.verdict != "pass"):
-            raise CutoverRefused(_refusal(view, shadow.run_id, record), view=view, run_id=shadow.run_id)
+            report = self._report_here(record.report) if record is not None and record.report else None
+            raise CutoverRefused(_refusal(view, shadow.run_id, record, report), view=view, run_id=shadow.run_id)
         with self.store.lock(view, "cutover"):
             return self.store.cutover(view, shadow.run_id, forced=force and (record is None or record.verdict != "pass"),
                                       keep=self._live_keeps(view, shadow, record))
@@ -331,6 +333,26 @@ class Workbench:
         with self.store.lock(view, "rollback"):
             return self.store.rollback(view)
 
+    def drop(self, view: str, dry_run: bool = False) -> dict[str, Any]:
+        """Retire ``view``, which no configured projection builds any more (``views_without_projection``):
+        drop its live, shadow and previous tables, in one transaction with its checkpoints and backfill
+        marks. Its run records and reports stay, for history, until ``prune`` forgets them. Returns
+        ``{"view", "dry_run", "tables": {table: rows}}``: what was dropped (or would be, with ``dry_run``)."""
+        if view in self.registry:
+            raise ConfigError(
+                f"{view} is built by a configured projection, whose next run would build it again. To retire it, "
+                f"remove it from [projections] modules (or rename it) first; to rebuild it from scratch, "
+                f"`rebuild run {view} --full` and cut over", view=view)
+        found = self.store.views() if self.has_store() else []
+        if view not in found:  # a table the workbench did not build (another team's, say) is not its to drop
+            raise ConfigError(f"no view {view!r} in {self.config.store_uri} (its views: {', '.join(found) or 'none'})",
+                              view=view)
+        with self.store.lock(view, "drop"):
+            tables = {t: self.store.count(t) for t in view_tables(view) if self.store.exists(t)}
+            if not dry_run:
+                self.store.drop_view(view)
+        return {"view": view, "dry_run": dry_run, "tables": tables}
+
     def runs(self, view: str | None = None, limit: int = 20) -> list[Any]:
         """The run records, newest first (of ``view``, or of every view)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -380,14 +402,25 @@ class Workbench:
 
     def _reports_of(self, records: Sequence[Any]) -> list[Path]:
         """The runs' check reports: RUN_ID.html/.json and RUN_ID--against-OTHER.*, where each run's record
-        says and where the configured reports_dir puts them. Each folder is listed once: a glob per run
-        made a prune of 4,000 runs with their reports take 21 s (quadratic: 8,760 hourly runs, minutes)."""
+        says (inside this project: in a copy of it, records name the original's) and where the configured
+        reports_dir puts them. Each folder is listed once: a glob per run made a prune of 4,000 runs with
+        their reports take 21 s (quadratic: 8,760 hourly runs, minutes)."""
         runs: dict[Path, set[str]] = {}
+        here = Path(self.config.reports_dir)
         for r in records:
-            for folder in {Path(self.config.reports_dir) / r.view, *([Path(r.report).parent] if r.report else [])}:
+            recorded = [Path(r.report).parent] if r.report else []
+            for folder in {here / r.view, *(f for f in recorded if f.is_relative_to(here.parent))}:
                 runs.setdefault(folder, set()).add(r.run_id)
         return [p for folder, ids in runs.items() if folder.is_dir() for p in folder.iterdir()
                 if p.name.split(".", 1)[0].split("--against-", 1)[0] in ids]
+
+    def _report_here(self, report: str) -> Path:
+        """Where a run record's report is now: a record names it by the absolute path it was written at,
+        which in a project moved or copied since (a folder renamed, a backup restored elsewhere) is the
+        old place; the configured reports folder's file of that view and name is the run's own."""
+        path = Path(report)
+        here = Path(self.config.reports_dir) / path.parent.name / path.name
+        return here if here.is_file() else path
 
     # -- the lake ------------------------------------------------------------------------------
     def audit(self, streams: list[str] | None = None, **options: Any) -> AuditReport:
@@ -421,7 +454,7 @@ class Workbench:
             after = {LIVE: _step(f"rebuild cutover {name}", f"wb.cutover({name!r})"),
                      SHADOW: _step(f"rebuild run {name}", f"wb.run({name!r})"), PREVIOUS: "a cutover"}[role]
             raise StoreError(f"{name} has no {role} view ({tables[role]}); it exists after {after}", view=name)
-        return pl.from_arrow(self.store.read(tables[role]))  # type: ignore[return-value]
+        return pl.from_arrow(_polars_ready(self.store.read(tables[role])))  # type: ignore[return-value]
 
     def _repr_html_(self) -> str:
         rows = "".join(
@@ -433,17 +466,19 @@ class Workbench:
 
 
     # -- checks (the glue; the checks themselves live in the ``checks`` package) ----------------
-    def check(self, view: str, live: str | None = None, tolerance: Any = None) -> Any:
+    def check(self, view: str, live: str | None = None, tolerance: Any = None, progress: str = "auto") -> Any:
         """Compare ``VIEW__shadow`` with live (or ``live``), validate, write the report, record the verdict.
 
         ``tolerance`` is ``{column: (abs, rel)}`` or CLI-style ``["total=0.01", "paid=0.5%"]`` (or one such text).
+        ``progress`` as for ``run``: a bar, log lines or nothing, through the check's steps.
         Returns a ``checks.CheckReport``; the verdict lands in the run record (cutover reads it).
         """
+        shown = choose(progress, self.json_output)
         with self.store.lock(view, "check"):  # a run or cutover meanwhile would mix two shadows in one report
-            return self._check(view, live, tolerance)
+            return self._check(view, live, tolerance, shown)
 
-    def _check(self, view: str, live: str | None, tolerance: Any) -> Any:
-        from checks import ViewSpec, check_view, parse_tolerance
+    def _check(self, view: str, live: str | None, tolerance: Any, shown: Progress) -> Any:
+        from checks import CHECK_STEPS, ViewSpec, check_view, parse_tolerance
 
         p, store = self.projection(view), self.store
         shadow = store.checkpoint(view, SHADOW)
@@ -472,16 +507,21 @@ class Workbench:
         live_on = self._on(con, live_table, scope_table if scoped else None) if live_table else None
         if live_table == view and live_on is not None:
             _same_key(view, p.key, con.table(live_on).columns, scoped)
-        report = check_view(
-            con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)), live=live_on,
-            tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
-            scope=scope, scope_columns=con.table(scope).columns if scope else (),
-            as_of=shadow.lake_version, run=_run_facts(record),
-            runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
-            report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
-            catch_up_from=None if live_table != view else _caught_up_from(record),
-            names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
-        )
+        shown.start(len(CHECK_STEPS), "steps", f"{view} check")
+        try:
+            report = check_view(
+                con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)), live=live_on,
+                tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
+                scope=scope, scope_columns=con.table(scope).columns if scope else (),
+                as_of=shadow.lake_version, run=_run_facts(record),
+                runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
+                report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
+                catch_up_from=None if live_table != view else _caught_up_from(record),
+                names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
+                step=lambda name: shown.advance(1, name),
+            )
+        finally:
+            shown.close()
         point("check.before_verdict")
         verdict = report.verdict.verdict
         if other:
@@ -535,8 +575,8 @@ def scratch(config: Config) -> duckdb.DuckDBPyConnection:
     return duckdb_connect(":memory:", config.memory_limit, config.temp_directory, config.threads)
 
 
-def _refusal(view: str, run_id: str, record: Any) -> str:
-    """Why cutover needs --force for this run, and what to do instead."""
+def _refusal(view: str, run_id: str, record: Any, report: Path | None) -> str:
+    """Why cutover needs --force for this run (whose check ``report`` is there), and what to do instead."""
     verdict = (record.verdict if record else None) or ""
     force = f"cut over with --force (wb.cutover({view!r}, force=True)), which the run record keeps"
     check = _step(f"rebuild check {view}", f"wb.check({view!r})")
@@ -544,7 +584,7 @@ def _refusal(view: str, run_id: str, record: Any) -> str:
         return (f"run {run_id} of {view} was checked against {verdict.partition(AGAINST)[2]}, not against live "
                 f"{view}; run {check} (or {force})")
     if verdict:
-        return (f"run {run_id} of {view} failed its check (report: {record.report}); if the differences are the "
+        return (f"run {run_id} of {view} failed its check (report: {report}); if the differences are the "
                 f"corrections you meant, {force}; if not, fix the projection and run it again")
     return f"run {run_id} of {view} has no passing check report; run {check} (or {force})"
 
@@ -591,3 +631,22 @@ def _run_facts(record: Any) -> dict[str, Any]:
     if skipped:
         facts["skipped_files"] = skipped
     return facts
+
+
+def _polars_ready(data: pa.Table) -> pa.Table:
+    """``data`` with the columns Polars cannot read as the other stores give them: a UUID (Arrow's uuid,
+    from PostgreSQL) as text, an INTERVAL (Arrow's month_day_nano_interval) as a duration in microseconds
+    (what a Polars Duration became), or as DuckDB's text ('1 month 2 days') when a value counts months,
+    which a duration has not."""
+    interval = pa.month_day_nano_interval()
+    con = None  # one connection for every such column, none for a view without one
+    for i, field in enumerate(data.schema):
+        if field.type not in (interval, pa.uuid()):
+            continue
+        con = con or duckdb.connect()
+        column = con.from_arrow(pa.table({"v": data.column(i)}))
+        text = field.type != interval or column.aggregate(
+            "bool_or(datepart('year', v) <> 0 OR datepart('month', v) <> 0)").fetchall()[0][0]
+        values = column.select("CAST(v AS VARCHAR)" if text else "epoch_us(v)").to_arrow_table().column(0)
+        data = data.set_column(i, field.name, values if text else values.cast(pa.duration("us")))
+    return data

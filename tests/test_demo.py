@@ -40,6 +40,28 @@ def test_demo_refuses_to_delete_outside_a_demo_folder(
     assert (precious / "keep.txt").exists() and (stray / "notes.txt").exists()
 
 
+def test_the_demos_next_steps_name_make_lab_only_in_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's last line said to open notebooks/ with `make lab`, which a project that installed the
+    wheel has neither of."""
+    import io
+
+    import lake
+    from rich.console import Console
+
+    from rebuild.demo import DemoContext, _render
+
+    def said() -> str:
+        console = Console(file=io.StringIO(), width=300)
+        _render(console, DemoContext(state=None, lake=lake.Lake(tmp_path / "lake"), events=0, seed=0), 1.0)  # type: ignore[arg-type]
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    monkeypatch.chdir(tmp_path)
+    assert "make lab" not in said() and "`rebuild ls`" in said()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "Makefile").write_text("lab:\n")
+    assert "open notebooks/ with `make lab`" in said()
+
+
 def test_inside_demo_folder() -> None:
     assert inside_demo_folder(Path("/x/.demo/lake")) and inside_demo_folder(Path("/x/.demo/a/b"))
     assert not inside_demo_folder(Path("/x/.demo")) and not inside_demo_folder(Path("/x/demo/lake"))

@@ -45,6 +45,12 @@ def building_name(view: str) -> str:
     return f"{view}__building"
 
 
+def view_tables(view: str) -> tuple[str, ...]:
+    """Every table of ``view``'s life-cycle (live, shadow, previous, their scopes, a bucketed run's)."""
+    return (view, shadow_name(view), scope_name(shadow_name(view)), previous_name(view),
+            scope_name(previous_name(view)), building_name(view))
+
+
 def scope_match(scope: str, columns: Sequence[str], null_safe: bool = True) -> str:
     """Rows ``t`` whose scope columns appear in ``scope``: NULL-safe, or with ``=`` where the scope
     holds no NULL (the same rows then; PostgreSQL hashes ``=`` but joins ``IS NOT DISTINCT FROM`` in a
@@ -224,6 +230,12 @@ class Store(ABC):
     def rollback(self, view: str) -> Checkpoint | None:
         """In one transaction: swap previous and live back. Returns live's checkpoint, None when
         the restored view was built outside the workbench (a production consumer, say)."""
+
+    @abstractmethod
+    def drop_view(self, view: str) -> list[str]:
+        """In one transaction: drop every table of ``view`` (``view_tables``, and a full run's landing
+        table) and forget its checkpoints and backfill marks; its run records stay, for history (prune
+        forgets them). Returns the tables dropped."""
 
     @abstractmethod
     def checkpoint(self, view: str, role: str) -> Checkpoint | None: ...

@@ -41,14 +41,29 @@ from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
     EMPTY, LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
-    previous_name, scope_match, scope_name, shadow_name,
+    previous_name, scope_match, scope_name, shadow_name, view_tables,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
-from rebuild.store.sqlstore import check_patch_columns
+from rebuild.store.sqlstore import check_patch_columns, patch_does_not_fit
 
 MANIFEST = "_manifest.json"
 GRACE_SECONDS = 600.0
 MERGED = 4  # the files a table grown a file at a time merges at once (ParquetStore._append)
+#: DuckDB writes these to Parquet as DOUBLE, which loses digits past 2**53 and which a check compares
+#: within a float's tolerance (a sum of cents one cent off passed): written as exact decimals instead
+EXACT = {"HUGEINT": "DECIMAL(38,0)", "UHUGEINT": "DECIMAL(38,0)"}
+_NINES = "9" * 38
+#: values a Parquet file cannot keep, per DuckDB type: (SQL finding them in column {c}, what they are and
+#: what to do instead); such a column is refused, naming a value
+UNFIT = {
+    "INTERVAL": ("datepart('microseconds', {c}) % 1000 <> 0",
+                 "an INTERVAL finer than a millisecond ({value}), which the Parquet store would cut to milliseconds "
+                 "(Parquet's INTERVAL): keep it as a number in the projection, e.g. epoch_us({name}) (or "
+                 "dt.total_microseconds() in Polars)"),
+    **dict.fromkeys(EXACT, (f"NOT {{c}} BETWEEN -{_NINES} AND {_NINES}",
+                            "a number of more than 38 digits ({value}), which the Parquet store keeps as DECIMAL(38,0) "
+                            "(Parquet's DOUBLE loses digits): cast it in the projection, e.g. to VARCHAR")),
+}
 Manifest = dict[str, Any]
 
 
@@ -146,8 +161,12 @@ class ParquetStore(Store):
         """Write ``query``'s rows to a new data file (durably); returns its name."""
         name = f"{table}.{uuid.uuid4().hex[:12]}.parquet"
         path = self.root / "data" / name
+        query = _for_parquet(con, query, table)
         try:
             con.execute(f"COPY ({query}) TO {literal(str(path))} (FORMAT parquet)")
+        except duckdb.ConversionException:  # files of one table whose types do not unite: the caller's to say
+            path.unlink(missing_ok=True)
+            raise
         except duckdb.IOException as exc:  # disk full, read-only: the manifest is not replaced
             path.unlink(missing_ok=True)
             raise StoreError(
@@ -176,9 +195,8 @@ class ParquetStore(Store):
         return self._rows(self._load(), table)
 
     def read(self, table: str) -> pa.Table:
-        paths = self._paths(self._load(), table)
-        # promote: a file merged from others lost their columns' NOT NULL (DuckDB reads many files as nullable)
-        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default") if paths else pa.table({})
+        # as DuckDB reads the files (a check, the other stores): pyarrow reads a UUID or INTERVAL as bytes
+        return self.relation(self.compute(), table).to_arrow_table()
 
     def relation(self, con: duckdb.DuckDBPyConnection, table: str, scope: str | None = None) -> duckdb.DuckDBPyRelation:
         m = self._load()
@@ -377,6 +395,8 @@ class ParquetStore(Store):
             kept = self._write(con, f"SELECT * FROM {live} t WHERE {inside}", keep_as)
             merged = self._write(con, f"SELECT * FROM {live} t WHERE NOT {inside} UNION ALL BY NAME "
                                       f"SELECT * FROM {self._source(m, rows)}", view)
+        except duckdb.ConversionException as exc:  # live's text 'a|b' and the patch's list: no type holds both
+            raise patch_does_not_fit(view, exc) from None
         finally:
             con.execute("DROP VIEW IF EXISTS temp.__scope")
         m["tables"][keep_as], m["tables"][view] = [kept], [merged]
@@ -399,6 +419,13 @@ class ParquetStore(Store):
             if prev_cp is not None:  # None: previous was built outside the workbench
                 _status(m, prev_cp.run_id, "live")
         return _checkpoint(m, view, LIVE)
+
+    def drop_view(self, view: str) -> list[str]:
+        with self._transaction() as m:
+            tables = [t for t in view_tables(view) if m["tables"].pop(t, None) is not None]
+            for rows in ("checkpoints", "backfills"):
+                m[rows] = [r for r in m[rows] if r["view"] != view]
+        return tables
 
     # -- metadata ---------------------------------------------------------------------------------
     def checkpoint(self, view: str, role: str) -> Checkpoint | None:
@@ -510,3 +537,21 @@ def _record_publish(m: Manifest, record: RunRecord, checkpoint: Checkpoint, mark
     _put(m["checkpoints"], checkpoint.to_dict(), ("view", "role"))
     if mark is not None:
         _put(m["backfills"], mark.to_dict(), ("job_id", "item"))
+
+
+def _for_parquet(con: duckdb.DuckDBPyConnection, query: str, table: str) -> str:
+    """``query`` with its HUGEINT columns cast to exact types Parquet holds (``EXACT``); a column with a
+    value Parquet cannot keep (``UNFIT``) is refused, naming a value."""
+    described = con.sql(f"DESCRIBE {query}").fetchall()
+    for name, duck, *_ in described:
+        if duck in UNFIT:
+            where, problem = UNFIT[duck]
+            if found := con.sql(f"SELECT {quote(name)} FROM ({query}) WHERE {where.format(c=quote(name))} "
+                                "LIMIT 1").fetchall():
+                raise StoreError(f"column {name} of {table} holds {problem.format(value=found[0][0], name=name)}",
+                                 table=table, column=name)
+    if not any(duck in EXACT for _, duck, *_ in described):
+        return query
+    columns = [f"CAST({quote(name)} AS {EXACT[duck]}) AS {quote(name)}" if duck in EXACT else quote(name)
+               for name, duck, *_ in described]
+    return f"SELECT {', '.join(columns)} FROM ({query})"

@@ -29,7 +29,7 @@ from lake.sql import literal, quote
 from rebuild.config import redact
 from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
-from rebuild.store.base import Checkpoint
+from rebuild.store.base import Checkpoint, view_tables
 from rebuild.store.duckdb_store import connect as duckdb_connect
 from rebuild.store.pg_surroundings import carry
 from rebuild.store.sqlstore import SQLStore
@@ -67,8 +67,11 @@ CASTS = {
     "TINYINT": ("SMALLINT", "smallint"), "UTINYINT": ("SMALLINT", "smallint"),
     "USMALLINT": ("INTEGER", "integer"), "UINTEGER": ("BIGINT", "bigint"),
     "UBIGINT": ("DECIMAL(20,0)", "numeric(20,0)"), "HUGEINT": ("DECIMAL(38,0)", "numeric(38,0)"),
-    "JSON": ("VARCHAR", "text"),
+    "UHUGEINT": ("DECIMAL(38,0)", "numeric(38,0)"), "JSON": ("VARCHAR", "text"), '"NULL"': ("VARCHAR", "text"),
+    "TIMESTAMP_S": ("TIMESTAMP", "timestamp"), "TIMESTAMP_MS": ("TIMESTAMP", "timestamp"),
 }  # fmt: skip
+#: what to cast a DuckDB type PostgreSQL has no type for into, and what is lost then
+NO_PG_TYPE = {"TIMESTAMP_NS": "TIMESTAMP (PostgreSQL keeps microseconds)"}
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
 
@@ -81,16 +84,22 @@ def pg_type(duck: str) -> tuple[str, str]:
         return "", f"numeric({m[1]},{m[2]})"
     if upper in CASTS:
         return CASTS[upper]
-    if upper.endswith("[]") or upper.startswith(("STRUCT", "MAP", "UNION")) or "[" in upper:
+    if upper.endswith("[]") or upper.startswith(("STRUCT", "MAP", "UNION", "ENUM")) or "[" in upper:
         return "VARCHAR", "text"
-    raise StoreError(f"no PostgreSQL type for DuckDB type {duck}; cast the column in the projection")
+    into = NO_PG_TYPE.get(upper, "VARCHAR")
+    raise StoreError(f"PostgreSQL has no type for DuckDB's {duck}; cast the column in the projection, "
+                     f"e.g. to {into}")
+
+
+def _rows(table: str) -> str:
+    """``VIEW's rows`` for the staging table ``table`` of a view."""
+    return f"{table.split('__incoming')[0]}'s rows"
 
 
 def _refused(message: str, table: str) -> StoreError:
     """ADBC's COPY refusal as a store error naming the column (PostgreSQL's CONTEXT line has it)."""
     found = re.search(r"CONTEXT:\s+COPY \S+, line \d+, column (\S+)", message)
-    rows = f"{table.split('__incoming')[0]}'s rows"  # the staging table's view
-    column = f"column {found.group(1)} of {rows}" if found else rows
+    column = f"column {found.group(1)} of {_rows(table)}" if found else _rows(table)
     if "0x00" in message:
         return StoreError(f"PostgreSQL cannot store the NUL character (\\u0000) in text, and {column} holds one "
                           "(DuckDB and Parquet keep it): remove it in the projection, e.g. replace(col, chr(0), '')",
@@ -241,15 +250,25 @@ class PostgresStore(SQLStore):
         self._refuse_when_views_read(live)  # before building indexes the swap would be refused after
         return carry(self.conn, self.schema, live, live, incoming)
 
-    def _refuse_when_views_read(self, table: str) -> None:
-        """A view binds to its table, not to its name: when live is renamed away (a full cutover or
-        rollback) the views on it would follow it and show the old rows, and previous cannot be dropped
-        under them. Refused inside the cutover's transaction, so nothing changes."""
-        views = [r[0] for r in self.conn.execute(
+    def drop_view(self, view: str) -> list[str]:
+        for table in view_tables(view):
+            if views := self._views_reading(table):
+                raise StoreError(f"views {views} read {table}: drop them (or make them read another table) first, "
+                                 f"then rerun; nothing was dropped", table=table, views=views)
+        return super().drop_view(view)
+
+    def _views_reading(self, table: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT c.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
             "JOIN pg_class c ON c.oid = r.ev_class WHERE d.classid = 'pg_rewrite'::regclass "
             "AND d.refobjid = to_regclass(%s) AND c.oid <> d.refobjid ORDER BY 1",
             (f"{quote(self.schema)}.{quote(table)}",)).fetchall()]
+
+    def _refuse_when_views_read(self, table: str) -> None:
+        """A view binds to its table, not to its name: when live is renamed away (a full cutover or
+        rollback) the views on it would follow it and show the old rows, and previous cannot be dropped
+        under them. Refused inside the cutover's transaction, so nothing changes."""
+        views = self._views_reading(table)
         if views:
             raise StoreError(
                 f"views {views} read {table}: PostgreSQL binds a view to its table, not to its name, so after this "
@@ -278,23 +297,39 @@ class PostgresStore(SQLStore):
     def ship(self, con: duckdb.DuckDBPyConnection, query: str, table: str) -> int:
         """Create ``table`` with the mapped column types and bulk-load ``query``'s rows (ADBC COPY)."""
         described = con.sql(f"DESCRIBE {query}").fetchall()
-        selects, columns = [], []
+        selects, columns, uuids = [], [], []
         for name, duck_type, *_ in described:
-            cast, pg = pg_type(duck_type)
-            selects.append(f"CAST({quote(name)} AS {cast}) AS {quote(name)}" if cast else quote(name))
+            try:
+                cast, pg = pg_type(duck_type)
+            except StoreError as exc:
+                raise StoreError(f"column {name} of {_rows(table)}: {exc}", table=table) from None
+            if duck_type == "UUID":  # COPY takes a uuid as its 16 bytes (Arrow's uuid type), not as text
+                selects.append(f"unhex(replace(CAST({quote(name)} AS VARCHAR), '-', '')) AS {quote(name)}")
+                uuids.append(name)
+            else:
+                selects.append(f"CAST({quote(name)} AS {cast}) AS {quote(name)}" if cast else quote(name))
             columns.append(f"{quote(name)} {pg}")
         self._exec(f"DROP TABLE IF EXISTS {quote(table)}")
         self._exec(f"CREATE TABLE {quote(table)} ({', '.join(columns)})")
-        reader = con.sql(f"SELECT {', '.join(selects)} FROM ({query})").to_arrow_reader(BATCH_ROWS)
+        select = f"SELECT {', '.join(selects)} FROM ({query})"
         bulk = self._bulk()
         import adbc_driver_manager
 
         with bulk.cursor() as cur:
             try:
+                reader = _as_uuids(con.sql(select).to_arrow_reader(BATCH_ROWS), uuids)
                 rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema)
             except adbc_driver_manager.DataError as exc:  # a value PostgreSQL cannot hold: the run's fault, not ours
                 bulk.rollback()
                 raise _refused(str(exc), table) from None
+            except (duckdb.ConversionException, adbc_driver_manager.OperationalError) as exc:
+                # a value past its PostgreSQL type (HUGEINT's 39th digit), at once or while ADBC reads the rows
+                if not (found := re.search(r"Conversion Error: [^\n]*", str(exc))):
+                    raise
+                bulk.rollback()
+                raise StoreError(f"{_rows(table)} cannot go to PostgreSQL: {found.group(0)}; cast that column in "
+                                 "the projection to a type whose values fit (VARCHAR keeps every digit)",
+                                 table=table) from None
         bulk.commit()
         return int(rows)
 
@@ -363,17 +398,45 @@ class PostgresStore(SQLStore):
         self._adbc = self._scratch = None
 
 
+def _as_uuids(reader: pa.RecordBatchReader, names: Sequence[str]) -> pa.RecordBatchReader:
+    """``reader`` with the 16-byte binary columns ``names`` as Arrow's uuid type."""
+    if not names:
+        return reader
+    schema = pa.schema([pa.field(f.name, pa.uuid()) if f.name in names else f for f in reader.schema])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield pa.record_batch([
+                pa.ExtensionArray.from_storage(pa.uuid(), column.cast(pa.binary(16))) if name in names else column
+                for name, column in zip(batch.schema.names, batch.columns, strict=True)
+            ], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _numeric_type(text: pa.ChunkedArray, typmod: int) -> pa.DataType:
+    """The Arrow type of a numeric column: its declared ``numeric(p,s)``; without one (a live view made
+    elsewhere), a decimal of the largest scale its values have, or a double past 38 digits (or for NaN
+    and Infinity). As text, 10.5 differed from a rebuilt 10.50, and tolerances were refused."""
+    if typmod >= 4:
+        return pa.decimal128((typmod - 4) >> 16, (typmod - 4) & 0xFFFF)
+    if pc.all(pc.match_substring_regex(text, r"^-?\d+(\.\d+)?$")).as_py() is False:
+        return pa.float64()
+    scale = pc.max(pc.utf8_length(pc.replace_substring_regex(text, r"^[^.]*\.?", ""))).as_py() or 0
+    digits = pc.max(pc.utf8_length(pc.replace_substring_regex(text, r"^-?(\d*).*$", r"\1"))).as_py() or 0
+    return pa.decimal128(38, scale) if digits + scale <= 38 else pa.float64()
+
+
 def _typed(data: pa.Table) -> pa.Table:
     """ADBC returns numeric as strings (with the typmod in the field metadata): back to decimals."""
     columns, fields = [], []
     for field, column in zip(data.schema, data.columns, strict=True):
         meta = field.metadata or {}
         typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
-        if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4:
-            precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+        if meta.get(b"POSTGRESQL:type") == b"numeric":
             chunks = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in column.chunks]
             storage = pa.chunked_array(chunks, type=chunks[0].type if chunks else pa.string())
-            column = pc.cast(storage, pa.decimal128(precision, scale))
+            column = pc.cast(storage, _numeric_type(storage, typmod))
         columns.append(column)
         fields.append(pa.field(field.name, column.type, nullable=field.nullable))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))

@@ -36,6 +36,7 @@ from rebuild.store.base import (
     scope_match,
     scope_name,
     shadow_name,
+    view_tables,
 )
 
 RUNS_DDL = """CREATE TABLE IF NOT EXISTS _rebuild_runs (
@@ -439,6 +440,16 @@ class SQLStore(Store):
         self._replace_scope(view, previous, scope, columns)
         self._drop(previous)
         self._rename(view + "__swap", previous)
+
+    def drop_view(self, view: str) -> list[str]:
+        landing = self.landing(view)
+        tables = [t for t in (*view_tables(view), *([landing] if landing else [])) if self.exists(t)]
+        with self._transaction():
+            for table in tables:
+                self._drop(table)
+            for meta in ("_checkpoints", "_backfills"):
+                self._exec(f"DELETE FROM {meta} WHERE view = {literal(view)}")
+        return tables
 
     # -- helpers -------------------------------------------------------------------------------
     def _drop(self, table: str) -> None:

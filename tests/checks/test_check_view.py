@@ -8,6 +8,7 @@ import html
 import io
 import json
 import re
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from PIL import Image
 
 import lake
 from checks import SECTIONS, lineage
+from rebuild.config import Config
 from rebuild.errors import CutoverRefused
 from rebuild.store import LIVE
+from rebuild.workbench import Workbench
 from tests.checks.conftest import DUPLICATED, LATE, OLD_VERSION, POISONED
 from tests.conftest import write_ndjson
 from tests.orders import order_events
@@ -520,3 +523,24 @@ def test_a_lake_made_again_at_the_same_place_is_audited_again(tmp_path):
     assert made(1) == first  # the same lake and snapshot: the same place
     shutil.rmtree(tmp_path / "lake")
     assert made(2) != first
+
+
+def test_a_moved_project_s_refused_cutover_names_the_report_where_it_is_now(scenario):
+    """A run record names its report by the absolute path it was written at: after the project folder
+    was moved (renamed, restored elsewhere), cutover's refusal sent people to the old place."""
+    report = scenario.wb.check("order_summary")
+    assert report.verdict.verdict == "fail"
+    scenario.wb.close()
+    moved = scenario.root / "moved"
+    moved.mkdir()
+    for name in ("lake", "views.duckdb", "reports"):
+        shutil.move(scenario.root / name, moved / name)
+    wb = Workbench(Config(lake_uri=str(moved / "lake"), store_uri=f"duckdb://{moved / 'views.duckdb'}",
+                          reports_dir=str(moved / "reports"), memory_limit="1GB"))
+    try:
+        with pytest.raises(CutoverRefused) as refused:
+            wb.cutover("order_summary")
+    finally:
+        wb.close()
+    here = moved / "reports" / "order_summary" / Path(report.paths["html"]).name
+    assert f"(report: {here})" in str(refused.value) and here.is_file()

@@ -70,6 +70,34 @@ def test_times_with_and_without_a_zone_are_compared_as_instants(duck):
     assert list(result.samples["changed"][0]["changes"]) == ["happened"]
 
 
+def test_retyped_whole_numbers_are_compared_exactly(duck):
+    """A consumer's BIGINT column against the rebuild's HUGEINT (a sum over BIGINT) or DECIMAL was compared
+    as DOUBLE, which holds 53 bits: ids and counts past 2**53 one apart were seen equal."""
+    big = 2**53
+    live = f"SELECT * FROM (VALUES ('a', {big + 1}::BIGINT, {big + 1}::BIGINT), ('b', {big}::BIGINT, 7::BIGINT)) t(k, n, m)"
+    rebuilt = (f"SELECT * FROM (VALUES ('a', {big}::HUGEINT, {big}::DECIMAL(38,0)), ('b', {big}::HUGEINT, "
+               "7::DECIMAL(38,0))) t(k, n, m)")
+    result = compare(duck(live, rebuilt), "live", "rebuilt", ["k"])
+    assert result.retyped == {"n": ("BIGINT", "HUGEINT"), "m": ("BIGINT", "DECIMAL(38,0)")}
+    assert result.changed_by_column == {"n": 1, "m": 1}
+    assert [s["k"] for s in result.samples["changed"]] == ["a"]
+    assert list(result.samples["changed"][0]["changes"]) == ["n", "m"]
+
+
+def test_structs_whose_fields_are_in_another_order_are_compared_by_field_name(duck):
+    """A consumer's struct (or list of structs) with the same fields in another order was compared as text,
+    so every row differed: {'last': 'x', 'n': 5} against {'n': 5, 'last': 'x'}."""
+    live = ("SELECT * FROM (VALUES ('a', {'last': 'x', 'n': 5}, [{'b': 2, 'a': 1}], {'c': 1}), "
+            "('b', {'last': 'y', 'n': 6}, [{'b': 2, 'a': 1}], {'c': 2})) t(k, st, items, other)")
+    rebuilt = ("SELECT * FROM (VALUES ('a', {'n': 5, 'last': 'x'}, [{'a': 1, 'b': 2}], {'d': 1}), "
+               "('b', {'n': 7, 'last': 'y'}, [{'a': 1, 'b': 3}], {'d': 2})) t(k, st, items, other)")
+    result = compare(duck(live, rebuilt), "live", "rebuilt", ["k"])
+    assert set(result.retyped) == {"st", "items", "other"}  # the types are still reported as they are
+    assert result.changed_by_column == {"st": 1, "items": 1, "other": 2}  # other fields are no same fields
+    changed = {s["k"]: list(s["changes"]) for s in result.samples["changed"]}
+    assert changed == {"a": ["other"], "b": ["st", "items", "other"]}
+
+
 def test_duplicate_keys_on_one_side(duck):
     live = BASE + " UNION ALL SELECT 'b', 2, 2.00, 'y'"
     result = compare(duck(live, BASE), "live", "rebuilt", ["k"])

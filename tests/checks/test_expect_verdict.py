@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import date, datetime
 
 import pytest
 
@@ -44,6 +45,24 @@ def test_an_expectation_that_cannot_be_evaluated_says_why(duck):
     assert failed.observed.startswith("could not be evaluated: Column values, min_value, and max_value must")
     reason = decide(None, result).reasons[0]
     assert "failed: could not be evaluated" in reason and "values unexpected" not in reason
+
+
+def test_a_time_range_is_evaluated_on_times_with_and_without_a_zone(duck):
+    """``between`` a date, or a time with or without a zone, on a TIMESTAMPTZ (or TIMESTAMP) column could not
+    be evaluated ("Invalid comparison between dtype=datetime64[us, UTC] and date"), so it failed every check.
+    A bound without a zone is UTC, as everywhere in the workbench."""
+    view = ("SELECT 'o' || i AS order_id, TIMESTAMPTZ '2026-09-01 10:00:00+00' + i * INTERVAL 1 HOUR AS placed, "
+            "TIMESTAMP '2026-09-01 10:00:00' + i * INTERVAL 1 HOUR AS placed_utc FROM range(3) t(i)")
+    con = duck(view, view)
+    for bounds, unexpected in [(["2026-09-01", "2026-09-02"], 0), (["2026-09-01T11:00:00", None], 1),
+                               ([None, "2026-09-01T12:30:00+02:00"], 2), ([date(2026, 9, 1), datetime(2026, 9, 1, 11)], 1)]:
+        result = validate(con, "rebuilt", ["order_id"], {"between": {"placed": bounds, "placed_utc": bounds}})
+        for column in ("placed", "placed_utc"):
+            outcome = next(r for r in result.results if r.column == column)
+            assert outcome.observed == f"{unexpected} of 3 values unexpected", (bounds, column, outcome.observed)
+    with pytest.raises(CheckInputError, match=r"between bound 'next week' of TIMESTAMP WITH TIME ZONE column 'placed' "
+                                              r"is no ISO time"):
+        validate(con, "rebuilt", ["order_id"], {"between": {"placed": ["next week", None]}})
 
 
 def test_unknown_expectation_or_column(duck):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lake
-from lake.sample import END, RATES, TYPES, SampleResult, generate
+from lake.sample import END, RATES, TYPES, SampleResult, generate, hugepage_setting
 
 EVENTS, SEED, DAYS = 1500, 3, 6
 
@@ -143,10 +143,9 @@ def test_refuses_a_lake_that_holds_events_and_unknown_streams(sample: tuple[lake
 
 
 def test_the_generator_draws_without_numpy_huge_pages_and_restores_the_setting(tmp_path: Path) -> None:
-    """Huge-page faults of its many large temporaries cost more than they save (see _small_pages)."""
-    import numpy as np
-
-    madvise = np._core.multiarray._set_madvise_hugepage
+    """Huge-page faults of its many large temporaries cost more than they save (see _small_pages).
+    With numpy 1.26 (np._core without multiarray, or none) generate() failed before this check."""
+    madvise = hugepage_setting()
     during: list[bool] = []
     before = madvise(True)
     try:

@@ -147,6 +147,55 @@ def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake,
     assert "not resumed" not in " ".join(r.getMessage() for r in caplog.records)
 
 
+#: the CLI of the workbench before 2026-11-24, whose fingerprint was of the code's text as written
+OLD_FINGERPRINT = """
+import sys
+from rebuild.projection import Projection
+Projection.fingerprint = Projection.legacy_fingerprint
+from rebuild.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_backfill_of_other_code_says_so_not_that_it_was_asked_other_arguments(
+        orders_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Rerun with the same arguments after the projection's code changed, it said "it was asked other arguments
+    ... rerun it with its own": the arguments it had been asked, which could not finish it either."""
+    store = str(tmp_path / "views.duckdb")
+    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
+    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE, code=OLD_FINGERPRINT.replace(
+        "Projection.legacy_fingerprint", "property(lambda self: 'other code')"))
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    caplog.set_level(logging.WARNING, logger="rebuild.backfill")
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", "backfill", VIEW, *RANGE, "--progress", "none"]) == 0
+    assert "not resumed: other code of the projection started it" in caplog.text
+    assert "asked other arguments" not in caplog.text and "rerun it with its own" not in caplog.text
+
+
+def test_a_backfill_killed_before_the_upgrade_resumes_after_it(orders_lake: Lake, tmp_path: Path,  # noqa: F811
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Its job holds the fingerprint of the code's text: rerun with the same arguments after the upgrade, it
+    was "not resumed: it was asked other arguments" and started over, its done chunks thrown away."""
+    store = str(tmp_path / "views.duckdb")
+    monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
+    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE, code=OLD_FINGERPRINT)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv("REBUILD_FAULT_POINT")
+    caplog.set_level(logging.WARNING, logger="rebuild.backfill")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=store)) as wb:
+        assert wb.backfill(VIEW, since=RANGE[1], until=RANGE[3], chunk="1d", progress="none").skipped == 2
+    assert "not resumed" not in caplog.text
+    reference = str(tmp_path / "reference.duckdb")
+    assert main(["--lake", orders_lake.uri, "--store", reference, "--json", "backfill", VIEW, *RANGE, "--progress", "none"]) == 0
+    expected = shadow(orders_lake, reference)
+    assert expected.height > 0 and shadow(orders_lake, store).equals(expected)
+
+
 def test_a_backfill_whose_pinned_files_were_vacuumed_starts_over(orders_lake: Lake, tmp_path: Path,  # noqa: F811
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -351,6 +352,23 @@ def test_sigterm_exits_143_at_once_with_one_json_object_and_leaves_whole_commits
     assert report.lake_version >= 2 and not report.bad_files
 
 
+def test_a_reader_that_goes_away_is_exit_141_not_checks_failed(tmp_path: Path) -> None:
+    """`rebuild lake audit | head -1`: the reader closes the pipe before the output is written. rich and
+    click would exit 1 ("checks failed") there; the CLI exits 141, as a shell reports a Unix tool
+    that SIGPIPE stopped, and says nothing (no traceback, no "Exception ignored")."""
+    out = tmp_path / "lake"
+    rebuild = Path(sys.executable).parent / "rebuild"
+    assert subprocess.run([str(rebuild), "lake", "sample", "--events", "2000", "--out", str(out)],
+                          capture_output=True).returncode == 0
+    for json_flag in ([], ["--json"]):
+        read, write = os.pipe()
+        os.close(read)  # gone before the command writes a byte
+        job = subprocess.run([str(rebuild), "--lake", str(out), "lake", "audit", *json_flag],
+                             stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+        os.close(write)
+        assert (job.returncode, job.stderr) == (141, ""), json_flag
+
+
 def test_only_ctrl_c_counts_as_an_interrupt() -> None:
     """click turns an EOFError (a truncated gzip file, say) into Abort as it does Ctrl-C: not exit 130."""
     from rebuild.cli import _interrupted
@@ -359,6 +377,62 @@ def test_only_ctrl_c_counts_as_an_interrupt() -> None:
     end_of_file.__cause__ = EOFError("Compressed file ended before the end-of-stream marker was reached")
     assert _interrupted(click.Abort()) and _interrupted(KeyboardInterrupt()) and _interrupted(RuntimeError("Query interrupted"))
     assert not _interrupted(end_of_file) and not _interrupted(RuntimeError("some other failure"))
+
+
+def test_verbose_shows_the_workbenchs_lines_not_great_expectations_chatter(tmp_path: Path) -> None:
+    """`rebuild -v check` wrote ~215 log lines, all but two of them Great Expectations' INFO chatter
+    ("Skipping registering function ..."); they show with -vv only."""
+    rebuild = Path(sys.executable).parent / "rebuild"
+    at = [str(rebuild), "--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/v.duckdb"]
+    assert subprocess.run([*at, "lake", "sample", "--events", "2000", "--out", str(tmp_path / "lake")],
+                          capture_output=True).returncode == 0
+    assert subprocess.run([*at, "run", "order_summary"], capture_output=True).returncode == 0
+    logs = {}
+    for flag in ("-v", "-vv"):  # in tmp_path: the reports go to ./reports
+        job = subprocess.run([*at, flag, "check", "order_summary"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+        assert job.returncode in (0, 1) and "expectations" in job.stdout, job.stderr
+        logs[flag] = [line for line in job.stderr.splitlines() if " great_expectations" in line]
+    assert logs["-v"] == [] and len(logs["-vv"]) > 50
+
+
+def test_a_long_lake_command_shows_a_spinner_to_a_person_at_a_terminal_only(tmp_path: Path) -> None:
+    """`lake audit`, `lake compact` and `lake ingest` showed nothing while they worked (at 100M events an
+    audit takes two minutes, a compaction as long). On a terminal they say what they do; a job's log
+    (stderr not a terminal) gets nothing more."""
+    import pty
+
+    rebuild, out = Path(sys.executable).parent / "rebuild", tmp_path / "lake"
+    assert subprocess.run([str(rebuild), "lake", "sample", "--events", "2000", "--out", str(out)],
+                          capture_output=True).returncode == 0
+    command = [str(rebuild), "--lake", str(out), "lake", "audit"]
+    leader, follower = pty.openpty()
+    job = subprocess.run(command, stdout=subprocess.PIPE, stderr=follower, timeout=120)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end is closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert job.returncode == 0 and b"auditing the lake" in shown
+    logged = subprocess.run(command, capture_output=True, timeout=120)
+    assert logged.returncode == 0 and b"auditing" not in logged.stderr and logged.stdout == job.stdout
+
+
+def test_a_group_without_its_command_shows_its_help_or_names_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rebuild lake` printed its help as an error ("error: Usage: ..."), and under --json the whole help
+    text was the error's message."""
+    assert main(["lake"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("Usage: rebuild lake [OPTIONS] COMMAND") and "error" not in err
+    assert main(["--json", "lake"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == (
+        "`rebuild lake` needs a command (audit, compact, ingest, sample, vacuum); `rebuild lake --help` describes them")
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -387,6 +461,7 @@ def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatc
         (("backfill",), ["order_summary", "--since", "2026-10-01", "--until", "2026-10-03"], {0}),
         (("runs",), ["order_summary"], {0}),
         (("prune",), ["--older-than", "0", "--dry-run"], {0}),
+        (("drop",), ["order_summary", "--dry-run"], {2}),  # a configured projection's view: refused
         (("rollback",), ["order_summary"], {0, 2}),  # 2: the first live has no predecessor
         (("demo",), ["--events", "500"], {0}),  # on its own lake under ./.demo (the default)
     ]
@@ -438,10 +513,13 @@ def test_keys_that_name_no_key_are_refused_not_a_run_of_the_whole_view(tmp_path:
     empty.write_text("\n  \n")  # the job that lists tonight's keys found none
     code, error = _call(capsys, bench, "run", "order_summary", "--keys-file", str(empty))
     assert code == 2 and error["error"].startswith(f"keys file {empty} lists no partition key: nothing to correct")
+    code, error = _call(capsys, bench, "run", "order_summary", "--keys-file", str(bench.root))  # was "not found"
+    assert code == 2 and error["error"] == f"keys file {bench.root} is a folder, not a file"
     code, error = _call(capsys, bench, "plan", "order_summary", "--keys", ",")
     assert code == 2 and error["error"].startswith("--keys ',' names no partition key")
     code, error = _call(capsys, bench, "plan", "order_summary", "--as-of", "")  # an unset variable: was a traceback
-    assert code == 2 and error["error"].startswith("--as-of is empty: give a lake_version or a time")
+    assert code == 2 and error["error"] == ("--as-of is empty (is a variable of the job's command unset?): "
+                                            "give a lake_version or a time")
     code, error = _call(capsys, bench, "lake", "ingest", str(bench.root / "batch-1.ndjson"), "--stream", "")
     assert code == 2 and error["error"].startswith("--stream '' is empty")  # was archived as the stream ''
     assert lake.Lake(str(bench.root / "lake")).snapshot().lake_version == 1
@@ -621,4 +699,48 @@ def test_under_json_what_projections_print_goes_to_stderr_not_into_the_json(
                               *executor], capture_output=True, text=True, timeout=300)
         assert job.returncode == 0, job.stderr
         assert json.loads(job.stdout)["rows_written"] == 3, executor  # exactly one JSON object
-        assert "module imported" in job.stderr and "folding o-0000002" in job.stderr, executor
+        # the fold's processes print at once: their words may interleave ("folding folding o-0000001o-...")
+        assert "module imported" in job.stderr and "folding" in job.stderr and "o-0000002" in job.stderr, executor
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut off"])
+def test_a_lake_copied_without_all_of_its_log_is_an_error_saying_to_copy_it_again(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str) -> None:
+    """A lake copied to a new place by a copy that did not finish (cp or rsync stopped, a restore that
+    missed a file) lacks a log entry or has one cut off: every command died with delta-rs' "Kernel
+    error" as an unexpected error, exit 70, saying to report a bug of the workbench."""
+    for n in range(1, 4):
+        lake.ingest(lake.Lake(tmp_path / "lake"), [write_ndjson(tmp_path / f"{n}.ndjson", order_events(n))], stream="orders")
+    shutil.copytree(tmp_path / "lake", tmp_path / "copy")
+    log = sorted((tmp_path / "copy" / "events" / "_delta_log").glob("*.json"))
+    if damage == "missing":
+        log[1].unlink()
+    else:
+        log[-1].write_bytes(log[-1].read_bytes()[:300])
+    for command in (["ls"], ["run", "order_summary"], ["lake", "audit"]):
+        code = main(["--lake", str(tmp_path / "copy"), "--store", f"duckdb://{tmp_path}/views.duckdb", *command, "--json"])
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert code == 2 and f"the Delta log of {tmp_path / 'copy' / 'events'} cannot be read" in error, error
+        assert "copy or restore the whole lake folder again" in error and "\n" not in error
+    assert main(["--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb", "ls", "--json"]) == 0
+
+
+def test_ls_on_an_older_copy_of_the_lake_says_live_is_ahead_not_up_to_date(
+        capsys: pytest.CaptureFixture[str], bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store kept while the lake was restored from an older backup (or moved and mixed up with
+    another copy): live was built from lake_version 2, the lake has 1, and `ls` said "0 versions,
+    0 events" behind, as if live were up to date."""
+    bench.ingest(order_events(1))
+    shutil.copytree(bench.root / "lake", bench.root / "backup")
+    bench.ingest(order_events(2))
+    bench.rebuild_live("order_summary")
+    bench.wb.close()
+    shutil.rmtree(bench.root / "lake")
+    (bench.root / "backup").rename(bench.root / "lake")
+    monkeypatch.setenv("COLUMNS", "400")  # one line per row, whatever projections other tests registered
+    assert main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "ls"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "│ order_summary " in line)
+    assert "ahead: 2 > lake's 1" in row and "versions" not in row
+    assert ("live of order_summary was built from a later lake_version than this lake has: the lake is an older "
+            "copy (a backup restored?) or another one") in " ".join(out.split())

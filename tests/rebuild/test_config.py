@@ -16,7 +16,7 @@ from rebuild.cli import main
 from rebuild.config import Config
 from rebuild.errors import ConfigError
 from lake.errors import SourceError
-from tests.conftest import write_ndjson
+from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 
 FILE = """
@@ -75,6 +75,19 @@ def test_the_file_is_found_by_argument_environment_or_working_directory(config_f
     assert Config.load(env={}).lake_uri == str(tmp_path / ".demo/lake")
     with pytest.raises(ConfigError, match="nowhere.toml not found"):
         Config.load(tmp_path / "nowhere.toml", env={})
+    with pytest.raises(ConfigError, match=f"configuration file {tmp_path} is a folder, not a file"):  # was "not found"
+        Config.load(tmp_path, env={})
+
+
+def _below_project(tmp_path: Path, folder: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A project (its workbench.toml) in ``tmp_path`` and the working directory in its ``folder``."""
+    for name in ("REBUILD_CONFIG", "REBUILD_LAKE_URI", "REBUILD_STORE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    config_file = tmp_path / "workbench.toml"
+    config_file.write_text('[lake]\nuri = "lake"\n')
+    (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / folder)
+    return config_file, tmp_path / folder
 
 
 def test_a_notebook_below_the_project_is_told_that_its_workbench_toml_is_not_read(
@@ -84,13 +97,7 @@ def test_a_notebook_below_the_project_is_told_that_its_workbench_toml_is_not_rea
     project's lake looked missing ("no event lake at ...: create one with `rebuild lake ingest`")."""
     from rebuild import Workbench
 
-    for name in ("REBUILD_CONFIG", "REBUILD_LAKE_URI", "REBUILD_STORE_URI"):
-        monkeypatch.delenv(name, raising=False)
-    config_file = tmp_path / "workbench.toml"
-    config_file.write_text('[lake]\nuri = "lake"\n')
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    monkeypatch.chdir(notebooks)
+    config_file, notebooks = _below_project(tmp_path, "notebooks", monkeypatch)
     with caplog.at_level("WARNING", logger="rebuild.workbench"):
         Workbench.open().close()
     assert f"no workbench.toml in {notebooks}, so the workbench uses the defaults, whose lake {notebooks}/.demo/lake " \
@@ -100,6 +107,24 @@ def test_a_notebook_below_the_project_is_told_that_its_workbench_toml_is_not_rea
         Workbench.open(str(config_file)).close()
         Workbench.open(None, lake_uri=str(notebooks / "new-lake")).close()  # a notebook making its own sample lake
     assert caplog.text == ""
+
+
+def test_a_command_below_the_project_says_its_workbench_toml_is_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`rebuild lake ingest` run from a folder below the project's (its data/, say) archived into a new
+    lake data/.demo/lake, and the commands run there after it read that one, without a word."""
+    config_file, data = _below_project(tmp_path, "data", monkeypatch)
+    source = write_ndjson(data / "in.ndjson", [event(1)])
+    for argv in (["lake", "ingest", str(source), "--stream", "orders"], ["ls"]):
+        with caplog.at_level("WARNING", logger="rebuild.cli"):
+            assert main(["--json", *argv]) == 0
+        assert (f"no workbench.toml in {data}, so the workbench uses the defaults (the lake {data}/.demo/lake); "
+                f"the {config_file} above this folder is not read from here: cd to {tmp_path} or give --config "
+                f"{config_file}") in caplog.text
+        caplog.clear()
+    with caplog.at_level("WARNING", logger="rebuild.cli"):
+        assert main(["--config", str(config_file), "--json", "ls"]) == 0
+    assert "not read from here" not in caplog.text
 
 
 @pytest.mark.parametrize(("text", "message"), [

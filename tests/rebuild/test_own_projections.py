@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -125,6 +126,22 @@ def test_a_fold_that_returns_something_else_than_rows_says_so(wb: Workbench, reg
     with pytest.raises(ProjectionError, match=r"the fold returned (str|tuple) for partition key 'o-0000001'; a fold "
                                               r"returns a dict \(one row\), a list of dicts or None"):
         wb.run("wrong", progress="none")
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (2**63 + 5, "Python int too large to convert to C long"), ("x", "Could not convert 'x' with type str"),
+])
+def test_a_fold_column_whose_values_no_one_type_holds_is_named(wb: Workbench, registry: Registry, value: Any,
+                                                              problem: str) -> None:
+    """A fold returning an int past 64 bits (or 1 for one key, 'x' for another) failed with pyarrow's
+    "OverflowError: Python int too large to convert to C long", naming neither the column nor what to do."""
+    projection(name="wide", key="order_id", engine="python", registry=registry)(
+        lambda key, events: {"order_id": key, "big": value if key == "o-0000002" else 1})
+    with pytest.raises(ProjectionError, match=rf"projection 'wide' failed: TypeError: the fold's column 'big' holds "
+                                              rf"values no one type holds \({problem}.*\): return one kind of value per "
+                                              r"column, and a whole number past 64 bits as a decimal.Decimal"):
+        wb.run("wide", progress="none")
+    assert wb.store.runs() == []
 
 
 def _paid(key: str, events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
@@ -741,4 +758,14 @@ def test_ls_names_the_views_of_a_projection_renamed_or_left_out_of_the_config(
     # the CLI's configured projections are the examples: orders_lite is none of them
     assert main(["--lake", wb.config.lake_uri, "--store", wb.config.store_uri, "ls"]) == 0
     out = capsys.readouterr().out
-    assert "orders_lite (live: 5 rows)" in out and "nothing updates" in out
+    assert "orders_lite (live: 5 rows)" in out and "nothing updates" in out and "`rebuild drop VIEW`" in out
+    at = ["--lake", wb.config.lake_uri, "--store", wb.config.store_uri]
+    assert main([*at, "drop", "orders_lite", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would drop orders_lite (5 rows) and the checkpoints of orders_lite; its run")
+    assert main([*at, "--json", "drop", "order_summary"]) == 2  # configured: its next run would build it again
+    assert "remove it from [projections] modules" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*at, "--json", "drop", "orders_lite"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"view": "orders_lite", "dry_run": False, "tables": {"orders_lite": 5}}
+    assert main([*at, "--json", "ls"]) == 0
+    assert json.loads(capsys.readouterr().out)["views_without_projection"] == []
+    assert main([*at, "runs", "orders_lite"]) == 0 and "full" in capsys.readouterr().out  # its history stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from rebuild import ConfigError, ProjectionError, RunOptions
+from rebuild import ConfigError, ProjectionError, RunOptions, Workbench
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
 
@@ -213,6 +214,10 @@ def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
     # the commit's time as the error names it is one --as-of takes (cut to the second, it named a time before the commit)
     named = re.search(r"archived \(lake_version (\d+), (.*?)\)", str(refused.value))
     assert named and int(named[1]) == first and bench.wb.plan("order_summary", as_of=named[2]).lake_version == first
+    # a year mistyped: the same run tomorrow would read what is archived until then (it replayed the latest)
+    with pytest.raises(ConfigError, match=r"--as-of 2062-11-24 is in the future \(now 20\d\d-.*Z\): the lake as of then "
+                                          r"is not known yet. Leave --as-of out for its latest lake_version \(2\)"):
+        bench.wb.plan("order_summary", as_of="2062-11-24")
 
 
 def test_as_of_before_the_first_events_names_their_commit_not_an_empty_one_before_them(bench: Bench) -> None:
@@ -383,6 +388,24 @@ def test_the_log_of_a_failed_run_does_not_say_done(bench: Bench, caplog: pytest.
     assert "order_summary incremental: done in" in caplog.records[-1].getMessage()
 
 
+def test_a_check_shows_its_steps_in_the_jobs_log(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    """A check has no progress: at 100M events `wb.check` took 209 s (the lake audit 117, the expectations
+    92) without a bar in the notebook or a line in the job's log. Now its steps show as a run's do."""
+    from checks import CHECK_STEPS
+
+    first_lake(bench)
+    bench.wb.run("order_summary", progress="none")
+    caplog.set_level("INFO", logger="rebuild.progress")
+    bench.wb.check("order_summary", progress="log")
+    said = [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"]
+    assert said[0] == "order_summary check: 6 steps to do" and said[-1].startswith("order_summary check: done in")
+    assert [line.rsplit(" ", 1)[-1] for line in said[1:-1]] == list(CHECK_STEPS)
+    with pytest.raises(ConfigError, match=r"progress 'bars' is not one of \['auto', 'bar', 'log', 'none'\]"):
+        bench.wb.check("order_summary", progress="bars")
+    with pytest.raises(ConfigError, match=r"progress 'bars' is not one of"):  # it passed as auto there
+        bench.wb.backfill("order_summary", since="2026-09-01", until="2026-09-02", progress="bars")
+
+
 def test_prune_lists_the_reports_folder_once_not_once_per_run(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     """prune looked for each forgotten run's reports with two globs of its folder: quadratic in runs
     kept with their reports (4,000 runs: 21 s; a year of hourly runs: minutes, at 3 a.m.)."""
@@ -424,3 +447,30 @@ def test_a_long_step_shows_in_the_jobs_log(caplog: pytest.LogCaptureFixture, mon
     assert re.fullmatch(r"order_summary full: 0/2 steps; the next still running after \d+s", said[1]), said
     time.sleep(0.4)
     assert [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"] == said  # silent once closed
+
+
+def test_prune_in_a_copied_project_leaves_the_originals_reports(tmp_path: Path) -> None:
+    """A run record names its report by the absolute path it was written at. A project copied with
+    `cp -a` (a backup restored next to it, a colleague's copy) and pruned there deleted the original
+    project's reports, which the original's run records still named."""
+    (tmp_path / "project").mkdir()
+    original = Bench(tmp_path / "project")
+    first_lake(original)
+    for _ in range(3):
+        original.wb.run("order_summary", full=True, progress="none")
+        original.wb.check("order_summary", progress="none")
+        original.wb.cutover("order_summary")
+    original.wb.close()
+    for copy, reports in (("copy", "reports"), ("other", "out")):  # also one whose reports folder is named otherwise
+        shutil.copytree(tmp_path / "project", tmp_path / copy)
+        (tmp_path / copy / "reports").rename(tmp_path / copy / reports)
+        wb = Workbench.open(None, lake_uri=str(tmp_path / copy / "lake"),
+                            store_uri=f"duckdb://{tmp_path / copy}/views.duckdb", reports_dir=str(tmp_path / copy / reports))
+        try:
+            pruned = wb.prune(0)
+        finally:
+            wb.close()
+        assert len(pruned.runs) == 1
+        name = f"{pruned.runs[0].run_id}.html"
+        assert (tmp_path / "project" / "reports" / "order_summary" / name).is_file()
+        assert not (tmp_path / copy / reports / "order_summary" / name).exists()

@@ -4,6 +4,9 @@ each giving what the same lake on local disk gives; concurrent ingests stay cons
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -460,3 +463,19 @@ def test_the_audit_of_an_s3_lake_holds_no_payloads_and_runs_within_the_given_con
     assert remote_audit["streams"]["orders"]["drift"] == local_audit["streams"]["orders"]["drift"] != []
     assert {k: remote_audit[k] for k in ("events", "gaps", "event_types")} == {k: local_audit[k] for k in ("events", "gaps", "event_types")}
     con.sql("SELECT 1").fetchall()  # the cursor is closed, the connection given is not
+
+
+def test_a_lake_in_a_bucket_without_the_s3_extra_says_which_to_install(
+        tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
+    """Installed without the s3 extra, `rebuild lake audit` of a lake in a bucket exited 70 with
+    s3fs' ModuleNotFoundError, and `lake sample --out s3://...` committed its first day before
+    failing so. Here s3fs cannot be imported, as where it is not installed."""
+    lake.ingest(lake.Lake(s3_uri, storage_options=s3_server.options), _batches(tmp_path)[:1], stream="orders")
+    keys = s3_server.keys(s3_uri.split("/")[2])
+    blocked = "import sys; sys.modules['s3fs'] = None; from rebuild.cli import run; run()"
+    env = {**os.environ, **s3_server.options}
+    for command in (["--lake", s3_uri, "lake", "audit"], ["lake", "sample", "--events", "300", "--days", "3", "--out", f"{s3_uri}2"]):
+        done = subprocess.run([sys.executable, "-c", blocked, "--json", *command], env=env, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'projection-rebuild-workbench[s3]'" in json.loads(done.stdout)["error"]
+    assert s3_server.keys(s3_uri.split("/")[2]) == keys  # the sample wrote nothing

@@ -7,8 +7,10 @@ Shadow, previous, run records, checkpoints, partial-run patches, appended patche
 from __future__ import annotations
 
 from dataclasses import replace
+import hashlib
 import os
-from datetime import UTC, date, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from decimal import Decimal
 from typing import Any
@@ -20,7 +22,8 @@ import pytest
 from lake import Lake
 from rebuild import ConfigError, CutoverRefused, StoreError, ViewLocked, Workbench
 from rebuild.store import LIVE, PREVIOUS, SHADOW, open_store
-from rebuild.store.base import Mark
+from rebuild.projection import Registry
+from rebuild.store.base import Mark, view_tables
 from tests.orders import order_events
 from tests.stores.conftest import orders_lake_events
 
@@ -232,6 +235,35 @@ def test_prune_forgets_old_marks_of_jobs_no_run_record_names(bench: Workbench) -
     assert pruned.runs == () and set(pruned.jobs) == jobs and {m.job_id for m in bench.store.marks(VIEW)} == jobs
     assert set(bench.prune(0).jobs) == jobs
     assert bench.store.marks(VIEW) == [] and bench.store.run(bucketed.run_id) is not None  # the shadow's run stays
+
+
+def test_drop_retires_a_view_no_projection_builds_and_keeps_its_history(bench: Workbench) -> None:
+    """A projection retired (its module left out of the config) left live, shadow and previous in the
+    store for good: `ls` listed them as updated by nothing, and no command removed them."""
+    first = bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    bench.run(VIEW, full=True)
+    bench.cutover(VIEW, force=True)  # live and previous
+    shadow = bench.run(VIEW, full=True)
+    bench.run("customer_ltv")
+    bench.cutover("customer_ltv", force=True)
+    with pytest.raises(ConfigError, match="built by a configured projection, whose next run would build it again"):
+        bench.drop(VIEW)
+    bench.close()
+    with Workbench(bench.config, registry=Registry()) as retired:  # no projection configured any more
+        with pytest.raises(ConfigError, match=r"no view 'order_sumary' in .* \(its views: customer_ltv, order_summary\)"):
+            retired.drop("order_sumary")
+        planned = retired.drop(VIEW, dry_run=True)
+        assert planned["tables"] == {VIEW: 40, f"{VIEW}__shadow": 40, f"{VIEW}__previous": 40}
+        assert retired.store.exists(VIEW) and retired.store.views() == ["customer_ltv", VIEW]
+        assert retired.drop(VIEW) == {**planned, "dry_run": False}
+        store = retired.store
+        assert not any(store.exists(t) for t in view_tables(VIEW)) and store.views() == ["customer_ltv"]
+        assert all(store.checkpoint(VIEW, role) is None for role in (LIVE, SHADOW, PREVIOUS))
+        assert {first.run_id, shadow.run_id} <= {r.run_id for r in store.runs(VIEW)}  # history, until prune
+        assert store.count("customer_ltv") == 4 and store.checkpoint("customer_ltv", LIVE) is not None
+    with Workbench(bench.config) as again:  # configured again: built from scratch
+        assert again.plan(VIEW).mode == "full"
 
 
 def test_patch_equals_full_rebuild(bench: Workbench) -> None:
@@ -497,3 +529,27 @@ def test_lock_refuses_a_second_holder_and_names_it(store_uri: str) -> None:
             pass
     finally:
         store.close()
+
+
+def test_a_view_of_many_types_reads_back_into_polars_alike_from_every_store(store_uri: str, orders_lake: Lake,
+                                                                            tmp_path: Path) -> None:
+    """``wb.view`` of a view with an INTERVAL (a Polars Duration) failed with Polars' ComputeError (it
+    cannot read Arrow's month_day_nano_interval), and from the Parquet store a UUID or INTERVAL came as
+    raw bytes (pyarrow read the files). Every store now gives the values the projection made."""
+    from rebuild import Config, projection
+    from rebuild.projection import Registry
+
+    registry = Registry()
+    projection(name="typed", key="order_id", registry=registry)(lambda: (
+        "SELECT partition_key AS order_id, md5(partition_key)::UUID AS uid, max(event_time) - min(event_time) AS span, "
+        "INTERVAL '1 month 2 days' AS term, min(event_time)::DATE AS day, count(*) AS n FROM events GROUP BY ALL"))
+    config = Config(lake_uri=orders_lake.uri, store_uri=store_uri, projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    with Workbench(config, registry=registry) as wb:
+        wb.run("typed", full=True, progress="none")
+        wb.cutover("typed", force=True)
+        first = wb.view("typed").sort("order_id").row(0, named=True)
+        schema = wb.view("typed").schema
+    assert first == {"order_id": "o-0000000", "uid": str(uuid.UUID(hashlib.md5(b"o-0000000").hexdigest())),
+                     "span": timedelta(hours=15), "term": "1 month 2 days", "day": date(2026, 9, 1), "n": 6}
+    assert schema["span"] == pl.Duration("us")

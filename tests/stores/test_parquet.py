@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bench.stores import record_maker
-from lake import Lake
-from rebuild import Config, Workbench
+from lake import Lake, ingest
+from rebuild import Config, StoreError, Workbench, projection
+from rebuild.projection import Registry
 from rebuild.store import open_store
+from tests.conftest import write_ndjson
+from tests.stores.conftest import orders_lake_events
 from tests.stores.synthetic import synthetic_lake
 
 VIEW = "order_summary"
@@ -90,3 +96,105 @@ def test_forgetting_runs_and_jobs_reads_their_ids_once_not_once_per_row(tmp_path
         assert len(m["runs"]) == 500 and m["backfills"] == []
     finally:
         store.close()
+
+
+def _sums_bench(orders_lake: Lake, tmp_path: Path, offset: int) -> Workbench:
+    """A workbench whose view ``cents`` sums each order's BIGINT quantities (a HUGEINT) plus ``offset``."""
+    registry = Registry()
+    projection(name="cents", key="order_id", payload={"quantity": "BIGINT"}, registry=registry)(
+        lambda: f"SELECT partition_key AS order_id, sum(quantity) + {offset} AS cents FROM events GROUP BY ALL")
+    config = Config(lake_uri=orders_lake.uri, store_uri=f"parquet://{tmp_path / 'views'}", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    return Workbench(config, registry=registry)
+
+
+def test_a_hugeint_column_keeps_every_digit_and_its_differences_are_found(orders_lake: Lake, tmp_path: Path) -> None:
+    """DuckDB writes a HUGEINT (every sum over BIGINT) to Parquet as DOUBLE: digits past 2**53 were lost,
+    and a check compared the column within a float's relative 1e-9, so a rebuilt sum of cents one cent
+    off live passed. It is written as DECIMAL(38,0) now, exact as in the other stores."""
+    big = 2**53 + 1  # a double cannot hold it
+    with _sums_bench(orders_lake, tmp_path, big) as wb:
+        wb.run("cents", full=True, progress="none")
+        wb.cutover("cents", force=True)
+        assert str(wb.view("cents").schema["cents"]) == "Decimal(precision=38, scale=0)"
+        assert wb.view("cents")["cents"].min() == big + 4  # order_events: two items of quantity 2
+    with _sums_bench(orders_lake, tmp_path, big + 1) as wb:
+        wb.run("cents", full=True, progress="none")
+        report = wb.check("cents")
+    assert not report.verdict.passed and report.diff.changed_rows == 40
+
+
+def test_a_hugeint_past_38_digits_is_refused_naming_its_column(orders_lake: Lake, tmp_path: Path) -> None:
+    with _sums_bench(orders_lake, tmp_path, 10**38) as wb:
+        with pytest.raises(StoreError, match=r"column cents of cents__shadow holds a number of more than 38 digits "
+                                             r"\(1000000000000000000000000000000000000\d\d\), which the Parquet store "
+                                             r"keeps as DECIMAL\(38,0\) .*e.g. to VARCHAR"):
+            wb.run("cents", full=True, progress="none")
+        assert not wb.store.exists("cents__shadow") and wb.store.runs() == []
+
+
+def test_an_interval_finer_than_parquets_milliseconds_is_refused_naming_its_column(orders_lake: Lake,
+                                                                                   tmp_path: Path) -> None:
+    """Parquet's INTERVAL keeps milliseconds: a Polars Duration (an INTERVAL in DuckDB) of 1.234567 s was
+    stored as 1.234 s, and checks of the stored views saw nothing. Such a column is refused now; one of
+    whole milliseconds is kept as it is."""
+    registry = Registry()
+    span = pl.col("event_time").max() - pl.col("event_time").min()
+    for name, extra in (("spans", 1), ("whole_spans", 0)):
+        projection(name=name, key="order_id", engine="polars", registry=registry)(
+            lambda events, extra=extra: events.group_by(order_id="partition_key").agg(
+                span=span + pl.duration(microseconds=extra)))
+    config = Config(lake_uri=orders_lake.uri, store_uri=f"parquet://{tmp_path / 'views'}", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    with Workbench(config, registry=registry) as wb:
+        with pytest.raises(StoreError, match=r"column span of spans__shadow holds an INTERVAL finer than a millisecond "
+                                             r"\(\d+:\d\d:\d\d\.000001\).*e.g. epoch_us\(span\)"):
+            wb.run("spans", full=True, progress="none")
+        assert not wb.store.exists("spans__shadow") and wb.store.runs() == []
+        wb.run("whole_spans", full=True, progress="none")
+        stored = wb.store.relation(wb.store.compute(), "whole_spans__shadow")
+        assert stored.aggregate("min(span), max(span)").fetchall() == [(timedelta(hours=12), timedelta(hours=15))]
+
+
+def test_a_patch_whose_column_live_holds_as_other_values_is_refused_naming_them(orders_lake: Lake,
+                                                                               tmp_path: Path) -> None:
+    """A live view made elsewhere keeps an order's skus as text ('sku-0|sku-1'), the projection as a list: the
+    patch's forced cutover died with DuckDB's ConversionException (exit 70), as live's rows and the patch's
+    went into one file. It is refused as the other stores refuse a patch live cannot hold; live is unchanged."""
+    registry = Registry()
+    projection(name="skus", key="order_id", payload={"sku": "VARCHAR"}, registry=registry)(
+        lambda: "SELECT partition_key AS order_id, list(sku ORDER BY sequence) FILTER (WHERE sku IS NOT NULL) AS skus "
+                "FROM events GROUP BY ALL")
+    config = Config(lake_uri=orders_lake.uri, store_uri=f"parquet://{tmp_path / 'views'}", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    live = pa.table({"order_id": ["o-0000001", "o-0000002"], "skus": ["sku-0|sku-1", "sku-0|sku-1"]})
+    with Workbench(config, registry=registry) as wb:
+        wb.store.write_table("skus", live)
+        wb.run("skus", keys=["o-0000001"], progress="none")
+        with pytest.raises(StoreError, match=r"the partial shadow of skus does not fit live skus's column types "
+                                             r"\(Conversion Error: .*'sku-0\|sku-1'.*VARCHAR\[\].*\); nothing was changed"):
+            wb.cutover("skus", force=True)
+        assert wb.store.read("skus").equals(live) and wb.store.exists("skus__shadow")
+
+
+def test_a_view_an_earlier_version_stored_with_a_double_says_how_to_give_it_the_exact_type(
+        orders_lake: Lake, tmp_path: Path) -> None:
+    """Before, a HUGEINT went to the Parquet store as DOUBLE: after the upgrade each catch-up's check failed as
+    retyped, and its advice, cut over with --force, left live's DOUBLE for every catch-up after it to fail on."""
+    with _sums_bench(orders_lake, tmp_path, 0) as wb:
+        wb.run("cents", full=True, progress="none")
+        wb.cutover("cents", force=True)
+        live = tmp_path / "views" / "data" / json.loads((tmp_path / "views" / "_manifest.json").read_text())["tables"]["cents"][0]
+        table = pq.read_table(live)  # as the earlier version wrote it
+        pq.write_table(table.set_column(1, "cents", table["cents"].cast(pa.float64())), live)
+        more = write_ndjson(tmp_path / "more.ndjson", orders_lake_events(orders=3, first=40))
+        ingest(orders_lake, [more], stream="orders")
+        wb.run("cents", progress="none")
+        reasons = " ".join(wb.check("cents").verdict.reasons)
+        assert "retyped [cents DOUBLE in live, DECIMAL(38,0) rebuilt]" in reasons and "until a full run (--full)" in reasons
+        wb.run("cents", full=True, progress="none")
+        wb.check("cents")
+        wb.cutover("cents", force=True)
+        ingest(orders_lake, [write_ndjson(tmp_path / "last.ndjson", orders_lake_events(orders=2, first=43))], stream="orders")
+        wb.run("cents", progress="none")
+        assert wb.check("cents").verdict.passed
