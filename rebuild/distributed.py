@@ -426,7 +426,7 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
         progress.advance(1, "published")
     finally:
         progress.close()
-        storage.remove_tree(f"{staging}/{plan.view}/{run_id}", lake.storage_options)
+        _remove_parts(f"{staging}/{plan.view}/{run_id}", lake)
     record = recorder.record
     assert record is not None
     stats = DistributedStats(
@@ -437,6 +437,22 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
         workers=len({r.worker for r in results}),
     )
     return RunResult(record=record, plan=plan, stats=stats.to_dict())
+
+
+def _remove_parts(folder: str, lake: Lake, attempts: int = 3) -> None:
+    """Delete a run's staging folder, never raising: after a failed bucket, a dask cluster's other tasks
+    still running (they cannot be stopped) may write a part while it goes, and the error removing it
+    replaced the run's own (a corrupt file named, with what to do) with "Directory not empty"."""
+    for attempt in range(1, attempts + 1):
+        try:
+            storage.remove_tree(folder, lake.storage_options)
+            return
+        except OSError as exc:
+            if attempt == attempts:
+                log.warning("could not delete the run's staged parts at %s (%s); `rebuild lake vacuum` deletes "
+                            "them once they are older than its --retain-hours", folder, exc)
+            else:
+                time.sleep(0.2 * attempt)
 
 
 def remove_abandoned_parts(lake: Lake, older_than: timedelta, dry_run: bool = False) -> int:

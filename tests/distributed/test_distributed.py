@@ -66,7 +66,10 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path: Path, orders_lake: la
 def test_processes_give_the_single_process_result(tmp_path: Path, orders_lake: lake.Lake) -> None:
     single, _ = _run(tmp_path, orders_lake, "order_timeline", "single")
     spread, result = _run(tmp_path, orders_lake, "order_timeline", "pool", executor="processes", workers=2)
-    assert spread.equals(single) and result.stats["workers"] == 2  # type: ignore[attr-defined]
+    assert spread.equals(single)
+    # how many of the pool's two processes took a bucket is the machine's load: a busy CI runner once
+    # gave all eight to the first one up
+    assert 1 <= result.stats["workers"] <= 2 and result.stats["tasks"] == 8  # type: ignore[attr-defined]
 
 
 def test_a_retried_task_overwrites_its_part(tmp_path: Path, orders_lake: lake.Lake) -> None:
@@ -273,6 +276,29 @@ def test_a_corrupted_lake_file_is_named_or_skipped(tmp_path: Path, orders_lake: 
         assert spread.plan.skipped_files == local.plan.skipped_files == (victim,)
         assert spread.record.events_read == local.record.events_read
         assert _view(wb, "order_summary").equals(expected) and expected.height > 0
+
+
+def test_a_staging_folder_that_will_not_go_leaves_the_runs_own_error(
+        tmp_path: Path, orders_lake: lake.Lake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """CI: a dask task still running after another bucket failed wrote its part while the run removed the
+    staging folder, and "Directory not empty" replaced the CorruptFile that said what to do. The race is
+    the cluster's; its effect, the removal failing, is made certain here."""
+    copy = tmp_path / "lake"
+    shutil.copytree(orders_lake.uri, copy)
+    victim = next(f.path for f in lake.Lake(copy).snapshot().files if "stream=orders" in f.path)
+    Path(victim).write_bytes(Path(victim).read_bytes()[:300])
+
+    def busy(uri: str, options: object = None) -> None:
+        raise OSError(39, "Directory not empty", uri)
+
+    monkeypatch.setattr(distributed_module.storage, "remove_tree", busy)
+    monkeypatch.setattr(distributed_module.time, "sleep", lambda seconds: None)
+    with Workbench.open(None, lake_uri=str(copy), store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+        with caplog.at_level(logging.WARNING, logger="rebuild.distributed"):
+            with pytest.raises(CorruptFile, match="--skip-corrupted"):
+                wb.run("order_summary", full=True, progress="none", executor="processes", workers=2)
+    warned = [r.getMessage() for r in caplog.records if r.name == "rebuild.distributed"]
+    assert len(warned) == 1 and f"{STAGING}/order_summary/" in warned[0] and "rebuild lake vacuum" in warned[0]
 
 
 def test_workers_without_a_local_pool_are_refused(tmp_path: Path, orders_lake: lake.Lake) -> None:
