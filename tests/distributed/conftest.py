@@ -18,7 +18,11 @@ distributed = pytest.importorskip("distributed")
 def cluster_address() -> Iterator[str]:
     """The scheduler address of a LocalCluster: 2 workers, processes, one thread each."""
     logging.getLogger("distributed").setLevel(logging.ERROR)  # a killed worker is expected noise here
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    # silence_logs=False: by default the cluster sets every handler of the `distributed` logger to WARNING
+    # while it lives, and pytest attaches its capture handlers to that (non-propagating) logger too: every
+    # later test in this process lost its INFO records (a test of a job's progress log failed after this one)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       silence_logs=False)
     try:
         yield cluster.scheduler_address
     finally:
