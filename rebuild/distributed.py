@@ -48,7 +48,9 @@ from lake.sql import literal, quote
 from rebuild.errors import ConfigError, ProjectionError, RebuildError
 from rebuild.options import EXECUTORS
 from rebuild.plan import Plan
-from rebuild.progress import Progress, Silent
+# HEARTBEAT: seconds without a bucket done after which a run says which buckets it still waits for (a hot
+# one can take an hour, while a job's log or a bar would show nothing), as the progress log does of a step
+from rebuild.progress import HEARTBEAT, Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
 from rebuild.runner import REBUILT, Recorder, RunResult, new_run_id, skip_or_raise
@@ -58,9 +60,6 @@ log = logging.getLogger(__name__)
 
 STAGING = "_staging"
 PART = "__part"
-#: seconds without a bucket done after which a run says which buckets it still waits for (a hot one can
-#: take an hour, while a job's log or a bar would show nothing)
-HEARTBEAT = 60.0
 
 
 @dataclass(frozen=True)
