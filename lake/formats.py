@@ -125,13 +125,11 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     """
     start = 1
     size = max(rows * 256, 1 << 16)
-    gzipped = _gzipped(path)
-    with _open_text_source(path, gzipped) as handle:
-        _refuse_json_document(path, handle.read(1 << 16))
-    with _open_text_source(path, gzipped) as handle:
-        head = handle.read(len(codecs.BOM_UTF8))
+    with _open_text_source(path, _gzipped(path)) as handle:
+        head = handle.read(1 << 16)
         _refuse_utf16(path, head)
-        tail = b"" if head == codecs.BOM_UTF8 else head
+        _refuse_json_document(path, head)
+        tail = head.removeprefix(codecs.BOM_UTF8)
         while True:
             buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
             buffer[: len(tail)] = tail
