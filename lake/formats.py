@@ -133,12 +133,14 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
         while True:
             buffer = bytearray(len(tail) + size + 1)  # + 1: room for a missing last line end
             buffer[: len(tail)] = tail
-            end = len(tail) + handle.readinto(memoryview(buffer)[len(tail) : -1])
-            if end == len(tail):  # the end of the file
+            read = handle.readinto(memoryview(buffer)[len(tail) : -1])
+            end = len(tail) + read
+            if not read:  # the end of the file
                 if not tail:
                     return
-                buffer[end] = 10  # the last line has no line end
-                end += 1
+                if buffer[end - 1] != 10:  # the last line has no line end
+                    buffer[end] = 10
+                    end += 1
             cut = buffer.rfind(b"\n", 0, end) + 1
             tail = bytes(buffer[cut if cut else 0 : end])
             if cut == 0:  # no line end yet: read on
@@ -198,7 +200,8 @@ def _blank(lines: pa.Array) -> pa.Array | None:
         return None
     mask = np.zeros(len(lines), dtype=bool)
     mask[blank] = True
-    return pa.array(mask)
+    bits = np.packbits(mask, bitorder="little")  # Arrow's booleans; pa.array(mask) would import pandas
+    return pa.Array.from_buffers(pa.bool_(), len(lines), [None, pa.py_buffer(bits)])
 
 
 def _csv_header(path: Path, gzipped: bool) -> tuple[list[str], str]:
