@@ -10,6 +10,7 @@ import contextlib
 import logging
 import multiprocessing
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,13 +33,30 @@ def _serve(port: int, ready: Any, stop: Any) -> None:
 
 
 @contextlib.contextmanager
-def silent_endpoint() -> Iterator[str]:
-    """The URL of an endpoint that takes connections and never answers (an overloaded or hung
-    S3 gateway): the kernel completes the handshakes of a listening socket nobody accepts on."""
+def silent_endpoint() -> Iterator[tuple[str, list[socket.socket]]]:
+    """The URL of an endpoint that takes connections and never answers (an overloaded or hung S3
+    gateway), and the connections it took so far: a client opens a new one for each try."""
+    taken: list[socket.socket] = []
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+        s.settimeout(0.1)
+        done = threading.Event()
+
+        def take() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    taken.append(s.accept()[0])
+
+        taker = threading.Thread(target=take, name="silent-endpoint", daemon=True)
+        taker.start()
+        try:
+            yield f"http://127.0.0.1:{s.getsockname()[1]}", taken
+        finally:
+            done.set()
+            taker.join()
+            for connection in taken:
+                connection.close()
 
 
 class MotoProcess:
