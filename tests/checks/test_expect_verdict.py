@@ -102,11 +102,10 @@ def test_warm_up_makes_the_context_in_the_background():
     """In a fresh process, warm_up returns at once and the GE context appears without the caller
     asking for it; validate then uses it. A failing import is raised by validate, in the caller."""
     script = """
-import sys, threading, time
+import sys, threading
 import checks.expect as e
-started = time.perf_counter()
 e.warm_up()
-assert time.perf_counter() - started < 0.5 and not e._CONTEXT, "warm_up waited for the import"
+assert not e._CONTEXT, "warm_up waited for the import"
 [worker] = [t for t in threading.enumerate() if t.name == "great-expectations-warm-up"]
 worker.join()
 assert e._CONTEXT and "great_expectations" in sys.modules
