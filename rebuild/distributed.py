@@ -303,10 +303,18 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
         cluster = None
         if address is None:
             with _interrupt_deferred() as interrupted:
-                cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                       processes=True, dashboard_address=":0")
+                try:
+                    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                           processes=True, dashboard_address=":0")
+                except Exception:
+                    if not interrupted:
+                        raise
+                    # Ctrl-C at a terminal reaches the worker processes starting too, and the cluster
+                    # failed ("Nanny failed to start", told as a bug): the person stopped the run
+                    cluster = None
             if interrupted:
-                cluster.close()
+                if cluster is not None:
+                    cluster.close()
                 raise KeyboardInterrupt
         try:
             client = Client(address or cluster)

@@ -212,6 +212,26 @@ def test_pool_workers_end_with_a_terminated_driver(tmp_path: Path, orders_lake: 
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_ctrl_c_while_the_local_cluster_starts_is_an_interrupt(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """Ctrl-C at a terminal goes to the whole process group, the starting workers too: the cluster
+    failed to start ("Nanny failed to start"), and the run ended with exit 70, 'a bug', not 130."""
+    import psutil
+
+    command = [str(Path(sys.executable).with_name("rebuild")), "--lake", orders_lake.uri, "--store",
+               f"duckdb://{tmp_path}/v.duckdb", "run", "order_summary", "--full", "--executor", "dask", "--workers", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell's job has it
+    started = time.monotonic()
+    while len(children := psutil.Process(driver.pid).children(recursive=True)) < 3:  # the workers are starting
+        assert driver.poll() is None and time.monotonic() - started < 120
+        time.sleep(0.01)
+    os.killpg(driver.pid, signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "a bug" not in err and "error: interrupted" in err
+    _, alive = psutil.wait_procs(children, timeout=30)  # no worker left behind
+    assert not alive, [c.cmdline() for c in alive]
+
+
 @pytest.mark.parametrize("executor", ["processes", "dask"])
 def test_a_run_waiting_for_its_buckets_says_so(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
                                                executor: str, monkeypatch: pytest.MonkeyPatch,
