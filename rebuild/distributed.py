@@ -102,10 +102,14 @@ class Waiting:
     """No bucket finished for ``HEARTBEAT`` seconds; these are still to do (running or queued)."""
 
     buckets: tuple[int, ...]
+    workers: int | None = None  # connected to the dask scheduler (None: a process pool's)
 
     def note(self, quiet: float) -> str:
         shown = ", ".join(str(b) for b in self.buckets[:5])
         more = f" and {len(self.buckets) - 5} more" if len(self.buckets) > 5 else ""
+        if self.workers == 0:  # an empty cluster: nothing runs until a worker joins
+            return (f"none done for {quiet:.0f}s: no worker is connected to the dask scheduler, so bucket(s) "
+                    f"{shown}{more} wait for one (start workers, or stop this run)")
         return f"none done for {quiet:.0f}s; still replaying bucket(s) {shown}{more}"
 
 
@@ -334,7 +338,11 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
                 try:
                     finished, pending = dask_wait(list(pending), timeout=HEARTBEAT, return_when="FIRST_COMPLETED")
                 except TimeoutError:
-                    yield Waiting(tuple(sorted(futures[f].bucket for f in pending)))
+                    workers = len(client.nthreads())
+                    if not workers and cluster is not None:  # its nannies restart a lost worker: they are gone too
+                        raise RebuildError("the run's local dask cluster has no workers left (killed, or out of memory?); "
+                                           "nothing was written: rerun the same command") from None
+                    yield Waiting(tuple(sorted(futures[f].bucket for f in pending)), workers)
                     continue
                 for future in finished:
                     yield future.result()

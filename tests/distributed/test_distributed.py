@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -230,6 +231,61 @@ def test_ctrl_c_while_the_local_cluster_starts_is_an_interrupt(tmp_path: Path, o
     assert driver.returncode == 130 and "a bug" not in err and "error: interrupted" in err
     _, alive = psutil.wait_procs(children, timeout=30)  # no worker left behind
     assert not alive, [c.cmdline() for c in alive]
+
+
+def test_a_run_on_a_scheduler_without_workers_says_so_and_goes_on_when_one_joins(
+        tmp_path: Path, orders_lake: lake.Lake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A scheduler no worker is connected to (scaled to zero, its workers crashed) ran nothing, and the
+    job's log said each minute that it was 'still replaying' its buckets."""
+    import distributed
+
+    monkeypatch.setattr(distributed_module, "HEARTBEAT", 0.5)
+    empty = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     silence_logs=False)
+    try:
+        with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+            with caplog.at_level(logging.INFO, logger="rebuild.progress"):
+                run = threading.Thread(target=wb.run, args=("order_summary",), daemon=True,
+                                       kwargs={"full": True, "progress": "log", "executor": "dask",
+                                               "address": empty.scheduler_address})
+                run.start()
+                started = time.monotonic()
+                while "no worker is connected" not in caplog.text:
+                    assert run.is_alive() and time.monotonic() - started < 120
+                    time.sleep(0.1)
+                empty.scale(1)
+                run.join(timeout=120)
+            assert not run.is_alive() and wb.store.exists("order_summary__shadow")
+            assert "(start workers, or stop this run)" in caplog.text
+    finally:
+        empty.close()
+
+
+def test_a_local_cluster_left_without_workers_fails_the_run(tmp_path: Path, orders_lake: lake.Lake,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers killed with their nannies (which restart a lost worker) left the run waiting forever."""
+    monkeypatch.setattr(distributed_module, "HEARTBEAT", 0.5)
+    cloudpickle.register_pickle_by_value(killer)
+    killer.MARKER = "set"
+    try:
+        with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
+            failed: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    wb.run("order_summary_orphaned", full=True, progress="none", executor="dask", workers=1)
+                except BaseException as exc:
+                    failed.append(exc)
+
+            running = threading.Thread(target=run, daemon=True)
+            running.start()
+            running.join(timeout=120)  # it waited forever
+            assert not running.is_alive() and len(failed) == 1 and isinstance(failed[0], RebuildError)
+            assert re.search("local dask cluster has no workers left.*rerun the same command", str(failed[0]))
+            assert not wb.store.exists("order_summary_orphaned__shadow")
+    finally:
+        killer.MARKER = ""
+        cloudpickle.unregister_pickle_by_value(killer)
 
 
 @pytest.mark.parametrize("executor", ["processes", "dask"])
