@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -50,6 +51,13 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 ENVELOPE_COLUMNS = tuple(EVENT_SCHEMA.names)
+
+def partition_folder(value: str) -> str:
+    """A partition value as the folder name DuckDB's ``PARTITION_BY`` writes and its hive reader
+    decodes: percent-encoded, so a stream holding ``/``, ``=`` or ``%`` stays one folder and reads back
+    as itself (written as it is, ``a/b`` became two folders and the lake unreadable)."""
+    return quote(value, safe="")
+
 
 #: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)
 DECODED_MARK = "-decoded"

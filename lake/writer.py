@@ -23,7 +23,7 @@ import pyarrow as pa
 from deltalake.transaction import AddAction
 
 from lake import storage
-from lake.schema import STORED_SCHEMA
+from lake.schema import STORED_SCHEMA, partition_folder
 from lake.sql import literal, quote
 from lake.table import EVENTS, PARTITIONS, Lake
 
@@ -52,7 +52,7 @@ def write_partition(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, sta
     possibly with more columns) as the one file ``name`` of partition (``stream``, ``bucket``),
     not committed yet: compaction's rewrite of a partition."""
     root = _root(lake, staging)
-    folder = Path(root, f"stream={stream}", f"bucket={bucket}")
+    folder = Path(root, f"stream={partition_folder(stream)}", f"bucket={bucket}")
     folder.mkdir(parents=True, exist_ok=True)
     filename, rows, size, _footer, column_stats, *_ = con.execute(
         f"COPY ({select}) TO {literal(str(folder / name))} (FORMAT parquet, "

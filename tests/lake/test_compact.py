@@ -135,6 +135,22 @@ def test_compacting_no_lake_or_a_stream_it_does_not_hold_is_an_error(tmp_path: P
     assert compact(target, streams="orders").partitions > 0  # one name, not its characters
 
 
+@pytest.mark.parametrize("stream", ["a/b", "50%20off", "ünï=1"])
+def test_a_stream_named_with_a_slash_or_percent_reads_back_as_itself_after_compaction(tmp_path: Path,
+                                                                                       stream: str) -> None:
+    """Compaction wrote its file under ``stream=NAME`` as the name is, where ingest's DuckDB writes the
+    name percent-encoded: ``a/b`` became two folders and every read of the lake failed (a hive
+    partition mismatch), and ``50%20off`` would have read back as ``50 off``."""
+    target = lake.Lake(tmp_path / "lake")
+    for c in range(2):
+        lake.ingest(target, [write_ndjson(tmp_path / f"c{c}.ndjson", [event(c, key="k", seq=c)])], stream=stream)
+    before = content(target)
+    assert compact(target).partitions == 1
+    assert content(target) == before
+    assert {s for (_, s, *_) in before} == {stream}
+    assert lake.read_events(target, engine="polars").collect()["stream"].to_list() == [stream, stream]
+
+
 def test_compact_no_decode_does_not_need_the_projection_modules(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A nightly `rebuild lake compact --no-decode` failed because a projection module (which the
