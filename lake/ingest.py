@@ -26,7 +26,7 @@ from lake.faults import point
 from lake.jsontext import exact_members
 from lake.formats import SUFFIXES, Rejected, detect_format, format_suffix, parquet_columns, read_batches
 from lake.mapping import Mapping
-from lake.schema import QUARANTINE_SCHEMA, bucket_sql
+from lake.schema import QUARANTINE_SCHEMA, bucket_sql, stream_too_long
 from lake.sql import literal
 from lake.table import EVENTS, QUARANTINE, Lake
 from lake.validate import Batch, validate_sql
@@ -147,6 +147,8 @@ def ingest_batches(
         raise SourceError("no stream given: pass --stream NAME or map a stream field")
     if stream is not None and not stream.strip():  # archived as a stream no projection reads
         raise SourceError(empty_value(f"--stream {stream!r}", "name the stream; nothing was archived"))
+    if stream is not None and (too_long := stream_too_long(stream)):
+        raise SourceError(f"--stream: {too_long}; nothing was archived", stream=stream)
     started = time.monotonic()
     lake.create()
     if temp_directory is not None:  # a configured spill folder may not exist yet

@@ -52,11 +52,25 @@ QUARANTINE_SCHEMA = pa.schema(
 
 ENVELOPE_COLUMNS = tuple(EVENT_SCHEMA.names)
 
+#: a stream's events are under the folder ``stream=NAME`` (NAME percent-encoded), and a folder's name
+#: holds at most 255 bytes on Linux and macOS file systems
+STREAM_FOLDER_MAX = 255 - len("stream=")
+
+
 def partition_folder(value: str) -> str:
     """A partition value as the folder name DuckDB's ``PARTITION_BY`` writes and its hive reader
     decodes: percent-encoded, so a stream holding ``/``, ``=`` or ``%`` stays one folder and reads back
     as itself (written as it is, ``a/b`` became two folders and the lake unreadable)."""
     return quote(value, safe="")
+
+
+def stream_too_long(stream: str) -> str | None:
+    """Why ``stream`` cannot name a stream of the lake, if it is too long for its folder's name."""
+    folder = partition_folder(stream)
+    if len(folder) <= STREAM_FOLDER_MAX:
+        return None
+    return (f"stream name {stream[:40]!r}... is too long for the lake's folder stream=NAME: {len(folder)} characters "
+            f"percent-encoded (a space, a sign or a byte of a non-ASCII letter takes 3), at most {STREAM_FOLDER_MAX}")
 
 
 #: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)

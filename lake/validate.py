@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lake.mapping import Mapping, is_path
+from lake.schema import STREAM_FOLDER_MAX
 from lake.sql import literal, quote
 
 
@@ -52,7 +53,10 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
             f"{get.metadata()} AS _metadata",
         ]
     )
-    stream_expr = f"coalesce(_t_stream, {literal(stream)})" if stream else "_t_stream"
+    # a blank stream is a missing one, as a blank event_id is: "" cannot name a lake folder (Delta
+    # reads that partition value as NULL, and every later read of the lake failed)
+    record_stream = "CASE WHEN NOT regexp_full_match(_t_stream, '[\\s\\p{Z}]*') THEN _t_stream END"
+    stream_expr = f"coalesce({record_stream}, {literal(stream)})" if stream else record_stream
     typed_sequence = get.is_typed("sequence")
     sequence = "CAST(_t_sequence AS BIGINT)" if typed_sequence else "TRY_CAST(trim(_t_sequence) AS BIGINT)"
     event_time = (
@@ -76,6 +80,10 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
             for c in ("event_id", "partition_key", "event_type", "stream")
         ],
         ("_stream IS NOT NULL", literal("missing field stream")),
+        # the folder stream=NAME must fit a file name; percent-encoding makes a byte 3 characters at most
+        (f"strlen(_stream) * 3 <= {STREAM_FOLDER_MAX} OR strlen(url_encode(_stream)) <= {STREAM_FOLDER_MAX}",
+         f"'stream name too long for the lake''s folder stream=NAME (at most {STREAM_FOLDER_MAX} characters "
+         "percent-encoded, where a space, a sign or a byte of a non-ASCII letter takes 3): ' || left(_stream, 40) || '...'"),
         ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
         (
             # the regexp only runs for text that is not already the canonical digits

@@ -97,6 +97,32 @@ def test_all_bad_classes_in_one_file_keep_their_own_lines(tmp_path: Path) -> Non
     assert stored[0][0] == (records[2] if isinstance(records[2], str) else stored[0][0])
 
 
+def test_a_stream_that_cannot_name_a_folder_of_the_lake_is_missing_or_too_long(tmp_path: Path) -> None:
+    """A record's stream is the lake folder ``stream=NAME``: ``""`` was committed as a partition value
+    Delta reads as NULL, after which every command on the lake failed (exit 70), and a stream longer
+    than a file name failed the whole ingest (exit 70). A blank one is missing (``--stream`` stands in
+    for it), a too long one is quarantined, and ``--stream`` itself is refused before anything is read."""
+    long = "ü" * 42  # 252 characters percent-encoded, 4 over the limit (41 fit)
+    records = [event(i, key=f"k{i}", stream=s) for i, s in enumerate(["", " ", "\t", long, "ü" * 41, "ok"])]
+    source = write_ndjson(tmp_path / "in.ndjson", records)
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source])
+    assert (result.archived, result.quarantined) == (2, 4)
+    too_long = "stream name too long for the lake's folder stream=NAME (at most 248 characters percent-encoded"
+    assert result.reasons["missing field stream"] == 3
+    assert [r for r in result.reasons if r.startswith(too_long)] == [f"{too_long}, where a space, a sign or a byte "
+                                                                      f"of a non-ASCII letter takes 3): {'ü' * 40}..."]
+    assert set(target.snapshot().streams()) == {"ok", "ü" * 41}  # the lake stays readable
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.archived, result.duplicates) == (3, 2)
+    assert sorted(r[0] for r in lake.read_events(target, lake.EventFilter(streams="orders")).project("event_id").fetchall()) \
+        == ["e0", "e1", "e2"]
+    with pytest.raises(lake.SourceError, match=r"^--stream: stream name 'üüüü.*is too long for the lake's folder "
+                                               r"stream=NAME: 252 characters percent-encoded .* at most 248; nothing"):
+        lake.ingest(target, [source], stream=long)
+    assert target.snapshot().lake_version == 2
+
+
 def test_malformed_csv_rows_and_bad_cells(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text(
