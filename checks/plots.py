@@ -33,6 +33,9 @@ def bars(data: Mapping[str, float], title: str, xlabel: str, ylabel: str,
         return None
     labels, values = [str(k) for k in data], [float(v) for v in data.values()]
     colors = [HIGHLIGHT if k in highlight else COLOR for k in labels]
+    # two $ in a label (a column "net_$_usd_$") are mathtext to matplotlib: drawn as a formula, or an error
+    # that failed the whole check; escaped, a $ is drawn as itself
+    labels = [label.replace("$", r"\$") for label in labels]
     height = max(2.6, 0.3 * len(labels)) if horizontal else 3.0
     figure = Figure(figsize=(7.5, height))
     ax = figure.subplots()

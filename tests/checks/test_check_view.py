@@ -544,3 +544,27 @@ def test_a_moved_project_s_refused_cutover_names_the_report_where_it_is_now(scen
         wb.close()
     here = moved / "reports" / "order_summary" / Path(report.paths["html"]).name
     assert f"(report: {here})" in str(refused.value) and here.is_file()
+
+
+def test_a_column_named_with_dollar_signs_is_plotted_as_text(make_lake, tmp_path):
+    """The report's plot of changes per column drew its labels as matplotlib's mathtext: a column
+    ``net_$_usd_$`` failed the whole check (exit 70, no report: "Double subscript")."""
+    from rebuild import projection
+    from rebuild.projection import Registry
+
+    registry = Registry()
+    projection(name="dollars", key="k", payload={"amount": "BIGINT"}, incremental="full", registry=registry)(
+        lambda: 'SELECT partition_key AS k, sum(amount) AS "net_$_usd_$", count(*) AS "a$^^$" FROM events GROUP BY ALL')
+    target = make_lake([{"event_id": f"e{i}", "partition_key": f"k{i % 2}", "sequence": i, "event_type": "T",
+                         "event_time": "2026-01-01T00:00:00Z", "payload": {"amount": i}} for i in range(4)])
+    with Workbench(Config(lake_uri=target.uri, store_uri=str(tmp_path / "v.duckdb"),
+                          reports_dir=str(tmp_path / "reports")), registry=registry) as wb:
+        wb.run("dollars", progress="none")
+        wb.cutover("dollars", force=True)
+        late = {"event_id": "e9", "partition_key": "k0", "sequence": 9, "event_type": "T",
+                "event_time": "2026-01-02T00:00:00Z", "payload": {"amount": 9}}
+        lake.ingest(target, [write_ndjson(tmp_path / "more.ndjson", [late])], stream="orders")
+        wb.run("dollars", progress="none")
+        report = wb.check("dollars", progress="none")
+        assert report.diff.changed_by_column == {"net_$_usd_$": 1, "a$^^$": 1}
+        assert Path(report.paths["html"]).is_file()
