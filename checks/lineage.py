@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from lake import EventFilter, Lake, read_events, read_quarantine
-from lake.sql import literal, quote
+from lake.sql import json_pointer, literal, quote
 from lake.storage import session
 
 __all__ = ["KeyLineage", "lineage"]
@@ -135,7 +135,7 @@ def _plain(value: Any) -> Any:
 def _payload_term(column: str, window: tuple[str, str] | None) -> str:
     if window is not None and column == window[0]:  # the window column holds the window's start (a DATE or a time)
         return f"time_bucket(INTERVAL {literal(window[1])}, e.event_time) = {_window_start(column)}"
-    return f"json_extract_string(e.payload, {literal('$.' + column)}) = CAST(k.{quote(column)} AS VARCHAR)"
+    return f"json_extract_string(e.payload, {literal(json_pointer(column))}) = CAST(k.{quote(column)} AS VARCHAR)"
 
 
 def _window_start(column: str) -> str:

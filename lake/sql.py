@@ -22,6 +22,13 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def json_pointer(field: str) -> str:
+    """The JSON path of a top-level object member named ``field``, as a JSON pointer (``/a.b``): a
+    ``$.`` path reads ``a.b`` as member ``b`` of ``a``, ``x[0]`` as an array's item, and ``*`` (quoted
+    too) as every member."""
+    return "/" + field.replace("~", "~0").replace("/", "~1")
+
+
 def literal(value: object) -> str:
     """A SQL literal for strings, numbers, booleans, None, datetimes and lists of them."""
     if value is None:

@@ -102,6 +102,18 @@ def test_lineage_by_payload_fields(scenario):
     assert traced[0].events == sum(1 for n in range(1, 41) if n % 5 == 3 and n % 3)
 
 
+def test_lineage_by_payload_fields_named_like_json_paths(make_lake):
+    """A view keyed by payload fields ``a.b`` or ``x[0]`` (a customer view of such an export) found
+    its keys' events by the path ``$.a.b``, member ``b`` of ``a``: each differing key was "no_events"."""
+    from tests.conftest import event
+
+    events = [event(i, key=f"o{i}", seq=1, payload={"a.b": i % 2, "a": {"b": 7}, "x[0]": "y", "x": ["z"]})
+              for i in range(5)]
+    traced = lineage(make_lake(events), [{"a.b": 1, "x[0]": "y"}, {"a.b": 7}])
+    assert [t.events for t in traced] == [2, 0]
+    assert traced[0].partition_keys == ("o1", "o3")
+
+
 def test_lineage_gaps_count_every_event_type_not_only_the_consumed_ones(make_lake):
     """customer_ltv consumes OrderPlaced and PaymentAuthorized, not the ItemAdded events between them:
     their sequences are no gap. Every customer key was flagged 'gap' with the items as missing sequences."""
