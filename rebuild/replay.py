@@ -24,7 +24,7 @@ import pyarrow as pa
 from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.table import DataFile
-from lake.sql import is_numeric, literal, quote
+from lake.sql import is_numeric, json_pointer, literal, quote
 from rebuild.errors import ConfigError, ProjectionError
 from rebuild.fold import fold_table
 from rebuild.projection import Projection, unmerged_aggregates, user_frame
@@ -145,7 +145,7 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, event
                   f"count(*) FILTER ({rounded})", f"any_value(CAST({raw} AS VARCHAR) || ' reads as ' || {column}) FILTER ({rounded})"]
     # the raw values in one json_extract (each call parses the payload again), taken before the LIMIT,
     # which holds its rows: with every column, 10,000 payloads of 20 kB ran a 1 GB memory limit out
-    paths = literal([f"$.{json.dumps(field)}" for field in projection.payload])
+    paths = literal([json_pointer(field) for field in projection.payload])
     fields = ", ".join(quote(field) for field in projection.payload)
     sample = f"SELECT {fields}, json_extract(payload, {paths}) AS __raw FROM ({events}) LIMIT {DECODE_SAMPLE}"
     row = con.sql(f"SELECT {', '.join(terms)} FROM ({sample})").fetchall()[0]

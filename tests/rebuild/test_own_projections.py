@@ -476,6 +476,25 @@ def test_a_misspelt_payload_field_is_refused_not_read_as_null(wb: Workbench, reg
     assert not wb.store.exists("paid__shadow")
 
 
+def test_a_payload_field_named_like_a_json_wildcard_is_read(tmp_path: Path, registry: Registry) -> None:
+    """The first events' payload fields are looked at through their JSON paths, and DuckDB reads
+    ``$."*"`` as every member: a field named ``*`` failed the run with a BinderException (exit 70)."""
+    target = lake.Lake(tmp_path / "lake").create()
+    events = [{"event_id": f"e{i}", "partition_key": f"k{i % 2}", "sequence": i, "event_type": "T",
+               "event_time": "2026-01-01T00:00:00Z", "payload": {"*": i, "a.b": "x", "a": {"b": 1}}} for i in range(4)]
+    lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", events)], stream="s")
+    projection(name="stars", key="k", payload={"*": "BIGINT", "a.b": "BIGINT"}, registry=registry)(
+        lambda: 'SELECT partition_key AS k, sum("*") AS stars FROM events GROUP BY ALL')
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=())
+    with Workbench(config, registry=registry) as wb:
+        with pytest.raises(ProjectionError, match=r"payload field 'a.b' is declared BIGINT, but none of its 4 values"):
+            wb.run("stars", progress="none")  # "x" is no number: the field a.b, not a's member b (1)
+        projection(name="stars", key="k", payload={"*": "BIGINT"}, registry=registry)(
+            lambda: 'SELECT partition_key AS k, sum("*") AS stars FROM events GROUP BY ALL')
+        wb.run("stars", progress="none")
+        assert sorted(wb.view("stars", "shadow").rows()) == [("k0", 2), ("k1", 4)]
+
+
 def test_a_payload_field_no_event_has_yet_is_read_as_null(wb: Workbench, registry: Registry) -> None:
     """A field that no payload has (yet), and none of a like name, is no misspelling: it reads as NULL."""
     projection(name="tracked", key="order_id", payload={"tracking_number": "VARCHAR"}, registry=registry)(
