@@ -515,7 +515,7 @@ class Workbench:
                 scope=scope, scope_columns=con.table(scope).columns if scope else (),
                 as_of=shadow.lake_version, run=_run_facts(record),
                 runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
-                report_name=f"{shadow.run_id}--against-{live_table}" if other else None,
+                report_name=f"{shadow.run_id}--against-{_file_name(str(live_table))}" if other else None,
                 catch_up_from=None if live_table != view else _caught_up_from(record),
                 names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
                 step=lambda name: shown.advance(1, name),
@@ -613,6 +613,12 @@ def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
             raise ConfigError("keys=[] names no partition key: nothing to correct; leave keys out (or None) for a "
                               "run that catches up the whole view")
     return from_kwargs(**kwargs)
+
+
+def _file_name(table: str) -> str:
+    """A table's name as part of a report's file name: its ``%`` and ``/`` percent-encoded, so a table
+    named ``exports/live`` is no folder (and two names never give one file)."""
+    return table.replace("%", "%25").replace("/", "%2F")
 
 
 def _caught_up_from(record: Any) -> int | None:

@@ -71,6 +71,20 @@ def test_a_check_against_another_table_than_live_does_not_open_the_gate(bench: B
         bench.wb.check("order_summary", live="nope")
 
 
+def test_a_check_against_a_table_named_with_a_slash_writes_its_report(bench: Bench) -> None:
+    """The report of `check --live OTHER` is RUN_ID--against-OTHER.html: a table "exports/live copy"
+    made that a folder, and the check failed after all its steps with "cannot write the report ...
+    let this user write there" (a table name is text, not a path)."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.wb.run("order_summary", progress="none")
+    bench.wb.cutover("order_summary", force=True)
+    result = bench.wb.run("order_summary", full=True, progress="none")
+    bench.wb.store.write_table("exports/live copy 100%", bench.wb.store.read("order_summary"))
+    report = bench.wb.check("order_summary", live="exports/live copy 100%")
+    assert report.passed and Path(report.paths["html"]).parent == bench.root / "reports" / "order_summary"
+    assert Path(report.paths["html"]).name == f"{result.run_id}--against-exports%2Flive copy 100%25.html"
+
+
 def test_nothing_to_cut_over_or_roll_back_is_a_clear_error(bench: Bench) -> None:
     bench.ingest(order_events(1))
     with pytest.raises(CutoverRefused, match="no shadow"):
