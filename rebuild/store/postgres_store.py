@@ -31,7 +31,7 @@ from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
 from rebuild.store.base import Checkpoint, view_tables
 from rebuild.store.duckdb_store import connect as duckdb_connect
-from rebuild.store.pg_surroundings import carry
+from rebuild.store.pg_surroundings import MAX_NAME, carry
 from rebuild.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,17 @@ def pg_type(duck: str) -> tuple[str, str]:
     into = NO_PG_TYPE.get(upper, "VARCHAR")
     raise StoreError(f"PostgreSQL has no type for DuckDB's {duck}; cast the column in the projection, "
                      f"e.g. to {into}")
+
+
+def _refuse_long_view_name(view: str) -> None:
+    """PostgreSQL cuts a name past 63 bytes: ``VIEW__incoming`` and ``VIEW__incoming_scope`` (a patch's
+    rows and scope), or ``VIEW__shadow`` and ``VIEW__shadow_scope``, would be one table."""
+    longest = max((*view_tables(view), f"{view}__incoming_scope"), key=lambda t: len(t.encode()))
+    if len(longest.encode()) > MAX_NAME:
+        most = MAX_NAME - (len(longest.encode()) - len(view.encode()))
+        raise StoreError(f"view {view!r} has a name of {len(view.encode())} bytes: its tables in PostgreSQL, such as "
+                         f"{longest}, must fit PostgreSQL's {MAX_NAME}-byte names, so a view name holds at most {most} "
+                         "there; give the projection a shorter name", view=view)
 
 
 def _rows(table: str) -> str:
@@ -387,6 +398,8 @@ class PostgresStore(SQLStore):
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder]:
         """``pg_try_advisory_lock`` on a session of its own plus a holder row (rebuild.locks)."""
+        if purpose in ("run", "backfill"):  # before the replay: the tables it makes must be nameable
+            _refuse_long_view_name(view)
         with self.locks.hold(view, purpose) as holder:
             yield holder
 

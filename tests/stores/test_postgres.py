@@ -510,6 +510,33 @@ def test_a_column_postgresql_cannot_hold_is_refused_naming_it(orders_lake: Lake,
         assert not wb.store.exists("typed__shadow") and wb.store.runs() == []
 
 
+def test_a_view_name_too_long_for_its_postgresql_tables_is_refused_before_the_replay(orders_lake: Lake,
+                                                                                      postgres_uri: str) -> None:
+    """A projection may be named with up to 63 characters, but PostgreSQL cuts names past 63 bytes: for a
+    55-character name VIEW__incoming and VIEW__incoming_scope were one table, and every patch failed with
+    'relation ...__incomi does not exist' (exit 70) after its replay."""
+    registry = Registry()
+    name = "v" + "_x" * 27
+    projection(name=name, key="order_id", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    projection(name="v" + "_x" * 23, key="order_id", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
+    uri = schema_uri(postgres_uri, f"t_{uuid.uuid4().hex[:10]}")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=uri, projection_modules=()), registry=registry) as wb:
+        for run in ({"full": True}, {"keys": ["o-0000001"]}):
+            with pytest.raises(StoreError, match=rf"^view '{name}' has a name of 55 bytes: its tables in PostgreSQL, "
+                                                 rf"such as {name}__previous_scope, must fit PostgreSQL's 63-byte "
+                                                 r"names, so a view name holds at most 47 there"):
+                wb.run(name, progress="none", **run)
+        assert wb.store.runs() == []
+        fits = "v" + "_x" * 23  # 47 characters
+        wb.run(fits, full=True, progress="none")
+        wb.cutover(fits, force=True)
+        wb.run(fits, keys=["o-0000001"], progress="none")
+        wb.cutover(fits, force=True)
+        assert wb.store.count(fits) == wb.store.count(f"{fits}__previous") + 39
+
+
 def test_a_numeric_column_without_a_precision_is_compared_as_numbers(orders_lake: Lake, postgres_uri: str,
                                                                     tmp_path: Path) -> None:
     """A live view made elsewhere with ``numeric`` columns (no precision, as PostgreSQL users often declare
