@@ -310,6 +310,10 @@ class PostgresStore(SQLStore):
         described = con.sql(f"DESCRIBE {query}").fetchall()
         selects, columns, uuids = [], [], []
         for name, duck_type, *_ in described:
+            if len(name.encode()) > MAX_NAME:  # PostgreSQL would cut it, and live's column would be another
+                raise StoreError(f"column {name!r} of {_rows(table)} has a name of {len(name.encode())} bytes, and "
+                                 f"PostgreSQL's names hold at most {MAX_NAME}: name it shorter in the projection "
+                                 "(AS ...); nothing was written", table=table)
             try:
                 cast, pg = pg_type(duck_type)
             except StoreError as exc:

@@ -499,6 +499,9 @@ def test_uuid_enum_and_coarse_timestamp_columns_go_to_postgresql_and_back_unchan
     ("170141183460469231731687303715884105727::HUGEINT - count(*) AS huge",
      r"typed's rows cannot go to PostgreSQL: Conversion Error: Could not cast value 1701411834604692317316873037158841"
      r"057\d\d to DECIMAL\(38,0\) when casting from source column huge; cast that column"),
+    (f'count(*) AS "{"items_" * 11}"',  # was a traceback (exit 70): PostgreSQL cut the name to 63 bytes
+     r"column 'items_items_.*' of typed's rows has a name of 66 bytes, and PostgreSQL's names hold at most 63: "
+     r"name it shorter"),
 ])
 def test_a_column_postgresql_cannot_hold_is_refused_naming_it(orders_lake: Lake, postgres_uri: str, columns: str,
                                                               problem: str, tmp_path: Path) -> None:
