@@ -279,10 +279,10 @@ def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) 
         f"SELECT count(*), list(partition_key ORDER BY partition_key)[1:3] FROM {KEYS} "
         f"WHERE partition_key NOT IN (SELECT CAST({column} AS VARCHAR) FROM {REBUILT} WHERE {column} IS NOT NULL)"
     ).fetchall()[0]
-    if count:
+    if count:  # the keys quoted: one holding a comma or a line break would pass for two, or for a log line
         log.warning("%s: %s of the %s named keys have no row in the patch (e.g. %s): no events in the lake, or the "
                     "projection returns none for them; a cutover deletes their rows from live, if it has any",
-                    plan.view, count, len(plan.keys or ()), ", ".join(examples))
+                    plan.view, count, len(plan.keys or ()), ", ".join(map(repr, examples)))
 
 
 def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,

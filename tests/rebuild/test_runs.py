@@ -364,10 +364,12 @@ def test_a_keys_run_names_the_keys_it_has_no_row_for(bench: Bench, caplog: pytes
     """A mistyped key made a patch of nothing, reported as a success."""
     bench.ingest(e for o in range(1, 4) for e in order_events(o))
     bench.rebuild_live("order_summary")
-    result = bench.wb.run("order_summary", keys=["o-0000002", "o-000003"], progress="none")
+    result = bench.wb.run("order_summary", keys=["o-0000002", "o-000003", "o-1, o-2\n2026-09-01 ERROR x"],
+                          progress="none")
     assert result.record.rows_written == 1
-    assert ("order_summary: 1 of the 2 named keys have no row in the patch (e.g. o-000003): no events in the lake"
-            in caplog.text)
+    # quoted: the key with a comma and a line break read as two keys and a log line of its own
+    assert ("order_summary: 2 of the 3 named keys have no row in the patch (e.g. 'o-000003', "
+            "'o-1, o-2\\n2026-09-01 ERROR x'): no events in the lake" in caplog.text)
 
 
 def test_the_log_of_a_failed_run_does_not_say_done(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
