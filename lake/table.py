@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -153,6 +154,10 @@ def _remote_uri(uri: str) -> str:
     return f"{scheme}://{path}"
 
 
+#: delta-rs decodes these in a local path, even in a file:// URI with the % encoded (a % alone is kept)
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 class Lake:
     """A Parquet event lake at a local path or an object-store URI."""
 
@@ -161,6 +166,11 @@ class Lake:
         local = _local_path(text)
         self.uri = str(local.resolve()) if local is not None else _remote_uri(text)
         self.local = local.resolve() if local is not None else None
+        if self.local is not None and (escape := _PERCENT_ESCAPE.search(self.uri)):
+            raise LakeError(f"the lake location {self.uri} holds {escape.group(0)!r}, which the Delta library reads as "
+                            f"{unquote(escape.group(0))!r} (percent-encoding), so it would write and look for the lake "
+                            "in another folder: give a path without a % followed by two hex digits (rename the "
+                            "folder, or use another)", uri=self.uri)
         # configured options over the AWS_* environment (see lake.storage); {} for local lakes
         self.storage_options = storage.resolve_options(self.uri, storage_options)
         if self.uri.startswith(storage.S3_SCHEMES):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 import lake
 from tests.conftest import event, write_ndjson
 
@@ -64,3 +66,14 @@ def test_a_lake_in_a_folder_whose_name_has_a_space_or_a_percent_sign_reads_back(
         assert lake.read_quarantine(target).count("*").fetchall()[0][0] == 1
         assert lake.ingest(target, [source], stream=stream).duplicates == 2
         shutil.rmtree(target.uri)
+
+
+def test_a_lake_in_a_folder_whose_name_holds_a_percent_escape_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """delta-rs decodes %41 in a local path (even in a file:// URI with the % encoded): an ingest into
+    `exports%202026/lake` created its log in that folder, then read it in `exports 2026` and failed
+    (exit 70), and every later command said the Delta log was damaged and to restore the lake."""
+    folder = tmp_path / "exports%202026"
+    with pytest.raises(lake.LakeError, match=r"holds '%20', which the Delta library reads as ' ' \(percent-encoding"):
+        lake.Lake(folder / "lake").create()
+    assert not folder.exists()
