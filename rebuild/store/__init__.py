@@ -38,6 +38,10 @@ def check_uri(uri: str) -> None:
     if sep and scheme in ("duckdb", "parquet") and not rest.strip("/"):
         what = "file" if scheme == "duckdb" else "directory"
         raise StoreError(f"store URI {uri!r} names no {what}; write {EXAMPLES[scheme]}", uri=uri)
+    if _scheme(uri)[0] == "duckdb" and "?" in uri:
+        raise StoreError(f"store URI {uri!r} holds a '?', after which DuckDB reads a database file's path as options "
+                         "(its write-ahead log would go to a folder that does not exist, and the first write fail): "
+                         "name a DuckDB file whose path has no '?'", uri=uri)
 
 
 def _scheme(uri: str) -> tuple[str, str]:

@@ -276,6 +276,21 @@ def test_a_store_uri_typo_is_refused_and_creates_nothing(uri: str, tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["duckdb://{}/what?/views.duckdb", "{}/views?.duckdb"])
+def test_a_duckdb_store_whose_path_holds_a_question_mark_is_refused_and_creates_nothing(
+        where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """DuckDB takes what follows a ? in a database path as options: the store file was created, its
+    write-ahead log went to 'what.wal?/views.duckdb', and the first run failed with exit 70."""
+    source = write_ndjson(tmp_path / "in.ndjson", order_events(1))
+    assert main(["--lake", str(tmp_path / "lake"), "lake", "ingest", str(source), "--stream", "orders"]) == 0
+    capsys.readouterr()
+    uri = where.format(tmp_path)
+    assert main(["--lake", str(tmp_path / "lake"), "--store", uri, "--json", "run", "order_summary"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "StoreError" and "holds a '?', after which DuckDB reads" in error["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson", "lake"]
+
+
 @pytest.mark.parametrize("flag", ["--store", "--lake", "--config"])
 def test_an_empty_lake_store_or_config_argument_is_refused_and_creates_nothing(
         flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
