@@ -6,7 +6,9 @@ events; ``rebuild plan`` and ``Workbench.plan`` show it without writing anything
 
 from __future__ import annotations
 
+import difflib
 import html
+import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,11 +16,13 @@ from typing import Any
 from lake import EventFilter, Lake, Snapshot
 from lake.errors import empty_value
 from lake.table import commit_time
-from rebuild.errors import ConfigError
+from rebuild.errors import ConfigError, ProjectionError
 from rebuild.options import RunOptions, parse_time
 from rebuild.projection import Projection
 from rebuild.store import LIVE, Store
 from rebuild.store.base import shadow_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     None: no store yet (no view built), as a plan must not create one."""
     options.validate()
     snapshot = snapshot or lake.snapshot()
+    _check_streams(projection, snapshot)
     as_of = _as_of(lake, snapshot, options.as_of)
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = options.partition_keys()
@@ -115,6 +120,24 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
         writes=shadow_name(projection.name), estimated_rows=None, skip_corrupted=options.skip_corrupted,
     )
     return _estimate(lake, snapshot, store, plan)
+
+
+def _check_streams(projection: Projection, snapshot: Snapshot) -> None:
+    """A declared stream the lake does not hold reads no event, and the view comes out empty without an
+    error. Stream names are case-sensitive: one the lake holds in another case (``ORDERS`` for
+    ``orders``) is refused as misspelt; another absent one is logged (it may not have arrived yet)."""
+    held = snapshot.streams()
+    for stream in (s for s in projection.streams or () if s not in held and held):
+        same = [h for h in held if h.lower() == stream.lower()]
+        if same:
+            raise ProjectionError(f"projection {projection.name!r} reads stream {stream!r}, which the lake does not "
+                                  f"hold, while it holds {', '.join(map(repr, same))}: stream names are case-sensitive; "
+                                  "fix streams=", projection=projection.name, stream=stream)
+        near = difflib.get_close_matches(stream, held, n=1, cutoff=0.8)
+        log.warning("%s reads stream %r, which the lake does not hold at lake_version %s (its streams: %s): no event "
+                    "of it is read%s", projection.name, stream, snapshot.lake_version,
+                    ", ".join(map(repr, held[:10])) + (", ..." if len(held) > 10 else ""),
+                    f"; did you mean {near[0]!r}?" if near else "")
 
 
 def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:

@@ -495,6 +495,23 @@ def test_a_payload_field_named_like_a_json_wildcard_is_read(tmp_path: Path, regi
         assert sorted(wb.view("stars", "shadow").rows()) == [("k0", 2), ("k1", 4)]
 
 
+def test_a_stream_declared_in_another_case_than_the_lake_s_is_refused_not_read_as_empty(
+        wb: Workbench, registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    """streams="Orders" read no event of the lake's stream orders: the run, its cutover and a check
+    without live passed with an empty view. A stream held in another case is refused; one the lake
+    holds in no case (it may not have arrived yet) is logged."""
+    sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+    projection(name="counted", key="order_id", streams="Orders", registry=registry)(lambda: sql)
+    with pytest.raises(ProjectionError, match=r"^projection 'counted' reads stream 'Orders', which the lake does not "
+                                              r"hold, while it holds 'orders': stream names are case-sensitive"):
+        wb.run("counted", progress="none")
+    assert wb.store.runs() == []
+    projection(name="counted", key="order_id", streams=["orders", "order"], registry=registry)(lambda: sql)
+    assert wb.run("counted", progress="none").record.rows_written == 5
+    assert ("counted reads stream 'order', which the lake does not hold at lake_version 1 (its streams: 'orders'): "
+            "no event of it is read; did you mean 'orders'?") in caplog.text
+
+
 def test_a_payload_field_no_event_has_yet_is_read_as_null(wb: Workbench, registry: Registry) -> None:
     """A field that no payload has (yet), and none of a like name, is no misspelling: it reads as NULL."""
     projection(name="tracked", key="order_id", payload={"tracking_number": "VARCHAR"}, registry=registry)(
