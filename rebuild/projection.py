@@ -22,7 +22,7 @@ import re
 import sys
 import sysconfig
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -309,6 +309,13 @@ def projection(
     """Declare a projection. ``payload`` maps payload fields to DuckDB types (decoded once)."""
 
     def decorate(func: Callable[..., Any]) -> Projection:
+        def mapping(option: str, value: Any) -> dict[str, Any]:
+            """A dict option as a dict: a list there failed with Python's 'dictionary update sequence'."""
+            if not isinstance(value, Mapping):
+                raise ProjectionError(f"projection {name!r}: {option} must be a dict (name: value), not "
+                                      f"{type(value).__name__} {value!r}", projection=name)
+            return dict(value)
+
         p = Projection(
             name=name,
             version=version,
@@ -318,12 +325,12 @@ def projection(
             incremental=incremental or "by_key",
             consumes=_names_of(consumes),
             streams=_names_of(streams),
-            payload=dict(payload or {}),
-            output=dict(output) if output else None,
+            payload=mapping("payload", payload or {}),
+            output=mapping("output", output) if output else None,
             window=window,
-            merge=dict(merge) if merge else None,
-            expectations=dict(expectations or {}),
-            thresholds=dict(thresholds or {}),
+            merge=mapping("merge", merge) if merge else None,
+            expectations=mapping("expectations", expectations or {}),
+            thresholds=mapping("thresholds", thresholds or {}),
             description=(inspect.getdoc(func) or "").split("\n\n")[0],
         )
         return (registry if registry is not None else REGISTRY).add(p)

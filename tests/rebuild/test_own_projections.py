@@ -342,6 +342,9 @@ def test_consumes_and_streams_may_name_one_event_type_or_stream_as_text(wb: Work
     ({"thresholds": {"max_changed_fractoin": 0.01}}, r"unknown thresholds \['max_changed_fractoin'\]; known: \["),
     ({"thresholds": {"expectations": "warning"}}, "threshold expectations must be 'fail' or 'warn', not 'warning'"),
     ({"expectations": {"not_nul": ["k"]}}, r"unknown expectation kinds \['not_nul'\]; known: \['not_null', 'between', 'in_set'\]"),
+    # a list where a dict goes failed with Python's "dictionary update sequence element #0 has length 8"
+    ({"expectations": ["not_null"]}, r"expectations must be a dict \(name: value\), not list \['not_null'\]"),
+    ({"payload": ["amount"]}, r"payload must be a dict \(name: value\), not list"),
 ])
 def test_a_declaration_that_cannot_work_is_refused_when_it_is_registered(options: dict[str, Any], problem: str) -> None:
     with pytest.raises(ProjectionError, match=f"projection 'wrong': {problem}"):
