@@ -102,7 +102,7 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     None: no store yet (no view built), as a plan must not create one."""
     options.validate()
     snapshot = snapshot or lake.snapshot()
-    _check_streams(projection, snapshot)
+    _check_streams(lake, projection, snapshot)
     as_of = _as_of(lake, snapshot, options.as_of)
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = options.partition_keys()
@@ -122,7 +122,10 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     return _estimate(lake, snapshot, store, plan)
 
 
-def _check_streams(projection: Projection, snapshot: Snapshot) -> None:
+_WARNED: set[tuple[str, str, str, int]] = set()  # (lake, projection, stream, lake_version) logged as not held
+
+
+def _check_streams(lake: Lake, projection: Projection, snapshot: Snapshot) -> None:
     """A declared stream the lake does not hold reads no event, and the view comes out empty without an
     error. Stream names are case-sensitive: one the lake holds in another case (``ORDERS`` for
     ``orders``) is refused as misspelt; another absent one is logged (it may not have arrived yet)."""
@@ -133,6 +136,9 @@ def _check_streams(projection: Projection, snapshot: Snapshot) -> None:
             raise ProjectionError(f"projection {projection.name!r} reads stream {stream!r}, which the lake does not "
                                   f"hold, while it holds {', '.join(map(repr, same))}: stream names are case-sensitive; "
                                   "fix streams=", projection=projection.name, stream=stream)
+        if (seen := (lake.uri, projection.name, stream, snapshot.lake_version)) in _WARNED:  # a backfill plans each chunk
+            continue
+        _WARNED.add(seen)
         near = difflib.get_close_matches(stream, held, n=1, cutoff=0.8)
         log.warning("%s reads stream %r, which the lake does not hold at lake_version %s (its streams: %s): no event "
                     "of it is read%s", projection.name, stream, snapshot.lake_version,
