@@ -331,12 +331,10 @@ class PostgresStore(SQLStore):
         import adbc_driver_manager
 
         with bulk.cursor() as cur:
+            source = None
             try:
-                reader = _as_uuids(con.sql(select).to_arrow_reader(BATCH_ROWS), uuids)
-                rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema)
-            except adbc_driver_manager.DataError as exc:  # a value PostgreSQL cannot hold: the run's fault, not ours
-                bulk.rollback()
-                raise _refused(str(exc), table) from None
+                source = con.sql(select).to_arrow_reader(BATCH_ROWS)
+                rows = cur.adbc_ingest(table, _as_uuids(source, uuids), mode="append", db_schema_name=self.schema)
             except (duckdb.ConversionException, adbc_driver_manager.OperationalError) as exc:
                 # a value past its PostgreSQL type (HUGEINT's 39th digit), at once or while ADBC reads the rows
                 if not (found := re.search(r"Conversion Error: [^\n]*", str(exc))):
@@ -345,6 +343,12 @@ class PostgresStore(SQLStore):
                 raise StoreError(f"{_rows(table)} cannot go to PostgreSQL: {found.group(0)}; cast that column in "
                                  "the projection to a type whose values fit (VARCHAR keeps every digit)",
                                  table=table) from None
+            except adbc_driver_manager.DatabaseError as exc:  # PostgreSQL refused the rows (a value it cannot hold, ...)
+                bulk.rollback()
+                raise _refused(str(exc), table) from None
+            finally:  # a result left open on ``con`` turned the caller's next statement into "open result" errors
+                if source is not None:
+                    source.close()
         bulk.commit()
         return int(rows)
 

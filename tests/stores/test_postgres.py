@@ -513,6 +513,21 @@ def test_a_column_postgresql_cannot_hold_is_refused_naming_it(orders_lake: Lake,
         assert not wb.store.exists("typed__shadow") and wb.store.runs() == []
 
 
+def test_any_refusal_of_the_rows_by_postgresql_is_told_with_its_message(orders_lake: Lake, postgres_uri: str,
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal ADBC raises as neither DataError nor OperationalError (here PostgreSQL cut a 66-byte
+    column name, with the workbench's own check of names lifted) left DuckDB's result open, and the
+    run failed with DuckDB's 'connection has an open result' instead (exit 70)."""
+    from rebuild.store import postgres_store
+
+    monkeypatch.setattr(postgres_store, "MAX_NAME", 1000)
+    with _typed_bench(orders_lake, postgres_uri, f'count(*) AS "{"items_" * 11}"', tmp_path / "reports") as wb:
+        with pytest.raises(StoreError, match=r"^PostgreSQL refused the rows of typed's rows: .*items_items_"):
+            wb.run("typed", full=True, progress="none")
+        assert not wb.store.exists("typed__shadow") and wb.store.runs() == []
+
+
 def test_a_view_name_too_long_for_its_postgresql_tables_is_refused_before_the_replay(orders_lake: Lake,
                                                                                       postgres_uri: str) -> None:
     """A projection may be named with up to 63 characters, but PostgreSQL cuts names past 63 bytes: for a
