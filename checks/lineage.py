@@ -11,7 +11,7 @@ Flags per key: ``duplicate`` (an event id occurs twice in the lake or also in th
 ``duplicate_suspected`` / ``missed_suspected`` (live - rebuilt of a changed number equals one
 event's payload value: an event live applied once more, or once less, than the rebuild),
 ``conflict`` / ``quarantined`` (quarantine rows of a contributing partition key), ``late``
-(``ingested_at - event_time`` over ``late_after``), ``gap`` (missing sequences), ``no_events``.
+(``ingested_at - event_time`` over ``late_after``), ``gap`` (missing sequences, per stream), ``no_events``.
 """
 
 from __future__ import annotations
@@ -172,10 +172,11 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
         GROUP BY __i""")
     names = rel.columns
     rows = rel.fetchall()
-    # HUGEINT: a key numbered from 0 up to 2**63 - 1 spans one more than a BIGINT holds
+    # HUGEINT: a key numbered from 0 up to 2**63 - 1 spans one more than a BIGINT holds; per stream, as
+    # each stream numbers a key's events on its own (an order's payments 1, 2, 3 beside its items 1, 2, 3)
     missing = dict(con.sql(
-        "SELECT __i, sum(span) FROM (SELECT __i, partition_key, CAST(max(sequence) AS HUGEINT) - min(sequence) + 1 - "
-        "count(DISTINCT sequence) AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) "
+        "SELECT __i, sum(span) FROM (SELECT __i, stream, partition_key, CAST(max(sequence) AS HUGEINT) - min(sequence) "
+        "+ 1 - count(DISTINCT sequence) AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) "
         "USING (__i, partition_key) GROUP BY ALL) GROUP BY __i").fetchall())
     out = {}
     for r in rows:

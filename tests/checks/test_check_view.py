@@ -131,6 +131,24 @@ def test_lineage_gaps_count_every_event_type_not_only_the_consumed_ones(make_lak
         assert set(whole_key.event_types) == set(consumed)  # the lineage still lists the consumed events only
 
 
+def test_lineage_gaps_are_counted_per_stream(make_lake, tmp_path):
+    """A view of two streams keyed by the same order, each stream numbering its own sequences: the
+    missing sequences were counted over the key's events of both streams, so the payment stream's missing
+    sequence 2 hid behind the order stream's 2 (no 'gap', where the audit counted it), and a stream
+    numbering from 100 read as 97 sequences missing."""
+    orders = order_events(1)[:4]  # sequences 1-4
+    payments = [{**e, "event_id": f"pay-{n}", "sequence": n} for e, n in zip(order_events(1)[1:4], (1, 3, 4))]
+    shipments = [{**e, "event_id": f"ship-{n}", "sequence": n} for e, n in zip(order_events(1)[1:3], (100, 101))]
+    target = make_lake(orders)
+    for stream, events in (("payments", payments), ("shipments", shipments)):
+        lake.ingest(target, [write_ndjson(tmp_path / f"{stream}.ndjson", events)], stream=stream)
+    (traced,) = lineage(target, [{"order_id": "o-0000001"}], partition_column="order_id")
+    assert traced.events == 9 and "gap" in traced.flags and traced.missing_sequences == 1
+    (whole,) = lineage(target, [{"order_id": "o-0000001"}], partition_column="order_id",
+                       streams=["orders", "shipments"])
+    assert "gap" not in whole.flags and whole.missing_sequences == 0
+
+
 def test_verdict_recorded_and_report_files(scenario):
     report = scenario.wb.check("order_summary")
     html_path, json_path = Path(report.paths["html"]), Path(report.paths["json"])
