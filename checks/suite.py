@@ -99,7 +99,8 @@ def check_view(
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html, notes=(*([] if audit_keys else _unheld_event_types(spec, audit)), *_skipped_files(run or {})),
+        audit_html=audit_html, notes=(*([] if audit_keys else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
+               *_skipped_files(run or {})),
         plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
@@ -149,7 +150,7 @@ def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: in
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cannot read the kept lake audit %s (%s); auditing the lake again", kept, exc)
     report = audit_lake(lake, streams=list(spec.streams) if spec.streams else None, as_of=as_of, con=con,
-                        partition_keys=keys, snapshot=snapshot)
+                        partition_keys=keys, snapshot=snapshot, refuse_unknown=False)  # noted: _empty_streams
     data = report.to_dict()
     lateness: dict[str, int] = {}
     for stream in data.get("streams", {}).values():
@@ -196,6 +197,19 @@ def _skipped_files(run: dict[str, Any]) -> list[str]:
         return []
     return [f"the run left out {len(skipped)} unreadable lake file(s) (--skip-corrupted), so the view lacks their "
             f"events: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}; restore them and run again"]
+
+
+def _empty_streams(spec: ViewSpec, audit: dict[str, Any]) -> list[str]:
+    """A stream the view reads that holds no events yet (one that starts later) or at all (misspelt)
+    gives the view none of its rows, and is no error: say so."""
+    held = audit.get("streams") or {}
+    empty = [s for s in spec.streams or () if not (held.get(s) or {}).get("events")]
+    if not empty:
+        return []
+    many = len(empty) > 1
+    return [f"{'streams' if many else 'stream'} {empty} {'hold' if many else 'holds'} no events up to lake_version "
+            f"{audit.get('lake_version')}: the view has none of their events yet; the next runs read them as they "
+            "arrive, but a misspelt stream never: check streams= in the projection against `rebuild lake audit`"]
 
 
 def _unheld_event_types(spec: ViewSpec, audit: dict[str, Any]) -> list[str]:

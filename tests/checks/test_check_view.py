@@ -149,6 +149,29 @@ def test_lineage_gaps_are_counted_per_stream(make_lake, tmp_path):
     assert "gap" not in whole.flags and whole.missing_sequences == 0
 
 
+def test_check_of_a_view_whose_other_stream_has_no_events_yet(make_lake, tmp_path):
+    """A view of orders and payments deployed before the payment service published anything: its run
+    went through, but its check failed with exit 2 'no stream payments in the lake' (the audit refuses a
+    stream it does not hold, as a misspelt `rebuild lake audit --stream`), so the view could never be
+    checked, nor cut over without --force. It is checked, and a note says the stream holds no events."""
+    from rebuild.projection import Registry, projection
+
+    registry = Registry()
+    projection(name="order_payments", key="order_id", streams=["orders", "payments"], registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) FILTER (WHERE stream = 'payments') AS payments "
+                "FROM events GROUP BY 1")
+    target = make_lake(order_events(1) + order_events(2))
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
+                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
+    with Workbench(config, registry=registry) as wb:
+        wb.run("order_payments", progress="none")
+        report = wb.check("order_payments")
+        assert report.verdict.verdict == "pass" and report.audit["events"] == 10
+        assert report.audit["streams"]["payments"]["events"] == 0
+        (note,) = [n for n in report.notes if "payments" in n]
+        assert note.startswith("stream ['payments'] holds no events up to lake_version 1: the view has none")
+
+
 def test_verdict_recorded_and_report_files(scenario):
     report = scenario.wb.check("order_summary")
     html_path, json_path = Path(report.paths["html"]), Path(report.paths["json"])
