@@ -301,7 +301,7 @@ def run_buckets(plan: Plan, lake: Lake, store: Store, projection: Projection, pr
     snapshot = lake.snapshot(plan.delta_version)
     con = store.compute()
     if plan.exclude_quarantined:
-        quarantined_keys(con, lake)
+        quarantined_keys(con, lake, plan.streams)
     read, plan = _stage_buckets(con, lake, snapshot, store, projection, plan, job, progress)
     recorder = Recorder(plan, projection, started, clock, read)
     point("buckets.before_publish")

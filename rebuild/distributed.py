@@ -166,7 +166,7 @@ def replay_bucket(task: BucketTask) -> PartResult:
             con.execute(f"SET memory_limit = {literal(task.memory_limit)}")
         storage.attach(con, task.lake_uri, task.storage_options)
         if task.exclude_quarantined:
-            quarantined_keys(con, Lake(task.lake_uri, storage_options=task.storage_options))
+            quarantined_keys(con, Lake(task.lake_uri, storage_options=task.storage_options), task.projection.streams)
         # one process per task already: a fold must not start a process pool of its own
         rows = materialize(con, task.projection, task.sql, PART, fold_workers=1)
         check_output(con, task.projection, PART)

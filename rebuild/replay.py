@@ -459,13 +459,16 @@ def check_partition_column(con: duckdb.DuckDBPyConnection, projection: Projectio
         )
 
 
-def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, after_version: int | None = None,
-                     seen: int | None = None) -> int:
+def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, streams: tuple[str, ...] | None,
+                     after_version: int | None = None, seen: int | None = None) -> int:
     """Temp table ``__quarantined_keys`` of the partition keys that have quarantined records (for
     --exclude-quarantined), each marked ``new`` when a catch-up must take it out: quarantined only
     after the quarantine table's version ``seen``, which live's run excluded (the table only grows),
     or, not knowing that, first quarantined after ``after_version`` (a commit that only quarantines
-    adds no lake_version, so its records carry the next one). Returns the version read."""
+    adds no lake_version, so its records carry the next one). Returns the version read.
+
+    Only records of ``streams`` (None: every stream) count, and those whose stream is not known: a
+    poison record of another stream keyed by the same order leaves the view's events of it whole."""
     version, files = lake.quarantine_snapshot()
     lake.attach(con)
     if not files:
@@ -475,8 +478,10 @@ def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, after_version: 
         new = f"bool_and(filename NOT IN (SELECT unnest({literal(lake.quarantine_files(seen) or [''])})))"
     else:
         new = f"min(lake_version) > {int(after_version)}" if after_version is not None else "false"
+    ours = f" AND (stream IS NULL OR stream IN (SELECT unnest({literal(list(streams))})))" if streams else ""
     con.execute(f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, {new} AS new "
-                f"FROM read_parquet({literal(files)}, filename = true) WHERE partition_key IS NOT NULL GROUP BY partition_key")
+                f"FROM read_parquet({literal(files)}, filename = true) WHERE partition_key IS NOT NULL{ours} "
+                "GROUP BY partition_key")
     return version
 
 

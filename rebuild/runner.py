@@ -102,7 +102,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
     try:
         if plan.exclude_quarantined:
             seen = _quarantine_seen(store, plan)
-            plan = replace(plan, quarantine_version=quarantined_keys(con, lake, plan.after_version, seen))
+            plan = replace(plan, quarantine_version=quarantined_keys(con, lake, plan.streams, plan.after_version, seen))
         while True:  # once more per unreadable file skipped (--skip-corrupted)
             try:
                 files: dict[str, int] = {}  # the lake files the steps read, each counted once

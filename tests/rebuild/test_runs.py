@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import lake
 from rebuild import ConfigError, ProjectionError, RunOptions, Workbench
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
@@ -280,6 +282,22 @@ def test_exclude_quarantined_leaves_out_poisoned_keys(bench: Bench) -> None:
     assert "o-0000004" not in bench.rows("order_summary", "shadow")["order_id"].to_list()
     bench.wb.run("order_summary", progress="none")
     assert "o-0000004" in bench.rows("order_summary", "shadow")["order_id"].to_list()
+
+
+def test_exclude_quarantined_leaves_out_only_keys_quarantined_in_the_view_s_streams(bench: Bench) -> None:
+    """order_summary reads the orders stream; a shipments stream keyed by the same orders had a poison
+    record of order 4, and --exclude-quarantined dropped order 4, whose order events are all there (the
+    check's audit of the view's streams showed nothing quarantined). A record without a stream stays suspect."""
+    bench.ingest([e for o in (1, 2, 3, 4, 5) for e in order_events(o)])
+    shipped = order_events(4)[-1:] + order_events(5)[-1:]
+    shipped[0]["sequence"] = "three"
+    assert bench.ingest(shipped, stream="shipments").quarantined == 1
+    unknown = {**order_events(5)[0], "event_id": "no-stream"}  # no stream field, no --stream: quarantined
+    path = bench.root / "unknown.ndjson"
+    path.write_text(json.dumps(unknown) + "\n")
+    assert lake.ingest(bench.wb.lake, [path]).quarantined == 1
+    bench.rebuild_live("order_summary", exclude_quarantined=True)
+    assert bench.rows("order_summary")["order_id"].to_list() == [f"o-000000{o}" for o in (1, 2, 3, 4)]
 
 
 @pytest.mark.parametrize("view", ["order_summary", "daily_revenue", "order_timeline"])
