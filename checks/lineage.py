@@ -10,7 +10,7 @@ A view key maps to events in one of two ways:
 Flags per key: ``duplicate`` (an event id occurs twice in the lake or also in the quarantine),
 ``duplicate_suspected`` / ``missed_suspected`` (live - rebuilt of a changed number equals one
 event's payload value: an event live applied once more, or once less, than the rebuild),
-``conflict`` / ``quarantined`` (quarantine rows of a contributing partition key), ``late``
+``conflict`` / ``quarantined`` (quarantine rows of a contributing partition key and stream), ``late``
 (``ingested_at - event_time`` over ``late_after``), ``gap`` (missing sequences, per stream), ``no_events``.
 """
 
@@ -88,7 +88,7 @@ def lineage(
     try:
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
-        quarantine = _quarantine(con, lake)
+        quarantine = _quarantine(con, lake, streams)
         changed = {i: c for i, k in enumerate(keys) if (c := (changes or {}).get(tuple(k.values())))}
         payloads = _payloads(con, changed) if changed else {}
     finally:
@@ -186,14 +186,17 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
     return out
 
 
-def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, list[dict[str, Any]]]:
-    """Quarantine rows of the contributing partition keys (and of their event ids), by partition key."""
+def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake,
+                streams: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Quarantine rows of the contributing partition keys in ``streams`` (or in no known stream: another
+    stream's poison record of the same order is none of the view's), and of their event ids, by partition key."""
     con.register("__quarantine", read_quarantine(lake, con))
-    rel = con.sql("""
+    ours = f"AND (q.stream IS NULL OR q.stream IN (SELECT unnest({literal(list(streams))})))" if streams else ""
+    rel = con.sql(f"""
         SELECT q.partition_key, q.reason, q.event_id, q.sequence, q.event_type, q.source, q.line,
                q.event_id IN (SELECT event_id FROM matched) AS same_id
         FROM __quarantine q
-        WHERE q.partition_key IN (SELECT DISTINCT partition_key FROM matched)
+        WHERE (q.partition_key IN (SELECT DISTINCT partition_key FROM matched) {ours})
            OR q.event_id IN (SELECT event_id FROM matched)
         ORDER BY q.partition_key, q.sequence""")
     names = rel.columns

@@ -149,6 +149,19 @@ def test_lineage_gaps_are_counted_per_stream(make_lake, tmp_path):
     assert "gap" not in whole.flags and whole.missing_sequences == 0
 
 
+def test_lineage_flags_quarantined_records_of_the_view_s_streams_only(make_lake, tmp_path):
+    """order_summary reads the orders stream; a shipments stream keyed by the same orders had a poison record
+    of order 1, and the report flagged order 1 'quarantined', naming that record as a cause of its difference,
+    though the view never reads shipments (and its audit of the orders stream showed nothing quarantined)."""
+    target = make_lake(order_events(1) + order_events(2))
+    poison = {**order_events(1)[-1], "event_id": "ship-1", "sequence": "three"}
+    assert lake.ingest(target, [write_ndjson(tmp_path / "s.ndjson", [poison])], stream="shipments").quarantined == 1
+    (of_orders,) = lineage(target, [{"order_id": "o-0000001"}], partition_column="order_id", streams=["orders"])
+    assert "quarantined" not in of_orders.flags and of_orders.quarantine == ()
+    (of_all,) = lineage(target, [{"order_id": "o-0000001"}], partition_column="order_id")
+    assert "quarantined" in of_all.flags and of_all.quarantine[0]["event_id"] == "ship-1"
+
+
 def test_check_of_a_view_whose_other_stream_has_no_events_yet(make_lake, tmp_path):
     """A view of orders and payments deployed before the payment service published anything: its run
     went through, but its check failed with exit 2 'no stream payments in the lake' (the audit refuses a
