@@ -101,9 +101,11 @@ def plan_cmd(state: State, view: str, **options: Any) -> None:
 
 def _print_plan(console: Console, data: dict[str, Any], summary: str) -> None:
     console.print(summary, markup=False)
+    reads = {k: v for k, v in data["reads"].items() if k != "by_stream"}
+    shown = {**data, "reads": reads, "by stream": data["reads"]["by_stream"] or None}
     for key in ("mode", "method", "kind", "reason", "lake_version", "after_version", "streams", "event_types",
-                "since", "until", "key_count", "reads", "writes", "estimated_rows"):
-        console.print(f"  {key:>14}: {plain(data[key])}", markup=False)
+                "since", "until", "key_count", "reads", "by stream", "writes", "estimated_rows"):
+        console.print(f"  {key:>14}: {plain(shown[key])}", markup=False)
 
 
 @command(cli, "run")

@@ -56,6 +56,7 @@ class Plan:
     skip_corrupted: bool = False
     skipped_files: tuple[str, ...] = ()  # set by the run: unreadable files it left out
     quarantine_version: int | None = None  # set by the run: the quarantine table's version it left out
+    stream_events: tuple[tuple[str, int], ...] = ()  # estimated_events by stream, a declared one without any too
 
     def selection(self) -> EventFilter:
         """The events that decide the scope (all events for a full run)."""
@@ -73,7 +74,9 @@ class Plan:
         data = asdict(replace(self, keys=None))  # asdict would copy every key: seconds at 1M keys
         data["keys"] = list(self.keys[:20]) if self.keys else None
         data["key_count"] = len(self.keys) if self.keys else 0
-        data["reads"] = {"files": self.files, "buckets": list(self.buckets), "estimated_events": self.estimated_events}
+        del data["stream_events"]
+        data["reads"] = {"files": self.files, "buckets": list(self.buckets), "estimated_events": self.estimated_events,
+                         "by_stream": dict(self.stream_events)}
         return data
 
     def summary(self) -> str:
@@ -211,14 +214,19 @@ def _method(projection: Projection, mode: str) -> str:
 
 
 def _estimate(lake: Lake, snapshot: Snapshot, store: Store | None, plan: Plan) -> Plan:
-    """Files and events the run's deciding selection reads, and rows it may write."""
+    """Files and events the run's deciding selection reads (by stream: a declared stream the lake holds no
+    events of shows as 0, which a misspelt one does too), and rows it may write."""
     f = plan.selection() if plan.method != "full" else plan.everything()
     files = f.files(snapshot, lake)
     live_rows = store.count(plan.view) if plan.kind == "full" and store is not None and store.exists(plan.view) else None
+    by_stream = dict.fromkeys(plan.streams or (), 0)
+    for x in files:
+        by_stream[x.stream] = by_stream.get(x.stream, 0) + x.rows
     return replace(
         plan,
         files=len(files),
         buckets=tuple(sorted({x.bucket for x in files})),
         estimated_events=sum(x.rows for x in files),
         estimated_rows=live_rows,
+        stream_events=tuple(sorted(by_stream.items())),
     )

@@ -348,6 +348,35 @@ def test_plan_writes_nothing(bench: Bench) -> None:
     assert not bench.wb.store.exists("order_summary__shadow") and bench.wb.store.runs() == []
 
 
+def test_plan_estimates_the_events_of_each_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A view of orders, payments and refunds: the plan said '~13 events' for all three, so a stream that
+    held none (not started yet, or misspelt in streams=) or a catch-up of one stream's events showed nowhere
+    before the run; the plan (and `rebuild plan`, --json under reads.by_stream) counts them per stream."""
+    from rebuild.cli_views import _print_plan
+    from rebuild.projection import Registry, projection
+    from rich.console import Console
+
+    registry = Registry()
+    projection(name="order_money", key="k", streams=["orders", "payments", "refunds"], registry=registry)(
+        lambda: "SELECT partition_key AS k, count(*) AS n FROM events GROUP BY 1")
+    bench = Bench(tmp_path)
+    with Workbench(bench.wb.config, registry=registry) as wb:
+        bench.ingest(order_events(1) + order_events(2))
+        payments = [{**e, "event_id": f"pay-{e['event_id']}"} for e in order_events(1)[:3]]
+        bench.ingest(payments, stream="payments")
+        plan = wb.plan("order_money")
+        assert plan.to_dict()["reads"]["by_stream"] == {"orders": 10, "payments": 3, "refunds": 0}
+        _print_plan(Console(width=160), plan.to_dict(), plan.summary())
+        assert "by stream: orders 10; payments 3; refunds 0\n" in capsys.readouterr().out
+        wb.run("order_money", progress="none")
+        wb.cutover("order_money", force=True)
+        bench.ingest([{**e, "event_id": f"pay-{e['event_id']}"} for e in order_events(2)[:2]], stream="payments")
+        caught_up = wb.plan("order_money")
+        assert caught_up.mode == "incremental"
+        assert caught_up.to_dict()["reads"]["by_stream"] == {"orders": 0, "payments": 2, "refunds": 0}
+    bench.wb.close()
+
+
 def test_a_changed_projection_version_forces_a_full_run(bench: Bench) -> None:
     from dataclasses import replace
 
