@@ -5,7 +5,8 @@ A view key maps to events in one of two ways:
 - ``partition_column`` (a by_key projection): that key column *is* the event's ``partition_key``,
   so only the key buckets of the sampled keys are read;
 - otherwise each key column matches a payload field of the same name (``customer_id``,
-  ``currency``), and ``window`` (column, size) matches ``time_bucket(size, event_time)`` (``day``).
+  ``currency``), or the envelope column of that name (``stream``, ``event_type``), and ``window``
+  (column, size) matches ``time_bucket(size, event_time)`` (``day``).
 
 Flags per key: ``duplicate`` (an event id occurs twice in the lake or also in the quarantine),
 ``duplicate_suspected`` / ``missed_suspected`` (live - rebuilt of a changed number equals one
@@ -132,9 +133,16 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
+#: envelope columns a view may be keyed by as they are (a day's rows per stream or per event type); no
+#: payload field can be declared with their names, so a key column so named is the envelope's
+ENVELOPE_KEYS = ("event_id", "stream", "partition_key", "event_type")
+
+
 def _payload_term(column: str, window: tuple[str, str] | None) -> str:
     if window is not None and column == window[0]:  # the window column holds the window's start (a DATE or a time)
         return f"time_bucket(INTERVAL {literal(window[1])}, e.event_time) = {_window_start(column)}"
+    if column in ENVELOPE_KEYS:
+        return f"e.{quote(column)} = CAST(k.{quote(column)} AS VARCHAR)"
     return f"json_extract_string(e.payload, {literal(json_pointer(column))}) = CAST(k.{quote(column)} AS VARCHAR)"
 
 

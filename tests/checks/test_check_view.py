@@ -113,6 +113,21 @@ def test_lineage_by_payload_fields_named_like_json_paths(make_lake):
     assert [t.events for t in traced] == [2, 0]
     assert traced[0].partition_keys == ("o1", "o3")
 
+def test_lineage_of_keys_named_like_envelope_columns(make_lake, tmp_path):
+    """A daily view per stream (key day and stream) or per event type: the lineage matched its key columns
+    with payload fields of those names, which no payload has, so every differing row read 'no_events', as
+    if no event had made it."""
+    target = make_lake(order_events(1) + order_events(2))
+    payments = [{**e, "event_id": f"pay-{e['event_id']}"} for e in order_events(1)[:2]]
+    lake.ingest(target, [write_ndjson(tmp_path / "p.ndjson", payments)], stream="payments")
+    day = ("day", "1 day")
+    (per_stream, per_type) = lineage(target, [{"day": date(2026, 9, 1), "stream": "payments"}], window=day) + lineage(
+        target, [{"day": date(2026, 9, 1), "event_type": "ItemAdded"}], window=day, streams=["orders"])
+    assert per_stream.events == 2 and per_stream.event_ids == ("pay-ev-o-0000001-1", "pay-ev-o-0000001-2")
+    assert per_type.events == 4 and set(per_type.event_types) == {"ItemAdded"} and "no_events" not in per_type.flags
+    (whole,) = lineage(target, [{"partition_key": "o-0000002"}])  # a full or merge view keyed by partition_key
+    assert whole.events == 5
+
 
 def test_lineage_gaps_count_every_event_type_not_only_the_consumed_ones(make_lake):
     """customer_ltv consumes OrderPlaced and PaymentAuthorized, not the ItemAdded events between them:
