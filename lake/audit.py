@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -118,8 +118,7 @@ class AuditReport:
             "late_after_seconds": self.late_after_seconds,
             "quarantined": sum(s.quarantined["total"] for s in self.streams),
             "event_types": dict(sorted(types.items())),
-            "unknown_event_types": None if self.known_event_types is None else {
-                u["event_type"]: u["events"] for s in self.streams for u in s.unknown_event_types},
+            "unknown_event_types": None if self.known_event_types is None else _unknown_totals(self.streams),
             "files_checked": self.files_checked,
             "bad_files": [b.to_dict() for b in self.bad_files],
             "uncompacted": self.uncompacted.to_dict(),
@@ -174,7 +173,7 @@ def audit(
     late_after: timedelta = LATE_AFTER,
     verify: str = "footer",
     as_of: int | None = None,
-    known_event_types: Iterable[str] | None = None,
+    known_event_types: Iterable[str] | Mapping[str | None, Iterable[str] | None] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     partition_keys: Sequence[str] | None = None,
     refuse_unknown: bool = True,
@@ -184,7 +183,9 @@ def audit(
 
     ``known_event_types``: the types consumers handle (``rebuild lake audit`` passes every configured
     projection's ``consumes``); each stream's other types are listed as unknown, with their count and
-    the lake_version and time they first arrived. None: no type is unknown.
+    the lake_version and time they first arrived. None: no type is unknown. Per stream, a mapping
+    ``{stream: types}`` (key None: every stream; types None: every type), as a type of one name may be
+    read in one stream and in no other; a stream it names nowhere has no type known.
 
     ``verify`` is the file-integrity pass: ``footer`` opens every data file's Parquet footer,
     ``read`` also decodes every page, ``none`` skips it. Unreadable files are reported in
@@ -230,8 +231,8 @@ def audit(
         _events_view(con, read_events(lake, selected, snapshot=snapshot, con=con), is_remote(lake.uri))
         _quarantine_view(con, lake, wanted, upto,
                          [f for f in quarantine_files if f not in unreadable], keys)
-        types = None if known_event_types is None else tuple(sorted(set(as_names(known_event_types, "known_event_types") or ())))
-        found = _collect(con, late_after, types)
+        judged = _known(known_event_types)
+        found = _collect(con, late_after, judged)
     finally:
         con.close()
     if refuse_unknown:
@@ -249,7 +250,7 @@ def audit(
         late_after_seconds=late_after.total_seconds(),
         bad_files=tuple(bad),
         files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
-        known_event_types=types,
+        known_event_types=None if judged is None else tuple(sorted({t for v in judged.values() for t in v or ()})),
         uncompacted=layout,
         keys_audited=None if keys is None else len(set(keys)),
     )
@@ -304,7 +305,7 @@ def _ingest_duplicates(lake: Lake, delta_version: int) -> tuple[int | None, int 
 
 # -- queries: each returns {stream: {field: value}} ---------------------------------------------
 def _collect(con: duckdb.DuckDBPyConnection, late_after: timedelta,
-             known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
+             known: Known | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     parts: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
         "counts": lambda: _basics(con), "gaps": lambda: _walk(con), "conflicts": lambda: _conflicts(con),
@@ -384,13 +385,39 @@ def _walk(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _types(con: duckdb.DuckDBPyConnection, known: tuple[str, ...] | None) -> dict[str, dict[str, Any]]:
+#: per stream (None: every stream), the event types consumers handle there (None: every type)
+Known = dict[str | None, frozenset[str] | None]
+
+
+def _known(given: Iterable[str] | Mapping[str | None, Iterable[str] | None] | None) -> Known | None:
+    """``known_event_types`` as a :data:`Known` (names: known in every stream)."""
+    if given is None:
+        return None
+    if not isinstance(given, Mapping):
+        return {None: frozenset(as_names(given, "known_event_types") or ())}
+    return {s: None if v is None else frozenset(as_names(v, "known_event_types") or ()) for s, v in given.items()}
+
+
+def _is_known(known: Known, stream: str, event_type: str) -> bool:
+    return any(k is None or event_type in k for k in (known.get(None, frozenset()), known.get(stream, frozenset())))
+
+
+def _unknown_totals(streams: Iterable[StreamAudit]) -> dict[str, int]:
+    """Events of each unknown type, over every stream (a type may be unknown in several)."""
+    totals: dict[str, int] = {}
+    for s in streams:
+        for u in s.unknown_event_types:
+            totals[u["event_type"]] = totals.get(u["event_type"], 0) + u["events"]
+    return dict(sorted(totals.items()))
+
+
+def _types(con: duckdb.DuckDBPyConnection, known: Known | None) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for r in _rows(con, "SELECT stream, event_type, count(*) AS n, min(lake_version) AS v0, min(ingested_at) AS t0 "
                         "FROM events GROUP BY ALL ORDER BY ALL"):
         entry = found.setdefault(r["stream"], {"event_types": {}, "unknown_event_types": []})
         entry["event_types"][r["event_type"]] = r["n"]
-        if known is not None and r["event_type"] not in known:
+        if known is not None and not _is_known(known, r["stream"], r["event_type"]):
             entry["unknown_event_types"].append({"event_type": r["event_type"], "events": r["n"],
                                                  "first_version": r["v0"], "first_ingested": r["t0"].isoformat()})
     return found

@@ -424,13 +424,21 @@ class Workbench:
 
     # -- the lake ------------------------------------------------------------------------------
     def audit(self, streams: list[str] | None = None, **options: Any) -> AuditReport:
-        """``lake.audit.audit`` with the event types the projections consume as the known ones, so a
-        type none of them reads (a new event upstream, a misspelt ``consumes``) is listed as unknown.
-        A projection that consumes every type, or none configured, leaves nothing unknown."""
-        consumed = [p.consumes or () for p in self.projections()]
-        known = None if not consumed or any(not c for c in consumed) else {t for c in consumed for t in c}
+        """``lake.audit.audit`` with the event types the projections consume in each stream as the known
+        ones, so a type none of them reads there (a new event upstream, a misspelt ``consumes``, a type of
+        the same name as one read in another stream) is listed as unknown. A projection that consumes
+        every type of every stream, or none configured, leaves nothing unknown."""
         with scratch(self.config) as con:
-            return audit(self.lake, streams=streams, known_event_types=known, **{"con": con, **options})
+            return audit(self.lake, streams=streams, known_event_types=self._consumed(), **{"con": con, **options})
+
+    def _consumed(self) -> dict[str | None, set[str] | None] | None:
+        """Per stream (None: every stream), the types the projections reading it consume (None: every type)."""
+        known: dict[str | None, set[str] | None] = {}
+        for p in self.projections():
+            for stream in p.streams or (None,):
+                had = known.get(stream, set())
+                known[stream] = None if p.consumes is None or had is None else had | set(p.consumes)
+        return None if not known or (None in known and known[None] is None) else known
 
     def compact(self, streams: list[str] | None = None, decode: bool = True) -> CompactResult:
         """``lake.compact`` with the payload fields the projections declare decoded into typed

@@ -188,6 +188,39 @@ def test_event_types_no_consumer_knows_are_listed_with_when_they_arrived(tmp_pat
         assert wb.audit().to_dict()["unknown_event_types"] is None  # a projection that consumes every type
 
 
+def test_unknown_event_types_are_judged_per_stream(tmp_path: Path) -> None:
+    """The same event type name in two streams: 'Created' of orders is read by a view of orders, 'Created'
+    of returns by no view, yet it was not listed as unknown (the consumed types were pooled over every
+    stream); and a type unknown in two streams was counted with the last stream's events only."""
+    from rebuild import Workbench
+    from rebuild.config import Config
+    from rebuild.projection import Registry, projection
+
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, write_ndjson(tmp_path / "1.ndjson", [event(1, type="Created"), event(2, seq=2, type="Legacy")]),
+                stream="orders")
+    returns = [event(3, type="Created"), event(4, key="b", type="Opened"), event(5, key="c", type="Legacy"),
+               event(6, key="d", type="Legacy")]
+    lake.ingest(target, write_ndjson(tmp_path / "2.ndjson", returns), stream="returns")
+    assert audit(target, known_event_types=["Created", "Opened"]).to_dict()["unknown_event_types"] == {"Legacy": 3}
+    registry = Registry()
+    projection(name="orders_made", key="partition_key", streams="orders", consumes="Created", registry=registry)(
+        lambda: "SELECT DISTINCT partition_key FROM events")
+    projection(name="returns_opened", key="partition_key", streams="returns", consumes="Opened", registry=registry)(
+        lambda: "SELECT DISTINCT partition_key FROM events")
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path}/v.duckdb")
+    with Workbench(config, registry=registry) as wb:
+        report = wb.audit()
+        assert report.to_dict()["unknown_event_types"] == {"Created": 1, "Legacy": 3}
+        assert [u["event_type"] for u in report.streams[1].unknown_event_types] == ["Created", "Legacy"]
+        projection(name="every_return", key="partition_key", streams="returns", registry=registry)(
+            lambda: "SELECT DISTINCT partition_key FROM events")
+        assert wb.audit().to_dict()["unknown_event_types"] == {"Legacy": 1}  # of orders: every return is read
+        projection(name="all_legacy", key="partition_key", consumes="Legacy", registry=registry)(
+            lambda: "SELECT DISTINCT partition_key FROM events")
+        assert wb.audit().to_dict()["unknown_event_types"] == {}
+
+
 def test_a_projection_module_that_fails_does_not_stop_the_lake_audit(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     """The audit reads the lake; only its unknown event types need the projections."""
