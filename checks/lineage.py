@@ -51,6 +51,8 @@ class KeyLineage:
     event_time_range: tuple[str, str] | None = None
     ingested_range: tuple[str, str] | None = None
     missing_sequences: int = 0
+    #: per stream, as each numbers a key's events on its own: events, first and last sequence, missing sequences
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     late: tuple[str, ...] = ()
     duplicates: tuple[str, ...] = ()
     quarantine: tuple[dict[str, Any], ...] = ()
@@ -180,17 +182,20 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
         GROUP BY __i""")
     names = rel.columns
     rows = rel.fetchall()
-    # HUGEINT: a key numbered from 0 up to 2**63 - 1 spans one more than a BIGINT holds; per stream, as
-    # each stream numbers a key's events on its own (an order's payments 1, 2, 3 beside its items 1, 2, 3)
-    missing = dict(con.sql(
-        "SELECT __i, sum(span) FROM (SELECT __i, stream, partition_key, CAST(max(sequence) AS HUGEINT) - min(sequence) "
-        "+ 1 - count(DISTINCT sequence) AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) "
-        "USING (__i, partition_key) GROUP BY ALL) GROUP BY __i").fetchall())
     out = {}
     for r in rows:
         d = dict(zip(names, r, strict=True))
-        d["missing"] = int(missing.get(d["__i"]) or 0)
-        out[int(d["__i"])] = d
+        out[int(d["__i"])] = {**d, "missing": 0, "streams": {}}
+    # HUGEINT: a key numbered from 0 up to 2**63 - 1 spans one more than a BIGINT holds; per stream, as
+    # each stream numbers a key's events on its own (an order's payments 1, 2, 3 beside its items 1, 2, 3)
+    for i, stream, missing, events, first, last in con.sql(
+            "SELECT __i, stream, sum(span), any_value(m.n), any_value(m.first), any_value(m.last) FROM ("
+            "SELECT __i, stream, partition_key, CAST(max(sequence) AS HUGEINT) - min(sequence) + 1 - count(DISTINCT sequence) "
+            "AS span FROM every_event JOIN (SELECT DISTINCT __i, partition_key FROM matched) USING (__i, partition_key) "
+            "GROUP BY ALL) LEFT JOIN (SELECT __i, stream, count(*) AS n, min(sequence) AS first, max(sequence) AS last "
+            "FROM matched GROUP BY ALL) m USING (__i, stream) GROUP BY ALL ORDER BY ALL").fetchall():
+        out[int(i)]["missing"] += int(missing)
+        out[int(i)]["streams"][stream] = {"events": int(events or 0), "first": first, "last": last, "missing": int(missing)}
     return out
 
 
@@ -362,7 +367,7 @@ def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantin
         sequence_range=(int(agg["first_seq"]), int(agg["last_seq"])),
         event_time_range=(agg["t0"].isoformat(), agg["t1"].isoformat()),
         ingested_range=(agg["i0"].isoformat(), agg["i1"].isoformat()),
-        missing_sequences=agg["missing"], late=tuple(agg["late"] or ())[:MAX_IDS], duplicates=tuple(dict.fromkeys(dups)),
+        missing_sequences=agg["missing"], streams=agg["streams"], late=tuple(agg["late"] or ())[:MAX_IDS], duplicates=tuple(dict.fromkeys(dups)),
         quarantine=tuple({k: v for k, v in r.items() if k != "same_id"} for r in q)[:MAX_IDS],
         explained_by=tuple(explained), flags=tuple(flags),
     )

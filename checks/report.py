@@ -186,7 +186,7 @@ class CheckReport:
     def _lineage_html(self) -> str:
         rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
-                 "sequences": x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}",
+                 "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
                  "explained by": "; ".join(f"{e['column']} {e['live_minus_rebuilt']:+g} = {e['event_type']} "
                                            f"{e['event_id']}.{e['field']}" for e in x.explained_by[:3]),
@@ -219,10 +219,21 @@ class CheckReport:
 
 
 def _flags(x: KeyLineage) -> str:
-    """The flags with what they point at: the late and duplicated event ids, the missing sequences."""
-    shown = {"late": _ids(x.late), "duplicate": _ids(x.duplicates),
-             "gap": f"{x.missing_sequences} missing" if x.missing_sequences else ""}
+    """The flags with what they point at: the late and duplicated event ids, the missing sequences (of
+    which stream, for a key of several: their sequences are each stream's own)."""
+    gap = f"{x.missing_sequences} missing" if x.missing_sequences else ""
+    if len(x.streams) > 1:
+        gap = ", ".join(f"{s} {v['missing']} missing" for s, v in x.streams.items() if v["missing"])
+    shown = {"late": _ids(x.late), "duplicate": _ids(x.duplicates), "gap": gap}
     return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
+
+
+def _sequences(x: KeyLineage) -> str | None:
+    """The key's sequence range, per stream for a key of several (each numbers its events on its own)."""
+    ranges = {s: v for s, v in x.streams.items() if v["events"]}
+    if len(ranges) > 1:
+        return "; ".join(f"{s} {v['first']}-{v['last']}" for s, v in ranges.items())
+    return x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}"
 
 
 def _ids(ids: tuple[str, ...]) -> str:

@@ -177,6 +177,35 @@ def test_lineage_flags_quarantined_records_of_the_view_s_streams_only(make_lake,
     assert "quarantined" in of_all.flags and of_all.quarantine[0]["event_id"] == "ship-1"
 
 
+def test_the_report_shows_a_key_s_sequences_and_gaps_per_stream(make_lake, tmp_path):
+    """A differing order of a view over orders and payments: the report said 'sequences 1-5' and 'gap: 1
+    missing' for the two streams at once, though each numbers its own events: nobody could find which
+    sequence was missing (1 to 5 were all there, in orders). It shows each stream's range and gap."""
+    from rebuild.projection import Registry, projection
+
+    registry = Registry()
+    projection(name="order_payments", key="order_id", streams=["orders", "payments"], registry=registry,
+               payload={"amount": "DECIMAL(18,2)"})(
+        lambda: "SELECT partition_key AS order_id, sum(amount) FILTER (WHERE stream = 'payments') AS paid "
+                "FROM events GROUP BY 1")
+    target = make_lake(order_events(1) + order_events(2))
+    payments = [{**e, "event_id": f"pay-{n}", "sequence": n} for e, n in zip(order_events(1)[3:4] * 2, (1, 3))]
+    lake.ingest(target, [write_ndjson(tmp_path / "p.ndjson", payments)], stream="payments")
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
+                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
+    with Workbench(config, registry=registry) as wb:
+        wb.run("order_payments", progress="none")
+        wb.cutover("order_payments", force=True)
+        wb.store.con.execute("UPDATE order_payments SET paid = paid + 1 WHERE order_id = 'o-0000001'")
+        wb.run("order_payments", full=True, progress="none")
+        report = wb.check("order_payments")
+    (traced,) = report.lineage
+    assert traced.streams == {"orders": {"events": 5, "first": 1, "last": 5, "missing": 0},
+                              "payments": {"events": 2, "first": 1, "last": 3, "missing": 1}}
+    shown = Path(report.paths["html"]).read_text().split("<section id='lineage'>")[1].split("</section>")[0]
+    assert "<td>orders 1-5; payments 1-3</td>" in shown and "gap: payments 1 missing" in shown
+
+
 def test_check_of_a_view_whose_other_stream_has_no_events_yet(make_lake, tmp_path):
     """A view of orders and payments deployed before the payment service published anything: its run
     went through, but its check failed with exit 2 'no stream payments in the lake' (the audit refuses a
