@@ -383,10 +383,12 @@ def _load_existing(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     if not in_lake:
         return
     con.execute("CREATE TABLE keys AS SELECT DISTINCT stream, partition_key FROM staged WHERE reason IS NULL")
-    touched = set(con.sql(f"SELECT DISTINCT stream, {bucket_sql('partition_key', lake.buckets)} FROM keys").fetchall())
+    # every stream's files of the touched buckets: an event id is unique across streams, so the same event
+    # archived under another stream is a duplicate here as it is within one input (the split must not matter)
+    touched = {b for (b,) in con.sql(f"SELECT DISTINCT {bucket_sql('partition_key', lake.buckets)} FROM keys").fetchall()}
     # sorted by DuckDB (binary order, as Python compares text), handed over as one Arrow column
     keys = con.sql("SELECT DISTINCT partition_key FROM keys ORDER BY 1").to_arrow_table().column(0).to_pylist()
-    files = [f.path for f in in_lake if (f.stream, f.bucket) in touched and f.may_hold_any(keys)]
+    files = [f.path for f in in_lake if f.bucket in touched and f.may_hold_any(keys)]
     if not files:
         return
     lake.attach(con)  # the lake may be on an object store: lake.storage gives DuckDB its files

@@ -55,6 +55,21 @@ def test_the_same_key_and_sequence_in_two_streams_is_no_conflict(tmp_path: Path)
     assert conflict.quarantined == 1 and "already belongs to event e1" in next(iter(conflict.reasons))
 
 
+def test_an_event_archived_under_another_stream_is_a_duplicate_in_any_split(tmp_path: Path) -> None:
+    """An event id is unique across streams: one input holding it under two streams kept it once, but two
+    inputs, one per stream, archived it twice (only the input's stream's files were searched)."""
+    together, apart = lake.Lake(tmp_path / "together"), lake.Lake(tmp_path / "apart")
+    orders, payments = {**event(1, key="k", seq=1), "stream": "orders"}, {**event(1, key="k", seq=2), "stream": "payments"}
+    both = lake.ingest(together, [write_ndjson(tmp_path / "both.ndjson", [orders, payments])])
+    first = lake.ingest(apart, [write_ndjson(tmp_path / "o.ndjson", [orders])])
+    second = lake.ingest(apart, [write_ndjson(tmp_path / "p.ndjson", [payments])])
+    assert (both.archived, both.duplicates) == (1, 1) and (first.archived, second.archived, second.duplicates) == (1, 0, 1)
+    def kept(target: lake.Lake) -> list[tuple[object, ...]]:
+        return lake.read_events(target).project("event_id, stream, partition_key, sequence").fetchall()
+
+    assert kept(apart) == kept(together) == [("e1", "orders", "k", 1)]
+
+
 def test_a_lake_in_a_folder_whose_name_has_a_space_or_a_percent_sign_reads_back(tmp_path: Path) -> None:
     """delta-rs percent-encodes its file URIs: a lake in `/Users/Jane Doe/lake` was archived, then
     every one of its files was "unreadable" (`Jane%20Doe` does not exist) and it read as empty."""
