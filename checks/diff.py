@@ -13,7 +13,7 @@ Duplicate keys are looked for with a GROUP BY only when the counts do not reconc
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,6 +70,10 @@ class DiffResult:
     differing_keys: tuple[dict[str, Any], ...]
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    #: the columns with a limit of their own that ``compare`` was given, and the changed rows with a
+    #: change in another column (the verdict's ``max_changed_fraction`` judges those)
+    limited: tuple[str, ...] = ()
+    changed_elsewhere: int = 0
 
     @property
     def differences(self) -> int:
@@ -148,6 +152,7 @@ def compare(
     samples: int = 20,
     max_keys: int = 1000,
     names: tuple[str, str] | None = None,
+    limited: Collection[str] = (),
 ) -> DiffResult:
     """Compare ``rebuilt`` with ``live`` (tables or views on ``con``) by ``key``.
 
@@ -156,6 +161,8 @@ def compare(
     always a change. At most ``max_keys`` differing keys are kept, for lineage and plots.
     ``names``: what to call live and rebuilt in the result and errors (views on ``con`` of tables
     kept elsewhere); by default their names on ``con``.
+    ``limited``: the columns the verdict gives a limit of their own (``thresholds["columns"]``);
+    ``changed_elsewhere`` counts the changed rows with a change in any other column.
     """
     started = time.monotonic()
     key = tuple(key)
@@ -167,7 +174,7 @@ def compare(
                                         _field_order_only(con, live, live_types, rebuilt, rebuilt_types))
     live_sql = diffsql.source_sql(live, scope, scope_columns)
     rebuilt_sql = diffsql.source_sql(rebuilt, None, ())
-    row = _one(con, diffsql.main_query(live_sql, rebuilt_sql, key, compared, samples, max_keys))
+    row = _one(con, diffsql.main_query(live_sql, rebuilt_sql, key, compared, samples, max_keys, limited))
     sample_keys = [list(_unique(_keys(row[i]))) for i in (5, 6, 7)]  # a duplicated key once
     rows_live = int(_one(con, f"SELECT count(*) FROM ({live_sql})")[0])
     rows_rebuilt = int(_one(con, f"SELECT count(*) FROM {quote(rebuilt)}")[0])
@@ -204,6 +211,7 @@ def compare(
         samples=samples_out, differing_keys=_unique(differing),
         seconds=round(time.monotonic() - started, 3),
         notes=_notes(compared, suspect, exact, max_keys, counts["only_live"] + counts["only_rebuilt"] + int(row[3])),
+        limited=tuple(limited), changed_elsewhere=int(row[-1]),
     )
 
 

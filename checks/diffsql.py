@@ -159,11 +159,12 @@ def key_value(key: Sequence[str]) -> str:
 
 
 def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Sequence[Compared],
-               samples: int, max_keys: int) -> str:
+               samples: int, max_keys: int, limited: Collection[str] = ()) -> str:
     """One pass over the full outer join: counts, per-column flags and drift, sample keys, differing keys.
 
     Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks, sample keys (only live, only rebuilt, changed), differing keys, then per
-    compared column its change count (and for numbers the sum of rebuilt - live and the max of |rebuilt - live|).
+    compared column its change count (and for numbers the sum of rebuilt - live and the max of |rebuilt - live|),
+    and last the changed rows with a change in a column not in ``limited`` (the columns with a limit of their own).
     """
     # NULL-safe: a NULL key on both sides is one key (compared, or counted as a duplicate), not two
     on = " AND ".join(f"l.{quote(k)} IS NOT DISTINCT FROM r.{quote(k)}" for k in key)
@@ -194,6 +195,9 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
         aggs.append(f"count(*) FILTER (WHERE __d{i})")
         if c.numeric:
             aggs.append(f"sum(__x{i}), max(abs(__x{i}))")
+    # exact over every column: the masks hold only the first MAX_MASK_COLUMNS
+    elsewhere = " OR ".join(f"__d{i}" for i, c in enumerate(compared) if c.name not in limited) or "false"
+    aggs.append(f"count(*) FILTER (WHERE {elsewhere})")
     return f"SELECT {', '.join(aggs)} FROM (SELECT *, {mask} AS __mask FROM ({inner}))"
 
 

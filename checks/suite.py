@@ -82,8 +82,8 @@ def check_view(
     warm_up()  # Great Expectations imports while DuckDB compares, traces and audits: it runs last
     thresholds = thresholds_of(spec.thresholds)
     shown_live, shown_rebuilt = names or (live, rebuilt)
-    diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns,
-                   names=(shown_live or live, shown_rebuilt)) if live else None
+    diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns, names=(shown_live or live, shown_rebuilt),
+                   limited=tuple(thresholds["columns"])) if live else None
     step("diff")
     traced = _lineage(con, lake, spec, diff, as_of, late_after)
     step("lineage")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.diff import DiffResult
+from checks.diffsql import MAX_MASK_COLUMNS
 from checks.errors import CheckInputError
 from checks.expect import ExpectationsResult
 
@@ -129,7 +130,13 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any], counts: bool = True) -> l
 
 
 def _changed_outside(diff: DiffResult, columns: set[str]) -> int:
-    """Changed rows with a change in a column that has no threshold of its own."""
-    if not columns or sum(diff.change_patterns.values()) != diff.changed_rows:
+    """Changed rows with a change in a column that has no threshold of its own: counted by ``compare``
+    when it was given these columns; else from the change patterns when they name every compared
+    column and every changed row (past MAX_MASK_COLUMNS columns they miss changes); else every changed row."""
+    if not columns:
+        return diff.changed_rows
+    if set(diff.limited) == columns:
+        return diff.changed_elsewhere
+    if len(diff.columns) > MAX_MASK_COLUMNS or sum(diff.change_patterns.values()) != diff.changed_rows:
         return diff.changed_rows
     return sum(n for pattern, n in diff.change_patterns.items() if set(pattern.split("+")) - columns)

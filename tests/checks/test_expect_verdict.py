@@ -142,3 +142,25 @@ def test_the_view_is_read_once_however_many_chunks(duck):
     assert result.success and result.chunks == 10 and all(r.element_count == 1000 for r in result.results)
     assert len(reads) == 1000  # the one cut (it was 10 x 1,000: every chunk read every row)
     assert not [t for t in con.sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()]
+
+
+def test_a_column_limit_of_a_wide_view_does_not_hide_changes_past_the_sixty_second_column(duck, make_lake):
+    # a 70-column view whose rows all changed in c0 (limited to 100%) and in c65 (no limit of its own):
+    # the change patterns hold the first 62 columns only, so each row read as a change in c0 alone
+    # and the check passed with every row of c65 changed
+    from checks import ViewSpec, check_view
+
+    live = "SELECT i AS k, " + ", ".join(f"i AS c{c}" for c in range(70)) + " FROM range(100) t(i)"
+    rebuilt = "SELECT i AS k, " + ", ".join(f"i + {int(c in (0, 65))} AS c{c}" for c in range(70)) + " FROM range(100) t(i)"
+    con = duck(live, rebuilt)
+    diff = compare(con, "live", "rebuilt", ["k"])
+    assert diff.change_patterns == {"c0": 100} and diff.changed_by_column["c65"] == 100
+    assert "100 changed rows (100.0000% of 100, allowed 0.0000%) outside columns ['c0']" in \
+        decide(diff, None, {"columns": {"c0": 1.0}}).reasons
+    events = make_lake()
+    report = check_view(con, events, ViewSpec("v", ("k",), thresholds={"columns": {"c0": 1.0}}),
+                        run_id="r", rebuilt="rebuilt", live="live")
+    assert report.diff.changed_elsewhere == 100 and not report.passed
+    both = check_view(con, events, ViewSpec("v", ("k",), thresholds={"columns": {"c0": 1.0, "c65": 1.0}}),
+                      run_id="r", rebuilt="rebuilt", live="live")
+    assert both.diff.changed_elsewhere == 0 and both.passed, both.verdict.reasons
