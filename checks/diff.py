@@ -74,6 +74,8 @@ class DiffResult:
     #: change in another column (the verdict's ``max_changed_fraction`` judges those)
     limited: tuple[str, ...] = ()
     changed_elsewhere: int = 0
+    #: combinations of changed columns found; ``change_patterns`` keeps the most common ``diffsql.MAX_PATTERNS``
+    change_pattern_count: int = 0
 
     @property
     def differences(self) -> int:
@@ -207,10 +209,10 @@ def compare(
         removed=tuple(c for c in live_types if c not in rebuilt_types),
         retyped={c.name: (c.live_type, c.rebuilt_type) for c in compared if c.retyped},
         duplicate_keys_live=dups_live[0], duplicate_keys_rebuilt=dups_rebuilt[0],
-        change_patterns=_patterns(row[4] or {}, compared),
+        change_patterns=_patterns(row[4]["top"], compared), change_pattern_count=int(row[4]["patterns"]),
         samples=samples_out, differing_keys=_unique(differing),
         seconds=round(time.monotonic() - started, 3),
-        notes=_notes(compared, suspect, exact, max_keys, counts["only_live"] + counts["only_rebuilt"] + int(row[3])),
+        notes=_notes(compared, suspect, exact, max_keys, counts["only_live"] + counts["only_rebuilt"] + int(row[3]), row[4]),
         limited=tuple(limited), changed_elsewhere=int(row[-1]),
     )
 
@@ -326,18 +328,21 @@ def _changed_sample(k: dict[str, Any], live: dict[str, Any] | None, rebuilt: dic
     return {**k, "changes": {c: {"live": (live or {}).get(c), "rebuilt": (rebuilt or {}).get(c)} for c in changed}}
 
 
-def _patterns(masks: dict[int, int], compared: Sequence[diffsql.Compared]) -> dict[str, int]:
-    """Changed rows per combination of changed columns, e.g. ``{"items+total": 3}``."""
+def _patterns(top: list[dict[str, int]], compared: Sequence[diffsql.Compared]) -> dict[str, int]:
+    """Changed rows per combination of changed columns, e.g. ``{"items+total": 3}``, the most common first
+    (``top``: their masks, negated, and counts)."""
     names = [c.name for c in compared[: diffsql.MAX_MASK_COLUMNS]]
-    out = {}
-    for mask, n in sorted(masks.items(), key=lambda kv: -kv[1]):
-        out["+".join(n_ for i, n_ in enumerate(names) if mask >> i & 1)] = int(n)
-    return out
+    return {"+".join(n_ for i, n_ in enumerate(names) if -p["neg"] >> i & 1): int(p["n"]) for p in top}
 
 
 def _notes(compared: Sequence[diffsql.Compared], suspect: bool, exact: bool, max_keys: int,
-           differing: int) -> tuple[str, ...]:
+           differing: int, masks: dict[str, Any]) -> tuple[str, ...]:
     notes = []
+    if masks["patterns"] > len(masks["top"]):
+        shown = sum(p["n"] for p in masks["top"])
+        notes.append(f"change patterns: the {len(masks['top']):,} most common of {masks['patterns']:,} combinations of "
+                     f"changed columns are kept ({int(masks['rows']) - shown:,} changed rows are in the others); "
+                     "changed_by_column counts every row")
     if not exact:
         notes.append(f"{differing:,} differing rows: differing_keys holds {max_keys:,} of their keys (the plot per "
                      "day counts those), so a --keys run made from them corrects only those: cut over the full run "

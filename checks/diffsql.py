@@ -18,6 +18,8 @@ FLOAT_TOLERANCE: Tolerance = (0.0, 1e-9)
 FLOATS = ("FLOAT", "DOUBLE", "REAL")
 ZONED = "TIMESTAMP WITH TIME ZONE"
 MAX_MASK_COLUMNS = 62  # the per-row change mask is a BIGINT
+#: change patterns kept, the most common first: columns changing independently make one per changed row
+MAX_PATTERNS = 50
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
                samples: int, max_keys: int, limited: Collection[str] = ()) -> str:
     """One pass over the full outer join: counts, per-column flags and drift, sample keys, differing keys.
 
-    Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks, sample keys (only live, only rebuilt, changed), differing keys, then per
+    Result columns: matched, only_in_live, only_in_rebuilt, changed_rows, masks (``patterns``: how many there
+    are, ``rows``: the rows they count, ``top``: the ``MAX_PATTERNS`` most common), sample keys (only live, only rebuilt, changed), differing keys, then per
     compared column its change count (and for numbers the sum of rebuilt - live and the max of |rebuilt - live|),
     and last the changed rows with a change in a column not in ``limited`` (the columns with a limit of their own).
     """
@@ -198,7 +201,13 @@ def main_query(live_sql: str, rebuilt_sql: str, key: Sequence[str], compared: Se
     # exact over every column: the masks hold only the first MAX_MASK_COLUMNS
     elsewhere = " OR ".join(f"__d{i}" for i, c in enumerate(compared) if c.name not in limited) or "false"
     aggs.append(f"count(*) FILTER (WHERE {elsewhere})")
-    return f"SELECT {', '.join(aggs)} FROM (SELECT *, {mask} AS __mask FROM ({inner}))"
+    named = ", ".join(f"{a} AS __a{i}" for i, a in enumerate(aggs))
+    # a million patterns left DuckDB as a map, then a dict, a JSON object and an HTML table of a million entries
+    top = (f"list_slice(list_reverse_sort(list_transform(map_entries(__a4), lambda e: {{'n': e.value, 'neg': -e.key}})), "
+           f"1, {MAX_PATTERNS})")  # the most common first, ties by mask
+    masks = (f"{{'patterns': coalesce(cardinality(__a4), 0), 'rows': coalesce(list_sum(map_values(__a4)), 0), "
+             f"'top': coalesce({top}, [])}}")  # no changed row: no map
+    return f"SELECT * REPLACE ({masks} AS __a4) FROM (SELECT {named} FROM (SELECT *, {mask} AS __mask FROM ({inner})))"
 
 
 def rows_query(source_sql: str, key: Sequence[str], keys_table: str, null_safe: bool = False) -> str:

@@ -170,8 +170,11 @@ class CheckReport:
         patterns = [{"changed columns": k, "rows": v} for k, v in self.diff.change_patterns.items()]
         legend = ("<p class='note'>sum_diff and mean_diff: rebuilt - live, summed and averaged over the matched rows "
                   "(negative: rebuilt is lower); max_abs_diff: the largest |rebuilt - live|</p>")
+        kept = len(patterns)
+        more = (f"<p class='note'>the {kept:,} most common of {self.diff.change_pattern_count:,} combinations of "
+                 "changed columns</p>" if self.diff.change_pattern_count > kept else "")
         return (table(rows, empty="no compared columns") + legend + "<h3>Change patterns</h3>"
-                + table(patterns, empty="no changes"))
+                + table(patterns, empty="no changes") + more)
 
     def _samples_html(self) -> str:
         if self.diff is None:
