@@ -45,6 +45,9 @@ BUCKETS = (
     ("negative", -1e15, 0), ("< 1 min", 0, 60), ("1-60 min", 60, 3600), ("1-6 h", 3600, 21600),
     ("6-24 h", 21600, 86400), ("1-2 d", 86400, 172800), ("2-7 d", 172800, 604800), (">= 7 d", 604800, 1e15),
 )  # fmt: skip
+#: drifting payload fields listed per stream, changes (added, removed) before optional fields: a stream
+#: whose events each hold a few of thousands of fields has a drifting field per event type and field
+MAX_DRIFT = 50
 #: quarantine reasons that end in data (an id, a value) are grouped by the text before it
 REASON_KIND = (
     "CASE WHEN reason LIKE 'conflict%' THEN 'conflict' WHEN reason LIKE 'malformed record:%' "
@@ -68,6 +71,7 @@ class StreamAudit:
     event_types: dict[str, int] = field(default_factory=dict)
     unknown_event_types: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
+    drift_total: int = 0  # drifting fields in all; ``drift`` lists the first MAX_DRIFT
     lateness: dict[str, Any] = field(default_factory=dict)
     hot_partitions: list[dict[str, Any]] = field(default_factory=list)
     quarantined: dict[str, Any] = field(default_factory=lambda: {"total": 0, "reasons": []})
@@ -425,7 +429,7 @@ def _types(con: duckdb.DuckDBPyConnection, known: Known | None) -> dict[str, dic
 
 def _drift(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     """Top-level payload fields not in every event of their type: added, removed or optional."""
-    rows = _rows(con, """
+    rows = _rows(con, f"""
         WITH sets AS (FROM field_sets),
         by_type AS (
             SELECT stream, event_type, sum(n) AS events, min(lake_version) AS v0, max(lake_version) AS v1
@@ -438,13 +442,17 @@ def _drift(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
                CASE WHEN f.v0 > t.v0 AND f.v1 < t.v1 THEN 'added, then removed' WHEN f.v0 > t.v0 THEN 'added'
                     WHEN f.v1 < t.v1 THEN 'removed' ELSE 'optional' END AS change,
                f.events, t.events AS of_events, f.v0 AS first_version, f.v1 AS last_version,
-               f.t0 AS first_ingested, f.t1 AS last_ingested
+               f.t0 AS first_ingested, f.t1 AS last_ingested, count(*) OVER (PARTITION BY f.stream) AS total
         FROM by_field f JOIN by_type t USING (stream, event_type)
-        WHERE f.events < t.events ORDER BY ALL""")  # fmt: skip
+        WHERE f.events < t.events
+        QUALIFY row_number() OVER (PARTITION BY f.stream ORDER BY change = 'optional', f.event_type, f.field) <= {MAX_DRIFT}
+        ORDER BY f.stream, change = 'optional', f.event_type, f.field""")  # fmt: skip
     found: dict[str, dict[str, Any]] = {}
     for r in rows:
         r["first_ingested"], r["last_ingested"] = r["first_ingested"].isoformat(), r["last_ingested"].isoformat()
-        found.setdefault(r.pop("stream"), {"drift": []})["drift"].append(r)
+        entry = found.setdefault(r.pop("stream"), {"drift": []})
+        entry["drift"].append(r)
+        entry["drift_total"] = r.pop("total")
     return found
 
 
@@ -517,11 +525,18 @@ def _render_stream(console: Console, s: StreamAudit) -> None:
         ("Sequence gaps (examples)", s.gaps["examples"]),
         ("Hot partition keys", s.hot_partitions),
         ("Unknown event types (no projection consumes them)", s.unknown_event_types),
-        ("Payload schema drift", [_drift_row(d) for d in s.drift]),
+        (f"Payload schema drift{_drift_part(s)}", [_drift_row(d) for d in s.drift]),
         ("Quarantined by reason", s.quarantined["reasons"]),
     ):
         if rows:
             console.print(table_of(title, rows))
+
+
+def _drift_part(s: StreamAudit) -> str:
+    """What the drift table leaves out, when it does."""
+    if s.drift_total <= len(s.drift):
+        return ""
+    return f" (the first {len(s.drift):,} of {s.drift_total:,} drifting fields: added and removed ones first)"
 
 
 def _drift_row(d: dict[str, Any]) -> dict[str, Any]:
@@ -556,6 +571,8 @@ def _html_notes(s: StreamAudit) -> str:
               "(no projection consumes it)" for u in s.unknown_event_types]
     lines += [f"payload drift: {d['event_type']}.{d['field']} {d['change']} ({d['events']:,} of {d['of_events']:,} events)"
               for d in s.drift]
+    lines += [f"payload drift: {s.drift_total - len(s.drift):,} more drifting fields{_drift_part(s)}"] \
+        if s.drift_total > len(s.drift) else []
     lines += [f"quarantined: {r['count']:,} x {r['reason']}" for r in s.quarantined["reasons"]]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return f"<p><b>stream {html.escape(s.stream)}</b></p><ul>{items}</ul>" if items else ""
