@@ -137,9 +137,7 @@ class AuditReport:
             f"[bold]{escape(self.lake_uri)}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
             f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined{escape(self._of_keys())}"
         )
-        summaries = [_summary(s) for s in self.streams]
-        rows = [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]] if summaries else []
-        console.print(table_of("Streams", rows))
+        console.print(table_of("Streams", _summary_rows([_summary(s) for s in self.streams], console.width)))
         if self.commit_log_from is not None:
             console.print(f"[dim]duplicates dropped at ingest: unknown, the lake's commit log before Delta version "
                           f"{self.commit_log_from} has expired (Delta's log retention)[/dim]")
@@ -156,7 +154,7 @@ class AuditReport:
 
     def _repr_html_(self) -> str:
         rows = [_summary(s) for s in self.streams]
-        types = [{"stream": s.stream, **s.event_types} for s in self.streams]
+        types = [{"stream": s.stream, "event_type": t, "events": n} for s in self.streams for t, n in s.event_types.items()]
         return (
             f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{html.escape(self._of_keys())}</p>"
             + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
@@ -509,6 +507,14 @@ def _summary(s: StreamAudit) -> dict[str, Any]:
         "missing": s.gaps["missing"], "out of order": s.out_of_order, "late": s.lateness.get("late", 0),
         "quarantined": s.quarantined["total"],
     }  # fmt: skip
+
+
+def _summary_rows(summaries: list[dict[str, Any]], width: int) -> list[dict[str, Any]]:
+    """A column per stream while they fit the console's width (a figure per row reads best for a
+    few), else a row per stream: 30 streams' columns were three characters wide, each number folded."""
+    if not summaries or sum(max(len(str(r["stream"])), 14) + 3 for r in summaries) + 16 > width:
+        return summaries
+    return [{"": name, **{str(r["stream"]): r[name] for r in summaries}} for name in list(summaries[0])[1:]]
 
 
 def _render_stream(console: Console, s: StreamAudit) -> None:

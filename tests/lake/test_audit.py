@@ -276,3 +276,23 @@ def test_the_drift_of_payloads_with_thousands_of_fields_is_listed_in_part_and_sa
     assert "Payload schema drift (the first 50 of 81 drifting fields: added and removed ones first)" in text
     assert "f1 " in text and "f80 " not in text
     assert "payload drift: 31 more drifting fields (the first 50 of 81" in report._repr_html_()
+
+
+def test_the_audit_of_many_streams_gives_each_stream_a_row(tmp_path: Path) -> None:
+    """30 streams made the summary's column per stream three characters wide, each number folded onto
+    three lines, and the HTML's event types a column per type of every stream (300 columns)."""
+    target = lake.Lake(tmp_path / "lake")
+    records = [event(n, key=f"k{n}", type=f"Thing{n}Happened", stream=f"stream{n:02d}") for n in range(30)]
+    lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", records)])
+    report = audit(target)
+    console = Console(record=True, width=160)
+    report.render(console)
+    lines = console.export_text().splitlines()
+    header = next(line for line in lines if "out of order" in line)
+    assert "stream" in header and "events" in header
+    assert len([line for line in lines if line.startswith("│ stream") and "1 " in line]) == 30
+    assert report._repr_html_().count("<th>") == 11 + 3  # the summary's columns, then stream, event_type, events
+    one = audit(target, streams=["stream00"])  # a few streams keep a column each, a figure per row
+    console = Console(record=True, width=160)
+    one.render(console)
+    assert any(line.startswith("│ out of order ") for line in console.export_text().splitlines())
