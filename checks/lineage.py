@@ -310,15 +310,18 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order."""
     found = []
     for column, (delta, rebuilt) in _numbers(changes).items():
-        signs = _signs(sums, rebuilt)
-        for order, e in enumerate(events):
-            for name, value in e["values"].items():
-                sign = signs.get((e["event_type"], name), 1)
-                if sign and value and abs(abs(delta) - abs(value)) < 1e-6:
-                    more = (delta > 0) == (sign * value > 0)
-                    found.append((order, {"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
-                                          "event_type": e["event_type"], "field": name,
-                                          "reading": "live counts it once more" if more else "live misses it"}))
+        matched = [(order, e, name, value) for order, e in enumerate(events) for name, value in e["values"].items()
+                   if value and abs(abs(delta) - abs(value)) < 1e-6]
+        # the signs of the matched fields only: of every field, 300 changed columns of payloads of 20 numbers
+        # (210 values with their products) took 60 s of a check's 70
+        signs = _signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt)
+        for order, e, name, value in matched:
+            sign = signs.get((e["event_type"], name), 1)
+            if sign:
+                more = (delta > 0) == (sign * value > 0)
+                found.append((order, {"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
+                                      "event_type": e["event_type"], "field": name,
+                                      "reading": "live counts it once more" if more else "live misses it"}))
     columns: dict[str, set[str]] = {}
     for _, x in found:
         columns.setdefault(x["event_id"], set()).add(x["column"])

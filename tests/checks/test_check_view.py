@@ -678,3 +678,23 @@ def test_a_column_named_with_dollar_signs_is_plotted_as_text(make_lake, tmp_path
         report = wb.check("dollars", progress="none")
         assert report.diff.changed_by_column == {"net_$_usd_$": 1, "a$^^$": 1}
         assert Path(report.paths["html"]).is_file()
+
+def test_the_lineage_of_a_wide_view_weighs_the_signs_of_the_matching_fields_only(make_lake, monkeypatch):
+    # a key changed in 300 columns, its events holding 20 numbers each (210 values with their products):
+    # the signs of every value were weighed again for each column, 60 s of a 70 s check of 20 keys
+    import importlib
+
+    from tests.conftest import event
+
+    module = importlib.import_module("checks.lineage")  # checks.lineage is the function
+
+    weighed = []
+    signs = module._signs
+    monkeypatch.setattr(module, "_signs", lambda sums, rebuilt: weighed.append(len(sums)) or signs(sums, rebuilt))
+    events = [event(n, key="k", seq=n, type="Measured", payload={f"f{i:02d}": 1000 * n + i for i in range(20)})
+              for n in range(1, 11)]
+    # c{c} sums f{c} and live counted event 5 twice (f{c} = 5000 + c); no field holds the other columns
+    changes = {f"c{c}": {"live": 60000.0 + 11 * c, "rebuilt": 55000.0 + 10 * c} for c in range(300)}
+    (traced,) = lineage(make_lake(events), [{"order_id": "k"}], partition_column="order_id", changes={("k",): changes})
+    assert [(e["column"], e["field"]) for e in traced.explained_by[:2]] == [("c0", "f00"), ("c1", "f01")]
+    assert len(weighed) == 300 and sum(weighed) == 20  # the twenty fields that match a column, each once
