@@ -15,12 +15,11 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lake
 from rebuild import Workbench
 from rebuild.config import Config
 from rebuild.projection import Registry, Window, projection
-from tests.conftest import write_ndjson
 from tests.orders import T0
+from tests.rebuild.invariants import check_invariants
 
 REGISTRY = Registry()
 KINDS = ["OrderPlaced", "ItemAdded", "PaymentAuthorized", "RefundIssued"]
@@ -103,9 +102,6 @@ def _workbench(root: Path) -> Workbench:
     return Workbench(config, registry=REGISTRY)
 
 
-def _rows(wb: Workbench, view: str, role: str = "live") -> pl.DataFrame:
-    return wb.view(view, role).sort(list(wb.projection(view).key))
-
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(history=histories(), data=st.data())
@@ -114,36 +110,7 @@ def test_incremental_chains_keys_runs_and_as_of_agree_with_full_rebuilds(tmp_pat
     root = tmp_path_factory.mktemp("prop")
     wb = _workbench(root)
     try:
-        snapshots: list[tuple[int, dict[str, pl.DataFrame]]] = []
-        for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(events)], strict=True)):
-            path = write_ndjson(root / f"b{i}.ndjson", events[a:b])
-            version = lake.ingest(wb.lake, [path], stream="orders").lake_version
-            for name in NAMES:
-                wb.run(name, progress="none")  # full the first time, incremental afterwards
-                wb.cutover(name, force=True)
-            snapshots.append((version, {n: _rows(wb, n) for n in NAMES}))
-        for name in NAMES:
-            wb.run(name, full=True, progress="none")
-            assert _rows(wb, name).equals(_rows(wb, name, "shadow")), f"{name}: incremental chain != full"
-        version, expected = data.draw(st.sampled_from(snapshots))
-        for name in NAMES:
-            wb.run(name, as_of=str(version), progress="none")
-            assert _rows(wb, name, "shadow").equals(expected[name]), f"{name}: as-of {version}"
-        _check_keys_run(wb, data)
+        check_invariants(wb, root, events, cuts, NAMES, ("p_key_duckdb", "p_key_polars"), data, stream="orders")
     finally:
         wb.close()
 
-
-def _check_keys_run(wb: Workbench, data: st.DataObject) -> None:
-    keys = sorted({r[0] for r in lake.read_events(wb.lake).project("partition_key").fetchall()})
-    chosen = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
-    for name in ("p_key_duckdb", "p_key_polars"):
-        wb.run(name, full=True, progress="none")
-        full = _rows(wb, name, "shadow")
-        live = _rows(wb, name)
-        wb.run(name, keys=chosen, progress="none")
-        assert sorted(_rows(wb, name, "shadow")["k"].to_list()) == sorted(chosen)
-        wb.cutover(name, force=True)
-        after = _rows(wb, name)
-        assert after.filter(pl.col("k").is_in(chosen)).equals(full.filter(pl.col("k").is_in(chosen)))
-        assert after.filter(~pl.col("k").is_in(chosen)).equals(live.filter(~pl.col("k").is_in(chosen)))

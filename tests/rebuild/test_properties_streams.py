@@ -21,12 +21,11 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lake
 from rebuild import Workbench
 from rebuild.config import Config
 from rebuild.projection import Registry, Window, projection
-from tests.conftest import write_ndjson
 from tests.orders import T0
+from tests.rebuild.invariants import check_invariants
 
 REGISTRY = Registry()
 STREAMS = {"orders": ["OrderPlaced", "ItemAdded", "OrderShipped"], "payments": ["PaymentAuthorized", "PaymentRefunded"]}
@@ -124,9 +123,6 @@ def histories(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
     return [events[i] for i in order], cuts
 
 
-def _rows(wb: Workbench, view: str, role: str = "live") -> pl.DataFrame:
-    return wb.view(view, role).sort(list(wb.projection(view).key))
-
 
 @settings(max_examples=5, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -138,34 +134,7 @@ def test_streams_incremental_chains_keys_runs_and_as_of_agree_with_full_rebuilds
     config = Config.load(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/v.duckdb", projection_modules=())
     wb = Workbench(config, registry=REGISTRY)
     try:
-        snapshots: list[tuple[int, dict[str, pl.DataFrame]]] = []
-        for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(events)], strict=True)):
-            version = lake.ingest(wb.lake, [write_ndjson(root / f"b{i}.ndjson", events[a:b])]).lake_version
-            for name in NAMES:
-                wb.run(name, progress="none")  # full the first time, incremental afterwards
-                wb.cutover(name, force=True)
-            snapshots.append((version, {n: _rows(wb, n) for n in NAMES}))
-        for name in NAMES:
-            wb.run(name, full=True, progress="none")
-            assert _rows(wb, name).equals(_rows(wb, name, "shadow")), f"{name}: incremental chain != full"
-        version, expected = data.draw(st.sampled_from(snapshots))
-        for name in NAMES:
-            wb.run(name, as_of=str(version), progress="none")
-            assert _rows(wb, name, "shadow").equals(expected[name]), f"{name}: as-of {version}"
-        _check_keys_run(wb, data)
+        check_invariants(wb, root, events, cuts, NAMES, BY_KEY, data)
     finally:
         wb.close()
 
-
-def _check_keys_run(wb: Workbench, data: st.DataObject) -> None:
-    keys = sorted({r[0] for r in lake.read_events(wb.lake).project("partition_key").fetchall()})
-    chosen = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
-    for name in BY_KEY:
-        wb.run(name, full=True, progress="none")
-        full = _rows(wb, name, "shadow")
-        live = _rows(wb, name)
-        wb.run(name, keys=chosen, progress="none")
-        wb.cutover(name, force=True)
-        after = _rows(wb, name)
-        assert after.filter(pl.col("k").is_in(chosen)).equals(full.filter(pl.col("k").is_in(chosen))), name
-        assert after.filter(~pl.col("k").is_in(chosen)).equals(live.filter(~pl.col("k").is_in(chosen))), name
