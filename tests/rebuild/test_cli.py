@@ -496,6 +496,9 @@ def test_keys_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], bench: Be
     keys.write_bytes("o-0000002\r\no-0000003\r\n".encode("utf-8-sig"))
     code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
     assert code == 0 and plan["keys"] == ["o-0000002", "o-0000003"]
+    keys.write_text("o-0000002\nk\u2028-\x1c-\x0c-\u0085-x\n", encoding="utf-8")  # splitlines made five keys of one
+    code, plan = _call(capsys, bench, "plan", "order_summary", "--keys-file", str(keys))
+    assert code == 0 and plan["keys"] == ["o-0000002", "k\u2028-\x1c-\x0c-\u0085-x"]
     keys.write_bytes(b"o-0000002\x00\x01\n")  # a binary file: the plan passed, the run was a traceback, exit 1
     for command in ("plan", "run"):
         code, error = _call(capsys, bench, command, "order_summary", "--keys-file", str(keys))
