@@ -338,11 +338,11 @@ def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None)
                 try:
                     finished, pending = dask_wait(list(pending), timeout=HEARTBEAT, return_when="FIRST_COMPLETED")
                 except TimeoutError:
-                    workers = len(client.nthreads())
-                    if not workers and cluster is not None:  # its nannies restart a lost worker: they are gone too
-                        raise RebuildError("the run's local dask cluster has no workers left (killed, or out of memory?); "
-                                           "nothing was written: rerun the same command") from None
-                    yield Waiting(tuple(sorted(futures[f].bucket for f in pending)), workers)
+                    connected = len(client.nthreads())
+                    if not connected and cluster is not None:  # its nannies restart a crashed worker, not a stopped one
+                        raise RebuildError("the run's local dask cluster has no workers left (were they sent a Ctrl-C or "
+                                           "SIGTERM?); nothing was written: rerun the same command") from None
+                    yield Waiting(tuple(sorted(futures[f].bucket for f in pending)), connected)
                     continue
                 for future in finished:
                     yield future.result()
