@@ -130,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
     except Exception as exc:  # a bug, ours or a library's: exit 1 would say the checks failed, and --json had no object
+        if _after_interrupt(exc):  # a library's clean-up failing as Ctrl-C unwound the command: the Ctrl-C is the news
+            out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
+            return EXIT_INTERRUPTED
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
         out.error(redact(f"unexpected error (a bug): {type(exc).__name__}: {exc}. Its traceback is above on stderr: "
                          "report it with the command. Commits already made stay whole, the one in flight is not made"),
@@ -266,6 +269,19 @@ def _interrupted(exc: BaseException) -> bool:
         return not isinstance(exc.__cause__, EOFError)
     return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
         isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
+
+
+def _after_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C unwound the command (one is in its context): a Ctrl-C that
+    cut a lazy import of ``distributed``'s short left its cluster's close to fail with a NameError (exit 70)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if _interrupted(cause):
+            return True
+        seen.add(id(cause))
+        cause = cause.__context__
+    return False
 
 
 def run() -> None:
