@@ -224,6 +224,7 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
               "fingerprint": projection.fingerprint, "version": projection.version,
               "exclude_quarantined": exclude_quarantined}
     clock = time.monotonic()
+    store.check_view_name(projection.name)  # before any chunk: the tables it makes must be nameable
     with store.lock(projection.name, "backfill"):
         job = _job(store, lake, projection, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
                    lake.snapshot)

@@ -222,6 +222,7 @@ class Workbench:
         projection = self.projection(plan.view)
         shown = choose(progress, self.json_output)
         self.lake.attach(self.store.compute())  # the replay reads the lake on the store's connection
+        self.store.check_view_name(plan.view)  # before the replay: the tables it makes must be nameable
         with self.store.lock(plan.view, "run"):
             self._check_current(plan, projection)
             if executor != "local" and plan.method == "full":

@@ -283,6 +283,10 @@ class Store(ABC):
     def write_table(self, table: str, data: pa.Table) -> None:
         """Replace ``table`` with ``data`` (used to load a live view built elsewhere)."""
 
+    def check_view_name(self, view: str) -> None:
+        """Refuse ``view`` before a run or backfill does any work when this store cannot name its tables
+        (``view_tables``); every name can be, here."""
+
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder | None]:
         """Exclusive use of ``view`` (run, backfill, cutover); the base store does not lock."""

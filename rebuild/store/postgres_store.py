@@ -403,11 +403,12 @@ class PostgresStore(SQLStore):
             self._drop(table)
             self._rename(f"{table}__incoming", table)
 
+    def check_view_name(self, view: str) -> None:
+        _refuse_long_view_name(view)
+
     @contextlib.contextmanager
     def lock(self, view: str, purpose: str) -> Iterator[Holder]:
         """``pg_try_advisory_lock`` on a session of its own plus a holder row (rebuild.locks)."""
-        if purpose in ("run", "backfill"):  # before the replay: the tables it makes must be nameable
-            _refuse_long_view_name(view)
         with self.locks.hold(view, purpose) as holder:
             yield holder
 
