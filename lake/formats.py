@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lake.errors import SourceError
+from lake.sql import literal
 
 FORMATS = ("ndjson", "csv", "parquet")
 SEPARATORS = (",", ";", "\t", "|")
@@ -275,14 +276,21 @@ def _parquet(path: Path, rows: int) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([batch]).append_column("_line", numbers)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(
-            f"Parquet file {path} is corrupted near row {start}: {exc}; nothing of this ingest was "
+            f"Parquet file {path} is corrupted near row {start}: {' '.join(str(exc).split())}; nothing of this ingest was "
             "archived",
             file=str(path),
         ) from exc
 
 
-def parquet_columns(path: Path) -> list[str]:
+def parquet_schema(path: Path) -> pa.Schema:
     try:
-        return list(pq.read_schema(path).names)
+        return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"cannot read Parquet file {path}: {exc}", file=str(path)) from exc
+
+
+def parquet_rows_sql(path: Path) -> str:
+    """The rows of a Parquet file, numbered from 1 in ``_line``, as DuckDB reads them; folders
+    named ``key=value`` above the file add no columns (it is one input file, not a table)."""
+    return (f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _line "
+            f"FROM read_parquet({literal(str(path))}, file_row_number = true, hive_partitioning = false)")

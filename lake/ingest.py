@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,8 @@ import pyarrow as pa
 from lake.errors import SourceError, empty_value
 from lake.faults import point
 from lake.jsontext import exact_members
-from lake.formats import SUFFIXES, Rejected, detect_format, format_suffix, parquet_columns, read_batches
+from lake.formats import (SUFFIXES, Rejected, detect_format, format_suffix, parquet_rows_sql, parquet_schema,
+                          read_batches)
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql, stream_too_long
 from lake.sql import literal
@@ -103,13 +104,13 @@ def ingest(
     if paths and set(formats) != {"ndjson"}:
         raise SourceError(f"mapping {mapping.name!r} reads JSON paths {paths}, which only NDJSON records have: map "
                           "the CSV or Parquet input's columns by name; nothing was archived")
-    for path, f in zip(files, formats, strict=True):
-        if f == "parquet":
-            _check_columns(path, parquet_columns(path), mapping)
+    schemas = {path: parquet_schema(path) for path, f in zip(files, formats, strict=True) if f == "parquet"}
+    for path, schema in schemas.items():
+        _check_columns(path, schema.names, mapping)
     batches = (
-        Batch(str(path), f, table)
+        batch
         for path, f in zip(files, formats, strict=True)
-        for table in _read_checked(path, f, batch_rows, mapping)
+        for batch in _batches(path, f, batch_rows, mapping, schemas.get(path))
     )
     return ingest_batches(
         lake,
@@ -209,6 +210,21 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _batches(path: Path, fmt: str, rows: int, mapping: Mapping, schema: pa.Schema | None) -> Iterator[Batch]:
+    """A Parquet file as one batch DuckDB reads itself, unless a column the mapping reads is bytes
+    (pyarrow checks them to be UTF-8 text); other inputs as pyarrow reads them, in ``rows``."""
+    def tables() -> Iterator[pa.Table]:
+        return _read_checked(path, fmt, rows, mapping)
+
+    mapped = {*mapping.fields.values(), *mapping.metadata_fields}
+    if schema is not None and not any(f.name in mapped and _is_binary(f.type) for f in schema):
+        # its columns until DuckDB describes it (not Schema.empty_table, which imports pandas)
+        yield Batch(str(path), fmt, pa.Table.from_batches([], schema=schema), file=path, tables=tables)
+        return
+    for table in tables():
+        yield Batch(str(path), fmt, table)
+
+
 def _read_checked(path: Path, fmt: str, rows: int, mapping: Mapping) -> Iterator[pa.Table]:
     rejected: list[Rejected] = []
     first = True
@@ -236,15 +252,17 @@ def _binary_as_text(path: Path, table: pa.Table, mapping: Mapping) -> pa.Table:
     for): a column the mapping reads is UTF-8 text, not bytes to be shown as ``\\xC3\\x9C``."""
     mapped = {*mapping.fields.values(), *mapping.metadata_fields}
     for index, column in enumerate(table.schema):
-        kind = column.type
-        if column.name in mapped and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
-                                      or pa.types.is_binary_view(kind)):
+        if column.name in mapped and _is_binary(column.type):
             try:
                 table = table.set_column(index, column.name, table[column.name].cast(pa.large_string()))
             except pa.ArrowInvalid as exc:
                 raise SourceError(f"column {column.name} of {path} holds bytes that are not UTF-8 text ({exc}): "
                                   "map another column, or convert this one; nothing was archived", file=str(path)) from exc
     return table
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
 
 
 def _check_columns(path: Path, columns: Sequence[str], mapping: Mapping) -> None:
@@ -265,6 +283,10 @@ def _connect(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute(f"SET temp_directory = {literal(str(tmp / 'spill'))}")
+    # the partitioned write holds up to this many rows per thread and partition before it writes them:
+    # DuckDB's 524,288 held a whole 10M-event input (16 buckets, 2 threads), which then spilled the
+    # staged rows to disk (1.5 GB written at a 2GB limit; 0.5 GB, the lake's files included, with this)
+    con.execute("SET partitioned_write_flush_threshold = 50000")
     con.execute(
         "CREATE TABLE staged (source INTEGER, line BIGINT, record VARCHAR, reason VARCHAR, "
         "event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT, "
@@ -285,12 +307,30 @@ def _stage(
         if batch.source not in numbers:
             numbers[batch.source] = len(numbers)
             con.execute("INSERT INTO sources VALUES (?, ?)", [numbers[batch.source], batch.source])
-        con.register("raw", batch.table)
-        sql = validate_sql(batch, mapping, stream, numbers[batch.source])
-        con.execute(f"INSERT INTO staged {sql}")
-        con.unregister("raw")
-        read += batch.table.num_rows
+        number = numbers[batch.source]
+        tables: Iterable[pa.Table] = [batch.table]
+        if batch.file is not None and batch.tables is not None:
+            try:  # described as DuckDB reads it: the types validate_sql sees are the ones it casts
+                con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS {parquet_rows_sql(batch.file)}")
+                read += _insert(con, replace(batch, table=con.sql("FROM raw LIMIT 0").to_arrow_table()), mapping,
+                                stream, number)
+                continue
+            except (duckdb.InterruptException, duckdb.OutOfMemoryException):
+                raise
+            except duckdb.Error as exc:  # a failed statement inserted nothing; pyarrow says where it is damaged
+                log.info("DuckDB cannot read %s (%s); reading it with pyarrow", batch.file, exc)
+                tables = batch.tables()
+            finally:
+                con.execute("DROP VIEW IF EXISTS raw")
+        for table in tables:
+            con.register("raw", table)
+            read += _insert(con, replace(batch, table=table), mapping, stream, number)
+            con.unregister("raw")
     return read
+
+
+def _insert(con: duckdb.DuckDBPyConnection, batch: Batch, mapping: Mapping, stream: str | None, source: int) -> int:
+    return int(con.execute(f"INSERT INTO staged {validate_sql(batch, mapping, stream, source)}").fetchall()[0][0])
 
 
 # -- de-duplication and conflicts --------------------------------------------------------------

@@ -5,7 +5,9 @@ a quarantine ``reason`` (NULL for a valid event). Vectorized in DuckDB: no Pytho
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -16,11 +18,18 @@ from lake.sql import literal, quote
 
 @dataclass(frozen=True)
 class Batch:
-    """Raw records of one source, ready to be staged; ``fmt`` says how to read their fields."""
+    """Raw records of one source, ready to be staged; ``fmt`` says how to read their fields.
+
+    A Parquet ``file`` is read by DuckDB itself, in parallel and without an Arrow copy: ``table``
+    is then empty (its columns only), and ``tables`` gives the records read by pyarrow instead,
+    for a file DuckDB cannot read (pyarrow says where it is damaged).
+    """
 
     source: str
     fmt: str
     table: pa.Table
+    file: Path | None = None
+    tables: Callable[[], Iterable[pa.Table]] | None = None
 
 
 def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int) -> str:

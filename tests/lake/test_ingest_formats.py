@@ -526,3 +526,38 @@ def _id_only_mapping(tmp_path: Path) -> Path:
         'sequence = "event_id"\nevent_type = "event_id"\nevent_time = "event_id"\n'
     )
     return path
+
+
+def test_a_parquet_file_is_read_in_row_order_with_its_row_numbers(tmp_path: Path) -> None:
+    """DuckDB reads a Parquet input itself, in parallel: the first copy of an event still wins, a
+    quarantined row keeps its row number, and folders named like a Hive table (``stream=web``)
+    add no columns to the file's (its stream is the one given)."""
+    records = [event(n, key=f"o{n % 7}", seq=n) for n in range(1, 5001)]
+    records[4499] = {**records[0], "payload": {"copy": True}}  # row 4500 repeats row 1's event
+    records[3100] = {**records[3100], "sequence": -1}
+    folder = tmp_path / "stream=web" / "bucket=3"
+    folder.mkdir(parents=True)
+    source = write_parquet(folder / "in.parquet", records)
+    pq.write_table(pq.read_table(source), source, row_group_size=700)
+    target = lake.Lake(tmp_path / "lake")
+    result = lake.ingest(target, [source], stream="orders")
+    assert (result.read, result.archived, result.duplicates, result.quarantined) == (5000, 4998, 1, 1)
+    assert lake.read_quarantine(target).project("line, reason").fetchall() == [
+        (3101, "sequence is not a non-negative int64: -1")]
+    first = lake.read_events(target).filter("event_id = 'e1'").project("stream, payload").fetchall()
+    assert [(s, json.loads(p)) for s, p in first] == [("orders", {"n": 1})]
+
+
+def test_a_parquet_file_duckdb_cannot_read_is_read_by_pyarrow(tmp_path: Path) -> None:
+    """A column named like DuckDB's row number (``file_row_number``) stops DuckDB's reader, not the ingest."""
+    source = write_parquet(tmp_path / "in.parquet", [event(n) for n in (1, 2)])
+    table = pq.read_table(source)
+    pq.write_table(table.append_column("file_row_number", pa.array([7, 8], pa.int64())), source)
+    result = lake.ingest(lake.Lake(tmp_path / "lake"), [source], stream="orders")
+    assert (result.archived, result.quarantined) == (2, 0)
+
+
+def test_a_damaged_parquet_file_is_named_with_the_row_near_the_damage(tmp_path: Path) -> None:
+    bad = _corrupt_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(lake.SourceError, match=r"bad.parquet is corrupted near row \d+: .* nothing of this ingest"):
+        lake.ingest(lake.Lake(tmp_path / "lake"), [bad], stream="orders", mapping=lake.Mapping.load(_id_only_mapping(tmp_path)))
