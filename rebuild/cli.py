@@ -121,6 +121,7 @@ def _register() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting."""
     _register()
+    _open_closed_std_streams()
     args = list(sys.argv[1:] if argv is None else argv)
     out = Output(json="--json" in args)
     try:
@@ -138,6 +139,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "report it with the command. Commits already made stay whole, the one in flight is not made"),
                   EXIT_BUG, "internal")
         return EXIT_BUG
+
+
+def _open_closed_std_streams() -> None:
+    """A job started with stdout or stderr closed (``>&-``, a launcher that closes what it does not pass on)
+    crashed before its command with exit 1, which says "checks failed": Python has no stream for a closed
+    descriptor. It gets /dev/null instead, as daemons do, so the command runs and its exit code says how
+    (a closed stdout drops the JSON, a closed stderr the log), and no file the command opens later takes
+    descriptor 1 or 2 for a library's or a worker's output to land in."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
 def _run(args: list[str], out: Output) -> int:

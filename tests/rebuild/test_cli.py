@@ -771,3 +771,29 @@ def test_ls_on_an_older_copy_of_the_lake_says_live_is_ahead_not_up_to_date(
     assert "ahead: 2 > lake's 1" in row and "versions" not in row
     assert ("live of order_summary was built from a later lake_version than this lake has: the lake is an older "
             "copy (a backup restored?) or another one") in " ".join(out.split())
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_job_started_with_stdout_or_stderr_closed_runs_and_exits_as_it_should(tmp_path: Path, closed: int) -> None:
+    """A launcher that closes stdout or stderr (`rebuild ... >&-`) got exit 1 ("checks failed") and a
+    traceback before any command ran: Python has no stream for a closed descriptor. Now the command runs,
+    its exit code says how, and the stream left open still says what it says."""
+    rebuild = Path(sys.executable).parent / "rebuild"
+    at = [str(rebuild), "--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/views.duckdb"]
+
+    def job(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*at, *args], capture_output=True, text=True, timeout=120,
+                              preexec_fn=lambda: os.close(closed))
+
+    made = job("lake", "sample", "--events", "500", "--days", "3", "--out", str(tmp_path / "lake"), "--json")
+    assert made.returncode == 0, made.stderr
+    ran = job("run", "order_summary", "--json")
+    assert ran.returncode == 0, ran.stderr
+    refused = job("run", "nope", "--json")
+    assert refused.returncode == 2
+    if closed == 1:
+        assert refused.stdout == "" and refused.stderr.startswith("error (ProjectionError, exit 2): ")
+    else:
+        assert json.loads(refused.stdout)["exit_code"] == 2 and refused.stderr == ""
+        assert json.loads(ran.stdout)["status"] == "shadow"
+    assert job("ls", "--json").returncode == 0
