@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import logging
@@ -124,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _open_closed_std_streams()
     args = list(sys.argv[1:] if argv is None else argv)
     out = Output(json="--json" in args)
+    if (garbled := _not_utf8(args)) is not None:
+        out.error(garbled, EXIT_USAGE, "usage")
+        return EXIT_USAGE
     try:
         return _run(args, out)
     except ReaderGone:  # stdout's reader went away (``| head``), maybe while an error was told: done is done
@@ -157,6 +161,19 @@ def _open_closed_std_streams() -> None:
                 os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
+def _not_utf8(args: list[str]) -> str | None:
+    """Why an argument that is no UTF-8 text (a Latin-1 terminal's ``zählung``) cannot be used: the lake,
+    DuckDB and delta-rs keep text and file names as UTF-8, so it failed later as "a bug" (exit 70)."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            return (f"the argument '{shown}' is not UTF-8 text, which the lake, its stream names and keys, and file "
+                    "names are kept in: write the command in UTF-8 (convert the script or crontab with iconv)")
+    return None
 
 
 def _run(args: list[str], out: Output) -> int:
@@ -305,4 +322,23 @@ def _after_interrupt(exc: BaseException) -> bool:
 
 def run() -> None:
     """Console-script entry point."""
+    _restart_in_utf8_mode()
     sys.exit(main())
+
+
+def _restart_in_utf8_mode() -> None:
+    """Start again in Python's UTF-8 mode (PEP 540; Python's default from 3.15, PEP 686) under a locale of
+    another encoding: a crontab or unit file is UTF-8, but such a locale decoded its arguments and environment
+    otherwise, so ``--stream zählung`` under Latin-1 was archived as the stream ``zÃ¤hlung``, silently, and
+    under C with ``PYTHONUTF8=0`` it was a traceback. The process keeps its pid; workers inherit the mode.
+    Arguments that are no UTF-8 (typed on a Latin-1 terminal) are in the locale's encoding: read as such."""
+    if sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":
+        return
+    try:
+        for arg in sys.orig_argv:
+            os.fsencode(arg).decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    os.environ["PYTHONUTF8"] = "1"
+    with contextlib.suppress(OSError):  # cannot start again (no executable): go on as started
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

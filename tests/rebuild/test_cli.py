@@ -797,3 +797,31 @@ def test_a_job_started_with_stdout_or_stderr_closed_runs_and_exits_as_it_should(
         assert json.loads(refused.stdout)["exit_code"] == 2 and refused.stderr == ""
         assert json.loads(ran.stdout)["status"] == "shadow"
     assert job("ls", "--json").returncode == 0
+
+
+def _latin1_locale(folder: Path) -> dict[str, str] | None:
+    """A Latin-1 locale of its own (LOCPATH), as legacy servers have; None where localedef cannot make one."""
+    done = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1", str(folder / "de_DE.ISO-8859-1")],
+                          capture_output=True) if shutil.which("localedef") else None
+    return {"LOCPATH": str(folder), "LANG": "de_DE.ISO-8859-1"} if done and done.returncode == 0 else None
+
+
+@pytest.mark.parametrize("locale", ["C", "latin-1"])
+def test_a_non_ascii_argument_is_read_as_utf8_under_a_locale_of_another_encoding(tmp_path: Path, locale: str) -> None:
+    """A crontab's `--stream zählung` (UTF-8, as crontabs are) under a Latin-1 locale was archived as the stream
+    `zÃ¤hlung`, silently, and under C without Python's UTF-8 mode it was a traceback (exit 70); bytes that are no
+    UTF-8 under C were a traceback too, and are now refused saying why."""
+    own = {"LC_ALL": "C"} if locale == "C" else _latin1_locale(tmp_path)
+    if own is None:
+        pytest.skip("localedef cannot make a Latin-1 locale here")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")} | own | {"PYTHONUTF8": "0"}
+    source = write_ndjson(tmp_path / "in.ndjson", [event(1)])
+    rebuild = Path(sys.executable).parent / "rebuild"
+    ingest = [os.fsencode(a) for a in (rebuild, "--lake", tmp_path / "lake", "lake", "ingest", source, "--json", "--stream")]
+    done = subprocess.run([*ingest, "zählung".encode()], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stream"] == "zählung"
+    assert lake.read_events(lake.Lake(tmp_path / "lake")).project("stream").fetchall() == [("zählung",)]
+    if locale == "C":  # on a Latin-1 locale, Latin-1 bytes are that locale's text: read as such
+        refused = subprocess.run([*ingest, "zählung".encode("latin-1")], env=env, capture_output=True, timeout=120)
+        assert refused.returncode == 2 and b"the argument 'z\\xe4hlung' is not UTF-8 text" in refused.stderr
