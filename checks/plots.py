@@ -7,11 +7,15 @@ report switches no global backend: inline plots in a notebook keep working after
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import os
+import stat
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
-
-from matplotlib.figure import Figure
 
 __all__ = ["bars", "png"]
 COLOR, HIGHLIGHT = "#3b6ea5", "#c0392b"
@@ -37,6 +41,9 @@ def bars(data: Mapping[str, float], title: str, xlabel: str, ylabel: str,
     # that failed the whole check; escaped, a $ is drawn as itself
     labels = [label.replace("$", r"\$") for label in labels]
     height = max(2.6, 0.3 * len(labels)) if horizontal else 3.0
+    _cache_folder()
+    from matplotlib.figure import Figure  # here, once its cache folder is settled
+
     figure = Figure(figsize=(7.5, height))
     ax = figure.subplots()
     if horizontal:
@@ -53,3 +60,27 @@ def bars(data: Mapping[str, float], title: str, xlabel: str, ylabel: str,
     ax.set_title(title)
     ax.grid(axis="x" if horizontal else "y", alpha=0.3)
     return png(figure)
+
+
+def _cache_folder() -> None:
+    """Under a home the job may not write (systemd's ProtectHome, a container's read-only root, HOME=/nonexistent),
+    matplotlib warned twice in every check's log that it made a temporary folder, and built its font list again
+    each time: it gets a folder of this user's own in the temp directory instead, kept between runs. Nothing
+    changes when MPLCONFIGDIR is set, matplotlib already runs or its folders under the home can be written."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        return
+    try:
+        for variable, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache")):
+            folder = Path(os.environ.get(variable) or Path.home() / default, "matplotlib")
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(folder)
+        return
+    except (OSError, RuntimeError):  # RuntimeError: no HOME and no home in the user database
+        pass
+    own = Path(tempfile.gettempdir(), f"rebuild-matplotlib-{os.getuid()}")
+    with contextlib.suppress(OSError):
+        own.mkdir(mode=0o700, exist_ok=True)
+        found = own.lstat()  # a folder another user made there could hold a matplotlibrc: never taken
+        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077:
+            os.environ["MPLCONFIGDIR"] = str(own)

@@ -8,7 +8,10 @@ import html
 import io
 import json
 import re
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -698,3 +701,25 @@ def test_the_lineage_of_a_wide_view_weighs_the_signs_of_the_matching_fields_only
     (traced,) = lineage(make_lake(events), [{"order_id": "k"}], partition_column="order_id", changes={("k",): changes})
     assert [(e["column"], e["field"]) for e in traced.explained_by[:2]] == [("c0", "f00"), ("c1", "f01")]
     assert len(weighed) == 300 and sum(weighed) == 20  # the twenty fields that match a column, each once
+
+
+DRAW = "from checks import plots; assert plots.bars({'a': 1.0}, 'title', 'x', 'y')"
+
+
+@pytest.mark.parametrize("theirs", [False, True])
+def test_a_report_drawn_under_a_home_the_job_may_not_write_keeps_its_log_clean(tmp_path: Path, theirs: bool) -> None:
+    """A nightly check under a home it may not write (systemd's ProtectHome, a read-only container) logged two
+    matplotlib warnings each night and built its font list again: matplotlib now gets a folder of the user's own in
+    the temp directory, kept between runs; a folder there that others may write is never taken (it could hold a
+    matplotlibrc)."""
+    own = tmp_path / f"rebuild-matplotlib-{os.getuid()}"
+    if theirs:
+        own.mkdir()
+        own.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env |= {"HOME": "/proc/no-home", "TMPDIR": str(tmp_path)}  # /proc: not even root may write there
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", DRAW], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert ("Matplotlib created a temporary" in done.stderr) is theirs, done.stderr
+    assert bool(list(own.glob("fontlist-*.json"))) is not theirs
