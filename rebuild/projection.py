@@ -269,6 +269,17 @@ class Registry:
     def __len__(self) -> int:
         return len(self._items)
 
+    def reload(self, module: str, load: Callable[[], object]) -> None:
+        """Run ``load`` (``module`` imported again) without the projections ``module`` defined before, so one
+        it no longer defines is gone; when ``load`` fails, they are back as they were."""
+        kept = dict(self._items)
+        self._items = {n: p for n, p in kept.items() if getattr(p.func, "__module__", None) != module}
+        try:
+            load()
+        except BaseException:
+            self._items = kept
+            raise
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
@@ -346,13 +357,17 @@ def _names_of(names: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def load_modules(modules: Sequence[str]) -> None:
-    """Import projection modules by dotted name or ``.py`` path; errors name the module."""
+    """Import projection modules by dotted name or ``.py`` path; errors name the module.
+
+    A module imported before is imported again when its file changed since (an analyst edited it while
+    the notebook's kernel ran): the projections then run the code the file holds now, of which their
+    fingerprints are made (``inspect`` reads the file as it is), not the code imported in the morning."""
     for spec in modules:
         try:
             if spec.endswith(".py"):
                 _import_file(Path(spec))
             else:
-                importlib.import_module(spec)
+                _import_name(spec)
         except ProjectionError:
             raise
         except Exception as exc:
@@ -386,12 +401,50 @@ def user_frame(exc: BaseException) -> str:
 _FILE_MODULE = "workbench_projections_"
 
 
+#: the text (its hash) of each projection module's file when it was imported: module name -> hash
+_IMPORTED: dict[str, str] = {}
+
+
+def _file_hash(path: str | None) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:  # gone or unreadable: importing it again says so
+        return "unreadable"
+
+
 def _import_file(path: Path) -> None:
     if not path.is_file():
         raise ProjectionError(f"cannot load projection module {str(path)!r}: no such file; {_CONFIGURED}", module=str(path))
     name = _FILE_MODULE + hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    text = _file_hash(str(path))
+    if name in sys.modules and _IMPORTED.get(name) == text:
+        return
+
+    def load() -> None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+    _import_again(name, load, text, str(path))
+
+
+def _import_name(name: str) -> None:
+    module = sys.modules.get(name)
+    if module is None:
+        importlib.import_module(name)
+        _IMPORTED[name] = _file_hash(getattr(sys.modules[name], "__file__", None)) or ""
+        return
+    text = _file_hash(getattr(module, "__file__", None))
+    if text is None or _IMPORTED.setdefault(name, text) == text:  # imported elsewhere first: its file as it is now
+        return
+    _import_again(name, lambda: importlib.reload(module), text, name)
+
+
+def _import_again(name: str, load: Callable[[], object], text: str | None, shown: str) -> None:
+    """Import module ``name`` (again, when it was: its file changed) and remember its file's ``text``."""
+    if name in _IMPORTED:
+        log.info("projection module %s changed since it was imported; importing it again", shown)
+    REGISTRY.reload(name, load)
+    _IMPORTED[name] = text or ""

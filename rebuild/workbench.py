@@ -143,9 +143,12 @@ class Workbench:
 
     # -- projections and views -----------------------------------------------------------------
     def projection(self, name: str) -> Projection:
+        """The projection ``name``, of its module's file as it is now (edited since it was imported: again)."""
+        load_modules(self.config.projection_modules)
         return self.registry.get(name)
 
     def projections(self) -> list[Projection]:
+        load_modules(self.config.projection_modules)
         return list(self.registry)  # type: ignore[call-overload]
 
     def ls(self) -> list[ViewState]:
@@ -339,7 +342,7 @@ class Workbench:
         drop its live, shadow and previous tables, in one transaction with its checkpoints and backfill
         marks. Its run records and reports stay, for history, until ``prune`` forgets them. Returns
         ``{"view", "dry_run", "tables": {table: rows}}``: what was dropped (or would be, with ``dry_run``)."""
-        if view in self.registry:
+        if view in {p.name for p in self.projections()}:  # its module as it is now
             raise ConfigError(
                 f"{view} is built by a configured projection, whose next run would build it again. To retire it, "
                 f"remove it from [projections] modules (or rename it) first; to rebuild it from scratch, "

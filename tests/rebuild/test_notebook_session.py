@@ -1,0 +1,96 @@
+"""One kernel open all day: the analyst edits a projection module between calls of one Workbench."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+import lake
+from rebuild import Config, PlanOutdated, ProjectionError, Workbench
+from rebuild.projection import REGISTRY
+from tests.conftest import write_ndjson
+from tests.orders import order_events
+
+MODULE = '''from rebuild import projection
+
+
+@projection(name="{name}", key="order_id", consumes="ItemAdded")
+def {name}():
+    return "SELECT partition_key AS order_id, {value} AS n FROM events GROUP BY ALL"
+'''
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterable[Callable[[str], Workbench]]:
+    """``session(module)``: a Workbench whose projections are ``module`` (a .py path or a dotted name
+    found in tmp_path), registered in the global registry as a notebook's are, and taken out after."""
+    monkeypatch.setattr(REGISTRY, "_items", dict(REGISTRY._items))  # other tests list the registered ones
+    monkeypatch.syspath_prepend(str(tmp_path))
+    target = lake.Lake(tmp_path / "lake").create()
+    events = [e for o in range(1, 4) for e in order_events(o, customer=o % 2, items=2)]
+    lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", events)], stream="orders")
+    opened: list[Workbench] = []
+
+    def open_(module: str) -> Workbench:
+        config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb",
+                        projection_modules=(module,), reports_dir=str(tmp_path / "reports"))
+        opened.append(Workbench(config))
+        return opened[-1]
+
+    yield open_
+    for wb in opened:
+        wb.close()
+
+
+def _total(wb: Workbench, view: str) -> int:
+    return int(wb.view(view, "shadow")["n"].sum())
+
+
+@pytest.mark.parametrize("as_name", [False, True], ids=["py-file", "dotted-name"])
+def test_a_module_edited_while_the_kernel_runs_is_imported_again(tmp_path: Path, session: Callable[[str], Workbench],
+                                                                 as_name: bool) -> None:
+    """Before, the next run replayed the code imported in the morning but recorded the fingerprint of the
+    file as edited (inspect reads the file again): the plan said "full (code changed)", the shadow held
+    the old code's rows, and once cut over live passed for the new code's, so its rows never changed."""
+    name = f"edited_{'dotted' if as_name else 'file'}"
+    path = tmp_path / f"{name}_module.py"
+    path.write_text(MODULE.format(name=name, value="count(*)"))
+    wb = session(f"{name}_module" if as_name else str(path))
+    wb.run(name, progress="none")
+    wb.cutover(name, force=True)
+    assert int(wb.view(name)["n"].sum()) == 6  # 3 orders of 2 items
+    stale_plan = wb.plan(name)
+
+    path.write_text(MODULE.format(name=name, value="count(*) * 10"))  # saved in the editor
+    plan = wb.plan(name)
+    assert plan.mode == "full" and plan.fingerprint == wb.projection(name).fingerprint != stale_plan.fingerprint
+    with pytest.raises(PlanOutdated, match="changed since this plan was made"):
+        wb.execute(stale_plan, "none")
+    result = wb.run(name, progress="none")
+    assert _total(wb, name) == 60  # the code the file holds now
+    assert result.record.fingerprint == wb.projection(name).fingerprint
+
+    path.write_text(MODULE.format(name=name, value="count(*) * 10") + "\n# a comment\n")  # the same logic
+    assert wb.plan(name).fingerprint == result.record.fingerprint
+
+
+def test_an_edit_that_breaks_the_module_is_an_error_not_the_old_code(tmp_path: Path,
+                                                                     session: Callable[[str], Workbench]) -> None:
+    path = tmp_path / "broken_module.py"
+    path.write_text(MODULE.format(name="breaks", value="count(*)") + MODULE.format(name="goes", value="1"))
+    wb = session(str(path))
+    wb.run("breaks", progress="none")
+    path.write_text(MODULE.format(name="breaks", value="count(*) * 10") + "\nratio = 1 / 0\n")  # saved half done
+    for _ in range(2):  # every call until it is fixed, not the projection imported before
+        with pytest.raises(ProjectionError, match=re.escape(f"projection module '{path}' failed while it was "
+                                                            "imported: ZeroDivisionError")):
+            wb.run("breaks", progress="none")
+    path.write_text(MODULE.format(name="breaks", value="count(*) * 10"))  # fixed; "goes" deleted from it
+    wb.run("breaks", progress="none")
+    assert _total(wb, "breaks") == 60
+    with pytest.raises(ProjectionError, match="unknown projection 'goes'"):
+        wb.plan("goes")
+    assert "goes" not in {p.name for p in wb.projections()}
