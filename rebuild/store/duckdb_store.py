@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -42,10 +43,9 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
                 "DuckDB file of your views, or move this file away to start a new store there", path=path) from exc
         raise StoreError(
             f"cannot open DuckDB file {path}{' read-only' if read_only else ''}: {exc}. DuckDB lets one "
-            "process open a file for writing and then no other process, not even read-only. Wait for "
-            "that process to finish (`rebuild ls` shows running views) and open it after; an analyst's "
-            "read-only connection also blocks jobs, so close it when done. For reading while jobs write, "
-            "publish views to a Parquet store (parquet://DIR) or read a copy taken while no job runs",
+            f"process open a file for writing and then no other process, not even read-only. {_holder_advice(str(exc))}"
+            "For reading while jobs write, publish views to a Parquet store (parquet://DIR) or read a copy taken "
+            "while no job runs",
             path=path,
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
@@ -60,6 +60,22 @@ def connect(path: str, memory_limit: str | None = None, temp_directory: str | No
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+def _holder_advice(error: str) -> str:
+    """What to do about the process DuckDB's ``error`` names as the file's holder. A notebook's kernel never
+    finishes by itself: its Workbench keeps the store file open from its first call until ``wb.close()``."""
+    pid = re.search(r"\(PID (\d+)\)", error)
+    try:
+        command = Path(f"/proc/{pid.group(1)}/cmdline").read_bytes() if pid else b""
+    except OSError:  # gone meanwhile, another user's, or no /proc (macOS)
+        command = b""
+    if b"ipykernel" in command:
+        return (f"PID {pid.group(1) if pid else '?'} is a notebook's kernel: a Workbench there keeps its store file open "
+                "from its first call until wb.close(), also while the notebook is idle. Run wb.close() in that "
+                "notebook (its next call opens the file again) or shut its kernel down, then try again. ")
+    return ("Wait for that process to finish and open it after; an analyst's read-only connection, or a Workbench "
+            "in a notebook, also blocks jobs, so close it (wb.close()) when done. ")
 
 
 class DuckDBStore(SQLStore):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lake
-from rebuild import Config, PlanOutdated, ProjectionError, Workbench
+from rebuild import Config, PlanOutdated, ProjectionError, StoreError, Workbench
 from rebuild.projection import REGISTRY
 from tests.conftest import write_ndjson
 from tests.orders import order_events
@@ -94,3 +94,30 @@ def test_an_edit_that_breaks_the_module_is_an_error_not_the_old_code(tmp_path: P
     with pytest.raises(ProjectionError, match="unknown projection 'goes'"):
         wb.plan("goes")
     assert "goes" not in {p.name for p in wb.projections()}
+
+
+def test_a_store_file_held_by_an_idle_notebook_kernel_says_to_close_its_workbench(tmp_path: Path) -> None:
+    """Before, the job (or the second notebook) was told to wait for the kernel 'to finish', which an idle
+    kernel never does, and to look at `rebuild ls`, which the same lock refuses."""
+    from jupyter_client.manager import start_new_kernel
+
+    target = lake.Lake(tmp_path / "lake").create()
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/views.duckdb", projection_modules=())
+    with Workbench(config) as wb:
+        wb.store  # the store file exists
+    manager, kernel = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        opened = kernel.execute_interactive(
+            "from rebuild import Config, Workbench\n"
+            f"wb = Workbench(Config(lake_uri={target.uri!r}, store_uri={config.store_uri!r}, projection_modules=()))\n"
+            "wb.ls()", timeout=60)
+        assert opened["content"]["status"] == "ok"
+        with pytest.raises(StoreError, match=rf"PID {manager.provisioner.pid} is a notebook's kernel: a Workbench there "
+                                             r"keeps its store file open .* Run wb.close\(\) in that notebook"):
+            Workbench(config).store
+        kernel.execute_interactive("wb.close()", timeout=60)
+        with Workbench(config) as wb:
+            assert wb.store.views() == []
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
