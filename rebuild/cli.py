@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
@@ -29,6 +28,7 @@ from lake.storage import missing_credentials, refused_credentials, unreachable
 from rebuild.config import FILENAME, Config, nearest_file, redact
 from rebuild.errors import RebuildError
 from rebuild.output import Output, ReaderGone
+from rebuild.progress import utc_stderr
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an unexpected error
@@ -98,20 +98,10 @@ def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
 def cli(ctx: click.Context, config_path: str | None, lake: str | None, store: str | None, json_out: bool, verbose: int) -> None:
     """Rebuild projections from the event lake, check them against live, cut over."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=level, handlers=[_utc_stderr()])
+    logging.basicConfig(level=level, handlers=[utc_stderr()])
     # -v is the workbench's news: Great Expectations logs ~200 INFO lines of its own per check (-vv shows them)
     logging.getLogger("great_expectations").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
     ctx.obj = State(config_path, lake, store, json_out, out=ctx.obj)  # main() hands its Output over
-
-
-def _utc_stderr() -> logging.Handler:
-    """Log lines on stderr stamped in UTC, marked ``Z``, like run ids and run records: a job's log
-    reads the same on a machine in any zone (the local time, unmarked, did not match its run ids)."""
-    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    formatter.converter = time.gmtime
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    return handler
 
 
 def _register() -> None:

@@ -43,6 +43,11 @@ class LogLines:
         self.total, self.unit, self.description = total, unit, description
         self.done, self.started = 0, time.monotonic()
         self.last, self.stopped = self.started, threading.Event()
+        # no logging set up (a notebook, a Python job): Python's last resort shows warnings only, so
+        # progress="log" showed nothing; the lines go to stderr, as the CLI's, until close()
+        self.handler = None if log.hasHandlers() else utc_stderr()
+        if self.handler is not None:
+            log.addHandler(self.handler)
         log.info("%s: %s %s to do", description, total, unit)
         threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True).start()
 
@@ -72,6 +77,18 @@ class LogLines:
         else:  # an error or a stop: the job's log must not read like a good night
             log.warning("%s: stopped after %s/%s %s in %.1fs, not finished (the command's error says why and what "
                         "to do)", self.description, self.done, self.total, self.unit, elapsed)
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+
+
+def utc_stderr() -> logging.Handler:
+    """Log lines on stderr stamped in UTC, marked ``Z``, like run ids and run records: a job's log
+    reads the same on a machine in any zone (the local time, unmarked, did not match its run ids)."""
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    return handler
 
 
 class Bar:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -121,3 +123,34 @@ def test_a_store_file_held_by_an_idle_notebook_kernel_says_to_close_its_workbenc
     finally:
         kernel.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+JOB = '''import logging, sys
+{setup}
+from rebuild import Config, Workbench, projection
+
+@projection(name="counted", key="order_id")
+def counted():
+    return "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+
+with Workbench(Config(lake_uri=sys.argv[1], store_uri=sys.argv[2], projection_modules=())) as wb:
+    wb.run("counted", progress="log")
+'''
+
+
+@pytest.mark.parametrize("setup", ["", "logging.basicConfig(level=logging.INFO)"], ids=["no-logging", "basic-config"])
+def test_progress_log_shows_its_lines_where_no_logging_is_set_up(tmp_path: Path, setup: str) -> None:
+    """A notebook or a Python job that set up no logging got nothing from progress="log" (Python's last
+    resort shows warnings only), and from "auto" in a job, whose log said nothing about a run. Its lines go
+    to stderr then, stamped in UTC as the CLI's; where logging is set up they go there, each line once."""
+    target = lake.Lake(tmp_path / "lake").create()
+    lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", order_events(1))], stream="orders")
+    script = tmp_path / "job.py"
+    script.write_text(JOB.format(setup=setup))
+    done = subprocess.run([sys.executable, str(script), target.uri, f"duckdb://{tmp_path}/views.duckdb"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "counted full" in line]
+    assert len(lines) == 4 and "steps to do" in lines[0] and "done in" in lines[-1], done.stderr
+    if not setup:
+        assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z INFO rebuild.progress: ", line) for line in lines)
