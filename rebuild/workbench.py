@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +70,21 @@ class ViewState:
         head = "".join(f"<th>{html.escape(k)}</th>" for k in self.__dataclass_fields__)
         cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.to_dict().values())
         return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+
+
+class Rows(list[Any]):
+    """A list of records (``ls``, ``runs``) that a notebook shows as one table, a row per record, instead
+    of their reprs run together (a run record's plan alone is 1.5 KB of JSON); ``hide`` leaves columns out."""
+
+    def __init__(self, items: Iterable[Any], hide: tuple[str, ...] = ()) -> None:
+        super().__init__(items)
+        self.hide = hide
+
+    def _repr_html_(self) -> str:
+        rows = [{k: v for k, v in r.to_dict().items() if k not in self.hide} for r in self]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in (rows[0] if rows else {}))
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none</p>"
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,7 @@ class Workbench:
         """Every projection with its view's state and how far behind the lake it is."""
         snapshot = self.lake.snapshot() if self.lake.exists() else None
         store = self.store if self.has_store() else None  # no store yet: no view built, and none created
-        return [self._state(p, snapshot, store) for p in self.projections()]
+        return Rows(self._state(p, snapshot, store) for p in self.projections())
 
     def _state(self, p: Projection, snapshot: Any, store: Store | None) -> ViewState:
         live = store.checkpoint(p.name, LIVE) if store is not None else None
@@ -361,7 +376,7 @@ class Workbench:
         """The run records, newest first (of ``view``, or of every view)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
-        return self.store.runs(view, limit) if self.has_store() else []
+        return Rows(self.store.runs(view, limit) if self.has_store() else [], hide=("plan",))
 
     def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> PruneResult:
         """Forget the run records (and delete their check reports) finished more than ``older_than_days``
@@ -469,12 +484,7 @@ class Workbench:
         return pl.from_arrow(_polars_ready(self.store.read(tables[role])))  # type: ignore[return-value]
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in s.to_dict().values()) + "</tr>"
-            for s in self.ls()
-        )
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in ViewState.__dataclass_fields__)
-        return f"<b>Workbench</b> lake={html.escape(self.lake.uri)}<table><tr>{head}</tr>{rows}</table>"
+        return f"<b>Workbench</b> lake={html.escape(self.lake.uri)}{self.ls()._repr_html_()}"  # type: ignore[attr-defined]
 
 
     # -- checks (the glue; the checks themselves live in the ``checks`` package) ----------------

@@ -154,3 +154,22 @@ def test_progress_log_shows_its_lines_where_no_logging_is_set_up(tmp_path: Path,
     assert len(lines) == 4 and "steps to do" in lines[0] and "done in" in lines[-1], done.stderr
     if not setup:
         assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z INFO rebuild.progress: ", line) for line in lines)
+
+
+def test_ls_and_runs_show_as_tables_in_a_notebook(tmp_path: Path, session: Callable[[str], Workbench]) -> None:
+    """They showed as their records' reprs run together: a run record's plan is 1.5 KB of JSON, so 20 runs
+    filled the cell with 30 KB of text. They are still lists (of the same records) to code."""
+    path = tmp_path / "listed_module.py"
+    path.write_text(MODULE.format(name="listed", value="count(*)"))
+    wb = session(str(path))
+    assert "<p>none</p>" in wb.runs()._repr_html_()  # type: ignore[attr-defined]
+    for _ in range(2):
+        wb.run("listed", full=True, progress="none")
+    runs, states = wb.runs("listed"), wb.ls()
+    assert isinstance(runs, list) and [r.view for r in runs] == ["listed", "listed"]
+    shown = runs._repr_html_()  # type: ignore[attr-defined]
+    assert shown.count("<tr>") == 3 and all(r.run_id in shown for r in runs)
+    assert "<th>plan</th>" not in shown and runs[0].plan not in shown and "<th>fingerprint</th>" in shown
+    table = states._repr_html_()  # type: ignore[attr-defined]
+    assert "<th>versions_behind</th>" in table and "<td>listed</td>" in table
+    assert table in wb._repr_html_()
