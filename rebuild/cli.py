@@ -203,7 +203,7 @@ def _run(args: list[str], out: Output) -> int:
                   EXIT_USAGE, "OutOfMemory")
         return EXIT_USAGE
     except (LakeError, RebuildError) as exc:
-        out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__)
+        out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__, retryable=exc.retryable)
         return EXIT_USAGE
     except OSError as exc:  # permission denied, disk full, unreachable storage: expected, not a crash (nor exit 1)
         out.error(redact(f"{exc}; nothing was half written: {_advice(exc)}, then rerun the same command"),

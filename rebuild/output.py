@@ -71,10 +71,12 @@ class Output:
             return contextlib.nullcontext()
         return self.errors.status(text)
 
-    def error(self, message: str, code: int, kind: str) -> None:
+    def error(self, message: str, code: int, kind: str, *, retryable: bool = False) -> None:
+        """``retryable``: the same command can succeed later as it is (another job held the view or the
+        lake); a scheduler reads it from the JSON to retry rather than page someone."""
         message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
-            self._write({"error": message, "kind": kind, "exit_code": code})
+            self._write({"error": message, "kind": kind, "exit_code": code, "retryable": retryable})
             # and in the job's log (stderr), which a scheduler keeps while it overwrites the JSON
             self.errors.print(f"error ({kind}, exit {code}): {escape(message)}")
         else:

@@ -3,6 +3,7 @@ whose holder was killed is taken over (and the takeover logged). Run against eve
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -117,3 +118,24 @@ def test_a_store_file_this_user_may_not_write_is_not_blamed_on_another_process(
     message = str(caught.value)
     assert "give this user write access to the file and its folder" in message
     assert "lets one process" not in message and "Wait for" not in message
+
+
+def test_a_second_run_of_the_same_schedule_says_retryable_naming_the_holder(store_uri: str, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Two overlapping runs of one schedule: the second exits 2 (an expected error) with the holder in its one
+    JSON object and its log line, and ``retryable`` tells a scheduler "skip or retry later", not "broken"."""
+    from rebuild.cli import main
+
+    holder = hold_in_subprocess(store_uri, "order_summary")
+    try:
+        code = main(["--lake", str(tmp_path / "lake"), "--store", store_uri, "--json", "backfill", "order_summary",
+                     "--since", "2026-09-01", "--until", "2026-09-02"])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    captured = capsys.readouterr()
+    [error] = [json.loads(line) for line in captured.out.splitlines()]
+    assert (code, error["kind"], error["exit_code"], error["retryable"]) == (2, "ViewLocked", 2, True)
+    assert f"pid {holder.pid}" in error["error"] and captured.err.startswith("error (ViewLocked, exit 2): ")
+    assert main(["--lake", str(tmp_path / "nowhere"), "--json", "lake", "audit"]) == 2  # not retryable: no lake
+    assert json.loads(capsys.readouterr().out)["retryable"] is False
