@@ -332,3 +332,7 @@ def _restart_in_utf8_mode() -> None:
     os.environ["PYTHONUTF8"] = "1"
     with contextlib.suppress(OSError):  # cannot start again (no executable): go on as started
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+if __name__ == "__main__":  # python -m rebuild.cli: the same command, not an import that does nothing
+    import rebuild.__main__  # noqa: F401  (the module rebuild.cli, whose group the commands join, not this copy)

@@ -825,3 +825,11 @@ def test_a_non_ascii_argument_is_read_as_utf8_under_a_locale_of_another_encoding
     if locale == "C":  # on a Latin-1 locale, Latin-1 bytes are that locale's text: read as such
         refused = subprocess.run([*ingest, "zählung".encode("latin-1")], env=env, capture_output=True, timeout=120)
         assert refused.returncode == 2 and b"the argument 'z\\xe4hlung' is not UTF-8 text" in refused.stderr
+
+
+@pytest.mark.parametrize("module", ["rebuild", "rebuild.cli"])
+def test_python_dash_m_runs_the_command(tmp_path: Path, module: str) -> None:
+    """A scheduler given only an interpreter runs ``python -m rebuild``; ``-m rebuild.cli`` did nothing, exit 0."""
+    done = subprocess.run([sys.executable, "-m", module, "--lake", str(tmp_path / "none"), "--json", "lake", "audit"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and json.loads(done.stdout)["kind"] == "LakeNotFound", done.stderr
