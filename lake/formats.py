@@ -62,6 +62,58 @@ def detect_format(path: Path, given: str | None) -> str:
     return fmt
 
 
+#: DuckDB stages 2,048 rows at a time, and its JSON functions hold several copies of their text: a
+#: batch holding a row over ``LARGE_ROW`` bytes (a 4 MB document, a base64 blob) is staged in slices of
+#: about ``BATCH_BYTES`` (a row at least), so 30 payloads of 4 MB no longer need 2 GB at once. Batches of
+#: small rows are staged whole, as before.
+BATCH_BYTES = 16 << 20
+LARGE_ROW = BATCH_BYTES // 2048
+#: and their events are written to the lake about this many bytes at a time (see lake.ingest._commit)
+WRITE_BYTES = 4 * BATCH_BYTES
+
+
+def large_rows(table: pa.Table) -> bool:
+    """Whether ``table`` holds a text or binary value over ``LARGE_ROW`` bytes, or other columns that
+    average more (a struct payload); quick (no copy): every batch of every ingest asks."""
+    for column in table.columns:
+        if _lengths_known(column.type):
+            if (pc.max(pc.binary_length(column)).as_py() or 0) > LARGE_ROW:
+                return True
+        elif column.nbytes > LARGE_ROW * table.num_rows:
+            return True
+    return False
+
+
+def slices(table: pa.Table) -> Iterator[pa.Table]:
+    """``table`` whole, or in slices of about ``BATCH_BYTES`` when it holds a row over ``LARGE_ROW`` bytes."""
+    if not large_rows(table):
+        yield table
+        return
+    ends = np.cumsum(_row_bytes(table))
+    start = 0
+    while start < table.num_rows:
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + BATCH_BYTES, side="right")))
+        yield table.slice(start, stop - start)
+        start = stop
+
+
+def _row_bytes(table: pa.Table) -> np.ndarray:
+    """Each row's bytes: its text and binary values' lengths, and an even share of the other columns'."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        if _lengths_known(column.type):
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy()
+        else:  # a string view, a dictionary, a struct or list payload: no length per row at hand
+            sizes += column.nbytes // max(table.num_rows, 1)
+    return sizes
+
+
+def _lengths_known(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
+
+
 def read_batches(path: Path, fmt: str, rows: int, rejected: list[Rejected]) -> Iterator[pa.Table]:
     """Yield tables with a ``_line`` column; rows the reader cannot split go to ``rejected``."""
     if fmt == "parquet":
@@ -270,7 +322,7 @@ def _parquet(path: Path, rows: int) -> Iterator[pa.Table]:
         ) from exc
     start = 1
     try:
-        for batch in handle.iter_batches(batch_size=rows):
+        for batch in handle.iter_batches(batch_size=_parquet_rows(handle, rows)):
             numbers = line_numbers(start, batch.num_rows)
             start += batch.num_rows
             yield pa.Table.from_batches([batch]).append_column("_line", numbers)
@@ -282,9 +334,22 @@ def _parquet(path: Path, rows: int) -> Iterator[pa.Table]:
         ) from exc
 
 
-def parquet_schema(path: Path) -> pa.Schema:
+def parquet_widest_row(meta: pq.FileMetaData) -> int:
+    """The most bytes a row takes in one of the file's row groups, uncompressed (an average per group)."""
+    return max((meta.row_group(i).total_byte_size // max(meta.row_group(i).num_rows, 1)
+                for i in range(meta.num_row_groups)), default=0)
+
+
+def _parquet_rows(handle: pq.ParquetFile, rows: int) -> int:
+    """``rows``, or fewer for a file of large rows (by its row groups' uncompressed sizes): a batch of
+    ``rows`` 4 MB payloads is read whole into memory before it is staged in slices."""
+    widest = parquet_widest_row(handle.metadata)
+    return max(1, min(rows, BATCH_BYTES // widest)) if widest > LARGE_ROW else rows
+
+
+def parquet_metadata(path: Path) -> pq.FileMetaData:
     try:
-        return pq.read_schema(path)
+        return pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"cannot read Parquet file {path}: {exc}", file=str(path)) from exc
 

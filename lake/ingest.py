@@ -20,12 +20,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lake.errors import SourceError, empty_value
 from lake.faults import point
 from lake.jsontext import exact_members
-from lake.formats import (SUFFIXES, Rejected, detect_format, format_suffix, parquet_rows_sql, parquet_schema,
-                          read_batches)
+from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix, large_rows,
+                          parquet_metadata, parquet_rows_sql, parquet_widest_row, read_batches, slices)
 from lake.mapping import Mapping
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql, stream_too_long
 from lake.sql import literal
@@ -104,13 +105,13 @@ def ingest(
     if paths and set(formats) != {"ndjson"}:
         raise SourceError(f"mapping {mapping.name!r} reads JSON paths {paths}, which only NDJSON records have: map "
                           "the CSV or Parquet input's columns by name; nothing was archived")
-    schemas = {path: parquet_schema(path) for path, f in zip(files, formats, strict=True) if f == "parquet"}
-    for path, schema in schemas.items():
-        _check_columns(path, schema.names, mapping)
+    footers = {path: parquet_metadata(path) for path, f in zip(files, formats, strict=True) if f == "parquet"}
+    for path, footer in footers.items():
+        _check_columns(path, footer.schema.to_arrow_schema().names, mapping)
     batches = (
         batch
         for path, f in zip(files, formats, strict=True)
-        for batch in _batches(path, f, batch_rows, mapping, schemas.get(path))
+        for batch in _batches(path, f, batch_rows, mapping, footers.get(path))
     )
     return ingest_batches(
         lake,
@@ -156,12 +157,13 @@ def ingest_batches(
         Path(temp_directory).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=temp_directory) as tmp:
         con = _connect(Path(tmp), memory_limit)
-        read = _stage(con, batches, mapping, stream)
+        read, cuts = _stage(con, batches, mapping, stream)
         with lake.commit_lock():
             version = lake.next_version()
             counts = _resolve(con, lake)
             point("ingest.before_commit")
-            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata, position, Path(tmp))
+            _commit(con, lake, version, counts, ingested_at or datetime.now(UTC), commit_metadata, position, Path(tmp),
+                    cuts)
             point("ingest.after_commit")
         reasons = dict(
             con.sql("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL").fetchall()
@@ -210,14 +212,17 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _batches(path: Path, fmt: str, rows: int, mapping: Mapping, schema: pa.Schema | None) -> Iterator[Batch]:
+def _batches(path: Path, fmt: str, rows: int, mapping: Mapping, footer: pq.FileMetaData | None) -> Iterator[Batch]:
     """A Parquet file as one batch DuckDB reads itself, unless a column the mapping reads is bytes
-    (pyarrow checks them to be UTF-8 text); other inputs as pyarrow reads them, in ``rows``."""
+    (pyarrow checks them to be UTF-8 text) or its rows are large (staged in slices, see
+    ``lake.formats.slices``); other inputs as pyarrow reads them, in ``rows``."""
     def tables() -> Iterator[pa.Table]:
         return _read_checked(path, fmt, rows, mapping)
 
     mapped = {*mapping.fields.values(), *mapping.metadata_fields}
-    if schema is not None and not any(f.name in mapped and _is_binary(f.type) for f in schema):
+    schema = footer.schema.to_arrow_schema() if footer is not None else None
+    if (footer is not None and schema is not None and parquet_widest_row(footer) <= LARGE_ROW
+            and not any(f.name in mapped and _is_binary(f.type) for f in schema)):
         # its columns until DuckDB describes it (not Schema.empty_table, which imports pandas)
         yield Batch(str(path), fmt, pa.Table.from_batches([], schema=schema), file=path, tables=tables)
         return
@@ -300,8 +305,10 @@ def _connect(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
 
 def _stage(
     con: duckdb.DuckDBPyConnection, batches: Iterable[Batch], mapping: Mapping, stream: str | None
-) -> int:
-    read = 0
+) -> tuple[int, list[int]]:
+    """Stage every batch; returns the rows read and where the events' write cuts the staged rows
+    (their rowids, in insertion order): none, unless the input holds large rows (see ``_commit``)."""
+    read, size, cuts = 0, 0, list[int]()
     numbers: dict[str, int] = {}
     for batch in batches:
         if batch.source not in numbers:
@@ -322,11 +329,15 @@ def _stage(
                 tables = batch.tables()
             finally:
                 con.execute("DROP VIEW IF EXISTS raw")
-        for table in tables:
-            con.register("raw", table)
-            read += _insert(con, replace(batch, table=table), mapping, stream, number)
+        for part in (part for table in tables for part in slices(table)):
+            con.register("raw", part)
+            read += _insert(con, replace(batch, table=part), mapping, stream, number)
             con.unregister("raw")
-    return read
+            size += part.nbytes if cuts or size or large_rows(part) else 0
+            if size >= WRITE_BYTES:
+                cuts.append(read)
+                size = 0
+    return read, cuts
 
 
 def _insert(con: duckdb.DuckDBPyConnection, batch: Batch, mapping: Mapping, stream: str | None, source: int) -> int:
@@ -454,11 +465,14 @@ def _commit(
     metadata: dict[str, str] | None,
     position: tuple[str, int] | None,
     staging: Path,
+    cuts: Sequence[int] = (),
 ) -> None:
     """Quarantine first (de-duplicated by record hash), then the events as one commit.
 
     With nothing archived there is no events commit, unless ``metadata`` or a source ``position``
-    must still be committed: then it gets an empty one."""
+    must still be committed: then it gets an empty one. The events are written in one statement, or,
+    for an input of large rows, one per part of the staged rows between ``cuts``: DuckDB holds 2,048
+    rows at a time, and 150 payloads of 4 MB written at once took twice their size in memory."""
     _commit_quarantine(con, lake, version, now)
     point("ingest.after_quarantine")
     if counts["archived"] == 0 and not metadata and position is None:
@@ -476,7 +490,10 @@ def _commit(
             f"FROM staged s JOIN ({buckets}) b USING (partition_key) "
             "WHERE s.reason IS NULL AND s.rowid NOT IN (SELECT rid FROM refused)"
         )
-        actions = write_events(con, accepted, lake, staging)
+        bounds = [0, *cuts, None]
+        parts = [f" AND s.rowid >= {low}" + ("" if high is None else f" AND s.rowid < {high}")
+                 for low, high in zip(bounds, bounds[1:], strict=False)] if cuts else [""]
+        actions = [action for part in parts for action in write_events(con, accepted + part, lake, staging)]
     # the audit sums these: duplicates are dropped here, so only the commit remembers them
     metadata = {**(metadata or {}), "workbench.duplicates": str(counts["duplicates"])}
     lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata, position=position)
