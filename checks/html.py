@@ -18,14 +18,18 @@ def esc(value: Any, shorten: bool = True) -> str:
     return html.escape(text)
 
 
-def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none") -> str:
-    """An HTML table of dict rows (columns from the first row unless given)."""
+def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",
+          whole: Iterable[str] = ()) -> str:
+    """An HTML table of dict rows (columns from the first row unless given; those in ``whole`` are
+    not shortened: their values are cut to a readable length already)."""
     rows = list(rows)
     if not rows:
         return f"<p class='empty'>{esc(empty)}</p>"
     columns = columns or list(rows[0])
+    kept = set(whole)
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c), c not in kept)}</td>" for c in columns) + "</tr>"
+                   for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

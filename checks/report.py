@@ -183,7 +183,8 @@ class CheckReport:
         for kind, rows in self.diff.samples.items():
             shown = [{**{k: v for k, v in r.items() if k != "changes"},
                       **({"changes": _changes(r["changes"])} if "changes" in r else {})} for r in rows]
-            parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>" + table(shown))
+            parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>"
+                         + table(shown, whole=("changes",)))
         return "".join(parts)
 
     def _lineage_html(self) -> str:
@@ -243,8 +244,30 @@ def _ids(ids: tuple[str, ...]) -> str:
     return ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
 
 
+#: of a changed sample, the columns shown and the characters of each value: a changed 4 MB document
+#: is shown around its first difference, with its length, so the report stays readable and small
+SHOWN_CHANGES = 10
+SHOWN_CHARS = 40
+
+
 def _changes(changes: dict[str, dict[str, Any]]) -> str:
-    return "; ".join(f"{c}: {v['live']} → {v['rebuilt']}" for c, v in changes.items())
+    """``column: live → rebuilt`` per changed column, each value cut around where the two first differ."""
+    parts = []
+    for column, pair in list(changes.items())[:SHOWN_CHANGES]:
+        live, rebuilt = str(pair["live"]), str(pair["rebuilt"])
+        at = len(os.path.commonprefix([live, rebuilt]))
+        parts.append(f"{column}: {_around(live, at)} → {_around(rebuilt, at)}")
+    more = len(changes) - SHOWN_CHANGES
+    return "; ".join(parts) + (f"; +{more:,} more columns" if more > 0 else "")
+
+
+def _around(text: str, at: int) -> str:
+    """``text``, or the ``SHOWN_CHARS`` of it around position ``at``, with its length."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    start = max(0, min(at - SHOWN_CHARS // 4, len(text) - SHOWN_CHARS))
+    end = start + SHOWN_CHARS
+    return f"{'…' if start else ''}{text[start:end]}{'…' if end < len(text) else ''} ({len(text):,} characters)"
 
 
 def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],

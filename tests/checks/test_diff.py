@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from checks import CheckInputError, CheckReport, compare, decide, parse_tolerance
@@ -280,3 +282,19 @@ def test_change_patterns_are_the_most_common_fifty_with_how_many_there_are(duck)
     report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None), diff=result,
                          lineage=(), expectations=None, run={})
     assert f"the 50 most common of {result.change_pattern_count:,} combinations" in report.to_html()
+
+
+def test_the_report_shows_a_changed_long_text_around_its_first_difference_with_its_length(duck):
+    """A view keeping a document (the last payload, 40,000 characters) changed at its end: the HTML cut
+    'doc: LIVE → REBUILT' to its first 120 characters, the start of live's value, the same on both sides,
+    so the reader saw neither the rebuilt value nor what differed."""
+    doc = '{"lines": [' + ", ".join(f'{{"sku": "s{i}", "q": 1}}' for i in range(2_000)) + "]}"
+    live = f"SELECT 'k1' AS k, '{doc}' AS doc, 1 AS n"
+    result = compare(duck(live, live.replace('"q": 1}]}', '"q": 2}]}')), "live", "rebuilt", ["k"])
+    report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
+                         diff=result, lineage=(), expectations=None, run={})
+    samples = report.to_html().split("id='samples-changed'")[1].split("</table>")[0]
+    size = f"({len(doc):,} characters)"
+    assert f'"q": 1}}]}} {size} → …' in html.unescape(samples)
+    assert f'"q": 2}}]}} {size}' in html.unescape(samples)
+    assert len(samples) < 1_000
