@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 200_000
 EXAMPLES = 10
 KINDS = ("not_null", "between", "in_set")
+FLOATS = ("FLOAT", "DOUBLE")  # the types that hold NaN, which pandas cannot tell from NULL
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def validate(
     for frame in _chunks(con, table_name, key, types, chunks):
         for n, outcome in enumerate(_run(suite, frame)):
             merged[n].append(outcome)
-    results = [_merge(e, parts) for e, parts in zip(suite, merged, strict=True)]
+    nans = _nan_counts(con, table_name, suite, types)
+    results = [_merge(e, parts, nans.get(e[1].get("column", ""), 0)) for e, parts in zip(suite, merged, strict=True)]
     if live_rows is not None:
         results.append(_row_count(rows, live_rows, row_tolerance))
     return ExpectationsResult(table_name, rows, chunks, tuple(results), round(time.monotonic() - started, 3))
@@ -135,6 +137,18 @@ def _suite(key: tuple[str, ...], spec: dict[str, Any], types: dict[str, str]) ->
                 raise CheckInputError(f"expectation on column {column!r}, which the view does not have ({list(types)})",
                                       column=column)
     return items
+
+
+def _nan_counts(con: duckdb.DuckDBPyConnection, table_name: str, suite: list[tuple[str, dict[str, Any]]],
+                types: dict[str, str]) -> dict[str, int]:
+    """NaNs per float column an expectation reads, counted by DuckDB: in a pandas batch a NaN is NULL, so GE
+    skipped it for ``between`` and ``in_set`` (a NaN total passed ``between: [0, None]``) and named it NULL."""
+    columns = list(dict.fromkeys(kw["column"] for _, kw in suite if types.get(kw.get("column", "")) in FLOATS))
+    if not columns:
+        return {}
+    counts = con.sql(f"SELECT {', '.join(f'count(*) FILTER (WHERE isnan({quote(c)}))' for c in columns)} "
+                     f"FROM {quote(table_name)}").fetchall()[0]
+    return dict(zip(columns, counts, strict=True))
 
 
 def _moment(column: str, sql_type: str, bound: Any) -> Any:
@@ -240,18 +254,28 @@ def _ident(kind: str, kwargs: dict[str, Any]) -> tuple[str, str, str]:
     return kind, str(kwargs.get("column")), str(list(kwargs.get("column_list") or []))
 
 
-def _merge(item: tuple[str, dict[str, Any]], parts: list[dict[str, Any]]) -> ExpectationResult:
+def _merge(item: tuple[str, dict[str, Any]], parts: list[dict[str, Any]], nans: int = 0) -> ExpectationResult:
+    """The chunks' outcomes summed. ``nans``, the column's NaNs: GE took them for NULLs, which ``not_null``
+    counts (its examples say which they are) and ``between`` and ``in_set`` skipped; a NaN is between no
+    bounds and in no set of numbers, so it is unexpected there."""
     cls, kwargs = item
     unexpected = sum(int(p.get("unexpected_count") or 0) for p in parts)
     elements = sum(int(p.get("element_count") or 0) for p in parts)
-    examples = [x for p in parts for x in p.get("partial_unexpected_list") or []][:EXAMPLES]
+    examples = [_plain(x) for p in parts for x in p.get("partial_unexpected_list") or []]
     errors = [p["error"] for p in parts if p.get("error")]
-    observed = f"could not be evaluated: {errors[0]}" if errors else f"{unexpected:,} of {elements:,} values unexpected"
+    observed = f"could not be evaluated: {errors[0]}" if errors else None
+    if nans and not errors:
+        if cls == "ExpectColumnValuesToNotBeNull":  # GE listed NaN and NULL alike: the NaNs first, then the NULLs
+            examples = [math.nan] * min(nans, len(examples)) + examples[nans:]
+            nulls = f", {unexpected - nans:,} NULL"
+        else:
+            unexpected, examples, nulls = unexpected + nans, [math.nan, *examples], ""
+        observed = f"{unexpected:,} of {elements:,} values unexpected ({nans:,} NaN{nulls})"
     return ExpectationResult(
         expectation=_snake(cls), column=kwargs.get("column") or ",".join(kwargs.get("column_list", [])),
-        success=all(p["success"] for p in parts), observed=observed,
-        unexpected_count=unexpected, element_count=elements, examples=tuple(_plain(x) for x in examples),
-        kwargs=kwargs,
+        success=all(p["success"] for p in parts) and not (nans and not errors),
+        observed=observed or f"{unexpected:,} of {elements:,} values unexpected",
+        unexpected_count=unexpected, element_count=elements, examples=tuple(examples[:EXAMPLES]), kwargs=kwargs,
     )
 
 

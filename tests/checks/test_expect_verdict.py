@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ from datetime import date, datetime
 import pytest
 
 from checks import CheckInputError, compare, decide, thresholds_of, validate
+from lake.encode import dumps as to_json
 
 VIEW = ("SELECT 'o' || i AS order_id, CASE WHEN i % 2 = 0 THEN 'paid' ELSE 'placed' END AS status, "
         "CAST(i AS DECIMAL(18,2)) AS total FROM range(1000) t(i)")
@@ -63,6 +65,26 @@ def test_a_time_range_is_evaluated_on_times_with_and_without_a_zone(duck):
     with pytest.raises(CheckInputError, match=r"between bound 'next week' of TIMESTAMP WITH TIME ZONE column 'placed' "
                                               r"is no ISO time"):
         validate(con, "rebuilt", ["order_id"], {"between": {"placed": ["next week", None]}})
+
+
+def test_a_nan_is_told_from_null_and_fails_between_and_in_set(duck):
+    """In a pandas batch a NaN is NULL: `between` and `in_set` skipped it (a NaN total, 0/0 in a projection,
+    passed `between: [0, None]`) and `not_null` listed it as None. DuckDB counts the NaNs, in every chunk."""
+    view = ("SELECT 'o' || i AS order_id, CASE WHEN i % 7 = 0 THEN 'nan'::DOUBLE WHEN i % 11 = 0 THEN NULL "
+            "ELSE i::DOUBLE END AS total FROM range(1, 101) t(i)")  # 14 NaN, 8 NULL (77 is a NaN)
+    spec = {"not_null": ["total"], "between": {"total": [0, None]}, "in_set": {"total": [float(i) for i in range(101)]}}
+    result = validate(duck(view, view), "rebuilt", ["order_id"], spec, chunk_rows=30)
+    got = {r.expectation: r for r in result.results if r.column == "total"}
+    null = got["expect_column_values_to_not_be_null"]
+    assert (null.success, null.unexpected_count, null.observed) == (False, 22, "22 of 100 values unexpected (14 NaN, 8 NULL)")
+    assert sum(math.isnan(x) for x in null.examples if x is not None) == min(14, len(null.examples))
+    for kind in ("expect_column_values_to_be_between", "expect_column_values_to_be_in_set"):
+        assert (got[kind].success, got[kind].unexpected_count, got[kind].observed) == (
+            False, 14, "14 of 100 values unexpected (14 NaN)"), kind
+        assert math.isnan(got[kind].examples[0])
+    assert '"examples": ["NaN"' in to_json(result.to_dict())  # JSON has no NaN: its text
+    clean = view.replace("'nan'::DOUBLE", "-0.0")
+    assert validate(duck(clean, clean), "rebuilt", ["order_id"], {"between": {"total": [-1, None]}}).success
 
 
 def test_unknown_expectation_or_column(duck):
