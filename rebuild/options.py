@@ -75,8 +75,9 @@ class RunOptions:
                 raise ConfigError(f"keys file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
                                   "as UTF-8, one partition key per line", file=str(path)) from None
             # lines end at \n only (read_text made \r\n and \r one): splitlines also cut at U+2028, U+0085,
-            # \x1c-\x1e, \x0b and \x0c, which a key from JSON or a mainframe may hold
-            listed = [line.strip() for line in text.split("\n") if line.strip()]
+            # \x1c-\x1e, \x0b and \x0c, which a key from JSON or a mainframe may hold. Lines as written: the plan
+            # trims a key's spaces at its ends unless the lake holds it with them
+            listed = [line for line in text.split("\n") if line.strip()]
             if not listed:
                 raise ConfigError(f"keys file {path} lists no partition key: nothing to correct (a run without "
                                   "--keys-file would catch up the whole view)", file=str(path))

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lake import EventFilter, Lake, Snapshot
+import duckdb
+
+from lake import EventFilter, Lake, Snapshot, read_events
 from lake.errors import empty_value
 from lake.table import commit_time
 from rebuild.errors import ConfigError, ProjectionError
@@ -108,7 +110,7 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     _check_streams(lake, projection, snapshot)
     as_of = _as_of(lake, snapshot, options.as_of)
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
-    keys = options.partition_keys()
+    keys = _keys_as_held(lake, snapshot, projection, options.partition_keys())
     since, until = options.time_range()
     mode, reason, after = _mode(projection, options, live, keys, since, until, as_of)
     method = _method(projection, mode)
@@ -123,6 +125,26 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
         writes=shadow_name(projection.name), estimated_rows=None, skip_corrupted=options.skip_corrupted,
     )
     return _estimate(lake, snapshot, store, plan)
+
+
+def _keys_as_held(lake: Lake, snapshot: Snapshot, projection: Projection,
+                  keys: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A key with spaces (or tabs) at an end stays as given when the lake holds it so, as partition keys may;
+    otherwise it is trimmed: an editor's trailing spaces in a keys file, or a CHAR column's padding."""
+    spaced = sorted({k for k in keys or () if k != k.strip()})
+    if not spaced:
+        return keys
+    con = duckdb.connect()
+    try:
+        rel = read_events(lake, EventFilter(streams=projection.streams, partition_keys=tuple(spaced)), snapshot=snapshot, con=con)
+        held = {str(r[0]) for r in rel.project("partition_key").distinct().fetchall()}
+    finally:
+        con.close()
+    trimmed = [k for k in spaced if k not in held]
+    if trimmed:
+        log.info("%s of the keys have spaces at an end and are not in the lake so: trimmed (e.g. %s)", len(trimmed),
+                 ", ".join(map(repr, trimmed[:3])))
+    return tuple(dict.fromkeys(k if k in held else k.strip() for k in keys or ()))
 
 
 _WARNED: set[tuple[str, str, str, int]] = set()  # (lake, projection, stream, lake_version) logged as not held
