@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -175,20 +176,36 @@ def _other_case(conn, source: _Source) -> str:  # type: ignore[no-untyped-def]
     """A hint when the table exists under another case: names are quoted, so `App.ev` is not `app.ev`."""
     conn.rollback()  # the failed statement aborted the transaction
     row = conn.execute(
-        "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+        "SELECT table_schema, table_name FROM information_schema.tables "
         "WHERE lower(table_schema) = lower(%s) AND lower(table_name) = lower(%s) LIMIT 1",
         (source.schema, source.table),
     ).fetchone()
-    return f" (there is a table {row[0]}: names are case-sensitive, give --table {row[0]})" if row else ""
+    if not row:
+        return ""
+    name = ".".join(f'"{part.replace(chr(34), chr(34) * 2)}"' if "." in part or '"' in part else part for part in row)
+    return f" (there is a table {name}: names are case-sensitive, give --table {shlex.quote(name)})"
+
+
+#: a part of ``[schema.]table``: in double quotes as SQL writes it (a dot inside, "" for a quote), or as written
+_PART = r'"((?:[^"]|"")+)"|([^."]+)'
+_TABLE = re.compile(rf"(?:{_PART})(?:\.(?:{_PART}))?")
 
 
 def _split_table(table: str) -> tuple[str, str]:
-    parts = table.split(".")
-    if len(parts) == 1:
-        return "public", parts[0]
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1]
-    raise SourceError(f"table {table!r} is not [schema.]table", file=table)
+    """``table`` or ``schema.table``; a name holding a dot is double-quoted (``sales."order.events"``). Unlike
+    SQL, a name without quotes keeps its case too: every name is quoted in the queries."""
+    match = _TABLE.fullmatch(table)
+    if match is None:
+        raise SourceError(f"table {table!r} is not [schema.]table (double-quote a name that holds a dot: "
+                          '\'"my.schema"."order.events"\')', file=table)
+    first, quoted, plain = _name(*match.group(1, 2)), *match.group(3, 4)
+    if quoted is None and plain is None:
+        return "public", first
+    return first, _name(quoted, plain)
+
+
+def _name(quoted: str | None, plain: str | None) -> str:
+    return quoted.replace('""', '"') if quoted is not None else plain or ""
 
 
 def _qualified(source: _Source):  # type: ignore[no-untyped-def]

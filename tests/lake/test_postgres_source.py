@@ -251,6 +251,28 @@ def test_cli_from_a_table_whose_position_column_is_not_id(fresh_database: str, t
     assert json.loads(capsys.readouterr().out)["archived"] == 3
 
 
+def test_cli_from_tables_in_schemas_and_names_with_a_dot(fresh_database: str, tmp_path: Path,  # noqa: F811
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`--table schema.table` was split at every dot: a name holding one (`"order.events"`), or a name
+    double-quoted as SQL writes it (`"Shop"."Order events"`), was refused or looked for with its quotes."""
+    tables = {'events."order.events"': '"events"."order.events"', '"Shop"."Order events"': '"Shop"."Order events"',
+              '"my.app".events': '"my.app"."events"', "Shop.Events": '"Shop"."Events"'}
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA events; CREATE SCHEMA "Shop"; CREATE SCHEMA "my.app"')
+        for n, name in enumerate(tables.values()):
+            conn.execute(ENVELOPE_TABLE.format(name=name))
+            insert(fresh_database, rows(1, 2 + n, key=f"k{n}"), table=name)
+    base = ["--lake", str(tmp_path / "lake"), "--json", "lake", "ingest", "--from-postgres", fresh_database, "--stream"]
+    for n, given in enumerate(tables):
+        assert main([*base, f"s{n}", "--table", given]) == 0, given
+        assert json.loads(capsys.readouterr().out)["archived"] == 1 + n, given
+    for given, hint in [('shop."order events"', "'Shop.Order events'"), ('EVENTS."Order.Events"', """'events."order.events"'""")]:
+        assert main([*base, "x", "--table", given]) == 2  # names are case-sensitive, quoted or not
+        assert f"names are case-sensitive, give --table {hint})" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*base, "x", "--table", "a.b.c"]) == 2
+    assert "double-quote a name that holds a dot" in json.loads(capsys.readouterr().out)["error"]
+
+
 def _ndjson(tmp_path: Path, start: int, stop: int) -> Path:
     records = [
         {"event_id": f"e{n}", "partition_key": "o1", "sequence": n, "event_type": "OrderPlaced",
