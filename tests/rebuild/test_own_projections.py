@@ -20,9 +20,10 @@ from checks import CheckInputError
 from rebuild import (
     Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, StoreError, Window, Workbench, projection,
 )
+from rebuild import plan as plan_module
 from rebuild.cli import main
 from rebuild.projection import Projection, Registry, load_modules
-from tests.conftest import write_ndjson
+from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 
 
@@ -515,6 +516,31 @@ def test_a_stream_declared_in_another_case_than_the_lake_s_is_refused_not_read_a
             "no event of it is read; did you mean 'orders'?") in caplog.text
     wb.plan("counted")  # once per lake_version: a backfill plans each of its chunks
     assert caplog.text.count("which the lake does not hold at lake_version 1") == 1
+
+
+def test_a_consumed_event_type_in_another_case_is_refused_and_one_like_a_held_type_is_logged(
+        wb: Workbench, registry: Registry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """consumes=["orderplaced"] read no event of the lake's OrderPlaced, without a word: the view came out
+    without those rows (or columns), and a check without live passed it. A type the lake holds only in
+    another case is refused, as a stream is; one like a type it holds is logged naming that type."""
+    sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
+    projection(name="counted", key="order_id", consumes=["orderplaced", "ItemAdded"], registry=registry)(lambda: sql)
+    with pytest.raises(ProjectionError, match=r"^projection 'counted' consumes 'orderplaced', which the lake does not "
+                                              r"hold, while it holds 'OrderPlaced': event types are case-sensitive"):
+        wb.run("counted", progress="none")
+    assert wb.store.runs() == []
+    projection(name="counted", key="order_id", consumes=["OrderPlaced", "PaymentAuthorised"], registry=registry)(lambda: sql)
+    assert wb.run("counted", progress="none").record.rows_written == 5
+    assert ("counted consumes 'PaymentAuthorised', which the lake does not hold (no event of it is read): did you mean "
+            "'PaymentAuthorized'?") in caplog.text
+    wb.plan("counted")  # once per lake snapshot: a backfill plans each of its chunks
+    assert caplog.text.count("did you mean 'PaymentAuthorized'") == 1
+    # the lake's types are sampled from its newest files; a consumed type that only older ones hold is no typo
+    monkeypatch.setattr(plan_module, "TYPE_SAMPLE", 1)
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "new.ndjson", [event(1, key="o-9", type="orderPlaced")])], stream="orders")
+    projection(name="counted", key="order_id", consumes="OrderPlaced", registry=registry)(lambda: sql)
+    assert wb.run("counted", progress="none").record.rows_written == 5
 
 
 def test_a_payload_field_no_event_has_yet_is_read_as_null(wb: Workbench, registry: Registry) -> None:
