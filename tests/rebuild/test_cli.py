@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -331,6 +332,31 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
         {"error": "interrupted", "kind": "interrupted", "exit_code": 130}]
     report = audit(lake.Lake(out))  # the lake holds whole commits only, readable as ever
     assert report.lake_version >= 2 and not report.bad_files
+
+
+def test_ctrl_c_while_the_libraries_import_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """A Ctrl-C in a command's first second or two, while DuckDB, Polars and pyarrow import, ended in Python's
+    traceback of the import (the process killed by SIGINT, and no JSON object under --json). The Ctrl-C
+    arrives here as Polars starts to import, in the console script's entry point that pyproject.toml names."""
+    module, function = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"]["scripts"]["rebuild"].split(":")
+    script = ("import os, signal, sys\n"
+              "class CtrlC:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'polars':\n"
+              "            os.kill(os.getpid(), signal.SIGINT)\n"
+              "sys.meta_path.insert(0, CtrlC())\n"
+              f"from {module} import {function}\n"
+              f"sys.exit({function}())\n")  # what pip's console script runs
+    for args, stdout, stderr in [
+        (["ls", "--json"], [{"error": "interrupted", "kind": "interrupted", "exit_code": 130}],
+         "error (interrupted, exit 130): interrupted\n"),
+        (["ls"], [], "error: interrupted\n"),
+    ]:
+        job = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert (job.returncode, job.stderr) == (130, stderr)
+        assert [json.loads(line) for line in job.stdout.splitlines()] == stdout
 
 
 def test_sigterm_exits_143_at_once_with_one_json_object_and_leaves_whole_commits(tmp_path: Path) -> None:
