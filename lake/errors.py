@@ -37,8 +37,12 @@ def empty_value(flag: str, advice: str) -> str:
 
 
 def not_a_file(what: str, path: object) -> str:
-    """The message for a file option naming a folder or nothing."""
-    return f"{what} {path} is a folder, not a file" if os.path.isdir(str(path)) else f"{what} {path} not found"
+    """The message for a file option naming a folder, a pipe (``<(zcat x.gz)``, /dev/stdin) or nothing."""
+    if os.path.isdir(str(path)):
+        return f"{what} {path} is a folder, not a file"
+    if os.path.exists(str(path)):  # files are read more than once (a format's sniffing, then the reader)
+        return f"{what} {path} is a pipe or a device, not a file: save it to a file and give that"
+    return f"{what} {path} not found"
 
 
 class LakeError(ContextError):

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lake.errors import SourceError, empty_value
+from lake.errors import SourceError, empty_value, not_a_file
 from lake.faults import point
 from lake.jsontext import exact_members
 from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix, large_rows,
@@ -98,7 +98,8 @@ def ingest(
     files = _expand([Path(p) for p in paths])
     for path in files:
         if not path.is_file():
-            raise SourceError(f"input file {path} does not exist; nothing was archived", file=str(path))
+            problem = not_a_file("input file", path) if path.exists() else f"input file {path} does not exist"
+            raise SourceError(f"{problem}; nothing was archived", file=str(path))
     formats = [detect_format(p, fmt) for p in files]
     mapping = mapping or Mapping()
     paths = mapping.paths()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,6 +123,20 @@ def test_a_stream_that_cannot_name_a_folder_of_the_lake_is_missing_or_too_long(t
                                                r"stream=NAME: 252 characters percent-encoded .* at most 248; nothing"):
         lake.ingest(target, [source], stream=long)
     assert target.snapshot().lake_version == 2
+
+
+def test_a_pipe_given_as_an_input_file_is_named_as_one(tmp_path: Path) -> None:
+    """`rebuild lake ingest <(zcat events.csv.gz) --format csv` (or /dev/stdin) said the input "does not
+    exist", which it does: it is a pipe, which ingest cannot read twice (the format's sniffing, then the reader)."""
+    fifo = tmp_path / "events.csv"
+    os.mkfifo(fifo)
+    target = lake.Lake(tmp_path / "lake")
+    with pytest.raises(lake.SourceError, match=rf"^input file {re.escape(str(fifo))} is a pipe or a device, not a "
+                                               r"file: save it to a file and give that; nothing was archived$"):
+        lake.ingest(target, [fifo], stream="s")
+    with pytest.raises(lake.SourceError, match=r"missing.csv does not exist; nothing was archived$"):
+        lake.ingest(target, [tmp_path / "missing.csv"], stream="s")
+    assert not target.exists()
 
 
 def test_malformed_csv_rows_and_bad_cells(tmp_path: Path) -> None:

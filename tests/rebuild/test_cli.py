@@ -585,6 +585,9 @@ def test_keys_that_name_no_key_are_refused_not_a_run_of_the_whole_view(tmp_path:
     assert code == 2 and error["error"].startswith(f"keys file {empty} lists no partition key: nothing to correct")
     code, error = _call(capsys, bench, "run", "order_summary", "--keys-file", str(bench.root))  # was "not found"
     assert code == 2 and error["error"] == f"keys file {bench.root} is a folder, not a file"
+    os.mkfifo(pipe := tmp_path / "keys.fifo")  # `--keys-file <(psql ...)`: was "not found"
+    code, error = _call(capsys, bench, "run", "order_summary", "--keys-file", str(pipe))
+    assert code == 2 and error["error"] == f"keys file {pipe} is a pipe or a device, not a file: save it to a file and give that"
     code, error = _call(capsys, bench, "plan", "order_summary", "--keys", ",")
     assert code == 2 and error["error"].startswith("--keys ',' names no partition key")
     code, error = _call(capsys, bench, "plan", "order_summary", "--as-of", "")  # an unset variable: was a traceback
