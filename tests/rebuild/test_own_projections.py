@@ -499,47 +499,41 @@ def test_a_payload_field_named_like_a_json_wildcard_is_read(tmp_path: Path, regi
         assert sorted(wb.view("stars", "shadow").rows()) == [("k0", 2), ("k1", 4)]
 
 
-def test_a_stream_declared_in_another_case_than_the_lake_s_is_refused_not_read_as_empty(
-        wb: Workbench, registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
-    """streams="Orders" read no event of the lake's stream orders: the run, its cutover and a check
-    without live passed with an empty view. A stream held in another case is refused; one the lake
-    holds in no case (it may not have arrived yet) is logged."""
+@pytest.mark.parametrize(("wrong_case", "refused", "near", "logged"), [
+    ({"streams": "Orders"}, "reads stream 'Orders', which the lake does not hold, while it holds 'orders': stream "
+     "names are case-sensitive", {"streams": ["orders", "order"]}, "counted reads stream 'order', which the lake does "
+     "not hold at lake_version 1 (its streams: 'orders'): no event of it is read; did you mean 'orders'?"),
+    ({"consumes": ["orderplaced", "ItemAdded"]}, "consumes 'orderplaced', which the lake does not hold, while it holds "
+     "'OrderPlaced': event types are case-sensitive", {"consumes": ["OrderPlaced", "PaymentAuthorised"]},
+     "counted consumes 'PaymentAuthorised', which the lake does not hold (no event of it is read): did you mean "
+     "'PaymentAuthorized'?"),
+])
+def test_a_stream_or_event_type_declared_in_another_case_than_the_lake_s_is_refused_not_read_as_empty(
+        wb: Workbench, registry: Registry, caplog: pytest.LogCaptureFixture, wrong_case: dict[str, Any], refused: str,
+        near: dict[str, Any], logged: str) -> None:
+    """streams="Orders" read no event of the lake's stream orders, and consumes=["orderplaced"] none of its
+    OrderPlaced: the run, its cutover and a check without live passed with an empty (or wrong) view. A name
+    held in another case is refused; one the lake holds in no case (it may not have arrived yet) is logged,
+    naming a like one it holds."""
     sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
-    projection(name="counted", key="order_id", streams="Orders", registry=registry)(lambda: sql)
-    with pytest.raises(ProjectionError, match=r"^projection 'counted' reads stream 'Orders', which the lake does not "
-                                              r"hold, while it holds 'orders': stream names are case-sensitive"):
+    projection(name="counted", key="order_id", registry=registry, **wrong_case)(lambda: sql)
+    with pytest.raises(ProjectionError, match=rf"^projection 'counted' {re.escape(refused)}"):
         wb.run("counted", progress="none")
     assert wb.store.runs() == []
-    projection(name="counted", key="order_id", streams=["orders", "order"], registry=registry)(lambda: sql)
+    projection(name="counted", key="order_id", registry=registry, **near)(lambda: sql)
     assert wb.run("counted", progress="none").record.rows_written == 5
-    assert ("counted reads stream 'order', which the lake does not hold at lake_version 1 (its streams: 'orders'): "
-            "no event of it is read; did you mean 'orders'?") in caplog.text
-    wb.plan("counted")  # once per lake_version: a backfill plans each of its chunks
-    assert caplog.text.count("which the lake does not hold at lake_version 1") == 1
+    wb.plan("counted")  # logged once per lake snapshot: a backfill plans each of its chunks
+    assert caplog.text.count(logged) == 1
 
 
-def test_a_consumed_event_type_in_another_case_is_refused_and_one_like_a_held_type_is_logged(
-        wb: Workbench, registry: Registry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
-    """consumes=["orderplaced"] read no event of the lake's OrderPlaced, without a word: the view came out
-    without those rows (or columns), and a check without live passed it. A type the lake holds only in
-    another case is refused, as a stream is; one like a type it holds is logged naming that type."""
-    sql = "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL"
-    projection(name="counted", key="order_id", consumes=["orderplaced", "ItemAdded"], registry=registry)(lambda: sql)
-    with pytest.raises(ProjectionError, match=r"^projection 'counted' consumes 'orderplaced', which the lake does not "
-                                              r"hold, while it holds 'OrderPlaced': event types are case-sensitive"):
-        wb.run("counted", progress="none")
-    assert wb.store.runs() == []
-    projection(name="counted", key="order_id", consumes=["OrderPlaced", "PaymentAuthorised"], registry=registry)(lambda: sql)
-    assert wb.run("counted", progress="none").record.rows_written == 5
-    assert ("counted consumes 'PaymentAuthorised', which the lake does not hold (no event of it is read): did you mean "
-            "'PaymentAuthorized'?") in caplog.text
-    wb.plan("counted")  # once per lake snapshot: a backfill plans each of its chunks
-    assert caplog.text.count("did you mean 'PaymentAuthorized'") == 1
-    # the lake's types are sampled from its newest files; a consumed type that only older ones hold is no typo
+def test_a_consumed_event_type_only_older_lake_files_hold_is_no_misspelling(
+        wb: Workbench, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The plan takes the lake's event types from its newest files; a consumed type missing there while a type
+    of that name in another case is held is looked for in every file before the projection is refused."""
     monkeypatch.setattr(plan_module, "TYPE_SAMPLE", 1)
     lake.ingest(wb.lake, [write_ndjson(tmp_path / "new.ndjson", [event(1, key="o-9", type="orderPlaced")])], stream="orders")
-    projection(name="counted", key="order_id", consumes="OrderPlaced", registry=registry)(lambda: sql)
+    projection(name="counted", key="order_id", consumes="OrderPlaced", registry=registry)(
+        lambda: "SELECT partition_key AS order_id, count(*) AS n FROM events GROUP BY ALL")
     assert wb.run("counted", progress="none").record.rows_written == 5
 
 
