@@ -4,7 +4,10 @@ under ``--json`` without the one JSON object. Here it ends as a Ctrl-C does late
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
+import os
 import sys
 
 EXIT_INTERRUPTED = 130  # as rebuild.cli's, which cannot be imported to say so
@@ -12,6 +15,7 @@ EXIT_INTERRUPTED = 130  # as rebuild.cli's, which cannot be imported to say so
 
 def run() -> None:
     """Console-script entry point (``rebuild.cli.main`` does the work)."""
+    _restart_in_utf8_mode()
     try:
         from rebuild.cli import main
 
@@ -24,10 +28,28 @@ def run() -> None:
 def _interrupted(json_out: bool) -> int:
     """What ``rebuild.cli`` says of a Ctrl-C (``Output.error``), without the modules it may not have."""
     if json_out:
-        payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED}
+        payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED, "retryable": False}
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
         sys.stderr.write(f"error (interrupted, exit {EXIT_INTERRUPTED}): interrupted\n")
     else:
         sys.stderr.write("error: interrupted\n")
     return EXIT_INTERRUPTED
+
+
+def _restart_in_utf8_mode() -> None:
+    """Start again in Python's UTF-8 mode (PEP 540; Python's default from 3.15, PEP 686) under a locale of
+    another encoding: a crontab or unit file is UTF-8, but such a locale decoded its arguments and environment
+    otherwise, so ``--stream zählung`` under Latin-1 was archived as the stream ``zÃ¤hlung``, silently, and
+    under C with ``PYTHONUTF8=0`` it was a traceback. The process keeps its pid; workers inherit the mode.
+    Arguments that are no UTF-8 (typed on a Latin-1 terminal) are in the locale's encoding: read as such."""
+    if sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":
+        return
+    try:
+        for arg in sys.orig_argv:
+            os.fsencode(arg).decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    os.environ["PYTHONUTF8"] = "1"
+    with contextlib.suppress(OSError):  # cannot start again (no executable): go on as started
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

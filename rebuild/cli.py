@@ -7,7 +7,6 @@ Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import errno
 import logging
@@ -311,27 +310,10 @@ def _after_interrupt(exc: BaseException) -> bool:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    _restart_in_utf8_mode()
-    sys.exit(main())
+    """Entry point of ``python -m rebuild``: the console script's own, which starts light (see ``_rebuild_cli``)."""
+    from _rebuild_cli import run as light
 
-
-def _restart_in_utf8_mode() -> None:
-    """Start again in Python's UTF-8 mode (PEP 540; Python's default from 3.15, PEP 686) under a locale of
-    another encoding: a crontab or unit file is UTF-8, but such a locale decoded its arguments and environment
-    otherwise, so ``--stream zählung`` under Latin-1 was archived as the stream ``zÃ¤hlung``, silently, and
-    under C with ``PYTHONUTF8=0`` it was a traceback. The process keeps its pid; workers inherit the mode.
-    Arguments that are no UTF-8 (typed on a Latin-1 terminal) are in the locale's encoding: read as such."""
-    if sys.flags.utf8_mode or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":
-        return
-    try:
-        for arg in sys.orig_argv:
-            os.fsencode(arg).decode("utf-8")
-    except UnicodeDecodeError:
-        return
-    os.environ["PYTHONUTF8"] = "1"
-    with contextlib.suppress(OSError):  # cannot start again (no executable): go on as started
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    light()
 
 
 if __name__ == "__main__":  # python -m rebuild.cli: the same command, not an import that does nothing
