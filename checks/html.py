@@ -3,39 +3,50 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 MAX_CELL = 120
+#: bidi embeddings, overrides and isolates: in a key or value they turn the text after them around
+#: (``paid → shipped`` read as ``deppihs ← diap``), so they are shown as what they are
+BIDI_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def esc(value: Any, shorten: bool = True) -> str:
     """Escaped text of ``value``, shortened to a readable cell (``shorten=False``: whole, for sentences
-    such as a verdict's reasons, whose advice comes last)."""
+    such as a verdict's reasons, whose advice comes last); bidi controls shown, not obeyed."""
     text = "" if value is None else str(value)
     if shorten and len(text) > MAX_CELL:
         text = text[: MAX_CELL - 1] + "…"
-    return html.escape(text)
+    return html.escape(text.translate(BIDI_CONTROLS))
+
+
+def number(value: Any) -> Any:
+    """A count or measure as people read it (``32,154``, ``-402,738.12``); anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",
-          whole: Iterable[str] = ()) -> str:
-    """An HTML table of dict rows (columns from the first row unless given; those in ``whole`` are
-    not shortened: their values are cut to a readable length already)."""
+          numbers: bool = True, whole: Collection[str] = ()) -> str:
+    """An HTML table of dict rows (columns from the first row unless given); numbers with thousands
+    separators unless ``numbers=False`` (rows of a view: a key 12345 is no count); the ``whole``
+    columns' cells are never shortened (sentences whose end matters)."""
     rows = list(rows)
     if not rows:
         return f"<p class='empty'>{esc(empty)}</p>"
     columns = columns or list(rows[0])
-    kept = set(whole)
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c), c not in kept)}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+    shown = number if numbers else (lambda v: v)
+    head = "".join(f"<th scope='col'>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(shown(r.get(c)), shorten=c not in whole)}</td>" for c in columns)
+                   + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def pairs(data: Mapping[str, Any]) -> str:
-    """A two-column table: one row per key."""
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in data.items())
+    """A two-column table: one row per key (numbers with thousands separators)."""
+    body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td>{esc(number(v))}</td></tr>" for k, v in data.items())
     return f"<table class='pairs'><tbody>{body}</tbody></table>"
 
 

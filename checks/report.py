@@ -10,19 +10,21 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from checks import plots
 from checks.diff import DiffResult
 from checks.errors import ReportError
 from checks.expect import ExpectationsResult
-from checks.html import esc, pairs, section, table
+from checks.html import esc, number, pairs, section, table
 from checks.lineage import KeyLineage
 from checks.verdict import Verdict
 from lake.encode import dumps
 from lake.faults import point
 
 __all__ = ["SECTIONS", "CheckReport"]
+CHANGES, EXPLAINED = "changes (live → rebuilt)", "explained by (live - rebuilt: event, field, reading)"
 SECTIONS = ("verdict", "diff", "columns", "plots", "samples", "lineage", "expectations", "audit", "run")
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
@@ -32,6 +34,9 @@ thead th{background:#f3f5f8} table.pairs th{background:#f8f9fb;font-weight:600}
 .badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
 .pass{background:#2e8b57} .fail{background:#c0392b} .empty{color:#888;font-style:italic}
 .plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
+section{overflow-x:auto} td{overflow-wrap:anywhere;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
+@media print{body{max-width:none;margin:0;padding:0} section{overflow:visible} table{font-size:10px}
+ details::details-content{content-visibility:visible;display:block} h2,h3{break-after:avoid} tr,figure{break-inside:avoid}}
 """
 
 
@@ -52,6 +57,7 @@ class CheckReport:
     audit_html: str | None = None
     notes: tuple[str, ...] = ()
     plots: dict[str, str | None] = field(default_factory=dict)
+    plot_data: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -72,7 +78,8 @@ class CheckReport:
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": d.to_dict() if d else None, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
-            "run": self.run, "audit": self.audit, "notes": list(self.notes), "report": self.paths,
+            "next": self.next_step(), "run": self.run, "audit": self.audit, "notes": list(self.notes),
+            "plots": self.plot_data, "report": self.paths,
         }
 
     def summary(self) -> str:
@@ -111,13 +118,33 @@ class CheckReport:
             section("run", "Run", pairs(self.run)),
         ])
         title = f"Check of {self.view} run {self.run_id}"
-        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
-                f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
-                f"<p class='note'>created {esc(self.created_at.isoformat(timespec='seconds'))}; live "
-                f"<code>{esc(self.live)}</code>, rebuilt <code>{esc(self.rebuilt)}</code></p>{body}</body></html>")
+        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
+                f"<p>{self._compared_html()}</p>{body}</body></html>")
 
     def _repr_html_(self) -> str:
         return self._verdict_html() + self._diff_html()
+
+    def _compared_html(self) -> str:
+        """What was compared with what, in one sentence: the run (its mode, projection version and code,
+        the lake and the lake_version it read) and live, and when the report was made (UTC)."""
+        r = self.run
+        made = f"Report made {_utc(self.created_at)}."
+        if r:
+            how = (f"a {esc(r.get('mode'))} run of projection version {esc(r.get('projection_version'))} "
+                   f"(code {esc(r.get('fingerprint'))}) that read the lake {_code(self._lake())} up to lake_version "
+                   f"{esc(number(r.get('lake_version')))} and finished {_utc(r.get('finished_at'))}")
+            rebuilt = f"The rebuilt view {_code(self.rebuilt)} (run {esc(self.run_id)}: {how})"
+        else:
+            rebuilt = f"The rebuilt view {_code(self.rebuilt)} (run {esc(self.run_id)})"
+        if self.diff is None:
+            return f"{rebuilt} was checked on its own: there is no live view to compare it with. {made}"
+        scope = " (its rows in the patch's scope)" if self.diff.scope is not None else ""
+        return f"{rebuilt} was compared with live {_code(self.live)}{scope}. {made}"
+
+    def _lake(self) -> str | None:
+        return (self.audit or {}).get("lake")
 
     # -- sections ------------------------------------------------------------------------------
     def _verdict_html(self) -> str:
@@ -128,7 +155,28 @@ class CheckReport:
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
         return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
+                f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
                 f"<details><summary>thresholds</summary>{pairs(v.thresholds)}</details>")
+
+    def next_step(self) -> str:
+        """The step a person takes after reading this verdict (the CLI prints it last)."""
+        d, view = self.diff, self.view
+        if self.live not in (None, view):
+            return f"this verdict compared with {self.live}; `rebuild check {view}` compares with live before a cutover"
+        if self.passed and d is not None and d.scope is not None and d.rows_live == d.rows_rebuilt == 0:
+            return (f"`rebuild cutover {view}`: the patch changes no row, so live only takes its lake position "
+                    f"(`rebuild rollback {view}` still undoes the cutover before it)")
+        if self.passed:
+            return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+        if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
+            return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
+                    f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
+                    f"`rebuild run {view} --full`, check and cut over that")
+        if d is not None and d.differences == 0:  # only the expectations failed
+            return ("the rebuilt view equals live, which fails the same expectations: no cutover changes that; fix the "
+                    "data or the projection's expectations (see the report)")
+        return (f"read the report; if the differences are the corrections you meant, `rebuild cutover {view} --force` "
+                f"(the run record keeps it); if not, fix the projection and `rebuild run {view}` again")
 
     def cutover(self) -> str:
         """What ``rebuild cutover VIEW`` would do to live with this shadow, and how to undo it."""
@@ -182,9 +230,9 @@ class CheckReport:
         parts = []
         for kind, rows in self.diff.samples.items():
             shown = [{**{k: v for k, v in r.items() if k != "changes"},
-                      **({"changes": _changes(r["changes"])} if "changes" in r else {})} for r in rows]
+                      **({CHANGES: _changes(r["changes"])} if "changes" in r else {})} for r in rows]
             parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>"
-                         + table(shown, whole=("changes",)))
+                         + table(shown, numbers=False, whole=(CHANGES,)))
         return "".join(parts)
 
     def _lineage_html(self) -> str:
@@ -192,12 +240,11 @@ class CheckReport:
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
-                 "explained by": "; ".join(f"{e['column']} {e['live_minus_rebuilt']:+g} = {e['event_type']} "
-                                           f"{e['event_id']}.{e['field']}" for e in x.explained_by[:3]),
+                 EXPLAINED: _explained(x.explained_by),
                  "quarantine": "; ".join(str(q["reason"]) for q in x.quarantine[:3]),
-                 "event ids": ", ".join(x.event_ids[:8]) + (" …" if len(x.event_ids) > 8 else "")}
+                 "event ids": _ids(x.event_ids, 8)}
                 for x in self.lineage]
-        return table(rows, empty="no differences to trace")
+        return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "event ids"))
 
     def _expectations_html(self) -> str:
         e = self.expectations
@@ -210,8 +257,7 @@ class CheckReport:
         return f"<p>{e.rows:,} rows in {e.chunks} chunk(s), {e.seconds}s</p>" + table(rows)
 
     def _plots_html(self) -> str:
-        shown = [f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'></figure>"
-                 for name, data in self.plots.items() if data]
+        shown = [_figure(name, data, self.plot_data.get(name)) for name, data in self.plots.items() if data]
         missing = [name for name, data in self.plots.items() if not data]
         note = f"<p class='note'>nothing to plot: {esc(', '.join(missing))}</p>" if missing else ""
         return f"<div class='plots'>{''.join(shown)}</div>{note}"
@@ -240,8 +286,17 @@ def _sequences(x: KeyLineage) -> str | None:
     return x.sequence_range and f"{x.sequence_range[0]}-{x.sequence_range[1]}"
 
 
-def _ids(ids: tuple[str, ...]) -> str:
-    return ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
+def _ids(ids: tuple[str, ...], shown: int = 3) -> str:
+    """The first ``shown`` ids whole, and how many more (a cell cut mid-id names no event)."""
+    return ", ".join(ids[:shown]) + (f" (+{len(ids) - shown:,} more)" if len(ids) > shown else "")
+
+
+def _explained(explained: Sequence[dict[str, Any]], shown: int = 3) -> str:
+    """The likeliest causes, each naming its event and what live did with it: ``items +1: ItemRemoved
+    ev-7 (quantity), live misses it``."""
+    said = [f"{e['column']} {e['live_minus_rebuilt']:+,g}: {e['event_type']} {e['event_id']} ({e['field']}), "
+            f"{e['reading']}" for e in explained[:shown]]
+    return "; ".join(said) + (f" (+{len(explained) - shown} more in the JSON)" if len(explained) > shown else "")
 
 
 #: of a changed sample, the columns shown and the characters of each value: a changed 4 MB document
@@ -270,22 +325,68 @@ def _around(text: str, at: int) -> str:
     return f"{'…' if start else ''}{text[start:end]}{'…' if end < len(text) else ''} ({len(text):,} characters)"
 
 
-def make_plots(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],
-               runs: list[dict[str, Any]], run_id: str) -> dict[str, str | None]:
-    """The four plots: changes per column, differences per event day, lateness, run throughput."""
+def _utc(moment: datetime | str | None) -> str:
+    """A time as people read it, saying its zone: ``2026-09-01 03:00:00 UTC``."""
+    if moment is None:
+        return "(unknown)"
+    at = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return esc(at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _code(text: str | None) -> str:
+    return f"<code>{esc(text, shorten=False)}</code>"
+
+
+def _figure(name: str, image: str, data: dict[str, Any] | None) -> str:
+    """A plot with its title as alt text and its numbers in a table under it (a screen reader, a
+    printout of a plot too small to read, a colour the reader cannot tell apart)."""
+    if data is None:
+        return f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{image}'></figure>"
+    title = data["title"]
+    rows = [{data["label"]: label, data["unit"]: round(value, 3)} for label, value in data["values"].items()]
+    return (f"<figure><img alt='{esc(title, shorten=False)}: a bar chart, its numbers in the table under it' "
+            f"src='data:image/png;base64,{image}'><figcaption><details><summary>the numbers of "
+            f"{esc(title, shorten=False)}</summary>{table(rows)}</details></figcaption></figure>")
+
+
+def plot_data(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],
+              runs: list[dict[str, Any]], run_id: str) -> dict[str, dict[str, Any]]:
+    """What the four plots show (changes per column, differences per event day, lateness, run throughput):
+    per plot its title, what its bars are (``label``) and measure (``unit``), and the values."""
     changes = {k: v for k, v in (diff.changed_by_column if diff else {}).items()}
     if diff is not None:
         changes = {"only in live": diff.only_in_live, "only in rebuilt": diff.only_in_rebuilt, **changes}
-    throughput = {r["run_id"][-13:]: r["events_read"] / r["seconds"] for r in runs if r.get("seconds")}
+    # the run checked is drawn in another colour and said in its label, for readers who cannot tell them apart
+    throughput = {_run_label(r["run_id"], run_id): r["events_read"] / r["seconds"] for r in runs if r.get("seconds")}
     kept, differing = (len(diff.differing_keys), diff.only_in_live + diff.only_in_rebuilt + diff.changed_rows) \
         if diff else (0, 0)
     part = f" ({kept:,} keys kept of {differing:,} differing rows)" if kept < differing else ""
     return {
-        "changes per column": plots.bars(changes, "Differences per column", "", "rows", horizontal=True)
-        if any(changes.values()) else None,
-        "differences per day": plots.bars(days, f"Differing keys per day of event time{part}", "day (UTC)", "keys"),
-        "lateness": plots.bars(lateness, "Lateness (ingested_at - event_time)", "", "events"),
-        "run throughput": plots.bars(throughput, "Run throughput", "run", "events/s", highlight=[run_id[-13:]]),
+        "changes per column": {"title": "Differences per column", "label": "column", "unit": "rows",
+                               "values": changes if any(changes.values()) else {}},
+        "differences per day": {"title": f"Differing keys per day of event time{part}", "label": "day (UTC)",
+                                "unit": "keys", "values": days},
+        "lateness": {"title": "Lateness (ingested_at - event_time)", "label": "lateness", "unit": "events",
+                     "values": lateness},
+        "run throughput": {"title": "Run throughput", "label": "run", "unit": "events/s", "values": throughput},
+    }
+
+
+def _run_label(run: str, checked: str) -> str:
+    return f"{run[-13:]} (this run)" if run == checked else run[-13:]
+
+
+def make_plots(data: dict[str, dict[str, Any]], run_id: str) -> dict[str, str | None]:
+    """The plots of :func:`plot_data` as base64 PNG (None: nothing to plot)."""
+    def bars(name: str, xlabel: str | None = None, **options: Any) -> str | None:
+        d = data[name]
+        return plots.bars(d["values"], d["title"], d["label"] if xlabel is None else xlabel, d["unit"], **options)
+
+    return {
+        "changes per column": bars("changes per column", "", horizontal=True),
+        "differences per day": bars("differences per day"),
+        "lateness": bars("lateness", ""),
+        "run throughput": bars("run throughput", highlight=[_run_label(run_id, run_id)]),
     }
 
 

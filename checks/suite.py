@@ -26,7 +26,7 @@ from lake.encode import dumps
 from checks.diff import DiffResult, Tolerance, compare
 from checks.expect import validate, warm_up
 from checks.lineage import LATE_AFTER, difference_days, lineage
-from checks.report import CheckReport, make_plots, write_atomically
+from checks.report import CheckReport, make_plots, plot_data, write_atomically
 from checks.verdict import decide, thresholds_of
 
 __all__ = ["CHECK_STEPS", "ViewSpec", "check_view"]
@@ -96,12 +96,13 @@ def check_view(
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
                                     row_tolerance=thresholds["row_count_tolerance"]), table=shown_rebuilt)
     step("expectations")
+    drawn = plot_data(diff, days, lateness, [dict(r) for r in runs], run_id)
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html, notes=(*([] if audit_keys else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
                *_skipped_files(run or {})),
-        plots=make_plots(diff, days, lateness, [dict(r) for r in runs], run_id),
+        plots=make_plots(drawn, run_id), plot_data=drawn,
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
     step("report")

@@ -72,7 +72,7 @@ def test_the_html_report_names_the_late_events_and_missing_sequences(scenario):
     html = Path(report.paths["html"]).read_text()
     assert f"late: ev-{LATE}-late" in html and "gap: 93 missing" in html
     # the times are shown without their zone, so the heading says which it is
-    assert "<th>ingested (UTC)</th>" in html and "<td>2026-09-01T23:00:00 .. 2026-09-10T00:00:00</td>" in html
+    assert "<th scope='col'>ingested (UTC)</th>" in html and "<td>2026-09-01T23:00:00 .. 2026-09-10T00:00:00</td>" in html
 
 
 def test_the_html_report_shows_the_verdict_s_notes_whole(scenario):
@@ -762,3 +762,55 @@ def test_a_report_drawn_under_a_home_the_job_may_not_write_keeps_its_log_clean(t
         assert done.returncode == 0, done.stderr
         assert ("Matplotlib created a temporary" in done.stderr) is theirs, done.stderr
     assert bool(list(own.glob("fontlist-*.json"))) is not theirs
+
+
+def test_the_report_s_first_screen_says_what_was_compared_and_what_to_do_next(scenario):
+    """The report's head named two tables and an ISO time: which run, of which code, on which lake and
+    lake_version, was in the Run section at the bottom, and the next step only in the CLI's output, so a
+    person who did not run the check could not tell what the verdict was about nor what to do."""
+    wb = scenario.wb
+    report = wb.check("order_summary")
+    text = Path(report.paths["html"]).read_text()
+    head = text.split("<section id='verdict'>")[0]
+    run = report.run
+    finished = run["finished_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert (f"(run {report.run_id}: a full run of projection version {run['projection_version']} (code "
+            f"{run['fingerprint']}) that read the lake <code>{scenario.lake.uri}</code> up to lake_version "
+            f"{run['lake_version']} and finished {finished}) was compared with live <code>order_summary</code>") in head
+    assert f"Report made {report.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC." in head
+    data = json.loads(Path(report.paths["json"]).read_text())
+    assert data["next"] == report.next_step() and report.next_step().startswith("read the report; if the differences")
+    verdict = text.split("<section id='verdict'>")[1].split("</section>")[0]
+    assert f"<b>Next step</b>: {html.escape(report.next_step())}" in verdict
+    wb.store.con.execute("DROP TABLE order_summary")  # a first run: nothing live to compare with
+    first = wb.check("order_summary")
+    assert "was checked on its own: there is no live view to compare it with" in Path(first.paths["html"]).read_text()
+    assert first.next_step() == "`rebuild cutover order_summary` (and `rebuild rollback order_summary` to undo it)"
+
+
+def test_the_report_s_plots_have_their_numbers_beside_them(scenario):
+    """The plots were images with alt text such as 'lateness' and no numbers anywhere else: a screen reader,
+    a printout or a reader who cannot tell the run checked (red) from the others (blue) had nothing."""
+    report = scenario.wb.check("order_summary")
+    text = Path(report.paths["html"]).read_text()
+    data = json.loads(Path(report.paths["json"]).read_text())["plots"]
+    figures = re.findall(r"<figure><img alt='([^']*)' src='data:image/png;base64,[^']+'>(.*?)</figure>", text)
+    assert len(figures) == sum(1 for image in report.plots.values() if image) >= 3
+    for alt, caption in figures:
+        (shown,) = [d for d in data.values() if html.escape(d["title"]) in alt]
+        cells = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", caption)
+        assert cells == [(html.escape(k), f"{round(v, 3):,}") for k, v in shown["values"].items()]
+    assert data["changes per column"]["values"]["paid"] == report.diff.changed_by_column["paid"] == 4
+    assert f"{report.run_id[-13:]} (this run)" in data["run throughput"]["values"]
+
+
+def test_the_lineage_in_the_html_names_each_explaining_event_whole(scenario):
+    """'explained by' was cut at 120 characters ('... items +2 = I…'), so the events that explained a
+    difference, and whether live missed them or counted them once more, were lost from the HTML."""
+    report = scenario.wb.check("order_summary")
+    text = Path(report.paths["html"]).read_text()
+    traced = [x for x in report.lineage if len(x.explained_by) >= 2]
+    assert traced
+    for x in traced:
+        for e in x.explained_by[:3]:
+            assert html.escape(f"{e['event_type']} {e['event_id']} ({e['field']}), {e['reading']}") in text

@@ -27,3 +27,17 @@ def test_checks_never_imports_rebuild():
 def test_errors_share_one_root():
     assert issubclass(checks.CheckInputError, checks.CheckError)
     assert issubclass(checks.ReportError, checks.CheckError)
+
+
+def test_report_cells_show_counts_with_separators_and_bidi_controls_as_text():
+    """Counts read '199980' beside '199,980' in the sentences; a key holding U+202E turned the rest of its
+    cell around ('paid → shipped' shown as 'deppihs ← diap')."""
+    from checks.html import esc, pairs, table
+
+    assert pairs({"rows_live": 32154, "sum_diff": -402738.12, "forced": False}) == (
+        "<table class='pairs'><tbody><tr><th scope='row'>rows_live</th><td>32,154</td></tr>"
+        "<tr><th scope='row'>sum_diff</th><td>-402,738.12</td></tr>"
+        "<tr><th scope='row'>forced</th><td>False</td></tr></tbody></table>")
+    assert "<td>12345</td>" in table([{"order_id": 12345}], numbers=False)  # a key is no count
+    assert esc("o-1\u202eSTATUS\u2066") == "o-1⟨U+202E⟩STATUS⟨U+2066⟩"
+    assert esc("שלום") == "שלום"  # right-to-left text itself is shown as it is
