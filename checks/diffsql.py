@@ -6,6 +6,7 @@ Everything here builds SQL text from validated, quoted identifiers; ``checks.dif
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -127,11 +128,20 @@ def changed_expr(c: Compared) -> str:
 
 
 def _drift_expr(c: Compared) -> str:
-    """rebuilt - live as a DOUBLE; 0 for equal floats, also infinities (inf - inf is NaN)."""
+    """rebuilt - live as a DOUBLE; 0 for equal floats, also infinities (inf - inf is NaN). Decimals of up
+    to 18 digits subtract as decimals: summed as DOUBLEs, 4,950 changed totals of a DECIMAL(18,2) column
+    gave -402738.119999977 for -402738.12 (their sum, a DECIMAL(38,s), cannot overflow)."""
+    if all(_small_decimal(t) for t in (c.live_type, c.rebuilt_type)):
+        return f"r.{quote(c.name)} - l.{quote(c.name)}"
     lf, rf = f"CAST(l.{quote(c.name)} AS DOUBLE)", f"CAST(r.{quote(c.name)} AS DOUBLE)"
     if c.live_type.upper() in FLOATS or c.rebuilt_type.upper() in FLOATS:
         return f"CASE WHEN {rf} = {lf} THEN 0 ELSE {rf} - {lf} END"
     return f"{rf} - {lf}"
+
+
+def _small_decimal(sql_type: str) -> bool:
+    found = re.fullmatch(r"DECIMAL\((\d+),\s*\d+\)", sql_type.upper())
+    return found is not None and int(found.group(1)) <= 18
 
 
 def _naive_utc(column: str, sql_type: str) -> str:

@@ -298,3 +298,14 @@ def test_the_report_shows_a_changed_long_text_around_its_first_difference_with_i
     assert f'"q": 1}}]}} {size} → …' in html.unescape(samples)
     assert f'"q": 2}}]}} {size}' in html.unescape(samples)
     assert len(samples) < 1_000
+
+
+def test_the_drift_of_a_decimal_column_is_exact(duck):
+    """4,950 changed totals of a DECIMAL(18,2) column were summed as DOUBLEs: the report's sum_diff read
+    -402738.119999977 where DuckDB's own sum of the differences is -402738.12."""
+    rows = "SELECT i AS k, CAST(i % 997 + 0.07 AS DECIMAL(18,2)) AS total FROM range(50000) t(i)"
+    con = duck(rows, rows.replace("+ 0.07", "+ 0.01"))
+    exact = con.sql("SELECT sum(r.total - l.total), max(abs(r.total - l.total)) FROM live l JOIN rebuilt r USING (k)").fetchall()[0]
+    (total,) = compare(con, "live", "rebuilt", ["k"]).columns
+    assert (total.sum_diff, total.max_abs_diff) == (float(exact[0]), float(exact[1])) == (-3000.0, 0.06)
+    assert total.mean_diff == round(-3000 / 50000, 9)
