@@ -34,6 +34,8 @@ from lake.storage import session
 __all__ = ["KeyLineage", "lineage"]
 LATE_AFTER = timedelta(days=1)
 MAX_IDS = 50
+#: the sign of a field that the ways of adding up a key's events to the rebuilt value disagree on
+UNKNOWN = 2
 
 
 @dataclass(frozen=True)
@@ -326,9 +328,11 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
             sign = signs.get((e["event_type"], name), 1)
             if sign:
                 more = (delta > 0) == (sign * value > 0)
+                reading = "live counts it once more" if more else "live misses it"
+                if sign == UNKNOWN:  # items 0 = ItemAdded 2 - ItemRemoved 2, or the other way round
+                    reading = "live counts it once more or misses it"
                 found.append((order, {"column": column, "live_minus_rebuilt": round(delta, 6), "event_id": e["event_id"],
-                                      "event_type": e["event_type"], "field": name,
-                                      "reading": "live counts it once more" if more else "live misses it"}))
+                                      "event_type": e["event_type"], "field": name, "reading": reading}))
     columns: dict[str, set[str]] = {}
     for _, x in found:
         columns.setdefault(x["event_id"], set()).add(x["column"])
@@ -339,7 +343,7 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
 def _signs(sums: Sums, rebuilt: float, most_types: int = 6) -> dict[tuple[str, str], int]:
     """Per (event type, field): +1, -1 or 0 when every way of adding up the key's per-type sums of that
     field (``sums``) with those signs to ``rebuilt`` agrees on it (items = ItemAdded - ItemRemoved quantities);
-    fields that sum to it no way, or several ways that disagree, are left out (unknown)."""
+    fields that sum to it no way are left out, those several ways add up that disagree are :data:`UNKNOWN`."""
     out: dict[tuple[str, str], int] = {}
     for name, by_type in sums.items():
         types = sorted(by_type)
@@ -352,6 +356,8 @@ def _signs(sums: Sums, rebuilt: float, most_types: int = 6) -> dict[tuple[str, s
             agreed = {c[n] for c in fits}
             if len(agreed) == 1:
                 out[(t, name)] = agreed.pop()
+            elif agreed:  # several ways disagree: a +1 guessed here read a missed ItemRemoved as counted once more
+                out[(t, name)] = UNKNOWN
     return out
 
 
