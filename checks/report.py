@@ -115,7 +115,8 @@ class CheckReport:
             section("lineage", "Lineage of sampled differences", self._lineage_html()),
             section("expectations", "Expectations", self._expectations_html()),
             section("audit", "Lake audit of the consumed streams", self._audit_html()),
-            section("run", "Run", pairs(self.run)),
+            # the run's record as read before this check: its verdict and report are this report's own
+            section("run", "Run", pairs({k: v for k, v in self.run.items() if k not in ("verdict", "report")})),
         ])
         title = f"Check of {self.view} run {self.run_id}"
         return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
