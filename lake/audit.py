@@ -588,8 +588,13 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     names = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(str(n))}</th>" for n in names)
+    head = "".join(f"<th scope='col'>{html.escape(str(n))}</th>" for n in names)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(n, '')))}</td>" for n in names) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(_count(r.get(n, '')))}</td>" for n in names) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _count(value: Any) -> str:
+    """A count as people read it (``199,980``, as the sentences around the table write it)."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)

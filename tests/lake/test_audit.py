@@ -291,8 +291,16 @@ def test_the_audit_of_many_streams_gives_each_stream_a_row(tmp_path: Path) -> No
     header = next(line for line in lines if "out of order" in line)
     assert "stream" in header and "events" in header
     assert len([line for line in lines if line.startswith("│ stream") and "1 " in line]) == 30
-    assert report._repr_html_().count("<th>") == 11 + 3  # the summary's columns, then stream, event_type, events
+    assert report._repr_html_().count("<th scope='col'>") == 11 + 3  # the summary's columns, then stream, event_type, events
     one = audit(target, streams=["stream00"])  # a few streams keep a column each, a figure per row
     console = Console(record=True, width=160)
     one.render(console)
     assert any(line.startswith("│ out of order ") for line in console.export_text().splitlines())
+
+
+def test_the_audit_s_tables_show_counts_with_separators(tmp_path: Path) -> None:
+    """The validation report and the notebook showed the audit's 1200 beside its sentences' 1,200."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", [event(n, seq=n) for n in range(1, 1201)])], stream="orders")
+    page = audit(target)._repr_html_()
+    assert "<td>1,200</td>" in page and "<td>1200</td>" not in page
