@@ -246,11 +246,11 @@ STEPS: list[Step] = [
     Step("sample", _sample, _sample_line),
     Step("audit", _audit, _audit_line),
     Step("live", _live, lambda r: f"a per-event consumer built live {VIEW} ({r['rows']:,} rows) with faults "
-         f"{r['faulted']} touching {r['faulted_orders']} orders"),
+         f"{r['faulted']} touching {r['faulted_orders']:,} orders"),
     Step("rebuild", _rebuild, lambda r: f"replayed {r['events_read']:,} events into {VIEW}__shadow "
          f"({r['rows']:,} rows) in {r['seconds']:.2f}s, run {r['run_id']}"),
-    Step("check", _check, lambda r: f"verdict {r['verdict'].upper()}: {r['changed_rows']} rows changed, "
-         f"{r['only_in_live']} only in live, {r['only_in_rebuilt']} only in rebuilt; the differences are "
+    Step("check", _check, lambda r: f"verdict {r['verdict'].upper()}: {r['changed_rows']:,} rows changed, "
+         f"{r['only_in_live']:,} only in live, {r['only_in_rebuilt']:,} only in rebuilt; the differences are "
          f"{'exactly' if r['found_exactly_the_faults'] else 'NOT exactly'} the faulted orders; report {r['report']}"),
     Step("cutover", _cutover, lambda r: f"cut over run {r['run_id']} ({r['rows']:,} rows); forced={r['forced']} "
          "is kept in the run record"),
