@@ -121,11 +121,11 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any], counts: bool = True) -> l
     for column, limit in columns.items():
         changed = diff.changed_by_column.get(column, 0)
         if changed / matched > limit:
-            reasons.append(f"column {column}: {changed:,} rows changed ({changed / matched:.4%}, allowed {limit:.4%})")
+            reasons.append(f"column {column}: {changed:,} rows changed ({_percent(changed / matched)}, allowed {_percent(limit)})")
     rest = _changed_outside(diff, set(columns))
     if rest / matched > t["max_changed_fraction"]:
-        reasons.append(f"{rest:,} changed rows ({rest / matched:.4%} of {diff.rows_matched:,}, allowed "
-                       f"{t['max_changed_fraction']:.4%})" + (f" outside columns {sorted(columns)}" if columns else ""))
+        reasons.append(f"{rest:,} changed rows ({_percent(rest / matched)} of {diff.rows_matched:,}, allowed "
+                       f"{_percent(t['max_changed_fraction'])})" + (f" outside columns {sorted(columns)}" if columns else ""))
     return reasons
 
 
@@ -140,3 +140,8 @@ def _changed_outside(diff: DiffResult, columns: set[str]) -> int:
     if len(diff.columns) > MAX_MASK_COLUMNS or sum(diff.change_patterns.values()) != diff.changed_rows:
         return diff.changed_rows
     return sum(n for pattern, n in diff.change_patterns.items() if set(pattern.split("+")) - columns)
+
+
+def _percent(fraction: float) -> str:
+    """``15.4413%``, ``0.5%``, ``0%``: four decimals at most, no trailing zeros (``allowed 0.0000%`` read as noise)."""
+    return f"{fraction * 100:.4f}".rstrip("0").rstrip(".") + "%"
