@@ -221,12 +221,12 @@ def _batches(path: Path, fmt: str, rows: int, mapping: Mapping, footer: pq.FileM
         return _read_checked(path, fmt, rows, mapping)
 
     mapped = {*mapping.fields.values(), *mapping.metadata_fields}
-    schema = footer.schema.to_arrow_schema() if footer is not None else None
-    if (footer is not None and schema is not None and parquet_widest_row(footer) <= LARGE_ROW
-            and not any(f.name in mapped and _is_binary(f.type) for f in schema)):
-        # its columns until DuckDB describes it (not Schema.empty_table, which imports pandas)
-        yield Batch(str(path), fmt, pa.Table.from_batches([], schema=schema), file=path, tables=tables)
-        return
+    if footer is not None and parquet_widest_row(footer) <= LARGE_ROW:
+        schema = footer.schema.to_arrow_schema()
+        if not any(f.name in mapped and _is_binary(f.type) for f in schema):
+            # its columns until DuckDB describes it (not Schema.empty_table, which imports pandas)
+            yield Batch(str(path), fmt, pa.Table.from_batches([], schema=schema), file=path, tables=tables)
+            return
     for table in tables():
         yield Batch(str(path), fmt, table)
 
