@@ -124,7 +124,10 @@ def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dic
     else:
         since, until = _window_range(con, keys, window)
         events = read_events(lake, EventFilter(**base, since=since, until=until), con=con)
-        on = " AND ".join(_payload_term(c, window) for c in keys[0])
+        described = con.sql("SELECT * FROM __keys")
+        types = dict(zip(described.columns, map(str, described.types), strict=True))
+        null_safe = any(v is None for k in keys for v in k.values())
+        on = " AND ".join(_payload_term(c, window, types[c], null_safe) for c in keys[0])
     con.register("__events", events)  # a view of it is refused in a cursor of a database file
     joined = f"FROM __events e JOIN __keys k ON {on}"
     con.execute(f"CREATE TEMP TABLE every_event AS SELECT k.__i, e.* EXCLUDE (payload, metadata) {joined}")
@@ -142,12 +145,19 @@ def _plain(value: Any) -> Any:
 ENVELOPE_KEYS = ("event_id", "stream", "partition_key", "event_type")
 
 
-def _payload_term(column: str, window: tuple[str, str] | None) -> str:
+def _payload_term(column: str, window: tuple[str, str] | None, kind: str, null_safe: bool) -> str:
+    """How an event matches the key column: a window by its start; text as text (case, spaces and
+    Unicode forms count, as in the view); any other key by the payload field's value read as the key's
+    type, since a DECIMAL 10.00 or a time prints otherwise than a payload writes it (``10``, ``...+02:00``).
+    ``null_safe``: a NULL key (a live view made elsewhere) matches the events without the field."""
     if window is not None and column == window[0]:  # the window column holds the window's start (a DATE or a time)
         return f"time_bucket(INTERVAL {literal(window[1])}, e.event_time) = {_window_start(column)}"
     if column in ENVELOPE_KEYS:
         return f"e.{quote(column)} = CAST(k.{quote(column)} AS VARCHAR)"
-    return f"json_extract_string(e.payload, {literal(json_pointer(column))}) = CAST(k.{quote(column)} AS VARCHAR)"
+    value = f"json_extract_string(e.payload, {literal(json_pointer(column))})"
+    if kind not in ("VARCHAR", '"NULL"'):  # "NULL": every key of the column is NULL, which no cast can tell
+        value = f"TRY_CAST({value} AS {kind})"
+    return f"{value} {'IS NOT DISTINCT FROM' if null_safe else '='} k.{quote(column)}"
 
 
 def _window_start(column: str) -> str:

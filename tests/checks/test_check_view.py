@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,34 @@ def test_lineage_by_payload_fields_named_like_json_paths(make_lake):
     traced = lineage(make_lake(events), [{"a.b": 1, "x[0]": "y"}, {"a.b": 7}])
     assert [t.events for t in traced] == [2, 0]
     assert traced[0].partition_keys == ("o1", "o3")
+
+def test_lineage_by_payload_fields_of_numbers_and_times_matches_their_values_not_their_text(make_lake):
+    """A view keyed by a DECIMAL or a time of the payload (``price``, ``at``): the lineage compared the key
+    as text with the field's text, so 10.00 found no event of ``10`` and 1.00 none of ``1.0``: 'no_events'."""
+    from tests.conftest import event
+
+    prices = ["1.0", "1.00", 1, "10", 10.0, "2.5"]
+    events = [event(i, key=f"o{i}", seq=1, payload={"price": p, "at": "2026-09-01T12:00:00+02:00", "tenant": "T1"})
+              for i, p in enumerate(prices)]
+    target = make_lake(events)
+    priced = lineage(target, [{"price": Decimal("1.00"), "tenant": "T1"}, {"price": Decimal("10.00"), "tenant": "T1"},
+                              {"price": Decimal("1.00"), "tenant": "t1"}])
+    assert [t.events for t in priced] == [3, 2, 0]  # text stays text: T1 is no t1
+    (timed,) = lineage(target, [{"at": datetime(2026, 9, 1, 10, tzinfo=UTC)}])
+    assert timed.events == 6
+
+
+def test_lineage_of_a_null_key_of_a_live_view_made_elsewhere_is_its_events_without_the_field(make_lake):
+    """A legacy live view with a row under a NULL customer: its events are those that have none."""
+    from tests.conftest import event
+
+    events = [event(i, key=f"o{i}", seq=1, payload={"customer": "c1"} if i % 2 else {}) for i in range(5)]
+    target = make_lake(events)
+    (none, c1) = lineage(target, [{"customer": None}, {"customer": "c1"}])
+    assert (none.events, c1.events) == (3, 2)
+    assert none.partition_keys == ("o0", "o2", "o4")
+    assert lineage(target, [{"customer": None}])[0].events == 3  # a column of NULLs only: no type to read the field as
+
 
 def test_lineage_of_keys_named_like_envelope_columns(make_lake, tmp_path):
     """A daily view per stream (key day and stream) or per event type: the lineage matched its key columns
