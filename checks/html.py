@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,22 @@ def esc(value: Any, shorten: bool = True) -> str:
     if shorten and len(text) > MAX_CELL:
         text = text[: MAX_CELL - 1] + "…"
     return html.escape(text.translate(BIDI_CONTROLS))
+
+
+def key_text(value: Any) -> str:
+    """A key value as a person can tell it from every other: NULL as NULL, and text that would look like
+    another key in quotes, with escapes for what does not show: spaces at an end, no text at all, the text
+    NULL, control characters, letters not in Unicode's composed form (e + U+0301 beside é). Text that starts
+    with a quote is quoted too, and a backslash in quotes escaped, so no two keys are shown alike."""
+    if value is None:
+        return "NULL"
+    if not isinstance(value, str):
+        return str(value)
+    if (value not in ("", "NULL") and value.strip() == value and not value.startswith("'") and value.isprintable()
+            and unicodedata.is_normalized("NFC", value)):
+        return value
+    return "'" + "".join(c if c.isprintable() and not unicodedata.combining(c) and c != "\\"
+                         else c.encode("unicode_escape").decode() for c in value) + "'"
 
 
 def number(value: Any) -> Any:

@@ -17,7 +17,7 @@ from checks import plots
 from checks.diff import DiffResult
 from checks.errors import ReportError
 from checks.expect import ExpectationsResult
-from checks.html import esc, number, pairs, section, table
+from checks.html import esc, key_text, number, pairs, section, table
 from checks.lineage import KeyLineage
 from checks.verdict import Verdict
 from lake.encode import dumps
@@ -230,14 +230,14 @@ class CheckReport:
             return "<p class='empty'>no live view</p>"
         parts = []
         for kind, rows in self.diff.samples.items():
-            shown = [{**{k: v for k, v in r.items() if k != "changes"},
+            shown = [{**{k: key_text(v) if k in self.diff.key else v for k, v in r.items() if k != "changes"},
                       **({CHANGES: _changes(r["changes"])} if "changes" in r else {})} for r in rows]
             parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>"
                          + table(shown, numbers=False, whole=(CHANGES,)))
         return "".join(parts)
 
     def _lineage_html(self) -> str:
-        rows = [{"key": ", ".join(f"{k}={v}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
+        rows = [{"key": ", ".join(f"{k}={key_text(v)}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",

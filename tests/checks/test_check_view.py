@@ -17,10 +17,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import lake
 from checks import SECTIONS, lineage
+from checks.html import key_text
 from rebuild.config import Config
 from rebuild.errors import CutoverRefused
 from rebuild.store import LIVE
@@ -236,6 +239,51 @@ def test_the_report_shows_a_key_s_sequences_and_gaps_per_stream(make_lake, tmp_p
                               "payments": {"events": 2, "first": 1, "last": 3, "missing": 1}}
     shown = Path(report.paths["html"]).read_text().split("<section id='lineage'>")[1].split("</section>")[0]
     assert "<td>orders 1-5; payments 1-3</td>" in shown and "gap: payments 1 missing" in shown
+
+
+def test_the_report_shows_keys_that_differ_only_by_spaces_or_unicode_form_apart(make_lake, tmp_path):
+    """Customers 'bob' and 'bob ', and 'é' as one code point and as e + U+0301, are four keys of the view
+    (as in the lake): the report showed two rows 'bob' and two rows 'é', a duplicate to a reader, and a key
+    NULL of a legacy live view as an empty cell, which reads as the key ''. Such keys are quoted with escapes."""
+    from rebuild.projection import Registry, projection
+    from tests.conftest import event
+
+    registry = Registry()
+    projection(name="per_customer", key="customer", payload={"customer": "VARCHAR"}, incremental="full",
+               registry=registry)(
+        lambda: "SELECT customer, count(*) AS n FROM events GROUP BY 1")
+    customers = ["bob", "bob ", "\u00e9", "e\u0301", "", "NULL"]
+    target = make_lake([event(i, key=f"o{i}", seq=1, payload={"customer": c}) for i, c in enumerate(customers)])
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
+                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
+    with Workbench(config, registry=registry) as wb:
+        wb.run("per_customer", progress="none")
+        wb.cutover("per_customer", force=True)
+        wb.store.con.execute("UPDATE per_customer SET n = n + 1; INSERT INTO per_customer VALUES (NULL, 1)")
+        wb.run("per_customer", full=True, progress="none")
+        report = wb.check("per_customer")
+    assert len(report.lineage) == 7 and all(x.events == 1 for x in report.lineage if x.key["customer"] is not None)
+    page = Path(report.paths["html"]).read_text()
+    samples, traced = (page.split(f"<section id='{s}'>")[1].split("</section>")[0] for s in ("samples", "lineage"))
+    cells = re.findall(r"<tr><td>(.*?)</td>", samples)
+    assert sorted(cells) == sorted(["bob", "&#x27;bob &#x27;", "\u00e9", "&#x27;e\\u0301&#x27;", "&#x27;&#x27;",
+                                    "&#x27;NULL&#x27;", "NULL"])
+    assert "customer=&#x27;bob &#x27;" in traced and "customer=NULL" in traced and "customer=&#x27;&#x27;" in traced
+
+
+TRICKY = st.text(alphabet=["a", "N", "U", "L", " ", "'", "\\", "e", "\u0301", "\u00e9", "\n", "\u00a0", "u"], max_size=6)
+
+
+@given(st.one_of(st.none(), TRICKY, st.text()))
+def test_a_key_is_shown_so_that_it_reads_back_as_itself(key):
+    """So no two keys are shown alike: quoted text is the key with Python's escapes, else the key itself."""
+    shown = key_text(key)
+    if shown == "NULL":
+        assert key is None
+    elif len(shown) > 1 and shown[0] == shown[-1] == "'":
+        assert shown[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape") == key
+    else:
+        assert shown == key
 
 
 def test_check_of_a_view_whose_other_stream_has_no_events_yet(make_lake, tmp_path):
