@@ -444,10 +444,7 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
         f"count(*) FILTER (WHERE {nulls}) FROM {quote(table)}"
     ).fetchall()[0]
     if null_rows:
-        raise ProjectionError(
-            f"projection {projection.name!r} returned {null_rows} rows with a NULL key ({keys}); nothing was written",
-            projection=projection.name,
-        )
+        _refuse_null_keys(con, projection, table, null_rows, nulls)
     if distinct != rows:
         sample = con.sql(
             f"SELECT {keys}, count(*) AS n FROM {quote(table)} GROUP BY ALL HAVING n > 1 LIMIT 3"
@@ -457,6 +454,24 @@ def check_output(con: duckdb.DuckDBPyConnection, projection: Projection, table: 
             f"e.g. {sample}; nothing was written",
             projection=projection.name,
         )
+
+
+def _refuse_null_keys(con: duckdb.DuckDBPyConnection, projection: Projection, table: str, rows: int, nulls: str) -> None:
+    """Name the key columns that hold NULLs, a row, and the two ways out."""
+    names = [quote(k) for k in projection.key]
+    counts, example = con.sql(
+        f"SELECT [{', '.join(f'count(*) FILTER (WHERE {k} IS NULL)' for k in names)}], "
+        f"(SELECT [{', '.join(f'CAST({k} AS VARCHAR)' for k in names)}] FROM {quote(table)} WHERE {nulls} ORDER BY ALL LIMIT 1) "
+        f"FROM {quote(table)}").fetchall()[0]
+    null = [(k, n) for k, n in zip(projection.key, counts, strict=True) if n]
+    first = null[0][0]
+    raise ProjectionError(
+        f"projection {projection.name!r} returned {rows} rows with a NULL key: "
+        + ", ".join(f"{k} is NULL in {n}" for k, n in null)
+        + " (e.g. " + ", ".join(f"{k}={'NULL' if v is None else repr(v)}" for k, v in zip(projection.key, example, strict=True))
+        + "); a view's key is never NULL, as a patch replaces live's rows by it: give those rows a key "
+        f"(coalesce({first}, '(none)')) or leave them out (WHERE {first} IS NOT NULL); nothing was written",
+        projection=projection.name)
 
 
 def check_partition_column(con: duckdb.DuckDBPyConnection, projection: Projection, table: str, stray: str) -> None:

@@ -59,6 +59,26 @@ def test_a_projection_that_raises_is_an_error_naming_it_and_its_line(wb: Workben
     assert wb.store.runs() == []
 
 
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_null_key_is_refused_naming_its_column_an_example_and_what_to_do(wb: Workbench, registry: Registry,
+                                                                          engine: str) -> None:
+    """Orders without a coupon in a view keyed by (currency, coupon): the error said '2 rows with a NULL key
+    ("currency", "coupon")', not which column, which row, nor what to do about it."""
+    if engine == "duckdb":
+        func: Any = lambda: "SELECT currency, coupon, count(*) AS n FROM events GROUP BY ALL"  # noqa: E731
+    else:
+        func = lambda events: events.group_by("currency", "coupon").agg(pl.len().alias("n"))  # noqa: E731
+    projection(name="by_coupon", key=["currency", "coupon"], engine=engine, registry=registry, incremental="full",
+               payload={"currency": "VARCHAR", "coupon": "VARCHAR"})(func)
+    with pytest.raises(ProjectionError) as refused:
+        wb.run("by_coupon", progress="none")
+    assert str(refused.value) == (
+        "projection 'by_coupon' returned 1 rows with a NULL key: coupon is NULL in 1 (e.g. currency='EUR', "
+        "coupon=NULL); a view's key is never NULL, as a patch replaces live's rows by it: give those rows a key "
+        "(coalesce(coupon, '(none)')) or leave them out (WHERE coupon IS NOT NULL); nothing was written")
+    assert wb.store.runs() == []
+
+
 def test_a_module_that_fails_while_imported_is_an_error_naming_it(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     module = tmp_path / "mine.py"
