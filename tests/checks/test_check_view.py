@@ -212,6 +212,18 @@ def test_lineage_flags_quarantined_records_of_the_view_s_streams_only(make_lake,
     assert "quarantined" in of_all.flags and of_all.quarantine[0]["event_id"] == "ship-1"
 
 
+def _checked_with_live_changed(target, tmp_path, registry, view, change):
+    """The check of a full run of ``view`` against its live view (in a DuckDB store) once ``change`` (SQL) made it differ."""
+    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
+                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
+    with Workbench(config, registry=registry) as wb:
+        wb.run(view, progress="none")
+        wb.cutover(view, force=True)
+        wb.store.con.execute(change)
+        wb.run(view, full=True, progress="none")
+        return wb.check(view)
+
+
 def test_the_report_shows_a_key_s_sequences_and_gaps_per_stream(make_lake, tmp_path):
     """A differing order of a view over orders and payments: the report said 'sequences 1-5' and 'gap: 1
     missing' for the two streams at once, though each numbers its own events: nobody could find which
@@ -226,14 +238,8 @@ def test_the_report_shows_a_key_s_sequences_and_gaps_per_stream(make_lake, tmp_p
     target = make_lake(order_events(1) + order_events(2))
     payments = [{**e, "event_id": f"pay-{n}", "sequence": n} for e, n in zip(order_events(1)[3:4] * 2, (1, 3))]
     lake.ingest(target, [write_ndjson(tmp_path / "p.ndjson", payments)], stream="payments")
-    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
-                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
-    with Workbench(config, registry=registry) as wb:
-        wb.run("order_payments", progress="none")
-        wb.cutover("order_payments", force=True)
-        wb.store.con.execute("UPDATE order_payments SET paid = paid + 1 WHERE order_id = 'o-0000001'")
-        wb.run("order_payments", full=True, progress="none")
-        report = wb.check("order_payments")
+    report = _checked_with_live_changed(target, tmp_path, registry, "order_payments",
+                                        "UPDATE order_payments SET paid = paid + 1 WHERE order_id = 'o-0000001'")
     (traced,) = report.lineage
     assert traced.streams == {"orders": {"events": 5, "first": 1, "last": 5, "missing": 0},
                               "payments": {"events": 2, "first": 1, "last": 3, "missing": 1}}
@@ -254,14 +260,8 @@ def test_the_report_shows_keys_that_differ_only_by_spaces_or_unicode_form_apart(
         lambda: "SELECT customer, count(*) AS n FROM events GROUP BY 1")
     customers = ["bob", "bob ", "\u00e9", "e\u0301", "", "NULL"]
     target = make_lake([event(i, key=f"o{i}", seq=1, payload={"customer": c}) for i, c in enumerate(customers)])
-    config = Config(lake_uri=str(target.uri), store_uri=f"duckdb://{tmp_path / 'views.duckdb'}",
-                    reports_dir=str(tmp_path / "reports"), memory_limit="1GB")
-    with Workbench(config, registry=registry) as wb:
-        wb.run("per_customer", progress="none")
-        wb.cutover("per_customer", force=True)
-        wb.store.con.execute("UPDATE per_customer SET n = n + 1; INSERT INTO per_customer VALUES (NULL, 1)")
-        wb.run("per_customer", full=True, progress="none")
-        report = wb.check("per_customer")
+    report = _checked_with_live_changed(target, tmp_path, registry, "per_customer",
+                                        "UPDATE per_customer SET n = n + 1; INSERT INTO per_customer VALUES (NULL, 1)")
     assert len(report.lineage) == 7 and all(x.events == 1 for x in report.lineage if x.key["customer"] is not None)
     page = Path(report.paths["html"]).read_text()
     samples, traced = (page.split(f"<section id='{s}'>")[1].split("</section>")[0] for s in ("samples", "lineage"))
