@@ -328,10 +328,25 @@ def _parquet(path: Path, rows: int) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([batch]).append_column("_line", numbers)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(
-            f"Parquet file {path} is corrupted near row {start}: {' '.join(str(exc).split())}; nothing of this ingest was "
-            "archived",
+            f"Parquet file {path} is corrupted {_damaged_rows(handle, start)}: {' '.join(str(exc).split())}; "
+            "nothing of this ingest was archived",
             file=str(path),
         ) from exc
+
+
+def _damaged_rows(handle: pq.ParquetFile, start: int) -> str:
+    """Where a file that failed in the batch from row ``start`` on is damaged: the rows (from 1) of its first
+    row group that cannot be read, or else near ``start`` (a batch spans row groups: "near row 1" said little)."""
+    first = 1
+    for group in range(handle.metadata.num_row_groups):
+        count = handle.metadata.row_group(group).num_rows
+        if first + count > start:
+            try:
+                handle.read_row_group(group)
+            except (pa.ArrowInvalid, OSError):
+                return f"in rows {first:,}-{first + count - 1:,} (row group {group})"
+        first += count
+    return f"near row {start:,}"
 
 
 def parquet_widest_row(meta: pq.FileMetaData) -> int:

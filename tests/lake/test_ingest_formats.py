@@ -559,5 +559,5 @@ def test_a_parquet_file_duckdb_cannot_read_is_read_by_pyarrow(tmp_path: Path) ->
 
 def test_a_damaged_parquet_file_is_named_with_the_row_near_the_damage(tmp_path: Path) -> None:
     bad = _corrupt_parquet(tmp_path / "bad.parquet")
-    with pytest.raises(lake.SourceError, match=r"bad.parquet is corrupted near row \d+: .* nothing of this ingest"):
+    with pytest.raises(lake.SourceError, match=r"bad.parquet is corrupted in rows 1,001-2,000 \(row group 1\): .* nothing of this ingest"):
         lake.ingest(lake.Lake(tmp_path / "lake"), [bad], stream="orders", mapping=lake.Mapping.load(_id_only_mapping(tmp_path)))
