@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 EXIT_INTERRUPTED = 130  # as rebuild.cli's, which cannot be imported to say so
 
@@ -31,10 +32,16 @@ def _interrupted(json_out: bool) -> int:
         payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED, "retryable": False}
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
-        sys.stderr.write(f"error (interrupted, exit {EXIT_INTERRUPTED}): interrupted\n")
+        sys.stderr.write(f"{_utc_stamp()} ERROR rebuild.cli: error (interrupted, exit {EXIT_INTERRUPTED}): interrupted\n")
     else:
         sys.stderr.write("error: interrupted\n")
     return EXIT_INTERRUPTED
+
+
+def _utc_stamp() -> str:
+    """The time of a log line as ``rebuild.progress.utc_formatter`` writes it (``2026-09-01 03:00:00.123Z``)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def _restart_in_utf8_mode() -> None:

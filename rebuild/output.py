@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lake.encode import dumps
+from rebuild.progress import log_line
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -78,7 +80,7 @@ class Output:
         if self.json:
             self._write({"error": message, "kind": kind, "exit_code": code, "retryable": retryable})
             # and in the job's log (stderr), which a scheduler keeps while it overwrites the JSON
-            self.errors.print(f"error ({kind}, exit {code}): {escape(message)}")
+            self._log(logging.ERROR, f"error ({kind}, exit {code}): {message}")
         else:
             # escaped: messages quote config sections ("[projections] modules"), paths and values
             self.errors.print(f"[red]error[/red]: {escape(message)}")
@@ -87,7 +89,12 @@ class Output:
         """Why a command's verdict failed (exit 1), for the job's log: under --json the result went to stdout,
         which a job writes to a file it overwrites, while it keeps stderr; people read the result itself."""
         if self.json:
-            self.errors.print(f"failed (exit 1): {escape(message)}")
+            self._log(logging.ERROR, f"failed (exit 1): {message}")
+
+    def _log(self, level: int, message: str) -> None:
+        """A line of the job's log in the shape of every other (time, level, logger, message), so a log
+        shipper parses the night's error as it parses the progress lines: it had no time and no level."""
+        self.errors.print(escape(log_line("rebuild.cli", level, message)))
 
     def _write(self, payload: dict[str, Any]) -> None:
         stream = self.stream or sys.stdout

@@ -81,14 +81,25 @@ class LogLines:
             log.removeHandler(self.handler)
 
 
+def utc_formatter() -> logging.Formatter:
+    """The one shape of a log line: ``2026-09-01 03:00:00.123Z LEVEL logger: message``, stamped in UTC."""
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter.converter = time.gmtime
+    return formatter
+
+
 def utc_stderr() -> logging.Handler:
     """Log lines on stderr stamped in UTC, marked ``Z``, like run ids and run records: a job's log
     reads the same on a machine in any zone (the local time, unmarked, did not match its run ids)."""
-    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    formatter.converter = time.gmtime
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(utc_formatter())
     return handler
+
+
+def log_line(name: str, level: int, message: str) -> str:
+    """``message`` as a log line of logger ``name`` would read on stderr (``utc_formatter``), whatever the
+    logging configuration: for the lines a job's log must carry even where logging is not set up yet."""
+    return utc_formatter().format(logging.LogRecord(name, level, __file__, 0, message, None, None))
 
 
 class Bar:

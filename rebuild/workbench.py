@@ -64,11 +64,13 @@ class ViewState:
     stale_code: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The fields, and ``view`` and ``projection_version`` for ``name`` and ``version``: the names every
+        other JSON (runs, plans, checks, reports) gives them, which a dashboard joins ``rebuild ls`` on."""
+        return {**self.__dict__, "view": self.name, "projection_version": self.version}
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(k)}</th>" for k in self.__dataclass_fields__)
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.to_dict().values())
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.__dict__.values())
         return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
 
 
@@ -200,7 +202,7 @@ class Workbench:
         found = []
         for name in (v for v in store.views() if v not in known):
             live = store.checkpoint(name, LIVE)
-            found.append({"name": name, "live_rows": store.count(name) if store.exists(name) else None,
+            found.append({"name": name, "view": name, "live_rows": store.count(name) if store.exists(name) else None,
                           "live_run_id": live.run_id if live else None,
                           "live_lake_version": live.lake_version if live else None,
                           "shadow": store.exists(shadow_name(name)), "previous": store.exists(previous_name(name))})

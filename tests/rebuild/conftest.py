@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,18 @@ from tests.conftest import write_ndjson
 from tests.stores.conftest import postgres_server, postgres_uri, store_uri  # noqa: F401  (fixtures for test_locks)
 
 VIEWS = ("order_summary", "customer_ltv", "daily_revenue", "order_timeline")
+#: the one shape of a line of the CLI's log on stderr (rebuild.progress.utc_formatter): time, level, logger, message
+LOG_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z) (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)")
+
+
+def logged(err: str) -> str:
+    """The messages of ``err``'s log lines, one a line, each line checked to have the log's shape."""
+    messages = []
+    for line in err.splitlines():
+        match = LOG_LINE.fullmatch(line)
+        assert match, f"not a log line: {line!r}"
+        messages.append(match[4] + "\n")
+    return "".join(messages)
 
 
 class Bench:

@@ -28,7 +28,7 @@ from rebuild.options import RunOptions
 from rebuild.projection import REGISTRY
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
-from tests.rebuild.conftest import Bench
+from tests.rebuild.conftest import Bench, logged
 
 
 def _call(capsys: pytest.CaptureFixture[str], bench: Bench, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -126,7 +126,7 @@ def test_an_error_under_json_is_also_in_the_jobs_log(capsys: pytest.CaptureFixtu
     assert main(["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json",
                  "run", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "error (ProjectionError, exit 2): unknown projection 'nope'" in err
+    assert "error (ProjectionError, exit 2): unknown projection 'nope'" in logged(err)
 
 
 
@@ -145,19 +145,19 @@ def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, ca
     assert main([*at, "check", "order_summary"]) == 1
     out, err = capsys.readouterr()
     checked = json.loads(out)
-    assert err == (f"failed (exit 1): order_summary run {checked['run_id']}: verdict fail: {checked['reasons'][0]}; "
+    assert logged(err) == (f"failed (exit 1): order_summary run {checked['run_id']}: verdict fail: {checked['reasons'][0]}; "
                    f"report {checked['report']['html']}\n")
     poison = write_ndjson(tmp_path / "poison.ndjson", ["not json"])
     assert main([*at, "lake", "ingest", str(poison), "--stream", "orders", "--strict"]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["quarantined"] == 1
-    assert err.startswith("failed (exit 1): --strict: 1 records quarantined (malformed record: malformed JSON: 1)")
+    assert logged(err).startswith("failed (exit 1): --strict: 1 records quarantined (malformed record: malformed JSON: 1)")
     victim = lake.Lake(str(bench.root / "lake")).snapshot().files[0].path
     Path(victim).write_bytes(b"")
     assert main([*at, "lake", "audit"]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["bad_files"][0]["path"] == victim
-    assert err.startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
+    assert logged(err).startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
 
 
 def test_a_bug_exits_70_with_one_json_object_and_its_traceback_in_the_log(
@@ -355,7 +355,7 @@ def test_ctrl_c_while_the_libraries_import_is_one_line_and_exit_130(tmp_path: Pa
     ]:
         job = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
                              timeout=120)
-        assert (job.returncode, job.stderr) == (130, stderr)
+        assert (job.returncode, logged(job.stderr) if "--json" in args else job.stderr) == (130, stderr)
         assert [json.loads(line) for line in job.stdout.splitlines()] == stdout
 
 
@@ -838,7 +838,7 @@ def test_a_job_started_with_stdout_or_stderr_closed_runs_and_exits_as_it_should(
     refused = job("run", "nope", "--json")
     assert refused.returncode == 2
     if closed == 1:
-        assert refused.stdout == "" and refused.stderr.startswith("error (ProjectionError, exit 2): ")
+        assert refused.stdout == "" and logged(refused.stderr).startswith("error (ProjectionError, exit 2): ")
     else:
         assert json.loads(refused.stdout)["exit_code"] == 2 and refused.stderr == ""
         assert json.loads(ran.stdout)["status"] == "shadow"

@@ -19,11 +19,13 @@ from rebuild import ViewLocked
 from rebuild.errors import StoreError
 from rebuild.locks import FileLocks, Holder
 from rebuild.store import open_store
+from tests.rebuild.conftest import logged
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = """
 import sys, time
 from rebuild.store import open_store
+from tests.rebuild.conftest import logged
 store = open_store(sys.argv[1])
 with store.lock(sys.argv[2], "backfill"):
     print("locked", flush=True)
@@ -136,6 +138,6 @@ def test_a_second_run_of_the_same_schedule_says_retryable_naming_the_holder(stor
     captured = capsys.readouterr()
     [error] = [json.loads(line) for line in captured.out.splitlines()]
     assert (code, error["kind"], error["exit_code"], error["retryable"]) == (2, "ViewLocked", 2, True)
-    assert f"pid {holder.pid}" in error["error"] and captured.err.startswith("error (ViewLocked, exit 2): ")
+    assert f"pid {holder.pid}" in error["error"] and logged(captured.err).startswith("error (ViewLocked, exit 2): ")
     assert main(["--lake", str(tmp_path / "nowhere"), "--json", "lake", "audit"]) == 2  # not retryable: no lake
     assert json.loads(capsys.readouterr().out)["retryable"] is False
