@@ -81,12 +81,19 @@ def build_live(lake: Lake, store: Store, faults: Faults | None = None, table: st
 
 def _orders(lake: Lake) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Each order's events in sequence order (one order in memory at a time)."""
-    con = duckdb.connect()
+    con = _quiet(duckdb.connect())
     try:
         rel = read_events(lake, EventFilter(streams=("orders",)), con=con)
         yield from by_order(rel.order("partition_key, sequence, event_id").to_arrow_reader(50_000))
     finally:
         con.close()
+
+
+def _quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No DuckDB progress bar: it printed itself on stdout mid-way through `rebuild demo`'s lines (and into
+    the job's log under --json, where stdout is the JSON's alone) while the consumer read the lake for seconds."""
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def by_order(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -106,7 +113,7 @@ def by_order(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[dict
 
 def _quarantined(lake: Lake) -> dict[str, int]:
     """Orders with a quarantined record, at its sequence (0 when unknown: the whole order)."""
-    con = duckdb.connect()
+    con = _quiet(duckdb.connect())
     try:
         rows = read_quarantine(lake, con).filter("partition_key IS NOT NULL") \
             .aggregate("partition_key, min(coalesce(sequence, 0))").fetchall()

@@ -177,7 +177,8 @@ def _workbench(ctx: DemoContext) -> Any:
     if "workbench" not in ctx.made:
         from rebuild.workbench import Workbench
 
-        ctx.made["workbench"] = Workbench(ctx.state.config)
+        wb = ctx.made["workbench"] = Workbench(ctx.state.config)
+        wb.json_output = ctx.state.out.json  # progress shows as in every command: nothing under --json
     return ctx.made["workbench"]
 
 
@@ -197,7 +198,7 @@ def _live(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _rebuild(ctx: DemoContext) -> dict[str, Any]:
-    result = _workbench(ctx).run(VIEW, full=True, progress="none" if ctx.state.out.json else "auto")
+    result = _workbench(ctx).run(VIEW, full=True)
     return {"run_id": result.run_id, "rows": result.record.rows_written, "seconds": result.record.seconds,
             "events_read": result.record.events_read}
 

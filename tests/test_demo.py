@@ -11,7 +11,9 @@ from rebuild.cli import main
 from rebuild.demo import inside_demo_folder
 
 
-def test_demo_prints_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_prints_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """And shows no progress under --json, as every command: its check logged a line per step."""
     monkeypatch.chdir(tmp_path)  # no workbench.toml: the defaults, nothing written to the repository
     target = tmp_path / ".demo" / "lake"
     assert main(["--lake", str(target), "demo", "--events", "5000", "--json"]) == 0
@@ -22,6 +24,7 @@ def test_demo_prints_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert sample["events_generated"] == 5000 and audit["events"] == sample["archived"]
     assert (audit["gaps"], audit["conflicts"]) == (sample["gaps"], sample["conflicts"])
     assert result["steps"]["reset"]["removed"] is False and (target / "events").is_dir()
+    assert [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"] == []
 
 
 def test_demo_refuses_to_delete_outside_a_demo_folder(
