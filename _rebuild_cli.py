@@ -29,7 +29,8 @@ def run() -> None:
 def _interrupted(json_out: bool) -> int:
     """What ``rebuild.cli`` says of a Ctrl-C (``Output.error``), without the modules it may not have."""
     if json_out:
-        payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED, "retryable": False}
+        payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED, "retryable": False,
+                   "context": {}}
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
         sys.stderr.write(f"{_utc_stamp()} ERROR rebuild.cli: error (interrupted, exit {EXIT_INTERRUPTED}): interrupted\n")

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 checks failed (or --strict quarantine), 2 usage or expected 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -202,7 +203,8 @@ def _run(args: list[str], out: Output) -> int:
                   EXIT_USAGE, "OutOfMemory")
         return EXIT_USAGE
     except (LakeError, RebuildError) as exc:
-        out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__, retryable=exc.retryable)
+        out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__, retryable=exc.retryable,
+                  context={name: _plain(value) for name, value in exc.context.items()})
         return EXIT_USAGE
     except OSError as exc:  # permission denied, disk full, unreachable storage: expected, not a crash (nor exit 1)
         out.error(redact(f"{exc}; nothing was half written: {_advice(exc)}, then rerun the same command"),
@@ -262,6 +264,17 @@ def _sigterm_exits(out: Output) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _plain(value: object) -> object:
+    """An error's context value as JSON: a lock's holder as its fields, a path as text, passwords hidden."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    return redact(str(value))
 
 
 def _advice(exc: OSError) -> str:

@@ -19,6 +19,7 @@ from rebuild.progress import log_line
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LINE_BREAK = re.compile(r"\s*[\r\n]+\s*")
 #: the width of tables written to a file or a job's log: rich's 80 columns would cut their values
 PIPED_WIDTH = 160
 
@@ -73,12 +74,15 @@ class Output:
             return contextlib.nullcontext()
         return self.errors.status(text)
 
-    def error(self, message: str, code: int, kind: str, *, retryable: bool = False) -> None:
+    def error(self, message: str, code: int, kind: str, *, retryable: bool = False,
+              context: dict[str, Any] | None = None) -> None:
         """``retryable``: the same command can succeed later as it is (another job held the view or the
-        lake); a scheduler reads it from the JSON to retry rather than page someone."""
+        lake); a scheduler reads it from the JSON to retry rather than page someone. ``context``: what the
+        message names (the view, the file, the lock's holder), as fields an alert can route or link by."""
         message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
         if self.json:
-            self._write({"error": message, "kind": kind, "exit_code": code, "retryable": retryable})
+            self._write({"error": message, "kind": kind, "exit_code": code, "retryable": retryable,
+                         "context": context or {}})
             # and in the job's log (stderr), which a scheduler keeps while it overwrites the JSON
             self._log(logging.ERROR, f"error ({kind}, exit {code}): {message}")
         else:
@@ -93,8 +97,9 @@ class Output:
 
     def _log(self, level: int, message: str) -> None:
         """A line of the job's log in the shape of every other (time, level, logger, message), so a log
-        shipper parses the night's error as it parses the progress lines: it had no time and no level."""
-        self.errors.print(escape(log_line("rebuild.cli", level, message)))
+        shipper parses the night's error as it parses the progress lines: it had no time and no level. One
+        line: a driver's message on two (libpq's "\\n\\tIs the server running ...") read as two records."""
+        self.errors.print(escape(log_line("rebuild.cli", level, _LINE_BREAK.sub(" ", message))))
 
     def _write(self, payload: dict[str, Any]) -> None:
         stream = self.stream or sys.stdout

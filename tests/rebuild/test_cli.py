@@ -176,7 +176,8 @@ def test_a_bug_exits_70_with_one_json_object_and_its_traceback_in_the_log(
     assert json.loads(out) == {"error": "unexpected error (a bug): TypeError: can only concatenate str (not 'int') to "
                                         "str in postgresql://app:***@db/shop. Its traceback is above on stderr: report "
                                         "it with the command. Commits already made stay whole, the one in flight is not "
-                                        "made", "kind": "internal", "exit_code": 70, "retryable": False}
+                                        "made", "kind": "internal", "exit_code": 70, "retryable": False,
+                                        "context": {}}
     assert "Traceback (most recent call last)" in err and ", in planted" in err and "s3cret" not in err
 
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -329,7 +330,7 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
     stdout, stderr = job.communicate(timeout=120)
     assert job.returncode == 130, stderr
     assert [json.loads(line) for line in stdout.splitlines()] == [
-        {"error": "interrupted", "kind": "interrupted", "exit_code": 130, "retryable": False}]
+        {"error": "interrupted", "kind": "interrupted", "exit_code": 130, "retryable": False, "context": {}}]
     report = audit(lake.Lake(out))  # the lake holds whole commits only, readable as ever
     assert report.lake_version >= 2 and not report.bad_files
 
@@ -349,7 +350,7 @@ def test_ctrl_c_while_the_libraries_import_is_one_line_and_exit_130(tmp_path: Pa
               f"from {module} import {function}\n"
               f"sys.exit({function}())\n")  # what pip's console script runs
     for args, stdout, stderr in [
-        (["ls", "--json"], [{"error": "interrupted", "kind": "interrupted", "exit_code": 130, "retryable": False}],
+        (["ls", "--json"], [{"error": "interrupted", "kind": "interrupted", "exit_code": 130, "retryable": False, "context": {}}],
          "error (interrupted, exit 130): interrupted\n"),
         (["ls"], [], "error: interrupted\n"),
     ]:

@@ -27,7 +27,7 @@ COMMANDS = [
     (["drop", "nope"], 2), (["run", "nope"], 2), (["frobnicate"], 2), (["lake"], 2), (["lake", "audit"], 0),
     (["lake", "audit", "--stream", "nope"], 2), (["lake", "ingest", "poison.ndjson", "--stream", "orders", "--strict"], 1),
     (["lake", "ingest", "missing.ndjson", "--stream", "orders"], 2), (["lake", "compact"], 0),
-    (["lake", "vacuum", "--dry-run"], 0), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
+    (["lake", "vacuum", "--dry-run"], 0), (["--store", "postgresql://app:secret@127.0.0.1:1/shop", "ls"], 2), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
 ]
 
 
@@ -57,16 +57,17 @@ def test_every_command_prints_one_strict_object_and_logs_lines_of_one_shape(
     job = _rebuild(tmp_path / "p", args)
     assert job.returncode == code, job.stderr
     [line] = job.stdout.splitlines()
+    assert "secret" not in job.stdout + job.stderr
     payload = json.loads(line, parse_constant=_strict)
     assert isinstance(payload, dict)
     if code == 2:
         assert {k: type(v) for k, v in payload.items()} == {"error": str, "kind": str, "exit_code": int,
-                                                            "retryable": bool}
+                                                            "retryable": bool, "context": dict}
         assert payload["exit_code"] == 2
         assert f"error ({payload['kind']}, exit 2): " in logged(job.stderr)
     else:
         assert "error" not in payload or payload["error"] is None
-        _check_names(payload)
+    _check_names(payload)
     messages = logged(job.stderr)  # every line: time, level, logger, message
     assert ("failed (exit 1): " in messages) == (code == 1)
 

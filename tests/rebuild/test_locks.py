@@ -139,5 +139,7 @@ def test_a_second_run_of_the_same_schedule_says_retryable_naming_the_holder(stor
     [error] = [json.loads(line) for line in captured.out.splitlines()]
     assert (code, error["kind"], error["exit_code"], error["retryable"]) == (2, "ViewLocked", 2, True)
     assert f"pid {holder.pid}" in error["error"] and logged(captured.err).startswith("error (ViewLocked, exit 2): ")
+    # and as fields, for an alert to name the view and the job holding it without parsing the message
+    assert error["context"]["view"] == "order_summary" and error["context"]["holder"]["pid"] == holder.pid
     assert main(["--lake", str(tmp_path / "nowhere"), "--json", "lake", "audit"]) == 2  # not retryable: no lake
     assert json.loads(capsys.readouterr().out)["retryable"] is False
