@@ -28,7 +28,7 @@ from lake.storage import missing_credentials, refused_credentials, unreachable
 from rebuild.config import FILENAME, Config, nearest_file, redact
 from rebuild.errors import RebuildError
 from rebuild.output import Output, ReaderGone
-from rebuild.progress import utc_stderr
+from rebuild.progress import log_line, utc_stderr
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an unexpected error
@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _after_interrupt(exc):  # a library's clean-up failing as Ctrl-C unwound the command: the Ctrl-C is the news
             out.error("interrupted", EXIT_INTERRUPTED, "interrupted")
             return EXIT_INTERRUPTED
-        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+        # under a stamped line: a log shipper starts a record at one, and joined the traceback to the line before
+        sys.stderr.write(log_line(__name__, logging.ERROR, "unexpected error (a bug), its traceback:") + "\n"
+                         + redact("".join(traceback.format_exception(exc))))
         out.error(redact(f"unexpected error (a bug): {type(exc).__name__}: {exc}. Its traceback is above on stderr: "
                          "report it with the command. Commits already made stay whole, the one in flight is not made"),
                   EXIT_BUG, "internal")

@@ -179,6 +179,9 @@ def test_a_bug_exits_70_with_one_json_object_and_its_traceback_in_the_log(
                                         "made", "kind": "internal", "exit_code": 70, "retryable": False,
                                         "context": {}}
     assert "Traceback (most recent call last)" in err and ", in planted" in err and "s3cret" not in err
+    # a log shipper starts a record at a stamped line: the traceback follows one of its own, not a progress line
+    first, second = err.splitlines()[:2]
+    assert logged(first) == "unexpected error (a bug), its traceback:\n" and second == "Traceback (most recent call last):"
 
 def test_an_os_error_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file where a folder must be is no matter of permissions or space."""
