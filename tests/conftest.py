@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from deltalake import DeltaTable
 
@@ -56,6 +58,20 @@ def write_ndjson(path: Path, records: Iterable[object]) -> Path:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def logging_files() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that logs every file its database (and its cursors) open: see ``files_opened``."""
+    con = duckdb.connect()
+    con.execute("CALL enable_logging('FileSystem')")
+    return con
+
+
+def files_opened(con: duckdb.DuckDBPyConnection, suffix: str = ".parquet") -> Counter[str]:
+    """How often each file was opened on ``con``'s database since ``logging_files``: tests count the work
+    of a lake of many small files in files opened, never in seconds (DuckDB opens a file twice a scan)."""
+    logged = (json.loads(m) for (m,) in con.sql("SELECT message FROM duckdb_logs WHERE type = 'FileSystem'").fetchall())
+    return Counter(e["path"] for e in logged if e["op"] == "OPEN" and e["path"].endswith(suffix))
 
 
 def expire_log(location: Path) -> None:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from rich.console import Console
 
@@ -16,7 +15,7 @@ import lake
 import lake.compact
 from lake.audit import AuditReport, audit
 from lake.sample import generate
-from tests.conftest import T0, event, write_ndjson
+from tests.conftest import T0, event, files_opened, logging_files, write_ndjson
 from tests.lake.test_compact import small_commits
 
 
@@ -311,12 +310,6 @@ def test_the_audit_s_tables_show_counts_with_separators(tmp_path: Path) -> None:
     assert "<td>1,200</td>" in page and "<td>1200</td>" not in page
 
 
-def files_opened(con: duckdb.DuckDBPyConnection, suffix: str = ".parquet") -> Counter[str]:
-    """How often each file was opened on ``con``'s database since ``enable_logging('FileSystem')``."""
-    logged = (json.loads(m) for (m,) in con.sql("SELECT message FROM duckdb_logs WHERE type = 'FileSystem'").fetchall())
-    return Counter(e["path"] for e in logged if e["op"] == "OPEN" and e["path"].endswith(suffix))
-
-
 def test_an_audit_of_a_lake_of_many_small_files_opens_each_file_once(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A lake archived every few minutes has thousands of small files: each of the audit's nine queries
@@ -326,8 +319,7 @@ def test_an_audit_of_a_lake_of_many_small_files_opens_each_file_once(tmp_path: P
 
     def audited(suggest_compact: int) -> tuple[dict[str, Any], Counter[str]]:
         monkeypatch.setattr(lake.compact, "SUGGEST_COMPACT", suggest_compact)
-        con = duckdb.connect()
-        con.execute("CALL enable_logging('FileSystem')")
+        con = logging_files()
         report = audit(target, verify="none", con=con).to_dict()
         opened = files_opened(con)
         con.close()
@@ -336,8 +328,7 @@ def test_an_audit_of_a_lake_of_many_small_files_opens_each_file_once(tmp_path: P
     compacted, by_view = audited(10_000)  # taken for a compacted lake: a view, each query reads its columns
     small, once = audited(1)
     assert small == compacted
-    con = duckdb.connect()
-    con.execute("CALL enable_logging('FileSystem')")
+    con = logging_files()
     lake.read_events(target, con=con).aggregate("count(*)").fetchall()
     one_read = files_opened(con)  # what one scan opens (DuckDB opens each file twice)
     assert all(once[p] <= one_read[p] + 1 for p in events)  # + 1: binding a query opens its first file
