@@ -216,7 +216,10 @@ def audit(
     upto = as_of if as_of is not None else snapshot.delta_version if explicit else None  # commits audited
     known = set(snapshot.streams())
     layout = uncompacted(snapshot.select(streams=wanted))
-    event_files = [f.path for f in snapshot.select(streams=wanted)]
+    keys = as_names(partition_keys, "partition_keys")
+    # the files the audit reads: of some keys, only those their bucket and key statistics allow (a check of a
+    # 3-key patch opened the footers of all 7,000 files of a lake archived every few minutes: 3.8 s)
+    event_files = [f.path for f in EventFilter(streams=wanted, partition_keys=keys).files(snapshot, lake)]
     quarantine_files = lake.quarantine_files()
     started = time.monotonic()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
@@ -226,7 +229,6 @@ def audit(
     unreadable = {b.path for b in bad}
     if unreadable:
         snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
-    keys = as_names(partition_keys, "partition_keys")
     con = session(con)
     try:
         selected = EventFilter(streams=wanted, as_of=as_of, partition_keys=keys)
