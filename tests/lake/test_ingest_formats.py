@@ -552,7 +552,7 @@ def test_a_parquet_file_duckdb_cannot_read_is_read_by_pyarrow(tmp_path: Path) ->
     """A column named like DuckDB's row number (``file_row_number``) stops DuckDB's reader, not the ingest."""
     source = write_parquet(tmp_path / "in.parquet", [event(n) for n in (1, 2)])
     table = pq.read_table(source)
-    pq.write_table(table.append_column("file_row_number", pa.array([7, 8], pa.int64())), source)
+    pq.write_table(table.append_column("file_row_number", pa.array([7, 8], pa.int64())), source, row_group_size=1)
     result = lake.ingest(lake.Lake(tmp_path / "lake"), [source], stream="orders")
     assert (result.archived, result.quarantined) == (2, 0)
 
