@@ -13,7 +13,17 @@ Like ``lake.LakeError``, every error carries its context as attributes and says 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 from lake.errors import ContextError
+
+
+def near_name(name: str, held: Sequence[str]) -> str | None:
+    """The name of ``held`` a misspelt ``name`` stands for: the same in another case (names are
+    case-sensitive), else one a letter or two away; None when none is near."""
+    same = [h for h in held if h.lower() == name.lower()]
+    return same[0] if same else next(iter(difflib.get_close_matches(name, held, n=1, cutoff=0.8)), None)
 
 
 class RebuildError(ContextError):

@@ -7,7 +7,6 @@ events; ``rebuild plan`` and ``Workbench.plan`` show it without writing anything
 from __future__ import annotations
 
 import contextlib
-import difflib
 import html
 import itertools
 import logging
@@ -21,7 +20,7 @@ from lake import EventFilter, Lake, Snapshot, read_events
 from lake.errors import empty_value
 from lake.sql import literal
 from lake.table import commit_time
-from rebuild.errors import ConfigError, ProjectionError
+from rebuild.errors import ConfigError, ProjectionError, near_name
 from rebuild.options import RunOptions, parse_time
 from rebuild.projection import Projection
 from rebuild.store import LIVE, Store
@@ -163,19 +162,18 @@ def _check_streams(lake: Lake, projection: Projection, snapshot: Snapshot) -> No
     ``orders``) is refused as misspelt; another absent one is logged (it may not have arrived yet)."""
     held = snapshot.streams()
     for stream in (s for s in projection.streams or () if s not in held and held):
-        same = [h for h in held if h.lower() == stream.lower()]
-        if same:
+        near = near_name(stream, held)
+        if near is not None and near.lower() == stream.lower():
             raise ProjectionError(f"projection {projection.name!r} reads stream {stream!r}, which the lake does not "
-                                  f"hold, while it holds {', '.join(map(repr, same))}: stream names are case-sensitive; "
-                                  "fix streams=", projection=projection.name, stream=stream)
+                                  f"hold, while it holds {near!r}: stream names are case-sensitive; fix streams=",
+                                  projection=projection.name, stream=stream)
         if (seen := (lake.uri, projection.name, stream, snapshot.lake_version)) in _WARNED:  # a backfill plans each chunk
             continue
         _WARNED.add(seen)
-        near = difflib.get_close_matches(stream, held, n=1, cutoff=0.8)
         log.warning("%s reads stream %r, which the lake does not hold at lake_version %s (its streams: %s): no event "
                     "of it is read%s", projection.name, stream, snapshot.lake_version,
                     ", ".join(map(repr, held[:10])) + (", ..." if len(held) > 10 else ""),
-                    f"; did you mean {near[0]!r}?" if near else "")
+                    f"; did you mean {near!r}?" if near else "")
 
 
 TYPE_SAMPLE = 10_000  # the events of the newest lake files whose types a plan compares with ``consumes``
@@ -219,10 +217,10 @@ def _unheld_types(con: duckdb.DuckDBPyConnection, projection: Projection, snapsh
         sample = f"SELECT DISTINCT event_type FROM read_parquet({literal(newest)})"
         held = [r[0] for r in con.sql(sample).fetchall()] if newest else []
         for wanted in (t for t in projection.consumes or () if t not in held):
-            near = [t for t in held if t.lower() == wanted.lower()] or difflib.get_close_matches(wanted, held, cutoff=0.8)
-            if near and not con.sql(f"SELECT 1 FROM read_parquet({literal([f.path for f in files])}) "
-                                    f"WHERE event_type = {literal(wanted)} LIMIT 1").fetchall():
-                found.append((wanted, near[0]))
+            near = near_name(wanted, held)
+            if near is not None and not con.sql(f"SELECT 1 FROM read_parquet({literal([f.path for f in files])}) "
+                                                f"WHERE event_type = {literal(wanted)} LIMIT 1").fetchall():
+                found.append((wanted, near))
     except duckdb.Error as exc:  # a damaged file: the run meets it (and --skip-corrupted leaves it out)
         log.debug("event types not compared with consumes: %s", exc)
     return found

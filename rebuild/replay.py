@@ -7,7 +7,6 @@ into typed columns, and the projection's result is materialized as a temporary t
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import logging
@@ -26,7 +25,7 @@ from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
 from lake.table import DataFile
 from lake.sql import is_numeric, json_pointer, literal, quote
-from rebuild.errors import ConfigError, ProjectionError
+from rebuild.errors import ConfigError, ProjectionError, near_name
 from rebuild.fold import fold_table
 from rebuild.projection import Projection, unmerged_aggregates, user_frame
 
@@ -193,11 +192,10 @@ def _check_field_names(con: duckdb.DuckDBPyConnection, projection: Projection, e
     sample = f"SELECT json_keys(payload) AS __keys FROM ({events}) {SAMPLE_LIMIT}"
     held = con.sql(f"SELECT list_distinct(flatten(list(__keys))) FROM ({sample})").fetchall()[0][0] or []
     for field in (f for f in absent if f not in held):  # held, but null everywhere: no misspelling
-        near = [k for k in held if k.lower() == field.lower()] or difflib.get_close_matches(field, held, n=1, cutoff=0.8)
-        if near:
+        if (near := near_name(field, held)) is not None:
             raise ProjectionError(
                 f"projection {projection.name!r}: payload field {field!r} is in none of the first {DECODE_SAMPLE:,} "
-                f"events' payloads, which have {near[0]!r}, so it would read as NULL everywhere; fix its name in "
+                f"events' payloads, which have {near!r}, so it would read as NULL everywhere; fix its name in "
                 "payload= (payload field names are case-sensitive)", projection=projection.name, field=field)
 
 
