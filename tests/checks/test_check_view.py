@@ -539,8 +539,6 @@ def test_the_lineage_of_a_hot_key_holds_its_suspects_not_all_its_events(make_lak
     """A changed key with many events (a by_window view's day, a hot order): the lineage held every event's
     payload values in Python lists before ranking the few that can explain the difference (20,000 events
     took ~20 MB; a day of millions, gigabytes). It now sums them as they are read and keeps the suspects."""
-    import tracemalloc
-
     from tests.conftest import event
 
     n = 20_000
@@ -551,15 +549,22 @@ def test_the_lineage_of_a_hot_key_holds_its_suspects_not_all_its_events(make_lak
     rebuilt = 3 * (n - 2) - 1
     changes = {("hot",): {"items": {"live": rebuilt + 1, "rebuilt": rebuilt}}}
     lineage(target, [{"order_id": "hot"}], partition_column="order_id", changes=changes)  # the modules it imports
-    tracemalloc.start()
-    try:
-        (traced,) = lineage(target, [{"order_id": "hot"}], partition_column="order_id", changes=changes)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    traced, peak = _lineage_with_peak(target, "hot", changes)
     assert traced.events == n and "missed_suspected" in traced.flags
     assert [(e["event_id"], e["field"], e["reading"]) for e in traced.explained_by] == [(f"e{n}", "quantity", "live misses it")]
     assert peak < 10 << 20, f"{peak / 2**20:.1f} MiB"  # ~4 MiB: a batch of payloads; ~20 MiB before
+
+
+def _lineage_with_peak(target, order_id, changes):
+    """The lineage of one order and the Python memory its tracing peaked at."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        (traced,) = lineage(target, [{"order_id": order_id}], partition_column="order_id", changes=changes)
+        return traced, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def test_lineage_of_a_changed_key_with_a_payload_that_is_no_object(make_lake):
@@ -574,20 +579,13 @@ def test_lineage_of_a_changed_key_with_a_payload_that_is_no_object(make_lake):
 def test_the_lineage_of_a_key_with_a_wide_payload_does_not_multiply_every_pair_of_its_numbers(make_lake):
     """A payload of 3,000 numbers (a wide form, a sensor frame) gave 4.5 million pairwise products in
     Python: 10 s and 2 GB of a `rebuild check` for one event. Products are tried for small payloads only."""
-    import tracemalloc
-
     from checks.lineage import MAX_PRODUCT_NUMBERS
 
     wide = {"amount": 10.0, **{f"f{i:04d}": i + 0.5 for i in range(1_000)}}
     events = _order(("PaymentAuthorized", wide), ("ItemAdded", {"quantity": 3, "unit_price": 2.5}))
     target = make_lake(events)
     changes = {("o1",): {"paid": {"live": 20.0, "rebuilt": 10.0}, "total": {"live": 15.0, "rebuilt": 7.5}}}
-    tracemalloc.start()
-    try:
-        (traced,) = lineage(target, [{"order_id": "o1"}], partition_column="order_id", changes=changes)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    traced, peak = _lineage_with_peak(target, "o1", changes)
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB"  # ~190 MiB of products before
     named = {(e["column"], e["event_id"], e["field"]) for e in traced.explained_by}
     assert ("paid", "e2", "amount") in named  # the wide payload's own numbers are still read
