@@ -69,9 +69,11 @@ class ViewState:
         return {**self.__dict__, "view": self.name, "projection_version": self.version}
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in self.__dataclass_fields__)
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in self.__dict__.values())
-        return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+        return Rows([self], hide=ALIASES)._repr_html_()
+
+
+#: the names ``ViewState.to_dict`` adds for JSON readers: a table shows ``name`` and ``version`` once
+ALIASES = ("view", "projection_version")
 
 
 class Rows(list[Any]):
@@ -172,7 +174,7 @@ class Workbench:
         """Every projection with its view's state and how far behind the lake it is."""
         snapshot = self.lake.snapshot() if self.lake.exists() else None
         store = self.store if self.has_store() else None  # no store yet: no view built, and none created
-        return Rows(self._state(p, snapshot, store) for p in self.projections())
+        return Rows((self._state(p, snapshot, store) for p in self.projections()), hide=ALIASES)
 
     def _state(self, p: Projection, snapshot: Any, store: Store | None) -> ViewState:
         live = store.checkpoint(p.name, LIVE) if store is not None else None

@@ -172,4 +172,6 @@ def test_ls_and_runs_show_as_tables_in_a_notebook(tmp_path: Path, session: Calla
     assert "<th>plan</th>" not in shown and runs[0].plan not in shown and "<th>fingerprint</th>" in shown
     table = states._repr_html_()  # type: ignore[attr-defined]
     assert "<th>versions_behind</th>" in table and "<td>listed</td>" in table
+    assert "<th>projection_version</th>" not in table  # JSON's alias of version: one column is enough
+    assert states[0]._repr_html_().count("<th>name</th>") == 1
     assert table in wb._repr_html_()
