@@ -4,7 +4,8 @@ It covers the function's source and decorator, the plain constants it reads (``r
 closure's ``sql``) and the source of the functions of its own module it calls, plus the metadata the
 caller gives. Comments, docstrings and formatting do not count: the Python is read as its syntax tree
 writes it back (``ast.unparse``), and the SQL the function returns as written as DuckDB parses it.
-Views built before that carry the fingerprint of the text as written (``logic=False``).
+Views built before that carry the fingerprint of the text as written (``logic=False``). Nor does the
+order of the ``consumes=`` and ``streams=`` lists written in the decorator count, or a name given twice.
 """
 
 from __future__ import annotations
@@ -94,7 +95,25 @@ def _logic(source: str) -> str:
             node.body = body[1:] or [ast.Pass()]
         elif isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             node.value.value = _sql(node.value.value)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            _order_free(node.decorator_list)
     return ast.unparse(tree)
+
+
+#: the decorator's lists whose order (and a name given twice) changes nothing: the lake is filtered by them
+ORDER_FREE = ("consumes", "streams")
+
+
+def _order_free(decorators: list[ast.expr]) -> None:
+    """The ``ORDER_FREE`` lists of text written in the decorators sorted, each name once; a sorted list of
+    distinct names is left as it is, so its fingerprint stays what it was."""
+    for keyword in (k for d in decorators if isinstance(d, ast.Call) for k in d.keywords if k.arg in ORDER_FREE):
+        names = keyword.value
+        if isinstance(names, ast.List | ast.Tuple | ast.Set):
+            texts = [n for n in names.elts if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+            by_text = {str(n.value): n for n in texts}
+            if len(texts) == len(names.elts):
+                names.elts = [by_text[text] for text in sorted(by_text)]
 
 
 @functools.lru_cache(maxsize=256)

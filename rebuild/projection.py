@@ -94,7 +94,10 @@ class Projection:
         return fingerprint in (self.fingerprint, self.legacy_fingerprint)
 
     def _fingerprint(self, logic: bool) -> str:
-        meta = repr((self.version, self.key, self.engine, self.incremental, self.consumes, self.streams,
+        consumes, streams = self.consumes, self.streams
+        if logic:  # the lake is filtered by them as by sets; the fingerprint of the text as written kept them as given
+            consumes, streams = _sorted_once(consumes), _sorted_once(streams)
+        meta = repr((self.version, self.key, self.engine, self.incremental, consumes, streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
         return code_fingerprint(self.func, meta, logic)
 
@@ -347,6 +350,11 @@ def projection(
         return (registry if registry is not None else REGISTRY).add(p)
 
     return decorate
+
+
+def _sorted_once(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``names`` sorted, each once: a sorted tuple of distinct names is itself, so its fingerprint stays."""
+    return tuple(sorted(set(names))) if names else names
 
 
 def _names_of(names: str | Sequence[str] | None) -> tuple[str, ...] | None:

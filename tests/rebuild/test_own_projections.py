@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import re
@@ -20,6 +21,7 @@ from checks import CheckInputError
 from rebuild import (
     Config, ConfigError, PlanOutdated, ProjectionError, RunOptions, StoreError, Window, Workbench, projection,
 )
+from rebuild import fingerprint
 from rebuild import plan as plan_module
 from rebuild.cli import main
 from rebuild.projection import Projection, Registry, load_modules
@@ -319,6 +321,45 @@ def test_comments_docstrings_and_formatting_do_not_change_the_fingerprint(tmp_pa
     """Every edit of the text made the next run full: a comment, a docstring, the SQL laid out on lines."""
     assert module.replace(*edit) != module
     assert _fingerprint(tmp_path, "after", module.replace(*edit), view) == _fingerprint(tmp_path, "before", module, view)
+
+
+ORDERED = ('consumes=CONSUMES, output', 'consumes=["OrderPlaced", "OrderShipped"], streams=("orders", "payments"), output')
+LISTED = MODULE.replace(*ORDERED)
+CONSTANT = MODULE.replace('CONSUMES = ["OrderPlaced"]', 'CONSUMES = ["OrderPlaced", "OrderShipped"]')
+
+
+@pytest.mark.parametrize(("module", "edit"), [
+    (LISTED, ('"OrderPlaced", "OrderShipped"', '"OrderShipped", "OrderPlaced"')),
+    (LISTED, ('("orders", "payments")', '("payments", "orders")')),
+    (LISTED, ('"OrderShipped"]', '"OrderShipped", "OrderPlaced"]')),  # named twice
+    (LISTED, ('"payments")', '"payments", "orders")')),
+    (CONSTANT, ('"OrderPlaced", "OrderShipped"]', '"OrderShipped", "OrderPlaced", "OrderShipped"]')),
+])
+def test_the_order_of_consumes_and_streams_does_not_change_the_fingerprint(tmp_path: Path, module: str,
+                                                                            edit: tuple[str, str]) -> None:
+    """The lake is filtered by them as by sets: listing them in another order, or a name twice, made the next
+    run a full rebuild for nothing. Another set still changes it."""
+    assert module.replace(*edit) != module
+    before = _fingerprint(tmp_path, "before", module)
+    assert _fingerprint(tmp_path, "after", module.replace(*edit)) == before
+    assert _fingerprint(tmp_path, "more", module.replace('"OrderShipped"', '"OrderCancelled"')) != before
+
+
+def test_listing_consumes_and_streams_sorted_keeps_the_fingerprint_views_were_built_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorting the lists for the fingerprint changes nothing where they were sorted already: such views stay
+    incremental after the upgrade (the fingerprint as it was is the one without the sorting)."""
+    module = LISTED
+    fingerprints = [_fingerprint(tmp_path, "sorted", module)]
+    unsorted = module.replace('("orders", "payments")', '("payments", "orders")')
+    fingerprints.append(_fingerprint(tmp_path, "unsorted", unsorted))
+    with monkeypatch.context() as before:  # the workbench before: no sorting, in the source or in the metadata
+        before.setattr(fingerprint, "_order_free", lambda decorators: None)
+        before.setattr(importlib.import_module("rebuild.projection"), "_sorted_once", lambda names: names)
+        fingerprint._logic.cache_clear()
+        assert _fingerprint(tmp_path, "sorted_before", module) == fingerprints[0]
+        assert _fingerprint(tmp_path, "unsorted_before", unsorted) != fingerprints[1]  # this one's next run is full
+    fingerprint._logic.cache_clear()
 
 
 def test_a_view_built_before_the_fingerprint_left_comments_out_is_caught_up_not_rebuilt(
