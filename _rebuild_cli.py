@@ -1,6 +1,7 @@
 """The ``rebuild`` console script's entry point, apart from the packages: importing ``rebuild`` loads DuckDB,
 Polars and pyarrow (a second or two), and a Ctrl-C meanwhile ended in Python's traceback of the import, and
-under ``--json`` without the one JSON object. Here it ends as a Ctrl-C does later: one line, exit 130."""
+under ``--json`` without the one JSON object. Here it ends as a Ctrl-C does later: one line, exit 130; and a
+scheduler's SIGTERM meanwhile, which ended the job without a word, as a SIGTERM does later: one line, exit 143."""
 
 from __future__ import annotations
 
@@ -8,35 +9,51 @@ import codecs
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 
-EXIT_INTERRUPTED = 130  # as rebuild.cli's, which cannot be imported to say so
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # as rebuild.cli's, which cannot be imported to say so
+TERMINATED = ("terminated (SIGTERM): commits already made stay whole, the one in flight is not made; "
+              "rerun the same command")  # rebuild.cli's words (a test keeps them equal): one line for a log's parser
 
 
 def run() -> None:
     """Console-script entry point (``rebuild.cli.main`` does the work)."""
     _restart_in_utf8_mode()
+    previous = signal.signal(signal.SIGTERM, _terminated)  # until the command's own handler takes over
     try:
         from rebuild.cli import main
 
         code = main()
     except KeyboardInterrupt:  # while the libraries import, before the command's own handling begins
-        code = _interrupted("--json" in sys.argv[1:])
+        code = _say("interrupted", "interrupted", EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
-def _interrupted(json_out: bool) -> int:
-    """What ``rebuild.cli`` says of a Ctrl-C (``Output.error``), without the modules it may not have."""
-    if json_out:
-        payload = {"error": "interrupted", "kind": "interrupted", "exit_code": EXIT_INTERRUPTED, "retryable": False,
-                   "context": {}}
+def _terminated(signum: int, frame: object) -> None:
+    """Exit 143 at once with one line, as ``rebuild.cli`` does later (a library's import may be in C code,
+    where an exception would wait)."""
+    try:
+        _say("terminated", TERMINATED, EXIT_TERMINATED)
+    finally:  # also when a closed stream cannot take the line
+        os._exit(EXIT_TERMINATED)
+
+
+def _say(kind: str, message: str, code: int) -> int:
+    """What ``rebuild.cli`` says of an error (``Output.error``), without the modules it may not have: one
+    JSON object under ``--json`` and a line of the job's log, else one line on stderr."""
+    if "--json" in sys.argv[1:]:
+        payload = {"error": message, "kind": kind, "exit_code": code, "retryable": False, "context": {}}
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
-        sys.stderr.write(f"{_utc_stamp()} ERROR rebuild.cli: error (interrupted, exit {EXIT_INTERRUPTED}): interrupted\n")
+        sys.stderr.write(f"{_utc_stamp()} ERROR rebuild.cli: error ({kind}, exit {code}): {message}\n")
     else:
-        sys.stderr.write("error: interrupted\n")
-    return EXIT_INTERRUPTED
+        sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
 
 
 def _utc_stamp() -> str:

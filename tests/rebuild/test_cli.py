@@ -338,28 +338,48 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_whole_commits(tmp_path
     assert report.lake_version >= 2 and not report.bad_files
 
 
-def test_ctrl_c_while_the_libraries_import_is_one_line_and_exit_130(tmp_path: Path) -> None:
-    """A Ctrl-C in a command's first second or two, while DuckDB, Polars and pyarrow import, ended in Python's
-    traceback of the import (the process killed by SIGINT, and no JSON object under --json). The Ctrl-C
-    arrives here as Polars starts to import, in the console script's entry point that pyproject.toml names."""
+def _signalled_while_importing(tmp_path: Path, signum: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """The console script's entry point that pyproject.toml names, run as pip's script runs it, with ``signum``
+    arriving as Polars starts to import (a command's first second or two)."""
     module, function = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))[
         "project"]["scripts"]["rebuild"].split(":")
     script = ("import os, signal, sys\n"
-              "class CtrlC:\n"
+              "class Signal:\n"
               "    def find_spec(self, name, path=None, target=None):\n"
               "        if name == 'polars':\n"
-              "            os.kill(os.getpid(), signal.SIGINT)\n"
-              "sys.meta_path.insert(0, CtrlC())\n"
+              f"            os.kill(os.getpid(), {int(signum)})\n"
+              "sys.meta_path.insert(0, Signal())\n"
               f"from {module} import {function}\n"
-              f"sys.exit({function}())\n")  # what pip's console script runs
+              f"sys.exit({function}())\n")
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_ctrl_c_while_the_libraries_import_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """A Ctrl-C in a command's first second or two, while DuckDB, Polars and pyarrow import, ended in Python's
+    traceback of the import (the process killed by SIGINT, and no JSON object under --json)."""
     for args, stdout, stderr in [
         (["ls", "--json"], [{"error": "interrupted", "kind": "interrupted", "exit_code": 130, "retryable": False, "context": {}}],
          "error (interrupted, exit 130): interrupted\n"),
         (["ls"], [], "error: interrupted\n"),
     ]:
-        job = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=120)
+        job = _signalled_while_importing(tmp_path, signal.SIGINT, args)
         assert (job.returncode, logged(job.stderr) if "--json" in args else job.stderr) == (130, stderr)
+        assert [json.loads(line) for line in job.stdout.splitlines()] == stdout
+
+
+def test_sigterm_while_the_libraries_import_is_one_line_and_exit_143(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM in a command's first second or two ended the job without a word in its log (the
+    process killed by the signal): now it says so, in the words of a SIGTERM later, and exits 143 at once."""
+    from rebuild.cli import TERMINATED
+
+    for args, stdout, stderr in [
+        (["ls", "--json"], [{"error": TERMINATED, "kind": "terminated", "exit_code": 143, "retryable": False, "context": {}}],
+         f"error (terminated, exit 143): {TERMINATED}\n"),
+        (["ls"], [], f"error: {TERMINATED}\n"),
+    ]:
+        job = _signalled_while_importing(tmp_path, signal.SIGTERM, args)
+        assert (job.returncode, logged(job.stderr) if "--json" in args else job.stderr) == (143, stderr)
         assert [json.loads(line) for line in job.stdout.splitlines()] == stdout
 
 
