@@ -66,8 +66,14 @@ class CheckReport:
         return self.verdict.passed
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; ``verdict`` and the diff's counts are at the top for scripts."""
+        """JSON-ready; ``verdict`` and the diff's counts are at the top for scripts; sample values longer
+        than ``JSON_CHARS`` are cut (``diff.samples_cut`` names each, and a note says so)."""
         d = self.diff
+        diff, notes = (_json_diff(d) if d else None), list(self.notes)
+        if diff and (cut := diff["samples_cut"]["values"]):
+            notes.append(f"{len(cut):,} sample values longer than {JSON_CHARS:,} characters are cut in this JSON, "
+                         "marked … where cut and ending with their length in characters (diff.samples_cut names "
+                         "them); the views hold them whole")
         return {
             "verdict": self.verdict.verdict, "reasons": list(self.verdict.reasons), "view": self.view,
             "run_id": self.run_id, "live": self.live, "rebuilt": self.rebuilt,
@@ -76,9 +82,9 @@ class CheckReport:
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
-            "diff": d.to_dict() if d else None, "lineage": [k.to_dict() for k in self.lineage],
+            "diff": diff, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
-            "next": self.next_step(), "run": self.run, "audit": self.audit, "notes": list(self.notes),
+            "next": self.next_step(), "run": self.run, "audit": self.audit, "notes": notes,
             "plots": self.plot_data, "report": self.paths,
         }
 
@@ -317,13 +323,52 @@ def _changes(changes: dict[str, dict[str, Any]]) -> str:
     return "; ".join(parts) + (f"; +{more:,} more columns" if more > 0 else "")
 
 
-def _around(text: str, at: int) -> str:
-    """``text``, or the ``SHOWN_CHARS`` of it around position ``at``, with its length."""
-    if len(text) <= SHOWN_CHARS:
+def _around(text: str, at: int, width: int = SHOWN_CHARS) -> str:
+    """``text``, or the ``width`` characters of it around position ``at``, with its length."""
+    if len(text) <= width:
         return text
-    start = max(0, min(at - SHOWN_CHARS // 4, len(text) - SHOWN_CHARS))
-    end = start + SHOWN_CHARS
+    start = max(0, min(at - width // 4, len(text) - width))
+    end = start + width
     return f"{'…' if start else ''}{text[start:end]}{'…' if end < len(text) else ''} ({len(text):,} characters)"
+
+
+#: of a sample value in the JSON, the characters kept: a changed 4 MB document was 8 MB of JSON for
+#: one changed row; it is cut as the HTML cuts it, around where live and rebuilt first differ, wider
+JSON_CHARS = 1_000
+
+
+def _json_diff(diff: DiffResult) -> dict[str, Any]:
+    """The diff for the JSON, its samples' values cut to ``JSON_CHARS`` (the key columns whole: they name
+    the row), each value cut named under ``samples_cut``."""
+    data = diff.to_dict()
+    cut: list[dict[str, Any]] = []
+    samples = data["samples"]
+    for kind in ("only_in_live", "only_in_rebuilt"):
+        samples[kind] = [{c: v if c in diff.key else _cut(v, 0, {"samples": kind, "row": i, "column": c}, cut)
+                          for c, v in row.items()} for i, row in enumerate(samples[kind])]
+    for i, row in enumerate(samples["changed"]):
+        changes = {}
+        for column, pair in row["changes"].items():
+            at = len(os.path.commonprefix([_text(pair["live"]), _text(pair["rebuilt"])]))
+            changes[column] = {side: _cut(value, at, {"samples": "changed", "row": i, "column": column, "side": side},
+                                          cut) for side, value in pair.items()}
+        row["changes"] = changes
+    data["samples_cut"] = {"characters_kept": JSON_CHARS, "values": cut}
+    return data
+
+
+def _cut(value: Any, at: int, where: dict[str, Any], cut: list[dict[str, Any]]) -> Any:
+    """``value``, or its text cut around ``at`` when longer than ``JSON_CHARS`` (``where`` then joins ``cut``)."""
+    text = _text(value)
+    if len(text) <= JSON_CHARS:
+        return value
+    cut.append({**where, "characters": len(text)})
+    return _around(text, at, JSON_CHARS)
+
+
+def _text(value: Any) -> str:
+    """A value as its text: a string as it is, anything else (a struct, a list) as its JSON."""
+    return value if isinstance(value, str) else dumps(value)
 
 
 def _utc(moment: datetime | str | None) -> str:

@@ -319,3 +319,49 @@ def test_the_report_s_run_section_leaves_out_the_verdict_and_report_the_check_is
                          run={"mode": "full", "verdict": None, "report": None, "events": 12345})
     run = report.to_html().split("<section id='run'>")[1].split("</section>")[0]
     assert ">mode<" in run and "12,345" in run and ">verdict<" not in run and ">report<" not in run
+
+
+def test_the_json_report_cuts_long_sample_values_and_says_so(duck, tmp_path):
+    """The JSON twin kept sample values whole: 3 changed rows of a view keeping 4 MB documents made 8 MB of
+    JSON. Each value past JSON_CHARS is now cut as the HTML cuts it (around the first difference, with its
+    length), the key columns stay whole, and the JSON names what it cut; the result in memory keeps them."""
+    import json
+
+    from checks.report import JSON_CHARS
+
+    doc = '{"lines": [' + ", ".join(f'{{"sku": "s{i}", "q": 1}}' for i in range(40_000)) + "]}"  # 1 MB
+    key = "k" * (2 * JSON_CHARS)  # a long key still names its row
+    changed = doc.replace('"q": 1}]}', '"q": 2}]}')
+
+    def view(rows: list[tuple[str, str, int]]) -> str:
+        return "SELECT * FROM (VALUES " + ", ".join(f"('{key}{k}', '{d}', {n})" for k, d, n in rows) + ") t(k, doc, n)"
+
+    con = duck(view([("1", doc, 1), ("2", doc, 2), ("3", doc, 3), ("4", doc, 4)]),
+               view([("1", changed, 1), ("2", changed, 2), ("3", changed, 3), ("5", "short", 5)]))
+    con.execute("ALTER TABLE live ADD COLUMN parts VARCHAR[]; UPDATE live SET parts = [doc, 'x']")
+    con.execute("ALTER TABLE rebuilt ADD COLUMN parts VARCHAR[]; UPDATE rebuilt SET parts = [doc, 'x']")
+    result = compare(con, "live", "rebuilt", ["k"])
+    assert (result.changed_rows, result.only_in_live, result.only_in_rebuilt) == (3, 1, 1)
+    report = CheckReport(view="v", run_id="r", live="live", rebuilt="rebuilt", verdict=decide(result, None),
+                         diff=result, lineage=(), expectations=None, run={})
+    path = tmp_path / "v" / "r.json"
+    report.write(tmp_path)
+    assert path.stat().st_size < 50_000  # was 8 MB
+    data = json.loads(path.read_text())
+    samples, cut = data["diff"]["samples"], data["diff"]["samples_cut"]
+    size = f"({len(doc):,} characters)"
+    for row in samples["changed"]:
+        assert row["k"].startswith(key) and list(row["changes"]) == ["doc", "parts"]
+        live_doc, rebuilt_doc = row["changes"]["doc"]["live"], row["changes"]["doc"]["rebuilt"]
+        assert live_doc.startswith("…") and live_doc.endswith(f'"q": 1}}]}} {size}') and len(live_doc) < JSON_CHARS + 40
+        assert rebuilt_doc.endswith(f'"q": 2}}]}} {size}')
+        parts = json.dumps([doc, "x"])  # a list past JSON_CHARS is cut as its JSON text
+        assert row["changes"]["parts"]["live"].endswith(f"{parts[-30:]} ({len(parts):,} characters)")
+    [gone] = samples["only_in_live"]
+    assert (gone["k"], gone["n"], gone["doc"]) == (f"{key}4", 4, doc[:JSON_CHARS] + f"… {size}")
+    assert samples["only_in_rebuilt"] == [{"k": f"{key}5", "doc": "short", "n": 5, "parts": ["short", "x"]}]
+    assert cut["characters_kept"] == JSON_CHARS and len(cut["values"]) == 3 * 4 + 2
+    assert {"samples": "only_in_live", "row": 0, "column": "doc", "characters": len(doc)} in cut["values"]
+    assert {"samples": "changed", "row": 2, "column": "doc", "side": "rebuilt", "characters": len(doc)} in cut["values"]
+    assert any(n.startswith(f"14 sample values longer than {JSON_CHARS:,} characters are cut") for n in data["notes"])
+    assert result.samples["only_in_live"][0]["doc"] == doc  # in memory (a notebook), whole
