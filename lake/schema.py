@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import quote
 
 import pyarrow as pa
+
+from lake.sql import literal
 
 SCHEMA_VERSION = 1
 DEFAULT_BUCKETS = 16
@@ -57,20 +58,39 @@ ENVELOPE_COLUMNS = tuple(EVENT_SCHEMA.names)
 STREAM_FOLDER_MAX = 255 - len("stream=")
 
 
+def percent_encoded(value: str, only: str | None = None) -> str:
+    """``value`` as one name of a path that reads back as itself: each UTF-8 byte of the characters in
+    ``only`` as ``%XX``; with None, of every character but ASCII letters, digits and ``_.-~`` (as Python's
+    ``quote(value, safe="")`` and DuckDB's ``url_encode`` write it)."""
+    unsafe = f"[{re.escape(only)}]" if only is not None else "[^A-Za-z0-9_.~-]"
+    return re.sub(unsafe, lambda c: "".join(f"%{byte:02X}" for byte in c[0].encode()), value)
+
+
 def partition_folder(value: str) -> str:
     """A partition value as the folder name DuckDB's ``PARTITION_BY`` writes and its hive reader
     decodes: percent-encoded, so a stream holding ``/``, ``=`` or ``%`` stays one folder and reads back
     as itself (written as it is, ``a/b`` became two folders and the lake unreadable)."""
-    return quote(value, safe="")
+    return percent_encoded(value)
+
+
+#: why a stream's name cannot name its folder: its first 40 characters, then its folder name's length
+STREAM_TOO_LONG = ("stream name '{}'... is too long for the lake's folder stream=NAME: {} characters percent-encoded "
+                   f"(a space, a sign or a byte of a non-ASCII letter takes 3), at most {STREAM_FOLDER_MAX}")
 
 
 def stream_too_long(stream: str) -> str | None:
     """Why ``stream`` cannot name a stream of the lake, if it is too long for its folder's name."""
-    folder = partition_folder(stream)
-    if len(folder) <= STREAM_FOLDER_MAX:
-        return None
-    return (f"stream name {stream[:40]!r}... is too long for the lake's folder stream=NAME: {len(folder)} characters "
-            f"percent-encoded (a space, a sign or a byte of a non-ASCII letter takes 3), at most {STREAM_FOLDER_MAX}")
+    length = len(partition_folder(stream))
+    return STREAM_TOO_LONG.format(stream[:40], length) if length > STREAM_FOLDER_MAX else None
+
+
+def stream_too_long_sql(stream: str) -> tuple[str, str]:
+    """``stream_too_long`` of the SQL expression ``stream``: the condition a stream that fits meets, and the
+    reason of one that does not (DuckDB's ``url_encode`` is ``partition_folder``; a byte takes 3 at most)."""
+    length = f"strlen(url_encode({stream}))"
+    head, middle, tail = (literal(part) for part in STREAM_TOO_LONG.split("{}"))
+    return (f"strlen({stream}) * 3 <= {STREAM_FOLDER_MAX} OR {length} <= {STREAM_FOLDER_MAX}",
+            f"{head} || left({stream}, 40) || {middle} || {length} || {tail}")
 
 
 #: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lake.mapping import Mapping, is_path
-from lake.schema import STREAM_FOLDER_MAX
+from lake.schema import stream_too_long_sql
 from lake.sql import literal, quote
 
 
@@ -89,10 +89,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
             for c in ("event_id", "partition_key", "event_type", "stream")
         ],
         ("_stream IS NOT NULL", literal("missing field stream")),
-        # the folder stream=NAME must fit a file name; percent-encoding makes a byte 3 characters at most
-        (f"strlen(_stream) * 3 <= {STREAM_FOLDER_MAX} OR strlen(url_encode(_stream)) <= {STREAM_FOLDER_MAX}",
-         f"'stream name too long for the lake''s folder stream=NAME (at most {STREAM_FOLDER_MAX} characters "
-         "percent-encoded, where a space, a sign or a byte of a non-ASCII letter takes 3): ' || left(_stream, 40) || '...'"),
+        stream_too_long_sql("_stream"),  # the folder stream=NAME must fit a file name
         ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),
         (
             # the regexp only runs for text that is not already the canonical digits

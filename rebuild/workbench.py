@@ -27,6 +27,7 @@ import lake as lake_pkg
 from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
+from lake.schema import percent_encoded
 from lake.sql import quote
 from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, vacuumed, wants_buckets
 from rebuild.config import FILENAME, Config, nearest_file
@@ -541,7 +542,8 @@ class Workbench:
                 scope=scope, scope_columns=con.table(scope).columns if scope else (),
                 as_of=shadow.lake_version, run=_run_facts(record),
                 runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
-                report_name=f"{shadow.run_id}--against-{_file_name(str(live_table))}" if other else None,
+                # the table's name with its % and / encoded: "exports/live" is no folder, two names never one file
+                report_name=f"{shadow.run_id}--against-{percent_encoded(str(live_table), only='%/')}" if other else None,
                 catch_up_from=None if live_table != view else _caught_up_from(record),
                 names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
                 step=lambda name: shown.advance(1, name),
@@ -639,12 +641,6 @@ def _options(options: RunOptions | None, kwargs: dict[str, Any]) -> RunOptions:
             raise ConfigError("keys=[] names no partition key: nothing to correct; leave keys out (or None) for a "
                               "run that catches up the whole view")
     return from_kwargs(**kwargs)
-
-
-def _file_name(table: str) -> str:
-    """A table's name as part of a report's file name: its ``%`` and ``/`` percent-encoded, so a table
-    named ``exports/live`` is no folder (and two names never give one file)."""
-    return table.replace("%", "%25").replace("/", "%2F")
 
 
 def _caught_up_from(record: Any) -> int | None:

@@ -110,18 +110,18 @@ def test_a_stream_that_cannot_name_a_folder_of_the_lake_is_missing_or_too_long(t
     target = lake.Lake(tmp_path / "lake")
     result = lake.ingest(target, [source])
     assert (result.archived, result.quarantined) == (2, 4)
-    too_long = "stream name too long for the lake's folder stream=NAME (at most 248 characters percent-encoded"
+    too_long = (f"stream name '{'ü' * 40}'... is too long for the lake's folder stream=NAME: 252 characters "
+                "percent-encoded (a space, a sign or a byte of a non-ASCII letter takes 3), at most 248")
     assert result.reasons["missing field stream"] == 3
-    assert [r for r in result.reasons if r.startswith(too_long)] == [f"{too_long}, where a space, a sign or a byte "
-                                                                      f"of a non-ASCII letter takes 3): {'ü' * 40}..."]
+    assert [r for r in result.reasons if "too long" in r] == [too_long]
     assert set(target.snapshot().streams()) == {"ok", "ü" * 41}  # the lake stays readable
     result = lake.ingest(target, [source], stream="orders")
     assert (result.archived, result.duplicates) == (3, 2)
     assert sorted(r[0] for r in lake.read_events(target, lake.EventFilter(streams="orders")).project("event_id").fetchall()) \
         == ["e0", "e1", "e2"]
-    with pytest.raises(lake.SourceError, match=r"^--stream: stream name 'üüüü.*is too long for the lake's folder "
-                                               r"stream=NAME: 252 characters percent-encoded .* at most 248; nothing"):
+    with pytest.raises(lake.SourceError) as refused:  # in the words of the quarantine
         lake.ingest(target, [source], stream=long)
+    assert str(refused.value) == f"--stream: {too_long}; nothing was archived"
     assert target.snapshot().lake_version == 2
 
 
