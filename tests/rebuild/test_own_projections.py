@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from collections.abc import Iterable
@@ -343,6 +346,19 @@ def test_the_order_of_consumes_and_streams_does_not_change_the_fingerprint(tmp_p
     before = _fingerprint(tmp_path, "before", module)
     assert _fingerprint(tmp_path, "after", module.replace(*edit)) == before
     assert _fingerprint(tmp_path, "more", module.replace('"OrderShipped"', '"OrderCancelled"')) != before
+
+
+def test_consumes_given_as_a_set_has_one_fingerprint_in_every_process(tmp_path: Path) -> None:
+    """A set of event types is iterated in another order by each process (Python salts the hash of text):
+    the fingerprint of ``consumes={...}`` differed from run to run, so every run of the view was full."""
+    types = '{"OrderPlaced", "OrderShipped", "PaymentAuthorized", "OrderCancelled", "RefundIssued"}'
+    (tmp_path / "own_set.py").write_text(CONSTANT.replace('["OrderPlaced", "OrderShipped"]', types))
+    script = "import own_set; print(own_set.OWN.get('counts').fingerprint)"
+    path = os.pathsep.join([str(Path(__file__).parents[2]), str(tmp_path)])
+    fingerprints = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                   env={**os.environ, "PYTHONPATH": path, "PYTHONHASHSEED": str(seed)}).stdout
+                    for seed in range(1, 5)}
+    assert len(fingerprints) == 1, fingerprints
 
 
 def test_listing_consumes_and_streams_sorted_keeps_the_fingerprint_views_were_built_with(
