@@ -84,8 +84,12 @@ class ExpectationsResult:
                 "seconds": self.seconds, "results": [asdict(r) for r in self.results]}
 
     def _repr_html_(self) -> str:
-        rows = [{**{k: v for k, v in asdict(r).items() if k != "kwargs"}, "expected": r.expected} for r in self.results]
-        return f"<b>Expectations</b> on {esc(self.table)}: {'pass' if self.success else 'fail'}" + table(rows)
+        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected,
+                 "result": "pass" if r.success else "FAIL",  # in words: True/False read as neither
+                 "observed": r.observed, "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples))}
+                for r in self.results]
+        return (f"<b>Expectations</b> on {esc(self.table)}: {'pass' if self.success else 'fail'}"
+                + table(rows, caption="each expectation and its result"))
 
 
 def validate(

@@ -46,10 +46,11 @@ def number(value: Any) -> Any:
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",
-          numbers: bool = True, whole: Collection[str] = ()) -> str:
+          numbers: bool = True, whole: Collection[str] = (), caption: str | None = None) -> str:
     """An HTML table of dict rows (columns from the first row unless given); numbers with thousands
     separators unless ``numbers=False`` (rows of a view: a key 12345 is no count); the ``whole``
-    columns' cells are never shortened (sentences whose end matters)."""
+    columns' cells are never shortened (sentences whose end matters); ``caption`` says what the table
+    holds (a screen reader announces it with the table, and a printout keeps it)."""
     rows = list(rows)
     if not rows:
         return f"<p class='empty'>{esc(empty)}</p>"
@@ -58,13 +59,17 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, e
     head = "".join(f"<th scope='col'>{esc(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(shown(r.get(c)), shorten=c not in whole)}</td>" for c in columns)
                    + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{_caption(caption)}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def pairs(data: Mapping[str, Any]) -> str:
+def pairs(data: Mapping[str, Any], caption: str | None = None) -> str:
     """A two-column table: one row per key (numbers with thousands separators)."""
     body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td>{esc(number(v))}</td></tr>" for k, v in data.items())
-    return f"<table class='pairs'><tbody>{body}</tbody></table>"
+    return f"<table class='pairs'>{_caption(caption)}<tbody>{body}</tbody></table>"
+
+
+def _caption(caption: str | None) -> str:
+    return f"<caption>{esc(caption, shorten=False)}</caption>" if caption else ""
 
 
 def section(section_id: str, title: str, body: str) -> str:

@@ -30,12 +30,13 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-thead th{background:#f3f5f8} table.pairs th{background:#f8f9fb;font-weight:600}
+thead th{background:#f3f5f8} table.pairs th{background:#f8f9fb;font-weight:600} caption{text-align:left;color:#444;padding:2px 0;white-space:nowrap}
 .badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
-.pass{background:#2e8b57} .fail{background:#c0392b} .empty{color:#888;font-style:italic}
+.pass{background:#1e7d32} .fail{background:#c0392b} .empty{color:#666;font-style:italic}
 .plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
 section{overflow-x:auto} td{overflow-wrap:anywhere;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
 @media print{body{max-width:none;margin:0;padding:0} section{overflow:visible} table{font-size:10px}
+ .badge{print-color-adjust:exact;-webkit-print-color-adjust:exact;border:2px solid #000}
  details::details-content{content-visibility:visible;display:block} h2,h3{break-after:avoid} tr,figure{break-inside:avoid}}
 """
 
@@ -121,14 +122,13 @@ class CheckReport:
             section("lineage", "Lineage of sampled differences", self._lineage_html()),
             section("expectations", "Expectations", self._expectations_html()),
             section("audit", "Lake audit of the consumed streams", self._audit_html()),
-            # the run's record as read before this check: its verdict and report are this report's own
-            section("run", "Run", pairs({k: v for k, v in self.run.items() if k not in ("verdict", "report")})),
+            section("run", "Run", self._run_html()),
         ])
         title = f"Check of {self.view} run {self.run_id}"
         return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                 "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-                f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
-                f"<p>{self._compared_html()}</p>{body}</body></html>")
+                f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main><h1>{esc(title)}</h1>"
+                f"<p>{self._compared_html()}</p>{body}</main></body></html>")
 
     def _repr_html_(self) -> str:
         return self._verdict_html() + self._diff_html()
@@ -163,7 +163,8 @@ class CheckReport:
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
         return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
-                f"<details><summary>thresholds</summary>{pairs(v.thresholds)}</details>")
+                f"<details><summary>thresholds</summary>{pairs(v.thresholds, caption='the thresholds this verdict applies')}"
+                "</details>")
 
     def next_step(self) -> str:
         """The step a person takes after reading this verdict (the CLI prints it last)."""
@@ -215,7 +216,8 @@ class CheckReport:
                                             "duplicate_keys_rebuilt")}
         schema = {"added": list(d.added), "removed": list(d.removed), "retyped": d.retyped, "scope": d.scope,
                   "key": list(d.key), "seconds": d.seconds}
-        return (f"<p>{esc(d.summary(), shorten=False)}</p>" + pairs(counts) + pairs(schema)
+        return (f"<p>{esc(d.summary(), shorten=False)}</p>" + pairs(counts, caption="rows compared")
+                + pairs(schema, caption="columns, key and scope compared")
                 + "".join(f"<p class='note'>{esc(n, shorten=False)}</p>" for n in d.notes))
 
     def _columns_html(self) -> str:
@@ -228,8 +230,9 @@ class CheckReport:
         kept = len(patterns)
         more = (f"<p class='note'>the {kept:,} most common of {self.diff.change_pattern_count:,} combinations of "
                  "changed columns</p>" if self.diff.change_pattern_count > kept else "")
-        return (table(rows, empty="no compared columns") + legend + "<h3>Change patterns</h3>"
-                + table(patterns, empty="no changes") + more)
+        return (table(rows, empty="no compared columns", caption="rows changed per compared column") + legend
+                + "<h3>Change patterns</h3>"
+                + table(patterns, empty="no changes", caption="rows per combination of changed columns") + more)
 
     def _samples_html(self) -> str:
         if self.diff is None:
@@ -238,36 +241,49 @@ class CheckReport:
         for kind, rows in self.diff.samples.items():
             shown = [{**{k: key_text(v) if k in self.diff.key else v for k, v in r.items() if k != "changes"},
                       **({CHANGES: _changes(r["changes"])} if "changes" in r else {})} for r in rows]
-            parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(kind.replace('_', ' '))}</h3>"
-                         + table(shown, numbers=False, whole=(CHANGES,)))
+            what = kind.replace("_", " ")
+            parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(what)}</h3>"
+                         + table(shown, numbers=False, whole=(CHANGES,), caption=f"sampled rows: {what}"))
         return "".join(parts)
 
     def _lineage_html(self) -> str:
         rows = [{"key": ", ".join(f"{k}={key_text(v)}" for k, v in x.key.items()), "kind": x.kind, "flags": _flags(x),
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": _sequences(x),
-                 "ingested (UTC)": x.ingested_range and f"{x.ingested_range[0][:19]} .. {x.ingested_range[1][:19]}",
+                 "ingested (UTC)": x.ingested_range and " .. ".join(_when(t) for t in x.ingested_range),
                  EXPLAINED: _explained(x.explained_by),
                  "quarantine": "; ".join(str(q["reason"]) for q in x.quarantine[:3]),
                  "event ids": _ids(x.event_ids, 8)}
                 for x in self.lineage]
-        return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "event ids"))
+        return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "event ids"),
+                     caption="the events of each sampled differing key")
 
     def _expectations_html(self) -> str:
         e = self.expectations
         if e is None:
             return "<p class='empty'>not run</p>"
-        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected, "success": r.success,
-                 "observed": r.observed, "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples)),
-                 "engine": r.engine}
+        # the result in words, as the verdict's badge says it: True/False read as neither pass nor fail, and a
+        # failure that only warns (thresholds expectations = "warn") looked like one that fails the check
+        failed = "warn (reported only)" if self.verdict.thresholds.get("expectations") == "warn" else "FAIL"
+        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected,
+                 "result": "pass" if r.success else failed, "observed": r.observed, "unexpected": r.unexpected_count,
+                 "examples": ", ".join(map(str, r.examples)), "engine": r.engine}
                 for r in e.results]
-        return f"<p>{e.rows:,} rows in {e.chunks} chunk(s), {e.seconds}s</p>" + table(rows)
+        return (f"<p>{e.rows:,} rows in {e.chunks:,} chunk(s), {e.seconds:,.1f} s</p>"
+                + table(rows, caption="each expectation, its result and the values that did not meet it"))
 
     def _plots_html(self) -> str:
         shown = [_figure(name, data, self.plot_data.get(name)) for name, data in self.plots.items() if data]
         missing = [name for name, data in self.plots.items() if not data]
         note = f"<p class='note'>nothing to plot: {esc(', '.join(missing))}</p>" if missing else ""
         return f"<div class='plots'>{''.join(shown)}</div>{note}"
+
+    def _run_html(self) -> str:
+        """The run's record as read before this check (its verdict and report are this report's own), its
+        times as the report's head writes them (``2026-09-01 03:00:00 UTC``, not ``...00.501004+00:00``)."""
+        shown = {k: f"{_when(v)} UTC" if isinstance(v, datetime) else v for k, v in self.run.items()
+                 if k not in ("verdict", "report")}
+        return pairs(shown, caption="the run's record before this check")
 
     def _audit_html(self) -> str:
         if self.audit_html:
@@ -372,11 +388,15 @@ def _text(value: Any) -> str:
 
 
 def _utc(moment: datetime | str | None) -> str:
-    """A time as people read it, saying its zone: ``2026-09-01 03:00:00 UTC``."""
-    if moment is None:
-        return "(unknown)"
+    """A time as people read it, saying its zone: ``2026-09-01 03:00:00 UTC`` (escaped for HTML)."""
+    return esc(_when(moment) + " UTC") if moment is not None else "(unknown)"
+
+
+def _when(moment: datetime | str) -> str:
+    """A time in UTC to the second, as the report writes every time: ``2026-09-01 03:00:00`` (a column or
+    sentence around it says UTC); a time without a zone is UTC, as the workbench stores times."""
     at = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
-    return esc(at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _code(text: str | None) -> str:
@@ -384,15 +404,32 @@ def _code(text: str | None) -> str:
 
 
 def _figure(name: str, image: str, data: dict[str, Any] | None) -> str:
-    """A plot with its title as alt text and its numbers in a table under it (a screen reader, a
-    printout of a plot too small to read, a colour the reader cannot tell apart)."""
+    """A plot with alt text that says what it shows, its numbers too, and all its numbers in a table under it
+    (a screen reader, a printout of a plot too small to read, a colour the reader cannot tell apart)."""
     if data is None:
         return f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{image}'></figure>"
     title = data["title"]
     rows = [{data["label"]: label, data["unit"]: round(value, 3)} for label, value in data["values"].items()]
-    return (f"<figure><img alt='{esc(title, shorten=False)}: a bar chart, its numbers in the table under it' "
+    return (f"<figure><img alt='{esc(alt_text(data), shorten=False)}' "
             f"src='data:image/png;base64,{image}'><figcaption><details><summary>the numbers of "
-            f"{esc(title, shorten=False)}</summary>{table(rows)}</details></figcaption></figure>")
+            f"{esc(title, shorten=False)}</summary>{table(rows, caption=title)}</details></figcaption></figure>")
+
+
+#: a plot of at most this many bars has each one named in its alt text; a longer one its range and extremes
+ALT_BARS = 12
+
+
+def alt_text(data: dict[str, Any]) -> str:
+    """What a plot of :func:`plot_data` shows, in words: ``Differences per column: a bar chart of rows per
+    column: items 450, total 450, paid 9.`` (an alt of its title alone told a screen reader nothing)."""
+    values, unit = data["values"], data["unit"]
+    head = f"{data['title']}: a bar chart of {unit} per {data['label']}"
+    if len(values) <= ALT_BARS:
+        return f"{head}: {', '.join(f'{label} {number(round(v, 3))}' for label, v in values.items())}."
+    top, low = max(values, key=values.get), min(values, key=values.get)
+    return (f"{head}, {len(values):,} bars from {list(values)[0]} to {list(values)[-1]}; the highest "
+            f"{number(round(values[top], 3))} {unit} ({top}), the lowest {number(round(values[low], 3))} {unit} "
+            f"({low}); every bar in the table of its numbers.")
 
 
 def plot_data(diff: DiffResult | None, days: dict[str, int], lateness: dict[str, int],
@@ -403,7 +440,9 @@ def plot_data(diff: DiffResult | None, days: dict[str, int], lateness: dict[str,
     if diff is not None:
         changes = {"only in live": diff.only_in_live, "only in rebuilt": diff.only_in_rebuilt, **changes}
     # the run checked is drawn in another colour and said in its label, for readers who cannot tell them apart
-    throughput = {_run_label(r["run_id"], run_id): r["events_read"] / r["seconds"] for r in runs if r.get("seconds")}
+    # whole events per second: 63,082.019 told a reader three digits of noise
+    throughput = {_run_label(r["run_id"], run_id): round(r["events_read"] / r["seconds"]) for r in runs
+                  if r.get("seconds")}
     kept, differing = (len(diff.differing_keys), diff.only_in_live + diff.only_in_rebuilt + diff.changed_rows) \
         if diff else (0, 0)
     part = f" ({kept:,} keys kept of {differing:,} differing rows)" if kept < differing else ""

@@ -158,7 +158,8 @@ class AuditReport:
         return (
             f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{html.escape(self._of_keys())}</p>"
             + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
-            + _html_table(rows) + _html_table(types) + "".join(_html_notes(s) for s in self.streams)
+            + _html_table(rows, "events per stream") + _html_table(types, "events per event type")
+            + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
 
     def _of_keys(self) -> str:
@@ -591,7 +592,8 @@ def _html_notes(s: StreamAudit) -> str:
     return f"<p><b>stream {html.escape(s.stream)}</b></p><ul>{items}</ul>" if items else ""
 
 
-def _html_table(rows: list[dict[str, Any]]) -> str:
+def _html_table(rows: list[dict[str, Any]], caption: str) -> str:
+    """A table of ``rows`` whose caption says what it holds (two tables under one heading read alike)."""
     if not rows:
         return ""
     names = list(dict.fromkeys(k for r in rows for k in r))
@@ -599,7 +601,7 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_count(r.get(n, '')))}</td>" for n in names) + "</tr>" for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _count(value: Any) -> str:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,75 @@ def test_cli_check_prints_that_the_differing_keys_are_a_part(scenario, capsys, m
     assert main([*_args(scenario), "check", "order_summary"]) == 1
     out = capsys.readouterr().out
     assert "note: 6 differing rows: differing_keys holds 2 of their keys" in out
+
+
+class _DevTools:
+    """A headless Chromium driven over its DevTools pipe (commands on its fd 3, replies on its fd 4, each JSON
+    message ended by a NUL): no port, no websocket library."""
+
+    def __init__(self, profile: Path) -> None:
+        commands, self._to_browser = os.pipe()
+        self._from_browser, replies = os.pipe()
+        self.pid = os.posix_spawn(CHROMIUM, [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+                                  os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, commands, 3),
+                                                            (os.POSIX_SPAWN_DUP2, replies, 4),
+                                                            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        os.close(commands)
+        os.close(replies)
+        self._sent, self._buffer = 0, b""
+
+    def call(self, method: str, session: str | None = None, **params: object) -> dict:
+        self._sent += 1
+        message = {"id": self._sent, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from_browser, 1 << 16)
+                assert chunk, f"chromium closed its pipe before answering {method}"
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(line)
+            if reply.get("id") == self._sent:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def evaluate(self, session: str, expression: str) -> object:
+        return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"]["value"]
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        finally:
+            os.waitpid(self.pid, 0)
+            os.close(self._to_browser)
+            os.close(self._from_browser)
+
+
+def test_the_report_prints_whole_in_headless_chromium(scenario, tmp_path):
+    """Printed, the verdict's badge was white text on a background the browser leaves out (white on white: no
+    verdict on paper); the folded tables (thresholds, each plot's numbers) must print unfolded."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs it with apt-get")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    report = scenario.wb.check("order_summary")
+    browser = _DevTools(tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", url=Path(report.paths["html"]).resolve().as_uri())["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for _ in range(300):
+            if browser.evaluate(session, "document.readyState") == "complete":
+                break
+            time.sleep(0.05)
+        hidden = ("[...document.querySelectorAll('td, th, caption, img, li, p')]"
+                  ".filter(e => !e.checkVisibility()).length")
+        badge = "getComputedStyle(document.querySelector('.badge')).printColorAdjust"
+        browser.call("Emulation.setEmulatedMedia", session, media="screen")
+        assert browser.evaluate(session, hidden) > 0  # on screen the thresholds and the plots' numbers are folded
+        browser.call("Emulation.setEmulatedMedia", session, media="print")
+        assert browser.evaluate(session, hidden) == 0
+        assert browser.evaluate(session, badge) == "exact"
+        assert "row_count_tolerance" in str(browser.evaluate(session, "document.body.innerText"))
+    finally:
+        browser.close()
