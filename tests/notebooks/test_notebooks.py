@@ -108,6 +108,32 @@ def test_papermill_parameters_cell() -> None:
     assert {"view", "since", "until", "chunk", "lake_uri", "store_uri", "reports_dir"} <= names
 
 
+#: Okabe and Ito's palette: its colours are told apart with every kind of colour blindness
+OKABE_ITO = {"#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_plots_use_a_colour_blind_safe_palette(name: str) -> None:
+    """Plots drew the run checked in red beside steel blue, and a threshold line in red on a blue histogram."""
+    from checks.plots import COLOR, HIGHLIGHT
+
+    colours = re.findall(r"color=\"(#[0-9A-Fa-f]{6})\"", _code(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)))
+    assert {c.upper() for c in (*colours, COLOR, HIGHLIGHT)} <= OKABE_ITO, colours
+
+
+def plots_without_words(nb: Any) -> list[str]:
+    """The cells that show a plot and no text or table of its numbers beside it (an image says nothing to a
+    screen reader, and a printout of a log-scale histogram says little more)."""
+    bare = []
+    for cell in nb.cells:
+        shown = cell.get("outputs", [])
+        if any("image/png" in o.get("data", {}) for o in shown):
+            said = [o for o in shown if (o.output_type == "stream" and o.text.strip())
+                    or "<table" in o.get("data", {}).get("text/html", "")]
+            bare += [] if said else [cell.source[:60]]
+    return bare
+
+
 # -- running them ------------------------------------------------------------------------------------
 def execute(name: str, cwd: Path, facts: dict[str, str]) -> tuple[Any, dict[str, Any]]:
     """Run ``name`` top to bottom in ``cwd``, then evaluate ``facts`` (name -> expression) in its kernel."""
@@ -145,7 +171,7 @@ def has_progress_bar(nb: Any, tag: str) -> bool:
 def test_01_explore_the_lake(tmp_path: Path) -> None:
     nb, f = execute("01_explore_the_lake", tmp_path, {
         "sample": "sample.to_dict()", "audit": "report.to_dict()", "key": "key", "missing": "missing",
-        "types": "types['event_type'].to_list()", "history": "len(history)",
+        "types": "types['event_type'].to_list()", "history": "len(history)", "late": "late",
     })
     s, a = f["sample"], f["audit"]
     # the audit finds exactly the anomalies the sample planted, and the notebook shows both side by side
@@ -156,7 +182,9 @@ def test_01_explore_the_lake(tmp_path: Path) -> None:
     assert "<table" in html(nb, "setup") and "Sample lake" in html(nb, "setup")
     audit_html = html(nb, "audit")
     assert "lake_version 14" in audit_html and "lateness" in audit_html and "<table" in audit_html
-    assert has_png(nb, "lateness-plot") and has_png(nb, "commits-plot")
+    assert has_png(nb, "lateness-plot") and has_png(nb, "commits-plot") and plots_without_words(nb) == []
+    assert f"{f['late']:,} events arrived more than" in text(nb, "lateness-plot")
+    assert f"<td>{a['lake_version']}</td>" in html(nb, "commits-plot")  # the table of events per commit
     # the partition with a gap really has one, and the history shows it
     assert len(f["missing"]) >= 1 and f["key"] in text(nb, "history-gap")
     assert f["history"] >= 2
@@ -177,7 +205,7 @@ def test_02_write_and_rebuild_a_projection(tmp_path: Path) -> None:
     assert "<b>Run</b>" in html(nb, "run") and has_progress_bar(nb, "run")
     assert f["columns"] == ["order_id", "customer_id", "items", "goods"]
     assert f["polars_engine"] == "polars" and f["currencies"] == ["EUR", "GBP", "USD"]
-    assert f["verdict"] == "pass" and has_png(nb, "shadow-plot")
+    assert f["verdict"] == "pass" and has_png(nb, "shadow-plot") and plots_without_words(nb) == []
     assert f["replan"][0] == "full" and "code changed" in f["replan"][1]
 
 
@@ -186,13 +214,15 @@ def test_03_compare_with_live(tmp_path: Path) -> None:
         "faulted": "sorted(faulted)", "found": "sorted(found)", "changed": "report.diff.changed_rows",
         "verdict": "report.verdict.verdict", "html": "report.paths['html']", "order": "order",
         "suspect": "sorted(suspect)", "lineage": "len(report.lineage)",
+        "paid": "report.diff.changed_by_column['paid']",
     })
     assert len(f["faulted"]) == 8  # 5 payments applied twice, 3 orders stalled by a poison record
     assert f["found"] == f["faulted"] and f["changed"] == len(f["faulted"])
     assert f["verdict"] == "fail" and f["lineage"] == 8
     assert "True" in text(nb, "found")
     assert "FAIL" in html(nb, "check").upper() and "<table" in html(nb, "check")
-    assert has_png(nb, "columns-plot")
+    assert has_png(nb, "columns-plot") and plots_without_words(nb) == []
+    assert f"paid {f['paid']:,}" in text(nb, "columns-plot")  # the plot's numbers in words
     assert f["order"] in html(nb, "wrong-row") and f["suspect"]
     assert Path(f["html"]).is_file() and "cutover refused" in text(nb, "refused")
     screenshot_of_the_diff(nb, tmp_path)
