@@ -72,7 +72,8 @@ class IngestResult:
             f"quarantined {self.quarantined:,} -&gt; lake_version {self.lake_version} ({self.seconds:.2f}s)</p>"
         )
         reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in self.reasons.items())
-        return line + (f"<table><thead><tr><th>quarantine reason</th><th>records</th></tr></thead>"
+        return line + (f"<table><caption>records quarantined, per reason</caption><thead><tr>"
+                       f"<th scope='col'>quarantine reason</th><th scope='col'>records</th></tr></thead>"
                        f"<tbody>{reasons}</tbody></table>" if reasons else "")
 
 

@@ -117,13 +117,14 @@ class SampleResult:
         """What ``render`` says, for notebooks: one line, then the planted anomalies as a table."""
         counts = {name: getattr(self, name) for name in (
             "archived", "duplicates", "conflicts", "poison", "quarantined", "gaps", "late", "out_of_order")}
-        head = "".join(f"<th>{html.escape(name)}</th>" for name in counts)
+        head = "".join(f"<th scope='col'>{html.escape(name)}</th>" for name in counts)
         cells = "".join(f"<td>{value:,}</td>" for value in counts.values())
         return (
             f"<p><b>Sample lake</b>: {self.events_generated:,} events of {self.orders:,} orders in stream "
             f"<code>{html.escape(self.stream)}</code> (seed {self.seed}), {self.commits} daily commits -&gt; "
             f"lake_version {self.lake_version} in {self.seconds:.1f}s. Known anomalies:</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+            f"<table><caption>the anomalies planted</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody><tr>{cells}</tr></tbody></table>"
         )
 
 

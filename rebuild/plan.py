@@ -97,10 +97,11 @@ class Plan:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            f"<tr><th scope='row' style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in self.to_dict().items() if k not in ("keys",)
         )
-        return f"<b>Plan</b>: {html.escape(self.summary())}<table>{rows}</table>"
+        caption = "<caption>what the run reads and writes</caption>"
+        return f"<b>Plan</b>: {html.escape(self.summary())}<table>{caption}{rows}</table>"
 
 
 def make_plan(lake: Lake, store: Store | None, projection: Projection, options: RunOptions,

@@ -70,7 +70,7 @@ class ViewState:
         return {**self.__dict__, "view": self.name, "projection_version": self.version}
 
     def _repr_html_(self) -> str:
-        return Rows([self], hide=ALIASES)._repr_html_()
+        return Rows([self], hide=ALIASES, caption=f"the view {self.name}")._repr_html_()
 
 
 #: the names ``ViewState.to_dict`` adds for JSON readers: a table shows ``name`` and ``version`` once
@@ -79,17 +79,18 @@ ALIASES = ("view", "projection_version")
 
 class Rows(list[Any]):
     """A list of records (``ls``, ``runs``) that a notebook shows as one table, a row per record, instead
-    of their reprs run together (a run record's plan alone is 1.5 KB of JSON); ``hide`` leaves columns out."""
+    of their reprs run together (a run record's plan alone is 1.5 KB of JSON); ``hide`` leaves columns out,
+    ``caption`` says what the table holds."""
 
-    def __init__(self, items: Iterable[Any], hide: tuple[str, ...] = ()) -> None:
+    def __init__(self, items: Iterable[Any], hide: tuple[str, ...] = (), caption: str | None = None) -> None:
         super().__init__(items)
-        self.hide = hide
+        self.hide, self.caption = hide, caption
 
     def _repr_html_(self) -> str:
+        from checks.html import table  # the report's tables: header cells with scope, a caption, counts as 3,233
+
         rows = [{k: v for k, v in r.to_dict().items() if k not in self.hide} for r in self]
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in (rows[0] if rows else {}))
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-        return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none</p>"
+        return table(rows, caption=self.caption, whole=("error",))
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ class Workbench:
         """Every projection with its view's state and how far behind the lake it is."""
         snapshot = self.lake.snapshot() if self.lake.exists() else None
         store = self.store if self.has_store() else None  # no store yet: no view built, and none created
-        return Rows((self._state(p, snapshot, store) for p in self.projections()), hide=ALIASES)
+        return Rows((self._state(p, snapshot, store) for p in self.projections()), hide=ALIASES,
+                    caption="the views: live, shadow and how far behind the lake each is")
 
     def _state(self, p: Projection, snapshot: Any, store: Store | None) -> ViewState:
         live = store.checkpoint(p.name, LIVE) if store is not None else None
@@ -381,7 +383,8 @@ class Workbench:
         """The run records, newest first (of ``view``, or of every view)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
-        return Rows(self.store.runs(view, limit) if self.has_store() else [], hide=("plan",))
+        return Rows(self.store.runs(view, limit) if self.has_store() else [], hide=("plan",),
+                    caption=f"the runs of {view}, newest first" if view else "the runs, newest first")
 
     def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> PruneResult:
         """Forget the run records (and delete their check reports) finished more than ``older_than_days``

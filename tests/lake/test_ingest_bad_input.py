@@ -166,6 +166,11 @@ def test_malformed_csv_rows_and_bad_cells(tmp_path: Path) -> None:
     raw = lake.read_quarantine(target).order("line").project("record").fetchall()
     assert raw[0][0] == "e2,o1,2,OrderPlaced"
     assert event_ids(target) == {"e1", "e8"}
+    # in a notebook, the reasons' table says what it holds and heads its columns (a screen reader reads by them)
+    shown = result._repr_html_()
+    assert "<caption>records quarantined, per reason</caption>" in shown
+    assert "<th scope='col'>quarantine reason</th><th scope='col'>records</th>" in shown
+    assert "<td>malformed CSV row: 4 cells, expected 6</td><td>1</td>" in shown
 
 
 def ingest_parquet(tmp_path: Path, columns: dict[str, object]) -> tuple[lake.Lake, Path, lake.IngestResult]:

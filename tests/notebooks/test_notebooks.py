@@ -134,6 +134,14 @@ def plots_without_words(nb: Any) -> list[str]:
     return bare
 
 
+def unlabelled_tables(page: str) -> list[str]:
+    """The workbench's tables in a cell's HTML that lack a caption or a header cell with its scope (a screen
+    reader reads a table by its caption and its headers)."""
+    tables = re.findall(r"<table.*?</table>", page, flags=re.S)
+    assert tables, "no table"
+    return [t[:80] for t in tables if "<caption>" not in t or re.search(r"<th(?=[\s>])(?![^>]*\bscope=)", t)]
+
+
 # -- running them ------------------------------------------------------------------------------------
 def execute(name: str, cwd: Path, facts: dict[str, str]) -> tuple[Any, dict[str, Any]]:
     """Run ``name`` top to bottom in ``cwd``, then evaluate ``facts`` (name -> expression) in its kernel."""
@@ -179,7 +187,7 @@ def test_01_explore_the_lake(tmp_path: Path) -> None:
         s["gaps"], s["conflicts"], s["late"], s["out_of_order"], s["quarantined"])
     assert a["events"] == s["archived"] == 19_997
     assert "OrderPlaced" in f["types"] and len(f["types"]) == 8
-    assert "<table" in html(nb, "setup") and "Sample lake" in html(nb, "setup")
+    assert "Sample lake" in html(nb, "setup") and unlabelled_tables(html(nb, "setup")) == []
     audit_html = html(nb, "audit")
     assert "lake_version 14" in audit_html and "lateness" in audit_html and "<table" in audit_html
     assert has_png(nb, "lateness-plot") and has_png(nb, "commits-plot") and plots_without_words(nb) == []
@@ -201,6 +209,7 @@ def test_02_write_and_rebuild_a_projection(tmp_path: Path) -> None:
     assert f["module"] == "__main__"  # defined in a cell, not in a module
     assert {"order_items", "payments_by_currency", "order_summary"} <= set(f["names"])
     assert f["mode"] == "full" and "<b>Plan</b>" in html(nb, "plan") and "full run" in html(nb, "plan")
+    assert unlabelled_tables(html(nb, "plan")) == [] and unlabelled_tables(html(nb, "cutover")) == []
     assert f["rows"] == f["shadow"] == f["orders"]
     assert "<b>Run</b>" in html(nb, "run") and has_progress_bar(nb, "run")
     assert f["columns"] == ["order_id", "customer_id", "items", "goods"]
@@ -220,7 +229,7 @@ def test_03_compare_with_live(tmp_path: Path) -> None:
     assert f["found"] == f["faulted"] and f["changed"] == len(f["faulted"])
     assert f["verdict"] == "fail" and f["lineage"] == 8
     assert "True" in text(nb, "found")
-    assert "FAIL" in html(nb, "check").upper() and "<table" in html(nb, "check")
+    assert "FAIL" in html(nb, "check").upper() and unlabelled_tables(html(nb, "check")) == []
     assert has_png(nb, "columns-plot") and plots_without_words(nb) == []
     assert f"paid {f['paid']:,}" in text(nb, "columns-plot")  # the plot's numbers in words
     assert f["order"] in html(nb, "wrong-row") and f["suspect"]

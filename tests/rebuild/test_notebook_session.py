@@ -162,16 +162,18 @@ def test_ls_and_runs_show_as_tables_in_a_notebook(tmp_path: Path, session: Calla
     path = tmp_path / "listed_module.py"
     path.write_text(MODULE.format(name="listed", value="count(*)"))
     wb = session(str(path))
-    assert "<p>none</p>" in wb.runs()._repr_html_()  # type: ignore[attr-defined]
+    assert "<p class='empty'>none</p>" in wb.runs()._repr_html_()  # type: ignore[attr-defined]
     for _ in range(2):
         wb.run("listed", full=True, progress="none")
     runs, states = wb.runs("listed"), wb.ls()
     assert isinstance(runs, list) and [r.view for r in runs] == ["listed", "listed"]
     shown = runs._repr_html_()  # type: ignore[attr-defined]
     assert shown.count("<tr>") == 3 and all(r.run_id in shown for r in runs)
-    assert "<th>plan</th>" not in shown and runs[0].plan not in shown and "<th>fingerprint</th>" in shown
+    assert "<th scope='col'>plan</th>" not in shown and runs[0].plan not in shown
+    assert "<th scope='col'>fingerprint</th>" in shown and "<caption>the runs of listed, newest first</caption>" in shown
+    assert f"<td>{runs[0].rows_written:,}</td>" in shown  # counts as the report writes them
     table = states._repr_html_()  # type: ignore[attr-defined]
-    assert "<th>versions_behind</th>" in table and "<td>listed</td>" in table
-    assert "<th>projection_version</th>" not in table  # JSON's alias of version: one column is enough
-    assert states[0]._repr_html_().count("<th>name</th>") == 1
+    assert "<th scope='col'>versions_behind</th>" in table and "<td>listed</td>" in table
+    assert "<th scope='col'>projection_version</th>" not in table  # JSON's alias of version: one column is enough
+    assert states[0]._repr_html_().count("<th scope='col'>name</th>") == 1 and "<caption>" in table
     assert table in wb._repr_html_()
