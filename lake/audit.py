@@ -589,7 +589,8 @@ def _html_notes(s: StreamAudit) -> str:
         if s.drift_total > len(s.drift) else []
     lines += [f"quarantined: {r['count']:,} x {r['reason']}" for r in s.quarantined["reasons"]]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    return f"<p><b>stream {html.escape(s.stream)}</b></p><ul>{items}</ul>" if items else ""
+    # a heading, not bold text: a screen reader lists it and jumps to the stream (the report's h2 is the audit's)
+    return f"<h3>stream {html.escape(s.stream)}</h3><ul>{items}</ul>" if items else ""
 
 
 def _html_table(rows: list[dict[str, Any]], caption: str) -> str:

@@ -76,6 +76,8 @@ def test_the_report_has_a_title_a_language_landmarks_and_headings_in_order(scena
     assert [h.tag for h in main.all("h1")] == ["h1"] and not [h for h in page.all("h2") if not h.inside("main")]
     levels = [int(t[1]) for t in re.findall(r"<(h[1-6])\b", text)]
     assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+    (audit,) = [s for s in main.all("section") if s.attrs.get("id") == "audit"]
+    assert [h.text() for h in audit.all("h3")] == ["stream orders"]  # its notes, found by a heading
 
 
 def test_every_table_says_what_it_holds_and_heads_its_rows_or_columns(scenario):
