@@ -127,7 +127,9 @@ class CheckReport:
         title = f"Check of {self.view} run {self.run_id}"
         return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                 "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-                f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main><h1>{esc(title)}</h1>"
+                # the verdict in the title too: the first words a screen reader says, and a tab's or a ticket's name
+                f"<title>{esc(title)}: {self.verdict.verdict.upper()}</title><style>{CSS}</style></head>"
+                f"<body><main><h1>{esc(title)}</h1>"
                 f"<p>{self._compared_html()}</p>{body}</main></body></html>")
 
     def _repr_html_(self) -> str:

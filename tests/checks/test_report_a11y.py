@@ -68,10 +68,12 @@ def _failing_check(scenario):
 
 def test_the_report_has_a_title_a_language_landmarks_and_headings_in_order(scenario):
     """A screen reader's list of headings and its jump to the main content are how a long report is read."""
-    text = Path(_failing_check(scenario).paths["html"]).read_text()
+    report = _failing_check(scenario)
+    text = Path(report.paths["html"]).read_text()
     page = Tree(text).root
     (html,) = page.all("html")
-    assert html.attrs.get("lang") == "en" and page.all("title")[0].text().startswith("Check of order_summary run ")
+    assert html.attrs.get("lang") == "en"
+    assert page.all("title")[0].text() == f"Check of order_summary run {report.run_id}: FAIL"  # the verdict first heard
     (main,) = page.all("main")
     assert [h.tag for h in main.all("h1")] == ["h1"] and not [h for h in page.all("h2") if not h.inside("main")]
     levels = [int(t[1]) for t in re.findall(r"<(h[1-6])\b", text)]
