@@ -46,19 +46,26 @@ def number(value: Any) -> Any:
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",
-          numbers: bool = True, whole: Collection[str] = (), caption: str | None = None) -> str:
+          numbers: bool = True, whole: Collection[str] = (), caption: str | None = None,
+          row_header: bool = False) -> str:
     """An HTML table of dict rows (columns from the first row unless given); numbers with thousands
     separators unless ``numbers=False`` (rows of a view: a key 12345 is no count); the ``whole``
     columns' cells are never shortened (sentences whose end matters); ``caption`` says what the table
-    holds (a screen reader announces it with the table, and a printout keeps it)."""
+    holds (a screen reader announces it with the table, and a printout keeps it); ``row_header``: the first
+    column names its row (a key, a column), so a screen reader says it beside every other cell of the row."""
     rows = list(rows)
     if not rows:
         return f"<p class='empty'>{esc(empty)}</p>"
     columns = columns or list(rows[0])
     shown = number if numbers else (lambda v: v)
     head = "".join(f"<th scope='col'>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(shown(r.get(c)), shorten=c not in whole)}</td>" for c in columns)
-                   + "</tr>" for r in rows)
+
+    def row(r: Mapping[str, Any]) -> str:
+        cells = [esc(shown(r.get(c)), shorten=c not in whole) for c in columns]
+        first = f"<th scope='row'>{cells[0]}</th>" if row_header else f"<td>{cells[0]}</td>"
+        return "<tr>" + first + "".join(f"<td>{cell}</td>" for cell in cells[1:]) + "</tr>"
+
+    body = "".join(row(r) for r in rows)
     return f"<table>{_caption(caption)}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -30,7 +30,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-thead th{background:#f3f5f8} table.pairs th{background:#f8f9fb;font-weight:600} caption{text-align:left;color:#444;padding:2px 0;white-space:nowrap}
+thead th{background:#f3f5f8} tbody th{font-weight:400} table.pairs th{background:#f8f9fb;font-weight:600} caption{text-align:left;color:#444;padding:2px 0;white-space:nowrap}
 .badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
 .pass{background:#1e7d32} .fail{background:#c0392b} .empty{color:#666;font-style:italic}
 .plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
@@ -232,9 +232,10 @@ class CheckReport:
         kept = len(patterns)
         more = (f"<p class='note'>the {kept:,} most common of {self.diff.change_pattern_count:,} combinations of "
                  "changed columns</p>" if self.diff.change_pattern_count > kept else "")
-        return (table(rows, empty="no compared columns", caption="rows changed per compared column") + legend
-                + "<h3>Change patterns</h3>"
-                + table(patterns, empty="no changes", caption="rows per combination of changed columns") + more)
+        return (table(rows, empty="no compared columns", caption="rows changed per compared column", row_header=True)
+                + legend + "<h3>Change patterns</h3>"
+                + table(patterns, empty="no changes", caption="rows per combination of changed columns", row_header=True)
+                + more)
 
     def _samples_html(self) -> str:
         if self.diff is None:
@@ -245,7 +246,8 @@ class CheckReport:
                       **({CHANGES: _changes(r["changes"])} if "changes" in r else {})} for r in rows]
             what = kind.replace("_", " ")
             parts.append(f"<h3 id='samples-{esc(kind)}'>{esc(what)}</h3>"
-                         + table(shown, numbers=False, whole=(CHANGES,), caption=f"sampled rows: {what}"))
+                         + table(shown, numbers=False, whole=(CHANGES,), caption=f"sampled rows: {what}",
+                                 row_header=True))
         return "".join(parts)
 
     def _lineage_html(self) -> str:
@@ -258,7 +260,7 @@ class CheckReport:
                  "event ids": _ids(x.event_ids, 8)}
                 for x in self.lineage]
         return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "event ids"),
-                     caption="the events of each sampled differing key")
+                     caption="the events of each sampled differing key", row_header=True)
 
     def _expectations_html(self) -> str:
         e = self.expectations
@@ -414,7 +416,7 @@ def _figure(name: str, image: str, data: dict[str, Any] | None) -> str:
     rows = [{data["label"]: label, data["unit"]: round(value, 3)} for label, value in data["values"].items()]
     return (f"<figure><img alt='{esc(alt_text(data), shorten=False)}' "
             f"src='data:image/png;base64,{image}'><figcaption><details><summary>the numbers of "
-            f"{esc(title, shorten=False)}</summary>{table(rows, caption=title)}</details></figcaption></figure>")
+            f"{esc(title, shorten=False)}</summary>{table(rows, caption=title, row_header=True)}</details></figcaption></figure>")
 
 
 #: a plot of at most this many bars has each one named in its alt text; a longer one its range and extremes

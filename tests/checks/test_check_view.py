@@ -265,7 +265,7 @@ def test_the_report_shows_keys_that_differ_only_by_spaces_or_unicode_form_apart(
     assert len(report.lineage) == 7 and all(x.events == 1 for x in report.lineage if x.key["customer"] is not None)
     page = Path(report.paths["html"]).read_text()
     samples, traced = (page.split(f"<section id='{s}'>")[1].split("</section>")[0] for s in ("samples", "lineage"))
-    cells = re.findall(r"<tr><td>(.*?)</td>", samples)
+    cells = re.findall(r"<tr><th scope='row'>(.*?)</th>", samples)
     assert sorted(cells) == sorted(["bob", "&#x27;bob &#x27;", "\u00e9", "&#x27;e\\u0301&#x27;", "&#x27;&#x27;",
                                     "&#x27;NULL&#x27;", "NULL"])
     assert "customer=&#x27;bob &#x27;" in traced and "customer=NULL" in traced and "customer=&#x27;&#x27;" in traced
@@ -873,7 +873,7 @@ def test_the_report_s_plots_have_their_numbers_beside_them(scenario):
     assert len(figures) == sum(1 for image in report.plots.values() if image) >= 3
     for alt, caption in figures:
         (shown,) = [d for d in data.values() if html.escape(d["title"]) in alt]
-        cells = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", caption)
+        cells = re.findall(r"<tr><th scope='row'>([^<]*)</th><td>([^<]*)</td></tr>", caption)
         assert cells == [(html.escape(k), f"{round(v, 3):,}") for k, v in shown["values"].items()]
     assert data["changes per column"]["values"]["paid"] == report.diff.changed_by_column["paid"] == 4
     assert f"{report.run_id[-13:]} (this run)" in data["run throughput"]["values"]

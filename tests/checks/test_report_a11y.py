@@ -95,6 +95,13 @@ def test_every_table_says_what_it_holds_and_heads_its_rows_or_columns(scenario):
         assert heads and all(th.attrs.get("scope") in ("col", "row") for th in heads), captions[0].text()
     captions = {t.all("caption")[0].text() for t in tables}
     assert {"rows compared", "columns, key and scope compared", "events per stream", "events per event type"} <= captions
+    # a row of a sample or of the lineage is headed by its key: a screen reader says it beside each of its cells
+    keyed = [t for s in page.all("section") if s.attrs.get("id") in ("samples", "lineage") for t in s.all("table")]
+    assert len(keyed) == 2
+    for table in keyed:
+        for row in table.all("tbody")[0].all("tr"):
+            first = next(c for c in row.children if isinstance(c, Node))
+            assert first.tag == "th" and first.attrs.get("scope") == "row" and "o-00000" in first.text()
 
 
 def test_pass_and_fail_are_said_in_words_not_by_colour_alone(scenario):
