@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -98,6 +100,8 @@ class _DevTools:
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
         while True:
             while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._from_browser], [], [], 60)
+                assert ready, f"chromium did not answer {method} within 60 s"
                 chunk = os.read(self._from_browser, 1 << 16)
                 assert chunk, f"chromium closed its pipe before answering {method}"
                 self._buffer += chunk
@@ -113,6 +117,9 @@ class _DevTools:
     def close(self) -> None:
         try:
             self.call("Browser.close")
+        except AssertionError:
+            os.kill(self.pid, signal.SIGKILL)  # it did not answer: never leave it running
+            raise
         finally:
             os.waitpid(self.pid, 0)
             os.close(self._to_browser)
