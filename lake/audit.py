@@ -135,7 +135,8 @@ class AuditReport:
         totals = self.to_dict()
         console.print(
             f"[bold]{escape(self.lake_uri)}[/bold] at lake_version {self.lake_version}: {totals['events']:,} events, "
-            f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined{escape(self._of_keys())}"
+            f"{totals['partition_keys']:,} partition keys, {totals['quarantined']:,} quarantined"
+            f"{self._dropped_at_ingest()}{escape(self._of_keys())}"
         )
         console.print(table_of("Streams", _summary_rows([_summary(s) for s in self.streams], console.width)))
         if self.commit_log_from is not None:
@@ -156,11 +157,18 @@ class AuditReport:
         rows = [_summary(s) for s in self.streams]
         types = [{"stream": s.stream, "event_type": t, "events": n} for s in self.streams for t, n in s.event_types.items()]
         return (
-            f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{html.escape(self._of_keys())}</p>"
+            f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{self._dropped_at_ingest()}"
+            f"{html.escape(self._of_keys())}</p>"
             + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
             + _html_table(rows, "events per stream") + _html_table(types, "events per event type")
             + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
+
+    def _dropped_at_ingest(self) -> str:
+        """The duplicates ingest dropped, which the lake's rows cannot show (its ``duplicates`` are 0): the
+        figure `rebuild lake sample` reports, which a reader looks for here."""
+        n = self.duplicates_at_ingest
+        return "" if n is None else f", {n:,} duplicate{'' if n == 1 else 's'} dropped at ingest"
 
     def _of_keys(self) -> str:
         return "" if self.keys_audited is None else (

@@ -163,8 +163,11 @@ def _sample_line(r: dict[str, Any]) -> str:
 
 
 def _audit_line(r: dict[str, Any]) -> str:
+    dropped = r["duplicates_at_ingest"]  # the sample's duplicates: ingest drops them, the lake's rows have none
     return (
-        f"{r['events']:,} events, {r['partition_keys']:,} keys, {r['conflicts']} conflicts, "
+        f"{r['events']:,} events, {r['partition_keys']:,} keys, "
+        + ("" if dropped is None else f"{dropped:,} duplicates dropped at ingest, ")
+        + f"{r['conflicts']} conflicts, "
         f"{r['gaps']} keys with gaps, {r['late']:,} late, {r['quarantined']} quarantined"
     )
 
