@@ -58,6 +58,20 @@ def test_committed_notebooks_have_no_outputs(name: str) -> None:
         assert "execution" not in cell.metadata, f"{name}: a cell keeps execution timings"
 
 
+def test_the_readmes_clear_command_leaves_the_committed_notebooks_as_they_are(tmp_path: Path) -> None:
+    """The README's command, run as it says before committing, changed all five notebooks: it drops the
+    notebook's language_info, which they kept, so following it gave a diff of metadata to commit or undo."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [command] = re.findall(r"`(jupyter nbconvert --clear-output [^`]*) notebooks/\*\.ipynb`", readme)
+    for name in NAMES:
+        shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path)
+    jupyter = Path(sys.executable).with_name("jupyter")
+    args = [str(jupyter), *command.split()[1:], *sorted(str(p) for p in tmp_path.glob("*.ipynb"))]
+    subprocess.run(args, check=True, capture_output=True)
+    for name in NAMES:
+        assert (tmp_path / f"{name}.ipynb").read_bytes() == (NOTEBOOKS / f"{name}.ipynb").read_bytes(), name
+
+
 def _code(nb: Any) -> str:
     """The notebook's code, with IPython magics and shell lines commented out so ``ast`` parses it."""
     lines = []
