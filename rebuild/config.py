@@ -74,7 +74,8 @@ class Config:
         given = {k: v for k, v in overrides.items() if v is not None}
         unknown = set(given) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
+            known = ", ".join(k for k in cls.__dataclass_fields__ if k != "source")  # source: the file read
+            raise ConfigError(f"unknown configuration keys {sorted(unknown)}; known: {known}")
         empty = [FLAGS.get(k, k) for k, v in given.items() if isinstance(v, str) and not v.strip()]
         if empty:  # `--store "$STORE"` with the variable unset: the working directory would become the store
             raise ConfigError(empty_value(", ".join(empty), "give a path or URI, or leave it out for the configured one"))

@@ -65,6 +65,14 @@ def test_the_environment_overrides_the_file_and_arguments_override_both(config_f
     assert (c.lake_uri, c.store_uri, c.memory_limit) == ("/abs/lake", "postgresql://db/views", "5GB")
 
 
+def test_a_misspelt_keyword_override_names_the_known_ones(config_file: Path) -> None:
+    """Workbench.open(lake=...), the README's "keyword overrides" guessed from the [lake] section, said only
+    "unknown configuration keys ['lake']", not which names it takes."""
+    with pytest.raises(ConfigError, match=r"\['lake'\]; known: lake_uri, store_uri, projection_modules, "):
+        Config.load(config_file, env={}, lake="/abs/lake")
+    assert Config.load(config_file, env={}, lake_uri="/abs/lake").lake_uri == "/abs/lake"
+
+
 def test_the_file_is_found_by_argument_environment_or_working_directory(config_file: Path, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     lake_uri = str(config_file.parent / "data/lake")
