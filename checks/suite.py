@@ -100,7 +100,8 @@ def check_view(
     report = CheckReport(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
-        audit_html=audit_html, notes=(*([] if audit_keys else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
+        audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
+        notes=(*([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
                *_skipped_files(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )

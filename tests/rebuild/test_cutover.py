@@ -205,6 +205,19 @@ def test_a_nightly_catch_up_is_judged_on_what_it_can_get_wrong(bench: Bench) -> 
     assert not bench.wb.check("order_summary").passed
 
 
+def test_a_catch_up_with_nothing_new_is_not_told_its_streams_are_empty(bench: Bench) -> None:
+    """A second catch-up of the night (no new events) audits its patch's keys, none, and its check noted that
+    stream ['orders'] "holds no events" and that every consumed type was "not in the lake's streams": a
+    misspelt stream and types, said of a lake that holds them, in the job's log each quiet night."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o))
+    bench.rebuild_live("order_summary")
+    assert bench.wb.run("order_summary", progress="none").record.rows_written == 0
+    report = bench.wb.check("order_summary")
+    assert report.passed and report.audit["keys_audited"] == 0
+    said = " ".join([*report.notes, *report.verdict.notes])
+    assert "holds no events" not in said and "event types not in" not in said, said
+
+
 def _constraints(bench: Bench, table: str) -> list[tuple[object, ...]]:
     return bench.wb.store.con.sql(  # type: ignore[attr-defined]
         "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() "
