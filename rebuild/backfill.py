@@ -56,6 +56,19 @@ MAX_CHUNKS = 100_000  # more is a typo (a year off, a unit off): refuse before l
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def resume_command(store: Store, view: str, job_id: str) -> str:
+    """The command (and notebook call) that finishes the unfinished backfill ``job_id``, with the arguments
+    its header row keeps: "rerun the same command" asked the operator to know what a job or notebook ran."""
+    header = next((m for m in store.marks(view, job_id) if m.item == HEADER and m.kind == "backfill"), None)
+    if header is None:
+        return "the same `rebuild backfill` command"
+    asked, chunk = json.loads(header.params), header.label.rsplit(" by ", 1)[-1]
+    since, until, exclude = asked["since"], asked["until"], bool(asked.get("exclude_quarantined"))
+    flags = f"--since {since} --until {until} --chunk {chunk}" + (" --exclude-quarantined" if exclude else "")
+    call = f"since={since!r}, until={until!r}, chunk={chunk!r}" + (", exclude_quarantined=True" if exclude else "")
+    return f"`rebuild backfill {view} {flags}` (wb.backfill({view!r}, {call}))"
+
+
 def parse_chunk(text: str) -> timedelta:
     """``30m``, ``6h``, ``1d``, ``2w`` as a timedelta."""
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text or "")

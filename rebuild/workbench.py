@@ -29,7 +29,9 @@ from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
 from lake.schema import percent_encoded
 from lake.sql import quote
-from rebuild.backfill import BackfillResult, abandoned_jobs, backfill, run_buckets, vacuumed, wants_buckets
+from rebuild.backfill import (
+    BackfillResult, abandoned_jobs, backfill, resume_command, run_buckets, vacuumed, wants_buckets,
+)
 from rebuild.config import FILENAME, Config, nearest_file
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
@@ -300,8 +302,8 @@ class Workbench:
         record = self.store.run(shadow.run_id)
         if record is not None and record.status == "backfill":
             raise CutoverRefused(
-                f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun the same "
-                "`rebuild backfill` command to finish it",
+                f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun "
+                f"{resume_command(self.store, view, shadow.run_id)} to finish it",
                 view=view, run_id=shadow.run_id,
             )
         if not force and (record is None or record.verdict != "pass"):
@@ -517,8 +519,9 @@ class Workbench:
             raise StoreError(f"{view} has no shadow to check; run {run} first", view=view)
         record = store.run(shadow.run_id)
         if record is not None and record.status == "backfill":  # its report would pass a part for the whole
-            raise StoreError(f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun the same "
-                             "`rebuild backfill` command to finish it, then check it", view=view, run_id=shadow.run_id)
+            raise StoreError(f"the shadow of {view} is an unfinished backfill ({shadow.run_id}); rerun "
+                             f"{resume_command(store, view, shadow.run_id)} to finish it, then check it",
+                             view=view, run_id=shadow.run_id)
         live_table = live or (view if store.exists(view) else None)
         if live_table and not store.exists(live_table):
             raise StoreError(f"no live table {live_table!r} to compare {view} with", view=view, table=live_table)

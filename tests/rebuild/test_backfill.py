@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,6 +130,20 @@ def _kill_after_two_chunks(target: Lake, store: str, monkeypatch: pytest.MonkeyP
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     monkeypatch.delenv("REBUILD_FAULT_POINT")
+
+
+def test_a_refused_check_of_an_unfinished_backfill_names_the_command_that_finishes_it(
+        orders_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """It said "rerun the same `rebuild backfill` command", which the operator of a failed night (or of a
+    notebook's job) had to find; the command it names now resumes the job."""
+    store = str(tmp_path / "views.duckdb")
+    _kill_after_two_chunks(orders_lake, store, monkeypatch)
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", "check", VIEW]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    [command] = re.findall(r"rerun `rebuild (backfill [^`]+)` \(wb\.backfill\(", error)
+    assert command.endswith("--chunk 1d")
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", *command.split(), "--progress", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == 2
 
 
 def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake, tmp_path: Path,  # noqa: F811
