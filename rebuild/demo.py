@@ -22,6 +22,7 @@ from rich.markup import escape
 import lake
 from lake.audit import audit
 from lake.sample import generate
+from rebuild.config import redact
 from rebuild.errors import RebuildError
 
 if TYPE_CHECKING:
@@ -89,20 +90,35 @@ def inside_demo_folder(path: Path) -> bool:
     return any(parent.name == DEMO_FOLDER for parent in path.parents)
 
 
+def _check_demo_places(ctx: DemoContext) -> None:
+    """The demo writes a sample lake and a faulty live ``order_summary`` into the configured lake and store:
+    run in a project whose lake was not made yet, it made a sample of that lake and wrote the faulty view
+    into the project's store, then failed on the project's projections. It works under ``.demo/`` only."""
+    config = ctx.state.config
+    scheme, sep, rest = config.store_uri.partition("://")
+    store = Path(rest if sep else config.store_uri) if scheme in ("duckdb", "parquet") or not sep else None
+    lake_path = ctx.lake.local
+    places = (("lake", ctx.lake.uri, lake_path), ("store", redact(config.store_uri), store))
+    wrong = [f"{what} {where}" for what, where, path in places if path is None or not inside_demo_folder(path)]
+    if "rebuild.examples" not in config.projection_modules:
+        wrong.append(f"[projections] modules {list(config.projection_modules)}, without rebuild.examples")
+    if wrong:
+        raise RebuildError(
+            f"the demo writes a sample lake and a faulty live {VIEW} view, so it runs only on a lake and a store "
+            f"inside a {DEMO_FOLDER} folder, with the projections of rebuild.examples (the defaults, where no "
+            f"workbench.toml is); this configuration has {'; '.join(wrong)}. Run `rebuild demo` in an empty folder",
+            uri=ctx.lake.uri,
+        )
+
+
 def _reset(ctx: DemoContext) -> dict[str, Any]:
     """Delete the previous demo lake, only inside ``.demo/`` and only if it looks like a lake."""
     path = ctx.lake.local
-    if path is None:
-        if ctx.lake.exists():
-            raise RebuildError(
-                f"the demo needs a fresh lake, and {ctx.lake.uri} already holds one; the demo only "
-                f"deletes local lakes inside a {DEMO_FOLDER} folder: pass --lake {DEMO_FOLDER}/lake",
-                uri=ctx.lake.uri,
-            )
+    if path is not None and path.exists():
+        _check_removable(path)  # first: a lake the demo would delete is named as such
+    _check_demo_places(ctx)  # a lake in a bucket is never the demo's
+    if path is None or not path.exists():
         return {"removed": False}
-    if not path.exists():
-        return {"removed": False}
-    _check_removable(path)
     shutil.rmtree(path)
     _remove_demo_store(ctx)
     return {"removed": True}

@@ -43,6 +43,21 @@ def test_demo_refuses_to_delete_outside_a_demo_folder(
     assert (precious / "keep.txt").exists() and (stray / "notes.txt").exists()
 
 
+def test_demo_in_a_project_whose_lake_is_not_made_yet_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's installed wheel: `rebuild demo` run in a project's folder, next to a workbench.toml whose
+    lake was not made yet, wrote a sample lake where the project's lake goes and a faulty live order_summary
+    into the project's store, then failed (exit 2) on the project's projections, leaving both behind."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "workbench.toml").write_text('[lake]\nuri = "lake"\n[store]\nuri = "duckdb://views.duckdb"\n'
+                                             '[projections]\nmodules = ["mine"]\n')
+    assert main(["demo", "--events", "500", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert f"lake {tmp_path / 'lake'}; store duckdb://{tmp_path / 'views.duckdb'}; [projections] modules" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["workbench.toml"]
+
+
 def test_the_demos_next_steps_name_make_lab_only_in_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's last line said to open notebooks/ with `make lab`, which a project that installed the
     wheel has neither of."""
