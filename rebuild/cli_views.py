@@ -49,7 +49,8 @@ def ls_cmd(state: State) -> None:
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
              else f"no event lake at {lake['uri']}")
-    title = f"views in {store}" if exists else f"no store at {store} yet (`rebuild run VIEW` or `rebuild demo` makes one)"
+    demo = " or `rebuild demo`" if "/.demo/" in store else ""  # the demo writes only under .demo/
+    title = f"views in {store}" if exists else f"no store at {store} yet (`rebuild run VIEW`{demo} makes one)"
     state.out.result({"lake": lake, "store": store, "store_exists": exists, "views": states,
                       "views_without_projection": others},
                      lambda c: _print_ls(c, f"{title}; {where}", states, others,

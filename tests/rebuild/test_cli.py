@@ -310,7 +310,7 @@ def test_text_output_shows_data_and_messages_as_they_are(tmp_path: Path, capsys:
     assert "streams: orders\n" in out and "after_version: -\n" in out and "estimated events 1\n" in out
     assert main([*at, "ls"]) == 0  # piped (a job's log), the table is not cut to 80 columns
     out = capsys.readouterr().out
-    assert (f"no store at duckdb://{tmp_path}/views.duckdb yet (`rebuild run VIEW` or `rebuild demo` makes one); "
+    assert (f"no store at duckdb://{tmp_path}/views.duckdb yet (`rebuild run VIEW` makes one); "
             f"lake {tmp_path / 'lake'} at lake_version 1") in out  # the plan wrote nothing, not even a store
     assert main(["--lake", str(tmp_path / "elsewhere"), "--store", at[3], "ls"]) == 0  # the wrong folder shows
     assert f"no event lake at {tmp_path / 'elsewhere'}" in capsys.readouterr().out
@@ -694,7 +694,8 @@ def test_reading_commands_in_an_empty_folder_create_no_store(tmp_path: Path, mon
     where = ["--store", store] if store else []
     code = main([*where, "ls"])
     out = " ".join(capsys.readouterr().out.split())
-    assert code == 0 and "no store at " in out and "yet (`rebuild run VIEW` or `rebuild demo` makes one)" in out
+    demo = "" if store else " or `rebuild demo`"  # which writes only the default store, under .demo/
+    assert code == 0 and "no store at " in out and f"yet (`rebuild run VIEW`{demo} makes one)" in out
     code = main([*where, "--json", "ls"])
     listed = json.loads(capsys.readouterr().out)
     assert code == 0 and listed["store_exists"] is False and listed["views_without_projection"] == []
