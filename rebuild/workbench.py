@@ -396,8 +396,8 @@ class Workbench:
         view's lock. Returns the records forgotten (or that would be, with ``dry_run``) and those jobs' ids."""
         if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 0:
             raise ConfigError(f"older_than_days must be a number of days (0 or more), not {older_than_days!r}")
-        if view is not None and not (self.has_store() and view in self.store.views()):
-            self.projection(view)  # a misspelt view is an error that lists the known ones
+        if view is not None and not (self.has_store() and (view in self.store.views() or self.store.runs(view, 1))):
+            self.projection(view)  # a misspelt view is an error that lists the known ones (a dropped one has runs)
         if not self.has_store():
             return PruneResult((), (), dry_run)  # nothing to prune, and no store to create
         now = datetime.now(UTC)

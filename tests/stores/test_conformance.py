@@ -261,6 +261,9 @@ def test_drop_retires_a_view_no_projection_builds_and_keeps_its_history(bench: W
         assert not any(store.exists(t) for t in view_tables(VIEW)) and store.views() == ["customer_ltv"]
         assert all(store.checkpoint(VIEW, role) is None for role in (LIVE, SHADOW, PREVIOUS))
         assert {first.run_id, shadow.run_id} <= {r.run_id for r in store.runs(VIEW)}  # history, until prune
+        # that prune of the view's own history: `prune VIEW` refused the name, no view's nor projection's any more
+        assert {first.run_id, shadow.run_id} <= {r.run_id for r in retired.prune(0, VIEW).runs}
+        assert store.runs(VIEW) == [] and store.runs("customer_ltv") != []
         assert store.count("customer_ltv") == 4 and store.checkpoint("customer_ltv", LIVE) is not None
     with Workbench(bench.config) as again:  # configured again: built from scratch
         assert again.plan(VIEW).mode == "full"
