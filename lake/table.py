@@ -29,7 +29,9 @@ from deltalake.transaction import AddAction
 
 from lake import storage
 from lake.errors import LakeBusy, LakeError, LakeNotFound
-from lake.schema import DECODED_MARK, DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STORED_SCHEMA, bucket_of
+from lake.schema import (
+    DECODED_MARK, DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STATS_COLUMNS, STORED_SCHEMA, bucket_of,
+)
 from lake.sql import literal
 
 log = logging.getLogger(__name__)
@@ -247,9 +249,11 @@ class Lake:
                                 uri=self.uri)
             self.local.mkdir(parents=True, exist_ok=True)
         description = json.dumps({"schema_version": SCHEMA_VERSION, "buckets": buckets})
-        for name, schema, parts in (
-            (EVENTS, STORED_SCHEMA, PARTITIONS),
-            (QUARANTINE, QUARANTINE_SCHEMA, None),
+        # the events' statistics columns, declared for other Delta writers and readers (lake.writer writes these)
+        stats = {"delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS)}
+        for name, schema, parts, configuration in (
+            (EVENTS, STORED_SCHEMA, PARTITIONS, stats),
+            (QUARANTINE, QUARANTINE_SCHEMA, None, None),
         ):
             if not self._is_table(name):
                 # not an empty write_deltalake: its first call in a process costs ~0.25 s of set-up
@@ -259,6 +263,7 @@ class Lake:
                     partition_by=parts,
                     mode="ignore",
                     description=description,
+                    configuration=configuration,
                     storage_options=self.storage_options,
                 )
         return self

@@ -2,8 +2,8 @@
 as Delta add actions for ``Lake.commit_files``.
 
 DuckDB writes the files under the events table's folder with unique names and returns each
-file's row count, size, partition values and exact column statistics (``RETURN_STATS``); those
-become the actions' stats, which readers prune by (``min.partition_key``, ``max.event_time``, ...).
+file's row count, size, partition values and exact column statistics (``RETURN_STATS``); those of
+the columns readers prune files by (``STATS_COLUMNS``) become the actions' stats.
 Until the commit references them the files are invisible: a crash leaves only unreferenced
 files, as delta-rs's own writer does. An object-store lake gets its files written to a local
 staging folder first, then copied to the same place under the table's folder.
@@ -23,7 +23,7 @@ import pyarrow as pa
 from deltalake.transaction import AddAction
 
 from lake import storage
-from lake.schema import STORED_SCHEMA, partition_folder
+from lake.schema import STATS_COLUMNS, STORED_SCHEMA, partition_folder
 from lake.sql import literal, quote
 from lake.table import EVENTS, PARTITIONS, Lake
 
@@ -76,17 +76,17 @@ def _action(root: str, filename: str, rows: int, size: int, column_stats: Mappin
         partition_values=partitions,
         modification_time=int(time.time() * 1000),
         data_change=data_change,
-        stats=json.dumps(_stats(int(rows), column_stats)),
+        stats=json.dumps(_stats(int(rows), column_stats), separators=(",", ":")),
     )
 
 
 def _stats(rows: int, column_stats: Mapping[str, Mapping[str, str]]) -> dict[str, object]:
-    """Delta file statistics (numRecords, minValues, maxValues, nullCount) from DuckDB's."""
+    """Delta file statistics (numRecords, minValues, maxValues, nullCount) of ``STATS_COLUMNS``, from DuckDB's."""
     found = {name.strip('"'): values for name, values in column_stats.items()}
     stats: dict[str, Any] = {"numRecords": rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
-    for field in STORED_SCHEMA:
+    for field in (STORED_SCHEMA.field(name) for name in STATS_COLUMNS):
         values = found.get(field.name)
-        if values is None:  # a partition column: its value is in the path, not in the file
+        if values is None:  # no statistic: readers take the file as one that may match
             continue
         stats["nullCount"][field.name] = int(values["null_count"])
         for bound in ("min", "max"):
