@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from lake import storage
 from lake.errors import LakeBusy, LakeError, LakeNotFound
@@ -466,24 +466,24 @@ class Lake:
         expected_version: int | None = None,
         operation: str = "ingest",
         metadata: dict[str, str] | None = None,
-        replace: tuple[str, int] | None = None,
+        remove: Sequence[DataFile] = (),
         position: tuple[str, int] | None = None,
     ) -> int:
         """One atomic Delta commit adding ``actions``' files, already written under the table's
-        folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``. With
-        ``replace=(stream, bucket)`` the same commit removes that partition's files (compaction).
+        folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``. The same commit
+        removes the events files ``remove`` (compaction's, which adds the same events: no data change).
         ``position=(app_id, n)`` stores a source's position in the same commit as a Delta
         application transaction, which ``position(app_id)`` reads back.
 
         No actions make an empty commit: it still records ``metadata`` and ``position``."""
         schema = STORED_SCHEMA if name == EVENTS else QUARANTINE_SCHEMA
         with self._pinned(name, expected_version) as table:
+            removed = _remove_actions(table, remove)
             table.create_write_transaction(
-                list(actions),
-                mode="append" if replace is None else "overwrite",
+                [*actions, *removed],
+                mode="append",
                 schema=schema,
                 partition_by=PARTITIONS if name == EVENTS else None,
-                partition_filters=None if replace is None else [("stream", "=", replace[0]), ("bucket", "=", str(replace[1]))],
                 commit_properties=_commit_properties(operation, metadata, expected_version, position),
             )
         return expected_version if expected_version is not None else self._table(name).version()
@@ -568,6 +568,22 @@ def _file_paths(table: DeltaTable) -> list[str]:
     encoded = table.table_uri.rstrip("/").removeprefix("file://")
     location = unquote(encoded)
     return [location + uri[len(encoded):] if uri.startswith(encoded) else uri for uri in table.file_uris()]
+
+
+def _remove_actions(table: DeltaTable, files: Sequence[DataFile]) -> list[RemoveAction]:
+    """Remove actions of ``files`` (a snapshot's, so read by ``_file_paths``), named as add actions are: by
+    the path under the table's folder as it is (delta-rs encodes it for the log). A path it does not know
+    is removed silently, and the file's events would be read twice after compaction: so a file outside
+    the table's folder is a bug, said at once."""
+    location = unquote(table.table_uri.rstrip("/").removeprefix("file://")) + "/"
+    now = int(time.time() * 1000)
+    removed = []
+    for f in files:
+        if not f.path.startswith(location):
+            raise LakeError(f"cannot remove {f.path}: it is not under {location} (a bug: report it)", file=f.path)
+        removed.append(RemoveAction(f.path[len(location):], data_change=False, deletion_timestamp=now,
+                                    size=f.size_bytes, partition_values={"stream": f.stream, "bucket": str(f.bucket)}))
+    return removed
 
 
 def _data_files(table: DeltaTable, actions: pa.Table) -> Iterator[DataFile]:

@@ -21,7 +21,9 @@ from tests.faults.conftest import (
 )
 
 INGEST = "import sys, lake; lake.ingest(lake.Lake(sys.argv[1]), [sys.argv[2]], stream='orders')"
-COMPACT = "import sys, lake; from lake.compact import compact; compact(lake.Lake(sys.argv[1]), small_bytes=1 << 30)"
+# argv: the lake, and the events of rewritten partitions that make a commit (1: a commit per partition)
+COMPACT = ("import sys, lake; from lake.compact import compact; "
+           "compact(lake.Lake(sys.argv[1]), small_bytes=1 << 30, commit_events=int(sys.argv[2]))")
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -34,7 +36,7 @@ def test_ingest_killed_loses_and_doubles_nothing(fault_lake: lake.Lake, tmp_path
     before, before_q = event_ids(fault_lake), quarantine_rows(fault_lake)
     source = new_orders(tmp_path)
     reference = lake.Lake(tmp_path / "reference")
-    shutil.copytree(fault_lake.local, reference.local)  # type: ignore[arg-type]
+    shutil.copytree(fault_lake.local, reference.local)  # type: ignore[arg-type,type-var]
     lake.ingest(reference, [source], stream="orders")
     expected, expected_q = event_ids(reference), quarantine_rows(reference)
 
@@ -51,17 +53,20 @@ def test_ingest_killed_loses_and_doubles_nothing(fault_lake: lake.Lake, tmp_path
 
 
 # -- compaction --------------------------------------------------------------------------------
-@pytest.mark.parametrize("point", [
-    "compact.before_partition:3",
-    pytest.param("compact.after_partition:1", marks=pytest.mark.slow),
-    pytest.param("compact.after_partition:9", marks=pytest.mark.slow),
-    pytest.param("compact.before_partition:8", marks=pytest.mark.slow),
+@pytest.mark.parametrize(("point", "commit_events"), [
+    ("compact.before_partition:3", 1_000_000),  # the 16 partitions are one commit: nothing committed yet
+    ("compact.after_commit:2", 1),  # a commit per partition: two committed, fourteen not
+    pytest.param("compact.after_partition:9", 1_000_000, marks=pytest.mark.slow),
+    pytest.param("compact.after_partition:1", 1, marks=pytest.mark.slow),  # rewritten, not committed
+    pytest.param("compact.before_partition:8", 1, marks=pytest.mark.slow),
 ])
-def test_compaction_killed_keeps_every_event_once(fault_lake: lake.Lake, point: str) -> None:
-    before, files = event_ids(fault_lake), len(fault_lake.snapshot().files)
-    killed = run_python(COMPACT, fault_lake.uri, fault=point)
+def test_compaction_killed_keeps_every_event_once(fault_lake: lake.Lake, point: str, commit_events: int) -> None:
+    before, files, version = event_ids(fault_lake), len(fault_lake.snapshot().files), fault_lake.snapshot().delta_version
+    killed = run_python(COMPACT, fault_lake.uri, str(commit_events), fault=point)
     assert killed.returncode == KILLED, killed.stderr
     assert event_ids(lake.Lake(fault_lake.uri)) == before
+    committed = {"compact.after_commit:2": 2, "compact.before_partition:8": 7}.get(point, 0)
+    assert lake.Lake(fault_lake.uri).snapshot().delta_version == version + committed
     result = compact(lake.Lake(fault_lake.uri), small_bytes=1 << 30)
     final = lake.Lake(fault_lake.uri)
     assert event_ids(final) == before
