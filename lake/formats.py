@@ -178,7 +178,10 @@ def _ndjson(path: Path, rows: int) -> Iterator[pa.Table]:
     """
     start = 1
     size = max(rows * 256, 1 << 16)
-    with _open_text_source(path, _gzipped(path)) as handle:
+    gzipped = _gzipped(path)
+    if not gzipped and path.is_file():  # a chunk no larger than the file: each is a zero-filled buffer
+        size = min(size, max(path.stat().st_size, 1 << 16))  # (122 MB of zeros for a line of a few bytes)
+    with _open_text_source(path, gzipped) as handle:
         head = handle.read(1 << 16)
         _refuse_utf16(path, head)
         _refuse_json_document(path, head)
