@@ -25,6 +25,9 @@ from lake.sql import quote
 from rebuild.locks import Holder
 
 SHADOW, LIVE, PREVIOUS = "shadow", "live", "previous"
+#: the statuses of runs whose table is there (live, previous, a shadow, an unfinished backfill's shadow)
+HELD = ("live", "previous", "shadow", "backfill")
+DROPPED = "dropped"  # the status a HELD run takes when its view is dropped: `rebuild runs` said live of no table
 EMPTY = "empty"  # the status of a run whose patch changes nothing: its cutover only moved live's position
 
 
@@ -235,7 +238,7 @@ class Store(ABC):
     def drop_view(self, view: str) -> list[str]:
         """In one transaction: drop every table of ``view`` (``view_tables``, and a full run's landing
         table) and forget its checkpoints and backfill marks; its run records stay, for history (prune
-        forgets them). Returns the tables dropped."""
+        forgets them), those of a table dropped (``HELD``) with status ``DROPPED``. Returns the tables dropped."""
 
     @abstractmethod
     def checkpoint(self, view: str, role: str) -> Checkpoint | None: ...

@@ -40,7 +40,7 @@ from rebuild.errors import StoreError
 from rebuild.faults import point
 from rebuild.locks import FileLocks, Holder
 from rebuild.store.base import (
-    EMPTY, LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
+    DROPPED, EMPTY, HELD, LIVE, PREVIOUS, SHADOW, Checkpoint, MakeRecord, Mark, Published, RunRecord, Store, building_name,
     previous_name, scope_match, scope_name, shadow_name, view_tables,
 )  # fmt: skip
 from rebuild.store.duckdb_store import connect as duckdb_connect
@@ -425,6 +425,9 @@ class ParquetStore(Store):
             tables = [t for t in view_tables(view) if m["tables"].pop(t, None) is not None]
             for rows in ("checkpoints", "backfills"):
                 m[rows] = [r for r in m[rows] if r["view"] != view]
+            for run in m["runs"]:
+                if run["view"] == view and run["status"] in HELD:
+                    run["status"] = DROPPED
         return tables
 
     # -- metadata ---------------------------------------------------------------------------------

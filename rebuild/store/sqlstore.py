@@ -19,7 +19,9 @@ from rebuild.errors import StoreError
 from rebuild.faults import point
 from rebuild.store.base import (
     CHECKPOINT_COLUMNS,
+    DROPPED,
     EMPTY,
+    HELD,
     LIVE,
     MARK_COLUMNS,
     MakeRecord,
@@ -449,6 +451,8 @@ class SQLStore(Store):
                 self._drop(table)
             for meta in ("_checkpoints", "_backfills"):
                 self._exec(f"DELETE FROM {meta} WHERE view = {literal(view)}")
+            self._exec(f"UPDATE _rebuild_runs SET status = {literal(DROPPED)} WHERE view = {literal(view)} "
+                       f"AND status IN ({', '.join(map(literal, HELD))})")
         return tables
 
     # -- helpers -------------------------------------------------------------------------------

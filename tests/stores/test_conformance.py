@@ -261,6 +261,10 @@ def test_drop_retires_a_view_no_projection_builds_and_keeps_its_history(bench: W
         assert not any(store.exists(t) for t in view_tables(VIEW)) and store.views() == ["customer_ltv"]
         assert all(store.checkpoint(VIEW, role) is None for role in (LIVE, SHADOW, PREVIOUS))
         assert {first.run_id, shadow.run_id} <= {r.run_id for r in store.runs(VIEW)}  # history, until prune
+        # no run of the view says live, previous or shadow of a table dropped (`rebuild runs` said live)
+        assert {r.status for r in store.runs(VIEW)} == {"dropped"}  # live, previous and shadow were there
+        assert store.run(shadow.run_id).status == "dropped"  # type: ignore[union-attr]
+        assert {r.status for r in store.runs("customer_ltv")} == {"live"}
         # that prune of the view's own history: `prune VIEW` refused the name, no view's nor projection's any more
         assert {first.run_id, shadow.run_id} <= {r.run_id for r in retired.prune(0, VIEW).runs}
         assert store.runs(VIEW) == [] and store.runs("customer_ltv") != []
