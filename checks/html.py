@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -39,10 +40,16 @@ def key_text(value: Any) -> str:
 
 
 def number(value: Any) -> Any:
-    """A count or measure as people read it (``32,154``, ``-402,738.12``); anything else as it is."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A count or measure as people read it (``32,154``, ``-402,738.12``, a whole float ``-659`` not
+    ``-659.0``, a mean ``0.1235`` not ``0.123456789``: four decimals, or four digits below 1); anything
+    else as it is. The JSON keeps the values whole."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int) or not math.isfinite(value):
         return f"{value:,}"
-    return value
+    if value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) >= 1 else f"{value:.4g}"
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",

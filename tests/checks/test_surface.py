@@ -39,5 +39,10 @@ def test_report_cells_show_counts_with_separators_and_bidi_controls_as_text():
         "<tr><th scope='row'>sum_diff</th><td>-402,738.12</td></tr>"
         "<tr><th scope='row'>forced</th><td>False</td></tr></tbody></table>")
     assert "<td>12345</td>" in table([{"order_id": 12345}], numbers=False)  # a key is no count
+    # a sum of integer differences is no float to a reader, nor is a mean of 9 decimals read
+    from checks.html import number
+
+    assert [number(v) for v in (-659.0, 0.123456789, 1234.56789, 2.5e-7, -0.5, float("nan"), 10**12)] == [
+        "-659", "0.1235", "1,234.5679", "2.5e-07", "-0.5", "nan", "1,000,000,000,000"]
     assert esc("o-1\u202eSTATUS\u2066") == "o-1⟨U+202E⟩STATUS⟨U+2066⟩"
     assert esc("שלום") == "שלום"  # right-to-left text itself is shown as it is
