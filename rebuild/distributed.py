@@ -262,7 +262,7 @@ def _unguarded_script() -> str:
     without a main guard runs again in every worker (which then fails: the store is locked)."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    cli = getattr(getattr(main, "main", None), "__module__", None) == "rebuild.cli"  # the console script
+    cli = getattr(getattr(main, "run", None), "__module__", None) == "_rebuild_cli"  # the console script
     if path is None or cli or Path(path).parent == Path(__file__).parent:  # a notebook, or `python -m rebuild`
         return ""
     return (f". If this run was started by {path}: every worker process imports that script again, so start the "

@@ -11,7 +11,9 @@ from pathlib import Path
 from rebuild.examples import order_summary
 from rebuild.projection import projection
 
-MARKER = ""  # set by the test before the run; captured when the projection is pickled
+# set by the test before the run, or for a run by the `rebuild` command (a projection module from workbench.toml)
+# from $KILLER_MARKER; captured when the projection is pickled
+MARKER = os.environ.get("KILLER_MARKER", "")
 
 
 @projection(name="order_summary_killer", key="order_id", consumes=order_summary.consumes,

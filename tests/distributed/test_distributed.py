@@ -332,6 +332,22 @@ def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path: P
            'under `if __name__ == "__main__":`' in last
 
 
+def test_a_worker_killed_under_the_rebuild_command_names_no_script(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """The `rebuild` command is no script of the user's: its 'worker died' error told a job to start the run
+    under a main guard in .venv/bin/rebuild (it looked for rebuild.cli's main, the entry point before
+    _rebuild_cli's run)."""
+    config = tmp_path / "workbench.toml"
+    config.write_text(f"[lake]\nuri = {json.dumps(orders_lake.uri)}\n[store]\nuri = {json.dumps(f'duckdb://{tmp_path}/v.duckdb')}\n"
+                      f"[projections]\nmodules = [{json.dumps(killer.__file__)}]\n")
+    command = [str(Path(sys.executable).with_name("rebuild")), "--config", str(config), "run", "order_summary_killer",
+               "--full", "--executor", "processes", "--workers", "2"]
+    done = subprocess.run(command, env={**os.environ, "KILLER_MARKER": str(tmp_path / "killed")}, capture_output=True,
+                          text=True, timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "a worker process died while replaying order_summary_killer" in last
+    assert "If this run was started by" not in last and last.endswith("--executor dask, which retries a lost task")
+
+
 @pytest.mark.parametrize("executor", ["processes", "dask"])
 def test_a_corrupted_lake_file_is_named_or_skipped(tmp_path: Path, orders_lake: lake.Lake, cluster_address: str,
                                                    executor: str) -> None:
