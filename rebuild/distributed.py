@@ -301,8 +301,9 @@ def _interrupt_deferred() -> Iterator[list[int]]:
 def _dask(tasks: Sequence[BucketTask], workers: int | None, address: str | None) -> Iterator[PartResult | Waiting]:
     try:
         from distributed import Client, LocalCluster, wait as dask_wait
-    except ImportError as exc:  # pragma: no cover - the dev extras install it
-        raise ConfigError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from exc
+    except ImportError as exc:  # the dask extra (and the dev extras) install it
+        raise ConfigError(f"--executor dask needs the `distributed` package ({exc}): install the workbench's dask extra, "
+                          "pip install 'projection-rebuild-workbench[dask]' (in a checkout: pip install '.[dask]')") from exc
     with _quiet_cluster():
         cluster = None
         if address is None:

@@ -332,6 +332,17 @@ def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path: P
            'under `if __name__ == "__main__":`' in last
 
 
+def test_the_dask_executor_without_the_dask_extra_says_which_to_install(tmp_path: Path, orders_lake: lake.Lake) -> None:
+    """Installed without the dask extra, the error said `pip install 'dask[distributed]'`: not the extra the
+    README documents, nor its lower bound. Here distributed cannot be imported, as where it is not installed."""
+    blocked = "import sys; sys.modules['distributed'] = None; from rebuild.cli import run; run()"
+    command = ["--json", "--lake", orders_lake.uri, "--store", f"duckdb://{tmp_path}/v.duckdb", "run", "order_summary",
+               "--full", "--executor", "dask"]
+    done = subprocess.run([sys.executable, "-c", blocked, *command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'projection-rebuild-workbench[dask]'" in json.loads(done.stdout)["error"]
+
+
 def test_a_worker_killed_under_the_rebuild_command_names_no_script(tmp_path: Path, orders_lake: lake.Lake) -> None:
     """The `rebuild` command is no script of the user's: its 'worker died' error told a job to start the run
     under a main guard in .venv/bin/rebuild (it looked for rebuild.cli's main, the entry point before
