@@ -140,8 +140,8 @@ def _job(store: Store, lake: Lake, projection: Projection, kind: str, params: di
          snapshot: Callable[[], Snapshot]) -> _Job:
     """The unfinished job of ``kind`` with the same ``params``, or a new one pinned at ``snapshot()``."""
     view, text = projection.name, json.dumps(params, sort_keys=True)
-    # a job started before 2026-11-24 names the same code by the fingerprint of its text as written
-    same = {text, json.dumps({**params, "fingerprint": projection.legacy_fingerprint}, sort_keys=True)}
+    # a job an earlier workbench started names the same code by the fingerprint that one gave it
+    same = {text, *(json.dumps({**params, "fingerprint": f}, sort_keys=True) for f in projection.earlier_fingerprints)}
     marks = store.marks(view)
     for header in reversed([m for m in marks if m.item == HEADER and m.kind == kind and m.status == "started"]):
         done = frozenset(m.item for m in marks if m.job_id == header.job_id and m.item != HEADER)

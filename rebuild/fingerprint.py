@@ -25,21 +25,23 @@ from typing import Any
 import duckdb
 
 
-def code_fingerprint(func: Callable[..., Any], meta: str, logic: bool = True) -> str:
-    """16 hex digits of ``func``'s code (with ``logic``: its logic; else its text as written) and ``meta``."""
+def code_fingerprint(func: Callable[..., Any], meta: str, logic: bool = True, order_free: bool = True) -> str:
+    """16 hex digits of ``func``'s code (with ``logic``: its logic; else its text as written) and ``meta``;
+    without ``order_free``, its decorators' ``ORDER_FREE`` lists count as written, as before 2026-11-25."""
     try:
         source: str | None = inspect.getsource(func)
     except (OSError, TypeError):  # defined by exec() or on stdin: no source, but its compiled code changes
         source = None
     if source is not None:
-        text = _logic(source) if logic else source
+        text = _logic(source, order_free) if logic else source
     else:
         code = getattr(func, "__code__", None)
         text = _code_text(code) if code is not None else getattr(func, "__qualname__", repr(func))
-    return hashlib.sha256((text + meta + _referenced(func, source, logic)).encode()).hexdigest()[:16]
+    return hashlib.sha256((text + meta + _referenced(func, source, logic, order_free)).encode()).hexdigest()[:16]
 
 
-def _referenced(func: Callable[..., Any], source: str | None, logic: bool, seen: set[int] | None = None) -> str:
+def _referenced(func: Callable[..., Any], source: str | None, logic: bool, order_free: bool,
+                seen: set[int] | None = None) -> str:
     """What the function (of ``source``) uses besides its own source: the values of the plain constants
     it names (``return SQL``, a closure's ``sql``) and the source of the functions of its module that
     it calls (with ``logic``: as ``_logic`` gives them, and a constant it only returns as ``_sql``
@@ -63,7 +65,8 @@ def _referenced(func: Callable[..., Any], source: str | None, logic: bool, seen:
         elif inspect.isfunction(value) and value.__module__ == getattr(func, "__module__", None):
             try:
                 called = inspect.getsource(value)
-                parts.append("\n" + (_logic(called) if logic else called) + _referenced(value, called, logic, seen))
+                parts.append("\n" + (_logic(called, order_free) if logic else called)
+                             + _referenced(value, called, logic, order_free, seen))
             except (OSError, TypeError):
                 continue
     return "".join(parts)
@@ -81,7 +84,7 @@ def _parse(source: str) -> ast.Module | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _logic(source: str) -> str:
+def _logic(source: str, order_free: bool = True) -> str:
     """A function's source without what does not change what it does: comments, docstrings, formatting,
     and the same in the SQL it returns as written (``_sql``); the source as it is when it does not parse.
     Other text counts as written: code may edit it (``sql.replace("GROUP BY", ...)``)."""
@@ -95,7 +98,7 @@ def _logic(source: str) -> str:
             node.body = body[1:] or [ast.Pass()]
         elif isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             node.value.value = _sql(node.value.value)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        if order_free and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             _order_free(node.decorator_list)
     return ast.unparse(tree)
 

@@ -89,17 +89,25 @@ class Projection:
         before 2026-11-24, which stays current for them until the code's logic changes."""
         return self._fingerprint(logic=False)
 
+    @property
+    def earlier_fingerprints(self) -> tuple[str, str]:
+        """The fingerprints earlier workbenches gave this same code, which stay current for the views (and
+        backfills) they made: ``legacy_fingerprint``, and that of its logic with the ``consumes`` and
+        ``streams`` lists as given (before 2026-11-25: a view whose lists were not sorted would have been
+        rebuilt in full after the upgrade, though its code had not changed)."""
+        return self.legacy_fingerprint, self._fingerprint(logic=True, order_free=False)
+
     def built_by(self, fingerprint: str) -> bool:
         """Whether a view built by code of ``fingerprint`` was built by this code (its logic)."""
-        return fingerprint in (self.fingerprint, self.legacy_fingerprint)
+        return fingerprint == self.fingerprint or fingerprint in self.earlier_fingerprints
 
-    def _fingerprint(self, logic: bool) -> str:
+    def _fingerprint(self, logic: bool, order_free: bool = True) -> str:
         consumes, streams = self.consumes, self.streams
-        if logic:  # the lake is filtered by them as by sets; the fingerprint of the text as written kept them as given
+        if logic and order_free:  # the lake is filtered by them as by sets; before, they counted as given
             consumes, streams = _sorted_once(consumes), _sorted_once(streams)
         meta = repr((self.version, self.key, self.engine, self.incremental, consumes, streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
-        return code_fingerprint(self.func, meta, logic)
+        return code_fingerprint(self.func, meta, logic, order_free)
 
     @property
     def partition_column(self) -> str:

@@ -349,12 +349,12 @@ class Workbench:
         return keep
 
     def _same_code(self, view: str, live: Checkpoint, shadow: Checkpoint) -> bool:
-        """Whether the shadow was made by live's code: the same fingerprint, or live's is the one of the
-        text as written (``Projection.legacy_fingerprint``) of the code that made the shadow."""
+        """Whether the shadow was made by live's code: the same fingerprint, or both are fingerprints the
+        workbench, now or before (``Projection.earlier_fingerprints``), gives the projection's code."""
         if live.fingerprint == shadow.fingerprint:
             return True
         p = self.projection(view) if view in self.registry else None
-        return p is not None and p.fingerprint == shadow.fingerprint and p.built_by(live.fingerprint)
+        return p is not None and p.built_by(shadow.fingerprint) and p.built_by(live.fingerprint)
 
     def rollback(self, view: str) -> Checkpoint | None:
         """Restore the previous live view (and make the current one previous) in one transaction."""

@@ -190,19 +190,34 @@ def test_a_backfill_of_other_code_says_so_not_that_it_was_asked_other_arguments(
     assert "asked other arguments" not in caplog.text and "rerun it with its own" not in caplog.text
 
 
+#: the CLI of the workbench before 2026-11-25, whose fingerprint took the consumes and streams lists as given
+#: (order_summary's consumes are not sorted)
+UNSORTED_FINGERPRINT = """
+import importlib, sys
+importlib.import_module("rebuild.fingerprint")._order_free = lambda decorators: None
+importlib.import_module("rebuild.projection")._sorted_once = lambda names: names
+from rebuild.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("before", [OLD_FINGERPRINT, UNSORTED_FINGERPRINT])
 def test_a_backfill_killed_before_the_upgrade_resumes_after_it(orders_lake: Lake, tmp_path: Path,  # noqa: F811
                                                                monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
-    """Its job holds the fingerprint of the code's text: rerun with the same arguments after the upgrade, it
-    was "not resumed: it was asked other arguments" and started over, its done chunks thrown away."""
+                                                               caplog: pytest.LogCaptureFixture, before: str) -> None:
+    """Its job holds the fingerprint an earlier workbench gave the code (of its text; of its consumes in the
+    order listed): rerun with the same arguments after the upgrade, it was "not resumed: other code of the
+    projection started it" and started over, its done chunks thrown away."""
     store = str(tmp_path / "views.duckdb")
     monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")
-    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE, code=OLD_FINGERPRINT)
+    killed = cli(orders_lake, store, "backfill", VIEW, *RANGE, code=before)
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     monkeypatch.delenv("REBUILD_FAULT_POINT")
     caplog.set_level(logging.WARNING, logger="rebuild.backfill")
     with Workbench(Config(lake_uri=orders_lake.uri, store_uri=store)) as wb:
+        started = {json.loads(m.params)["fingerprint"] for m in wb.store.marks(VIEW)}
+        assert len(started) == 1 and wb.projection(VIEW).fingerprint not in started  # another fingerprint
         assert wb.backfill(VIEW, since=RANGE[1], until=RANGE[3], chunk="1d", progress="none").skipped == 2
     assert "not resumed" not in caplog.text
     reference = str(tmp_path / "reference.duckdb")

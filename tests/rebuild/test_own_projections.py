@@ -378,6 +378,29 @@ def test_listing_consumes_and_streams_sorted_keeps_the_fingerprint_views_were_bu
     fingerprint._logic.cache_clear()
 
 
+def test_a_view_of_unsorted_consumes_built_before_the_upgrade_is_caught_up_not_rebuilt(
+        wb: Workbench, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its checkpoint holds the fingerprint of the consumes and streams lists as listed: the first run after
+    the upgrade that sorts them was a full rebuild (hours, for a big view), its plan saying the code changed."""
+    p = projection(name="placed", key="order_id", consumes=["OrderShipped", "OrderPlaced"], streams=["orders"],
+                   registry=registry)(_placed)
+    with monkeypatch.context() as before:  # the workbench before: no sorting, in the source or in the metadata
+        before.setattr(fingerprint, "_order_free", lambda decorators: None)
+        before.setattr(importlib.import_module("rebuild.projection"), "_sorted_once", lambda names: names)
+        fingerprint._logic.cache_clear()
+        wb.run("placed", progress="none")
+        wb.cutover("placed", force=True)
+    fingerprint._logic.cache_clear()
+    assert wb.store.checkpoint("placed", "live").fingerprint not in (p.fingerprint, p.legacy_fingerprint)
+    assert wb.plan("placed").mode == "incremental" and not wb.ls()[0].stale_code
+    with monkeypatch.context() as edited:  # other code is still rebuilt in full
+        edited.setattr(wb, "projection", lambda name: replace(p, func=lambda: _placed().replace("*", "placed")))
+        assert wb.plan("placed").reason == "the projection's code changed since live was built, beyond comments and formatting"
+    wb.run("placed", keys=["o-0000001"], progress="none")
+    wb.cutover("placed", force=True)
+    assert wb.store.checkpoint("placed", "live").fingerprint == p.fingerprint
+
+
 def test_a_view_built_before_the_fingerprint_left_comments_out_is_caught_up_not_rebuilt(
         wb: Workbench, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its checkpoint holds the fingerprint of the code's text: the first night after the upgrade
