@@ -41,7 +41,7 @@ from rebuild.progress import Progress, choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
-from rebuild.store.base import previous_name, scope_name, shadow_name, view_tables
+from rebuild.store.base import previous_name, scope_name, settled, shadow_name, view_tables
 from rebuild.store.duckdb_store import connect as duckdb_connect
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,8 @@ class Workbench:
         """The run records, newest first (of ``view``, or of every view)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be a number of runs (1 or more), not {limit!r}")
-        return Rows(self.store.runs(view, limit) if self.has_store() else [], hide=("plan",),
+        runs = settled(self.store.runs(view, limit), self.store.views()) if self.has_store() else []
+        return Rows(runs, hide=("plan",),
                     caption=f"the runs of {view}, newest first" if view else "the runs, newest first")
 
     def prune(self, older_than_days: int, view: str | None = None, dry_run: bool = False) -> PruneResult:
@@ -403,7 +404,7 @@ class Workbench:
         now = datetime.now(UTC)
         days = min(older_than_days, (now - datetime.min.replace(tzinfo=UTC)).days)  # more: before year 1, none
         store, before = self.store, now - timedelta(days=days)
-        runs = store.runs(view, limit=2**31)
+        runs = settled(store.runs(view, limit=2**31), store.views())
         kept = {cp.run_id for name in {r.view for r in runs} for role in (LIVE, PREVIOUS, SHADOW)
                 if (cp := store.checkpoint(name, role)) is not None}
         old = [r for r in runs if r.finished_at < before and r.run_id not in kept and r.status != "backfill"]

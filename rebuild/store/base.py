@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +109,13 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def settled(runs: Sequence[RunRecord], views: Collection[str]) -> list[RunRecord]:
+    """``runs`` with the status ``DROPPED`` where it is still ``HELD`` though its view has no checkpoint left
+    (not in ``views``): a view dropped before 2026-11-25 left its runs live, a shadow or an unfinished backfill,
+    which `rebuild runs` listed as such and prune never forgot."""
+    return [replace(r, status=DROPPED) if r.status in HELD and r.view not in views else r for r in runs]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from rebuild import ConfigError, CutoverRefused, StoreError, ViewLocked, Workben
 from rebuild.store import LIVE, PREVIOUS, SHADOW, open_store
 from rebuild.projection import Registry
 from rebuild.store.base import Mark, view_tables
+from rebuild.store.parquet_store import ParquetStore
 from tests.orders import order_events
 from tests.stores.conftest import orders_lake_events
 
@@ -235,6 +236,32 @@ def test_prune_forgets_old_marks_of_jobs_no_run_record_names(bench: Workbench) -
     assert pruned.runs == () and set(pruned.jobs) == jobs and {m.job_id for m in bench.store.marks(VIEW)} == jobs
     assert set(bench.prune(0).jobs) == jobs
     assert bench.store.marks(VIEW) == [] and bench.store.run(bucketed.run_id) is not None  # the shadow's run stays
+
+
+def _statuses_as_drop_left_them(store: Any, statuses: dict[str, str]) -> None:
+    """The run records of a store a workbench before 2026-11-25 dropped a view in: their status unchanged."""
+    if isinstance(store, ParquetStore):
+        with store._transaction() as m:
+            for r in m["runs"]:
+                r["status"] = statuses.get(r["run_id"], r["status"])
+    else:
+        for run_id, status in statuses.items():
+            store._set_status(run_id, status)
+
+
+def test_a_view_dropped_before_the_upgrade_lists_its_runs_as_dropped_and_prune_forgets_them(bench: Workbench) -> None:
+    """Its runs kept the status they had: `rebuild runs` listed a run live of a table dropped, and prune kept
+    an unfinished backfill's run for good (prune keeps those), of a view with no table left."""
+    live = bench.run(VIEW)
+    bench.cutover(VIEW, force=True)
+    shadow = bench.run(VIEW, full=True)
+    bench.close()
+    with Workbench(bench.config, registry=Registry()) as retired:
+        retired.drop(VIEW)
+        _statuses_as_drop_left_them(retired.store, {live.run_id: "live", shadow.run_id: "backfill"})
+        assert {r.run_id: r.status for r in retired.runs(VIEW)} == {live.run_id: "dropped", shadow.run_id: "dropped"}
+        assert {r.run_id for r in retired.prune(0, VIEW).runs} == {live.run_id, shadow.run_id}
+        assert retired.store.runs(VIEW) == []
 
 
 def test_drop_retires_a_view_no_projection_builds_and_keeps_its_history(bench: Workbench) -> None:
