@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -264,3 +265,39 @@ def test_audit_and_ls_say_when_small_files_await_compaction(tmp_path: Path, caps
     assert compact(target).files_before == files
     assert json.loads(run("--json", "lake", "audit")[1])["uncompacted"] == {"files": 0, "partitions": 0, "suggested": False}
     assert "await compaction" not in run("lake", "audit")[1] + run("ls")[1]
+
+
+def test_a_lake_of_the_version_before_is_read_ingested_and_compacted(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lake made before 2026-11-25: no delta.dataSkippingStatsColumns, and files whose add actions hold
+    the statistics of every column. Read, ingested into and compacted by this version, every event is there
+    once, its files are pruned by key as before, and the rewritten files carry the three columns' statistics."""
+    import lake.writer
+    from deltalake import DeltaTable
+
+    from lake.schema import DEFAULT_BUCKETS, QUARANTINE_SCHEMA, SCHEMA_VERSION, STATS_COLUMNS, STORED_SCHEMA
+
+    # the version before: its tables created without the property, its files with every column's statistics
+    description = json.dumps({"schema_version": SCHEMA_VERSION, "buckets": DEFAULT_BUCKETS})
+    DeltaTable.create(str(tmp_path / "lake" / "events"), STORED_SCHEMA, partition_by=["stream", "bucket"],
+                      description=description)
+    DeltaTable.create(str(tmp_path / "lake" / "quarantine"), QUARANTINE_SCHEMA, description=description)
+    with monkeypatch.context() as before:
+        before.setattr(lake.writer, "STATS_COLUMNS", tuple(f.name for f in STORED_SCHEMA))
+        target = small_commits(tmp_path, commits=3)
+    events = DeltaTable(target.table_uri("events"))
+    assert "delta.dataSkippingStatsColumns" not in events.metadata().configuration
+    assert "min.payload" in pa.table(events.get_add_actions(flatten=True)).column_names
+    lake.ingest(target, [write_ndjson(tmp_path / "new.ndjson", [event(9000 + i, key=k, seq=100, stream="orders")
+                                                                for i, k in enumerate(KEYS)])])
+    expected = content(target)
+    assert len(expected) == 3 * 2 * len(KEYS) + len(KEYS)
+    compact(target)
+    assert content(target) == expected
+    snapshot = target.snapshot()
+    assert len(snapshot.select(keys=[KEYS[0]])) == 2  # its bucket's file of each stream
+    events = DeltaTable(target.table_uri("events"))
+    actions = pa.table(events.get_add_actions(flatten=True)).to_pydict()
+    # every file was rewritten: the statistics of the columns readers prune by only
+    assert {n.split(".", 1)[1] for n in actions if n.startswith("min.") and any(v is not None for v in actions[n])} \
+        == set(STATS_COLUMNS)
