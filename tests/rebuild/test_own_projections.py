@@ -374,7 +374,7 @@ def test_listing_consumes_and_streams_sorted_keeps_the_fingerprint_views_were_bu
         before.setattr(importlib.import_module("rebuild.projection"), "_sorted_once", lambda names: names)
         fingerprint._logic.cache_clear()
         assert _fingerprint(tmp_path, "sorted_before", module) == fingerprints[0]
-        assert _fingerprint(tmp_path, "unsorted_before", unsorted) != fingerprints[1]  # this one's next run is full
+        assert _fingerprint(tmp_path, "unsorted_before", unsorted) != fingerprints[1]  # earlier_fingerprints names it
     fingerprint._logic.cache_clear()
 
 
