@@ -101,6 +101,8 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
         ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
         ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"
          + ("" if mapping.event_time_unit or mapping.event_time_format else _TIME_HINT)),
+        (f"_event_time BETWEEN {_FIRST} AND {_LAST}",
+         "'event_time out of range (years 1 to 9999): ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -129,13 +131,27 @@ def _has_text(column: str) -> str:
     return f"coalesce(CASE WHEN starts_with({column}, ' ') THEN trim({column}) <> '' ELSE {column} <> '' END, false)"
 
 
+# the event times Python's datetime (and so every report, audit and notebook) holds: DuckDB also reads
+# years past 9999, BC years and infinity, which archived, and then made `check` and `audit` fail (exit 70)
+_FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01, 9999-12-31 23:59:59.999999
+_FIRST = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+_LAST = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
+
+
 def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> str:
     if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one
         return f"CAST(try_strptime({text}, {literal(time_format)}) AS TIMESTAMPTZ)"
-    if unit is None:
-        return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+    if unit is None:  # DuckDB's words 'epoch' and 'infinity' are no ISO-8601 time: they hold no digit
+        return f"CASE WHEN regexp_matches({text}, '[0-9]') THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
     scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
-    return f"TRY_CAST(make_timestamp(TRY_CAST(TRY_CAST({text} AS DOUBLE) * {scale} AS BIGINT)) AS TIMESTAMPTZ)"
+    # microseconds counted exactly, digits past them cut as ISO text's are (through a double, 1.9999999 s
+    # rounded to 2 s, another second or day than the same time written in ISO); an integer's text reads as
+    # HUGEINT (4x faster than DECIMAL); out of range is NULL before make_timestamp, which fails on it
+    whole = f"TRY_CAST({text} AS HUGEINT)"
+    us = (f"CASE WHEN CAST({whole} AS VARCHAR) = {text} THEN {whole} * {scale} "
+          f"ELSE CAST(floor(TRY_CAST({text} AS DECIMAL(38, 12)) * {scale}) AS HUGEINT) END")
+    return (f"CAST(make_timestamp(CASE WHEN {us} BETWEEN {_FIRST_US} AND {_LAST_US} "
+            f"THEN CAST({us} AS BIGINT) END) AS TIMESTAMPTZ)")
 
 
 def _is_text(kind: pa.DataType) -> bool:

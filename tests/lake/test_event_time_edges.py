@@ -1,0 +1,73 @@
+"""Event times at their edges: digits past the microsecond, years no reader holds, the machine's zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lake
+from lake.audit import audit
+from tests.conftest import event, write_ndjson
+
+EPOCH_MAP = """
+[fields]
+event_id = "id"
+partition_key = "key"
+sequence = "seq"
+event_type = "type"
+event_time = "ts"
+[options]
+event_time_unit = "{unit}"
+"""
+
+
+def ingest_epochs(tmp_path: Path, unit: str, values: list[object]) -> tuple[lake.Lake, lake.IngestResult]:
+    (tmp_path / f"{unit}.toml").write_text(EPOCH_MAP.format(unit=unit))
+    records = [{"id": f"e{i}", "key": "k", "seq": i, "type": "OrderPlaced", "ts": v} for i, v in enumerate(values)]
+    target = lake.Lake(tmp_path / f"lake-{unit}")
+    result = lake.ingest(target, [write_ndjson(tmp_path / f"{unit}.ndjson", records)], stream="orders",
+                         mapping=lake.Mapping.load(tmp_path / f"{unit}.toml"))
+    return target, result
+
+
+def times(target: lake.Lake) -> list[datetime]:
+    return [t for (t,) in lake.read_events(target).order("sequence").project("event_time").fetchall()]
+
+
+def test_an_epoch_number_cuts_digits_past_the_microsecond_as_iso_text_does(tmp_path: Path) -> None:
+    """The same instant as epoch seconds and as ISO text is the same event time: read through a double,
+    1788307199.9999999 s was rounded into the next second, and so into the next day (another window)."""
+    epochs = ["1788307199.9999999", 1788220800.1234567, "-1.0000001", "1788220800.123456", 1788220800]
+    iso = ["2026-09-01T23:59:59.9999999Z", "2026-09-01T00:00:00.1234567Z", "1969-12-31T23:59:58.9999999Z",
+           "2026-09-01T00:00:00.123456Z", "2026-09-01T00:00:00Z"]
+    by_epoch, _ = ingest_epochs(tmp_path, "s", epochs)
+    by_iso = lake.Lake(tmp_path / "iso")
+    lake.ingest(by_iso, [write_ndjson(tmp_path / "iso.ndjson", [event(i, seq=i, at=None) | {"event_time": t}
+                                                                 for i, t in enumerate(iso)])], stream="orders")
+    assert times(by_epoch) == times(by_iso)
+    assert times(by_epoch)[0] == datetime(2026, 9, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    millis, _ = ingest_epochs(tmp_path, "ms", ["1788220800123.4567", 1788220800999])
+    assert times(millis) == [datetime(2026, 9, 1, 0, 0, 0, 123456, tzinfo=UTC),
+                             datetime(2026, 9, 1, 0, 0, 0, 999000, tzinfo=UTC)]
+
+
+def test_event_times_outside_years_1_to_9999_are_quarantined_not_archived(tmp_path: Path) -> None:
+    """DuckDB reads 'infinity', 'epoch', year 20260 and BC years as times: archived, they made every later
+    `check` and `audit` fail (exit 70), or put events on 1970-01-01; an epoch number past DuckDB's range
+    stopped the whole ingest (an internal error). Quarantined, saying why; years 1 and 9999 are kept."""
+    edges = {"infinity": "unparsable event_time: infinity", "-infinity": "unparsable event_time: -infinity",
+             "epoch": "unparsable event_time: epoch",
+             "20260-09-01T00:00:00Z": "event_time out of range (years 1 to 9999): 20260-09-01T00:00:00Z",
+             "0044-03-15 (BC) 12:00:00": "event_time out of range (years 1 to 9999): 0044-03-15 (BC) 12:00:00",
+             "0001-01-01T00:00:00Z": None, "9999-12-31T23:59:59.999999Z": None}
+    target = lake.Lake(tmp_path / "lake")
+    records = [event(i, seq=i) | {"event_time": t} for i, t in enumerate(edges)]
+    result = lake.ingest(target, [write_ndjson(tmp_path / "edges.ndjson", records)], stream="orders")
+    assert sorted(result.reasons) == sorted(r for r in edges.values() if r)
+    assert times(target) == [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    assert [s.events for s in audit(target).streams] == [2]  # the audit reads the kept ones
+    far: list[object] = ["-9223372036854775806", "253402300800000000", "-62135596800000001", "-62135596800000000"]
+    kept, result = ingest_epochs(tmp_path, "us", far)
+    assert (result.archived, result.quarantined) == (1, 3)
+    assert times(kept) == [datetime(1, 1, 1, tzinfo=UTC)]
+
