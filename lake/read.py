@@ -147,7 +147,7 @@ def read_events(
 ) -> duckdb.DuckDBPyRelation | pl.LazyFrame:
     """The events of one snapshot (default: the latest) that pass ``filter``.
 
-    Returns a DuckDB relation (on ``con``, or the default connection) or a Polars LazyFrame,
+    Returns a DuckDB relation (on ``con``, or a UTC cursor of the default connection) or a Polars LazyFrame,
     with the envelope's columns; files that cannot match the filter are never opened.
     """
     if engine not in ENGINES:
@@ -159,7 +159,16 @@ def read_events(
     paths = [f.path for f in filter.files(snapshot, lake)]
     if engine == "polars":
         return _polars(paths, filter, storage.polars_options(lake.storage_options))
-    return _duckdb(lake.attach(con or duckdb.default_connection()), paths, filter)
+    return _duckdb(lake.attach(con or _utc_default()), paths, filter)
+
+
+def _utc_default() -> duckdb.DuckDBPyConnection:
+    """A cursor of DuckDB's default connection in UTC, as the lake's times are: on the default connection,
+    in the machine's zone, a relation's event_time came out in that zone (Arrow's, Polars' and pandas'
+    times too), and its days were local ones (``CAST(event_time AS DATE)``, ``date_trunc('day', ...)``, a
+    projection's own SQL), not the views'. The default connection keeps its own zone, and queries the
+    relation by name (``duckdb.sql("... FROM rel")``), in that zone."""
+    return storage.session(duckdb.default_connection())
 
 
 def files_read(lake: Lake, filter: EventFilter, snapshot: Snapshot | None = None) -> list[str]:
@@ -213,7 +222,7 @@ def read_quarantine(lake: Lake, con: duckdb.DuckDBPyConnection | None = None,
     """Quarantined records (reason, source, line, record, ...) as a DuckDB relation.
 
     ``files`` narrows the quarantine table's files (the audit leaves out unreadable ones)."""
-    con = lake.attach(con or duckdb.default_connection())
+    con = lake.attach(con or _utc_default())
     files = list(lake.quarantine_files() if files is None else files)
     if not files:
         return con.from_arrow(QUARANTINE_SCHEMA.empty_table())

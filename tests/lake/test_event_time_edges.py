@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+import duckdb
+import pyarrow as pa
 
 import lake
 from lake.audit import audit
@@ -71,3 +74,24 @@ def test_event_times_outside_years_1_to_9999_are_quarantined_not_archived(tmp_pa
     assert (result.archived, result.quarantined) == (1, 3)
     assert times(kept) == [datetime(1, 1, 1, tzinfo=UTC)]
 
+
+def test_a_relation_of_the_lake_is_in_utc_whatever_the_default_connections_zone(tmp_path: Path) -> None:
+    """On a machine in New York, the DuckDB relation read_events gives (and wb.events()) held event_time
+    in New York's zone: its days (CAST AS DATE, date_trunc, a projection's own SQL) were local ones, not
+    the views' UTC days, and its Arrow type was not the lake's. The default connection keeps its zone."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [write_ndjson(tmp_path / "e.ndjson", [event(1) | {"event_time": "2026-11-01T02:00:00Z"}])],
+                stream="orders")
+    default = duckdb.default_connection()
+    ((before,),) = default.sql("SELECT current_setting('TimeZone')").fetchall()
+    default.execute("SET TimeZone = 'America/New_York'")  # as DuckDB starts on a machine there
+    try:
+        rel = lake.read_events(target)
+        days = rel.project("CAST(event_time AS DATE), CAST(time_bucket(INTERVAL 1 DAY, event_time) AS DATE), "
+                           "date_trunc('day', event_time)").fetchall()
+        assert days == [(date(2026, 11, 1), date(2026, 11, 1), datetime(2026, 11, 1, tzinfo=UTC))]
+        assert rel.to_arrow_table().schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+        assert lake.read_quarantine(target).to_arrow_table().schema.field("event_time").type.tz == "UTC"
+        assert default.sql("SELECT current_setting('TimeZone')").fetchall() == [("America/New_York",)]
+    finally:
+        default.execute(f"SET TimeZone = '{before}'")
