@@ -147,7 +147,7 @@ def read_events(
 ) -> duckdb.DuckDBPyRelation | pl.LazyFrame:
     """The events of one snapshot (default: the latest) that pass ``filter``.
 
-    Returns a DuckDB relation (on ``con``, or a UTC cursor of the default connection) or a Polars LazyFrame,
+    Returns a DuckDB relation (on ``con``, or the default connection, set to UTC) or a Polars LazyFrame,
     with the envelope's columns; files that cannot match the filter are never opened.
     """
     if engine not in ENGINES:
@@ -163,12 +163,14 @@ def read_events(
 
 
 def _utc_default() -> duckdb.DuckDBPyConnection:
-    """A cursor of DuckDB's default connection in UTC, as the lake's times are: on the default connection,
-    in the machine's zone, a relation's event_time came out in that zone (Arrow's, Polars' and pandas'
-    times too), and its days were local ones (``CAST(event_time AS DATE)``, ``date_trunc('day', ...)``, a
-    projection's own SQL), not the views'. The default connection keeps its own zone, and queries the
-    relation by name (``duckdb.sql("... FROM rel")``), in that zone."""
-    return storage.session(duckdb.default_connection())
+    """DuckDB's default connection, set to UTC as the lake's times are: in the machine's zone (New York's on a
+    machine there) a relation's event_time came out in that zone (Arrow's, Polars' and pandas' times too),
+    and its days were local ones (``CAST(event_time AS DATE)``, ``date_trunc('day', ...)``, a projection's own
+    SQL), not the views'. The connection itself, not a cursor of it: relations on it still combine with the
+    caller's (``rel.join(duckdb.from_arrow(...))``), which a cursor's refuse."""
+    con = duckdb.default_connection()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def files_read(lake: Lake, filter: EventFilter, snapshot: Snapshot | None = None) -> list[str]:
