@@ -141,8 +141,9 @@ _LAST = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> str:
     if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one
         return f"CAST(try_strptime({text}, {literal(time_format)}) AS TIMESTAMPTZ)"
-    if unit is None:  # DuckDB's words 'epoch' and 'infinity' are no ISO-8601 time: they hold no digit
-        return f"CASE WHEN regexp_matches({text}, '[0-9]') THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
+    if unit is None:  # DuckDB's word 'epoch' is no ISO-8601 time (it holds no digit; 'infinity' is out of range):
+        time = f"TRY_CAST({text} AS TIMESTAMPTZ)"  # the text is only searched at 1970-01-01 (all of it was +70%)
+        return f"CASE WHEN epoch_us({time}) <> 0 OR regexp_matches({text}, '[0-9]') THEN {time} END"
     scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
     # microseconds counted exactly, digits past them cut as ISO text's are (through a double, 1.9999999 s
     # rounded to 2 s, another second or day than the same time written in ISO); an integer's text reads as

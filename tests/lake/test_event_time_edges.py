@@ -62,13 +62,14 @@ def test_event_times_outside_years_1_to_9999_are_quarantined_not_archived(tmp_pa
              "epoch": "unparsable event_time: epoch",
              "20260-09-01T00:00:00Z": "event_time out of range (years 1 to 9999): 20260-09-01T00:00:00Z",
              "0044-03-15 (BC) 12:00:00": "event_time out of range (years 1 to 9999): 0044-03-15 (BC) 12:00:00",
-             "0001-01-01T00:00:00Z": None, "9999-12-31T23:59:59.999999Z": None}
+             "0001-01-01T00:00:00Z": None, "9999-12-31T23:59:59.999999Z": None, "1970-01-01T00:00:00+00:00": None}
     target = lake.Lake(tmp_path / "lake")
     records = [event(i, seq=i) | {"event_time": t} for i, t in enumerate(edges)]
     result = lake.ingest(target, [write_ndjson(tmp_path / "edges.ndjson", records)], stream="orders")
     assert sorted(result.reasons) == sorted(r for r in edges.values() if r)
-    assert times(target) == [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
-    assert [s.events for s in audit(target).streams] == [2]  # the audit reads the kept ones
+    assert times(target) == [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                             datetime(1970, 1, 1, tzinfo=UTC)]
+    assert [s.events for s in audit(target).streams] == [3]  # the audit reads the kept ones
     far: list[object] = ["-9223372036854775806", "253402300800000000", "-62135596800000001", "-62135596800000000"]
     kept, result = ingest_epochs(tmp_path, "us", far)
     assert (result.archived, result.quarantined) == (1, 3)
