@@ -69,7 +69,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
     typed_sequence = get.is_typed("sequence")
     sequence = "CAST(_t_sequence AS BIGINT)" if typed_sequence else "TRY_CAST(trim(_t_sequence) AS BIGINT)"
     event_time = (
-        "CAST(_t_event_time AS TIMESTAMPTZ)" if get.is_typed("event_time")
+        _typed_time_sql("_t_event_time", get.nanoseconds("event_time")) if get.is_typed("event_time")
         else _time_sql("_t_event_time", mapping.event_time_unit, mapping.event_time_format)
     )
     typed = (
@@ -136,6 +136,15 @@ def _has_text(column: str) -> str:
 _FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01, 9999-12-31 23:59:59.999999
 _FIRST = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 _LAST = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
+
+
+def _typed_time_sql(column: str, nanoseconds: bool) -> str:
+    """A timestamp column as the lake's time; nanoseconds are cut to microseconds, as ISO text's digits are
+    (DuckDB's cast rounds them: 23:59:59.999999999 was the next day's 00:00:00, another window)."""
+    if not nanoseconds:
+        return f"CAST({column} AS TIMESTAMPTZ)"
+    ns = f"epoch_ns(CAST({column} AS TIMESTAMP_NS))"
+    return f"CAST(make_timestamp(({ns} - ({ns} % 1000 + 1000) % 1000) // 1000) AS TIMESTAMPTZ)"
 
 
 def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> str:
@@ -226,6 +235,11 @@ class _Fields:
         if column == "sequence":
             return pa.types.is_signed_integer(kind)
         return column == "event_time" and pa.types.is_timestamp(kind) and self.mapping.event_time_unit is None
+
+    def nanoseconds(self, column: str) -> bool:
+        """Whether a typed timestamp field counts nanoseconds (pandas' datetime64[ns], Spark's INT96)."""
+        kind = self.schema.field(self.mapping.fields[column]).type
+        return pa.types.is_timestamp(kind) and kind.unit == "ns"
 
     def scalar(self, column: str) -> str:
         """True unless the field is an object, array or boolean (a text column must not be one)."""

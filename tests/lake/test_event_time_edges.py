@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import lake
 from lake.audit import audit
@@ -97,3 +98,18 @@ def test_a_relation_of_the_lake_is_in_utc_whatever_the_default_connections_zone(
         assert rel.join(other, "event_id").project("event_id").fetchall() == [("e1",)]
     finally:
         default.execute(f"SET TimeZone = '{before}'")
+
+
+def test_nanosecond_timestamps_of_parquet_are_cut_to_microseconds_not_rounded(tmp_path: Path) -> None:
+    """pandas writes datetime64[ns]: 23:59:59.999999999 became the next day's 00:00:00 (DuckDB's cast rounds),
+    another day and window than the same time as ISO text, whose digits past the microsecond are cut."""
+    ns = [1788307199999999999, -1000000001, 1788220800123456789]
+    for zone in (None, "America/New_York"):
+        target = lake.Lake(tmp_path / f"lake-{zone}".replace("/", "_"))
+        pq.write_table(pa.table({"event_id": ["p1", "p2", "p3"], "partition_key": ["k"] * 3, "sequence": [1, 2, 3],
+                                 "event_type": ["T"] * 3, "event_time": pa.array(ns, pa.timestamp("ns", tz=zone))}),
+                       tmp_path / "ns.parquet")
+        assert lake.ingest(target, [tmp_path / "ns.parquet"], stream="orders").archived == 3
+        assert times(target) == [datetime(2026, 9, 1, 23, 59, 59, 999999, tzinfo=UTC),
+                                 datetime(1969, 12, 31, 23, 59, 58, 999999, tzinfo=UTC),
+                                 datetime(2026, 9, 1, 0, 0, 0, 123456, tzinfo=UTC)]
