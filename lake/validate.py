@@ -148,8 +148,8 @@ def _typed_time_sql(column: str, nanoseconds: bool) -> str:
 
 
 def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> str:
-    if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one
-        return f"CAST(try_strptime({text}, {literal(time_format)}) AS TIMESTAMPTZ)"
+    if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one; %n: nanoseconds
+        return _typed_time_sql(f"try_strptime({text}, {literal(time_format)})", "%n" in time_format)
     if unit is None:  # DuckDB's word 'epoch' is no ISO-8601 time (it holds no digit; 'infinity' is out of range):
         time = f"TRY_CAST({text} AS TIMESTAMPTZ)"  # the text is only searched at 1970-01-01 (all of it was +70%)
         return f"CASE WHEN epoch_us({time}) <> 0 OR regexp_matches({text}, '[0-9]') THEN {time} END"

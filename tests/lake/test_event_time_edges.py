@@ -113,3 +113,19 @@ def test_nanosecond_timestamps_of_parquet_are_cut_to_microseconds_not_rounded(tm
         assert times(target) == [datetime(2026, 9, 1, 23, 59, 59, 999999, tzinfo=UTC),
                                  datetime(1969, 12, 31, 23, 59, 58, 999999, tzinfo=UTC),
                                  datetime(2026, 9, 1, 0, 0, 0, 123456, tzinfo=UTC)]
+
+
+def test_a_declared_format_with_nanoseconds_cuts_them_too(tmp_path: Path) -> None:
+    """event_time_format "%d.%m.%Y %H:%M:%S.%n": 23:59:59.999999999 was rounded into the next day."""
+    source = tmp_path / "export.csv"
+    source.write_text("Id;Key;Seq;Type;When\ne1;k;1;T;01.09.2026 23:59:59.999999999\n"
+                      "e2;k;2;T;01.09.2026 23:59:59.999999999+02:00\n")
+    (tmp_path / "m.toml").write_text('[fields]\nevent_id = "Id"\npartition_key = "Key"\nsequence = "Seq"\n'
+                                     'event_type = "Type"\nevent_time = "When"\n'
+                                     '[options]\nevent_time_format = "%d.%m.%Y %H:%M:%S.%n"\n')
+    (tmp_path / "z.toml").write_text((tmp_path / "m.toml").read_text().replace('.%n"', '.%n%z"'))
+    target = lake.Lake(tmp_path / "lake")
+    for name in ("m", "z"):
+        lake.ingest(target, [source], stream="orders", mapping=lake.Mapping.load(tmp_path / f"{name}.toml"))
+    assert times(target) == [datetime(2026, 9, 1, 23, 59, 59, 999999, tzinfo=UTC),
+                             datetime(2026, 9, 1, 21, 59, 59, 999999, tzinfo=UTC)]
