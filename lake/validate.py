@@ -118,7 +118,13 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
 # epoch numbers parse only with a declared unit, other text than ISO-8601 with a declared format: say
 # so where the reason would leave people guessing
 _TIME_HINT = (
-    " || CASE WHEN regexp_full_match(trim(CAST(_t_event_time AS VARCHAR)), '-?[0-9]+([.][0-9]+)?') "
+    " || CASE WHEN regexp_full_match(trim(CAST(_t_event_time AS VARCHAR)), '[2-7][0-9]{4}([.][0-9]+)?') "
+    "THEN ' (a number of days, as a spreadsheet writes a date (46266.5 is 2026-09-01 12:00), is no epoch unit: "
+    "write it as ISO-8601 text; an epoch number: declare its unit, event_time_unit = \"s\", \"ms\" or \"us\" "
+    "under [options] in a --map file)' "
+    "WHEN regexp_matches(CAST(_t_event_time AS VARCHAR), '[0-9]:60([.,Z+ -]|$)') "
+    "THEN ' (a leap second: times here have no second 60; write it as :59.999999 or as the next second)' "
+    "WHEN regexp_full_match(trim(CAST(_t_event_time AS VARCHAR)), '-?[0-9]+([.][0-9]+)?') "
     "THEN ' (an epoch number: declare its unit, event_time_unit = \"s\", \"ms\" or \"us\" under [options] "
     "in a --map file)' WHEN regexp_matches(CAST(_t_event_time AS VARCHAR), '[0-9][./][0-9]') "
     "THEN ' (not ISO-8601: declare its format, event_time_format = \"%d.%m.%Y %H:%M\" under [options] "

@@ -47,6 +47,17 @@ NDJSON_CASES = {
         'unparsable event_time: 12345 (an epoch number: declare its unit, event_time_unit = "s", "ms" or "us" '
         "under [options] in a --map file)",
     ),
+    "spreadsheet-days": (  # Excel's serial date: with a unit declared, it would be a time in 1970
+        {**event(1), "event_time": 46266.5},
+        "unparsable event_time: 46266.5 (a number of days, as a spreadsheet writes a date (46266.5 is 2026-09-01 "
+        '12:00), is no epoch unit: write it as ISO-8601 text; an epoch number: declare its unit, event_time_unit = "s", '
+        '"ms" or "us" under [options] in a --map file)',
+    ),
+    "leap-second": (
+        {**event(1), "event_time": "2016-12-31T23:59:60Z"},
+        "unparsable event_time: 2016-12-31T23:59:60Z (a leap second: times here have no second 60; write it as "
+        ":59.999999 or as the next second)",
+    ),
     "payload-not-json": ({**event(1), "payload": "{oops"}, "payload is not JSON"),
     "object-partition-key": (
         {**event(1), "partition_key": {"id": 1}},
