@@ -31,7 +31,7 @@ from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote, session
 from lake.read import BadFile, EventFilter, as_names, as_version, check_files, read_events, read_quarantine
-from lake.render import table_of
+from lake.render import html_table, table_of
 from lake.schema import ENVELOPE_COLUMNS
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
@@ -160,7 +160,7 @@ class AuditReport:
             f"<p><b>{html.escape(self.lake_uri)}</b> at lake_version {self.lake_version}{self._dropped_at_ingest()}"
             f"{html.escape(self._of_keys())}</p>"
             + (f"<p>{html.escape(self.uncompacted.hint())}</p>" if self.uncompacted.suggested else "")
-            + _html_table(rows, "events per stream") + _html_table(types, "events per event type")
+            + html_table(rows, "events per stream") + html_table(types, "events per event type")
             + "".join(_html_notes(s) for s in self.streams)
         )  # fmt: skip
 
@@ -599,20 +599,3 @@ def _html_notes(s: StreamAudit) -> str:
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     # a heading, not bold text: a screen reader lists it and jumps to the stream (the report's h2 is the audit's)
     return f"<h3>stream {html.escape(s.stream)}</h3><ul>{items}</ul>" if items else ""
-
-
-def _html_table(rows: list[dict[str, Any]], caption: str) -> str:
-    """A table of ``rows`` whose caption says what it holds (two tables under one heading read alike)."""
-    if not rows:
-        return ""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th scope='col'>{html.escape(str(n))}</th>" for n in names)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_count(r.get(n, '')))}</td>" for n in names) + "</tr>" for r in rows
-    )
-    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _count(value: Any) -> str:
-    """A count as people read it (``199,980``, as the sentences around the table write it)."""
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)

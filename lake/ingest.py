@@ -31,6 +31,7 @@ from lake.jsontext import exact_members
 from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix, large_rows,
                           parquet_metadata, parquet_rows_sql, parquet_widest_row, read_batches, slices)
 from lake.mapping import Mapping
+from lake.render import html_table
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql, stream_too_long
 from lake.sql import literal
 from lake.table import EVENTS, QUARANTINE, Lake
@@ -74,10 +75,8 @@ class IngestResult:
             f"from {len(self.files)} file(s), archived {self.archived:,}, dropped {self.duplicates:,} duplicates, "
             f"quarantined {self.quarantined:,} -&gt; lake_version {self.lake_version} ({self.seconds:.2f}s)</p>"
         )
-        reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in self.reasons.items())
-        return line + (f"<table><caption>records quarantined, per reason</caption><thead><tr>"
-                       f"<th scope='col'>quarantine reason</th><th scope='col'>records</th></tr></thead>"
-                       f"<tbody>{reasons}</tbody></table>" if reasons else "")
+        reasons = [{"quarantine reason": k, "records": v} for k, v in self.reasons.items()]
+        return line + html_table(reasons, "records quarantined, per reason")
 
 
 def ingest(

@@ -1,4 +1,5 @@
-"""Rich tables for people: data is shown as it is, never read as rich markup.
+"""Tables for people, in a terminal (rich) and a notebook (HTML): data is shown as it is, never read
+as rich markup or HTML.
 
 Values come from the lake (stream names, keys, quarantine reasons quoting raw records), so a
 ``[/x]`` in a record must print as text rather than raise rich's markup error.
@@ -6,6 +7,7 @@ Values come from the lake (stream names, keys, quarantine reasons quoting raw re
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 from rich.console import OverflowMethod
@@ -36,3 +38,15 @@ def plain(value: object) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{str(k).replace('_', ' ')} {plain(v)}" for k, v in value.items())
     return str(value)
+
+
+def html_table(rows: Sequence[Mapping[str, object]], caption: str) -> str:
+    """An HTML table of dict rows (the columns: every row's keys, in order), whose caption says what it holds
+    and whose header cells are scoped (a screen reader announces both); values as ``plain`` writes them."""
+    if not rows:
+        return ""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th scope='col'>{html.escape(str(n))}</th>" for n in names)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(plain(r.get(n, '')))}</td>" for n in names) + "</tr>"
+                   for r in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

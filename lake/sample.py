@@ -37,6 +37,7 @@ from rich.markup import escape
 from lake.errors import LakeError
 from lake.ingest import Batch, ingest_batches
 from lake.mapping import Mapping
+from lake.render import html_table
 from lake.table import Lake
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,11 @@ class SampleResult:
         """What ``render`` says, for notebooks: one line, then the planted anomalies as a table."""
         counts = {name: getattr(self, name) for name in (
             "archived", "duplicates", "conflicts", "poison", "quarantined", "gaps", "late", "out_of_order")}
-        head = "".join(f"<th scope='col'>{html.escape(name)}</th>" for name in counts)
-        cells = "".join(f"<td>{value:,}</td>" for value in counts.values())
         return (
             f"<p><b>Sample lake</b>: {self.events_generated:,} events of {self.orders:,} orders in stream "
             f"<code>{html.escape(self.stream)}</code> (seed {self.seed}), {self.commits} daily commits -&gt; "
             f"lake_version {self.lake_version} in {self.seconds:.1f}s. Known anomalies:</p>"
-            f"<table><caption>the anomalies planted</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody><tr>{cells}</tr></tbody></table>"
+            + html_table([counts], "the anomalies planted")
         )
 
 
