@@ -84,17 +84,18 @@ def large_rows(table: pa.Table) -> bool:
     return False
 
 
-def slices(table: pa.Table) -> Iterator[pa.Table]:
-    """``table`` whole, or in slices of about ``BATCH_BYTES`` when it holds a row over ``LARGE_ROW`` bytes."""
+def slices(table: pa.Table) -> Iterator[tuple[pa.Table, bool]]:
+    """``table`` whole, or in slices of about ``BATCH_BYTES`` when it holds a row over ``LARGE_ROW`` bytes;
+    each with whether it was sliced (its rows are large)."""
     if not large_rows(table):
-        yield table
+        yield table, False
         return
     ends = np.cumsum(_row_bytes(table))
     start = 0
     while start < table.num_rows:
         before = int(ends[start - 1]) if start else 0
         stop = max(start + 1, int(np.searchsorted(ends, before + BATCH_BYTES, side="right")))
-        yield table.slice(start, stop - start)
+        yield table.slice(start, stop - start), True
         start = stop
 
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from lake.errors import SourceError, empty_value, not_a_file
 from lake.faults import point
 from lake.jsontext import exact_members
-from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix, large_rows,
+from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix,
                           parquet_metadata, parquet_rows_sql, parquet_widest_row, read_batches, slices)
 from lake.mapping import Mapping
 from lake.render import html_table
@@ -151,7 +151,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 
@@ -362,11 +362,11 @@ def _stage(
                 tables = batch.tables()
             finally:
                 con.execute("DROP VIEW IF EXISTS raw")
-        for part in (part for table in tables for part in slices(table)):
+        for part, large in (part for table in tables for part in slices(table)):
             con.register("raw", part)
             read += _insert(con, replace(batch, table=part), mapping, stream, number)
             con.unregister("raw")
-            size += part.nbytes if cuts or size or large_rows(part) else 0
+            size += part.nbytes if cuts or size or large else 0
             if size >= WRITE_BYTES:
                 cuts.append(read)
                 size = 0

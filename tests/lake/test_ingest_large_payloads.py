@@ -47,9 +47,9 @@ def test_a_batch_of_small_rows_is_staged_whole_and_one_of_large_rows_in_slices_o
     from lake.formats import BATCH_BYTES, slices
 
     small = pa.table({"_raw": ["x" * 100] * 10_000})
-    assert [t.num_rows for t in slices(small)] == [10_000]  # as before: no more statements for usual events
+    assert [(t.num_rows, large) for t, large in slices(small)] == [(10_000, False)]  # as before: no more statements
     sizes = [100, 3 * BATCH_BYTES, 100, 100, BATCH_BYTES // 2, BATCH_BYTES // 2, 100]
     mixed = pa.table({"_raw": ["y" * n for n in sizes], "_line": list(range(1, len(sizes) + 1))})
-    parts = list(slices(mixed))
+    parts = [t for t, large in slices(mixed) if large]
     assert pa.concat_tables(parts).equals(mixed)
     assert [t.num_rows for t in parts] == [1, 1, 3, 2]  # a row larger than a slice is a slice of its own
