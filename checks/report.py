@@ -337,10 +337,15 @@ def _changes(changes: dict[str, dict[str, Any]]) -> str:
     parts = []
     for column, pair in list(changes.items())[:SHOWN_CHANGES]:
         live, rebuilt = str(pair["live"]), str(pair["rebuilt"])
-        at = len(os.path.commonprefix([live, rebuilt]))
+        at = _first_difference(live, rebuilt)
         parts.append(f"{column}: {_around(live, at)} → {_around(rebuilt, at)}")
     more = len(changes) - SHOWN_CHANGES
     return "; ".join(parts) + (f"; +{more:,} more columns" if more > 0 else "")
+
+
+def _first_difference(live: str, rebuilt: str) -> int:
+    """Where two texts of a changed value first differ: the HTML and the JSON show each around it."""
+    return len(os.path.commonprefix([live, rebuilt]))
 
 
 def _around(text: str, at: int, width: int = SHOWN_CHARS) -> str:
@@ -369,7 +374,7 @@ def _json_diff(diff: DiffResult) -> dict[str, Any]:
     for i, row in enumerate(samples["changed"]):
         changes = {}
         for column, pair in row["changes"].items():
-            at = len(os.path.commonprefix([_text(pair["live"]), _text(pair["rebuilt"])]))
+            at = _first_difference(_text(pair["live"]), _text(pair["rebuilt"]))
             changes[column] = {side: _cut(value, at, {"samples": "changed", "row": i, "column": column, "side": side},
                                           cut) for side, value in pair.items()}
         row["changes"] = changes
