@@ -13,9 +13,9 @@ import signal
 import sys
 import time
 
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # as rebuild.cli's, which cannot be imported to say so
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # rebuild.cli takes them from here (this module imports nothing heavy)
 TERMINATED = ("terminated (SIGTERM): commits already made stay whole, the one in flight is not made; "
-              "rerun the same command")  # rebuild.cli's words (a test keeps them equal): one line for a log's parser
+              "rerun the same command")  # one line for a log's parser, here and from rebuild.cli
 
 
 def run() -> None:

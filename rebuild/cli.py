@@ -25,15 +25,15 @@ import duckdb
 
 from lake import LakeError
 from lake.storage import missing_credentials, refused_credentials, unreachable
+from _rebuild_cli import EXIT_INTERRUPTED, EXIT_TERMINATED, TERMINATED
 from rebuild.config import FILENAME, Config, nearest_file, redact
 from rebuild.errors import RebuildError
 from rebuild.output import Output, ReaderGone
 from rebuild.progress import log_line, utc_stderr
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # EXIT_INTERRUPTED (130), EXIT_TERMINATED (143): the entry point's
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an unexpected error
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away (``| head``)
-TERMINATED = "terminated (SIGTERM): commits already made stay whole, the one in flight is not made; rerun the same command"
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
