@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -279,14 +280,18 @@ def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
 
 
 def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:
-    result = projection.func(_events_frame(con))
-    if not isinstance(result, pl.LazyFrame | pl.DataFrame):
-        raise ProjectionError(
-            f"projection {projection.name!r} returned {type(result).__name__}; a Polars projection "
-            "returns a LazyFrame",
-            projection=projection.name,
-        )
-    frame = result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
+    source = _EventSource(con)
+    try:
+        result = projection.func(source.frame())
+        if not isinstance(result, pl.LazyFrame | pl.DataFrame):
+            raise ProjectionError(
+                f"projection {projection.name!r} returned {type(result).__name__}; a Polars projection "
+                "returns a LazyFrame",
+                projection=projection.name,
+            )
+        frame = result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
+    finally:
+        source.close()
     _check_names(projection, frame.columns)
     _register_table(con, frame.to_arrow(), create)
 
@@ -315,21 +320,53 @@ def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, w
     _register_table(con, table, create, select=", ".join(cast))
 
 
-def _events_frame(con: duckdb.DuckDBPyConnection) -> pl.LazyFrame:
-    """The ``events`` relation as a LazyFrame that DuckDB feeds in Arrow batches, reading and
-    decoding only the columns the projection's plan uses (Polars pushes its projection down)."""
-    schema = pl.from_arrow(con.sql("SELECT * FROM events LIMIT 0").to_arrow_table()).schema  # type: ignore[union-attr]
+class _EventSource:
+    """The ``events`` relation as a LazyFrame that DuckDB feeds in Arrow batches in replay order,
+    ``(partition_key, sequence, event_id)``, reading and decoding only the columns the projection's
+    plan uses (Polars pushes its projection down).
 
-    def batches(columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
-                batch_size: int | None) -> Iterator[pl.DataFrame]:
-        names = ", ".join(quote(c) for c in columns) if columns else "*"
-        limit = f" LIMIT {int(n_rows)}" if n_rows is not None else ""
-        for batch in con.sql(f"SELECT {names} FROM events{limit}").to_arrow_reader(batch_size or 256_000):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield frame if predicate is None else frame.filter(predicate)
+    DuckDB gives a connection one open result at a time: the frame is cached, so a projection that
+    uses it twice (a join with its own aggregate, a concat) reads it once; two reads at once that
+    Polars cannot merge (a join of two differently filtered frames) are refused saying so. ``close``
+    ends a read the projection failed in or stopped early, which would leave the connection busy."""
 
-    return register_io_source(batches, schema=schema)
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.open: list[pa.RecordBatchReader] = []
+        self.reading = threading.Lock()  # Polars starts its scans in threads of its own
+
+    def frame(self) -> pl.LazyFrame:
+        schema = pl.from_arrow(self.con.sql("SELECT * FROM events LIMIT 0").to_arrow_table()).schema  # type: ignore[union-attr]
+        return register_io_source(self._batches, schema=schema, is_pure=True).cache()
+
+    def close(self) -> None:
+        for reader in self.open:
+            reader.close()
+        self.open.clear()
+
+    def _batches(self, columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+                 batch_size: int | None) -> Iterator[pl.DataFrame]:
+        if not self.reading.acquire(blocking=False):
+            raise RuntimeError(_TWO_READS)
+        try:
+            names = ", ".join(quote(c) for c in columns) if columns else "*"
+            limit = f" LIMIT {int(n_rows)}" if n_rows is not None else ""
+            reader = self.con.sql(f"SELECT {names} FROM events ORDER BY partition_key, sequence, event_id{limit}"
+                                  ).to_arrow_reader(batch_size or 256_000)
+            self.open.append(reader)
+            for batch in reader:
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame if predicate is None else frame.filter(predicate)
+        finally:
+            self.close()
+            self.reading.release()
+
+
+_TWO_READS = ("the projection reads events in two places at once, with other filters or columns each (a join or "
+              "concat of two differently filtered frames), and the events are fed by one DuckDB query at a time: "
+              "select and filter once, then split (events.select(...) as one frame both sides start from), "
+              "or read them into memory first (events.collect().lazy())")
 
 
 def _check_names(projection: Projection, columns: list[str]) -> None:

@@ -1,24 +1,125 @@
-"""The replay's Polars source: DuckDB feeds a projection only the columns its plan uses."""
+"""The replay's Polars source: DuckDB feeds a projection only the columns its plan uses, in replay
+order, and a projection that fails or reads the events twice leaves the workbench usable."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
 import pytest
 
-from rebuild.replay import _events_frame
+import lake
+from rebuild import ProjectionError, Workbench, projection
+from rebuild.config import Config
+from rebuild.projection import Registry
+from rebuild.replay import _EventSource
+from tests.conftest import write_ndjson
+from tests.orders import order_events
 
 
 def test_a_polars_projection_reads_only_the_columns_it_uses() -> None:
     con = duckdb.connect()
     con.execute(
-        "CREATE TEMP VIEW events AS SELECT i AS n, 'k' || (i % 3) AS partition_key, "
+        "CREATE TEMP VIEW events AS SELECT i AS n, 'k' || (i % 3) AS partition_key, i AS sequence, 'e' || i AS event_id, "
         "CAST(CASE WHEN i >= 0 THEN error('the payload column was read') END AS VARCHAR) AS payload "
         "FROM range(10) t(i)"
     )
-    frame = _events_frame(con)
-    assert frame.collect_schema().names() == ["n", "partition_key", "payload"]
+    source = _EventSource(con)
+    frame = source.frame()
+    assert frame.collect_schema().names() == ["n", "partition_key", "sequence", "event_id", "payload"]
     totals = frame.group_by("partition_key").agg(pl.col("n").sum()).sort("partition_key").collect(engine="streaming")
     assert totals.rows() == [("k0", 18), ("k1", 12), ("k2", 15)]
     with pytest.raises(Exception, match="the payload column was read"):
         frame.collect()
+    source.close()
+    assert con.sql("SELECT 1").fetchall() == [(1,)]
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def wb(tmp_path: Path, registry: Registry) -> Iterable[Workbench]:
+    config = Config(lake_uri=str(tmp_path / "lake"), store_uri=f"duckdb://{tmp_path}/views.duckdb", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    with Workbench(config, registry=registry) as bench:
+        yield bench
+
+
+def _ingest(wb: Workbench, path: Path, events: list[dict[str, Any]]) -> None:
+    lake.ingest(wb.lake, [write_ndjson(path, events)], stream="orders")
+
+
+def _status(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.group_by("partition_key").agg(
+        placed=pl.col("event_type").first(), status=pl.col("event_type").last(), sequences=pl.col("sequence"))
+
+
+def test_a_polars_projection_gets_each_key_s_events_in_sequence_order(tmp_path: Path, wb: Workbench,
+                                                                     registry: Registry) -> None:
+    """first()/last() per order: the events came in the lake's file order, newest commit first, so an order
+    placed in one commit and shipped in the next read 'ItemAdded' as its first event and status."""
+    projection(name="status", key="partition_key", engine="polars", registry=registry)(_status)
+    orders = [e for o in range(1, 9) for e in order_events(o)]
+    _ingest(wb, tmp_path / "day1.ndjson", [e for e in orders if e["sequence"] <= 2])
+    _ingest(wb, tmp_path / "day2.ndjson", [e for e in orders if e["sequence"] > 2])
+    wb.run("status", progress="none")
+    view = wb.view("status", "shadow")
+    assert view.height == 8
+    assert set(view["placed"]) == {"OrderPlaced"} and set(view["status"]) == {"OrderShipped"}
+    assert all(s == sorted(s) for s in view["sequences"].to_list())
+
+
+def _fails_mid_read(events: pl.LazyFrame) -> pl.LazyFrame:
+    def refuse(sequence: int) -> int:
+        raise ValueError(f"sequence {sequence} refused")
+    return events.with_columns(z=pl.col("sequence").map_elements(refuse, return_dtype=pl.Int64)).group_by(
+        "partition_key").agg(pl.col("z").sum())
+
+
+def test_a_polars_projection_that_fails_while_reading_names_its_error_and_the_workbench_runs_on(
+        tmp_path: Path, wb: Workbench, registry: Registry) -> None:
+    """A raise inside map_elements left DuckDB's result open: the run failed with 'connection has an open
+    result' instead of the projection's error, and the next run in the same process hung."""
+    projection(name="fails", key="partition_key", engine="polars", registry=registry,
+               payload={"customer_id": "VARCHAR", "amount": "DECIMAL(18,2)"})(_fails_mid_read)
+    projection(name="status", key="partition_key", engine="polars", registry=registry)(_status)
+    _ingest(wb, tmp_path / "day1.ndjson", [e for o in range(1, 6) for e in order_events(o)])
+    with pytest.raises(ProjectionError, match=r"projection 'fails' failed: ValueError: sequence 1 refused"):
+        wb.run("fails", progress="none")
+    assert wb.store.runs() == []
+    wb.run("status", progress="none")
+    assert wb.view("status", "shadow").height == 5
+
+
+def _latest_by_join(events: pl.LazyFrame) -> pl.LazyFrame:
+    latest = events.group_by("partition_key").agg(top=pl.col("sequence").max())
+    return events.join(latest, on="partition_key").filter(pl.col("sequence") == pl.col("top")).select(
+        "partition_key", status="event_type")
+
+
+def _two_filters(events: pl.LazyFrame) -> pl.LazyFrame:
+    placed = events.filter(pl.col("event_type") == "OrderPlaced").select("partition_key", placed_at="event_time")
+    shipped = events.filter(pl.col("event_type") == "OrderShipped").select("partition_key", shipped_at="event_time")
+    return placed.join(shipped, on="partition_key")
+
+
+def test_a_polars_projection_may_join_the_events_with_themselves(tmp_path: Path, wb: Workbench,
+                                                                 registry: Registry) -> None:
+    """events joined with its own aggregate failed with DuckDB's 'connection is busy with another call'; a
+    join of two differently filtered frames of it, which Polars reads at once, says what to write instead."""
+    projection(name="latest", key="partition_key", engine="polars", registry=registry)(_latest_by_join)
+    projection(name="shipping", key="partition_key", engine="polars", registry=registry)(_two_filters)
+    _ingest(wb, tmp_path / "day1.ndjson", [e for o in range(1, 4) for e in order_events(o, ship=o != 2)])
+    wb.run("latest", progress="none")
+    assert wb.view("latest", "shadow").sort("partition_key")["status"].to_list() == [
+        "OrderShipped", "PaymentAuthorized", "OrderShipped"]
+    with pytest.raises(ProjectionError, match=r"projection 'shipping' failed: .*reads events in two places at once.*"
+                                              r"events.collect\(\).lazy\(\)"):
+        wb.run("shipping", progress="none")
+    wb.run("latest", progress="none")
