@@ -123,3 +123,36 @@ def test_a_polars_projection_may_join_the_events_with_themselves(tmp_path: Path,
                                               r"events.collect\(\).lazy\(\)"):
         wb.run("shipping", progress="none")
     wb.run("latest", progress="none")
+
+
+def _status_polars(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.group_by(order_id="partition_key").agg(
+        placed=pl.col("event_type").first(), status=pl.col("event_type").last(), events=pl.len().cast(pl.Int64),
+        paid=pl.col("amount").filter(pl.col("event_type") == "PaymentAuthorized").last())
+
+
+def test_a_polars_projection_and_its_sql_give_equal_views_full_and_caught_up(tmp_path: Path, wb: Workbench,
+                                                                            registry: Registry) -> None:
+    """The same latest-state view written with Polars' first()/last() and with SQL's arg_min/arg_max over
+    sequence, over orders whose events arrive in two commits, later sequences first."""
+    payload = {"amount": "DECIMAL(18,2)"}
+    projection(name="status_polars", key="order_id", engine="polars", payload=payload, registry=registry)(_status_polars)
+    projection(name="status_sql", key="order_id", payload=payload, registry=registry)(lambda: """
+        SELECT partition_key AS order_id, arg_min(event_type, sequence) AS placed, arg_max(event_type, sequence) AS status,
+               count(*) AS events, arg_max(amount, sequence) FILTER (WHERE event_type = 'PaymentAuthorized') AS paid
+        FROM events GROUP BY 1""")
+    orders = [e for o in range(1, 7) for e in order_events(o, refund=o % 2 == 0)]
+    _ingest(wb, tmp_path / "day1.ndjson", [e for e in orders if e["sequence"] > 2])
+    _ingest(wb, tmp_path / "day2.ndjson", [e for e in orders if e["sequence"] <= 2])
+    for name in ("status_polars", "status_sql"):
+        wb.run(name, progress="none")
+        wb.cutover(name, force=True)
+    _ingest(wb, tmp_path / "day3.ndjson", [e for o in (2, 7) for e in order_events(o, first_seq=1 if o == 7 else 7)])
+    for name in ("status_polars", "status_sql"):
+        assert wb.run(name, progress="none").plan.mode == "incremental"
+        wb.cutover(name, force=True)
+    polars_view, sql_view = (wb.view(n).sort("order_id") for n in ("status_polars", "status_sql"))
+    assert polars_view.equals(sql_view)
+    assert polars_view["status"].to_list()[:2] == ["OrderShipped", "OrderShipped"] and polars_view.height == 7
+    wb.run("status_polars", full=True, progress="none")
+    assert wb.view("status_polars", "shadow").sort("order_id").equals(polars_view)
