@@ -258,8 +258,12 @@ def _undeclared_field(projection: Projection, exc: Exception) -> str:
         return ""
     found = _MISSING_COLUMN.search(str(exc).removeprefix("Binder Error: "))
     name = found.group(1) if found else None
-    if name is None or name.lower() in {c.lower() for c in (*ENVELOPE_COLUMNS, *projection.payload)}:
+    columns = [*ENVELOPE_COLUMNS, *projection.payload]
+    if name is None or name.lower() in {c.lower() for c in columns}:
         return ""
+    near = near_name(name, columns)
+    if near:  # a typo: declaring the misspelt name would read NULLs
+        return f"{near!r} is a column of events, {name!r} is not; "
     return (f"if {name!r} is a payload field, declare it in payload= ({{{name!r}: 'VARCHAR'}}, say), which makes it "
             "a column of events; ")
 

@@ -156,3 +156,17 @@ def test_a_polars_projection_and_its_sql_give_equal_views_full_and_caught_up(tmp
     assert polars_view["status"].to_list()[:2] == ["OrderShipped", "OrderShipped"] and polars_view.height == 7
     wb.run("status_polars", full=True, progress="none")
     assert wb.view("status_polars", "shadow").sort("order_id").equals(polars_view)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_misspelt_column_of_events_is_named_not_said_to_be_declared(tmp_path: Path, wb: Workbench, registry: Registry,
+                                                                      engine: str) -> None:
+    """pl.col("amout") with amount declared: the error told to declare 'amout' in payload=, which reads NULLs."""
+    func: Any = (lambda: "SELECT partition_key AS k, sum(amout) AS paid FROM events GROUP BY 1") if engine == "duckdb" \
+        else (lambda events: events.group_by(k="partition_key").agg(paid=pl.col("amout").sum()))
+    projection(name="paid", key="k", engine=engine, payload={"amount": "DECIMAL(18,2)"},  # type: ignore[arg-type]
+               registry=registry)(func)
+    _ingest(wb, tmp_path / "day1.ndjson", order_events(1))
+    with pytest.raises(ProjectionError, match=r"'amount' is a column of events, 'amout' is not; nothing was written") as failed:
+        wb.run("paid", progress="none")
+    assert "declare" not in str(failed.value)
