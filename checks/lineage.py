@@ -34,6 +34,8 @@ from lake.storage import session
 __all__ = ["KeyLineage", "lineage"]
 LATE_AFTER = timedelta(days=1)
 MAX_IDS = 50
+#: a field in more event types than this is not added up (3**6 sign choices at most): any event may explain it
+MOST_TYPES = 6
 #: the sign of a field that the ways of adding up a key's events to the rebuilt value disagree on
 UNKNOWN = 2
 
@@ -326,7 +328,10 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     key's events (``sums``) to the rebuilt value (:func:`_signs`); a type that adds nothing there is no candidate.
     Ranked: events explaining more of the changed columns first (an event applied once more or less
     moves every column it feeds), then a missed event before one counted once more (a delivery twice
-    also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order."""
+    also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order. A field
+    the key's events add up to the column by no signs (``unit_price``, where ``total`` adds up
+    ``quantity*unit_price``) is left out when another field does: its equal value is chance, and it read
+    the same event as missed by one field and counted once more by the other."""
     found = []
     for column, (delta, rebuilt) in _numbers(changes).items():
         matched = [(order, e, name, value) for order, e in enumerate(events) for name, value in e["values"].items()
@@ -334,6 +339,9 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
         # the signs of the matched fields only: of every field, 300 changed columns of payloads of 20 numbers
         # (210 values with their products) took 60 s of a check's 70
         signs = _signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt)
+        fitted = {name for _, name in signs}
+        if fitted:  # a field the key's events add up to the column explains it; another field's equal value is chance
+            matched = [m for m in matched if m[2] in fitted or len(sums.get(m[2], ())) > MOST_TYPES]
         for order, e, name, value in matched:
             sign = signs.get((e["event_type"], name), 1)
             if sign:
@@ -350,14 +358,14 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     return [x for _, x in found[:MAX_IDS]]
 
 
-def _signs(sums: Sums, rebuilt: float, most_types: int = 6) -> dict[tuple[str, str], int]:
+def _signs(sums: Sums, rebuilt: float) -> dict[tuple[str, str], int]:
     """Per (event type, field): +1, -1 or 0 when every way of adding up the key's per-type sums of that
     field (``sums``) with those signs to ``rebuilt`` agrees on it (items = ItemAdded - ItemRemoved quantities);
     fields that sum to it no way are left out, those several ways add up that disagree are :data:`UNKNOWN`."""
     out: dict[tuple[str, str], int] = {}
     for name, by_type in sums.items():
         types = sorted(by_type)
-        if len(types) > most_types:  # 3**6 sign choices at most per field
+        if len(types) > MOST_TYPES:  # 3**6 sign choices at most per field
             continue
         close = 1e-6 * max(1.0, abs(rebuilt))
         fits = [c for c in product((1, 0, -1), repeat=len(types))

@@ -1,0 +1,152 @@
+"""The five ways a live view drifts, each end to end on a DuckDB and a PostgreSQL store: a lake, a live
+``order_summary`` written by a streaming consumer with that defect, `rebuild run --full`, then the check
+through the Workbench and the CLI. The truth is computed here, by folding every order's events with the
+project's correct consumer, never read back from the diff."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import lake
+from lake import EventFilter, read_events
+from rebuild.cli import main
+from rebuild.config import Config
+from rebuild.consumer import SCHEMA, Faults, apply, by_order
+from rebuild.workbench import Workbench
+from tests.conftest import write_ndjson
+from tests.orders import T0, order_events
+from tests.pg import fresh_database, postgres_server, postgres_uri  # noqa: F401  (session-wide PostgreSQL)
+
+VIEW = "order_summary"
+Fold = Callable[[str, list[dict[str, Any]]], dict[str, Any]]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("fresh_database"))
+    return f"duckdb://{tmp_path}/views.duckdb"
+
+
+def _orders() -> list[dict[str, Any]]:
+    """Twelve orders, every fourth refunded (a refund is half the payment)."""
+    return [e for n in range(1, 13) for e in order_events(n, refund=n % 4 == 0)]
+
+
+def _lake(root: Path, *commits: tuple[list[dict[str, Any]], timedelta]) -> lake.Lake:
+    """A lake of the orders, then each further commit's records, ingested that long after T0."""
+    target = lake.Lake(root / "lake").create()
+    for n, (records, after) in enumerate(((_orders(), timedelta(hours=23)), *commits)):
+        lake.ingest(target, [write_ndjson(root / f"in{n}.ndjson", records)], stream="orders", ingested_at=T0 + after)
+    return target
+
+
+def _events(target: lake.Lake) -> dict[str, list[dict[str, Any]]]:
+    con = duckdb.connect()
+    try:
+        rel = read_events(target, EventFilter(streams=("orders",)), con=con)
+        return dict(by_order(rel.order("partition_key, sequence, event_id").to_arrow_reader(10_000)))
+    finally:
+        con.close()
+
+
+def _consume(target: lake.Lake, wb: Workbench, fold: Fold) -> dict[str, dict[str, Any]]:
+    """Live as a streaming consumer with a defect (``fold``) writes it; returns its rows by order."""
+    rows = {order: fold(order, evs) for order, evs in _events(target).items()}
+    wb.store.write_table(VIEW, pa.Table.from_pylist(list(rows.values()), schema=SCHEMA))
+    return rows
+
+
+def _truth(target: lake.Lake, live: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What differs between live and every order's events folded correctly, column by column."""
+    right = {order: apply(order, evs, Faults()) for order, evs in _events(target).items()}
+    by_column = {c: sum(live[o][c] != right[o][c] for o in live.keys() & right.keys())
+                 for c in SCHEMA.names if c != "order_id"}
+    changed = {o for o in live.keys() & right.keys() if live[o] != right[o]}
+    return {"changed_rows": len(changed), "changed_by_column": by_column, "only_in_live": len(live.keys() - right.keys()),
+            "only_in_rebuilt": len(right.keys() - live.keys()), "changed": changed}
+
+
+def _checked(tmp_path: Path, store: str, target: lake.Lake, fold: Fold, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Live by ``fold``, a full run, the check through the Workbench and through `rebuild --json check`:
+    the truth, the CLI's JSON (whose counts and lineage equal the Workbench's) and the HTML's lineage section."""
+    monkeypatch.chdir(tmp_path)
+    with Workbench(Config(lake_uri=str(target.uri), store_uri=store, reports_dir=str(tmp_path / "reports"),
+                          memory_limit="1GB")) as wb:
+        live = _consume(target, wb, fold)
+        wb.run(VIEW, full=True, progress="none")
+        report = wb.check(VIEW, progress="none").to_dict()
+    assert main(["--lake", str(target.uri), "--store", store, "--json", "check", VIEW]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    data = json.loads(Path(printed["report"]["json"]).read_text(encoding="utf-8"))
+    counts = ("verdict", "reasons", "changed_rows", "changed_by_column", "only_in_live", "only_in_rebuilt")
+    assert {k: printed[k] for k in counts} == {k: data[k] for k in counts} == {k: report[k] for k in counts}
+    assert data["next"] == report["next"] and data["lineage"] == json.loads(json.dumps(report["lineage"], default=str))
+    page = Path(data["report"]["html"]).read_text(encoding="utf-8")
+    lineage = html.unescape(page.split("<section id='lineage'>")[1].split("</section>")[0])
+    return _truth(target, live), data, lineage
+
+
+def _counted_right(data: dict[str, Any], truth: dict[str, Any]) -> None:
+    assert {k: data[k] for k in ("changed_rows", "changed_by_column", "only_in_live", "only_in_rebuilt")} == \
+        {k: truth[k] for k in ("changed_rows", "changed_by_column", "only_in_live", "only_in_rebuilt")}
+    assert {x["key"]["order_id"] for x in data["lineage"]} == truth["changed"]
+    assert data["verdict"] == "fail" and len(data["reasons"]) == 1
+    assert data["reasons"][0].startswith(f"{truth['changed_rows']} changed rows (") and "of 12, allowed 0%" in data["reasons"][0]
+
+
+def _row(lineage: str, order: str) -> str:
+    (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", lineage) if f"order_id={order}<" in r]
+    return re.sub(r"<[^>]+>", "|", row)
+
+
+def test_a_consumer_bug_is_counted_and_explained_by_the_events_it_mishandled(tmp_path, store_uri, monkeypatch, capsys):
+    """(a) The old projection's bug, ItemRemoved ignored: live's items and total are one removed item too high.
+    The lineage read the removal as missed by its quantity*unit_price and, by its unit_price (no field total adds
+    up), as counted once more: the same event both ways, and an ItemAdded of that price counted once more."""
+    removed = [{**order_events(n)[-1], "event_id": f"rm-{n}", "sequence": 6, "event_type": "ItemRemoved",
+                "payload": {"order_id": f"o-{n:07d}", "sku": "sku-0", "quantity": 1, "unit_price": 1.25 + n % 7}}
+               for n in (3, 9)]
+    target = _lake(tmp_path, (removed, timedelta(hours=23)))
+    truth, data, lineage = _checked(tmp_path, store_uri, target, lambda o, evs: apply(o, evs, Faults(old_version=True)),
+                                    monkeypatch, capsys)
+    _counted_right(data, truth)
+    assert truth["changed"] == {"o-0000003", "o-0000009"} and data["changed_by_column"]["items"] == 2
+    for traced in data["lineage"]:
+        n = int(traced["key"]["order_id"][2:])
+        assert traced["flags"] == ["missed_suspected"]
+        assert {(e["column"], e["event_id"], e["reading"]) for e in traced["explained_by"]} == {
+            ("items", f"rm-{n}", "live misses it"), ("total", f"rm-{n}", "live misses it")}
+        assert f"items +1: ItemRemoved rm-{n} (quantity), live misses it" in _row(lineage, f"o-{n:07d}")
+        assert "once more" not in _row(lineage, f"o-{n:07d}")
+    assert data["next"].startswith("read the report; if the differences are the corrections you meant")
+
+
+def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, store_uri, monkeypatch, capsys):
+    """(d) A refund of order 2 archived three days after it happened: the consumer's watermark (a day)
+    dropped it, so live's status, refunded and version are behind."""
+    refund = {**order_events(2)[-1], "event_id": "refund-2", "sequence": 6, "event_type": "RefundIssued",
+              "payload": {"order_id": "o-0000002", "amount": 4.75}}
+    target = _lake(tmp_path, ([refund], timedelta(days=3)))
+
+    def watermark(order: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        return apply(order, [e for e in events if e["ingested_at"] - e["event_time"] <= timedelta(days=1)], Faults())
+
+    truth, data, lineage = _checked(tmp_path, store_uri, target, watermark, monkeypatch, capsys)
+    _counted_right(data, truth)
+    assert {c for c, n in truth["changed_by_column"].items() if n} == {"status", "refunded", "version"}
+    (traced,) = data["lineage"]
+    assert traced["late"] == ["refund-2"] and set(traced["flags"]) == {"late", "missed_suspected"}
+    assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("refund-2", "live misses it")]
+    assert "late: refund-2" in _row(lineage, "o-0000002")
