@@ -256,10 +256,10 @@ class CheckReport:
                  "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and " .. ".join(_when(t) for t in x.ingested_range),
                  EXPLAINED: _explained(x.explained_by),
-                 "quarantine": "; ".join(str(q["reason"]) for q in x.quarantine[:3]),
+                 "quarantine": _quarantine(x.quarantine),
                  "event ids": _ids(x.event_ids, 8)}
                 for x in self.lineage]
-        return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "event ids"),
+        return table(rows, empty="no differences to trace", whole=(EXPLAINED, "flags", "quarantine", "event ids"),
                      caption="the events of each sampled differing key", row_header=True)
 
     def _expectations_html(self) -> str:
@@ -303,6 +303,18 @@ def _flags(x: KeyLineage) -> str:
         gap = ", ".join(f"{s} {v['missing']} missing" for s, v in x.streams.items() if v["missing"])
     shown = {"late": _ids(x.late), "duplicate": _ids(x.duplicates), "gap": gap}
     return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
+
+
+def _quarantine(rows: Sequence[dict[str, Any]], shown: int = 3) -> str:
+    """The key's quarantined records, each named as the lake's quarantine names it, with its sequence and
+    reason: ``ev-9 (sequence 3): unparsable event_time: not a time`` (the reason alone named neither the
+    poison record a consumer skipped nor the re-delivered copy a conflict quarantined)."""
+    said = []
+    for q in rows[:shown]:
+        name = q.get("event_id") or f"{q.get('source')} line {q.get('line')}"
+        at = f" (sequence {q['sequence']})" if q.get("sequence") is not None else ""
+        said.append(f"{name}{at}: {q['reason']}")
+    return "; ".join(said) + (f" (+{len(rows) - shown:,} more in the JSON)" if len(rows) > shown else "")
 
 
 def _sequences(x: KeyLineage) -> str | None:

@@ -133,6 +133,45 @@ def test_a_consumer_bug_is_counted_and_explained_by_the_events_it_mishandled(tmp
     assert data["next"].startswith("read the report; if the differences are the corrections you meant")
 
 
+def test_a_poison_record_the_consumer_stalled_on_is_named_with_its_sequence(tmp_path, store_uri, monkeypatch, capsys):
+    """(b) A record the lake quarantined (its event_time unreadable) at sequence 3 of order 5: the consumer
+    choked on it and skipped the rest of the order. The HTML named the quarantine's reason only, not which
+    record it was nor where in the order it stood."""
+    poison = {"event_id": "bad-5", "partition_key": "o-0000005", "sequence": 3, "event_type": "ItemAdded",
+              "event_time": "not a time", "payload": {"order_id": "o-0000005"}}
+    target = _lake(tmp_path, ([poison], timedelta(hours=23)))
+    truth, data, lineage = _checked(
+        tmp_path, store_uri, target, lambda o, evs: apply(o, evs, Faults(), 3 if o == "o-0000005" else None),
+        monkeypatch, capsys)
+    _counted_right(data, truth)
+    (traced,) = data["lineage"]
+    assert set(traced["flags"]) == {"missed_suspected", "quarantined"}
+    assert [(q["event_id"], q["sequence"]) for q in traced["quarantine"]] == [("bad-5", 3)]
+    # the likeliest cause first: the event at the poison's sequence, which both items and total miss
+    assert traced["explained_by"][0]["event_id"] == "ev-o-0000005-3"
+    assert "live misses it" in {e["reading"] for e in traced["explained_by"] if e["event_id"] == "ev-o-0000005-4"}
+    assert "bad-5 (sequence 3): unparsable event_time: not a time" in _row(lineage, "o-0000005")
+
+
+def test_a_payment_delivered_twice_names_both_of_its_ids(tmp_path, store_uri, monkeypatch, capsys):
+    """(c) The payment service retried order 7's payment with a new event id at the same sequence: the lake
+    quarantined the copy as a conflict, the consumer applied both. The HTML named the kept payment as counted
+    once more, but of the copy only the reason, in which its own id is not."""
+    retry = {**order_events(7)[3], "event_id": "retry-7"}
+    target = _lake(tmp_path, ([retry], timedelta(days=1)))
+    truth, data, lineage = _checked(
+        tmp_path, store_uri, target, lambda o, evs: apply(o, evs, Faults(duplicates=("o-0000007",))), monkeypatch, capsys)
+    _counted_right(data, truth)
+    assert truth["changed_by_column"]["paid"] == 1
+    (traced,) = data["lineage"]
+    assert {"duplicate_suspected", "conflict", "quarantined"} <= set(traced["flags"])
+    assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("ev-o-0000007-4", "live counts it once more")]
+    assert [q["event_id"] for q in traced["quarantine"]] == ["retry-7"]
+    row = _row(lineage, "o-0000007")
+    assert "PaymentAuthorized ev-o-0000007-4 (amount), live counts it once more" in row
+    assert "retry-7 (sequence 4): conflict" in row
+
+
 def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, store_uri, monkeypatch, capsys):
     """(d) A refund of order 2 archived three days after it happened: the consumer's watermark (a day)
     dropped it, so live's status, refunded and version are behind."""
