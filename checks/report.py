@@ -182,6 +182,10 @@ class CheckReport:
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
                     f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
                     f"`rebuild run {view} --full`, check and cut over that")
+        if d is not None and d.added and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
+            return (f"the rebuilt view equals live in every column live has and adds {list(d.added)}, computed from "
+                    f"the whole history: no data of live is wrong; `rebuild cutover {view} --force` makes the new "
+                    f"columns live (the run record keeps it; `rebuild rollback {view}` undoes it)")
         if d is not None and d.differences == 0:  # only the expectations failed
             return ("the rebuilt view equals live, which fails the same expectations: no cutover changes that; fix the "
                     "data or the projection's expectations (see the report)")

@@ -9,6 +9,7 @@ import html
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ import pyarrow as pa
 import pytest
 
 import lake
+import rebuild.examples  # noqa: F401  (registers order_summary, whose version 4 the new column test makes)
 from lake import EventFilter, read_events
 from rebuild.cli import main
 from rebuild.config import Config
 from rebuild.consumer import SCHEMA, Faults, apply, by_order
+from rebuild.projection import REGISTRY
 from rebuild.workbench import Workbench
 from tests.conftest import write_ndjson
 from tests.orders import T0, order_events
@@ -189,3 +192,33 @@ def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, st
     assert traced["late"] == ["refund-2"] and set(traced["flags"]) == {"late", "missed_suspected"}
     assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("refund-2", "live misses it")]
     assert "late: refund-2" in _row(lineage, "o-0000002")
+
+
+def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_path, store_uri, monkeypatch, capsys):
+    """(e) Version 4 of the projection adds ``lines`` (items added per order), which needs the whole history;
+    live, from a correct consumer, lacks it. The check failed on the schema change, as its thresholds say,
+    and advised 'if the differences are the corrections you meant ... if not, fix the projection', as for
+    wrong data, though every value live has is right."""
+    target = _lake(tmp_path)
+    p = REGISTRY.get(VIEW)
+    lines = ("SELECT s.*, l.lines FROM ({}) s JOIN (SELECT partition_key AS order_id, count(*) FILTER (WHERE "
+             "event_type = 'ItemAdded') AS lines FROM events GROUP BY 1) l USING (order_id)")
+    monkeypatch.setitem(REGISTRY._items, VIEW, replace(p, version=4, func=lambda: lines.format(p.func())))
+    truth, data, _ = _checked(tmp_path, store_uri, target, lambda o, evs: apply(o, evs, Faults()), monkeypatch, capsys)
+    assert truth["changed_rows"] == data["changed_rows"] == 0 and data["diff"]["added"] == ["lines"]
+    assert data["reasons"] == ["schema changed: added ['lines'], removed [], retyped []"]
+    assert data["next"] == (
+        "the rebuilt view equals live in every column live has and adds ['lines'], computed from the whole history: "
+        "no data of live is wrong; `rebuild cutover order_summary --force` makes the new columns live (the run record "
+        "keeps it; `rebuild rollback order_summary` undoes it)")
+
+
+def test_the_next_step_of_a_new_column_with_wrong_data_is_not_that_live_is_right(tmp_path, monkeypatch, capsys):
+    """A new column and a consumer bug at once: the next step must not say that no data of live is wrong."""
+    target = _lake(tmp_path, ([{**order_events(3)[-1], "event_id": "rm-3", "sequence": 6, "event_type": "ItemRemoved",
+                                "payload": {"order_id": "o-0000003", "quantity": 1, "unit_price": 1.0}}], timedelta(hours=23)))
+    p = REGISTRY.get(VIEW)
+    monkeypatch.setitem(REGISTRY._items, VIEW, replace(p, version=4, func=lambda: f"SELECT *, 1 AS lines FROM ({p.func()})"))
+    _, data, _ = _checked(tmp_path, f"duckdb://{tmp_path}/views.duckdb", target,
+                          lambda o, evs: apply(o, evs, Faults(old_version=True)), monkeypatch, capsys)
+    assert data["changed_rows"] == 1 and data["next"].startswith("read the report; if the differences")
