@@ -156,6 +156,26 @@ def test_a_poison_record_the_consumer_stalled_on_is_named_with_its_sequence(tmp_
     assert "bad-5 (sequence 3): unparsable event_time: not a time" in _row(lineage, "o-0000005")
 
 
+def test_a_poison_event_the_lake_took_and_the_consumer_skipped_is_named_as_missed(tmp_path, store_uri, monkeypatch, capsys):
+    """(b) An ItemAdded whose quantity and price came as text ("3", "2.50"): the lake archived it and the rebuild
+    read its numbers, as the projection declares them, but the consumer's strict schema skipped it. The lineage
+    read only JSON numbers, so the order's changed items and total were explained by nothing."""
+    text = {**order_events(6)[-1], "event_id": "text-6", "sequence": 6, "event_type": "ItemAdded",
+            "payload": {"order_id": "o-0000006", "sku": "sku-9", "quantity": "3", "unit_price": "2.50"}}
+    target = _lake(tmp_path, ([text], timedelta(hours=23)))
+
+    def strict(order: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        return apply(order, [e for e in events if not isinstance(json.loads(e["payload"]).get("quantity"), str)], Faults())
+
+    truth, data, lineage = _checked(tmp_path, store_uri, target, strict, monkeypatch, capsys)
+    _counted_right(data, truth)
+    (traced,) = data["lineage"]
+    assert traced["flags"] == ["missed_suspected"]
+    assert {(e["column"], e["event_id"], e["reading"]) for e in traced["explained_by"]} == {
+        ("items", "text-6", "live misses it"), ("total", "text-6", "live misses it")}
+    assert "items -3: ItemAdded text-6 (quantity), live misses it" in _row(lineage, "o-0000006")
+
+
 def test_a_payment_delivered_twice_names_both_of_its_ids(tmp_path, store_uri, monkeypatch, capsys):
     """(c) The payment service retried order 7's payment with a new event id at the same sequence: the lake
     quarantined the copy as a conflict, the consumer applied both. The HTML named the kept payment as counted
