@@ -205,8 +205,8 @@ class CheckReport:
                   f"same, and {d.only_in_rebuilt:,} are added")
         if d.scope is None:
             return (f"the rebuilt view replaces live {view} in one transaction: of live's {d.rows_live:,} rows "
-                    f"{effect} ({d.rows_rebuilt:,} rows then); live as it is now is kept: `rebuild rollback {view}` "
-                    "brings it back")
+                    f"{effect} ({d.rows_rebuilt:,} rows then){_columns_changed(d)}; live as it is now is kept: "
+                    f"`rebuild rollback {view}` brings it back")
         if d.rows_live == d.rows_rebuilt == 0:
             return f"the patch changes no row of live {view}: live only takes its lake position"
         return (f"the patch replaces live {view}'s {d.rows_live:,} rows in its scope in one transaction: of those "
@@ -307,6 +307,13 @@ def _flags(x: KeyLineage) -> str:
         gap = ", ".join(f"{s} {v['missing']} missing" for s, v in x.streams.items() if v["missing"])
     shown = {"late": _ids(x.late), "duplicate": _ids(x.duplicates), "gap": gap}
     return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
+
+
+def _columns_changed(d: DiffResult) -> str:
+    """What a full cutover does to live's columns, which the rows 'the same' in live's columns do not say."""
+    said = [f"{what} {names}" for what, names in (("gains", list(d.added)), ("loses", list(d.removed)),
+                                                  ("retypes", sorted(d.retyped))) if names]
+    return f", and every row {' and '.join(said)}" if said else ""
 
 
 def _quarantine(rows: Sequence[dict[str, Any]], shown: int = 3) -> str:

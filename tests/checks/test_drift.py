@@ -231,6 +231,9 @@ def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_p
         "the rebuilt view equals live in every column live has and adds ['lines'], computed from the whole history: "
         "no data of live is wrong; `rebuild cutover order_summary --force` makes the new columns live (the run record "
         "keeps it; `rebuild rollback order_summary` undoes it)")
+    assert data["cutover"].startswith(  # 12 rows 'stay the same' said nothing of the column every row gains
+        "the rebuilt view replaces live order_summary in one transaction: of live's 12 rows 0 change, 0 go and 12 stay "
+        "the same, and 0 are added (12 rows then), and every row gains ['lines']; live as it is now is kept")
 
 
 def test_the_next_step_of_a_new_column_with_wrong_data_is_not_that_live_is_right(tmp_path, monkeypatch, capsys):
