@@ -100,11 +100,12 @@ def lineage(
         payloads = _payloads(con, changed) if changed else {}
     finally:
         con.close()
+    agreed = _agreed_signs(changed, payloads)
     out = []
     for i, k in enumerate(keys):
         kt = tuple(k.values())
         out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
-                          _explain((changes or {}).get(kt, {}), *payloads.get(i, ([], {})))))
+                          _explain((changes or {}).get(kt, {}), *payloads.get(i, ([], {})), agreed)))
     return out
 
 
@@ -318,7 +319,8 @@ def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tu
         yield from rows
 
 
-def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], sums: Sums) -> list[dict[str, Any]]:
+def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], sums: Sums,
+             agreed: dict[str, dict[tuple[str, str], int]] | None = None) -> list[dict[str, Any]]:
     """Events whose payload value equals a changed column's live - rebuilt difference, the likeliest
     cause first (the first ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a
     difference of 1).
@@ -326,7 +328,8 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     Whether live counts such an event once more or misses it depends on the sign it gives the column:
     an ``ItemRemoved`` of quantity 1 that live missed leaves live's items 1 higher, as a duplicated
     ``ItemAdded`` of quantity 1 would. The sign of each event type's field is the one that sums the
-    key's events (``sums``) to the rebuilt value (:func:`_signs`); a type that adds nothing there is no candidate.
+    key's events (``sums``) to the rebuilt value (:func:`_signs`), or, where they say, every sampled key's
+    (``agreed``, per column: :func:`_agreed_signs`); a type that adds nothing there is no candidate.
     Ranked: events explaining more of the changed columns first (an event applied once more or less
     moves every column it feeds), then a missed event before one counted once more (a delivery twice
     also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order. A field
@@ -339,7 +342,8 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
                    if value and abs(abs(delta) - abs(value)) < 1e-6]
         # the signs of the matched fields only: of every field, 300 changed columns of payloads of 20 numbers
         # (210 values with their products) took 60 s of a check's 70
-        signs = _signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt)
+        signs = {**_signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt),
+                 **(agreed or {}).get(column, {})}
         fitted = {name for _, name in signs}
         if fitted:  # a field the key's events add up to the column explains it; another field's equal value is chance
             matched = [m for m in matched if m[2] in fitted or len(sums.get(m[2], ())) > MOST_TYPES]
@@ -365,18 +369,47 @@ def _signs(sums: Sums, rebuilt: float) -> dict[tuple[str, str], int]:
     fields that sum to it no way are left out, those several ways add up that disagree are :data:`UNKNOWN`."""
     out: dict[tuple[str, str], int] = {}
     for name, by_type in sums.items():
-        types = sorted(by_type)
-        if len(types) > MOST_TYPES:  # 3**6 sign choices at most per field
+        out.update(_field_signs(name, [(by_type, rebuilt)]))
+    return out
+
+
+def _field_signs(name: str, keys: Sequence[tuple[dict[str, float], float]]) -> dict[tuple[str, str], int]:
+    """:func:`_signs` of field ``name`` over several keys at once, as (per-type sums, rebuilt value): the ways
+    of adding up that fit every key (a projection adds a column up the same way for all of them)."""
+    types = sorted({t for by_type, _ in keys for t in by_type})
+    if len(types) > MOST_TYPES:
+        return {}
+    fits = [c for c in product((1, 0, -1), repeat=len(types))
+            if all(abs(sum(s * by_type.get(t, 0.0) for s, t in zip(c, types, strict=True)) - rebuilt)
+                   <= 1e-6 * max(1.0, abs(rebuilt)) for by_type, rebuilt in keys)]
+    out: dict[tuple[str, str], int] = {}
+    for n, t in enumerate(types):
+        agreed = {c[n] for c in fits}
+        if len(agreed) == 1:
+            out[(t, name)] = agreed.pop()
+        elif agreed:  # several ways disagree: a +1 guessed here read a missed ItemRemoved as counted once more
+            out[(t, name)] = UNKNOWN
+    return out
+
+
+def _agreed_signs(changed: dict[int, dict[str, dict[str, Any]]],
+                  payloads: dict[int, tuple[list[dict[str, Any]], Sums]]) -> dict[str, dict[tuple[str, str], int]]:
+    """Per changed column, the signs that add up every sampled key's events to its rebuilt value, of the
+    fields whose values equal a key's difference. One key's events can add up several ways (an order that
+    added 3 items and removed them: items 0 = ItemAdded - ItemRemoved, or the reverse, or neither), which
+    left its missed removal read 'once more or misses it', unflagged; the other keys' events tell which way.
+    A column no one way fits for all keys (none: ``_explain`` takes each key's own) is left out."""
+    numbers = {i: _numbers(c) for i, c in changed.items() if i in payloads}
+    out: dict[str, dict[tuple[str, str], int]] = {}
+    for column in {c for n in numbers.values() for c in n}:
+        keys = {i: n[column] for i, n in numbers.items() if column in n}
+        if len(keys) < 2:
             continue
-        close = 1e-6 * max(1.0, abs(rebuilt))
-        fits = [c for c in product((1, 0, -1), repeat=len(types))
-                if abs(sum(s * by_type[t] for s, t in zip(c, types, strict=True)) - rebuilt) <= close]
-        for n, t in enumerate(types):
-            agreed = {c[n] for c in fits}
-            if len(agreed) == 1:
-                out[(t, name)] = agreed.pop()
-            elif agreed:  # several ways disagree: a +1 guessed here read a missed ItemRemoved as counted once more
-                out[(t, name)] = UNKNOWN
+        names = {name for i, (delta, _) in keys.items() for e in payloads[i][0] for name, value in e["values"].items()
+                 if value and abs(abs(delta) - abs(value)) < 1e-6}
+        for name in names:
+            sums = [(payloads[i][1][name], rebuilt) for i, (_, rebuilt) in keys.items() if name in payloads[i][1]]
+            out.setdefault(column, {}).update(_field_signs(name, sums))
     return out
 
 
