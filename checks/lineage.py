@@ -344,9 +344,9 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
         # (210 values with their products) took 60 s of a check's 70
         signs = {**_signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt),
                  **(agreed or {}).get(column, {})}
+        # a field the key's events add up to the column by explains it; another field's equal value is chance
         fitted = {name for _, name in signs}
-        if fitted:  # a field the key's events add up to the column explains it; another field's equal value is chance
-            matched = [m for m in matched if m[2] in fitted or len(sums.get(m[2], ())) > MOST_TYPES]
+        matched = [m for m in matched if m[2] in fitted or len(sums.get(m[2], ())) > MOST_TYPES]
         for order, e, name, value in matched:
             sign = signs.get((e["event_type"], name), 1)
             if sign:
@@ -398,7 +398,7 @@ def _agreed_signs(changed: dict[int, dict[str, dict[str, Any]]],
     fields whose values equal a key's difference. One key's events can add up several ways (an order that
     added 3 items and removed them: items 0 = ItemAdded - ItemRemoved, or the reverse, or neither), which
     left its missed removal read 'once more or misses it', unflagged; the other keys' events tell which way.
-    A column no one way fits for all keys (none: ``_explain`` takes each key's own) is left out."""
+    A field no one way adds up for all keys adds nothing to the column (sign 0), whatever one key's add up to."""
     numbers = {i: _numbers(c) for i, c in changed.items() if i in payloads}
     out: dict[str, dict[tuple[str, str], int]] = {}
     for column in {c for n in numbers.values() for c in n}:
@@ -409,7 +409,11 @@ def _agreed_signs(changed: dict[int, dict[str, dict[str, Any]]],
                  if value and abs(abs(delta) - abs(value)) < 1e-6}
         for name in names:
             sums = [(payloads[i][1][name], rebuilt) for i, (_, rebuilt) in keys.items() if name in payloads[i][1]]
-            out.setdefault(column, {}).update(_field_signs(name, sums))
+            signs = _field_signs(name, sums)
+            types = {t for by_type, _ in sums for t in by_type}
+            if not signs and len(sums) > 1 and len(types) <= MOST_TYPES:  # no way adds up every key: no suspect,
+                signs = {(t, name): 0 for t in types}  # though one key's may by chance (quantities 1+2+3 = version 6)
+            out.setdefault(column, {}).update(signs)
     return out
 
 

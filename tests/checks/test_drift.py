@@ -202,11 +202,18 @@ def test_a_payment_delivered_twice_names_both_of_its_ids(tmp_path, store_uri, mo
 
 
 def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, store_uri, monkeypatch, capsys):
-    """(d) A refund of order 2 archived three days after it happened: the consumer's watermark (a day)
-    dropped it, so live's status, refunded and version are behind."""
+    """(d) A refund of order 2 and the shipment of order 13 archived three days after they happened: the
+    consumer's watermark (a day) dropped them, so live's status, refunded and version are behind. Order 13's
+    version, one behind, was explained by its ItemAdded of quantity 1, 'live misses it', as its quantities
+    1 + 2 + 3 add up to its version 6: chance, which order 2's events, adding up otherwise, tell."""
     refund = {**order_events(2)[-1], "event_id": "refund-2", "sequence": 6, "event_type": "RefundIssued",
               "payload": {"order_id": "o-0000002", "amount": 4.75}}
-    target = _lake(tmp_path, ([refund], timedelta(days=3)))
+    placed = order_events(13, items=3, ship=False)
+    placed = [{**e, "payload": {**e["payload"], "quantity": e["sequence"] - 1}} if e["event_type"] == "ItemAdded" else e
+              for e in placed]
+    shipped = {**order_events(13)[-1], "event_id": "ship-13", "sequence": 6, "event_type": "OrderShipped",
+               "payload": {"order_id": "o-0000013", "carrier": "dhl"}}
+    target = _lake(tmp_path, (placed, timedelta(hours=23)), ([refund, shipped], timedelta(days=3)))
 
     def watermark(order: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         return apply(order, [e for e in events if e["ingested_at"] - e["event_time"] <= timedelta(days=1)], Faults())
@@ -214,10 +221,12 @@ def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, st
     truth, data, lineage = _checked(tmp_path, store_uri, target, watermark, monkeypatch, capsys)
     _counted_right(data, truth)
     assert {c for c, n in truth["changed_by_column"].items() if n} == {"status", "refunded", "version"}
-    (traced,) = data["lineage"]
+    traced, shipment = sorted(data["lineage"], key=lambda x: x["key"]["order_id"])
     assert traced["late"] == ["refund-2"] and set(traced["flags"]) == {"late", "missed_suspected"}
     assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("refund-2", "live misses it")]
     assert "late: refund-2" in _row(lineage, "o-0000002")
+    assert (shipment["late"], shipment["flags"], shipment["explained_by"]) == (["ship-13"], ["late"], [])
+    assert "late: ship-13" in _row(lineage, "o-0000013")
 
 
 def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_path, store_uri, monkeypatch, capsys):
