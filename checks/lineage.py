@@ -333,9 +333,9 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     Ranked: events explaining more of the changed columns first (an event applied once more or less
     moves every column it feeds), then a missed event before one counted once more (a delivery twice
     also leaves a duplicate in the lake, which the ``duplicate`` flag shows), then sequence order. A field
-    the key's events add up to the column by no signs (``unit_price``, where ``total`` adds up
-    ``quantity*unit_price``) is left out when another field does: its equal value is chance, and it read
-    the same event as missed by one field and counted once more by the other."""
+    the events add up to the column by no signs (``unit_price``, where ``total`` adds up ``quantity*unit_price``;
+    any for ``version``, a last sequence) is left out, unless it is in too many event types to weigh: its equal
+    value is chance (it read one removal as missed by one field and counted once more by the other)."""
     found = []
     for column, (delta, rebuilt) in _numbers(changes).items():
         matched = [(order, e, name, value) for order, e in enumerate(events) for name, value in e["values"].items()
