@@ -30,6 +30,9 @@ EXAMPLES = {
 
 def check_uri(uri: str) -> None:
     """Refuse a typo of a store URI (``duckdb:/x``, ``parquet://``) before it becomes a path of that name."""
+    if not uri.strip():  # a bare path of "" is the working directory: it would become a Parquet store
+        raise StoreError(f"the store URI is empty; write {EXAMPLES['duckdb']}, {EXAMPLES['postgresql']} or "
+                         f"{EXAMPLES['parquet']}", uri=uri)
     scheme, sep, rest = uri.partition("://")
     head = uri.partition(":")[0].lower()
     if not sep and ":" in uri and head in FACTORIES:

@@ -14,7 +14,8 @@ import pytest
 import lake
 from rebuild.cli import main
 from rebuild.config import Config
-from rebuild.errors import ConfigError
+from rebuild.errors import ConfigError, StoreError
+from rebuild.workbench import Workbench
 from lake.errors import SourceError
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
@@ -317,3 +318,15 @@ def test_an_empty_lake_store_or_config_argument_is_refused_and_creates_nothing(
     error = json.loads(capsys.readouterr().out)
     assert error["kind"] == "ConfigError" and error["error"].startswith(f"{flag} is empty (is a variable of the job's")
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("uri", ["", "  "])
+def test_an_empty_store_uri_in_a_config_object_is_refused_and_creates_nothing(uri: str, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Config(store_uri="")` (the CLI and Workbench.open refuse an empty --store earlier) made a Parquet store
+    of the working directory: _manifest.json, data/ and locks/ among the user's files."""
+    monkeypatch.chdir(tmp_path)
+    wb = Workbench(Config(lake_uri=str(tmp_path / "lake"), store_uri=uri))
+    with pytest.raises(StoreError, match="the store URI is empty; write duckdb://"):
+        wb.store  # noqa: B018
+    assert list(tmp_path.iterdir()) == []
