@@ -234,6 +234,9 @@ def test_check_says_what_to_do_next(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main([*at, "check", "order_summary"]) == 0
     assert "next: `rebuild cutover order_summary` (and `rebuild rollback order_summary` to undo it)" in capsys.readouterr().out
+    assert main([*at, "--json", "check", "order_summary"]) == 0  # a night job's JSON says it too
+    assert json.loads(capsys.readouterr().out)["next"] == ("`rebuild cutover order_summary` (and `rebuild rollback "
+                                                           "order_summary` to undo it)")
     assert main([*at, "cutover", "order_summary"]) == 0
     assert main([*at, "run", "order_summary", "--full"]) == 0
     capsys.readouterr()
