@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from lake import EventFilter, Lake, read_events, read_quarantine
+from lake.schema import time_held_sql
 from lake.sql import json_pointer, literal, quote
 from lake.storage import session
 
@@ -190,6 +191,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
                list(DISTINCT partition_key) AS partition_keys,
                min(sequence) AS first_seq, max(sequence) AS last_seq,
                min(event_time) AS t0, max(event_time) AS t1, min(ingested_at) AS i0, max(ingested_at) AS i1,
+               {_out_of_range("min(event_time)")} AS t0_text, {_out_of_range("max(event_time)")} AS t1_text,
                list(event_id) FILTER (WHERE epoch(ingested_at) - epoch(event_time) > {late}) AS late,
                list(DISTINCT event_id) FILTER (WHERE n_id > 1) AS dup_ids
         FROM (SELECT *, count(*) OVER (PARTITION BY __i, event_id) AS n_id
@@ -437,12 +439,18 @@ def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantin
         key=key, kind=kind, events=int(agg["events"]), event_ids=tuple(agg["event_ids"]),
         event_types=dict(agg["event_types"]), partition_keys=tuple(sorted(agg["partition_keys"]))[:MAX_IDS],
         sequence_range=(int(agg["first_seq"]), int(agg["last_seq"])),
-        event_time_range=(agg["t0"].isoformat(), agg["t1"].isoformat()),
+        event_time_range=(agg["t0_text"] or agg["t0"].isoformat(), agg["t1_text"] or agg["t1"].isoformat()),
         ingested_range=(agg["i0"].isoformat(), agg["i1"].isoformat()),
         missing_sequences=agg["missing"], streams=agg["streams"], late=tuple(agg["late"] or ())[:MAX_IDS], duplicates=tuple(dict.fromkeys(dups)),
         quarantine=tuple({k: v for k, v in r.items() if k != "same_id"} for r in q)[:MAX_IDS],
         explained_by=tuple(explained), flags=tuple(flags),
     )
+
+
+def _out_of_range(time: str) -> str:
+    """The SQL time ``time`` as DuckDB writes it ('infinity', '20260-01-01 00:00:00+00') when it is outside the
+    years 1 to 9999, as an older version archived some: fetched, infinity was 9999-12-31 and year 20260 text."""
+    return f"CASE WHEN NOT {time_held_sql(time)} THEN CAST({time} AS VARCHAR) END"
 
 
 def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_column: str | None = None,

@@ -102,7 +102,7 @@ def check_view(
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
         notes=(*([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
-               *_skipped_files(run or {})),
+               *_times_out_of_range(audit), *_skipped_files(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
@@ -199,6 +199,14 @@ def _skipped_files(run: dict[str, Any]) -> list[str]:
         return []
     return [f"the run left out {len(skipped)} unreadable lake file(s) (--skip-corrupted), so the view lacks their "
             f"events: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}; restore them and run again"]
+
+
+def _times_out_of_range(audit: dict[str, Any]) -> list[str]:
+    """Events an older version archived with a time no report can show: the view replayed them as they are."""
+    return [f"stream {stream} holds {out['events']:,} event(s) with an event_time outside the years 1 to 9999 "
+            f"(e.g. {out['examples'][0]['event_id']}: {out['examples'][0]['event_time']}), archived before ingest "
+            "quarantined such times: the view replayed them as they are; `rebuild lake audit` names them"
+            for stream, s in (audit.get("streams") or {}).items() if (out := s.get("times_out_of_range", {})).get("events")]
 
 
 def _empty_streams(spec: ViewSpec, audit: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ from lake.sql import literal
 from lake.storage import is_remote, session
 from lake.read import BadFile, EventFilter, as_names, as_version, check_files, read_events, read_quarantine
 from lake.render import html_table, table_of
-from lake.schema import ENVELOPE_COLUMNS
+from lake.schema import ENVELOPE_COLUMNS, time_held_sql
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class StreamAudit:
     partition_keys: int = 0
     lake_versions: dict[str, Any] = field(default_factory=dict)
     event_time: dict[str, Any] = field(default_factory=dict)
+    #: events whose event_time is outside the years 1 to 9999 (or infinity), which an older version archived
+    times_out_of_range: dict[str, Any] = field(default_factory=lambda: {"events": 0, "examples": []})
     duplicates: int = 0
     conflicts: dict[str, int] = field(default_factory=lambda: {"in_lake": 0, "quarantined": 0})
     gaps: dict[str, Any] = field(default_factory=lambda: {"keys": 0, "missing": 0, "examples": []})
@@ -119,6 +121,7 @@ class AuditReport:
             "missing_sequences": sum(s.gaps["missing"] for s in self.streams),
             "out_of_order": self.total("out_of_order"),
             "late": sum(s.lateness.get("late", 0) for s in self.streams),
+            "times_out_of_range": sum(s.times_out_of_range["events"] for s in self.streams),
             "late_after_seconds": self.late_after_seconds,
             "quarantined": sum(s.quarantined["total"] for s in self.streams),
             "event_types": dict(sorted(types.items())),
@@ -345,20 +348,41 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 
 
 def _basics(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
-    rows = _rows(con, """
+    rows = _rows(con, f"""
         SELECT stream, count(*) AS events, count(DISTINCT partition_key) AS keys,
                count(*) - count(DISTINCT event_id) AS duplicates,
                count(DISTINCT lake_version) AS versions, min(lake_version) AS first, max(lake_version) AS last,
-               min(event_time) AS t0, max(event_time) AS t1
-        FROM events GROUP BY stream""")  # fmt: skip
-    return {
+               min(event_time) FILTER (held) AS t0, max(event_time) FILTER (held) AS t1,
+               count(*) FILTER (NOT held) AS unheld
+        FROM (SELECT *, {time_held_sql("event_time")} AS held FROM events) GROUP BY stream""")  # fmt: skip
+    found = {
         r["stream"]: {
             "events": r["events"], "partition_keys": r["keys"], "duplicates": r["duplicates"],
             "lake_versions": {"count": r["versions"], "first": r["first"], "last": r["last"]},
-            "event_time": {"first": r["t0"].isoformat(), "last": r["t1"].isoformat()},
+            "event_time": {"first": r["t0"] and r["t0"].isoformat(), "last": r["t1"] and r["t1"].isoformat()},
         }  # fmt: skip
         for r in rows
     }
+    if any(r["unheld"] for r in rows):  # only then read the lake again, for their names
+        for stream, out in _times_out_of_range(con).items():
+            found[stream]["times_out_of_range"] = out
+    return found
+
+
+def _times_out_of_range(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """Per stream, the events whose time no report can show (see ``lake.schema.FIRST_TIME``) and the first
+    five, their time as DuckDB writes it ('infinity', '20260-01-01 00:00:00+00', '0044-03-15 (BC) ...')."""
+    rows = _rows(con, f"""
+        SELECT stream, event_id, partition_key, sequence, CAST(event_time AS VARCHAR) AS event_time,
+               count(*) OVER (PARTITION BY stream) AS total
+        FROM events WHERE NOT ({time_held_sql("event_time")})
+        QUALIFY row_number() OVER (PARTITION BY stream ORDER BY partition_key, sequence, event_id) <= 5
+        ORDER BY stream, partition_key, sequence, event_id""")  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        total = r.pop("total")
+        found.setdefault(r.pop("stream"), {"events": total, "examples": []})["examples"].append(r)
+    return found
 
 
 def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
@@ -477,7 +501,8 @@ def _lateness(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[str
     rows = _rows(con, f"""
         SELECT stream, quantile_cont(s, [0.5, 0.9, 0.99]) AS q, max(s) AS max_s,
                count(*) FILTER (WHERE s >= {late_after.total_seconds()}) AS late, {buckets}
-        FROM (SELECT stream, epoch(ingested_at) - epoch(event_time) AS s FROM events) GROUP BY stream""")  # fmt: skip
+        FROM (SELECT stream, epoch(ingested_at) - epoch(event_time) AS s FROM events
+              WHERE {time_held_sql("event_time")}) GROUP BY stream""")  # fmt: skip
     return {
         r["stream"]: {"lateness": {
             "p50_s": round(r["q"][0], 3), "p90_s": round(r["q"][1], 3), "p99_s": round(r["q"][2], 3),
@@ -535,6 +560,8 @@ def _summary_rows(summaries: list[dict[str, Any]], width: int) -> list[dict[str,
 
 def _render_stream(console: Console, s: StreamAudit) -> None:
     console.print(f"\n[bold]stream {escape(s.stream)}[/bold]")
+    if s.times_out_of_range["events"]:
+        console.print(escape(_times_out_of_range_line(s)), style="red")
     console.print(table_of("Event types", [{"event_type": k, "events": v} for k, v in s.event_types.items()]))
     if s.lateness:
         late = s.lateness
@@ -570,6 +597,17 @@ def _drift_row(d: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _times_out_of_range_line(s: StreamAudit) -> str:
+    """What a person reads of the events an older version archived with times no report can show."""
+    out = s.times_out_of_range
+    named = "; ".join(f"{e['event_id']} ({e['partition_key']} #{e['sequence']}): {e['event_time']}" for e in out["examples"])
+    more = f" and {out['events'] - len(out['examples']):,} more" if out["events"] > len(out["examples"]) else ""
+    return (f"{out['events']:,} event{'' if out['events'] == 1 else 's'} with an event_time outside the years 1 to 9999, "
+            f"archived before ingest quarantined such times: {named}{more}. They are left out of event_time and "
+            "lateness here; views replay them as they are (a Python fold stops on them): fix the producer, and have "
+            "projections leave them out (WHERE event_time BETWEEN '0001-01-01' AND '9999-12-31 23:59:59.999999') or handle them")
+
+
 def _span(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if abs(seconds) >= size:
@@ -579,7 +617,7 @@ def _span(seconds: float) -> str:
 
 def _html_notes(s: StreamAudit) -> str:
     """Lateness, gaps, drift and quarantine of one stream as short lines (tables stay two)."""
-    lines = []
+    lines = [_times_out_of_range_line(s)] if s.times_out_of_range["events"] else []
     if s.lateness:
         late = s.lateness
         lines.append(

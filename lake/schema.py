@@ -97,6 +97,17 @@ def stream_too_long_sql(stream: str) -> tuple[str, str]:
             f"{head} || left({stream}, 40) || {middle} || {length} || {tail}")
 
 
+#: the event times Python's datetime (and so every report, audit and notebook) holds: DuckDB also reads years
+#: past 9999, BC years and infinity. Ingest quarantines the others; a lake an older version wrote may hold some
+FIRST_TIME = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+LAST_TIME = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
+
+
+def time_held_sql(column: str) -> str:
+    """Whether the SQL timestamp ``column`` lies in the years 1 to 9999 (false for infinity)."""
+    return f"{column} BETWEEN {FIRST_TIME} AND {LAST_TIME}"
+
+
 #: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)
 DECODED_MARK = "-decoded"
 

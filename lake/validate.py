@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lake.mapping import Mapping, is_path
-from lake.schema import stream_too_long_sql
+from lake.schema import stream_too_long_sql, time_held_sql
 from lake.sql import literal, quote
 
 
@@ -101,7 +101,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
         ("_t_event_time IS NOT NULL", literal(f"missing field event_time ({get.name('event_time')})")),
         ("_event_time IS NOT NULL", "'unparsable event_time: ' || left(CAST(_t_event_time AS VARCHAR), 40)"
          + ("" if mapping.event_time_unit or mapping.event_time_format else _TIME_HINT)),
-        (f"_event_time BETWEEN {_FIRST} AND {_LAST}",
+        (time_held_sql("_event_time"),
          "'event_time out of range (years 1 to 9999): ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
@@ -137,11 +137,8 @@ def _has_text(column: str) -> str:
     return f"coalesce(CASE WHEN starts_with({column}, ' ') THEN trim({column}) <> '' ELSE {column} <> '' END, false)"
 
 
-# the event times Python's datetime (and so every report, audit and notebook) holds: DuckDB also reads
-# years past 9999, BC years and infinity, which archived, and then made `check` and `audit` fail (exit 70)
+# lake.schema.FIRST_TIME and LAST_TIME in microseconds: archived, a time outside made `check` and `audit` fail
 _FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01, 9999-12-31 23:59:59.999999
-_FIRST = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
-_LAST = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 
 
 def _typed_time_sql(column: str, nanoseconds: bool) -> str:

@@ -74,6 +74,28 @@ def files_opened(con: duckdb.DuckDBPyConnection, suffix: str = ".parquet") -> Co
     return Counter(e["path"] for e in logged if e["op"] == "OPEN" and e["path"].endswith(suffix))
 
 
+def archive_unchecked(target: lake.Lake, events: Iterable[tuple[str, str, int, str]], stream: str = "orders") -> int:
+    """Commit ``(event_id, partition_key, sequence, event_time)`` events as they are, written as ingest writes
+    its files but with no validation: a lake as an older version left it (event times such as 'infinity' or
+    year 20260, which ingest quarantines now). Returns the commit's lake_version."""
+    from lake.schema import bucket_of
+    from lake.table import EVENTS
+    from lake.writer import write_events
+
+    version = target.next_version()
+    rows = [(e, stream, k, s, "OrderPlaced", t, version, bucket_of(k, target.buckets)) for e, k, s, t in events]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE given (event_id VARCHAR, stream VARCHAR, partition_key VARCHAR, sequence BIGINT, "
+                "event_type VARCHAR, event_time VARCHAR, lake_version BIGINT, bucket INTEGER)")
+    con.executemany("INSERT INTO given VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    select = ("SELECT * REPLACE (CAST(event_time AS TIMESTAMPTZ) AS event_time), now() AS ingested_at, "
+              "1 AS schema_version, '{}' AS payload, NULL AS metadata FROM given")
+    with target.commit_lock():
+        target.commit_files(EVENTS, write_events(con, select, target, target.local or Path()), expected_version=version)
+    con.close()
+    return version
+
+
 def expire_log(location: Path) -> None:
     """What Delta does to a lake older than its log retention: at a checkpoint, the log entries
     older than 30 days (by file time) are deleted."""

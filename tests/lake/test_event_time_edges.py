@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.console import Console
 
 import lake
 from lake.audit import audit
-from tests.conftest import event, write_ndjson
+from tests.conftest import archive_unchecked, event, write_ndjson
 
 EPOCH_MAP = """
 [fields]
@@ -75,6 +76,35 @@ def test_event_times_outside_years_1_to_9999_are_quarantined_not_archived(tmp_pa
     kept, result = ingest_epochs(tmp_path, "us", far)
     assert (result.archived, result.quarantined) == (1, 3)
     assert times(kept) == [datetime(1, 1, 1, tzinfo=UTC)]
+
+
+def test_the_audit_of_a_lake_an_older_version_left_with_such_times_names_them(tmp_path: Path) -> None:
+    """A lake an older version wrote holds such times: its audit (and so every check) failed with an internal
+    error (exit 70); it now counts every event, names those, and leaves them out of the time figures only."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [write_ndjson(tmp_path / "good.ndjson", [event(i, seq=i) for i in (1, 2)])], stream="orders")
+    archive_unchecked(target, [("bad1", "o2", 1, "infinity"), ("bad2", "o2", 2, "20260-01-01 00:00:00+00"),
+                               ("bad3", "o3", 1, "0044-03-15 (BC) 12:00:00+00"), ("bad4", "o4", 1, "-infinity")])
+    report = audit(target)
+    (orders,) = report.streams
+    assert (orders.events, orders.partition_keys) == (6, 4)
+    assert orders.event_time == {"first": "2024-03-01T00:01:00+00:00", "last": "2024-03-01T00:02:00+00:00"}
+    assert orders.lateness["histogram"][">= 7 d"] == 2  # the two good events only
+    assert report.to_dict()["times_out_of_range"] == 4
+    assert orders.times_out_of_range == {"events": 4, "examples": [
+        {"event_id": "bad1", "partition_key": "o2", "sequence": 1, "event_time": "infinity"},
+        {"event_id": "bad2", "partition_key": "o2", "sequence": 2, "event_time": "20260-01-01 00:00:00+00"},
+        {"event_id": "bad3", "partition_key": "o3", "sequence": 1, "event_time": "0044-03-15 (BC) 12:00:00+00"},
+        {"event_id": "bad4", "partition_key": "o4", "sequence": 1, "event_time": "-infinity"}]}
+    console = Console(record=True, width=400)
+    report.render(console)
+    shown = console.export_text()
+    assert ("4 events with an event_time outside the years 1 to 9999, archived before ingest quarantined such times: "
+            "bad1 (o2 #1): infinity; bad2 (o2 #2): 20260-01-01 00:00:00+00;") in shown
+    assert "fix the producer" in shown and "bad4 (o4 #1): -infinity" in report._repr_html_()
+    clean = lake.Lake(tmp_path / "clean")
+    lake.ingest(clean, [write_ndjson(tmp_path / "clean.ndjson", [event(1)])], stream="orders")
+    assert audit(clean).streams[0].times_out_of_range == {"events": 0, "examples": []}
 
 
 def test_a_relation_of_the_lake_is_in_utc_whatever_the_default_connections_zone(tmp_path: Path) -> None:

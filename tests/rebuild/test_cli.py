@@ -26,7 +26,7 @@ from lake.audit import audit
 from rebuild.cli import _register, cli, main
 from rebuild.options import RunOptions
 from rebuild.projection import REGISTRY
-from tests.conftest import event, write_ndjson
+from tests.conftest import archive_unchecked, event, write_ndjson
 from tests.orders import order_events
 from tests.rebuild.conftest import Bench, logged
 
@@ -80,7 +80,7 @@ def test_an_empty_patch_on_a_live_built_outside_the_workbench_says_nothing_chang
     changed nothing (the run's status is 'empty') but said 'the patch ... is applied' and "changed": true."""
     bench.ingest(e for o in range(1, 4) for e in order_events(o))
     bench.wb.run("order_summary", progress="none")
-    bench.wb.store.con.execute("CREATE TABLE order_summary AS SELECT * FROM order_summary__shadow")
+    bench.wb.store.con.execute("CREATE TABLE order_summary AS SELECT * FROM order_summary__shadow")  # type: ignore[attr-defined]
     bench.wb.close()
     code, patch = _call(capsys, bench, "run", "order_summary", "--keys", "o-nope")
     assert code == 0 and patch["kind"] == "patch"
@@ -138,7 +138,7 @@ def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, ca
     monkeypatch.chdir(tmp_path)  # the reports land in ./reports
     bench.ingest(e for o in range(1, 4) for e in order_events(o))
     bench.rebuild_live("order_summary")
-    bench.wb.store.con.execute("UPDATE order_summary SET total = total + 1 WHERE order_id = 'o-0000002'")
+    bench.wb.store.con.execute("UPDATE order_summary SET total = total + 1 WHERE order_id = 'o-0000002'")  # type: ignore[attr-defined]
     bench.wb.run("order_summary", full=True, progress="none")
     bench.wb.close()
     at = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json"]
@@ -158,6 +158,29 @@ def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, ca
     out, err = capsys.readouterr()
     assert json.loads(out)["bad_files"][0]["path"] == victim
     assert logged(err).startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
+
+
+def test_check_and_audit_of_a_lake_with_times_an_older_version_archived_name_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bench: Bench) -> None:
+    """An older version archived event times outside the years 1 to 9999: `check` and `lake audit` of such a lake
+    exited 70 (an internal error); they now report, and name the events."""
+    monkeypatch.chdir(tmp_path)  # the reports land in ./reports
+    bench.ingest(e for o in range(1, 3) for e in order_events(o))
+    archive_unchecked(bench.wb.lake, [("old1", "o-0000009", 1, "infinity"), ("old2", "o-0000009", 2, "20260-01-01")])
+    bench.rebuild_live("order_timeline")
+    # a changed row whose placed_at is infinity: the diff samples it and traces its events
+    bench.wb.store.con.execute("UPDATE order_timeline SET transitions = 7 WHERE order_id = 'o-0000009'")  # type: ignore[attr-defined]
+    bench.wb.run("order_timeline", full=True, progress="none")
+    bench.wb.close()
+    code, audited = _call(capsys, bench, "lake", "audit")
+    assert (code, audited["times_out_of_range"], audited["events"]) == (0, 2, audited["events"])
+    assert [e["event_id"] for e in audited["streams"]["orders"]["times_out_of_range"]["examples"]] == ["old1", "old2"]
+    code, checked = _call(capsys, bench, "check", "order_timeline")
+    assert (code, checked["changed_rows"]) == (1, 1), checked
+    report = json.loads(Path(checked["report"]["json"]).read_text())
+    assert [t["event_time_range"] for t in report["lineage"]] == [["20260-01-01 00:00:00+00", "infinity"]]
+    assert ("stream orders holds 2 event(s) with an event_time outside the years 1 to 9999 (e.g. old1: infinity), "
+            "archived before ingest quarantined such times") in " ".join(report["notes"])
 
 
 def test_a_bug_exits_70_with_one_json_object_and_its_traceback_in_the_log(
