@@ -103,6 +103,8 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
          + ("" if mapping.event_time_unit or mapping.event_time_format else _TIME_HINT)),
         (time_held_sql("_event_time"),
          "'event_time out of range (years 1 to 9999): ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
+        *([] if get.is_typed("event_time") or mapping.event_time_unit or mapping.event_time_format
+          else [_OFFSET_CHECK]),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -129,6 +131,15 @@ _TIME_HINT = (
     "in a --map file)' WHEN regexp_matches(CAST(_t_event_time AS VARCHAR), '[0-9][./][0-9]') "
     "THEN ' (not ISO-8601: declare its format, event_time_format = \"%d.%m.%Y %H:%M\" under [options] "
     "in a --map file)' ELSE '' END"
+)
+
+
+#: an ISO time's UTC offset is its wall time (the text read without its offset) less the time itself; real
+#: zones lie within -12:00 and +14:00, so one beyond +/-14:00 (+23:00, +99) is a producer's bug, not a place
+_OFFSET_CHECK = (
+    "abs(epoch_us(TRY_CAST(_t_event_time AS TIMESTAMP)) - epoch_us(_event_time)) <= 50400000000",  # 14 h in microseconds
+    "'event_time offset beyond +/-14:00 (no time zone has one: a producer writing its offset wrong?): ' "
+    "|| left(CAST(_t_event_time AS VARCHAR), 40)",
 )
 
 

@@ -78,6 +78,26 @@ def test_event_times_outside_years_1_to_9999_are_quarantined_not_archived(tmp_pa
     assert times(kept) == [datetime(1, 1, 1, tzinfo=UTC)]
 
 
+def test_an_offset_no_time_zone_has_is_quarantined_as_a_producers_bug(tmp_path: Path) -> None:
+    """An offset beyond +/-14:00 (+23:00, +99 hours) is in no zone: archived, the event sat a day or four away
+    from when it happened. Quarantined, saying so; the edge zones (+14:00 Kiribati, -12:00), offsets written
+    without a colon and named zones are kept."""
+    why = "event_time offset beyond +/-14:00 (no time zone has one: a producer writing its offset wrong?): "
+    given = {"2026-01-01T00:00:00+23:00": None, "2026-01-01 00:00:00+99": None, "2026-01-01T00:00:00-14:30": None,
+             "2026-01-01T00:00:00+14:00:01": None,
+             "2026-01-01T00:00:00+14:00": datetime(2025, 12, 31, 10, tzinfo=UTC),
+             "2026-01-01T00:00:00-1200": datetime(2026, 1, 1, 12, tzinfo=UTC),
+             "2026-01-01T00:00:00.5+05:45": datetime(2025, 12, 31, 18, 15, 0, 500000, tzinfo=UTC),
+             "2026-07-01T00:00:00 America/New_York": datetime(2026, 7, 1, 4, tzinfo=UTC),
+             "2026-01-01": datetime(2026, 1, 1, tzinfo=UTC)}
+    target = lake.Lake(tmp_path / "lake")
+    records = [event(i, seq=i) | {"event_time": t} for i, t in enumerate(given)]
+    result = lake.ingest(target, [write_ndjson(tmp_path / "offsets.ndjson", records)], stream="orders")
+    assert result.reasons == {why + t: 1 for t, kept in given.items() if kept is None}
+    assert times(target) == [kept for kept in given.values() if kept is not None]
+    assert sorted(r for (r,) in lake.read_quarantine(target).project("reason").fetchall()) == sorted(result.reasons)
+
+
 def test_the_audit_of_a_lake_an_older_version_left_with_such_times_names_them(tmp_path: Path) -> None:
     """A lake an older version wrote holds such times: its audit (and so every check) failed with an internal
     error (exit 70); it now counts every event, names those, and leaves them out of the time figures only."""
