@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -22,7 +21,7 @@ from pathlib import Path
 import duckdb
 from deltalake.transaction import AddAction
 
-from lake import storage
+from lake import scratch, storage
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
@@ -109,6 +108,7 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
     end: a kill loses the rewrites not committed yet (their files are vacuumed), never an event.
     """
     started = time.monotonic()
+    scratch.remove_abandoned()  # the staging folders (and spills) of compactions and others killed before
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
     chosen = as_names(streams, "streams")
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
@@ -165,9 +165,10 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode
     select = (f"SELECT {columns}{fields} FROM (SELECT *{structs} FROM {source}) "
               "ORDER BY partition_key, sequence, event_id")
     name = f"part-{uuid.uuid4()}{DECODED_MARK if decode else ''}.parquet"
-    with con, tempfile.TemporaryDirectory(prefix="rebuild-compact-") as staging:
+    with con, scratch.folder("rebuild-compact", clean=False) as staging:
         # sorted by key, in row groups small enough that a correction of a few keys skips most
         action = write_partition(con, select, lake, Path(staging), stream, bucket, name, ROW_GROUP_ROWS)
+        point("compact.written")
     log.info("rewrote %s/%s: %s files", stream, bucket, len(files))
     return action
 

@@ -8,13 +8,9 @@ become events are quarantined with their reason, source and line; nothing is dro
 
 from __future__ import annotations
 
-import glob
 import html
 import logging
 import os
-import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +27,7 @@ from lake.jsontext import exact_members
 from lake.formats import (LARGE_ROW, SUFFIXES, WRITE_BYTES, Rejected, detect_format, format_suffix,
                           parquet_metadata, parquet_rows_sql, parquet_widest_row, read_batches, slices)
 from lake.mapping import Mapping
+from lake import scratch
 from lake.render import html_table
 from lake.schema import QUARANTINE_SCHEMA, bucket_sql, stream_too_long
 from lake.sql import literal
@@ -129,32 +126,6 @@ def ingest(
     )
 
 
-def _folder_prefix() -> str:
-    """The start of an ingest's temp folder's name: this machine's name, then the process id follows."""
-    return f"ingest-{socket.gethostname()}-"
-
-
-def _remove_abandoned_folders(temp_directory: str | None) -> None:
-    """Delete the temp folders of ingests on this machine whose process is gone: one killed (kill -9, the
-    OOM killer) left its staged rows, gigabytes of them for a big file, in a folder no one removed."""
-    prefix = _folder_prefix()
-    for folder in Path(temp_directory or tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*"):
-        pid = folder.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed %s, the temp folder of an ingest that ended without removing it (killed)", folder)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
-
-
 def ingest_batches(
     lake: Lake,
     batches: Iterable[Batch],
@@ -185,8 +156,8 @@ def ingest_batches(
     lake.create()
     if temp_directory is not None:  # a configured spill folder may not exist yet
         Path(temp_directory).mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_folders(temp_directory)
-    with tempfile.TemporaryDirectory(prefix=f"{_folder_prefix()}{os.getpid()}-", dir=temp_directory) as tmp:
+    # removes the folders of killed ingests (their staged rows: gigabytes for a big file), compactions and spills
+    with scratch.folder("ingest", temp_directory) as tmp:
         con = _connect(Path(tmp), memory_limit)
         read, cuts = _stage(con, batches, mapping, stream)
         with lake.commit_lock():

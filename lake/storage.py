@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from lake import scratch
 from lake.errors import LakeError
 from lake.sql import literal
 
@@ -207,9 +206,9 @@ def spill_outside_cwd(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnecti
     """Let in-memory DuckDB connection ``con`` spill past its memory limit to a folder of its own in the
     system's temp directory (``tempfile.gettempdir()``: ``$TMPDIR``, else ``/tmp``), which DuckDB creates
     when it first spills and removes when ``con`` closes, instead of DuckDB's default ``.tmp`` in the
-    working directory, which a job started from ``/`` may not write."""
-    folder = os.path.join(tempfile.gettempdir(), f"rebuild-spill-{uuid.uuid4().hex[:12]}")
-    con.execute(f"SET temp_directory = {literal(folder)}")
+    working directory, which a job started from ``/`` may not write. A killed process's folder is removed
+    by the next process that spills there (``lake.scratch``)."""
+    con.execute(f"SET temp_directory = {literal(str(scratch.folder_name('rebuild-spill')))}")
     return con
 
 

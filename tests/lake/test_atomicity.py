@@ -147,27 +147,3 @@ def test_kill_9_at_many_points(tmp_path: Path, big_input: tuple[Path, Path]) -> 
     # the kills early on must have left nothing; the matrix as a whole is printed for the record
     assert outcomes[("ready", 0.0)] == "none"
     print(json.dumps({f"{m}+{d}s": o for (m, d), o in outcomes.items()}))
-
-
-def test_a_killed_ingests_temp_folder_is_removed_by_the_next_ingest(tmp_path: Path) -> None:
-    """An ingest killed (kill -9, the OOM killer) left its temp folder, with the staged rows (gigabytes for a
-    big file), in the configured temp directory for good. The next ingest on the machine removes the folders
-    of ingests whose process is gone, and leaves those of running ones."""
-    from tests.conftest import event, write_ndjson
-
-    temp, target = tmp_path / "tmp", lake.Lake(tmp_path / "lake")
-    source = write_ndjson(tmp_path / "in.ndjson", [event(n) for n in range(1, 50)])
-    code = ("import sys, lake; lake.ingest(lake.Lake(sys.argv[1]), [sys.argv[2]], stream='orders', "
-            "temp_directory=sys.argv[3])")
-    killed = subprocess.run([sys.executable, "-c", code, target.uri, str(source), str(temp)],
-                            env={**os.environ, "REBUILD_FAULT_POINT": "ingest.before_commit"}, cwd=Path(__file__).resolve().parents[2])
-    assert killed.returncode == -signal.SIGKILL
-    (left,) = temp.iterdir()  # the killed ingest's folder (its staged rows, had they spilled)
-    (left / "spilled.tmp").write_bytes(b"x" * 1024)
-    running = temp / f"{left.name.rsplit('-', 2)[0]}-{os.getppid()}-x"  # a running process's (pytest's parent)
-    running.mkdir()
-    other = temp / "ingest-abc123"  # no machine and process in its name: not known to be abandoned
-    other.mkdir()
-    lake.ingest(target, [source], stream="orders", temp_directory=str(temp))
-    assert sorted(p.name for p in temp.iterdir()) == sorted([running.name, other.name])
-    assert lake.read_events(target).count("*").fetchall() == [(49,)]
