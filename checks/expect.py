@@ -27,6 +27,7 @@ from typing import Any
 
 import duckdb
 
+from checks.html import percent
 from lake.sql import quote
 
 from checks.errors import CheckInputError
@@ -57,8 +58,10 @@ class ExpectationResult:
     @property
     def expected(self) -> str:
         """What the expectation asks beyond its column, as text: ``min_value=0, max_value=500`` (a bound
-        that is None, none)."""
-        return ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("column", "column_list") and v is not None)
+        that is None, none); the row count's tolerance, a fraction in the JSON as the threshold is, as the
+        percentage the verdict says (``tolerance=10%``)."""
+        return ", ".join(f"{k}={percent(v) if k == 'tolerance' and self.engine == 'duckdb' else v}"
+                         for k, v in self.kwargs.items() if k not in ("column", "column_list") and v is not None)
 
 
 @dataclass(frozen=True)
@@ -287,7 +290,8 @@ def _row_count(rows: int, live_rows: int, tolerance: float) -> ExpectationResult
     low, high = math.floor(live_rows * (1 - tolerance)), math.ceil(live_rows * (1 + tolerance))
     return ExpectationResult(
         expectation="expect_table_row_count_to_be_within_tolerance_of_live", column=None,
-        success=low <= rows <= high, observed=f"{rows:,} rows; live has {live_rows:,} (allowed {low:,}-{high:,})",
+        success=low <= rows <= high,
+        observed=f"{rows:,} rows; live has {live_rows:,} (allowed {low:,}-{high:,}: within {percent(tolerance)})",
         element_count=rows, engine="duckdb", kwargs={"live_rows": live_rows, "tolerance": tolerance},
     )
 

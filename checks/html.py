@@ -39,6 +39,12 @@ def key_text(value: Any) -> str:
                          else c.encode("unicode_escape").decode() for c in value) + "'"
 
 
+def percent(fraction: float) -> str:
+    """A fraction as a percentage: ``15.4413%``, ``0.5%``, ``0%``: four decimals at most, no trailing zeros
+    (``allowed 0.0000%`` read as noise)."""
+    return f"{fraction * 100:.4f}".rstrip("0").rstrip(".") + "%"
+
+
 def number(value: Any) -> Any:
     """A count or measure as people read it (``32,154``, ``-402,738.12``, a whole float ``-659`` not
     ``-659.0``, a mean ``0.1235`` not ``0.123456789``: four decimals, or four digits below 1); anything

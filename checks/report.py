@@ -19,7 +19,7 @@ from checks.errors import ReportError
 from checks.expect import ExpectationsResult
 from checks.html import esc, key_text, number, pairs, section, table
 from checks.lineage import KeyLineage
-from checks.verdict import Verdict
+from checks.verdict import Verdict, shown
 from lake.encode import dumps
 from lake.faults import point
 
@@ -165,7 +165,7 @@ class CheckReport:
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
         return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
-                f"<details><summary>thresholds</summary>{pairs(v.thresholds, caption='the thresholds this verdict applies')}"
+                f"<details><summary>thresholds</summary>{pairs(shown(v.thresholds), caption='the thresholds this verdict applies')}"
                 "</details>")
 
     def next_step(self) -> str:

@@ -26,8 +26,9 @@ from checks.diff import DiffResult
 from checks.diffsql import MAX_MASK_COLUMNS
 from checks.errors import CheckInputError
 from checks.expect import ExpectationsResult
+from checks.html import percent
 
-__all__ = ["DEFAULTS", "Verdict", "decide", "thresholds_of"]
+__all__ = ["DEFAULTS", "Verdict", "decide", "shown", "thresholds_of"]
 
 DEFAULTS: dict[str, Any] = {
     "max_changed_fraction": 0.0,
@@ -57,6 +58,19 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reasons": list(self.reasons), "notes": list(self.notes),
                 "thresholds": self.thresholds}
+
+
+#: thresholds given as fractions (of the matched rows, of live's rows): shown as percentages, as the reasons say them
+FRACTIONS = ("max_changed_fraction", "row_count_tolerance")
+
+
+def shown(thresholds: dict[str, Any]) -> dict[str, Any]:
+    """``thresholds`` as the report shows them to people: fractions as percentages (0.1 as 10%), as every reason
+    and the row count's expectation say them; per column ``paid: 5%``. The JSON keeps the fractions given."""
+    out = {k: percent(v) if k in FRACTIONS and isinstance(v, int | float) else v for k, v in thresholds.items()}
+    if "columns" in thresholds:
+        out["columns"] = ", ".join(f"{c}: {percent(v)}" for c, v in thresholds["columns"].items()) or "none"
+    return out
 
 
 def thresholds_of(overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -121,11 +135,11 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any], counts: bool = True) -> l
     for column, limit in columns.items():
         changed = diff.changed_by_column.get(column, 0)
         if changed / matched > limit:
-            reasons.append(f"column {column}: {changed:,} rows changed ({_percent(changed / matched)}, allowed {_percent(limit)})")
+            reasons.append(f"column {column}: {changed:,} rows changed ({percent(changed / matched)}, allowed {percent(limit)})")
     rest = _changed_outside(diff, set(columns))
     if rest / matched > t["max_changed_fraction"]:
-        reasons.append(f"{rest:,} changed rows ({_percent(rest / matched)} of {diff.rows_matched:,}, allowed "
-                       f"{_percent(t['max_changed_fraction'])})" + (f" outside columns {sorted(columns)}" if columns else ""))
+        reasons.append(f"{rest:,} changed rows ({percent(rest / matched)} of {diff.rows_matched:,}, allowed "
+                       f"{percent(t['max_changed_fraction'])})" + (f" outside columns {sorted(columns)}" if columns else ""))
     return reasons
 
 
@@ -140,8 +154,3 @@ def _changed_outside(diff: DiffResult, columns: set[str]) -> int:
     if len(diff.columns) > MAX_MASK_COLUMNS or sum(diff.change_patterns.values()) != diff.changed_rows:
         return diff.changed_rows
     return sum(n for pattern, n in diff.change_patterns.items() if set(pattern.split("+")) - columns)
-
-
-def _percent(fraction: float) -> str:
-    """``15.4413%``, ``0.5%``, ``0%``: four decimals at most, no trailing zeros (``allowed 0.0000%`` read as noise)."""
-    return f"{fraction * 100:.4f}".rstrip("0").rstrip(".") + "%"

@@ -186,3 +186,23 @@ def test_a_column_limit_of_a_wide_view_does_not_hide_changes_past_the_sixty_seco
     both = check_view(con, events, ViewSpec("v", ("k",), thresholds={"columns": {"c0": 1.0, "c65": 1.0}}),
                       run_id="r", rebuilt="rebuilt", live="live")
     assert both.diff.changed_elsewhere == 0 and both.passed, both.verdict.reasons
+
+
+def test_the_report_shows_thresholds_as_the_percentages_its_reasons_say(duck, make_lake):
+    """The reasons said 'allowed 0%' and the row count 'allowed 900-1,100', while the thresholds table beside them
+    said max_changed_fraction 0, row_count_tolerance 0.1 and columns {'total': 0.005}: fractions, where the rest
+    says percentages. People read percentages everywhere; the JSON keeps the fractions a projection gives."""
+    from checks import ViewSpec, check_view
+
+    rebuilt = VIEW.replace("CAST(i AS DECIMAL(18,2))", "CAST(CASE WHEN i < 10 THEN i + 1 ELSE i END AS DECIMAL(18,2))")
+    spec = ViewSpec("v", ("order_id",), thresholds={"columns": {"total": 0.005}, "row_count_tolerance": 0.025})
+    report = check_view(duck(VIEW, rebuilt), make_lake(), spec, run_id="r", rebuilt="rebuilt", live="live")
+    assert report.verdict.reasons == ("column total: 10 rows changed (1%, allowed 0.5%)",)
+    page = report.to_html()
+    for name, value in (("max_changed_fraction", "0%"), ("columns", "total: 0.5%"), ("row_count_tolerance", "2.5%")):
+        assert f"<th scope='row'>{name}</th><td>{value}</td>" in page
+    (count,) = [r for r in report.expectations.results if r.expectation.endswith("within_tolerance_of_live")]
+    assert (count.expected, count.observed) == ("live_rows=1000, tolerance=2.5%",
+                                                "1,000 rows; live has 1,000 (allowed 975-1,025: within 2.5%)")
+    assert report.to_dict()["thresholds"]["row_count_tolerance"] == 0.025
+    assert count.kwargs["tolerance"] == 0.025
