@@ -40,13 +40,18 @@ def plain(value: object) -> str:
     return str(value)
 
 
-def html_table(rows: Sequence[Mapping[str, object]], caption: str) -> str:
+def html_table(rows: Sequence[Mapping[str, object]], caption: str, *, row_headers: bool = False) -> str:
     """An HTML table of dict rows (the columns: every row's keys, in order), whose caption says what it holds
-    and whose header cells are scoped (a screen reader announces both); values as ``plain`` writes them."""
+    and whose header cells are scoped (a screen reader announces both); values as ``plain`` writes them.
+    ``row_headers``: the first column names its row (``<th scope='row'>``), as in a table of settings."""
     if not rows:
         return ""
     names = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th scope='col'>{html.escape(str(n))}</th>" for n in names)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(plain(r.get(n, '')))}</td>" for n in names) + "</tr>"
-                   for r in rows)
+
+    def cell(row: Mapping[str, object], i: int, name: str) -> str:
+        tag = "th scope='row'" if row_headers and i == 0 else "td"
+        return f"<{tag}>{html.escape(plain(row.get(name, '')))}</{tag.split()[0]}>"
+
+    body = "".join("<tr>" + "".join(cell(r, i, n) for i, n in enumerate(names)) + "</tr>" for r in rows)
     return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -18,6 +18,7 @@ import duckdb
 
 from lake import EventFilter, Lake, Snapshot, read_events
 from lake.errors import empty_value
+from lake.render import html_table
 from lake.sql import literal
 from lake.table import commit_time
 from rebuild.errors import ConfigError, ProjectionError, near_name
@@ -96,12 +97,9 @@ class Plan:
         )
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><th scope='row' style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in self.to_dict().items() if k not in ("keys",)
-        )
-        caption = "<caption>what the run reads and writes</caption>"
-        return f"<b>Plan</b>: {html.escape(self.summary())}<table>{caption}{rows}</table>"
+        rows = [{"field": k, "value": v} for k, v in self.to_dict().items() if k != "keys"]  # key_count says how many
+        return f"<b>Plan</b>: {html.escape(self.summary())}" + html_table(rows, "what the run reads and writes",
+                                                                          row_headers=True)
 
 
 def make_plan(lake: Lake, store: Store | None, projection: Projection, options: RunOptions,

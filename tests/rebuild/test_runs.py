@@ -146,6 +146,22 @@ def test_a_plan_of_many_named_keys_shows_their_count_and_first_keys(bench: Bench
     assert data["estimated_rows"] is None and plan.kind == "patch"  # a patch does not count live's rows
 
 
+def test_a_plan_in_a_notebook_is_the_shared_table_with_its_values_escaped_and_read_as_people_read_them(
+        bench: Bench) -> None:
+    """The plan drew a table of its own (values as Python's repr: ['orders'], None); it is lake.render's, whose
+    first column names each row, and whose values come from the lake and the user, so they are escaped."""
+    first_lake(bench)
+    plan = replace(bench.wb.plan("order_summary"), reason="<script>alert(1)</script> & co", streams=("orders", "a<b"))
+    page = plan._repr_html_()
+    assert page.startswith("<b>Plan</b>: order_summary v")
+    assert "<table><caption>what the run reads and writes</caption>" in page
+    assert "<thead><tr><th scope='col'>field</th><th scope='col'>value</th></tr></thead>" in page
+    assert "<tr><th scope='row'>reason</th><td>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</td></tr>" in page
+    assert "<tr><th scope='row'>streams</th><td>orders, a&lt;b</td></tr>" in page
+    assert "<tr><th scope='row'>since</th><td>-</td></tr>" in page and "<script>" not in page
+    assert page.count("<th scope='row'>") == len(plan.to_dict()) - 1  # every field but the keys (key_count)
+
+
 def test_a_time_range_run_recomputes_windows_touched_by_late_events(bench: Bench) -> None:
     first_lake(bench)
     bench.rebuild_live("daily_revenue")
