@@ -51,6 +51,9 @@ class IngestResult:
     lake_version: int
     seconds: float
     reasons: dict[str, int] = field(default_factory=dict)
+    #: of ``quarantined``, the records an earlier ingest quarantined already (the same record, for the same
+    #: reason): counted, as every record read is, but not stored again. The others are new in the quarantine
+    already_quarantined: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -60,17 +63,27 @@ class IngestResult:
             "archived": self.archived,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
+            "already_quarantined": self.already_quarantined,
             "lake_version": self.lake_version,
             "seconds": round(self.seconds, 3),
             "quarantine_reasons": self.reasons,
         }
+
+    def already(self) -> str:
+        """What of the quarantined records is not new, said after their count: `` (2 of them already, by an
+        earlier ingest: not stored again)``, or nothing."""
+        if not self.already_quarantined:
+            return ""
+        return (f" ({'all' if self.already_quarantined == self.quarantined else self.already_quarantined} of them "
+                "already, by an earlier ingest: not stored again)")
 
     def _repr_html_(self) -> str:
         """One line for notebooks, plus the quarantine reasons when something was refused."""
         line = (
             f"<p><b>Ingest</b> into stream <code>{html.escape(str(self.stream))}</code>: read {self.read:,} records "
             f"from {len(self.files)} file(s), archived {self.archived:,}, dropped {self.duplicates:,} duplicates, "
-            f"quarantined {self.quarantined:,} -&gt; lake_version {self.lake_version} ({self.seconds:.2f}s)</p>"
+            f"quarantined {self.quarantined:,}{html.escape(self.already())} -&gt; lake_version {self.lake_version} "
+            f"({self.seconds:.2f}s)</p>"
         )
         reasons = [{"quarantine reason": k, "records": v} for k, v in self.reasons.items()]
         return line + html_table(reasons, "records quarantined, per reason")
@@ -178,6 +191,7 @@ def ingest_batches(
         archived=counts["archived"],
         duplicates=counts["duplicates"],
         quarantined=sum(reasons.values()),
+        already_quarantined=counts["already_quarantined"],
         lake_version=version if counts["archived"] else lake.snapshot().lake_version,
         seconds=time.monotonic() - started,
         reasons=reasons,
@@ -477,7 +491,7 @@ def _commit(
     must still be committed: then it gets an empty one. The events are written in one statement, or,
     for an input of large rows, one per part of the staged rows between ``cuts``: DuckDB holds 2,048
     rows at a time, and 150 payloads of 4 MB written at once took twice their size in memory."""
-    _commit_quarantine(con, lake, version, now)
+    counts["already_quarantined"] = _commit_quarantine(con, lake, version, now)
     point("ingest.after_quarantine")
     if counts["archived"] == 0 and not metadata and position is None:
         return
@@ -503,14 +517,16 @@ def _commit(
     lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata, position=position)
 
 
-def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> None:
+def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> int:
+    """Store the quarantined records the quarantine does not hold yet; returns how many it held already."""
     table = con.sql(
         "SELECT *, md5(coalesce(stream, '') || chr(31) || reason || chr(31) || coalesce(record, '')) "
         f"AS record_hash, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version "
         "FROM quarantine"
     ).to_arrow_table()
     if table.num_rows == 0:
-        return
+        return 0
+    refused = table.num_rows
     files = lake.quarantine_files()
     if files:
         lake.attach(con)  # the lake may be on an object store: lake.storage gives DuckDB its files
@@ -522,5 +538,6 @@ def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int,
         ).to_arrow_table()
     if table.num_rows:
         lake.write(QUARANTINE, table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
+    return refused - table.num_rows
 
 

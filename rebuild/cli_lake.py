@@ -91,13 +91,15 @@ def ingest_cmd(
     state.out.result(result.to_dict(), lambda c: _print_ingest(c, result))
     if strict and result.quarantined:
         reasons = ", ".join(f"{reason}: {count:,}" for reason, count in result.reasons.items())
-        raise Failed(f"--strict: {result.quarantined:,} records quarantined ({reasons}); `rebuild lake audit` lists them")
+        raise Failed(f"--strict: {result.quarantined:,} records quarantined{result.already()} ({reasons}); "
+                     "`rebuild lake audit` lists them")
 
 
 def _print_ingest(console: Console, result: lake.IngestResult) -> None:
     console.print(
         f"archived [bold]{result.archived:,}[/bold] events, {result.duplicates:,} duplicates, "
-        f"{result.quarantined:,} quarantined -> lake_version {result.lake_version} ({result.seconds:.1f}s)"
+        f"{result.quarantined:,} quarantined{escape(result.already())} -> lake_version {result.lake_version} "
+        f"({result.seconds:.1f}s)"
     )
     for reason, count in result.reasons.items():
         console.print(f"  quarantined {count:,}: {escape(reason)}")

@@ -271,7 +271,16 @@ def test_each_quarantined_record_names_its_own_file_in_a_commit_of_several(tmp_p
 def test_quarantine_is_not_repeated_when_the_same_input_is_ingested_again(tmp_path: Path) -> None:
     source = write_ndjson(tmp_path / "in.ndjson", [GOOD, "{bad", {**event(1), "sequence": -1}])
     target = lake.Lake(tmp_path / "lake")
-    lake.ingest(target, [source], stream="orders")
+    first = lake.ingest(target, [source], stream="orders")
     again = lake.ingest(target, [source], stream="orders")
-    assert again.quarantined == 2  # reported for this run ...
-    assert len(quarantined(target)) == 2  # ... but stored once
+    # every record read is counted (archived, duplicate or quarantined), and the result says which are not new
+    assert (first.quarantined, first.already_quarantined, first.already()) == (2, 0, "")
+    assert (again.quarantined, again.already_quarantined) == (2, 2)
+    assert again.already() == " (all of them already, by an earlier ingest: not stored again)"
+    assert "quarantined 2 (all of them already, by an earlier ingest: not stored again)" in again._repr_html_()
+    assert len(quarantined(target)) == 2  # stored once
+    more = write_ndjson(tmp_path / "more.ndjson", ["{bad", "{worse"])  # one record seen before, one new
+    mixed = lake.ingest(target, [more], stream="orders")
+    assert (mixed.quarantined, mixed.already_quarantined, mixed.to_dict()["already_quarantined"]) == (2, 1, 1)
+    assert mixed.already() == " (1 of them already, by an earlier ingest: not stored again)"
+    assert len(quarantined(target)) == 3
