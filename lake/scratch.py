@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ UNLOCKED_AGE_S = 3600.0
 
 _owner: tuple[int, str] | None = None  # (process id, token): a forked child makes its own
 _locks: dict[str, int] = {}  # directory -> the open, locked owner file (kept until the process exits)
+_mutex = threading.Lock()
 
 
 def _token() -> str:
@@ -44,7 +46,13 @@ def _token() -> str:
 
 
 def _hold(directory: Path) -> str:
-    """This process's token, its owner lock in ``directory`` taken (once per directory)."""
+    """This process's token, its owner lock in ``directory`` taken (once per directory). Under a mutex: a
+    second thread's flock of the same file would wait for the first's forever (a lock per open file)."""
+    with _mutex:
+        return _hold_locked(directory)
+
+
+def _hold_locked(directory: Path) -> str:
     token = _token()
     key = str(directory)
     while key not in _locks:

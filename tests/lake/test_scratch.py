@@ -106,3 +106,26 @@ def test_a_live_processs_folder_is_kept_whatever_its_name_says(tmp_path: Path) -
         live.kill()
         live.wait()
     assert [p.name for p in scratch.remove_abandoned(temp)] == [held.name.replace(owner, elsewhere)]
+
+
+def test_threads_naming_their_first_folders_at_once_share_the_process_lock(tmp_path: Path) -> None:
+    """Each thread's flock of the process's lock file waited for the other's forever (a lock per open file):
+    threads started together on a new temp directory hung within a few rounds."""
+    import threading
+
+    for round_ in range(20):
+        where = tmp_path / str(round_)
+        start = threading.Barrier(8)
+        names: list[Path] = []
+
+        def name() -> None:
+            start.wait()
+            names.append(scratch.folder_name("rebuild-spill", where))
+
+        threads = [threading.Thread(target=name, daemon=True) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert len(set(names)) == 8, f"threads hung in round {round_}"
+        assert [p.name for p in where.iterdir()] == [f"rebuild-owner-{scratch._token()}.lock"]
