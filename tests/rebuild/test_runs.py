@@ -209,11 +209,11 @@ def test_run_options_built_by_hand_take_values_as_keywords_do(bench: Bench) -> N
     "'int' object has no attribute 'strip'"; only keyword arguments were converted."""
     first = bench.ingest(order_events(1)).lake_version
     bench.ingest(order_events(2))
-    key = bench.wb.events().aggregate("min(partition_key)").fetchall()[0][0]
+    key = bench.wb.events().aggregate("min(partition_key)").fetchall()[0][0]  # type: ignore[union-attr]
     assert bench.wb.plan("order_summary", RunOptions(keys=key)).keys == (key,)
-    assert bench.wb.plan("order_summary", RunOptions(as_of=first)).lake_version == first
+    assert bench.wb.plan("order_summary", RunOptions(as_of=first)).lake_version == first  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="keys hold None"):
-        RunOptions(keys=[key, None])
+        RunOptions(keys=[key, None])  # type: ignore[arg-type]
 
 
 def test_as_of_a_time_is_the_last_commit_made_by_then(bench: Bench) -> None:
@@ -484,7 +484,7 @@ def test_prune_lists_the_reports_folder_once_not_once_per_run(bench: Bench, monk
     reads: list[Path] = []
     for name in ("listdir", "scandir"):
         real = getattr(os, name)
-        monkeypatch.setattr(os, name, lambda path=".", real=real: (reads.append(Path(path)), real(path))[1])
+        monkeypatch.setattr(os, name, lambda path=".", real=real: (reads.append(Path(path)), real(path))[1])  # type: ignore[func-returns-value]
     pruned = bench.wb.prune(0)
     assert reads.count(folder) == 1
     assert [r.run_id for r in pruned.runs] == runs[-2::-1]  # all but the shadow's, newest first
