@@ -64,10 +64,17 @@ class DataFile:
 
     def may_hold_any(self, sorted_keys: Sequence[str]) -> bool:
         """Whether a key of ``sorted_keys`` falls inside this file's [min_key, max_key]."""
-        if self.min_key is None or self.max_key is None:
+        if self.min_key is None or self.max_key is None or not _bmp(self.min_key + self.max_key):
             return True
         at = bisect.bisect_left(sorted_keys, self.min_key)
         return at < len(sorted_keys) and sorted_keys[at] <= self.max_key
+
+
+def _bmp(text: str) -> bool:
+    """Whether every character of ``text`` is below U+10000. deltalake decodes a statistic's escaped
+    character above it wrongly (U+20000 as U+10000) in lakes written before their statistics were
+    stored as UTF-8: such a file's key range is not known, so it is read."""
+    return all(ord(c) < 0x10000 for c in text)
 
 
 @dataclass(frozen=True)

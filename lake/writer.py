@@ -76,7 +76,9 @@ def _action(root: str, filename: str, rows: int, size: int, column_stats: Mappin
         partition_values=partitions,
         modification_time=int(time.time() * 1000),
         data_change=data_change,
-        stats=json.dumps(_stats(int(rows), column_stats), separators=(",", ":")),
+        # as UTF-8, not \u escapes: deltalake reads an escaped pair above U+1FFFF as another character
+        # (U+20000 as U+10000), and ingest then looks for a key's duplicates in no file
+        stats=json.dumps(_stats(int(rows), column_stats), separators=(",", ":"), ensure_ascii=False),
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import lake
 from lake.errors import LakeBusy
-from lake.table import EVENTS
+from lake.table import EVENTS, DataFile
 from lake.mapping import Mapping
 from lake.validate import Batch
 from tests.conftest import event, write_ndjson
@@ -75,3 +75,27 @@ def test_a_commit_pinned_to_a_version_another_writer_took_is_busy(tmp_path: Path
     with pytest.raises(LakeBusy):
         mine.commit_files(EVENTS, [], expected_version=version, metadata={"workbench.position": "1"})
     assert mine.next_version() == version + 1
+
+
+@pytest.mark.parametrize("key", ["𠮷野家", "o-\U00040001", "😀"])  # U+20BB7 (a name's kanji), a plane 4 one, an emoji
+def test_keys_with_characters_beyond_the_bmp_find_their_duplicates_and_their_files(tmp_path: Path, key: str) -> None:
+    """deltalake read an escaped pair above U+1FFFF in a file's key statistics as another character
+    (U+20BB7 as U+10BB7), so the lookup skipped the file that held the key: its events were archived twice."""
+    events = lake.Lake(tmp_path / "lake").create()
+    first = [event(1, key=key), event(2, key=key)]
+    lake.ingest(events, [write_ndjson(tmp_path / "a.ndjson", first)], stream="orders")
+    again = lake.ingest(events, [write_ndjson(tmp_path / "b.ndjson", [event(2, key=key, payload={"n": 0}), event(3, key=key)])],
+                        stream="orders")
+    assert (again.archived, again.duplicates) == (1, 1)
+    assert {f.min_key for f in events.snapshot().files} == {key}
+    assert len(events.snapshot().select(keys=[key])) == 2
+
+
+def test_a_file_whose_key_statistics_hold_a_character_beyond_the_bmp_is_read() -> None:
+    """Lakes written before the statistics were stored as UTF-8 hold the misread ones: such files are read."""
+    misread = DataFile(path="p", stream="orders", bucket=0, rows=1, size_bytes=1, min_time=None, max_time=None,
+                       min_version=1, max_version=1, min_key="\U00010bb7野家", max_key="\U00010bb7野家")
+    assert misread.may_hold_any(["𠮷野家"])
+    plain = DataFile(path="p", stream="orders", bucket=0, rows=1, size_bytes=1, min_time=None, max_time=None,
+                     min_version=1, max_version=1, min_key="o-1", max_key="o-2")
+    assert not plain.may_hold_any(["o-3"])
