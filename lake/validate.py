@@ -88,6 +88,10 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
             (f"_s_{c}", literal(wrong_type.format(c=c, name=get.name(c))))
             for c in ("event_id", "partition_key", "event_type", "stream")
         ],
+        # runs name keys in SQL, which holds no NUL: every catch-up of a by_key view failed on such a key
+        ("strpos(_t_partition_key, chr(0)) = 0",
+         literal(f"partition_key ({get.name('partition_key')}) holds a NUL character (\\u0000), which no run "
+                 "can name: remove it from the key at the source")),
         ("_stream IS NOT NULL", literal("missing field stream")),
         stream_too_long_sql("_stream"),  # the folder stream=NAME must fit a file name
         ("_t_sequence IS NOT NULL", literal(f"missing field sequence ({get.name('sequence')})")),

@@ -72,6 +72,11 @@ NDJSON_CASES = {
         "wrong type: event_id (event_id) must be a string, not an object, array or boolean",
     ),
     "text-schema-version": ({**event(1), "schema_version": "v2"}, "schema_version is not an int32"),
+    "nul-in-partition-key": (  # archived, it failed every catch-up of a by_key view ('string literal contains NUL')
+        {**event(1), "partition_key": "o\u00001"},
+        "partition_key (partition_key) holds a NUL character (\\u0000), which no run can name: remove it from the "
+        "key at the source",
+    ),
 }
 
 
