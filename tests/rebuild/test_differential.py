@@ -29,7 +29,7 @@ from tests.rebuild.reference import Number, ReferenceLake, dumps
 
 VIEWS = tuple(reference.VIEWS)
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
-TRICKY_KEYS = ["o-0000001", "it's", 'say "hi"', "ключ ✓", "🧾🎉", "k" * 400, "a,b", "back\\slash", "%2F/x", "tab\there"]
+TRICKY_KEYS = ["o-0000001", "𠮷野家", "o\x00nul", "it's", 'say "hi"', "ключ ✓", "🧾🎉", "k" * 400, "a,b", "back\\slash", "%2F/x", "tab\there"]
 CUSTOMERS = ["c-000001", "c-'quoted'", "клиент-2", "", None]  # None: the field is missing
 CURRENCIES = ["EUR", "USD", "GBP", None]
 KINDS = [*reference.STATUS, "ItemAdded", "ItemRemoved", "OrderNoted"]  # OrderNoted: consumed by no example
