@@ -94,20 +94,23 @@ class ReferenceLake:
 def valid(record: dict[str, Any]) -> bool:
     """The bad records the generator makes: a negative sequence, an unparsable time, a payload not JSON,
     a NUL character in the partition key."""
-    if record["sequence"] < 0 or not isinstance(record["payload"], dict) or "\0" in record["partition_key"]:
-        return False
+    bad_key = "\0" in record["partition_key"]
+    return record["sequence"] >= 0 and isinstance(record["payload"], dict) and not bad_key and utc(record["event_time"]) is not None
+
+
+def utc(text: str) -> datetime | None:
+    """An ISO time with an offset as the UTC moment (digits past the microsecond cut), None if it is none."""
     try:
-        datetime.fromisoformat(record["event_time"])
+        return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def to_event(record: dict[str, Any], version: int) -> Event:
-    at = datetime.fromisoformat(record["event_time"])
     payload = {k: Decimal(v.text) if isinstance(v, Number) else v for k, v in record["payload"].items()}
-    return Event(record["event_id"], record["partition_key"], record["sequence"], record["event_type"],
-                 at.astimezone(UTC), payload, version)
+    at = utc(record["event_time"])
+    assert at is not None, record
+    return Event(record["event_id"], record["partition_key"], record["sequence"], record["event_type"], at, payload, version)
 
 
 @dataclass(frozen=True)

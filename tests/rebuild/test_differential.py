@@ -107,7 +107,8 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def write(path: Path, records: list[dict[str, Any]], parquet: bool) -> Path:
-    """NDJSON (payload as an object) or Parquet (payload as JSON text, sequence int64, time as text)."""
+    """NDJSON (payload as an object) or Parquet (payload as JSON text, sequence int64, the times as a
+    timestamp column where all are valid, else as text)."""
     if not parquet:
         path = path.with_suffix(".ndjson")
         path.write_text("".join(dumps(r) + "\n" for r in records) or "\n", encoding="utf-8")
@@ -117,6 +118,10 @@ def write(path: Path, records: list[dict[str, Any]], parquet: bool) -> Path:
     columns["payload"] = [r["payload"] if isinstance(r["payload"], str) else dumps(r["payload"]) for r in records]
     table = pa.table({**columns, "sequence": pa.array([r["sequence"] for r in records], pa.int64())},
                      schema=pa.schema([(n, pa.string()) for n in columns] + [("sequence", pa.int64())]))
+    stamps = [reference.utc(r["event_time"]) for r in records]
+    if records and None not in stamps:
+        table = table.set_column(table.schema.get_field_index("event_time"), "event_time",
+                                 pa.array(stamps, pa.timestamp("us", "UTC")))
     pq.write_table(table, path)
     return path
 
@@ -138,7 +143,8 @@ def steps(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
     """Per ingest: where the batch ends, its files' formats, a compaction after it, and each view's run."""
     return [{"cut": draw(st.floats(0, 1)), "parquet": draw(st.lists(st.booleans(), min_size=1, max_size=2)),
              "compact": draw(st.integers(0, 4)) == 0,
-             "runs": {v: draw(st.sampled_from(["catchup", "catchup", "keys", "range", "full", "skip"])) for v in VIEWS}}
+             "runs": {v: draw(st.sampled_from(["catchup", "catchup", "keys", "range", "backfill", "full", "skip"]))
+                      for v in VIEWS}}
             for _ in range(count)]
 
 
@@ -148,16 +154,20 @@ def run(wb: Workbench, view: str, how: str, new: list[reference.Event]) -> bool:
     if how == "skip" and live is not None:
         return False
     options: dict[str, Any] = {"full": how == "full"}
-    if how in ("keys", "range") and live is not None:
+    if how in ("keys", "range", "backfill") and live is not None:
         if not new:
             return False
         if wb.projection(view).incremental == "merge" and live.lake_version != wb.lake.snapshot().lake_version:
             run(wb, view, "catchup", new)  # a merge patch at another lake_version than live's is refused
-        if how == "keys" and wb.projection(view).incremental != "by_window":
+        if how == "keys" and wb.projection(view).incremental != "by_window":  # a window view takes no keys
             options = {"keys": sorted({e.partition_key for e in new})}
         else:
             days = sorted(e.event_time.date() for e in new)
             options = {"since": days[0].isoformat(), "until": (days[-1] + timedelta(days=1)).isoformat()}
+        if how == "backfill":
+            wb.backfill(view, since=options["since"], until=options["until"], chunk="1d", progress="none")
+            wb.cutover(view, force=True)
+            return True
     wb.run(view, progress="none", **options)
     wb.cutover(view, force=True)
     return True
