@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 CENT = Decimal("0.01")
@@ -29,7 +29,7 @@ TIMELINE_TYPES = set(STATUS)
 @dataclass(frozen=True)
 class Event:
     """An archived event: the envelope's columns a projection reads, the payload as parsed JSON
-    (numbers kept as their text's Decimal, as DuckDB reads a declared DECIMAL from the text)."""
+    (numbers kept as their text, as DuckDB reads a declared type from the text)."""
 
     event_id: str
     partition_key: str
@@ -40,21 +40,28 @@ class Event:
     lake_version: int
 
     def text(self, name: str) -> str | None:
+        """A VARCHAR field: text, or a number as written (42 reads as '42')."""
         value = self.payload.get(name)
-        return value if isinstance(value, str) else None
+        return value.text if isinstance(value, Number) else value if isinstance(value, str) else None
+
+    def number(self, name: str) -> Decimal | None:
+        """A number, or text holding one ("12.50", as some producers write amounts)."""
+        value = self.text(name)
+        try:
+            return None if value is None else Decimal(value.strip())
+        except InvalidOperation:
+            return None
 
     def money(self, name: str) -> Decimal | None:
         """A DECIMAL(18,2) field: rounded half away from zero; NULL when it does not fit 16 digits."""
-        value = self.payload.get(name)
-        if not isinstance(value, Decimal):
-            return None
-        cents = value.quantize(CENT, rounding=ROUND_HALF_UP)
-        return cents if abs(cents) < Decimal(10) ** 16 else None
+        value = self.number(name)
+        cents = None if value is None else value.quantize(CENT, rounding=ROUND_HALF_UP)
+        return cents if cents is not None and abs(cents) < Decimal(10) ** 16 else None
 
     def integer(self, name: str) -> int | None:
         """An INTEGER field: a number rounded half away from zero."""
-        value = self.payload.get(name)
-        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP)) if isinstance(value, Decimal) else None
+        value = self.number(name)
+        return None if value is None else int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass
@@ -107,7 +114,7 @@ def utc(text: str) -> datetime | None:
 
 
 def to_event(record: dict[str, Any], version: int) -> Event:
-    payload = {k: Decimal(v.text) if isinstance(v, Number) else v for k, v in record["payload"].items()}
+    payload = record["payload"]
     at = utc(record["event_time"])
     assert at is not None, record
     return Event(record["event_id"], record["partition_key"], record["sequence"], record["event_type"], at, payload, version)
