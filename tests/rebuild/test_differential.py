@@ -303,3 +303,20 @@ def test_hours_to_ship_counts_the_fractions_of_a_second(tmp_path: Path) -> None:
         assert wb.view("order_timeline", "shadow")["hours_to_ship"].to_list() == [3.002]
     finally:
         wb.close()
+
+
+def test_a_catch_up_of_an_order_keyed_beyond_the_bmp_keeps_its_earlier_events(tmp_path: Path) -> None:
+    """deltalake misread the key statistics of 𠮷 (U+20BB7) as U+10BB7, so a catch-up read none of the
+    order's earlier files and dropped its row from live."""
+    records = [_record(1, "OrderPlaced", {"customer_id": "c-1"}, key="𠮷野家"),
+               _record(2, "ItemAdded", {"quantity": Number("1")}, key="𠮷野家")]
+    wb, events = _plain(tmp_path, records[:1])
+    try:
+        wb.run("order_summary", progress="none")
+        wb.cutover("order_summary", force=True)
+        version = lake.ingest(wb.lake, [write(tmp_path / "more", records[1:], False)], stream="orders").lake_version
+        wb.run("order_summary", progress="none")
+        wb.cutover("order_summary", force=True)
+        assert_matches(wb, "order_summary", "live", events + ReferenceLake().ingest(records[1:], version), "catch-up")
+    finally:
+        wb.close()
