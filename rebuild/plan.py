@@ -267,6 +267,9 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
         return "full", "no live checkpoint", None
     if live.projection_version != projection.version:
         return "full", f"the projection's version changed since live was built, from v{live.projection_version}", None
+    if live.fingerprint in projection.unordered_fingerprints:
+        return "full", ("live was built before Polars projections got their events in (partition_key, sequence) "
+                        "order (first() or last() per key may have taken any event): rebuilt in full once"), None
     if not projection.built_by(live.fingerprint):
         return "full", "the projection's code changed since live was built, beyond comments and formatting", None
     if live.lake_version > as_of:

@@ -39,6 +39,9 @@ Engine = Literal["duckdb", "polars", "python"]
 Strategy = Literal["full", "by_key", "merge", "by_window"]
 ENGINES = ("duckdb", "polars", "python")
 STRATEGIES = ("full", "by_key", "merge", "by_window")
+#: the order a Polars projection's events come in (rebuild.replay), part of its fingerprint: before 2026-11-25 they
+#: came in file order, and a view built then is rebuilt in full once (``Projection.unordered_fingerprints``)
+POLARS_ORDER = " events by (partition_key, sequence, event_id)"
 MERGE_OPS = ("sum", "min", "max")
 #: the keys of ``thresholds`` and ``expectations`` that ``checks`` reads (``checks.verdict.DEFAULTS``,
 #: ``checks.expect.KINDS``; a test keeps them equal): named here so that a typo is refused when the
@@ -97,16 +100,28 @@ class Projection:
         rebuilt in full after the upgrade, though its code had not changed)."""
         return self.legacy_fingerprint, self._fingerprint(logic=True, order_free=False)
 
+    @property
+    def unordered_fingerprints(self) -> tuple[str, ...]:
+        """A Polars projection's fingerprints as workbenches before 2026-11-25 gave them, when its events came in
+        the lake's file order (``first()``/``last()`` per key took any event): the views they built are rebuilt
+        in full once. None for the other engines, whose results never depended on that order."""
+        if self.engine != "polars":
+            return ()
+        return tuple(self._fingerprint(logic, order_free, ordered=False)
+                     for logic, order_free in ((True, True), (False, True), (True, False)))
+
     def built_by(self, fingerprint: str) -> bool:
         """Whether a view built by code of ``fingerprint`` was built by this code (its logic)."""
         return fingerprint == self.fingerprint or fingerprint in self.earlier_fingerprints
 
-    def _fingerprint(self, logic: bool, order_free: bool = True) -> str:
+    def _fingerprint(self, logic: bool, order_free: bool = True, ordered: bool = True) -> str:
         consumes, streams = self.consumes, self.streams
         if logic and order_free:  # the lake is filtered by them as by sets; before, they counted as given
             consumes, streams = _sorted_once(consumes), _sorted_once(streams)
         meta = repr((self.version, self.key, self.engine, self.incremental, consumes, streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
+        if self.engine == "polars" and ordered:
+            meta += POLARS_ORDER
         return code_fingerprint(self.func, meta, logic, order_free)
 
     @property

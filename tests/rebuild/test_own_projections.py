@@ -976,3 +976,31 @@ def test_the_plan_of_a_lake_of_many_small_files_samples_event_types_from_a_few_f
     assert plan_module._unheld_types(con, counted, snapshot) == []
     newest = sorted(snapshot.files, key=lambda f: f.max_version, reverse=True)
     assert set(files_opened(con)) <= {f.path for f in newest[:8]}
+
+
+def test_a_polars_view_built_before_its_events_came_in_replay_order_is_rebuilt_in_full_once(
+        wb: Workbench, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its events came in the lake's file order, so a last() per key could be any event's: a catch-up after the
+    upgrade would have recomputed the keys with new events only, leaving every other row as wrong as it was."""
+
+    def last_type(events: pl.LazyFrame) -> pl.LazyFrame:
+        return events.group_by("partition_key").agg(pl.col("event_type").last().alias("status")).rename(
+            {"partition_key": "order_id"})
+
+    p = projection(name="last_type", key="order_id", engine="polars", registry=registry)(last_type)
+    sql = projection(name="placed", key="order_id", registry=registry)(_placed)
+    module, sql_fingerprint = importlib.import_module("rebuild.projection"), sql.fingerprint
+    with monkeypatch.context() as before:  # the workbench before: no order in the fingerprint
+        before.setattr(module, "POLARS_ORDER", "")
+        assert sql.fingerprint == sql_fingerprint  # a SQL projection's is not touched
+        for view in ("last_type", "placed"):
+            wb.run(view, progress="none")
+            wb.cutover(view, force=True)
+    assert wb.store.checkpoint("last_type", "live").fingerprint in p.unordered_fingerprints
+    stale = {v.name: v.stale_code for v in wb.ls()}
+    assert stale == {"last_type": True, "placed": False} and wb.plan("placed").mode == "incremental"
+    plan = wb.plan("last_type")
+    assert plan.mode == "full" and "before Polars projections got their events in (partition_key, sequence)" in plan.reason
+    wb.run("last_type", progress="none")
+    wb.cutover("last_type", force=True)
+    assert wb.plan("last_type").mode == "incremental" and not any(v.stale_code for v in wb.ls())
