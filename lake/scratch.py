@@ -126,6 +126,8 @@ def _gone(lock: Path) -> bool:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
         return False  # another cleaner removed it: its folders are that one's to remove
+    except PermissionError:
+        return False  # another user's (0600): its folders are not this user's to remove either
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

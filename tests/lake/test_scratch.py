@@ -129,3 +129,24 @@ def test_threads_naming_their_first_folders_at_once_share_the_process_lock(tmp_p
             thread.join(5)
         assert len(set(names)) == 8, f"threads hung in round {round_}"
         assert [p.name for p in where.iterdir()] == [f"rebuild-owner-{scratch._token()}.lock"]
+
+
+def test_another_users_lock_is_left_alone_and_the_ingest_goes_on(tmp_path: Path) -> None:
+    """Users of one machine share /tmp, and a lock file is its owner's alone (0600): the next user's ingest,
+    compaction or spill there failed opening it to judge it (PermissionError), as long as the file was left.
+    Run as root, the lock is given to nobody and the ingest runs without root's right to open any file;
+    otherwise the lock is made unreadable to its own user."""
+    scratch.folder_name("rebuild-spill", tmp_path)  # this process's lock there, held
+    (lock,) = tmp_path.glob(f"{scratch.LOCK_PREFIX}*")
+    source = write_ndjson(tmp_path / "in.ndjson", [event(n) for n in range(1, 4)])
+    command = [sys.executable, "-c", "import sys, lake; r = lake.ingest(lake.Lake(sys.argv[1]), [sys.argv[2]], "
+               "stream='orders', temp_directory=sys.argv[3]); print(r.archived)", str(tmp_path / "lake"),
+               str(source), str(tmp_path)]
+    if os.geteuid() == 0:
+        os.chown(lock, 65534, 65534)
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    else:
+        lock.chmod(0)
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "3\n"), done.stderr
+    assert lock.exists()  # still its owner's
