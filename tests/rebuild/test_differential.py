@@ -178,6 +178,12 @@ def run(wb: Workbench, view: str, how: str, model: ReferenceLake) -> bool:
     return True
 
 
+def workbench(root: Path) -> Workbench:
+    """A workbench of the examples on a lake, a DuckDB store and reports under ``root``."""
+    return Workbench.open(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/v.duckdb",
+                          reports_dir=str(root / "reports"))
+
+
 def ingests(wb: Workbench, model: ReferenceLake, root: Path, records: list[dict[str, Any]],
             plan: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], list[reference.Event]]]:
     """Ingest ``records`` in the batches and formats ``plan`` says into the lake and ``model``, compacting
@@ -202,8 +208,7 @@ def ingests(wb: Workbench, model: ReferenceLake, root: Path, records: list[dict[
 def test_the_examples_mean_what_their_documentation_says(tmp_path_factory: Any, records: list[dict[str, Any]],
                                                          plan: list[dict[str, Any]], data: st.DataObject) -> None:
     root = tmp_path_factory.mktemp("diff")
-    wb = Workbench.open(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/v.duckdb",
-                        reports_dir=str(root / "reports"))
+    wb = workbench(root)
     model = ReferenceLake()
     try:
         for i, (step, _) in enumerate(ingests(wb, model, root, records, plan)):
@@ -233,8 +238,7 @@ def test_catch_ups_leave_out_the_keys_quarantined_since(tmp_path_factory: Any, r
     """Every run ``--exclude-quarantined``, from the full run on: a catch-up also leaves out the keys
     quarantined since live's run (a merge view refuses that, saying to run in full: not here)."""
     root = tmp_path_factory.mktemp("excluding")
-    wb = Workbench.open(None, lake_uri=str(root / "lake"), store_uri=f"duckdb://{root}/v.duckdb",
-                        reports_dir=str(root / "reports"))
+    wb = workbench(root)
     model = ReferenceLake()
     try:
         for i, (step, _) in enumerate(ingests(wb, model, root, records, plan)):
@@ -249,8 +253,7 @@ def test_catch_ups_leave_out_the_keys_quarantined_since(tmp_path_factory: Any, r
 
 # -- the discrepancies it found, as plain examples -----------------------------------------------
 def _plain(tmp_path: Path, records: list[dict[str, Any]]) -> tuple[Workbench, list[reference.Event]]:
-    wb = Workbench.open(None, lake_uri=str(tmp_path / "lake"), store_uri=f"duckdb://{tmp_path}/v.duckdb",
-                        reports_dir=str(tmp_path / "reports"))
+    wb = workbench(tmp_path)
     result = lake.ingest(lake.Lake(str(tmp_path / "lake")).create(), [write(tmp_path / "in", records, False)], stream="orders")
     return wb, ReferenceLake().ingest(records, result.lake_version)
 
