@@ -163,7 +163,13 @@ def _alive(pid: int) -> bool:
 
 
 def _remove(where: Path, names: list[str]) -> list[Path]:
-    for name in names:
-        shutil.rmtree(where / name, ignore_errors=True)
-        log.info("removed %s, the temp folder of a process that ended without removing it (killed)", where / name)
-    return [where / n for n in names]
+    """Delete the folders ``names``; returns those gone (another user's, in a shared /tmp, are not this one's to)."""
+    removed = []
+    for path in (where / n for n in names):
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            log.debug("could not remove %s, the temp folder of a process that ended without removing it", path)
+            continue
+        log.info("removed %s, the temp folder of a process that ended without removing it (killed)", path)
+        removed.append(path)
+    return removed

@@ -150,3 +150,24 @@ def test_another_users_lock_is_left_alone_and_the_ingest_goes_on(tmp_path: Path)
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (0, "3\n"), done.stderr
     assert lock.exists()  # still its owner's
+
+
+def test_a_folder_that_cannot_be_removed_is_not_said_to_be(tmp_path: Path) -> None:
+    """An earlier version's folder of a dead process that this user cannot delete (another user's, in a shared
+    /tmp) was logged as removed by every process's first folder there, and returned as removed."""
+    left = tmp_path / f"ingest-{os.uname().nodename}-999999999-old"
+    (left / "staged").mkdir(parents=True)
+    hour_ago = time.time() - 2 * scratch.UNLOCKED_AGE_S
+    os.utime(left, (hour_ago, hour_ago))
+    left.chmod(0o555)  # its entries cannot be deleted (nor can root, without its right to write anywhere)
+    command = [sys.executable, "-c", "import logging, sys; from lake import scratch; logging.basicConfig(level='INFO'); "
+               "print([p.name for p in scratch.remove_abandoned(sys.argv[1])])", str(tmp_path)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
+    try:
+        done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
+    finally:
+        left.chmod(0o755)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+    assert "removed" not in done.stderr and (left / "staged").is_dir()
+    assert scratch.remove_abandoned(tmp_path) == [left] and not left.exists()  # once it can be
