@@ -34,15 +34,16 @@ UNLOCKED_AGE_S = 3600.0
 
 _owner: tuple[int, str] | None = None  # (process id, token): a forked child makes its own
 _locks: dict[str, int] = {}  # directory -> the open, locked owner file (kept until the process exits)
-_mutex = threading.Lock()
+_mutex = threading.RLock()  # re-entrant: _hold takes it, and so does the _token it calls
 
 
 def _token() -> str:
     global _owner
-    if _owner is None or _owner[0] != os.getpid():
-        _owner = (os.getpid(), f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        _locks.clear()  # the parent's descriptors stay open in the child (still locked for the parent)
-    return _owner[1]
+    with _mutex:  # two threads' first calls would make two tokens, folders named after one without a lock
+        if _owner is None or _owner[0] != os.getpid():
+            _owner = (os.getpid(), f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            _locks.clear()  # the parent's descriptors stay open in the child (still locked for the parent)
+        return _owner[1]
 
 
 def _hold(directory: Path) -> str:
@@ -58,7 +59,11 @@ def _hold_locked(directory: Path) -> str:
     while key not in _locks:
         path = directory / f"{LOCK_PREFIX}{token}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: the caller goes on without one, this descriptor closed
+            os.close(fd)
+            raise
         try:  # a cleaner may have removed the file between open and flock: then lock a new one
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -113,28 +118,32 @@ def remove_abandoned(directory: str | os.PathLike[str] | None = None) -> list[Pa
     removed = []
     for lock in (n for n in names if n.startswith(LOCK_PREFIX) and n.endswith(".lock")):
         owner = lock[len(LOCK_PREFIX):-len(".lock")]
-        if owner == _token() or not _gone(where / lock):
+        fd = None if owner == _token() else _take(where / lock)
+        if fd is None:
             continue
-        removed += _remove(where, [n for n in names if any(n.startswith(f"{k}-{owner}-") for k in KINDS)])
-        (where / lock).unlink(missing_ok=True)
+        try:
+            removed += _remove(where, [n for n in names if any(n.startswith(f"{k}-{owner}-") for k in KINDS)])
+            # unlinked while held: an owner that opened the file meanwhile finds it gone once it has the lock
+            (where / lock).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
     return removed + _remove(where, [n for n in names if _unlocked_and_dead(where, n, names)])
 
 
-def _gone(lock: Path) -> bool:
-    """Whether no process holds ``lock`` (its owner died); taking it only to look, and letting go."""
+def _take(lock: Path) -> int | None:
+    """``lock`` taken, its descriptor open, when no process holds it (its owner died); else None."""
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        return False  # another cleaner removed it: its folders are that one's to remove
+        return None  # another cleaner removed it: its folders are that one's to remove
     except PermissionError:
-        return False  # another user's (0600): its folders are not this user's to remove either
+        return None  # another user's (0600): its folders are not this user's to remove either
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
+    except OSError:  # BlockingIOError: its owner lives
         os.close(fd)
-    return True
+        return None
+    return fd
 
 
 def _unlocked_and_dead(where: Path, name: str, names: list[str]) -> bool:

@@ -6,12 +6,15 @@ here (another container with the same machine name)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 import lake
 from lake import scratch
@@ -171,3 +174,27 @@ def test_a_folder_that_cannot_be_removed_is_not_said_to_be(tmp_path: Path) -> No
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
     assert "removed" not in done.stderr and (left / "staged").is_dir()
     assert scratch.remove_abandoned(tmp_path) == [left] and not left.exists()  # once it can be
+
+
+def test_an_abandoned_owner_lock_is_unlinked_while_still_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unlinked after letting go, a lock could be taken in between by its owner (created, not yet locked), which
+    then held a lock on a deleted file: its folders looked abandoned to the next cleaner."""
+    lock = tmp_path / f"{scratch.LOCK_PREFIX}host-1-deadbeef.lock"
+    lock.touch()
+    states, unlink = [], Path.unlink
+
+    def looking(self: Path, missing_ok: bool = False) -> None:
+        if self == lock:  # another open file description: its flock fails while the cleaner holds one
+            fd = os.open(self, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                states.append("free")
+            except BlockingIOError:
+                states.append("held")
+            finally:
+                os.close(fd)
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", looking)
+    scratch.remove_abandoned(tmp_path)
+    assert states == ["held"] and not lock.exists()
