@@ -172,7 +172,10 @@ def _time_sql(text: str, unit: str | None, time_format: str | None = None) -> st
     if time_format is not None:  # a time without a zone (%z) is UTC, as ISO text without one; %n: nanoseconds
         return _typed_time_sql(f"try_strptime({text}, {literal(time_format)})", "%n" in time_format)
     if unit is None:  # DuckDB's word 'epoch' is no ISO-8601 time (it holds no digit; 'infinity' is out of range):
-        time = f"TRY_CAST({text} AS TIMESTAMPTZ)"  # the text is only searched at 1970-01-01 (all of it was +70%)
+        # RFC 3339 allows a lower-case 't' and 'z', which DuckDB does not read: upper-cased only when the text
+        # as written is no time (a coalesce reads its second argument for those rows only; zone names keep case)
+        time = f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_CAST(upper({text}) AS TIMESTAMPTZ))"
+        # the text is only searched at 1970-01-01 (all of it was +70%)
         return f"CASE WHEN epoch_us({time}) <> 0 OR regexp_matches({text}, '[0-9]') THEN {time} END"
     scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
     # microseconds counted exactly, digits past them cut as ISO text's are (through a double, 1.9999999 s

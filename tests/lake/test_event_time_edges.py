@@ -179,3 +179,17 @@ def test_a_declared_format_with_nanoseconds_cuts_them_too(tmp_path: Path) -> Non
         lake.ingest(target, [source], stream="orders", mapping=lake.Mapping.load(tmp_path / f"{name}.toml"))
     assert times(target) == [datetime(2026, 9, 1, 23, 59, 59, 999999, tzinfo=UTC),
                              datetime(2026, 9, 1, 21, 59, 59, 999999, tzinfo=UTC)]
+
+
+def test_rfc_3339_times_with_a_lower_case_t_or_z_are_archived(tmp_path: Path) -> None:
+    """RFC 3339 lets 't' and 'z' be lower case; DuckDB reads only upper case, so such events were quarantined as
+    unparsable. Named zones keep their case (only a time DuckDB cannot read as written is read upper-cased)."""
+    given = {"2026-01-01t10:00:00z": datetime(2026, 1, 1, 10, tzinfo=UTC),
+             "2026-01-01T10:00:00.25z": datetime(2026, 1, 1, 10, 0, 0, 250000, tzinfo=UTC),
+             "2026-01-01t10:00:00+01:00": datetime(2026, 1, 1, 9, tzinfo=UTC),
+             "2026-07-01T00:00:00 America/New_York": datetime(2026, 7, 1, 4, tzinfo=UTC)}
+    target = lake.Lake(tmp_path / "lake")
+    records = [event(i, seq=i) | {"event_time": t} for i, t in enumerate(given)]
+    result = lake.ingest(target, [write_ndjson(tmp_path / "rfc3339.ndjson", records)], stream="orders")
+    assert result.quarantined == 0, result.reasons
+    assert times(target) == list(given.values())
