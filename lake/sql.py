@@ -41,7 +41,6 @@ def literal(value: object) -> str:
         return f"TIMESTAMPTZ {literal(value.isoformat())}"
     if isinstance(value, Sequence) and not isinstance(value, str):
         return "[" + ", ".join(literal(v) for v in value) + "]"
-    text = str(value)
-    if "\x00" in text:
-        raise ValueError("string literal contains NUL")
-    return "'" + text.replace("'", "''") + "'"
+    quoted = "'" + str(value).replace("'", "''") + "'"
+    # a literal cannot hold NUL, and keys that versions before 2026-11-25 archived may: spelt as chr(0)
+    return "(" + quoted.replace("\x00", "' || chr(0) || '") + ")" if "\x00" in quoted else quoted
