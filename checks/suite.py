@@ -102,7 +102,7 @@ def check_view(
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
         notes=(*([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
-               *_times_out_of_range(audit), *_skipped_files(run or {})),
+               *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
@@ -199,6 +199,13 @@ def _skipped_files(run: dict[str, Any]) -> list[str]:
         return []
     return [f"the run left out {len(skipped)} unreadable lake file(s) (--skip-corrupted), so the view lacks their "
             f"events: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}; restore them and run again"]
+
+
+def _full_because(run: dict[str, Any]) -> list[str]:
+    """A full run since live was built by other code (an upgrade's, say): its differences may be that change's."""
+    why = run.get("full_because")
+    return [f"a full run, since {why}; its differences from live may be the effects of that change, "
+            "not of the events"] if why else []
 
 
 def _times_out_of_range(audit: dict[str, Any]) -> list[str]:

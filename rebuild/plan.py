@@ -255,6 +255,18 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     return version
 
 
+#: why a run is full when live was built by other code (``by_other_code``)
+VERSION_CHANGED = "the projection's version changed since live was built"
+UNORDERED = ("live was built before Polars projections got their events in (partition_key, sequence) order "
+             "(first() or last() per key may have taken any event): rebuilt in full once")
+CODE_CHANGED = "the projection's code changed since live was built, beyond comments and formatting"
+
+
+def by_other_code(reason: str) -> bool:
+    """Whether a plan's ``reason`` says live was built by other code (so a check's differences may be that change's)."""
+    return reason in (UNORDERED, CODE_CHANGED) or reason.startswith(VERSION_CHANGED)
+
+
 def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,
           as_of: int) -> tuple[str, str, int | None]:
     if keys is not None or since is not None or until is not None:
@@ -266,12 +278,11 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
     if live is None:
         return "full", "no live checkpoint", None
     if live.projection_version != projection.version:
-        return "full", f"the projection's version changed since live was built, from v{live.projection_version}", None
+        return "full", f"{VERSION_CHANGED}, from v{live.projection_version}", None
     if live.fingerprint in projection.unordered_fingerprints:
-        return "full", ("live was built before Polars projections got their events in (partition_key, sequence) "
-                        "order (first() or last() per key may have taken any event): rebuilt in full once"), None
+        return "full", UNORDERED, None
     if not projection.built_by(live.fingerprint):
-        return "full", "the projection's code changed since live was built, beyond comments and formatting", None
+        return "full", CODE_CHANGED, None
     if live.lake_version > as_of:
         if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
             raise ConfigError(

@@ -36,7 +36,7 @@ from rebuild.config import FILENAME, Config, nearest_file
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs, keyword_options
-from rebuild.plan import Plan, make_plan
+from rebuild.plan import Plan, by_other_code, make_plan
 from rebuild.progress import Progress, choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
 from rebuild.runner import RunResult, execute
@@ -662,9 +662,11 @@ def _run_facts(record: Any) -> dict[str, Any]:
     if record is None:
         return {}
     facts = {k: v for k, v in record.to_dict().items() if k != "plan"}
-    skipped = json.loads(record.plan or "{}").get("skipped_files") or []
-    if skipped:
-        facts["skipped_files"] = skipped
+    plan = json.loads(record.plan or "{}")
+    if plan.get("skipped_files"):
+        facts["skipped_files"] = plan["skipped_files"]
+    if plan.get("mode") == "full" and by_other_code(plan.get("reason") or ""):
+        facts["full_because"] = plan["reason"]
     return facts
 
 
