@@ -108,7 +108,8 @@ class AuditReport:
             for name, count in s.event_types.items():
                 types[name] = types.get(name, 0) + count
         return {
-            "lake": self.lake_uri,
+            "lake": self.lake_uri,  # deprecated: `lake` is an object in `rebuild ls`; lake_uri is text everywhere
+            "lake_uri": self.lake_uri,
             "lake_version": self.lake_version,
             "delta_version": self.delta_version,
             "events": self.total("events"),

@@ -58,7 +58,8 @@ class IngestResult:
     def to_dict(self) -> dict[str, object]:
         return {
             "stream": self.stream,
-            "files": list(self.files),
+            "files": list(self.files),  # deprecated: `files` counts files everywhere else (plan, vacuum, audit)
+            "input_files": list(self.files),
             "read": self.read,
             "archived": self.archived,
             "duplicates": self.duplicates,

@@ -51,7 +51,7 @@ def ls_cmd(state: State) -> None:
              else f"no event lake at {lake['uri']}")
     demo = " or `rebuild demo`" if "/.demo/" in store else ""  # the demo writes only under .demo/
     title = f"views in {store}" if exists else f"no store at {store} yet (`rebuild run VIEW`{demo} makes one)"
-    state.out.result({"lake": lake, "store": store, "store_exists": exists, "views": states,
+    state.out.result({"lake": lake, "lake_uri": lake["uri"], "store": store, "store_exists": exists, "views": states,
                       "views_without_projection": others},
                      lambda c: _print_ls(c, f"{title}; {where}", states, others,
                                          layout.hint() if layout is not None and layout.suggested else None))
@@ -168,7 +168,7 @@ def rollback_cmd(state: State, view: str) -> None:
 def runs_cmd(state: State, view: str | None, limit: int) -> None:
     """Recent runs (newest first) from _rebuild_runs."""
     with workbench(state) as wb:
-        runs = [r.to_dict() for r in wb.runs(view, limit)]
+        runs = [{**r.to_dict(), **r.report_files()} for r in wb.runs(view, limit)]
         if view is not None and not runs:
             wb.projection(view)  # a misspelt view is an error that lists the known ones
         none = _no_store(state, wb)

@@ -69,7 +69,9 @@ def run_demo(state: State, *, events: int, seed: int) -> None:
         if not state.out.json:
             state.out.console.print(f"[bold]{step.name}[/bold]: {escape(step.summary(result))}")
     seconds = time.monotonic() - started
-    payload = {"lake": ctx.lake.uri, "events": events, "seed": seed, "seconds": round(seconds, 3), "steps": ctx.results}
+    # `lake` is deprecated (an object in `rebuild ls`): lake_uri is the URI's name in every --json
+    payload = {"lake": ctx.lake.uri, "lake_uri": ctx.lake.uri, "events": events, "seed": seed,
+               "seconds": round(seconds, 3), "steps": ctx.results}
     state.out.result(payload, lambda console: _render(console, ctx, seconds))
 
 
@@ -232,7 +234,8 @@ def _check(ctx: DemoContext) -> dict[str, Any]:
             "only_in_live": diff.only_in_live if diff else None,
             "only_in_rebuilt": diff.only_in_rebuilt if diff else None,
             "found_exactly_the_faults": differing == ctx.made["faulted"],
-            "report": report.paths.get("html")}
+            "report": report.paths.get("html"),  # deprecated: an object of both paths in `rebuild check`
+            "report_html": report.paths.get("html"), "report_json": report.paths.get("json")}
 
 
 def _differing_keys(wb: Any, report: Any) -> set[str]:

@@ -54,7 +54,7 @@ class RunResult:
         return self.record.run_id
 
     def to_dict(self) -> dict[str, Any]:
-        data = self.record.to_dict()
+        data = {**self.record.to_dict(), **self.record.report_files()}
         data["plan"] = self.plan.to_dict()
         if self.stats is not None:
             data["distributed"] = self.stats

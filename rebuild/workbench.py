@@ -69,14 +69,14 @@ class ViewState:
     def to_dict(self) -> dict[str, Any]:
         """The fields, and ``view`` and ``projection_version`` for ``name`` and ``version``: the names every
         other JSON (runs, plans, checks, reports) gives them, which a dashboard joins ``rebuild ls`` on."""
-        return {**self.__dict__, "view": self.name, "projection_version": self.version}
+        return {**self.__dict__, "view": self.name, "projection_version": self.version, "shadow_run_id": self.shadow}
 
     def _repr_html_(self) -> str:
         return Rows([self], hide=ALIASES, caption=f"the view {self.name}")._repr_html_()
 
 
 #: the names ``ViewState.to_dict`` adds for JSON readers: a table shows ``name`` and ``version`` once
-ALIASES = ("view", "projection_version")
+ALIASES = ("view", "projection_version", "shadow_run_id")
 
 
 class Rows(list[Any]):
@@ -111,7 +111,8 @@ class PruneResult:
         return len(self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "runs": [r.run_id for r in self.runs], "jobs": list(self.jobs)}
+        ids = [r.run_id for r in self.runs]  # `runs` (deprecated) holds records in `rebuild runs`: run_ids says ids
+        return {"dry_run": self.dry_run, "runs": ids, "run_ids": ids, "jobs": list(self.jobs)}
 
     def _repr_html_(self) -> str:
         verb = "would forget" if self.dry_run else "forgot"
@@ -208,11 +209,14 @@ class Workbench:
         store, known = self.store, {p.name for p in self.projections()}
         found = []
         for name in (v for v in store.views() if v not in known):
-            live = store.checkpoint(name, LIVE)
+            live, shadow = store.checkpoint(name, LIVE), store.checkpoint(name, SHADOW)
+            has_shadow = store.exists(shadow_name(name))
             found.append({"name": name, "view": name, "live_rows": store.count(name) if store.exists(name) else None,
                           "live_run_id": live.run_id if live else None,
                           "live_lake_version": live.lake_version if live else None,
-                          "shadow": store.exists(shadow_name(name)), "previous": store.exists(previous_name(name))})
+                          # deprecated `shadow`, a flag here but a run id in `views`: shadow_run_id is both's
+                          "shadow": has_shadow, "shadow_run_id": shadow.run_id if shadow and has_shadow else None,
+                          "previous": store.exists(previous_name(name))})
         return found
 
     def _count(self, f: EventFilter, snapshot: Any) -> int:

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -109,6 +110,13 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def report_files(self) -> dict[str, str | None]:
+        """The check report's two files, as ``--json`` names them everywhere: ``report`` is the HTML's path
+        here and in the demo but an object of both paths in ``rebuild check``. The JSON is written beside
+        the HTML under the same name (``CheckReport.write``)."""
+        html = self.report
+        return {"report_html": html, "report_json": None if html is None else str(Path(html).with_suffix(".json"))}
 
 
 def settled(runs: Sequence[RunRecord], views: Collection[str]) -> list[RunRecord]:
