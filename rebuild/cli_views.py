@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import click
@@ -13,7 +14,7 @@ from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
 from rebuild.options import click_options, from_flags
-from rebuild.store import LIVE, SHADOW
+from rebuild.store import LIVE, SHADOW, Checkpoint
 from rebuild.store.base import EMPTY, previous_name
 from rebuild.workbench import Workbench
 
@@ -139,7 +140,7 @@ def cutover_cmd(state: State, view: str, force: bool) -> None:
     elif cp.role != LIVE:  # live was built outside the workbench: it has no checkpoint
         text = (f"{view}: run {shadow.run_id} changes no row of live; live stays the view built outside the "
                 f"workbench ({live_rows:,} rows)")
-        payload = {"view": view, "run_id": None, "live_rows": live_rows, "changed": False}
+        payload = {**_no_checkpoint(view), "live_rows": live_rows, "changed": False}
     else:  # a patch that changes nothing: live's rows and rollback point stay
         text = (f"{view}: run {shadow.run_id} changes no row of live; live stays run {cp.run_id} "
                 f"({live_rows:,} rows), now at lake_version {cp.lake_version}"
@@ -155,11 +156,16 @@ def rollback_cmd(state: State, view: str) -> None:
         cp = wb.rollback(view)
         live_rows = wb.store.count(view)  # a patch's checkpoint counts the patch's rows, not live's
     if cp is None:
-        state.out.result({"view": view, "run_id": None, "live_rows": live_rows},
+        state.out.result({**_no_checkpoint(view), "live_rows": live_rows},
                          lambda c: c.print(f"{view} rolled back: live is the view built outside the workbench again"))
     else:
         state.out.result({**cp.to_dict(), "live_rows": live_rows},
                          lambda c: c.print(f"{view} rolled back: live is run {cp.run_id} again ({live_rows:,} rows)"))
+
+
+def _no_checkpoint(view: str) -> dict[str, Any]:
+    """Live built outside the workbench has no checkpoint: its fields are null, so a job finds the same keys."""
+    return {**{f.name: None for f in fields(Checkpoint)}, "view": view, "role": LIVE}
 
 
 @command(cli, "runs")
