@@ -4,6 +4,7 @@ shape, the same names of the same types, and a stderr of log lines a log shipper
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
+import duckdb
 import pytest
 
 from tests.conftest import write_ndjson
@@ -86,8 +89,10 @@ def _fields(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 def _check_names(payload: dict[str, Any]) -> None:
     """The same name means the same type in every command's JSON (and in the objects nested in it)."""
     for key, value in _fields(payload):
-        if key in ("run_id", "view", "job_id", "stream"):
+        if key in ("run_id", "view", "job_id", "stream", "lake_uri", "report_html", "report_json", "shadow_run_id"):
             assert isinstance(value, str) or value is None, (key, value)
+        elif key in ("input_files", "run_ids"):  # a list, and each of its items (text)
+            assert isinstance(value, list | str), (key, value)
         elif key.endswith("_at"):
             assert value is None or datetime.fromisoformat(value).utcoffset() == timedelta(0), (key, value)
         elif key == "seconds" or key.endswith("_s"):
@@ -108,3 +113,98 @@ def test_ls_names_a_view_and_its_projection_version_as_runs_and_plans_do(project
     state = {v["view"]: v for v in listed["views"]}[run["view"]]
     assert (state["name"], state["projection_version"], state["version"]) == (
         run["view"], run["projection_version"], run["projection_version"])
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: the README table's words for JSON types (`number`: a float or an int)
+TYPES: dict[str, tuple[type, ...]] = {"text": (str,), "int": (int,), "number": (int, float), "bool": (bool,),
+                                      "object": (dict,), "list": (list,)}
+KEY = re.compile(r"(\[)?`(\w+)` (" + "|".join(TYPES) + r")(\?)?")
+#: (arguments, exit code): every command once, in the order that reaches each of its shapes. Live is first a
+#: view built outside the workbench, so a rollback returns to it (a live with no checkpoint).
+SCENARIO = [
+    (["ls"], 0), (["runs"], 0), (["plan", "order_summary"], 0), (["check", "order_summary", "--progress", "log"], 0),
+    (["cutover", "order_summary"], 0), (["rollback", "order_summary"], 0),
+    (["run", "order_summary", "--full", "--progress", "log"], 0), (["cutover", "order_summary", "--force"], 0),
+    (["run", "order_summary", "--full", "--progress", "log"], 0), (["cutover", "order_summary", "--force"], 0),
+    (["rollback", "order_summary"], 0), (["backfill", "order_summary", *SINCE, "--progress", "log"], 0),
+    (["backfill", "order_summary", "--buckets", "--progress", "log"], 0), (["prune", "--older-than", "0"], 0),
+    (["--config", "bare.toml", "ls"], 0), (["--config", "bare.toml", "drop", "order_summary", "--dry-run"], 0), (["lake", "audit"], 0),
+    (["lake", "ingest", "poison.ndjson", "--stream", "orders"], 0), (["lake", "compact"], 0),
+    (["lake", "vacuum", "--dry-run"], 0), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
+    (["run", "nope"], 2),
+]
+
+
+def _documented() -> dict[str, dict[str, tuple[str, bool, bool]]]:
+    """The README's table: command -> {key: (type, may be null, only sometimes there)}."""
+    text = README.read_text(encoding="utf-8")
+    rows = text.split("| command | top-level keys |\n|---|---|\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    table = {}
+    for row in rows:
+        commands, keys = (cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:3])
+        spec = {name: (kind, bool(null), bool(sometimes)) for sometimes, name, kind, null in KEY.findall(keys)}
+        for command in re.findall(r"`([^`]+)`", commands) or ["error"]:
+            table[command] = spec
+    return table
+
+
+def _command(args: list[str], code: int) -> str:
+    """The table's row for ``args``: global options dropped, `lake X` and `backfill --buckets` as written there."""
+    if code != 0:
+        return "error"
+    while args[0].startswith("--"):
+        args = args[2:]
+    if args[0] == "lake":
+        return " ".join(args[:2])
+    return "backfill --buckets" if args[0] == "backfill" and "--buckets" in args else args[0]
+
+
+def _matches(payload: dict[str, Any], spec: dict[str, tuple[str, bool, bool]]) -> list[str]:
+    """What in ``payload`` the table does not say (an empty list when it says it all)."""
+    wrong = [f"{key}: not in the table" for key in payload if key not in spec]
+    for key, (kind, null, sometimes) in spec.items():
+        if key not in payload:
+            wrong += [] if sometimes else [f"{key}: missing"]
+        elif not _typed(payload[key], kind, null):
+            wrong.append(f"{key}: {payload[key]!r} is no {kind}{'?' if null else ''}")
+    return wrong
+
+
+def _typed(value: Any, kind: str, null: bool) -> bool:
+    if value is None:
+        return null
+    return isinstance(value, TYPES[kind]) and (type(value) is bool) == (kind == "bool")  # True is an int too
+
+
+def test_each_commands_object_has_the_keys_and_types_the_readme_table_gives(project: Path, tmp_path: Path) -> None:
+    """A scheduled job parses what the README's table promises: every command's top-level keys and their types
+    (`lake` was a URI in the audit and an object in `ls`, `report` a path in runs and an object in checks)."""
+    table = _documented()
+    root = tmp_path / "p"
+    shutil.copytree(project, root)
+    (root / "bare.toml").write_text('[lake]\nuri = ".demo/lake"\n[store]\nuri = "duckdb://.demo/views.duckdb"\n'
+                                    "[projections]\nmodules = []\n", encoding="utf-8")
+    with duckdb.connect(str(root / ".demo" / "views.duckdb")) as con:  # live as a consumer built it: no checkpoint
+        con.execute("CREATE TABLE order_summary AS SELECT * FROM order_summary__shadow")
+    (tmp_path / "empty").mkdir()
+    seen = set()
+    for args, code in [*SCENARIO, (["demo", "--events", "1500"], 0)]:
+        job = _rebuild(tmp_path / "empty" if args[0] == "demo" else root, args)
+        assert job.returncode == code, (args, job.stderr)
+        command = _command(args, code)
+        payload = json.loads(job.stdout)
+        assert _matches(payload, table[command]) == [], args
+        _check_names(payload)
+        seen.add(command)
+    assert seen == set(table)  # every row is tried
+
+
+def test_the_readme_table_has_a_row_for_every_command() -> None:
+    from rebuild.cli import _register, cli
+
+    _register()
+    lake_group = cli.commands["lake"]
+    assert isinstance(lake_group, click.Group)
+    commands = {*cli.commands, *(f"lake {name}" for name in lake_group.commands)} - {"lake"}
+    assert commands <= set(_documented())
