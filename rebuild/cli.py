@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 import click
 import duckdb
 
-from lake import LakeError
+from lake.errors import ContextError
 from lake.storage import missing_credentials, refused_credentials, unreachable
 from _rebuild_cli import EXIT_INTERRUPTED, EXIT_TERMINATED, TERMINATED
 from rebuild.config import FILENAME, Config, nearest_file, redact
-from rebuild.errors import RebuildError
 from rebuild.output import Output, ReaderGone
 from rebuild.progress import log_line, utc_stderr
 
@@ -204,7 +203,7 @@ def _run(args: list[str], out: Output) -> int:
                   "[duckdb] temp_directory room to spill, or lower threads), then rerun the same command",
                   EXIT_USAGE, "OutOfMemory")
         return EXIT_USAGE
-    except (LakeError, RebuildError) as exc:
+    except ContextError as exc:  # the roots of lake, rebuild and checks: kind names the error's own class
         out.error(redact(str(exc)), EXIT_USAGE, type(exc).__name__, retryable=exc.retryable,
                   context={name: _plain(value) for name, value in exc.context.items()})
         return EXIT_USAGE

@@ -208,3 +208,15 @@ def test_the_readme_table_has_a_row_for_every_command() -> None:
     assert isinstance(lake_group, click.Group)
     commands = {*cli.commands, *(f"lake {name}" for name in lake_group.commands)} - {"lake"}
     assert commands <= set(_documented())
+
+
+def test_an_error_of_the_checks_is_of_its_own_kind(project: Path, tmp_path: Path) -> None:
+    """A report that cannot be written was kind `RebuildError`, the root every rebuild error shares, so an alert
+    routing by kind could not tell it from the others; it is `ReportError` now, as the checks package names it."""
+    shutil.copytree(project, tmp_path / "p")
+    (tmp_path / "p" / "taken").write_text("a file where the reports folder would be", encoding="utf-8")
+    (tmp_path / "p" / "reports.toml").write_text('[reports]\ndir = "taken/reports"\n', encoding="utf-8")
+    job = _rebuild(tmp_path / "p", ["--config", "reports.toml", "check", "order_summary", "--progress", "none"])
+    error = json.loads(job.stdout)
+    assert (job.returncode, error["kind"], error["exit_code"]) == (2, "ReportError", 2), job.stderr
+    assert error["context"] == {"path": str(tmp_path / "p" / "taken" / "reports" / "order_summary")}
