@@ -59,7 +59,7 @@ class IngestResult:
         return {
             "stream": self.stream,
             "files": list(self.files),  # deprecated: `files` counts files everywhere else (plan, vacuum, audit)
-            "input_files": list(self.files),
+            "inputs": list(self.files),
             "read": self.read,
             "archived": self.archived,
             "duplicates": self.duplicates,

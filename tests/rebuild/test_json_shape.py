@@ -91,7 +91,7 @@ def _check_names(payload: dict[str, Any]) -> None:
     for key, value in _fields(payload):
         if key in ("run_id", "view", "job_id", "stream", "lake_uri", "report_html", "report_json", "shadow_run_id"):
             assert isinstance(value, str) or value is None, (key, value)
-        elif key in ("input_files", "run_ids"):  # a list, and each of its items (text)
+        elif key in ("inputs", "run_ids"):  # a list, and each of its items (text)
             assert isinstance(value, list | str), (key, value)
         elif key.endswith("_at"):
             assert value is None or datetime.fromisoformat(value).utcoffset() == timedelta(0), (key, value)
