@@ -12,8 +12,8 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +68,15 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
              if paths]
     sql = " UNION ALL ".join(parts) or f"SELECT {', '.join(_json_fields(projection))} FROM {_empty_events()}"
     return sql, files, sum(x.rows for x in files)
+
+
+def bucket_sqls(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> list[str]:
+    """The SQL of ``events_sql``, one per bucket of the files it reads: a key's events all lie in one bucket,
+    so a Polars projection's events sorted bucket by bucket are in replay order with a sort the size of a
+    bucket, not of the lake (at 100M events, 7.0 GB at a 4GB limit for the whole lake's sort)."""
+    _, files, _ = events_sql(lake, snapshot, projection, selection)
+    return [events_sql(lake, snapshot, projection, replace(selection, buckets=(bucket,)))[0]
+            for bucket in sorted({f.bucket for f in files})]
 
 
 def _source(paths: list[str], selection: Selection) -> str:
@@ -217,16 +226,17 @@ def _spill_problem(con: duckdb.DuckDBPyConnection, exc: Exception) -> str | None
 
 
 def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: str, target: str,
-                fold_workers: int | None = None, temp: bool = True) -> int:
+                fold_workers: int | None = None, temp: bool = True, parts: Sequence[str] = ()) -> int:
     """Run ``projection`` over the events SQL into table ``target``; returns its row count.
 
-    ``target`` is a temp table unless ``temp`` is false (a store landing rows in place).
+    ``target`` is a temp table unless ``temp`` is false (a store landing rows in place). ``parts``: the
+    events SQL cut by bucket (:func:`bucket_sqls`), which a Polars projection's events are sorted by one at a time.
     ``fold_workers`` caps a Python fold's processes (1 inside a worker that is one already)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events}")
     create = f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {quote(target)} AS"
     try:
         if projection.engine == "polars":
-            _polars(con, projection, create)
+            _polars(con, projection, create, parts)
         elif projection.engine == "python":
             _fold(con, projection, create, fold_workers)
         else:
@@ -283,8 +293,8 @@ def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
     con.execute(f"{create} SELECT * FROM __projection_result")
 
 
-def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str) -> None:
-    source = _EventSource(con)
+def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, parts: Sequence[str] = ()) -> None:
+    source = _EventSource(con, parts)
     try:
         result = projection.func(source.frame())
         if not isinstance(result, pl.LazyFrame | pl.DataFrame):
@@ -332,18 +342,28 @@ class _EventSource:
     DuckDB gives a connection one open result at a time: the frame is cached, so a projection that
     uses it twice (a join with its own aggregate, a concat) reads it once; two reads at once that
     Polars cannot merge (a join of two differently filtered frames) are refused saying so. ``close``
-    ends a read the projection failed in or stopped early, which would leave the connection busy."""
+    ends a read the projection failed in or stopped early, which would leave the connection busy. With
+    ``parts`` (``events`` cut by bucket) the events are sorted one part at a time."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, parts: Sequence[str] = ()) -> None:
         self.con = con
+        self.parts = parts
         self.open: list[pa.RecordBatchReader] = []
         self.reading = threading.Lock()  # Polars starts its scans in threads of its own
+        self.starting = threading.Lock()  # a read starting against close(), which ends them for good
+        self.closed = False
 
     def frame(self) -> pl.LazyFrame:
         schema = pl.from_arrow(self.con.sql("SELECT * FROM events LIMIT 0").to_arrow_table()).schema  # type: ignore[union-attr]
         return register_io_source(self._batches, schema=schema, is_pure=True).cache()
 
     def close(self) -> None:
+        """Ends the reads, for good: a projection that failed may still have a thread reading the next part."""
+        with self.starting:
+            self.closed = True
+            self._close_readers()
+
+    def _close_readers(self) -> None:
         for reader in self.open:
             reader.close()
         self.open.clear()
@@ -354,16 +374,21 @@ class _EventSource:
             raise RuntimeError(_TWO_READS)
         try:
             names = ", ".join(quote(c) for c in columns) if columns else "*"
-            limit = f" LIMIT {int(n_rows)}" if n_rows is not None else ""
-            reader = self.con.sql(f"SELECT {names} FROM events ORDER BY partition_key, sequence, event_id{limit}"
-                                  ).to_arrow_reader(batch_size or 256_000)
-            self.open.append(reader)
-            for batch in reader:
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
-                yield frame if predicate is None else frame.filter(predicate)
+            limit = f" LIMIT {int(n_rows)}" if n_rows is not None else ""  # a head(): the first rows, in one sort
+            for source in (f"({part})" for part in self.parts) if self.parts and not limit else ["events"]:
+                with self.starting:
+                    if self.closed:
+                        return
+                    reader = self.con.sql(f"SELECT {names} FROM {source} ORDER BY partition_key, sequence, event_id"
+                                          f"{limit}").to_arrow_reader(batch_size or 256_000)
+                    self.open.append(reader)
+                for batch in reader:
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    yield frame if predicate is None else frame.filter(predicate)
+                self._close_readers()
         finally:
-            self.close()
+            self._close_readers()
             self.reading.release()
 
 

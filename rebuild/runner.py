@@ -32,7 +32,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
     Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    NEWLY_QUARANTINED, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
+    NEWLY_QUARANTINED, bucket_sqls, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import LIVE, SHADOW, Mark
@@ -226,11 +226,13 @@ def _rows_table(store: Store, plan: Plan) -> str:
 
 def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                 projection: Projection, plan: Plan) -> list[DataFile]:
-    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+    selection = Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined)
+    sql, files, _ = events_sql(lake, snapshot, projection, selection)
     check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
+    parts = bucket_sqls(lake, snapshot, projection, selection) if projection.engine == "polars" else ()
     with store.landing_writes():
-        materialize(con, projection, sql, rows, temp=rows == REBUILT)
+        materialize(con, projection, sql, rows, temp=rows == REBUILT, parts=parts)
     return files
 
 
