@@ -70,11 +70,11 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     return sql, files, sum(x.rows for x in files)
 
 
-def bucket_sqls(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> list[str]:
-    """The SQL of ``events_sql``, one per bucket of the files it reads: a key's events all lie in one bucket,
-    so a Polars projection's events sorted bucket by bucket are in replay order with a sort the size of a
-    bucket, not of the lake (at 100M events, 7.0 GB at a 4GB limit for the whole lake's sort)."""
-    _, files, _ = events_sql(lake, snapshot, projection, selection)
+def bucket_sqls(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection,
+                files: Sequence[DataFile]) -> list[str]:
+    """The SQL of ``events_sql``, one per bucket of ``files`` (those it reads for ``selection``): a key's events
+    all lie in one bucket, so a Polars projection's events sorted bucket by bucket are in replay order with a
+    sort the size of a bucket, not of the lake (at 100M events, 7.0 GB at a 4GB limit for the whole lake's sort)."""
     return [events_sql(lake, snapshot, projection, replace(selection, buckets=(bucket,)))[0]
             for bucket in sorted({f.bucket for f in files})]
 

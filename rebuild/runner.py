@@ -230,7 +230,7 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
     check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
-    parts = bucket_sqls(lake, snapshot, projection, selection) if projection.engine == "polars" else ()
+    parts = bucket_sqls(lake, snapshot, projection, selection, files) if projection.engine == "polars" else ()
     with store.landing_writes():
         materialize(con, projection, sql, rows, temp=rows == REBUILT, parts=parts)
     return files

@@ -180,7 +180,8 @@ def test_a_polars_full_run_sorts_its_events_bucket_by_bucket(tmp_path: Path, wb:
     p = projection(name="status", key="partition_key", engine="polars", registry=registry)(_status)
     _ingest(wb, tmp_path / "day1.ndjson", [e for o in range(1, 40) for e in order_events(o)])
     snapshot, selection = wb.lake.snapshot(), Selection(EventFilter())
-    parts, init = bucket_sqls(wb.lake, snapshot, p, selection), _EventSource.__init__
+    files = events_sql(wb.lake, snapshot, p, selection)[1]
+    parts, init = bucket_sqls(wb.lake, snapshot, p, selection, files), _EventSource.__init__
     con = duckdb.connect()
     keys = [{k for (k,) in con.sql(f"SELECT DISTINCT partition_key FROM ({part})").fetchall()} for part in parts]
     assert len(parts) > 1 and sum(map(len, keys)) == len(set().union(*keys)) == 39
