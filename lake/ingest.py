@@ -168,8 +168,6 @@ def ingest_batches(
         raise SourceError(f"--stream: {too_long}; nothing was archived", stream=stream)
     started = time.monotonic()
     lake.create()
-    if temp_directory is not None:  # a configured spill folder may not exist yet
-        Path(temp_directory).mkdir(parents=True, exist_ok=True)
     # removes the folders of killed ingests (their staged rows: gigabytes for a big file), compactions and spills
     with scratch.folder("ingest", temp_directory) as tmp:
         con = _connect(Path(tmp), memory_limit)

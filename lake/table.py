@@ -73,8 +73,9 @@ class DataFile:
 def _bmp(text: str) -> bool:
     """Whether every character of ``text`` is below U+10000. deltalake decodes a statistic's escaped
     character above it wrongly (U+20000 as U+10000) in lakes written before their statistics were
-    stored as UTF-8: such a file's key range is not known, so it is read."""
-    return all(ord(c) < 0x10000 for c in text)
+    stored as UTF-8: such a file's key range is not known, so it is read. (On every file of a key
+    lookup: ASCII keys answer at once, 0.05 µs against 3.6 µs for a loop over the characters.)"""
+    return text.isascii() or max(text) < "\U00010000"
 
 
 @dataclass(frozen=True)
@@ -572,9 +573,14 @@ def _file_paths(table: DeltaTable) -> list[str]:
     its URIs (a lake in ``/Users/Jane Doe/lake`` gave ``Jane%20Doe``, a path that does not exist), but
     not the files' own paths, which may hold a ``%`` themselves (DuckDB writes stream ``q?#`` as the
     folder ``stream=q%3F%23``): only the location is decoded."""
-    encoded = table.table_uri.rstrip("/").removeprefix("file://")
-    location = unquote(encoded)
+    encoded, location = _location(table)
     return [location + uri[len(encoded):] if uri.startswith(encoded) else uri for uri in table.file_uris()]
+
+
+def _location(table: DeltaTable) -> tuple[str, str]:
+    """The table's location as delta-rs writes it in its URIs (percent-encoded), and as a path."""
+    encoded = table.table_uri.rstrip("/").removeprefix("file://")
+    return encoded, unquote(encoded)
 
 
 def _remove_actions(table: DeltaTable, files: Sequence[DataFile]) -> list[RemoveAction]:
@@ -582,7 +588,7 @@ def _remove_actions(table: DeltaTable, files: Sequence[DataFile]) -> list[Remove
     the path under the table's folder as it is (delta-rs encodes it for the log). A path it does not know
     is removed silently, and the file's events would be read twice after compaction: so a file outside
     the table's folder is a bug, said at once."""
-    location = unquote(table.table_uri.rstrip("/").removeprefix("file://")) + "/"
+    location = _location(table)[1] + "/"
     now = int(time.time() * 1000)
     removed = []
     for f in files:
