@@ -108,7 +108,6 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
     end: a kill loses the rewrites not committed yet (their files are vacuumed), never an event.
     """
     started = time.monotonic()
-    scratch.remove_abandoned()  # the staging folders (and spills) of compactions and others killed before
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
     chosen = as_names(streams, "streams")
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
@@ -165,6 +164,7 @@ def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode
     select = (f"SELECT {columns}{fields} FROM (SELECT *{structs} FROM {source}) "
               "ORDER BY partition_key, sequence, event_id")
     name = f"part-{uuid.uuid4()}{DECODED_MARK if decode else ''}.parquet"
+    # a process's first folder removes those killed compactions, spills and ingests left; not again per partition
     with con, scratch.folder("rebuild-compact", clean=False) as staging:
         # sorted by key, in row groups small enough that a correction of a few keys skips most
         action = write_partition(con, select, lake, Path(staging), stream, bucket, name, ROW_GROUP_ROWS)

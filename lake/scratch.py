@@ -97,11 +97,12 @@ def folder_name(kind: str, directory: str | os.PathLike[str] | None = None) -> P
 
 @contextlib.contextmanager
 def folder(kind: str, directory: str | os.PathLike[str] | None = None, *, clean: bool = True) -> Iterator[Path]:
-    """A temp folder of this process, removed on exit; first, with ``clean``, removes the abandoned ones in
-    ``directory`` (a process's first folder there does in any case)."""
-    if clean:
-        remove_abandoned(directory)
+    """A temp folder of this process, removed on exit; with ``clean``, removes the abandoned ones in
+    ``directory`` too (a process's first folder there does in any case, once)."""
+    first = str(Path(directory or tempfile.gettempdir())) not in _locks
     path = folder_name(kind, directory)
+    if clean and not first:
+        remove_abandoned(directory)
     path.mkdir()
     try:
         yield path
