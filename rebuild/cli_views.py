@@ -14,7 +14,8 @@ from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
 from rebuild.config import redact
 from rebuild.options import click_options, from_flags
-from rebuild.store import LIVE, SHADOW, Checkpoint
+from rebuild.demo import inside_demo_folder
+from rebuild.store import LIVE, SHADOW, Checkpoint, store_path
 from rebuild.store.base import EMPTY, previous_name
 from rebuild.workbench import Workbench
 
@@ -50,7 +51,8 @@ def ls_cmd(state: State) -> None:
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
              else f"no event lake at {lake['uri']}")
-    demo = " or `rebuild demo`" if "/.demo/" in store else ""  # the demo writes only under .demo/
+    path = store_path(state.config.store_uri)
+    demo = " or `rebuild demo`" if path is not None and inside_demo_folder(path) else ""  # the demo writes only there
     title = f"views in {store}" if exists else f"no store at {store} yet (`rebuild run VIEW`{demo} makes one)"
     state.out.result({"lake": lake, "lake_uri": lake["uri"], "store": store, "store_exists": exists, "views": states,
                       "views_without_projection": others},

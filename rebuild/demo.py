@@ -24,6 +24,7 @@ from lake.audit import audit
 from lake.sample import generate
 from rebuild.config import redact
 from rebuild.errors import RebuildError
+from rebuild.store import store_path
 
 if TYPE_CHECKING:
     from rebuild.cli import State
@@ -97,10 +98,7 @@ def _check_demo_places(ctx: DemoContext) -> None:
     run in a project whose lake was not made yet, it made a sample of that lake and wrote the faulty view
     into the project's store, then failed on the project's projections. It works under ``.demo/`` only."""
     config = ctx.state.config
-    scheme, sep, rest = config.store_uri.partition("://")
-    store = Path(rest if sep else config.store_uri) if scheme in ("duckdb", "parquet") or not sep else None
-    lake_path = ctx.lake.local
-    places = (("lake", ctx.lake.uri, lake_path), ("store", redact(config.store_uri), store))
+    places = (("lake", ctx.lake.uri, ctx.lake.local), ("store", redact(config.store_uri), store_path(config.store_uri)))
     wrong = [f"{what} {where}" for what, where, path in places if path is None or not inside_demo_folder(path)]
     if "rebuild.examples" not in config.projection_modules:
         wrong.append(f"[projections] modules {list(config.projection_modules)}, without rebuild.examples")
@@ -127,14 +125,14 @@ def _reset(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _remove_demo_store(ctx: DemoContext) -> None:
-    """The demo's views start afresh too, when the store is a DuckDB file inside ``.demo``."""
-    uri = ctx.state.config.store_uri
-    if not uri.startswith("duckdb://"):
+    """The demo's views start afresh too, when the store is a DuckDB file or a Parquet folder inside ``.demo``."""
+    path = store_path(ctx.state.config.store_uri)
+    if path is None or not inside_demo_folder(path):
         return
-    path = Path(uri[len("duckdb://") :])
-    if inside_demo_folder(path):
-        for leftover in (path, path.with_name(path.name + ".wal")):
-            leftover.unlink(missing_ok=True)
+    if path.is_dir():  # a Parquet store
+        shutil.rmtree(path)
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _check_removable(path: Path) -> None:

@@ -96,3 +96,17 @@ def test_demo_resets_a_lake_that_a_distributed_run_staged_in(
     (target / "_staging" / "order_summary").mkdir(parents=True)
     assert main(["--lake", str(target), "demo", "--events", "500", "--json"]) == 0, capsys.readouterr().out
     assert json.loads(capsys.readouterr().out)["steps"]["reset"]["removed"] is True
+
+
+def test_demo_resets_a_parquet_store_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The reset removed a DuckDB store only: a Parquet store under .demo/ kept the earlier demo's runs."""
+    monkeypatch.chdir(tmp_path)
+    target, store = tmp_path / ".demo" / "lake", tmp_path / ".demo" / "views"
+    (target / "events").mkdir(parents=True)
+    store.mkdir()
+    (store / "earlier-demo-run").write_text("")
+    assert main(["--lake", str(target), "--store", f"parquet://{store}", "demo", "--events", "500", "--json"]) == 0, \
+        capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["steps"]["reset"]["removed"] is True
+    assert store.is_dir() and not (store / "earlier-demo-run").exists()

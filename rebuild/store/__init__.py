@@ -55,6 +55,12 @@ def _scheme(uri: str) -> tuple[str, str]:
     return scheme, rest
 
 
+def store_path(uri: str) -> Path | None:
+    """The file or folder of a DuckDB or Parquet store (a bare path is one of them); None for PostgreSQL."""
+    scheme, rest = _scheme(uri)
+    return Path(rest) if scheme in ("duckdb", "parquet") and rest != ":memory:" else None
+
+
 def store_exists(uri: str) -> bool:
     """Whether a DuckDB file or Parquet directory store is there (opening one creates it). A
     PostgreSQL store is taken to exist: its server is asked when the store is opened."""
@@ -85,4 +91,5 @@ def open_store(uri: str, *, memory_limit: str | None = None, temp_directory: str
     return factory(rest, memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
 
 
-__all__ = ["LIVE", "PREVIOUS", "SHADOW", "Checkpoint", "Published", "RunRecord", "Store", "open_store", "store_exists"]
+__all__ = ["LIVE", "PREVIOUS", "SHADOW", "Checkpoint", "Published", "RunRecord", "Store", "open_store", "store_exists",
+           "store_path"]
