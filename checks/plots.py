@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from checks.html import number
+
 __all__ = ["bars", "png"]
 #: Okabe and Ito's blue and vermillion, told apart with every kind of colour blindness and in greys (red beside
 #: steel blue was one dark grey to a protanope); a highlighted bar is hatched too, and its label says why
@@ -80,8 +82,8 @@ def bars(data: Mapping[str, float], title: str, xlabel: str, ylabel: str,
 
 
 def _tick(value: float, _position: Any = None) -> str:
-    """A number on an axis or a bar as the report's tables write it: ``60,000``, ``2.5``."""
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.3g}"
+    """A number on an axis or a bar as the report's tables and alt texts write it: ``60,000``, ``2.5``."""
+    return str(number(float(value)))
 
 
 def _cache_folder() -> None:
