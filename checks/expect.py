@@ -86,13 +86,17 @@ class ExpectationsResult:
         return {"success": self.success, "table": self.table, "rows": self.rows, "chunks": self.chunks,
                 "seconds": self.seconds, "results": [asdict(r) for r in self.results]}
 
-    def _repr_html_(self) -> str:
-        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected,
-                 "result": "pass" if r.success else "FAIL",  # in words: True/False read as neither
-                 "observed": r.observed, "unexpected": r.unexpected_count, "examples": ", ".join(map(str, r.examples))}
+    def table_rows(self, failed: str = "FAIL", engine: bool = False) -> list[dict[str, Any]]:
+        """A row per expectation for people: its result in words (True/False read as neither pass nor fail),
+        ``failed`` for one that did not pass; with ``engine``, the engine that judged it."""
+        return [{"expectation": r.expectation, "column": r.column, "expected": r.expected,
+                 "result": "pass" if r.success else failed, "observed": r.observed, "unexpected": r.unexpected_count,
+                 "examples": ", ".join(map(str, r.examples)), **({"engine": r.engine} if engine else {})}
                 for r in self.results]
+
+    def _repr_html_(self) -> str:
         return (f"<b>Expectations</b> on {esc(self.table)}: {'pass' if self.success else 'fail'}"
-                + table(rows, caption="each expectation and its result"))
+                + table(self.table_rows(), caption="each expectation and its result"))
 
 
 def validate(

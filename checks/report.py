@@ -270,13 +270,9 @@ class CheckReport:
         e = self.expectations
         if e is None:
             return "<p class='empty'>not run</p>"
-        # the result in words, as the verdict's badge says it: True/False read as neither pass nor fail, and a
-        # failure that only warns (thresholds expectations = "warn") looked like one that fails the check
+        # a failure that only warns (thresholds expectations = "warn") looked like one that fails the check
         failed = "warn (reported only)" if self.verdict.thresholds.get("expectations") == "warn" else "FAIL"
-        rows = [{"expectation": r.expectation, "column": r.column, "expected": r.expected,
-                 "result": "pass" if r.success else failed, "observed": r.observed, "unexpected": r.unexpected_count,
-                 "examples": ", ".join(map(str, r.examples)), "engine": r.engine}
-                for r in e.results]
+        rows = e.table_rows(failed, engine=True)
         return (f"<p>{e.rows:,} rows in {e.chunks:,} chunk(s), {e.seconds:,.1f} s</p>"
                 + table(rows, caption="each expectation, its result and the values that did not meet it"))
 
