@@ -168,6 +168,10 @@ class CheckReport:
                 f"<details><summary>thresholds</summary>{pairs(shown(v.thresholds), caption='the thresholds this verdict applies')}"
                 "</details>")
 
+    def report_files(self) -> dict[str, str | None]:
+        """Where the report was written, as every ``--json`` object names it (``RunRecord.report_files``)."""
+        return {"report_html": self.paths.get("html"), "report_json": self.paths.get("json")}
+
     def next_step(self) -> str:
         """The step a person takes after reading this verdict (the CLI prints it last)."""
         d, view = self.diff, self.view

@@ -35,7 +35,7 @@ def check_cmd(state: State, view: str, live: str | None, tolerance: tuple[str, .
     data = report.to_dict()
     summary = {k: data[k] for k in ("verdict", "reasons", "view", "run_id", "rows_live", "rows_rebuilt",
                                     "only_in_live", "only_in_rebuilt", "changed_rows", "changed_by_column", "report", "next")}
-    summary |= {"report_html": report.paths.get("html"), "report_json": report.paths.get("json")}
+    summary |= report.report_files()
     state.out.result(summary, lambda c: _print(c, report))
     if not report.passed:
         raise Failed(f"{view} run {report.run_id}: verdict fail: {'; '.join(report.verdict.reasons)}; "

@@ -233,7 +233,7 @@ def _check(ctx: DemoContext) -> dict[str, Any]:
             "only_in_rebuilt": diff.only_in_rebuilt if diff else None,
             "found_exactly_the_faults": differing == ctx.made["faulted"],
             "report": report.paths.get("html"),  # deprecated: an object of both paths in `rebuild check`
-            "report_html": report.paths.get("html"), "report_json": report.paths.get("json")}
+            **report.report_files()}
 
 
 def _differing_keys(wb: Any, report: Any) -> set[str]:
