@@ -96,18 +96,16 @@ def lineage(
         _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
         per_key = _aggregate(con, late_after)
         quarantine = _quarantine(con, lake, streams)
-        # the keys with a changed number: only those have payload values that can explain them
-        changed = {i: c for i, k in enumerate(keys) if _numbers(c := (changes or {}).get(tuple(k.values()), {}))}
-        payloads = _payloads(con, changed) if changed else {}
+        # the keys with a changed number (live - rebuilt, rebuilt per column): only those have payload values
+        # that can explain them
+        numbers = {i: n for i, k in enumerate(keys) if (n := _numbers((changes or {}).get(tuple(k.values()), {})))}
+        payloads = _payloads(con, numbers) if numbers else {}
     finally:
         con.close()
-    agreed = _agreed_signs(changed, payloads)
-    out = []
-    for i, k in enumerate(keys):
-        kt = tuple(k.values())
-        out.append(_build(k, (kinds or {}).get(kt, "changed"), per_key.get(i), quarantine,
-                          _explain((changes or {}).get(kt, {}), *payloads.get(i, ([], {})), agreed)))
-    return out
+    agreed = _agreed_signs(numbers, payloads)
+    return [_build(k, (kinds or {}).get(tuple(k.values()), "changed"), per_key.get(i), quarantine,
+                   _explain(numbers.get(i, {}), *payloads.get(i, ([], {})), agreed))
+            for i, k in enumerate(keys)]
 
 
 def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
@@ -242,9 +240,9 @@ Sums = dict[str, dict[str, float]]
 
 
 def _payloads(con: duckdb.DuckDBPyConnection,
-              changes: dict[int, dict[str, dict[str, Any]]]) -> dict[int, tuple[list[dict[str, Any]], Sums]]:
-    """Per key index of ``changes``: the events whose numeric payload values (or pairwise products) can
-    explain a changed column's live - rebuilt difference, in (partition_key, sequence, event_id) order,
+              numbers: dict[int, dict[str, tuple[float, float]]]) -> dict[int, tuple[list[dict[str, Any]], Sums]]:
+    """Per key index of ``numbers`` (:func:`_numbers` of its changes): the events whose numeric payload values
+    (or pairwise products) can explain a changed column's live - rebuilt difference, in (partition_key, sequence, event_id) order,
     and the per-type sums of every such value over all the key's events (for :func:`_signs`).
 
     Memory stays bounded by the suspects, not the key's events (a day of a by_window view holds
@@ -252,13 +250,13 @@ def _payloads(con: duckdb.DuckDBPyConnection,
     the same readings (same type, same fields matching the same columns with the same signs) only the
     first ``MAX_IDS`` are kept, as no later one can rank among the ``MAX_IDS`` named (:func:`_explain`; a
     duplicate's copies give the same readings, so counting columns by event id changes nothing)."""
-    deltas = {i: {column: abs(d) for column, (d, _) in _numbers(c).items()} for i, c in changes.items()}
+    deltas = {i: {column: abs(d) for column, (d, _) in n.items()} for i, n in numbers.items()}
     cursor = con.execute(f"SELECT __i, partition_key, sequence, event_id, event_type, {_NUMBERS} FROM matched_payloads "
-                         "WHERE __i IN (SELECT unnest($1))", [list(changes)])
+                         "WHERE __i IN (SELECT unnest($1))", [list(numbers)])
     sums: dict[int, Sums] = {}
     kept: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-    for i, partition_key, sequence, event_id, event_type, numbers in _batches(cursor):
-        values = _values(numbers)
+    for i, partition_key, sequence, event_id, event_type, pairs in _batches(cursor):
+        values = _values(pairs)
         i = int(i)
         for name, value in values.items():
             by_type = sums.setdefault(i, {}).setdefault(name, {})
@@ -321,9 +319,9 @@ def _batches(cursor: duckdb.DuckDBPyConnection, size: int = 4096) -> Iterator[tu
         yield from rows
 
 
-def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], sums: Sums,
-             agreed: dict[str, dict[tuple[str, str], int]] | None = None) -> list[dict[str, Any]]:
-    """Events whose payload value equals a changed column's live - rebuilt difference, the likeliest
+def _explain(numbers: dict[str, tuple[float, float]], events: list[dict[str, Any]], sums: Sums,
+             agreed: dict[str, dict[tuple[str, str], int]]) -> list[dict[str, Any]]:
+    """Of a key's changed numeric columns (``numbers``: :func:`_numbers`), the events whose payload value equals a changed column's live - rebuilt difference, the likeliest
     cause first (the first ``MAX_IDS``: in a hot key thousands of items of quantity 1 each explain a
     difference of 1).
 
@@ -339,13 +337,13 @@ def _explain(changes: dict[str, dict[str, Any]], events: list[dict[str, Any]], s
     any for ``version``, a last sequence) is left out, unless it is in too many event types to weigh: its equal
     value is chance (it read one removal as missed by one field and counted once more by the other)."""
     found = []
-    for column, (delta, rebuilt) in _numbers(changes).items():
+    for column, (delta, rebuilt) in numbers.items():
         matched = [(order, e, name, value) for order, e in enumerate(events) for name, value in e["values"].items()
                    if value and abs(abs(delta) - abs(value)) < 1e-6]
         # the signs of the matched fields only: of every field, 300 changed columns of payloads of 20 numbers
         # (210 values with their products) took 60 s of a check's 70
         signs = {**_signs({name: sums[name] for _, _, name, _ in matched if name in sums}, rebuilt),
-                 **(agreed or {}).get(column, {})}
+                 **agreed.get(column, {})}
         # a field the key's events add up to the column by explains it; another field's equal value is chance
         fitted = {name for _, name in signs}
         matched = [m for m in matched if m[2] in fitted or len(sums.get(m[2], ())) > MOST_TYPES]
@@ -394,14 +392,14 @@ def _field_signs(name: str, keys: Sequence[tuple[dict[str, float], float]]) -> d
     return out
 
 
-def _agreed_signs(changed: dict[int, dict[str, dict[str, Any]]],
+def _agreed_signs(numbers: dict[int, dict[str, tuple[float, float]]],
                   payloads: dict[int, tuple[list[dict[str, Any]], Sums]]) -> dict[str, dict[tuple[str, str], int]]:
     """Per changed column, the signs that add up every sampled key's events to its rebuilt value, of the
     fields whose values equal a key's difference. One key's events can add up several ways (an order that
     added 3 items and removed them: items 0 = ItemAdded - ItemRemoved, or the reverse, or neither), which
     left its missed removal read 'once more or misses it', unflagged; the other keys' events tell which way.
     A field no one way adds up for all keys adds nothing to the column (sign 0), whatever one key's add up to."""
-    numbers = {i: _numbers(c) for i, c in changed.items() if i in payloads}
+    numbers = {i: n for i, n in numbers.items() if i in payloads}
     out: dict[str, dict[tuple[str, str], int]] = {}
     for column in {c for n in numbers.values() for c in n}:
         keys = {i: n[column] for i, n in numbers.items() if column in n}
