@@ -138,10 +138,14 @@ def test_the_report_prints_whole_in_headless_chromium(scenario, tmp_path):
     try:
         target = browser.call("Target.createTarget", url=Path(report.paths["html"]).resolve().as_uri())["targetId"]
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for _ in range(300):
-            if browser.evaluate(session, "document.readyState") == "complete":
+        # the new tab's first document is about:blank, whose readyState is "complete" too: wait for the report's
+        loaded = "location.protocol === 'file:' && document.readyState === 'complete'"
+        for _ in range(600):
+            if browser.evaluate(session, loaded):
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail("chromium did not load the report within 30 s")
         hidden = ("[...document.querySelectorAll('td, th, caption, img, li, p')]"
                   ".filter(e => !e.checkVisibility()).length")
         badge = "getComputedStyle(document.querySelector('.badge')).printColorAdjust"
