@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import html
 import math
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-MAX_CELL = 120
-#: bidi embeddings, overrides and isolates: in a key or value they turn the text after them around
-#: (``paid → shipped`` read as ``deppihs ← diap``), so they are shown as what they are
-BIDI_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-
-
-def esc(value: Any, shorten: bool = True) -> str:
-    """Escaped text of ``value``, shortened to a readable cell (``shorten=False``: whole, for sentences
-    such as a verdict's reasons, whose advice comes last); bidi controls shown, not obeyed."""
-    text = "" if value is None else str(value)
-    if shorten and len(text) > MAX_CELL:
-        text = text[: MAX_CELL - 1] + "…"
-    return html.escape(text.translate(BIDI_CONTROLS))
-
+from lake.render import esc, html_table
 
 def key_text(value: Any) -> str:
     """A key value as a person can tell it from every other: NULL as NULL, and text that would look like
@@ -61,25 +47,15 @@ def number(value: Any) -> Any:
 def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, empty: str = "none",
           numbers: bool = True, whole: Collection[str] = (), caption: str | None = None,
           row_header: bool = False) -> str:
-    """An HTML table of dict rows (columns from the first row unless given); numbers with thousands
-    separators unless ``numbers=False`` (rows of a view: a key 12345 is no count); the ``whole``
-    columns' cells are never shortened (sentences whose end matters); ``caption`` says what the table
-    holds (a screen reader announces it with the table, and a printout keeps it); ``row_header``: the first
-    column names its row (a key, a column), so a screen reader says it beside every other cell of the row."""
+    """``html_table`` of dict rows (columns from the first row unless given), or ``empty`` said when there are
+    none; numbers with thousands separators unless ``numbers=False`` (rows of a view: a key 12345 is no
+    count); the ``whole`` columns' cells are never shortened (sentences whose end matters)."""
     rows = list(rows)
     if not rows:
         return f"<p class='empty'>{esc(empty)}</p>"
-    columns = columns or list(rows[0])
     shown = number if numbers else (lambda v: v)
-    head = "".join(f"<th scope='col'>{esc(c)}</th>" for c in columns)
-
-    def row(r: Mapping[str, Any]) -> str:
-        cells = [esc(shown(r.get(c)), shorten=c not in whole) for c in columns]
-        first = f"<th scope='row'>{cells[0]}</th>" if row_header else f"<td>{cells[0]}</td>"
-        return "<tr>" + first + "".join(f"<td>{cell}</td>" for cell in cells[1:]) + "</tr>"
-
-    body = "".join(row(r) for r in rows)
-    return f"<table>{_caption(caption)}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return html_table(rows, caption, columns=columns or list(rows[0]), row_headers=row_header,
+                      cell=lambda column, value: esc(shown(value), shorten=column not in whole))
 
 
 def pairs(data: Mapping[str, Any], caption: str | None = None) -> str:

@@ -8,7 +8,7 @@ Values come from the lake (stream names, keys, quarantine reasons quoting raw re
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import OverflowMethod
 from rich.markup import escape
@@ -40,18 +40,37 @@ def plain(value: object) -> str:
     return str(value)
 
 
-def html_table(rows: Sequence[Mapping[str, object]], caption: str, *, row_headers: bool = False) -> str:
-    """An HTML table of dict rows (the columns: every row's keys, in order), whose caption says what it holds
-    and whose header cells are scoped (a screen reader announces both); values as ``plain`` writes them.
-    ``row_headers``: the first column names its row (``<th scope='row'>``), as in a table of settings."""
+MAX_CELL = 120
+#: bidi embeddings, overrides and isolates: in a key or value they turn the text after them around
+#: (``paid → shipped`` read as ``deppihs ← diap``), so they are shown as what they are
+BIDI_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def esc(value: object, shorten: bool = True) -> str:
+    """Escaped text of ``value``, shortened to a readable cell (``shorten=False``: whole, for sentences
+    such as a verdict's reasons, whose advice comes last); bidi controls shown, not obeyed."""
+    text = "" if value is None else str(value)
+    if shorten and len(text) > MAX_CELL:
+        text = text[: MAX_CELL - 1] + "…"
+    return html.escape(text.translate(BIDI_CONTROLS))
+
+
+def html_table(rows: Sequence[Mapping[str, object]], caption: str | None, *, columns: Sequence[str] | None = None,
+               row_headers: bool = False, cell: Callable[[str, object], str] | None = None) -> str:
+    """An HTML table of dict rows (the columns: ``columns``, or every row's keys in order), whose caption says
+    what it holds and whose header cells are scoped (a screen reader announces both; a printout keeps the
+    caption). ``row_headers``: the first column names its row (``<th scope='row'>``: a key, a setting).
+    ``cell(column, value)`` writes a value's escaped text; by default as ``plain`` writes it, whole."""
     if not rows:
         return ""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th scope='col'>{html.escape(str(n))}</th>" for n in names)
+    names = list(columns or dict.fromkeys(k for r in rows for k in r))
+    text = cell or (lambda _column, value: esc(plain(value), shorten=False))
+    head = "".join(f"<th scope='col'>{esc(n)}</th>" for n in names)
 
-    def cell(row: Mapping[str, object], i: int, name: str) -> str:
-        tag = "th scope='row'" if row_headers and i == 0 else "td"
-        return f"<{tag}>{html.escape(plain(row.get(name, '')))}</{tag.split()[0]}>"
+    def row(r: Mapping[str, object]) -> str:
+        cells = [text(n, r.get(n, "")) for n in names]
+        first = f"<th scope='row'>{cells[0]}</th>" if row_headers else f"<td>{cells[0]}</td>"
+        return "<tr>" + first + "".join(f"<td>{c}</td>" for c in cells[1:]) + "</tr>"
 
-    body = "".join("<tr>" + "".join(cell(r, i, n) for i, n in enumerate(names)) + "</tr>" for r in rows)
-    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    top = f"<caption>{esc(caption, shorten=False)}</caption>" if caption else ""
+    return f"<table>{top}<thead><tr>{head}</tr></thead><tbody>{''.join(row(r) for r in rows)}</tbody></table>"

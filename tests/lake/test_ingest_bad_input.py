@@ -289,3 +289,13 @@ def test_quarantine_is_not_repeated_when_the_same_input_is_ingested_again(tmp_pa
     assert (mixed.quarantined, mixed.already_quarantined, mixed.to_dict()["already_quarantined"]) == (2, 1, 1)
     assert mixed.already() == " (1 of them already, by an earlier ingest: not stored again)"
     assert len(quarantined(target)) == 3
+
+
+def test_a_quarantine_reason_quoting_bidi_controls_shows_them_in_a_notebook(tmp_path: Path) -> None:
+    """A reason quotes the record's text; a right-to-left override in it turned the rest of the notebook's cell
+    around (``1- :...`` for ``...: -1``), as it would in the check report, whose cells show such controls."""
+    source = write_ndjson(tmp_path / "in.ndjson", [{**event(1), "sequence": "\u202e-1"}])
+    result = lake.ingest(lake.Lake(tmp_path / "lake"), [source], stream="orders")
+    assert result.reasons == {"sequence is not a non-negative int64: \u202e-1": 1}
+    shown = result._repr_html_()
+    assert "sequence is not a non-negative int64: ⟨U+202E⟩-1" in shown and "\u202e" not in shown
