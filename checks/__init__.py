@@ -8,12 +8,15 @@ from checks.diff import ColumnDiff, DiffResult, compare, parse_tolerance
 from checks.errors import CheckError, CheckInputError, ReportError
 from checks.expect import ExpectationResult, ExpectationsResult, validate
 from checks.lineage import KeyLineage, difference_days, lineage
+from checks.plots import COLOR, HIGHLIGHT
 from checks.report import SECTIONS, CheckReport
 from checks.suite import CHECK_STEPS, ViewSpec, check_view
 from checks.verdict import DEFAULTS, Verdict, decide, thresholds_of
 
 __all__ = [
     "CHECK_STEPS",
+    "COLOR",
+    "HIGHLIGHT",
     "DEFAULTS",
     "SECTIONS",
     "CheckError",
