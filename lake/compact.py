@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from deltalake.transaction import AddAction
 
 from lake import scratch, storage
@@ -153,14 +154,19 @@ def _commit(lake: Lake, batch: list[tuple[AddAction, list[DataFile]]], version: 
 
 
 def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode: list[tuple[str, str]],
-             session: duckdb.DuckDBPyConnection) -> AddAction:
-    """One sorted file for the partition, written in a cursor of ``session``, not committed yet."""
+             session: duckdb.DuckDBPyConnection, drop: pa.Table | None = None) -> AddAction:
+    """One sorted file for the partition, written in a cursor of ``session``, not committed yet. ``drop``:
+    rows left out, by ``filename`` and ``file_row_number`` (as DuckDB's ``read_parquet`` names them)."""
     con = lake.attach(storage.session(session))
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
     layers = _layers(decode)
     structs = "".join(f", from_json(payload, {literal(json.dumps(layer))}) AS __d{i}" for i, layer in enumerate(layers))
     fields = "".join(f", __d{i}.{quote(f)} AS {quote(decoded_column(f, t))}" for i, layer in enumerate(layers) for f, t in layer.items())
     source = f"read_parquet({literal([f.path for f in files])}, hive_partitioning = false)"
+    if drop is not None:
+        con.register("__dropped", drop)
+        source = (f"(FROM read_parquet({literal([f.path for f in files])}, hive_partitioning = false, filename = true, "
+                  "file_row_number = true) ANTI JOIN __dropped USING (filename, file_row_number))")
     select = (f"SELECT {columns}{fields} FROM (SELECT *{structs} FROM {source}) "
               "ORDER BY partition_key, sequence, event_id")
     name = f"part-{uuid.uuid4()}{DECODED_MARK if decode else ''}.parquet"

@@ -516,13 +516,22 @@ def _commit(
     lake.commit_files(EVENTS, actions, expected_version=version, metadata=metadata, position=position)
 
 
+#: what tells a quarantined record from another: a record quarantined again for the same reason is not stored twice
+RECORD_HASH = "md5(coalesce(stream, '') || chr(31) || reason || chr(31) || coalesce(record, ''))"
+
+
 def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, now: datetime) -> int:
     """Store the quarantined records the quarantine does not hold yet; returns how many it held already."""
     table = con.sql(
-        "SELECT *, md5(coalesce(stream, '') || chr(31) || reason || chr(31) || coalesce(record, '')) "
-        f"AS record_hash, {literal(now)} AS ingested_at, CAST({version} AS BIGINT) AS lake_version "
-        "FROM quarantine"
+        f"SELECT *, {RECORD_HASH} AS record_hash, {literal(now)} AS ingested_at, "
+        f"CAST({version} AS BIGINT) AS lake_version FROM quarantine"
     ).to_arrow_table()
+    return store_quarantine(con, lake, table)
+
+
+def store_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, table: pa.Table) -> int:
+    """Write the rows of ``table`` (the quarantine's columns, ``record_hash`` as ``RECORD_HASH``) that the
+    quarantine does not hold yet, in one commit; returns how many it held already. Hold ``commit_lock``."""
     if table.num_rows == 0:
         return 0
     refused = table.num_rows
@@ -538,5 +547,3 @@ def _commit_quarantine(con: duckdb.DuckDBPyConnection, lake: Lake, version: int,
     if table.num_rows:
         lake.write(QUARANTINE, table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
     return refused - table.num_rows
-
-

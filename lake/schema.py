@@ -124,6 +124,12 @@ def decoded_column(field: str, type_: str) -> str:
     return f"payload:{field}:{_type_name(type_)}"
 
 
+def decoded_field(column: str) -> tuple[str, str]:
+    """The payload field and DuckDB type a ``decoded_column`` name stands for."""
+    field, _, type_ = column.removeprefix("payload:").rpartition(":")
+    return field, type_
+
+
 def decodable(type_: str) -> bool:
     return DECODABLE.fullmatch(_type_name(type_)) is not None
 

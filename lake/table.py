@@ -476,17 +476,19 @@ class Lake:
         metadata: dict[str, str] | None = None,
         remove: Sequence[DataFile] = (),
         position: tuple[str, int] | None = None,
+        data_change: bool = False,
     ) -> int:
         """One atomic Delta commit adding ``actions``' files, already written under the table's
         folder (see ``lake.writer``); pinned like ``write``. Hold ``commit_lock``. The same commit
-        removes the events files ``remove`` (compaction's, which adds the same events: no data change).
+        removes the events files ``remove`` (compaction's, which adds the same events: no data change; with
+        ``data_change``, dedupe's, whose new files lack some events: Delta readers that follow changes are told).
         ``position=(app_id, n)`` stores a source's position in the same commit as a Delta
         application transaction, which ``position(app_id)`` reads back.
 
         No actions make an empty commit: it still records ``metadata`` and ``position``."""
         schema = STORED_SCHEMA if name == EVENTS else QUARANTINE_SCHEMA
         with self._pinned(name, expected_version) as table:
-            removed = _remove_actions(table, remove)
+            removed = _remove_actions(table, remove, data_change)
             table.create_write_transaction(
                 [*actions, *removed],
                 mode="append",
@@ -583,7 +585,7 @@ def _location(table: DeltaTable) -> tuple[str, str]:
     return encoded, unquote(encoded)
 
 
-def _remove_actions(table: DeltaTable, files: Sequence[DataFile]) -> list[RemoveAction]:
+def _remove_actions(table: DeltaTable, files: Sequence[DataFile], data_change: bool = False) -> list[RemoveAction]:
     """Remove actions of ``files`` (a snapshot's, so read by ``_file_paths``), named as add actions are: by
     the path under the table's folder as it is (delta-rs encodes it for the log). A path it does not know
     is removed silently, and the file's events would be read twice after compaction: so a file outside
@@ -594,7 +596,7 @@ def _remove_actions(table: DeltaTable, files: Sequence[DataFile]) -> list[Remove
     for f in files:
         if not f.path.startswith(location):
             raise LakeError(f"cannot remove {f.path}: it is not under {location} (a bug: report it)", file=f.path)
-        removed.append(RemoveAction(f.path[len(location):], data_change=False, deletion_timestamp=now,
+        removed.append(RemoveAction(f.path[len(location):], data_change=data_change, deletion_timestamp=now,
                                     size=f.size_bytes, partition_values={"stream": f.stream, "bucket": str(f.bucket)}))
     return removed
 

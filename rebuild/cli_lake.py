@@ -1,4 +1,4 @@
-"""``rebuild lake ...``: ingest, sample, audit, compact, vacuum."""
+"""``rebuild lake ...``: ingest, sample, audit, compact, dedupe, vacuum."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_obj
 def lake_group(state: State, json_out: bool) -> None:
-    """The Parquet event lake: ingest, sample, audit, compact, vacuum."""
+    """The Parquet event lake: ingest, sample, audit, compact, dedupe, vacuum."""
     state.out.json = state.out.json or json_out  # `rebuild lake --json audit` as `rebuild lake audit --json`
 
 
@@ -126,6 +126,16 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
             f"{result.files_after} ({result.rows:,} rows, {result.seconds:.1f}s)"
         ),
     )
+
+
+@command(lake_group, "dedupe")
+@click.option("--dry-run", is_flag=True, help="Only find the copies; remove nothing.")
+def dedupe_cmd(state: State, dry_run: bool) -> None:
+    """Remove the later copies of event ids archived more than once (an earlier version's ingest did), in one
+    commit; copies whose content differs are quarantined. Says which live views to run again, and how."""
+    with Workbench(state.config) as wb, state.out.working("looking for events archived twice"):
+        report = wb.dedupe(dry_run)
+    state.out.result(report.to_dict(), report.render)
 
 
 @command(lake_group, "vacuum")

@@ -27,12 +27,14 @@ import lake as lake_pkg
 from lake import EventFilter, Lake
 from lake.audit import AuditReport, audit
 from lake.compact import CompactResult, compact
+from lake.dedupe import dedupe
 from lake.schema import percent_encoded
 from lake.sql import quote
 from rebuild.backfill import (
     BackfillResult, abandoned_jobs, backfill, resume_command, run_buckets, vacuumed, wants_buckets,
 )
 from rebuild.config import FILENAME, Config, nearest_file
+from rebuild.dedupe import DedupeReport, next_runs, write_keys
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs, keyword_options
@@ -480,6 +482,20 @@ class Workbench:
         fields = {(f, t) for p in self.projections() for f, t in (p.payload or {}).items()} if decode else set()
         with scratch(self.config) as con:
             return compact(self.lake, streams=streams, decode=fields, con=con)
+
+    def dedupe(self, dry_run: bool = False) -> DedupeReport:
+        """``lake.dedupe.dedupe`` (the later copies of event ids archived twice removed), the partition keys of
+        those ids written to a keys file in the reports folder, and the run that corrects each live view that
+        applied the copies (``rebuild.dedupe``)."""
+        with scratch(self.config) as con:
+            result = dedupe(self.lake, dry_run=dry_run, con=con)
+        keys_file = None
+        if result.delta_version is not None:
+            keys_file = Path(self.config.reports_dir) / f"dedupe-{result.delta_version}-keys.txt"
+            write_keys(keys_file, result.keys)
+        store = self.store if self.has_store() else None
+        return DedupeReport(result, None if keys_file is None else str(keys_file),
+                            tuple(next_runs(self.projections(), store, result, keys_file)))
 
     # -- reading -------------------------------------------------------------------------------
     def events(self, engine: str = "duckdb", **filters: Any) -> duckdb.DuckDBPyRelation | pl.LazyFrame:

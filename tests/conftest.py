@@ -96,6 +96,32 @@ def archive_unchecked(target: lake.Lake, events: Iterable[tuple[str, str, int, s
     return version
 
 
+def archive_again(target: lake.Lake, event_ids: Iterable[str], payload: str | None = None) -> int:
+    """Commit the lake's events ``event_ids`` once more at the next lake_version, as ingest did before 2026-11-25
+    for keys beyond U+FFFF (it looked for their duplicates in no file); ``payload`` replaces theirs (a copy that
+    differs). Returns the commit's lake_version."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from lake.schema import bucket_sql
+    from lake.sql import literal
+    from lake.table import EVENTS
+    from lake.writer import write_events
+
+    version = target.next_version()
+    con = target.attach(duckdb.connect())
+    con.register("held", lake.read_events(target, lake.EventFilter(), con=con))
+    con.register("wanted", pa.table({"event_id": list(event_ids)}))
+    replaced = "" if payload is None else f", {literal(payload)} AS payload"
+    select = (f"SELECT * REPLACE (now() AS ingested_at, CAST({version} AS BIGINT) AS lake_version{replaced}), "
+              f"{bucket_sql('partition_key', target.buckets)} AS bucket FROM held SEMI JOIN wanted USING (event_id)")
+    with target.commit_lock(), tempfile.TemporaryDirectory() as staging:  # an object-store lake's files go there first
+        target.commit_files(EVENTS, write_events(con, select, target, Path(staging)), expected_version=version)
+    con.close()
+    return version
+
+
 def expire_log(location: Path) -> None:
     """What Delta does to a lake older than its log retention: at a checkpoint, the log entries
     older than 30 days (by file time) are deleted."""

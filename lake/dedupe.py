@@ -1,0 +1,174 @@
+"""Removing events archived twice: the later copies of each event id, in one Delta commit.
+
+Ingest never archives an event id twice, but earlier versions did for keys with characters beyond U+FFFF
+(deltalake misread their key statistics), and every replay applied both copies. ``dedupe`` keeps each id's
+first archived copy: the lowest ``lake_version``, the one every view and catch-up read first (then the
+lowest sequence, file and row, so that the choice does not depend on the order files are listed in). The
+files holding later copies are rewritten without them by compaction's rewrite, in one commit pinned to the
+snapshot read, under the lake's commit lock; rows keep their ``lake_version``. A later copy whose content
+differs from the kept one goes to the quarantine first, naming the columns that differ: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lake import storage
+from lake.compact import _rewrite
+from lake.errors import LakeError
+from lake.ingest import RECORD_HASH, store_quarantine
+from lake.read import EventFilter, read_events
+from lake.schema import ENVELOPE_COLUMNS, decoded_field
+from lake.sql import literal, quote
+from lake.table import EVENTS, DataFile, Lake, Snapshot
+
+log = logging.getLogger(__name__)
+
+#: what a copy must repeat of the kept one to be the same event (ingested_at and lake_version are the copy's own)
+CONTENT = ("stream", "partition_key", "sequence", "event_type", "event_time", "schema_version", "payload", "metadata")
+REASON = "archived twice"  # the quarantine reason's first words, which the audit groups reasons by
+
+
+@dataclass(frozen=True)
+class DedupeResult:
+    """What ``dedupe`` found and removed; ``keys`` are the partition keys of every copy of those ids."""
+
+    delta_version: int | None  # the commit that removed them (None: a dry run, or nothing to remove)
+    lake_version: int  # the lake's lake_version after it (rows keep theirs)
+    duplicated_ids: int
+    removed: int
+    quarantined: int  # of ``removed``, copies whose content differs from the kept one
+    files_rewritten: int
+    first_version: int | None  # the lowest lake_version of a removed copy: views built before it applied none
+    keys: tuple[str, ...]
+    streams: tuple[str, ...]
+    event_types: tuple[str, ...]
+    dry_run: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["partition_keys"] = len(data.pop("keys"))
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection | None = None) -> DedupeResult:
+    """Remove the later copies of every event id the latest snapshot holds more than once (see the module's
+    docstring); with ``dry_run`` only find them. ``con`` as for ``lake.compact.compact``. A second run finds
+    nothing and commits nothing. Under the commit lock, an ingest or compaction waits for it, or it for them;
+    on an object store a writer that committed meanwhile makes it fail with ``LakeBusy``, nothing removed."""
+    started = time.monotonic()
+    with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
+        snapshot = lake.snapshot()
+        keys = _duplicated_keys(lake, snapshot, session)
+        later = _copies(lake, snapshot, keys, session) if keys else None
+        if later is None or later.num_rows == 0 or dry_run:
+            return _result(snapshot, None, keys, later, session, dry_run, started)
+        quarantined = _quarantine(lake, session)
+        rewritten = _remove(lake, snapshot, later, session)
+        log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
+        return _result(lake.snapshot(), snapshot.delta_version + 1, keys, later, session, dry_run, started)
+
+
+def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The partition keys of every event id held more than once: one pass over two columns, as the audit's count."""
+    con.register("__events", read_events(lake, EventFilter(), snapshot=snapshot, con=con))
+    rows = con.sql("""
+        WITH held AS (SELECT event_id, partition_key, count(*) AS n FROM __events GROUP BY ALL)
+        SELECT DISTINCT partition_key FROM held
+        WHERE event_id IN (SELECT event_id FROM held GROUP BY event_id HAVING sum(n) > 1)
+        ORDER BY ALL""").fetchall()  # fmt: skip
+    return [r[0] for r in rows]
+
+
+def _copies(lake: Lake, snapshot: Snapshot, keys: list[str], con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Table ``copies``: every copy of the duplicated ids, from the files those keys' statistics allow, with its
+    file and row, its rank (``nth``, 1 kept), the kept copy's lake_version and the content columns that differ.
+    Returns the later copies (``nth > 1``)."""
+    paths = [f.path for f in EventFilter(partition_keys=tuple(keys)).files(snapshot, lake)]
+    columns = ", ".join(quote(c) for c in ENVELOPE_COLUMNS)
+    differs = ", ".join(f"CASE WHEN {quote(c)} IS DISTINCT FROM first_value({quote(c)}) OVER w THEN {literal(c)} END"
+                        for c in CONTENT)
+    con.execute(f"""
+        CREATE TEMP TABLE copies AS
+        WITH read AS (
+            SELECT {columns}, bucket, filename, file_row_number
+            FROM read_parquet({literal(paths)}, hive_partitioning = true, filename = true, file_row_number = true,
+                              hive_types = {{'stream': VARCHAR, 'bucket': INTEGER}})),
+        twice AS (SELECT * FROM read WHERE event_id IN (SELECT event_id FROM read GROUP BY 1 HAVING count(*) > 1))
+        SELECT *, row_number() OVER w AS nth, first_value(lake_version) OVER w AS kept_version,
+               list_filter([{differs}], lambda c: c IS NOT NULL) AS differs
+        FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY lake_version, sequence, filename, file_row_number)""")
+    return con.sql("FROM copies WHERE nth > 1").to_arrow_table()
+
+
+def _quarantine(lake: Lake, con: duckdb.DuckDBPyConnection) -> int:
+    """The later copies that differ from the kept one, stored in the quarantine (once, also if rerun after a kill
+    before the events commit); returns how many differ."""
+    envelope = ", ".join(quote(c) for c in ENVELOPE_COLUMNS)
+    reason = (f"'{REASON}: removed by rebuild lake dedupe, as it differs from the copy kept (lake_version ' || "
+              "kept_version || ') in ' || array_to_string(differs, ', ')")
+    table = con.sql(f"""
+        SELECT stream, reason, source, line, record, event_id, partition_key, sequence, event_type, event_time,
+               {RECORD_HASH} AS record_hash, {literal(datetime.now(UTC))} AS ingested_at, lake_version
+        FROM (SELECT *, {reason} AS reason, filename AS source, file_row_number + 1 AS line,
+                     CAST(to_json(struct_pack({envelope})) AS VARCHAR) AS record
+              FROM copies WHERE nth > 1 AND len(differs) > 0)""").to_arrow_table()  # fmt: skip
+    store_quarantine(con, lake, table)
+    return table.num_rows
+
+
+def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBPyConnection) -> int:
+    """The files holding ``later`` copies rewritten without them, a partition's as one file, in one commit."""
+    by_path = {f.path: f for f in snapshot.files}
+    dropped: dict[tuple[str, int], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for stream, bucket, path, row in zip(*(later.column(c).to_pylist() for c in
+                                           ("stream", "bucket", "filename", "file_row_number")), strict=True):
+        if path not in by_path:
+            raise LakeError(f"cannot rewrite {path}: not a file of the snapshot read (a bug: report it)", file=path)
+        dropped[(stream, bucket)][path].append(row)
+    actions, removed = [], []
+    for (stream, bucket), rows in sorted(dropped.items()):
+        files: list[DataFile] = [by_path[p] for p in sorted(rows)]
+        drop = pa.table({"filename": [p for p, r in rows.items() for _ in r],
+                         "file_row_number": pa.array([n for r in rows.values() for n in r], pa.int64())})
+        action = _rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
+        actions.append(dataclasses.replace(action, data_change=True))
+        removed += files
+    lake.commit_files(EVENTS, actions, expected_version=snapshot.delta_version + 1, operation="dedupe",
+                      remove=removed, data_change=True, metadata={"workbench.dedupe.removed": str(later.num_rows)})
+    return len(removed)
+
+
+def _carried(lake: Lake, files: list[DataFile]) -> list[tuple[str, str]]:
+    """The decoded payload columns the files carry (compaction's), which their rewrite keeps."""
+    columns = set().union(*lake.decoded_columns([f.path for f in files]).values())
+    return sorted(decoded_field(c) for c in columns)
+
+
+def _result(snapshot: Snapshot, version: int | None, keys: list[str], later: pa.Table | None,
+            con: duckdb.DuckDBPyConnection, dry_run: bool, started: float) -> DedupeResult:
+    found = later is not None and later.num_rows > 0
+    counts = con.sql("""
+        SELECT count(DISTINCT event_id), count(*) FILTER (nth > 1 AND len(differs) > 0),
+               count(DISTINCT filename) FILTER (nth > 1), min(lake_version) FILTER (nth > 1),
+               list(DISTINCT stream ORDER BY stream), list(DISTINCT event_type ORDER BY event_type)
+        FROM copies""").fetchall()[0] if found else (0, 0, 0, None, [], [])  # fmt: skip
+    ids, quarantined, files, first, streams, types = counts
+    return DedupeResult(
+        delta_version=version, lake_version=snapshot.lake_version, duplicated_ids=ids,
+        removed=later.num_rows if found and later is not None else 0, quarantined=quarantined,
+        files_rewritten=files, first_version=first, keys=tuple(keys) if found else (), streams=tuple(streams),
+        event_types=tuple(types), dry_run=dry_run, seconds=time.monotonic() - started,
+    )

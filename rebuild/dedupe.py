@@ -1,0 +1,111 @@
+"""After ``rebuild lake dedupe``: which live views applied the copies it removed, and the run that corrects each.
+
+Rows keep their lake_version, so a catch-up sees nothing new: each view that read a removed copy needs a run
+of its own. A keys run (``--keys-file``, the partition keys of every copy) recomputes a ``by_key`` view's keys,
+and a ``by_window`` view's windows those keys' events fall in, from all their events. A ``merge`` or ``full``
+view's keys run reads every event anyway (README, "Incremental strategies"), and a ``merge`` patch must be at
+live's lake_version: these get a full run. So does a ``by_window`` view when a removed copy differed from the
+copy kept (its window may hold none of the keys' events now), and every view when live is ahead of the lake
+(the removed copies were all a commit held) or a key cannot be written on a line of its own.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from lake.dedupe import DedupeResult
+from lake.render import html_table
+from rebuild.projection import Projection
+from rebuild.store import LIVE, Store
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """The run that corrects one live view after the dedupe, and why that one."""
+
+    view: str
+    command: str
+    why: str
+
+
+@dataclass(frozen=True)
+class DedupeReport:
+    """The lake's ``DedupeResult``, the file listing its partition keys, and each view's correcting run."""
+
+    result: DedupeResult
+    keys_file: str | None
+    next_runs: tuple[NextRun, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.result.to_dict(), "keys_file": self.keys_file, "next": [asdict(n) for n in self.next_runs]}
+
+    def summary(self) -> str:
+        r = self.result
+        if not r.removed:
+            return "no event id is archived twice: nothing to remove"
+        done = "would remove" if r.dry_run else f"removed (Delta version {r.delta_version})"
+        return (f"{r.duplicated_ids:,} event ids archived more than once: {done} {r.removed:,} later copies from "
+                f"{r.files_rewritten:,} files, {r.quarantined:,} of them quarantined (their content differs from the "
+                f"copy kept); {len(r.keys):,} partition keys" + (f", listed in {self.keys_file}" if self.keys_file else ""))
+
+    def render(self, console: Console) -> None:
+        console.print(escape(self.summary()))
+        if self.next_runs:
+            console.print("live views that applied the copies; correct each (then check and cut over as usual):")
+        for n in self.next_runs:
+            console.print(f"  {escape(n.command)}  [dim]# {escape(n.why)}[/dim]")
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + html_table([asdict(n) for n in self.next_runs],
+                                                                   "the runs that correct the live views")
+
+
+def next_runs(projections: Iterable[Projection], store: Store | None, result: DedupeResult,
+              keys_file: Path | None) -> list[NextRun]:
+    """The views whose live read a removed copy (built from its lake_version on, of its stream and event type).
+    ``keys_file`` None (a dry run): the commands say ``KEYS_FILE``."""
+    if not result.removed or store is None:
+        return []
+    runs = []
+    for p in projections:
+        live = store.checkpoint(p.name, LIVE)
+        read = live is not None and result.first_version is not None and live.lake_version >= result.first_version
+        if not read or not _reads(p.streams, result.streams) or not _reads(p.consumes, result.event_types):
+            continue
+        why = _why_full(p, live.lake_version > result.lake_version if live else False, result)
+        flag = "--full" if why else f"--keys-file {shlex.quote(str(keys_file)) if keys_file else 'KEYS_FILE'}"
+        scope = "the windows of their events" if p.incremental == "by_window" else "them from all their events"
+        runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)} {flag}",
+                            why or f"takes the {len(result.keys):,} keys and recomputes {scope}"))
+    return runs
+
+
+def _reads(wanted: tuple[str, ...] | None, held: tuple[str, ...]) -> bool:
+    return wanted is None or bool(set(wanted) & set(held))
+
+
+def _why_full(p: Projection, ahead: bool, result: DedupeResult) -> str | None:
+    """Why the view needs a full run, or None when a keys run corrects it."""
+    if ahead:
+        return "live is ahead of the lake's lake_version now (a commit held nothing but copies): its next run is full"
+    if any("\n" in k or "\r" in k for k in result.keys):
+        return "a partition key holds a line break, which a keys file cannot list"
+    if p.incremental in ("merge", "full"):
+        return f"a {p.incremental} view's keys run reads every event too, and a full run replaces its rows at once"
+    if p.incremental == "by_window" and result.quarantined:
+        return "a removed copy differed from the one kept: its window may hold none of the keys' events now"
+    return None
+
+
+def write_keys(path: Path, keys: Iterable[str]) -> None:
+    """The partition keys, one per line, as ``--keys-file`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")

@@ -1,0 +1,101 @@
+"""`rebuild lake dedupe` on a lake an earlier version archived events into twice, and the runs it names for
+the live views that applied the copies (README: "Events archived twice")."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+import shlex
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from rebuild.cli import main
+from rebuild.dedupe import NextRun
+from tests.conftest import archive_again
+from tests.orders import T0, order_events
+from tests.rebuild.conftest import VIEWS, Bench
+
+#: orders over three days (daily_revenue's windows) and two customers (customer_ltv's rows)
+ORDERS = [e for o in range(1, 7) for e in order_events(o, customer=o % 2, start=T0 + timedelta(days=o % 3))]
+LATER = order_events(7, customer=1, start=T0 + timedelta(days=1))
+#: an earlier version archived these again: o-0000002's payment and o-0000004's item, whose copies every replay applied
+COPIED = ["ev-o-0000002-4", "ev-o-0000004-2"]
+
+
+def _corrected(bench: Bench, runs: list[NextRun]) -> None:
+    """Each named run, as the command says, then its cutover."""
+    for n in runs:
+        args = shlex.split(n.command)
+        assert args[:2] == ["rebuild", "run"] and args[2] == n.view
+        options = {"full": True} if args[3:] == ["--full"] else {"keys_file": args[4]}
+        bench.wb.run(n.view, progress="none", **options)
+        bench.wb.cutover(n.view, force=True)
+
+
+def test_views_that_applied_copies_archived_twice_equal_a_clean_rebuild_after_dedupe_and_the_runs_it_names(
+        make_bench: Callable[[str], Bench]) -> None:
+    old, clean = make_bench("old"), make_bench("clean")
+    old.ingest(ORDERS)
+    for view in VIEWS:
+        old.rebuild_live(view)
+    archive_again(old.wb.lake, COPIED)  # the earlier version's ingest, then today's
+    old.ingest(LATER)
+    for view in VIEWS:  # the nightly catch-up: each view applies the copies
+        old.rebuild_live(view)
+    clean.ingest(ORDERS)
+    clean.ingest(LATER)
+    for view in VIEWS:
+        clean.rebuild_live(view, full=True)
+    assert old.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() != \
+        clean.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list()
+    assert old.wb.audit().to_dict()["duplicates"] == 2
+
+    dry = old.wb.dedupe(dry_run=True)
+    assert (dry.result.removed, dry.keys_file, old.wb.audit().to_dict()["duplicates"]) == (2, None, 2)
+    report = old.wb.dedupe()
+    assert (report.result.removed, report.result.quarantined, report.result.keys) == (2, 0, ("o-0000002", "o-0000004"))
+    assert Path(report.keys_file or "").read_text(encoding="utf-8") == "o-0000002\no-0000004\n"
+    assert {n.view: n.command.split()[3] for n in report.next_runs} == {
+        "order_summary": "--keys-file", "order_timeline": "--keys-file", "daily_revenue": "--keys-file",
+        "customer_ltv": "--full"}
+    _corrected(old, list(report.next_runs))
+    for view in VIEWS:
+        assert_frame_equal(old.rows(view), clean.rows(view), check_exact=False)
+    assert old.wb.audit().to_dict()["duplicates"] == 0
+    again = old.wb.dedupe()
+    assert (again.result.removed, again.result.delta_version, again.next_runs) == (0, None, ())
+
+
+def test_a_view_built_before_the_copies_were_archived_needs_no_run(bench: Bench) -> None:
+    """Its next catch-up reads the events after its lake_version, and the removed copies are not among them."""
+    bench.ingest(ORDERS)
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER)
+    assert bench.wb.dedupe().next_runs == ()
+    bench.rebuild_live("order_summary")
+    assert bench.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() == [
+        sum(e["payload"]["amount"] for e in ORDERS if e["event_id"] == COPIED[0])]
+
+
+def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(bench.root)  # the keys file goes to the defaults' reports folder there
+    bench.ingest(ORDERS)
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, COPIED)  # a commit of nothing but copies, which live then applied
+    bench.rebuild_live("order_summary")
+    bench.wb.close()
+    args = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json"]
+    assert main([*args, "lake", "dedupe"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["removed"], printed["partition_keys"], printed["delta_version"]) == (2, 2, 3)
+    assert Path(printed["keys_file"]) == bench.root / "reports" / "dedupe-3-keys.txt"
+    # the lake's lake_version is 1 again, and live's 2 is ahead: a plain run would be full too
+    assert (printed["lake_version"], [n["command"] for n in printed["next"]]) == (1, ["rebuild run order_summary --full"])
+    assert main([*args, "lake", "dedupe"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 0
