@@ -45,7 +45,7 @@ class DedupeReport:
     next_runs: tuple[NextRun, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.result.to_dict(), "keys_file": self.keys_file, "next": [asdict(n) for n in self.next_runs]}
+        return {**self.result.to_dict(), "keys_file": self.keys_file, "next_runs": [asdict(n) for n in self.next_runs]}
 
     def summary(self) -> str:
         r = self.result

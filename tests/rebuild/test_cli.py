@@ -533,7 +533,7 @@ def test_a_group_without_its_command_shows_its_help_or_names_its_commands(capsys
     assert out == "" and err.startswith("Usage: rebuild lake [OPTIONS] COMMAND") and "error" not in err
     assert main(["--json", "lake"]) == 2
     assert json.loads(capsys.readouterr().out)["error"] == (
-        "`rebuild lake` needs a command (audit, compact, ingest, sample, vacuum); `rebuild lake --help` describes them")
+        "`rebuild lake` needs a command (audit, compact, dedupe, ingest, sample, vacuum); `rebuild lake --help` describes them")
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -552,6 +552,7 @@ def test_every_command_prints_exactly_one_json_object(tmp_path: Path, monkeypatc
         (("lake", "sample"), ["--events", "2000", "--out", str(lake_dir)], {0}),
         (("lake", "ingest"), [str(source), "--stream", "orders"], {0}),
         (("lake", "compact"), [], {0}),
+        (("lake", "dedupe"), [], {0}),
         (("lake", "vacuum"), ["--dry-run"], {0}),
         (("lake", "audit"), [], {0}),
         (("ls",), [], {0}),

@@ -96,6 +96,6 @@ def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, caps
     assert (printed["removed"], printed["partition_keys"], printed["delta_version"]) == (2, 2, 3)
     assert Path(printed["keys_file"]) == bench.root / "reports" / "dedupe-3-keys.txt"
     # the lake's lake_version is 1 again, and live's 2 is ahead: a plain run would be full too
-    assert (printed["lake_version"], [n["command"] for n in printed["next"]]) == (1, ["rebuild run order_summary --full"])
+    assert (printed["lake_version"], [n["command"] for n in printed["next_runs"]]) == (1, ["rebuild run order_summary --full"])
     assert main([*args, "lake", "dedupe"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == 0

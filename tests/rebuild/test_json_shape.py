@@ -30,7 +30,8 @@ COMMANDS = [
     (["drop", "nope"], 2), (["run", "nope"], 2), (["frobnicate"], 2), (["lake"], 2), (["lake", "audit"], 0),
     (["lake", "audit", "--stream", "nope"], 2), (["lake", "ingest", "poison.ndjson", "--stream", "orders", "--strict"], 1),
     (["lake", "ingest", "missing.ndjson", "--stream", "orders"], 2), (["lake", "compact"], 0),
-    (["lake", "vacuum", "--dry-run"], 0), (["--store", "postgresql://app:secret@127.0.0.1:1/shop", "ls"], 2), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
+    (["lake", "vacuum", "--dry-run"], 0), (["lake", "dedupe", "--dry-run"], 0),
+    (["--store", "postgresql://app:secret@127.0.0.1:1/shop", "ls"], 2), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
 ]
 
 
@@ -131,7 +132,7 @@ SCENARIO = [
     (["rollback", "order_summary"], 0), (["backfill", "order_summary", *SINCE, "--progress", "log"], 0),
     (["backfill", "order_summary", "--buckets", "--progress", "log"], 0), (["prune", "--older-than", "0"], 0),
     (["--config", "bare.toml", "ls"], 0), (["--config", "bare.toml", "drop", "order_summary", "--dry-run"], 0), (["lake", "audit"], 0),
-    (["lake", "ingest", "poison.ndjson", "--stream", "orders"], 0), (["lake", "compact"], 0),
+    (["lake", "ingest", "poison.ndjson", "--stream", "orders"], 0), (["lake", "compact"], 0), (["lake", "dedupe"], 0),
     (["lake", "vacuum", "--dry-run"], 0), (["lake", "sample", "--events", "300", "--days", "3", "--out", "other"], 0),
     (["run", "nope"], 2),
 ]
