@@ -120,7 +120,7 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
         pending = 0  # events in the batch
         for n, ((stream, bucket), files) in enumerate(todo):
             point("compact.before_partition")
-            batch.append((_rewrite(lake, stream, bucket, files, wanted, session), files))
+            batch.append((rewrite(lake, stream, bucket, files, wanted, session), files))
             pending += sum(f.rows for f in files)
             point("compact.after_partition")
             if pending >= commit_events or n == len(todo) - 1:
@@ -153,7 +153,7 @@ def _commit(lake: Lake, batch: list[tuple[AddAction, list[DataFile]]], version: 
     log.info("committed %s compacted partitions (%s files)", len(batch), sum(len(files) for _, files in batch))
 
 
-def _rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode: list[tuple[str, str]],
+def rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode: list[tuple[str, str]],
              session: duckdb.DuckDBPyConnection, drop: pa.Table | None = None) -> AddAction:
     """One sorted file for the partition, written in a cursor of ``session``, not committed yet. ``drop``:
     rows left out, by ``filename`` and ``file_row_number`` (as DuckDB's ``read_parquet`` names them)."""

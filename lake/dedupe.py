@@ -24,8 +24,9 @@ import duckdb
 import pyarrow as pa
 
 from lake import storage
-from lake.compact import _rewrite
+from lake.compact import rewrite
 from lake.errors import LakeError
+from lake.faults import point
 from lake.ingest import RECORD_HASH, store_quarantine
 from lake.read import EventFilter, read_events
 from lake.schema import ENVELOPE_COLUMNS, decoded_field
@@ -76,6 +77,7 @@ def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection 
         if later is None or later.num_rows == 0 or dry_run:
             return _result(snapshot, None, keys, later, session, dry_run, started)
         quarantined = _quarantine(lake, session)
+        point("dedupe.after_quarantine")
         rewritten = _remove(lake, snapshot, later, session)
         log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
         return _result(lake.snapshot(), snapshot.delta_version + 1, keys, later, session, dry_run, started)
@@ -143,7 +145,7 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
         files: list[DataFile] = [by_path[p] for p in sorted(rows)]
         drop = pa.table({"filename": [p for p, r in rows.items() for _ in r],
                          "file_row_number": pa.array([n for r in rows.values() for n in r], pa.int64())})
-        action = _rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
+        action = rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
         actions.append(dataclasses.replace(action, data_change=True))
         removed += files
     lake.commit_files(EVENTS, actions, expected_version=snapshot.delta_version + 1, operation="dedupe",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,3 +152,14 @@ def test_an_ingest_and_a_compaction_wait_for_a_dedupe_committing(copied: Lake, t
     assert (ingested[0].archived, ingested[0].duplicates) == (1, 1)  # type: ignore[attr-defined]
     assert [i for i, _ in ids(copied)] == ["e1", "e2", "e3", "e4", "e5"]
     assert audit(copied).to_dict()["duplicates"] == 0
+
+
+def test_killed_after_quarantining_a_rerun_removes_the_copies_and_quarantines_each_once(copied: Lake) -> None:
+    """kill -9 between the quarantine's commit and the events': the copies are still in the lake, and the rerun
+    finds the quarantined one already held (by its record's hash) instead of storing it twice."""
+    code = f"import lake, lake.dedupe; lake.dedupe.dedupe(lake.Lake({copied.uri!r}))"
+    env = {**os.environ, "REBUILD_FAULT_POINT": "dedupe.after_quarantine"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == -signal.SIGKILL
+    assert (audit(copied).to_dict()["duplicates"], lake.read_quarantine(copied).count("*").fetchall()) == (2, [(1,)])
+    assert dedupe(copied).removed == 2
+    assert (audit(copied).to_dict()["duplicates"], lake.read_quarantine(copied).count("*").fetchall()) == (0, [(1,)])
