@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections import defaultdict
@@ -146,7 +147,8 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
         drop = pa.table({"filename": [p for p, r in rows.items() for _ in r],
                          "file_row_number": pa.array([n for r in rows.values() for n in r], pa.int64())})
         action = rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
-        actions.append(dataclasses.replace(action, data_change=True))
+        if json.loads(action.stats or "{}").get("numRecords"):  # files of nothing but copies go, replaced by none
+            actions.append(dataclasses.replace(action, data_change=True))
         removed += files
     lake.commit_files(EVENTS, actions, expected_version=snapshot.delta_version + 1, operation="dedupe",
                       remove=removed, data_change=True, metadata={"workbench.dedupe.removed": str(later.num_rows)})
