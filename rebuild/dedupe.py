@@ -107,5 +107,4 @@ def _why_full(p: Projection, ahead: bool, result: DedupeResult) -> str | None:
 
 def write_keys(path: Path, keys: Iterable[str]) -> None:
     """The partition keys, one per line, as ``--keys-file`` reads them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")

@@ -487,11 +487,14 @@ class Workbench:
         """``lake.dedupe.dedupe`` (the later copies of event ids archived twice removed), the partition keys of
         those ids written to a keys file in the reports folder, and the run that corrects each live view that
         applied the copies (``rebuild.dedupe``)."""
+        reports = Path(self.config.reports_dir)
+        if not dry_run:  # a folder that cannot be made fails here, not after the commit, which a rerun cannot repeat
+            reports.mkdir(parents=True, exist_ok=True)
         with scratch(self.config) as con:
             result = dedupe(self.lake, dry_run=dry_run, con=con)
         keys_file = None
         if result.delta_version is not None:
-            keys_file = Path(self.config.reports_dir) / f"dedupe-{result.delta_version}-keys.txt"
+            keys_file = reports / f"dedupe-{result.delta_version}-keys.txt"
             write_keys(keys_file, result.keys)
         store = self.store if self.has_store() else None
         return DedupeReport(result, None if keys_file is None else str(keys_file),
