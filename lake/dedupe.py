@@ -75,13 +75,15 @@ def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection 
         snapshot = lake.snapshot()
         keys = _duplicated_keys(lake, snapshot, session)
         later = _copies(lake, snapshot, keys, session) if keys else None
-        if later is None or later.num_rows == 0 or dry_run:
-            return _result(snapshot, None, keys, later, session, dry_run, started)
+        if later is None or later.num_rows == 0:
+            return _result(snapshot.lake_version, None, keys, later, session, dry_run, started)
+        if dry_run:
+            return _result(_version_after(snapshot, later, session), None, keys, later, session, dry_run, started)
         quarantined = _quarantine(lake, session)
         point("dedupe.after_quarantine")
         rewritten = _remove(lake, snapshot, later, session)
         log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
-        return _result(lake.snapshot(), snapshot.delta_version + 1, keys, later, session, dry_run, started)
+        return _result(lake.snapshot().lake_version, snapshot.delta_version + 1, keys, later, session, dry_run, started)
 
 
 def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -161,7 +163,18 @@ def _carried(lake: Lake, files: list[DataFile]) -> list[tuple[str, str]]:
     return sorted(decoded_field(c) for c in columns)
 
 
-def _result(snapshot: Snapshot, version: int | None, keys: list[str], later: pa.Table | None,
+def _version_after(snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBPyConnection) -> int:
+    """The lake's lake_version once the ``later`` copies are gone (a dry run's): its newest event's but theirs."""
+    touched = set(later.column("filename").to_pylist())
+    kept = [f.max_version for f in snapshot.files if f.path not in touched]
+    con.register("__later", later.select(["filename", "file_row_number"]))
+    [(newest,)] = con.sql(f"""
+        SELECT max(lake_version) FROM read_parquet({literal(sorted(touched))}, filename = true, file_row_number = true)
+        ANTI JOIN __later USING (filename, file_row_number)""").fetchall()  # fmt: skip
+    return max([*kept, *([newest] if newest is not None else [])], default=0)
+
+
+def _result(lake_version: int, version: int | None, keys: list[str], later: pa.Table | None,
             con: duckdb.DuckDBPyConnection, dry_run: bool, started: float) -> DedupeResult:
     found = later is not None and later.num_rows > 0
     counts = con.sql("""
@@ -171,7 +184,7 @@ def _result(snapshot: Snapshot, version: int | None, keys: list[str], later: pa.
         FROM copies""").fetchall()[0] if found else (0, 0, 0, None, [], [])  # fmt: skip
     ids, quarantined, files, first, streams, types = counts
     return DedupeResult(
-        delta_version=version, lake_version=snapshot.lake_version, duplicated_ids=ids,
+        delta_version=version, lake_version=lake_version, duplicated_ids=ids,
         removed=later.num_rows if found and later is not None else 0, quarantined=quarantined,
         files_rewritten=files, first_version=first, keys=tuple(keys) if found else (), streams=tuple(streams),
         event_types=tuple(types), dry_run=dry_run, seconds=time.monotonic() - started,

@@ -65,7 +65,7 @@ def test_the_first_archived_copy_stays_a_differing_one_is_quarantined_and_a_seco
 def test_a_dry_run_changes_nothing(copied: Lake) -> None:
     before = copied.snapshot().delta_version
     result = dedupe(copied, dry_run=True)
-    assert (result.removed, result.quarantined, result.delta_version) == (2, 1, None)
+    assert (result.removed, result.quarantined, result.delta_version, result.lake_version) == (2, 1, None, 1)
     assert (copied.snapshot().delta_version, audit(copied).to_dict()["duplicates"]) == (before, 2)
     assert lake.read_quarantine(copied).count("*").fetchall() == [(0,)]
 
