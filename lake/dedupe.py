@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -29,7 +30,7 @@ from lake.compact import rewrite
 from lake.errors import LakeError
 from lake.faults import point
 from lake.ingest import RECORD_HASH, store_quarantine
-from lake.read import EventFilter, read_events
+from lake.read import CorruptFile, EventFilter, named_file, read_events
 from lake.schema import ENVELOPE_COLUMNS, decoded_field
 from lake.sql import literal, quote
 from lake.table import EVENTS, DataFile, Lake, Snapshot
@@ -73,17 +74,37 @@ def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection 
     started = time.monotonic()
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
         snapshot = lake.snapshot()
-        keys = _duplicated_keys(lake, snapshot, session)
-        later = _copies(lake, snapshot, keys, session) if keys else None
-        if later is None or later.num_rows == 0:
-            return _result(snapshot.lake_version, None, keys, later, session, dry_run, started)
-        if dry_run:
-            return _result(_version_after(snapshot, later, session), None, keys, later, session, dry_run, started)
-        quarantined = _quarantine(lake, session)
-        point("dedupe.after_quarantine")
-        rewritten = _remove(lake, snapshot, later, session)
-        log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
-        return _result(lake.snapshot().lake_version, snapshot.delta_version + 1, keys, later, session, dry_run, started)
+        with _damaged_named(snapshot):
+            return _dedupe(lake, snapshot, session, dry_run, started)
+
+
+@contextlib.contextmanager
+def _damaged_named(snapshot: Snapshot) -> Iterator[None]:
+    """A lake file DuckDB cannot read becomes ``CorruptFile`` naming it, not an unexpected error."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        bad = named_file(exc, [f.path for f in snapshot.files])
+        if bad is None:
+            raise
+        raise CorruptFile(f"lake file {bad} cannot be read ({str(exc).splitlines()[0]}); nothing was removed. "
+                          "`rebuild lake audit` lists every unreadable file: restore it, then run again", file=bad) from exc
+
+
+def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, dry_run: bool,
+            started: float) -> DedupeResult:
+    """The copies of ``snapshot`` found, and removed unless ``dry_run``."""
+    keys = _duplicated_keys(lake, snapshot, session)
+    later = _copies(lake, snapshot, keys, session) if keys else None
+    if later is None or later.num_rows == 0:
+        return _result(snapshot.lake_version, None, keys, later, session, dry_run, started)
+    if dry_run:
+        return _result(_version_after(snapshot, later, session), None, keys, later, session, dry_run, started)
+    quarantined = _quarantine(lake, session)
+    point("dedupe.after_quarantine")
+    rewritten = _remove(lake, snapshot, later, session)
+    log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
+    return _result(lake.snapshot().lake_version, snapshot.delta_version + 1, keys, later, session, dry_run, started)
 
 
 def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnection) -> list[str]:

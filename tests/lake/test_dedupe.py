@@ -19,6 +19,7 @@ import lake
 from lake.audit import audit
 from lake.compact import compact
 from lake.dedupe import dedupe
+from lake.read import CorruptFile
 from lake.table import Lake
 from tests.conftest import archive_again, write_ndjson
 
@@ -165,3 +166,13 @@ def test_killed_after_quarantining_a_rerun_removes_the_copies_and_quarantines_ea
     assert (audit(copied).to_dict()["duplicates"], lake.read_quarantine(copied).count("*").fetchall()) == (2, [(1,)])
     assert dedupe(copied).removed == 2
     assert (audit(copied).to_dict()["duplicates"], lake.read_quarantine(copied).count("*").fetchall()) == (0, [(1,)])
+
+
+def test_a_damaged_lake_file_is_named_and_nothing_is_removed(copied: Lake) -> None:
+    """It was an unexpected error (exit 70, a traceback) from DuckDB's reader."""
+    damaged = copied.snapshot().select(keys=["o-1"], buckets=copied.buckets_of(["o-1"]))[0].path
+    Path(damaged).write_bytes(Path(damaged).read_bytes()[:100])
+    before = copied.snapshot().delta_version
+    with pytest.raises(CorruptFile, match="cannot be read .*nothing was removed") as caught:
+        dedupe(copied)
+    assert (caught.value.context["file"], copied.snapshot().delta_version) == (damaged, before)
