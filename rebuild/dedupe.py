@@ -82,9 +82,11 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
             continue
         why = _why_full(p, live.lake_version > result.lake_version if live else False, result)
         flag = "--full" if why else f"--keys-file {shlex.quote(str(keys_file)) if keys_file else 'KEYS_FILE'}"
-        scope = "the windows of their events" if p.incremental == "by_window" else "them from all their events"
-        runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)} {flag}",
-                            why or f"takes the {len(result.keys):,} keys and recomputes {scope}"))
+        one = len(result.keys) == 1
+        keys = f"{len(result.keys):,} key{'' if one else 's'}"
+        scope = (f"the windows of the {keys}' events" if p.incremental == "by_window"
+                 else f"the {keys} from all {'its' if one else 'their'} events")
+        runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)} {flag}", why or f"recomputes {scope}"))
     return runs
 
 

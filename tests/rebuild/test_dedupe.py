@@ -102,3 +102,23 @@ def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, caps
     assert (printed["lake_version"], [n["command"] for n in printed["next_runs"]]) == (1, ["rebuild run order_summary --full"])
     assert main([*args, "lake", "dedupe"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == 0
+
+
+def test_a_copy_that_differed_or_a_key_holding_a_line_break_asks_for_full_runs(bench: Bench) -> None:
+    """A by_window view's keys run recomputes the windows of the events left, which the differing copy's may not
+    be; a keys file cannot list a key holding a line break."""
+    broken = [{**e, "partition_key": "o-1\n2", "event_id": e["event_id"] + "-nl"} for e in order_events(9)]
+    bench.ingest(ORDERS + broken)
+    archive_again(bench.wb.lake, [COPIED[0]], payload='{"amount": 1}')
+    bench.ingest(LATER)
+    for view in ("order_summary", "daily_revenue"):
+        bench.rebuild_live(view)
+    steps = {n.view: (n.command.split()[3], n.why) for n in bench.wb.dedupe().next_runs}
+    assert steps["order_summary"] == ("--keys-file", "recomputes the 1 key from all its events")
+    assert steps["daily_revenue"][0] == "--full" and "differed" in steps["daily_revenue"][1]
+    archive_again(bench.wb.lake, [broken[3]["event_id"]])
+    bench.ingest(order_events(8))
+    bench.rebuild_live("order_summary")
+    [step] = bench.wb.dedupe().next_runs
+    assert (step.command, step.why) == ("rebuild run order_summary --full",
+                                        "a partition key holds a line break, which a keys file cannot list")
