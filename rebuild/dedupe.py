@@ -52,14 +52,16 @@ class DedupeReport:
         if not r.removed:
             return "no event id is archived twice: nothing to remove"
         done = "would remove" if r.dry_run else f"removed (Delta version {r.delta_version})"
-        return (f"{r.duplicated_ids:,} event ids archived more than once: {done} {r.removed:,} later copies from "
-                f"{r.files_rewritten:,} files, {r.quarantined:,} of them quarantined (their content differs from the "
-                f"copy kept); {len(r.keys):,} partition keys" + (f", listed in {self.keys_file}" if self.keys_file else ""))
+        return (f"{_count(r.duplicated_ids, 'event id')} archived more than once: {done} "
+                f"{_count(r.removed, 'later copy', 'later copies')} from {_count(r.files_rewritten, 'file')}, "
+                f"{r.quarantined:,} of them quarantined (their content differs from the copy kept); "
+                f"{_count(len(r.keys), 'partition key')}" + (f", listed in {self.keys_file}" if self.keys_file else ""))
 
     def render(self, console: Console) -> None:
         console.print(escape(self.summary()))
         if self.next_runs:
-            console.print("live views that applied the copies; correct each (then check and cut over as usual):")
+            console.print("live views that applied the copies; correct each, then check it and cut over (its check "
+                          "shows what the copies did in live: --force once it shows nothing else):")
         for n in self.next_runs:
             console.print(f"  {escape(n.command)}  [dim]# {escape(n.why)}[/dim]")
 
@@ -82,12 +84,15 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
             continue
         why = _why_full(p, live.lake_version > result.lake_version if live else False, result)
         flag = "--full" if why else f"--keys-file {shlex.quote(str(keys_file)) if keys_file else 'KEYS_FILE'}"
-        one = len(result.keys) == 1
-        keys = f"{len(result.keys):,} key{'' if one else 's'}"
-        scope = (f"the windows of the {keys}' events" if p.incremental == "by_window"
-                 else f"the {keys} from all {'its' if one else 'their'} events")
+        keys = _count(len(result.keys), "key")
+        scope = (f"the windows of the events of the {keys}" if p.incremental == "by_window"
+                 else f"the {keys} from all {'its' if len(result.keys) == 1 else 'their'} events")
         runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)} {flag}", why or f"recomputes {scope}"))
     return runs
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _reads(wanted: tuple[str, ...] | None, held: tuple[str, ...]) -> bool:
