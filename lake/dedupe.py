@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -58,6 +59,7 @@ class DedupeResult:
     event_types: tuple[str, ...]
     dry_run: bool
     seconds: float
+    keys_file: str | None = None  # where ``keys`` were written, before the commit (``keys_dir``)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -66,16 +68,19 @@ class DedupeResult:
         return data
 
 
-def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection | None = None) -> DedupeResult:
+def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection | None = None,
+           keys_dir: Path | None = None) -> DedupeResult:
     """Remove the later copies of every event id the latest snapshot holds more than once (see the module's
-    docstring); with ``dry_run`` only find them. ``con`` as for ``lake.compact.compact``. A second run finds
+    docstring); with ``dry_run`` only find them. ``con`` as for ``lake.compact.compact``. ``keys_dir``: the
+    copies' partition keys are written there (``dedupe-VERSION-keys.txt``, one per line) before the commit, as
+    the only record of which keys' views need a run: a kill after the commit keeps them. A second run finds
     nothing and commits nothing. Under the commit lock, an ingest or compaction waits for it, or it for them;
     on an object store a writer that committed meanwhile makes it fail with ``LakeBusy``, nothing removed."""
     started = time.monotonic()
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
         snapshot = lake.snapshot()
         with _damaged_named(snapshot):
-            return _dedupe(lake, snapshot, session, dry_run, started)
+            return _dedupe(lake, snapshot, session, dry_run, started, keys_dir)
 
 
 @contextlib.contextmanager
@@ -92,7 +97,7 @@ def _damaged_named(snapshot: Snapshot) -> Iterator[None]:
 
 
 def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, dry_run: bool,
-            started: float) -> DedupeResult:
+            started: float, keys_dir: Path | None) -> DedupeResult:
     """The copies of ``snapshot`` found, and removed unless ``dry_run``."""
     keys = _duplicated_keys(lake, snapshot, session)
     later = _copies(lake, snapshot, keys, session) if keys else None
@@ -102,9 +107,20 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
         return _result(_version_after(snapshot, later, session), None, keys, later, session, dry_run, started)
     quarantined = _quarantine(lake, session)
     point("dedupe.after_quarantine")
-    rewritten = _remove(lake, snapshot, later, session)
+    version = snapshot.delta_version + 1  # the commit is pinned to it
+    keys_file = None if keys_dir is None else keys_dir / f"dedupe-{version}-keys.txt"
+    if keys_file is not None:
+        keys_file.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")  # as --keys-file reads them
+    try:
+        rewritten = _remove(lake, snapshot, later, session)
+    except BaseException:
+        if keys_file is not None:
+            keys_file.unlink(missing_ok=True)  # no commit: the keys of no dedupe
+        raise
+    point("dedupe.after_commit")
     log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
-    return _result(lake.snapshot().lake_version, snapshot.delta_version + 1, keys, later, session, dry_run, started)
+    result = _result(lake.snapshot().lake_version, version, keys, later, session, dry_run, started)
+    return dataclasses.replace(result, keys_file=None if keys_file is None else str(keys_file))
 
 
 def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnection) -> list[str]:

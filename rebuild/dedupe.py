@@ -15,7 +15,6 @@ import html
 import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -38,14 +37,13 @@ class NextRun:
 
 @dataclass(frozen=True)
 class DedupeReport:
-    """The lake's ``DedupeResult``, the file listing its partition keys, and each view's correcting run."""
+    """The lake's ``DedupeResult`` (with the file listing its partition keys) and each view's correcting run."""
 
     result: DedupeResult
-    keys_file: str | None
     next_runs: tuple[NextRun, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.result.to_dict(), "keys_file": self.keys_file, "next_runs": [asdict(n) for n in self.next_runs]}
+        return {**self.result.to_dict(), "next_runs": [asdict(n) for n in self.next_runs]}
 
     def summary(self) -> str:
         r = self.result
@@ -55,7 +53,7 @@ class DedupeReport:
         return (f"{_count(r.duplicated_ids, 'event id')} archived more than once: {done} "
                 f"{_count(r.removed, 'later copy', 'later copies')} from {_count(r.files_rewritten, 'file')}, "
                 f"{r.quarantined:,} of them quarantined (their content differs from the copy kept); "
-                f"{_count(len(r.keys), 'partition key')}" + (f", listed in {self.keys_file}" if self.keys_file else ""))
+                f"{_count(len(r.keys), 'partition key')}" + (f", listed in {r.keys_file}" if r.keys_file else ""))
 
     def render(self, console: Console) -> None:
         console.print(escape(self.summary()))
@@ -70,10 +68,10 @@ class DedupeReport:
                                                                    "the runs that correct the live views")
 
 
-def next_runs(projections: Iterable[Projection], store: Store | None, result: DedupeResult,
-              keys_file: Path | None) -> list[NextRun]:
+def next_runs(projections: Iterable[Projection], store: Store | None, result: DedupeResult) -> list[NextRun]:
     """The views whose live read a removed copy (built from its lake_version on, of its stream and event type).
-    ``keys_file`` None (a dry run): the commands say ``KEYS_FILE``."""
+    Without a keys file (a dry run) the commands say ``KEYS_FILE``."""
+    keys_file = result.keys_file
     if not result.removed or store is None:
         return []
     runs = []
@@ -110,8 +108,3 @@ def _why_full(p: Projection, ahead: bool, result: DedupeResult) -> str | None:
     if p.incremental == "by_window" and result.quarantined:
         return "a removed copy differed from the one kept: its window may hold none of the keys' events now"
     return None
-
-
-def write_keys(path: Path, keys: Iterable[str]) -> None:
-    """The partition keys, one per line, as ``--keys-file`` reads them."""
-    path.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")

@@ -34,7 +34,7 @@ from rebuild.backfill import (
     BackfillResult, abandoned_jobs, backfill, resume_command, run_buckets, vacuumed, wants_buckets,
 )
 from rebuild.config import FILENAME, Config, nearest_file
-from rebuild.dedupe import DedupeReport, next_runs, write_keys
+from rebuild.dedupe import DedupeReport, next_runs
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs, keyword_options
@@ -491,14 +491,9 @@ class Workbench:
         if not dry_run:  # a folder that cannot be made fails here, not after the commit, which a rerun cannot repeat
             reports.mkdir(parents=True, exist_ok=True)
         with scratch(self.config) as con:
-            result = dedupe(self.lake, dry_run=dry_run, con=con)
-        keys_file = None
-        if result.delta_version is not None:
-            keys_file = reports / f"dedupe-{result.delta_version}-keys.txt"
-            write_keys(keys_file, result.keys)
+            result = dedupe(self.lake, dry_run=dry_run, con=con, keys_dir=None if dry_run else reports)
         store = self.store if self.has_store() else None
-        return DedupeReport(result, None if keys_file is None else str(keys_file),
-                            tuple(next_runs(self.projections(), store, result, keys_file)))
+        return DedupeReport(result, tuple(next_runs(self.projections(), store, result)))
 
     # -- reading -------------------------------------------------------------------------------
     def events(self, engine: str = "duckdb", **filters: Any) -> duckdb.DuckDBPyRelation | pl.LazyFrame:

@@ -168,6 +168,19 @@ def test_killed_after_quarantining_a_rerun_removes_the_copies_and_quarantines_ea
     assert (audit(copied).to_dict()["duplicates"], lake.read_quarantine(copied).count("*").fetchall()) == (0, [(1,)])
 
 
+def test_killed_after_its_commit_the_keys_to_correct_are_written(copied: Lake, tmp_path: Path) -> None:
+    """The keys file is the only record of which keys' views applied the copies (a rerun finds nothing): it was
+    written after the commit, so a kill in between lost it."""
+    code = (f"import lake, lake.dedupe, pathlib; "
+            f"lake.dedupe.dedupe(lake.Lake({copied.uri!r}), keys_dir=pathlib.Path({str(tmp_path)!r}))")
+    env = {**os.environ, "REBUILD_FAULT_POINT": "dedupe.after_commit"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == -signal.SIGKILL
+    assert audit(copied).to_dict()["duplicates"] == 0  # committed
+    [written] = tmp_path.glob("dedupe-*-keys.txt")
+    assert written.name == f"dedupe-{copied.snapshot().delta_version}-keys.txt"
+    assert written.read_text(encoding="utf-8").splitlines() == ["o-1", "o-𠮷"]
+
+
 def test_a_damaged_lake_file_is_named_and_nothing_is_removed(copied: Lake) -> None:
     """It was an unexpected error (exit 70, a traceback) from DuckDB's reader."""
     damaged = copied.snapshot().select(keys=["o-1"], buckets=copied.buckets_of(["o-1"]))[0].path

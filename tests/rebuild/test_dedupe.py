@@ -58,10 +58,10 @@ def test_views_that_applied_copies_archived_twice_equal_a_clean_rebuild_after_de
     assert old.wb.audit().to_dict()["duplicates"] == 2
 
     dry = old.wb.dedupe(dry_run=True)
-    assert (dry.result.removed, dry.keys_file, old.wb.audit().to_dict()["duplicates"]) == (2, None, 2)
+    assert (dry.result.removed, dry.result.keys_file, old.wb.audit().to_dict()["duplicates"]) == (2, None, 2)
     report = old.wb.dedupe()
     assert (report.result.removed, report.result.quarantined, report.result.keys) == (2, 0, ("o-0000002", "o-0000004"))
-    assert Path(report.keys_file or "").read_text(encoding="utf-8") == "o-0000002\no-0000004\n"
+    assert Path(report.result.keys_file or "").read_text(encoding="utf-8") == "o-0000002\no-0000004\n"
     assert {n.view: n.command.split()[3] for n in report.next_runs} == {
         "order_summary": "--keys-file", "order_timeline": "--keys-file", "daily_revenue": "--keys-file",
         "customer_ltv": "--full"}
