@@ -26,7 +26,7 @@ from lake import scratch, storage
 from lake.faults import point
 from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
 from lake.sql import literal, quote
-from lake.read import as_names
+from lake.read import as_names, damaged_named
 from lake.table import EVENTS, PARTITIONS, DataFile, Lake, refuse_unknown_streams
 from lake.writer import write_partition
 
@@ -120,7 +120,10 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
         pending = 0  # events in the batch
         for n, ((stream, bucket), files) in enumerate(todo):
             point("compact.before_partition")
-            batch.append((rewrite(lake, stream, bucket, files, wanted, session), files))
+            done = (f"compaction stopped there: {n - len(batch)} of {len(todo)} partitions were compacted and committed "
+                    "before it; no event is lost")
+            with damaged_named([f.path for f in files], done):
+                batch.append((rewrite(lake, stream, bucket, files, wanted, session), files))
             pending += sum(f.rows for f in files)
             point("compact.after_partition")
             if pending >= commit_events or n == len(todo) - 1:

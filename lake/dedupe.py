@@ -19,7 +19,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from lake.compact import rewrite
 from lake.errors import LakeError
 from lake.faults import point
 from lake.ingest import RECORD_HASH, store_quarantine
-from lake.read import CorruptFile, EventFilter, named_file, read_events
+from lake.read import EventFilter, damaged_named, read_events
 from lake.schema import ENVELOPE_COLUMNS, decoded_field
 from lake.sql import literal, quote
 from lake.table import EVENTS, DataFile, Lake, Snapshot
@@ -79,21 +78,8 @@ def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection 
     started = time.monotonic()
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
         snapshot = lake.snapshot()
-        with _damaged_named(snapshot):
+        with damaged_named([f.path for f in snapshot.files], "nothing was removed"):
             return _dedupe(lake, snapshot, session, dry_run, started, keys_dir)
-
-
-@contextlib.contextmanager
-def _damaged_named(snapshot: Snapshot) -> Iterator[None]:
-    """A lake file DuckDB cannot read becomes ``CorruptFile`` naming it, not an unexpected error."""
-    try:
-        yield
-    except duckdb.Error as exc:
-        bad = named_file(exc, [f.path for f in snapshot.files])
-        if bad is None:
-            raise
-        raise CorruptFile(f"lake file {bad} cannot be read ({str(exc).splitlines()[0]}); nothing was removed. "
-                          "`rebuild lake audit` lists every unreadable file: restore it, then run again", file=bad) from exc
 
 
 def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, dry_run: bool,

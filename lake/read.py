@@ -8,9 +8,10 @@ to DuckDB or Polars, which then apply the same filters row by row.
 from __future__ import annotations
 
 
+import contextlib
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, overload
@@ -287,8 +288,22 @@ def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
+    """A lake file of ``paths`` that DuckDB cannot read becomes ``CorruptFile`` naming it and saying
+    ``what_then`` (what the command did and did not do), not an unexpected error with DuckDB's traceback."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        bad = named_file(exc, paths)
+        if bad is None:
+            raise
+        raise CorruptFile(f"lake file {bad} cannot be read ({str(exc).splitlines()[0]}); {what_then}. "
+                          "`rebuild lake audit` lists every unreadable file: restore it, then run again", file=bad) from exc
+
+
 __all__ = [
-    "BadFile", "CorruptFile", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
+    "BadFile", "CorruptFile", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
     "read_events", "read_quarantine",
 ]
 

@@ -301,3 +301,23 @@ def test_a_lake_of_the_version_before_is_read_ingested_and_compacted(tmp_path: P
     # every file was rewritten: the statistics of the columns readers prune by only
     assert {n.split(".", 1)[1] for n in actions if n.startswith("min.") and any(v is not None for v in actions[n])} \
         == set(STATS_COLUMNS)
+
+
+def test_a_damaged_lake_file_stops_compaction_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was an unexpected error (exit 70) with DuckDB's traceback, naming no partition's progress."""
+    from rebuild.cli import main
+
+    target = small_commits(tmp_path, commits=3)
+    before = content(target)
+    damaged = target.snapshot().files[0].path
+    saved = Path(damaged).read_bytes()
+    Path(damaged).write_bytes(saved[:100])
+    config = tmp_path / "workbench.toml"
+    config.write_text(f'[lake]\nuri = "{target.uri}"\n')
+    assert main(["--config", str(config), "--json", "lake", "compact", "--no-decode"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "CorruptFile" and error["context"]["file"] == damaged
+    assert "compaction stopped there:" in error["error"] and "restore it, then run again" in error["error"]
+    Path(damaged).write_bytes(saved)  # restored, as it says: the rerun compacts and every event is there
+    assert main(["--config", str(config), "--json", "lake", "compact", "--no-decode"]) == 0
+    assert content(target) == before
