@@ -341,7 +341,7 @@ class Lake:
                                          commit_properties=_commit_properties("vacuum", None, None))
                 except DeltaError as exc:  # a retention shorter than the table's
                     raise LakeError(f"cannot vacuum {self.table_uri(name)}: {exc}; keep at least the table's retention "
-                                    "(a shorter one breaks readers and --as-of runs of snapshots that old)", uri=self.uri) from exc
+                                    "(a shorter one breaks readers of snapshots that old: plans made then, unfinished backfills)", uri=self.uri) from exc
                 start = next((h for h in table.history(2) if h["operation"] == "VACUUM START"), {}) if files and not dry_run else {}
                 # a full vacuum also lists (and deletes) the empty folder markers an upload made in a bucket
                 data = [f for f in files if f.endswith(".parquet")]
