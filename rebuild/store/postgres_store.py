@@ -48,6 +48,11 @@ PG_TIME = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
 #: lets the night's cutover through instead of failing it
 LOCK_ATTEMPTS, LOCK_PAUSE = 4, 2.0
 T = TypeVar("T")
+#: the metadata tables' indexes (name, table, columns): see ``PostgresStore._index_meta``
+META_INDEXES = (("_rebuild_runs_started", "_rebuild_runs", "started_at"),
+                ("_rebuild_runs_view_started", "_rebuild_runs", "view, started_at"),
+                ("_rebuild_runs_view_status", "_rebuild_runs", "view, status"),
+                ("_backfills_view", "_backfills", "view"))
 HOLDERS = (
     "SELECT DISTINCT a.pid, c.relname, a.usename, a.application_name, a.state, a.xact_start "
     "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -176,8 +181,21 @@ class PostgresStore(SQLStore):
     def _init_meta(self) -> None:
         try:
             super()._init_meta()
+            self._index_meta()
         except psycopg.errors.UniqueViolation:  # another session created them at the same time
             super()._init_meta()
+            self._index_meta()
+
+    def _index_meta(self) -> None:
+        """Indexes for the queries of every night, so that they read a view's few newest or unsettled rows,
+        not a year of history: `rebuild runs` (the newest of a view, or of all) and a publish's settling of
+        the view's earlier shadow scanned every run (150,000 runs: 91 ms and 44 ms; 0.1-1 ms now), and a
+        backfill every view's marks. DuckDB scans these small tables fast and its indexes slow its UPDATEs.
+        Only missing ones are made: a role that may use the tables but does not own them opens the store as before."""
+        made = {r[0] for r in self._query("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+        for name, table, columns in META_INDEXES:
+            if name not in made:
+                self._exec(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
 
     # -- SQL ------------------------------------------------------------------------------------
     _value_errors = (psycopg.errors.DataError,)
