@@ -35,6 +35,9 @@ from lake.storage import session
 __all__ = ["KeyLineage", "lineage"]
 LATE_AFTER = timedelta(days=1)
 MAX_IDS = 50
+#: the matched events up to which the lineage reads only the quarantine files whose statistics may hold
+#: their keys or ids (a hot key's million ids would cost more to look up than the files to read)
+MOST_IDS = 100_000
 #: a field in more event types than this is not added up (3**6 sign choices at most): any event may explain it
 MOST_TYPES = 6
 #: the sign of a field that the ways of adding up a key's events to the rebuilt value disagree on
@@ -218,7 +221,7 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake,
                 streams: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
     """Quarantine rows of the contributing partition keys in ``streams`` (or in no known stream: another
     stream's poison record of the same order is none of the view's), and of their event ids, by partition key."""
-    con.register("__quarantine", read_quarantine(lake, con))
+    con.register("__quarantine", read_quarantine(lake, con, _quarantine_files(con, lake)))
     ours = f"AND (q.stream IS NULL OR q.stream IN (SELECT unnest({literal(list(streams))})))" if streams else ""
     rel = con.sql(f"""
         SELECT q.partition_key, q.reason, q.event_id, q.sequence, q.event_type, q.source, q.line,
@@ -233,6 +236,15 @@ def _quarantine(con: duckdb.DuckDBPyConnection, lake: Lake,
         row = dict(zip(names, r, strict=True))
         out.setdefault(str(row["partition_key"]), []).append(row)
     return out
+
+
+def _quarantine_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str] | None:
+    """The quarantine files whose statistics may hold a matched partition key or event id (None: all of them,
+    for more than ``MOST_IDS`` events, whose ids would cost more to look up than the files to read)."""
+    if con.sql("SELECT count(*) FROM matched").fetchall()[0][0] > MOST_IDS:
+        return None
+    keys, ids = con.sql("SELECT list(DISTINCT partition_key), list(event_id) FROM matched").fetchall()[0]
+    return lake.quarantine_files(keys=keys or [], event_ids=ids or [])
 
 
 #: per (field, event type): the sum of that field over the key's events of that type

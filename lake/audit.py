@@ -233,7 +233,7 @@ def audit(
     # the files the audit reads: of some keys, only those their bucket and key statistics allow (a check of a
     # 3-key patch opened the footers of all 7,000 files of a lake archived every few minutes: 3.8 s)
     event_files = [f.path for f in EventFilter(streams=wanted, partition_keys=keys).files(snapshot, lake)]
-    quarantine_files = lake.quarantine_files()
+    quarantine_files = lake.quarantine_files(keys=keys)
     started = time.monotonic()
     bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
            if verify != "none" else [])

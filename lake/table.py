@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import duckdb
@@ -64,10 +65,24 @@ class DataFile:
 
     def may_hold_any(self, sorted_keys: Sequence[str]) -> bool:
         """Whether a key of ``sorted_keys`` falls inside this file's [min_key, max_key]."""
-        if self.min_key is None or self.max_key is None or not _bmp(self.min_key + self.max_key):
-            return True
-        at = bisect.bisect_left(sorted_keys, self.min_key)
-        return at < len(sorted_keys) and sorted_keys[at] <= self.max_key
+        return _may_hold_any(self.min_key, self.max_key, sorted_keys)
+
+
+def _may_hold_any(min_key: str | None, max_key: str | None, sorted_keys: Sequence[str]) -> bool:
+    """Whether a key of ``sorted_keys`` falls inside [min_key, max_key] (a range not known: it may)."""
+    if min_key is None or max_key is None or not _bmp(min_key + max_key):
+        return True
+    at = bisect.bisect_left(sorted_keys, min_key)
+    return at < len(sorted_keys) and sorted_keys[at] <= max_key
+
+
+def _may_hold_values(action: dict[str, Any], column: str, sorted_values: Sequence[str]) -> bool:
+    """Whether the file of add ``action`` (flattened statistics) may hold one of ``sorted_values`` in ``column``:
+    not when its values there are all NULL (a malformed line's record has no key or id)."""
+    nulls = action.get(f"null_count.{column}")
+    if not sorted_values or (nulls is not None and nulls == action.get("num_records")):
+        return False
+    return _may_hold_any(action.get(f"min.{column}"), action.get(f"max.{column}"), sorted_values)
 
 
 def _bmp(text: str) -> bool:
@@ -551,8 +566,22 @@ class Lake:
     def quarantine_table(self) -> DeltaTable:
         return self._table(QUARANTINE)
 
-    def quarantine_files(self, version: int | None = None) -> list[str]:
-        return _file_paths(self._table(QUARANTINE, version))
+    def quarantine_files(self, version: int | None = None, keys: Sequence[str] | None = None,
+                         event_ids: Sequence[str] | None = None) -> list[str]:
+        """The quarantine table's files (at ``version``); given ``keys`` or ``event_ids``, only those whose
+        statistics may hold one of those partition keys or event ids. Nothing compacts the quarantine (an
+        ingest that quarantines adds a file): a year of nightly ingests left hundreds, and hourly ones
+        thousands, which every check of a few keys opened (2.6 s at 2,700 files against 0.2 s at 45)."""
+        table = self._table(QUARANTINE, version)
+        paths = _file_paths(table)
+        if (keys is None and event_ids is None) or not paths:
+            return paths
+        wanted = {"partition_key": sorted(set(keys or ())), "event_id": sorted(set(event_ids or ()))}
+        actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
+        stats = [f"{kind}.{column}" for column in wanted for kind in ("min", "max", "null_count")]
+        rows = actions.select([c for c in ("path", "num_records", *stats) if c in actions.column_names]).to_pylist()
+        held = {str(a["path"]).rsplit("/", 1)[-1]: any(_may_hold_values(a, c, v) for c, v in wanted.items()) for a in rows}
+        return [p for p in paths if held.get(p.rsplit("/", 1)[-1], True)]
 
     def quarantine_snapshot(self) -> tuple[int, list[str]]:
         """The quarantine table's latest Delta version and its files, read together."""

@@ -369,3 +369,41 @@ def test_an_audit_of_some_partition_keys_checks_the_files_it_reads_only(tmp_path
     checked.clear()
     audit(target)  # the lake's audit still checks every file
     assert set(checked) >= events
+
+
+def test_an_audit_of_some_partition_keys_reads_the_quarantine_files_that_may_hold_them_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing compacts the quarantine: each night's ingest that quarantined a record added a file, and every
+    check of a patch of a few keys opened all of them, in its audit and its lineage (a year of hourly ingests,
+    2,700 files: 2.6 s of each check, against 0.2 s at 45). Their statistics say which may hold the keys."""
+    from checks.lineage import lineage
+
+    target = lake.Lake(tmp_path / "lake")
+    # a malformed line has no key or event id: a file of such records only holds none
+    lake.ingest(target, [write_ndjson(tmp_path / "broken.ndjson", ["{broken"])], stream="orders")
+    for night in range(12):  # each night an order and two records that cannot be read, of it and of another key
+        records = [event(1, key=f"k{night:02d}", seq=1), event(2, key=f"k{night:02d}", seq=2),
+                   {**event(3, key=f"k{night:02d}", seq=3), "event_time": "not a time"},
+                   {**event(4, key=f"k{night:02d}x", seq=1), "sequence": -1}]
+        records = [{**r, "event_id": f"n{night:02d}-{i}"} for i, r in enumerate(records)]
+        lake.ingest(target, [write_ndjson(tmp_path / f"night{night}.ndjson", records)], stream="orders")
+    files = target.quarantine_files()
+    keys = ["k03", "k07"]
+    checked: list[str] = []
+    real = lake.read.check_file
+
+    def check_file(path: str, **kw: Any) -> Any:
+        checked.append(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(lake.read, "check_file", check_file)
+    report = audit(target, partition_keys=keys).to_dict()
+    assert len(files) == 13 and report["quarantined"] == 2
+    assert len(set(checked) & set(files)) == 2  # the footers of the two nights' quarantine files, of thirteen
+    con = logging_files()
+    traced = lineage(target, [{"order_id": k} for k in keys], partition_column="order_id", con=con)
+    opened = files_opened(con)
+    con.close()
+    assert [[q["sequence"] for q in t.quarantine] for t in traced] == [[3], [3]]
+    assert len(set(opened) & set(files)) == 2
+    assert len(target.quarantine_files(keys=["k03"], event_ids=["n11-3"])) == 2  # k11x's record, of night 11
