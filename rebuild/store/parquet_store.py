@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import json
 import os
 import time
@@ -78,6 +79,7 @@ class ParquetStore(Store):
         self.locks = FileLocks(self.root / "locks")
         self._settings = (memory_limit, temp_directory, threads)
         self._scratch: duckdb.DuckDBPyConnection | None = None
+        self._parsed: tuple[tuple[int, int, int], Manifest] | None = None
         if not (self.root / MANIFEST).exists():
             with self._transaction():
                 pass
@@ -87,6 +89,20 @@ class ParquetStore(Store):
 
     # -- the manifest ---------------------------------------------------------------------------
     def _load(self) -> Manifest:
+        """The manifest as it is now, to read (a transaction changes a copy of its own): parsed once per version
+        of the file. It holds every run record, so a year of nightly runs of 4 views made it 2 MB, which `rebuild
+        ls` parsed at each of its 20 lookups (0.46 s; 5 s at ten times the history)."""
+        path = self.root / MANIFEST
+        try:
+            stat = path.stat()  # before reading: what is read is at least as new as what the key says
+        except FileNotFoundError:
+            return self._parse()
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a transaction always writes a new file
+        if self._parsed is None or self._parsed[0] != key:
+            self._parsed = (key, self._parse())
+        return self._parsed[1]
+
+    def _parse(self) -> Manifest:
         try:
             data: Manifest = json.loads((self.root / MANIFEST).read_text())
         except FileNotFoundError:
@@ -105,7 +121,7 @@ class ParquetStore(Store):
         with open(self.root / "_commit.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                manifest = self._load()
+                manifest = self._parse()
                 yield manifest
                 manifest["generation"] += 1
                 tmp = self.root / f"{MANIFEST}.{uuid.uuid4().hex}.tmp"
@@ -438,8 +454,9 @@ class ParquetStore(Store):
         return sorted({str(c["view"]) for c in self._load()["checkpoints"]})
 
     def runs(self, view: str | None = None, limit: int = 20) -> list[RunRecord]:
-        runs = [_run(r) for r in self._load()["runs"] if view is None or r["view"] == view]
-        return sorted(runs, key=lambda r: r.started_at, reverse=True)[: int(limit)]
+        rows = (r for r in self._load()["runs"] if view is None or r["view"] == view)
+        # the newest only become records: made of every run, 14,600 of them took 0.7 s
+        return [_run(r) for r in heapq.nlargest(int(limit), rows, key=lambda r: datetime.fromisoformat(r["started_at"]))]
 
     def run(self, run_id: str) -> RunRecord | None:
         return next((_run(r) for r in self._load()["runs"] if r["run_id"] == run_id), None)
