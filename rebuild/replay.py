@@ -289,7 +289,7 @@ def _duckdb(con: duckdb.DuckDBPyConnection, projection: Projection, create: str)
             "returns SQL text or a DuckDBPyRelation",
             projection=projection.name,
         )
-    result.create_view("__projection_result", replace=True)
+    con.register("__projection_result", result)  # a temp view: create_view's is kept in a DuckDB store's file
     con.execute(f"{create} SELECT * FROM __projection_result")
 
 

@@ -356,7 +356,8 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
     ops = projection.merge or {}
     types = {r[0]: r[1] for r in con.sql(f"DESCRIBE {PARTIAL}").fetchall()}
     check_merge_ops(con, projection, types)
-    store.relation_of_keys(con, plan.view, PARTIAL, projection.key).create_view("__live", replace=True)
+    # a temp view: create_view's stays in a DuckDB store's file, naming this run's temp tables
+    con.register("__live", store.relation_of_keys(con, plan.view, PARTIAL, projection.key))
     keys = ", ".join(quote(k) for k in projection.key)
     match = " AND ".join(f"p.{quote(k)} IS NOT DISTINCT FROM l.{quote(k)}" for k in projection.key)
 

@@ -539,3 +539,28 @@ def test_prune_in_a_copied_project_leaves_the_originals_reports(tmp_path: Path) 
         name = f"{pruned.runs[0].run_id}.html"
         assert (tmp_path / "project" / "reports" / "order_summary" / name).is_file()
         assert not (tmp_path / copy / reports / "order_summary" / name).exists()
+
+
+def test_runs_leave_no_view_of_their_own_in_a_duckdb_store(bench: Bench) -> None:
+    """A merge catch-up named live's rows of its keys, and a projection returning a relation its result, with
+    views DuckDB kept in the store's file: tables readers list found `__live` and `__projection_result`, which
+    named temp tables of a run long gone and failed when read."""
+    import duckdb
+
+    from rebuild.projection import Registry, projection
+
+    registry = Registry()
+    projection(name="per_key", key="order_id", registry=registry)(
+        lambda events: events.aggregate("partition_key AS order_id, count(*) AS events"))
+    bench.ingest(e for o in range(6) for e in order_events(o))
+    bench.rebuild_live("customer_ltv")
+    bench.ingest(order_events(7))
+    assert bench.wb.run("customer_ltv", progress="none").record.strategy == "merge"
+    bench.wb.close()
+    with Workbench(bench.wb.config, registry=registry) as wb:
+        wb.run("per_key", progress="none")
+    con = duckdb.connect(str(bench.root / "views.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall() == []
+    finally:
+        con.close()
