@@ -347,6 +347,9 @@ class ParquetStore(Store):
             _move(m, view, LIVE, PREVIOUS)
             _move(m, view, SHADOW, LIVE)
             _keep_live(m, view, keep or {})
+            for r in m["runs"]:  # the run that was previous is no rollback point any more (see SQLStore.cutover)
+                if r["view"] == view and r["status"] == "previous":
+                    r["status"] = "superseded"
             if live_cp is not None:
                 _status(m, live_cp.run_id, "previous")
             _status(m, run_id, "live", forced)

@@ -315,6 +315,8 @@ class SQLStore(Store):
             self._move_checkpoint(view, LIVE, PREVIOUS)
             self._move_checkpoint(view, SHADOW, LIVE)
             self._keep_live(view, keep or {})
+            # the run that was previous is no rollback point any more (nor those an earlier version left so)
+            self._exec(f"UPDATE _rebuild_runs SET status = 'superseded' WHERE view = {literal(view)} AND status = 'previous'")
             if live_cp is not None:
                 self._set_status(live_cp.run_id, "previous")
             self._set_status(run_id, "live", forced)

@@ -74,6 +74,19 @@ def test_cutover_and_rollback_swap_live_and_previous(bench: Workbench) -> None:
     assert bench.store.views() == [VIEW]  # `rebuild ls` finds views whose projection is gone by these
 
 
+def test_one_run_of_a_view_is_previous_after_many_cutovers(bench: Workbench) -> None:
+    """Each cutover left the run that was previous so: after a year of nightly cutovers `rebuild runs` showed
+    365 previous runs, of which one is the rollback point."""
+    ids = []
+    for _ in range(4):
+        ids.append(bench.run(VIEW, full=True).run_id)
+        bench.cutover(VIEW, force=True)
+    assert [bench.store.run(i).status for i in ids] == ["superseded", "superseded", "previous", "live"]  # type: ignore[union-attr]
+    assert bench.store.checkpoint(VIEW, PREVIOUS).run_id == ids[2]  # type: ignore[union-attr]
+    bench.rollback(VIEW)
+    assert [bench.store.run(i).status for i in ids[2:]] == ["live", "rolled_back"]  # type: ignore[union-attr]
+
+
 def test_incremental_patch_cutover_and_rollback(bench: Workbench, orders_lake: Lake, tmp_path) -> None:
     bench.run(VIEW)
     bench.cutover(VIEW, force=True)
