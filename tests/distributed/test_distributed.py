@@ -205,7 +205,11 @@ def test_pool_workers_end_with_a_terminated_driver(tmp_path: Path, orders_lake: 
             time.sleep(0.1)
         driver.terminate()
         assert driver.wait(timeout=30) == 143
-        time.sleep(3)  # a worker looks for its driver every second
+        # a worker looks for its driver every second: wait for them to go, not a fixed 3 s (a loaded
+        # machine may take longer; a worker left behind never goes)
+        deadline = time.monotonic() + 30
+        while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not [pid for pid in workers if _running(pid)]
     finally:
         for pid in workers:
