@@ -49,7 +49,8 @@ class LogLines:
         if self.handler is not None:
             log.addHandler(self.handler)
         log.info("%s: %s %s to do", description, total, unit)
-        threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True).start()
+        self.beat = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+        self.beat.start()
 
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT / 4):
@@ -71,6 +72,7 @@ class LogLines:
 
     def close(self) -> None:
         self.stopped.set()
+        self.beat.join()  # a heartbeat it had decided on comes before the last line, never after it
         elapsed = time.monotonic() - self.started
         if self.done >= self.total:
             log.info("%s: done in %.1fs", self.description, elapsed)

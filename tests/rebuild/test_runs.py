@@ -514,6 +514,43 @@ def test_a_long_step_shows_in_the_jobs_log(caplog: pytest.LogCaptureFixture, mon
     assert [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"] == said  # silent once closed
 
 
+def test_a_heartbeat_due_as_the_steps_end_comes_before_their_last_line(caplog: pytest.LogCaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat whose thread was paused (a busy machine) between deciding to log and logging, as the job
+    failed, logged 'still running' after the job's last line 'stopped after 0/2 steps ... not finished'."""
+    import logging
+    import threading
+
+    from rebuild import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.2)
+    due, go_on = threading.Event(), threading.Event()
+
+    class Paused(logging.Filter):  # runs in the heartbeat's thread, before its line is handled
+        def filter(self, record: logging.LogRecord) -> bool:
+            if "still running" in record.getMessage() and not go_on.is_set():
+                due.set()
+                go_on.wait(10)
+            return True
+
+    paused = Paused()
+    progress.log.addFilter(paused)
+    try:
+        caplog.set_level("INFO", logger="rebuild.progress")
+        lines = progress.LogLines()
+        lines.start(2, "steps", "order_summary full")
+        assert due.wait(10)
+        threading.Timer(0.2, go_on.set).start()  # the heartbeat's thread goes on a moment later
+        lines.close()  # the job failed meanwhile
+        go_on.set()
+        for beat in [t for t in threading.enumerate() if t.name == "progress-heartbeat"]:
+            beat.join(10)
+    finally:
+        progress.log.removeFilter(paused)
+    said = [r.getMessage() for r in caplog.records if r.name == "rebuild.progress"]
+    assert "still running" in said[1] and said[-1].startswith("order_summary full: stopped after 0/2 steps"), said
+
+
 def test_prune_in_a_copied_project_leaves_the_originals_reports(tmp_path: Path) -> None:
     """A run record names its report by the absolute path it was written at. A project copied with
     `cp -a` (a backup restored next to it, a colleague's copy) and pruned there deleted the original
