@@ -394,6 +394,8 @@ def test_a_cutover_waits_no_longer_than_its_lock_timeout_for_a_session_reading_l
         threads[0].start()
         with psycopg.connect(wb.store.dsn, autocommit=True) as watcher:  # type: ignore[attr-defined]
             while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]:  # type: ignore[index]
+                # a cutover that gave up unseen (a stalled machine) would leave this loop waiting forever
+                assert threads[0].is_alive(), f"the cutover ended before it was seen waiting for live: {outcome}"
                 time.sleep(0.05)  # the cutover waits for live
         threads[1].start()
         for thread in threads:
