@@ -15,18 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(port: int, ready: Any, stop: Any) -> None:
+def _serve(port: Any, ready: Any, stop: Any) -> None:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds a port the system gives it. A free port chosen by the parent and bound here a
+    # second later could be taken meanwhile, and then the server never started (60 s, then every S3 test erred)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port.value = server.get_host_and_port()[1]
     ready.set()
     stop.wait()
     server.stop()
@@ -64,9 +61,13 @@ class MotoProcess:
 
     def __init__(self) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.port = free_port()
-        self._ready, self._stop = ctx.Event(), ctx.Event()
-        self._process = ctx.Process(target=_serve, args=(self.port, self._ready, self._stop), daemon=True)
+        self._port, self._ready, self._stop = ctx.Value("i", 0), ctx.Event(), ctx.Event()
+        self._process = ctx.Process(target=_serve, args=(self._port, self._ready, self._stop), daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on, once started."""
+        return int(self._port.value)
 
     @property
     def endpoint(self) -> str:
@@ -76,7 +77,7 @@ class MotoProcess:
         self._process.start()
         if not self._ready.wait(timeout):
             self._process.kill()
-            raise RuntimeError(f"moto server did not start on port {self.port} within {timeout}s")
+            raise RuntimeError(f"moto server did not start within {timeout}s")
         return self.endpoint
 
     def stop(self) -> None:
