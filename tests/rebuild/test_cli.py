@@ -429,14 +429,27 @@ def test_sigterm_exits_143_at_once_with_one_json_object_and_leaves_whole_commits
     assert report.lake_version >= 2 and not report.bad_files
 
 
-def test_a_reader_that_goes_away_is_exit_141_not_checks_failed(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake of `rebuild lake sample --events 2000`, made once for the tests that only need one (42 daily
+    commits: 5-15 s a process on a loaded CI machine): each works on a copy, ``copy_of(sampled, where)``."""
+    out = tmp_path_factory.mktemp("sampled") / "lake"
+    made = subprocess.run([str(Path(sys.executable).parent / "rebuild"), "lake", "sample", "--events", "2000",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def copy_of(sampled: Path, where: Path) -> Path:
+    return Path(shutil.copytree(sampled, where))
+
+
+def test_a_reader_that_goes_away_is_exit_141_not_checks_failed(tmp_path: Path, sampled: Path) -> None:
     """`rebuild lake audit | head -1`: the reader closes the pipe before the output is written. rich and
     click would exit 1 ("checks failed") there; the CLI exits 141, as a shell reports a Unix tool
     that SIGPIPE stopped, and says nothing (no traceback, no "Exception ignored")."""
-    out = tmp_path / "lake"
+    out = copy_of(sampled, tmp_path / "lake")
     rebuild = Path(sys.executable).parent / "rebuild"
-    assert subprocess.run([str(rebuild), "lake", "sample", "--events", "2000", "--out", str(out)],
-                          capture_output=True).returncode == 0
     for json_flag in ([], ["--json"]):
         read, write = os.pipe()
         os.close(read)  # gone before the command writes a byte
@@ -480,13 +493,11 @@ def test_a_library_failing_as_ctrl_c_unwinds_the_command_is_an_interrupt(
     assert cli_module.main(["--json", "ls"]) == 70
 
 
-def test_verbose_shows_the_workbenchs_lines_not_great_expectations_chatter(tmp_path: Path) -> None:
+def test_verbose_shows_the_workbenchs_lines_not_great_expectations_chatter(tmp_path: Path, sampled: Path) -> None:
     """`rebuild -v check` wrote ~215 log lines, all but two of them Great Expectations' INFO chatter
     ("Skipping registering function ..."); they show with -vv only."""
     rebuild = Path(sys.executable).parent / "rebuild"
-    at = [str(rebuild), "--lake", str(tmp_path / "lake"), "--store", f"duckdb://{tmp_path}/v.duckdb"]
-    assert subprocess.run([*at, "lake", "sample", "--events", "2000", "--out", str(tmp_path / "lake")],
-                          capture_output=True).returncode == 0
+    at = [str(rebuild), "--lake", str(copy_of(sampled, tmp_path / "lake")), "--store", f"duckdb://{tmp_path}/v.duckdb"]
     assert subprocess.run([*at, "run", "order_summary"], capture_output=True).returncode == 0
     logs = {}
     for flag in ("-v", "-vv"):  # in tmp_path: the reports go to ./reports
@@ -497,15 +508,13 @@ def test_verbose_shows_the_workbenchs_lines_not_great_expectations_chatter(tmp_p
     assert logs["-v"] == [] and len(logs["-vv"]) > 50
 
 
-def test_a_long_lake_command_shows_a_spinner_to_a_person_at_a_terminal_only(tmp_path: Path) -> None:
+def test_a_long_lake_command_shows_a_spinner_to_a_person_at_a_terminal_only(tmp_path: Path, sampled: Path) -> None:
     """`lake audit`, `lake compact` and `lake ingest` showed nothing while they worked (at 100M events an
     audit takes two minutes, a compaction as long). On a terminal they say what they do; a job's log
     (stderr not a terminal) gets nothing more."""
     import pty
 
-    rebuild, out = Path(sys.executable).parent / "rebuild", tmp_path / "lake"
-    assert subprocess.run([str(rebuild), "lake", "sample", "--events", "2000", "--out", str(out)],
-                          capture_output=True).returncode == 0
+    rebuild, out = Path(sys.executable).parent / "rebuild", copy_of(sampled, tmp_path / "lake")
     command = [str(rebuild), "--lake", str(out), "lake", "audit"]
     leader, follower = pty.openpty()
     job = subprocess.run(command, stdout=subprocess.PIPE, stderr=follower, timeout=120)
