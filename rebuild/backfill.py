@@ -42,9 +42,9 @@ from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
-    Selection, check_decoding, check_output, check_partition_column, events_sql, materialize, quarantined_keys,
+    bucket_events, check_decoding, check_output, check_partition_column, events_sql, materialize, quarantined_keys,
 )
-from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, new_run_id, skip_or_raise
+from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store
 from rebuild.store.base import SHADOW, Mark, scope_name, shadow_name
 
@@ -331,14 +331,12 @@ def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, proje
     read, keys_checked = 0, False
     try:
         for n, bucket in enumerate(todo):
-            selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
             while True:  # once more per unreadable file skipped (--skip-corrupted)
                 try:
-                    sql, _, events = events_sql(lake, snapshot, projection, selection)
+                    part = bucket_events(lake, snapshot, projection, full_selection(plan), bucket)
                     if n == 0:  # on the first events of the whole lake: a bucket may hold none
-                        whole = events_sql(lake, snapshot, projection, Selection(plan.everything()))[0]
-                        check_decoding(con, projection, whole)
-                    rows = materialize(con, projection, sql, REBUILT)
+                        check_decoding(con, projection, events_sql(lake, snapshot, projection, full_selection(plan))[0])
+                    rows = materialize(con, projection, part.sql, REBUILT)
                     break
                 except (duckdb.Error, ProjectionError) as exc:
                     plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
@@ -349,7 +347,7 @@ def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, proje
                 keys_checked = True
             point("buckets.mid_bucket")
             store.stage(con, plan.view, REBUILT, job.mark(bucket, f"bucket {bucket}", rows), reset=not job.done and n == 0)
-            read += events
+            read += part.events
             point("buckets.after_bucket")
             progress.advance(1, f"bucket {bucket}: {rows:,} rows")
     finally:

@@ -52,8 +52,8 @@ from rebuild.plan import Plan
 # one can take an hour, while a job's log or a bar would show nothing), as the progress log does of a step
 from rebuild.progress import HEARTBEAT, Progress, Silent
 from rebuild.projection import Projection
-from rebuild.replay import Selection, check_output, events_sql, materialize, quarantined_keys
-from rebuild.runner import REBUILT, Recorder, RunResult, new_run_id, skip_or_raise
+from rebuild.replay import Selection, bucket_events, check_output, events_sql, materialize, quarantined_keys
+from rebuild.runner import REBUILT, Recorder, RunResult, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store
 
 log = logging.getLogger(__name__)
@@ -380,19 +380,13 @@ _EXECUTORS: dict[str, Callable[[Sequence[BucketTask], int | None, str | None], I
 def plan_tasks(plan: Plan, lake: Lake, snapshot: Snapshot, projection: Projection, run_id: str, staging: str,
                threads: int | None = None, memory_limit: str | None = None) -> list[BucketTask]:
     """One task per key bucket that has files in the snapshot (an empty bucket yields no rows)."""
-    tasks = []
-    for bucket in range(snapshot.buckets):
-        selection = Selection(plan.everything(), buckets=(bucket,), exclude_quarantined=plan.exclude_quarantined)
-        sql, files, events = events_sql(lake, snapshot, projection, selection)
-        if not files:
-            continue
-        tasks.append(BucketTask(
-            run_id=run_id, view=plan.view, bucket=bucket, sql=sql, events=events, projection=projection,
-            part_uri=part_uri(staging, plan.view, run_id, bucket), lake_uri=lake.uri,
-            storage_options=dict(lake.storage_options), exclude_quarantined=plan.exclude_quarantined,
-            threads=threads, memory_limit=memory_limit,
-        ))
-    return tasks
+    parts = (bucket_events(lake, snapshot, projection, full_selection(plan), bucket) for bucket in range(snapshot.buckets))
+    return [BucketTask(
+        run_id=run_id, view=plan.view, bucket=part.bucket, sql=part.sql, events=part.events, projection=projection,
+        part_uri=part_uri(staging, plan.view, run_id, part.bucket), lake_uri=lake.uri,
+        storage_options=dict(lake.storage_options), exclude_quarantined=plan.exclude_quarantined,
+        threads=threads, memory_limit=memory_limit,
+    ) for part in parts if part.files]
 
 
 def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection, *, executor: str,

@@ -70,13 +70,24 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     return sql, files, sum(x.rows for x in files)
 
 
-def bucket_sqls(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection,
-                files: Sequence[DataFile]) -> list[str]:
-    """The SQL of ``events_sql``, one per bucket of ``files`` (those it reads for ``selection``): a key's events
-    all lie in one bucket, so a Polars projection's events sorted bucket by bucket are in replay order with a
-    sort the size of a bucket, not of the lake (at 100M events, 7.0 GB at a 4GB limit for the whole lake's sort)."""
-    return [events_sql(lake, snapshot, projection, replace(selection, buckets=(bucket,)))[0]
-            for bucket in sorted({f.bucket for f in files})]
+@dataclass(frozen=True)
+class BucketEvents:
+    """One key bucket's share of a selection's events: ``events_sql`` narrowed to the bucket."""
+
+    bucket: int
+    sql: str
+    files: list[DataFile]
+    events: int  # rows of its files
+
+
+def bucket_events(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection,
+                  bucket: int) -> BucketEvents:
+    """The events of ``selection`` in key bucket ``bucket`` (``selection.buckets`` is replaced). A key's events
+    all lie in one bucket, so the buckets can be replayed or sorted one at a time: a full run sorts a Polars
+    projection's or a fold's events bucket by bucket (a sort the size of a bucket, not of the lake: at 100M
+    events, 7.0 GB at a 4GB limit for the whole lake's), a distributed run makes a task of each, and a
+    bucketed run stages each."""
+    return BucketEvents(bucket, *events_sql(lake, snapshot, projection, replace(selection, buckets=(bucket,))))
 
 
 def _source(paths: list[str], selection: Selection) -> str:
@@ -230,7 +241,8 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
     """Run ``projection`` over the events SQL into table ``target``; returns its row count.
 
     ``target`` is a temp table unless ``temp`` is false (a store landing rows in place). ``parts``: the
-    events SQL cut by bucket (:func:`bucket_sqls`), which a Polars projection's events are sorted by one at a time.
+    events SQL cut by bucket (:func:`bucket_events`), which a Polars projection's or a fold's events are sorted
+    by one at a time.
     ``fold_workers`` caps a Python fold's processes (1 inside a worker that is one already)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events}")
     create = f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {quote(target)} AS"

@@ -32,7 +32,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
     Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    NEWLY_QUARANTINED, bucket_sqls, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
+    NEWLY_QUARANTINED, bucket_events, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import LIVE, SHADOW, Mark
@@ -218,6 +218,11 @@ def _scope_columns(plan: Plan, projection: Projection) -> tuple[str, ...]:
 Step = Any
 
 
+def full_selection(plan: Plan) -> Selection:
+    """Every event a full run of ``plan`` replays (bucket by bucket in a distributed or a bucketed run)."""
+    return Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined)
+
+
 def _rows_table(store: Store, plan: Plan) -> str:
     """Where the run's rows are: a full run lands them in the store when it can (no copy)."""
     landed = store.landing(plan.view) if plan.method == "full" else None
@@ -226,11 +231,12 @@ def _rows_table(store: Store, plan: Plan) -> str:
 
 def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
                 projection: Projection, plan: Plan) -> list[DataFile]:
-    selection = Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined)
+    selection = full_selection(plan)
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
     check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
-    parts = bucket_sqls(lake, snapshot, projection, selection, files) if projection.engine == "polars" else ()
+    parts = [bucket_events(lake, snapshot, projection, selection, bucket).sql
+             for bucket in sorted({f.bucket for f in files})] if projection.engine == "polars" else []
     with store.landing_writes():
         materialize(con, projection, sql, rows, temp=rows == REBUILT, parts=parts)
     return files
@@ -337,7 +343,7 @@ def _replay_scoped(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     keys = ", ".join(quote(k) for k in projection.key)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE} AS SELECT DISTINCT {keys} FROM {PARTIAL}")
     if projection.incremental == "full":
-        sql, _, _ = events_sql(lake, snapshot, projection, Selection(plan.everything(), exclude_quarantined=plan.exclude_quarantined))
+        sql, _, _ = events_sql(lake, snapshot, projection, full_selection(plan))
         materialize(con, projection, f"SELECT * FROM ({sql}) WHERE event_id NOT IN (SELECT event_id FROM __selected)", WITHOUT)
         con.execute(f"INSERT INTO {SCOPE} SELECT {keys} FROM (SELECT * FROM {ALL} EXCEPT SELECT * FROM {WITHOUT}) "
                     f"UNION SELECT {keys} FROM (SELECT * FROM {WITHOUT} EXCEPT SELECT * FROM {ALL}) "

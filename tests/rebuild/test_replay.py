@@ -16,7 +16,7 @@ from rebuild import ProjectionError, Workbench, projection
 from rebuild.config import Config
 from rebuild.projection import Registry
 from lake.read import EventFilter
-from rebuild.replay import Selection, _EventSource, bucket_sqls, events_sql
+from rebuild.replay import Selection, _EventSource, bucket_events, events_sql
 from tests.conftest import write_ndjson
 from tests.orders import order_events
 
@@ -181,7 +181,8 @@ def test_a_polars_full_run_sorts_its_events_bucket_by_bucket(tmp_path: Path, wb:
     _ingest(wb, tmp_path / "day1.ndjson", [e for o in range(1, 40) for e in order_events(o)])
     snapshot, selection = wb.lake.snapshot(), Selection(EventFilter())
     files = events_sql(wb.lake, snapshot, p, selection)[1]
-    parts, init = bucket_sqls(wb.lake, snapshot, p, selection, files), _EventSource.__init__
+    parts = [bucket_events(wb.lake, snapshot, p, selection, b).sql for b in sorted({f.bucket for f in files})]
+    init = _EventSource.__init__
     con = duckdb.connect()
     keys = [{k for (k,) in con.sql(f"SELECT DISTINCT partition_key FROM ({part})").fetchall()} for part in parts]
     assert len(parts) > 1 and sum(map(len, keys)) == len(set().union(*keys)) == 39
