@@ -250,7 +250,7 @@ def materialize(con: duckdb.DuckDBPyConnection, projection: Projection, events: 
         if projection.engine == "polars":
             _polars(con, projection, create, parts)
         elif projection.engine == "python":
-            _fold(con, projection, create, fold_workers)
+            _fold(con, projection, create, fold_workers, parts)
         else:
             _duckdb(con, projection, create)
     except (ProjectionError, duckdb.InterruptException):
@@ -322,10 +322,11 @@ def _polars(con: duckdb.DuckDBPyConnection, projection: Projection, create: str,
     _register_table(con, frame.to_arrow(), create)
 
 
-def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, workers: int | None) -> None:
+def _fold(con: duckdb.DuckDBPyConnection, projection: Projection, create: str, workers: int | None,
+          parts: Sequence[str] = ()) -> None:
     """A Python fold's rows, cast to the declared ``output`` types: Arrow would infer them from the
     values (DECIMAL(5,2) from 123.45), so they could change from run to run."""
-    table = fold_table(con, projection.func, workers=workers)
+    table = fold_table(con, projection.func, workers=workers, parts=parts)
     _check_names(projection, [*table.column_names, *(projection.output or {})])
     output = {c: str(duckdb.sqltype(t)) for c, t in (projection.output or {}).items()}
     if table.num_rows == 0:

@@ -236,7 +236,7 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
     check_decoding(con, projection, sql)
     rows = _rows_table(store, plan)
     parts = [bucket_events(lake, snapshot, projection, selection, bucket).sql
-             for bucket in sorted({f.bucket for f in files})] if projection.engine == "polars" else []
+             for bucket in sorted({f.bucket for f in files})] if projection.engine in ("polars", "python") else []
     with store.landing_writes():
         materialize(con, projection, sql, rows, temp=rows == REBUILT, parts=parts)
     return files

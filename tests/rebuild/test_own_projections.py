@@ -150,7 +150,8 @@ def test_columns_that_differ_only_by_case_are_refused(wb: Workbench, registry: R
 @pytest.mark.parametrize("returned", ["text", ("o", 1), [{"order_id": "o"}, "text"]])
 def test_a_fold_that_returns_something_else_than_rows_says_so(wb: Workbench, registry: Registry, returned: Any) -> None:
     projection(name="wrong", key="order_id", engine="python", registry=registry)(lambda key, events: returned)
-    with pytest.raises(ProjectionError, match=r"the fold returned (str|tuple) for partition key 'o-0000001'; a fold "
+    # a full run folds bucket by bucket: the key named is the first of its bucket, not of the lake
+    with pytest.raises(ProjectionError, match=r"the fold returned (str|tuple) for partition key 'o-\d{7}'; a fold "
                                               r"returns a dict \(one row\), a list of dicts or None"):
         wb.run("wrong", progress="none")
 

@@ -16,6 +16,8 @@ from rebuild import ProjectionError, Workbench, projection
 from rebuild.config import Config
 from rebuild.projection import Registry
 from lake.read import EventFilter
+from rebuild import replay
+from rebuild.fold import fold_table
 from rebuild.replay import Selection, _EventSource, bucket_events, events_sql
 from tests.conftest import write_ndjson
 from tests.orders import order_events
@@ -173,10 +175,11 @@ def test_a_misspelt_column_of_events_is_named_not_said_to_be_declared(tmp_path: 
     assert "declare" not in str(failed.value)
 
 
-def test_a_polars_full_run_sorts_its_events_bucket_by_bucket(tmp_path: Path, wb: Workbench, registry: Registry,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_polars_or_python_full_run_sorts_its_events_bucket_by_bucket(tmp_path: Path, wb: Workbench, registry: Registry,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole lake sorted at once took up to the memory limit on top of Polars' own (7.0 GB at a 4GB limit
-    at 100M events): cut by bucket, each part holds whole keys, and the parts hold every event once."""
+    at 100M events), and a fold's (2.2 GB at 4M events in one process): cut by bucket, each part holds whole
+    keys, and the parts hold every event once."""
     p = projection(name="status", key="partition_key", engine="polars", registry=registry)(_status)
     _ingest(wb, tmp_path / "day1.ndjson", [e for o in range(1, 40) for e in order_events(o)])
     snapshot, selection = wb.lake.snapshot(), Selection(EventFilter())
@@ -197,6 +200,18 @@ def test_a_polars_full_run_sorts_its_events_bucket_by_bucket(tmp_path: Path, wb:
     monkeypatch.setattr(_EventSource, "__init__", recording)
     wb.run("status", progress="none")
     assert sorted_by == [len(parts)]  # the full run's events came part by part
+    folded: list[int] = []
+
+    def folding(con: duckdb.DuckDBPyConnection, func: Any, workers: int | None = None, parts: Any = ()) -> Any:
+        folded.append(len(parts))
+        return fold_table(con, func, workers, parts)
+
+    projection(name="status_fold", key="order_id", engine="python", registry=registry)(
+        lambda key, events: {"order_id": key, "status": [e["event_type"] for e in events][-1]})
+    monkeypatch.setattr(replay, "fold_table", folding)
+    wb.run("status_fold", progress="none")
+    assert folded == [len(parts)]  # and a fold's too
+    assert wb.view("status_fold", "shadow").sort("order_id")["status"].to_list() == ["OrderShipped"] * 39
     view = wb.view("status", "shadow")
     assert view.height == 39 and set(view["status"]) == {"OrderShipped"}
     assert all(s == sorted(s) for s in view["sequences"].to_list())
