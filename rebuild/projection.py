@@ -42,6 +42,27 @@ STRATEGIES = ("full", "by_key", "merge", "by_window")
 #: the order a Polars projection's events come in (rebuild.replay), part of its fingerprint: before 2026-11-25 they
 #: came in file order, and a view built then is rebuilt in full once (``Projection.unordered_fingerprints``)
 POLARS_ORDER = " events by (partition_key, sequence, event_id)"
+
+
+@dataclass(frozen=True)
+class Era:
+    """How the workbenches of a time made a projection's fingerprint (``Projection._fingerprint``). A view's
+    checkpoint keeps the fingerprint of its era: an earlier era's names the same code, whose views are caught
+    up, except for the engines whose results changed since (``rebuilt``), whose views are rebuilt in full once."""
+
+    logic: bool  # comments, docstrings and formatting do not count (else: the code's text as written)
+    order_free: bool  # the consumes= and streams= lists count as sets (else: as given)
+    polars_ordered: bool  # a Polars projection's fingerprint names the order its events come in (POLARS_ORDER)
+    rebuilt: tuple[Engine, ...] = ()
+
+
+#: oldest first; the last is today's, and its fingerprints are the projections' own
+ERAS = (
+    Era(logic=False, order_free=False, polars_ordered=False, rebuilt=("polars",)),  # the code's text, to 2026-11-24 12:40 UTC
+    Era(logic=True, order_free=False, polars_ordered=False, rebuilt=("polars",)),  # its logic, to 2026-11-24 23:45
+    Era(logic=True, order_free=True, polars_ordered=False, rebuilt=("polars",)),  # sorted lists, to 2026-11-25 03:30
+    Era(logic=True, order_free=True, polars_ordered=True),
+)
 MERGE_OPS = ("sum", "min", "max")
 #: the keys of ``thresholds`` and ``expectations`` that ``checks`` reads (``checks.verdict.DEFAULTS``,
 #: ``checks.expect.KINDS``; a test keeps them equal): named here so that a typo is refused when the
@@ -84,45 +105,45 @@ class Projection:
     def fingerprint(self) -> str:
         """Of the code's logic: comments, docstrings and formatting of its Python, and of the SQL it
         returns as written (``return 'SELECT ...'``, ``return SQL``), do not count."""
-        return self._fingerprint(logic=True)
+        return self._fingerprint(ERAS[-1])
 
     @property
     def legacy_fingerprint(self) -> str:
         """Of the code's text as written, every comment counting: the fingerprint of the views built
-        before 2026-11-24, which stays current for them until the code's logic changes."""
-        return self._fingerprint(logic=False)
+        before 2026-11-24."""
+        return self._fingerprint(ERAS[0])
 
     @property
-    def earlier_fingerprints(self) -> tuple[str, str]:
+    def earlier_fingerprints(self) -> tuple[str, ...]:
         """The fingerprints earlier workbenches gave this same code, which stay current for the views (and
-        backfills) they made: ``legacy_fingerprint``, and that of its logic with the ``consumes`` and
-        ``streams`` lists as given (before 2026-11-25: a view whose lists were not sorted would have been
-        rebuilt in full after the upgrade, though its code had not changed)."""
-        return self.legacy_fingerprint, self._fingerprint(logic=True, order_free=False)
+        backfills) they made: those of the eras after which its results stayed the same."""
+        return self._earlier(rebuilt=False)
 
     @property
     def unordered_fingerprints(self) -> tuple[str, ...]:
-        """A Polars projection's fingerprints as workbenches before 2026-11-25 gave them, when its events came in
-        the lake's file order (``first()``/``last()`` per key took any event): the views they built are rebuilt
-        in full once. None for the other engines, whose results never depended on that order."""
-        if self.engine != "polars":
-            return ()
-        return tuple(self._fingerprint(logic, order_free, ordered=False)
-                     for logic, order_free in ((True, True), (False, True), (True, False)))
+        """The fingerprints earlier workbenches gave this same code when it gave other results: a Polars
+        projection's before 2026-11-25, when its events came in the lake's file order (``first()``/``last()``
+        per key took any event). The views they built are rebuilt in full once."""
+        return self._earlier(rebuilt=True)
 
     def built_by(self, fingerprint: str) -> bool:
         """Whether a view built by code of ``fingerprint`` was built by this code (its logic)."""
         return fingerprint == self.fingerprint or fingerprint in self.earlier_fingerprints
 
-    def _fingerprint(self, logic: bool, order_free: bool = True, ordered: bool = True) -> str:
+    def _earlier(self, rebuilt: bool) -> tuple[str, ...]:
+        """The distinct fingerprints of the earlier eras whose views are (or are not) ``rebuilt`` for this engine."""
+        found = (self._fingerprint(era) for era in ERAS[:-1] if (self.engine in era.rebuilt) == rebuilt)
+        return tuple(dict.fromkeys(f for f in found if f != self.fingerprint))
+
+    def _fingerprint(self, era: Era) -> str:
         consumes, streams = self.consumes, self.streams
-        if logic and order_free:  # the lake is filtered by them as by sets; before, they counted as given
+        if era.logic and era.order_free:  # the lake is filtered by them as by sets; before, they counted as given
             consumes, streams = _sorted_once(consumes), _sorted_once(streams)
         meta = repr((self.version, self.key, self.engine, self.incremental, consumes, streams,
                      sorted(self.payload.items()), self.window, self.merge, sorted((self.output or {}).items())))
-        if self.engine == "polars" and ordered:
+        if self.engine == "polars" and era.polars_ordered:
             meta += POLARS_ORDER
-        return code_fingerprint(self.func, meta, logic, order_free)
+        return code_fingerprint(self.func, meta, era.logic, era.order_free)
 
     @property
     def partition_column(self) -> str:
