@@ -85,31 +85,10 @@ def test_a_retried_task_overwrites_its_part(tmp_path: Path, orders_lake: lake.La
     assert duckdb.sql(f"SELECT count(*) FROM '{first.part_uri}'").fetchall()[0][0] == first.rows
 
 
-def test_a_python_fold_turns_a_batch_of_events_into_dicts_at_a_time() -> None:
-    """A fold turned all its events into dicts at once, over 1 KB each: the task of a hot key bucket
-    (1.2M events, order_summary_fold) peaked at 2.4 GB. Measured in a fresh process, as a task runs."""
-    measure = ("import resource, duckdb\n"
-               "from rebuild.fold import fold_table\n"
-               "from tests.stores.synthetic import events_sql\n"
-               "con = duckdb.connect()\n"
-               "con.execute('SET threads = 1; SET enable_progress_bar = false')\n"
-               "con.execute(f'CREATE TEMP TABLE events AS {events_sql(100_000)}')\n"
-               "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-               "fold_table(con, lambda key, events: {'order_id': key, 'events': sum(1 for _ in events)}, workers=1)\n"
-               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, "
-               "con.sql('SELECT count(*) FROM events').fetchall()[0][0])\n")
-    done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, timeout=300, check=True,
-                          cwd=Path(__file__).parents[2])
-    grown_kib, events = map(int, done.stdout.split())
-    assert events == 630_000 and grown_kib < 0.6 * events  # sorting and the rows folded; not every event as a dict
-
-
-def test_a_fold_in_several_processes_sends_each_a_chunk_not_every_event() -> None:
-    """The fold in several processes read the whole sorted lake as one table and sent each worker a slice
-    of it, which pickles with the whole table's buffers: each worker got every event (4M events: 4.1 GB
-    in the parent, 10.4 GB over the processes). Each now gets chunks of DuckDB's own batches, and the rows
-    are the same as one process's, bucket by bucket or not. Measured in a fresh process."""
-    measure = ("import resource, duckdb\n"
+def _fold_measured(script: str) -> list[str]:
+    """What ``script`` prints, run in a fresh process (as a task runs) after 630,000 synthetic events are put
+    in the temp table ``events`` of ``con``, with ``fold`` counting each order's and ``before`` its max RSS."""
+    prelude = ("import resource, duckdb\n"
                "from lake.schema import bucket_sql\n"
                "from rebuild.fold import fold_table\n"
                "from tests.stores.synthetic import events_sql\n"
@@ -117,16 +96,33 @@ def test_a_fold_in_several_processes_sends_each_a_chunk_not_every_event() -> Non
                "con.execute('SET threads = 1; SET enable_progress_bar = false')\n"
                "con.execute(f'CREATE TEMP TABLE events AS {events_sql(100_000)}')\n"
                "fold = lambda key, events: {'order_id': key, 'events': sum(1 for _ in events)}\n"
-               "parts = [f'SELECT * FROM events WHERE {bucket_sql(\"partition_key\", 16)} = {b}' for b in range(16)]\n"
-               "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-               "several = fold_table(con, fold, workers=2, parts=parts)\n"
-               "grown = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss - before\n"
-               "one = fold_table(con, fold, workers=1)\n"
-               "print(grown, con.sql('SELECT * FROM events').to_arrow_table().nbytes // 1024, one.num_rows,\n"
-               "      one.sort_by('order_id').equals(several.sort_by('order_id')))\n")
-    done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, timeout=300, check=True,
-                          cwd=Path(__file__).parents[2])
-    grown_kib, events_kib, rows, same = done.stdout.split()
+               "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n")
+    done = subprocess.run([sys.executable, "-c", prelude + script], capture_output=True, text=True, timeout=300,
+                          check=True, cwd=Path(__file__).parents[2])
+    return done.stdout.split()
+
+
+def test_a_python_fold_turns_a_batch_of_events_into_dicts_at_a_time() -> None:
+    """A fold turned all its events into dicts at once, over 1 KB each: the task of a hot key bucket
+    (1.2M events, order_summary_fold) peaked at 2.4 GB."""
+    grown_kib, events = map(int, _fold_measured(
+        "fold_table(con, fold, workers=1)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, con.sql('SELECT count(*) FROM events').fetchall()[0][0])\n"))
+    assert events == 630_000 and grown_kib < 0.6 * events  # sorting and the rows folded; not every event as a dict
+
+
+def test_a_fold_in_several_processes_sends_each_a_chunk_not_every_event() -> None:
+    """The fold in several processes read the whole sorted lake as one table and sent each worker a slice
+    of it, which pickles with the whole table's buffers: each worker got every event (4M events: 4.1 GB
+    in the parent, 10.5 GB over the processes). Each now gets chunks of DuckDB's own batches, and the rows
+    are the same as one process's, bucket by bucket or not."""
+    grown_kib, events_kib, rows, same = _fold_measured(
+        "parts = [f'SELECT * FROM events WHERE {bucket_sql(\"partition_key\", 16)} = {b}' for b in range(16)]\n"
+        "several = fold_table(con, fold, workers=2, parts=parts)\n"
+        "grown = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss - before\n"
+        "one = fold_table(con, fold, workers=1)\n"
+        "print(grown, con.sql('SELECT * FROM events').to_arrow_table().nbytes // 1024, one.num_rows,\n"
+        "      one.sort_by('order_id').equals(several.sort_by('order_id')))\n")
     assert int(rows) == 100_000 and same == "True"
     assert int(grown_kib) < 0.6 * int(events_kib)  # a worker's peak over the parent's before it: chunks, not the events
 
