@@ -46,6 +46,7 @@ import duckdb
 from lake import Lake, Snapshot, storage
 from lake.sql import literal, quote
 from rebuild.errors import ConfigError, ProjectionError, RebuildError
+from rebuild.fold import exit_with_parent
 from rebuild.options import EXECUTORS
 from rebuild.plan import Plan
 # HEARTBEAT: seconds without a bucket done after which a run says which buckets it still waits for (a hot
@@ -214,7 +215,7 @@ def _processes(tasks: Sequence[BucketTask], workers: int | None, address: str | 
 
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context,
-                               initializer=_exit_with_driver, initargs=(os.getpid(),))
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(_run_pickled, cloudpickle.dumps(t)): t for t in tasks}
         pending = set(futures)
@@ -244,17 +245,6 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         process.terminate()
         process.join()
-
-
-def _exit_with_driver(driver: int) -> None:
-    """In each pool worker: exit once the driver is gone (SIGTERM exits it at once, or kill -9). A worker
-    left behind would replay its queued buckets into a staging folder no one reads, then wait forever."""
-    def watch() -> None:
-        while os.getppid() == driver:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 def _unguarded_script() -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -64,7 +66,8 @@ def _fold_chunks(chunks: Iterator[list[pa.RecordBatch]], workers: int) -> list[K
         return _fold_batches(first)
     rows: list[Keyed] = []
     pending: deque[Future[list[Keyed]]] = deque()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
     try:
         for chunk in itertools.chain([first, second], chunks):
             pending.append(pool.submit(_fold_batches, chunk))
@@ -75,6 +78,17 @@ def _fold_chunks(chunks: Iterator[list[pa.RecordBatch]], workers: int) -> list[K
     finally:
         pool.shutdown(cancel_futures=True)  # after a failed fold, the chunks not yet started are of no use
     return rows
+
+
+def exit_with_parent(parent: int) -> None:
+    """In each pool worker: exit once the process that started the pool is gone (SIGTERM or kill -9). A worker
+    left behind would fold or replay what it was sent for no one, then wait forever for more."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _chunks(batches: Iterable[pa.RecordBatch], size: int = CHUNK) -> Iterator[list[pa.RecordBatch]]:

@@ -127,6 +127,38 @@ def test_a_fold_in_several_processes_sends_each_a_chunk_not_every_event() -> Non
     assert int(grown_kib) < 0.6 * int(events_kib)  # a worker's peak over the parent's before it: chunks, not the events
 
 
+def test_a_local_fold_s_workers_end_with_a_killed_parent(tmp_path: Path) -> None:
+    """A night's full run of a Python fold killed (kill -9, or SIGTERM) left its forked fold workers folding
+    what they had been sent, then waiting forever for more, under PID 1."""
+    noted = tmp_path / "folded"
+    script = ("import os, time, duckdb\n"
+              "from rebuild.fold import fold_table\n"
+              "from tests.stores.synthetic import events_sql\n"
+              "con = duckdb.connect()\n"
+              "con.execute(f'CREATE TEMP TABLE events AS {events_sql(30_000)}')\n"
+              f"def fold(key, events):\n"
+              f"    open({str(noted)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(0.05)\n"
+              "    return {'order_id': key, 'events': sum(1 for _ in events)}\n"
+              "fold_table(con, fold, workers=2, parts=[])\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    workers: set[int] = set()
+    try:
+        started = time.monotonic()
+        while len(workers := {int(p) for p in noted.read_text().split()} if noted.exists() else set()) < 2:
+            assert parent.poll() is None and time.monotonic() - started < 120, "the fold's two workers never folded"
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30  # a worker looks for its parent every second
+        while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_views_not_per_key_are_refused(tmp_path: Path, orders_lake: lake.Lake) -> None:
     with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
         with pytest.raises(ConfigError, match="cannot be split by key bucket"):
