@@ -23,7 +23,7 @@ from rich.markup import escape
 from lake.dedupe import DedupeResult
 from lake.render import html_table
 from rebuild.projection import Projection
-from rebuild.store import LIVE, Store
+from rebuild.store import LIVE, SHADOW, Checkpoint, Store
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,20 @@ class DedupeReport:
 
 
 def next_runs(projections: Iterable[Projection], store: Store | None, result: DedupeResult) -> list[NextRun]:
-    """The views whose live read a removed copy (built from its lake_version on, of its stream and event type).
-    Without a keys file (a dry run) the commands say ``KEYS_FILE``."""
+    """The views whose live read a removed copy (built from its lake_version on, of its stream and event type),
+    and those whose shadow did, which a cutover would make live. Without a keys file (a dry run) the commands say ``KEYS_FILE``."""
     keys_file = result.keys_file
     if not result.removed or store is None:
         return []
     runs = []
     for p in projections:
+        if not _reads(p.streams, result.streams) or not _reads(p.consumes, result.event_types):
+            continue
         live = store.checkpoint(p.name, LIVE)
-        read = live is not None and result.first_version is not None and live.lake_version >= result.first_version
-        if not read or not _reads(p.streams, result.streams) or not _reads(p.consumes, result.event_types):
+        if not _applied(live, result):
+            if _applied(store.checkpoint(p.name, SHADOW), result):  # cut over, its live would hold the copies
+                runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)}", "its shadow, not cut over yet, "
+                                    "applied the copies: a run replaces it (live did not apply them)"))
             continue
         why = _why_full(p, live.lake_version > result.lake_version if live else False, result)
         flag = "--full" if why else f"--keys-file {shlex.quote(str(keys_file)) if keys_file else 'KEYS_FILE'}"
@@ -87,6 +91,11 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
                  else f"the {keys} from all {'its' if len(result.keys) == 1 else 'their'} events")
         runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)} {flag}", why or f"recomputes {scope}"))
     return runs
+
+
+def _applied(checkpoint: Checkpoint | None, result: DedupeResult) -> bool:
+    """Whether a view built up to ``checkpoint`` read a removed copy (of its streams and event types)."""
+    return checkpoint is not None and result.first_version is not None and checkpoint.lake_version >= result.first_version
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

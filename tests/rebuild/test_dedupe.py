@@ -122,3 +122,18 @@ def test_a_copy_that_differed_or_a_key_holding_a_line_break_asks_for_full_runs(b
     [step] = bench.wb.dedupe().next_runs
     assert (step.command, step.why) == ("rebuild run order_summary --full",
                                         "a partition key holds a line break, which a keys file cannot list")
+
+
+def test_a_shadow_built_from_the_copies_before_the_dedupe_is_named_not_cut_over_with_them(bench: Bench) -> None:
+    """A run waiting for its check or cutover read the copies too: cut over after the dedupe, its live would
+    hold what they did, and live, built before them, needs no run of its own."""
+    bench.ingest(ORDERS)
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER)
+    bench.wb.run("order_summary", progress="none")  # the night's shadow, cut over after its check
+    [step] = bench.wb.dedupe().next_runs
+    assert step.command == "rebuild run order_summary" and "shadow" in step.why
+    bench.rebuild_live("order_summary")  # as the command says: a catch-up from live, which read no copy
+    assert bench.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() == [
+        sum(e["payload"]["amount"] for e in ORDERS if e["event_id"] == COPIED[0])]
