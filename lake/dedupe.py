@@ -123,7 +123,7 @@ def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnect
 def _copies(lake: Lake, snapshot: Snapshot, keys: list[str], con: duckdb.DuckDBPyConnection) -> pa.Table:
     """Table ``copies``: every copy of the duplicated ids, from the files those keys' statistics allow, with its
     file and row, its rank (``nth``, 1 kept), the kept copy's lake_version and the content columns that differ.
-    Returns the later copies (``nth > 1``)."""
+    Returns where the later copies (``nth > 1``) are: stream, bucket, filename and file_row_number."""
     paths = [f.path for f in EventFilter(partition_keys=tuple(keys)).files(snapshot, lake)]
     columns = ", ".join(quote(c) for c in ENVELOPE_COLUMNS)
     differs = ", ".join(f"CASE WHEN {quote(c)} IS DISTINCT FROM first_value({quote(c)}) OVER w THEN {literal(c)} END"
@@ -138,7 +138,8 @@ def _copies(lake: Lake, snapshot: Snapshot, keys: list[str], con: duckdb.DuckDBP
         SELECT *, row_number() OVER w AS nth, first_value(lake_version) OVER w AS kept_version,
                list_filter([{differs}], lambda c: c IS NOT NULL) AS differs
         FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY lake_version, sequence, filename, file_row_number)""")
-    return con.sql("FROM copies WHERE nth > 1").to_arrow_table()
+    # where each later copy is, not its payload: the rest stays in DuckDB, which spills, not in Python's memory
+    return con.sql("SELECT stream, bucket, filename, file_row_number FROM copies WHERE nth > 1").to_arrow_table()
 
 
 def _quarantine(lake: Lake, con: duckdb.DuckDBPyConnection) -> int:
