@@ -191,11 +191,16 @@ class PostgresStore(SQLStore):
         not a year of history: `rebuild runs` (the newest of a view, or of all) and a publish's settling of
         the view's earlier shadow scanned every run (150,000 runs: 91 ms and 44 ms; 0.1-1 ms now), and a
         backfill every view's marks. DuckDB scans these small tables fast and its indexes slow its UPDATEs.
-        Only missing ones are made: a role that may use the tables but does not own them opens the store as before."""
+        Only missing ones are made: a role that may use the tables but does not own them opens the store as before
+        (one made before them too, with a warning: it cannot make them)."""
         made = {r[0] for r in self._query("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
         for name, table, columns in META_INDEXES:
             if name not in made:
-                self._exec(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+                try:
+                    self._exec(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+                except psycopg.errors.InsufficientPrivilege:  # a store made before them, opened by a user of it
+                    log.warning("the store %s lacks its index %s, which only the owner of %s can make: listing runs "
+                                "reads every run record until one command runs as that owner", redact(self.uri), name, table)
 
     # -- SQL ------------------------------------------------------------------------------------
     _value_errors = (psycopg.errors.DataError,)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -216,7 +217,7 @@ def test_a_full_cutover_keeps_lives_grants_owner_comments_constraints_and_indexe
         assert _surroundings(conn, VIEW) == before
         assert conn.execute(f'SELECT has_column_privilege(\'public\', \'"{VIEW}"\', \'order_id\', \'SELECT\')').fetchone()[0]
         previous = _surroundings(conn, f"{VIEW}__previous")  # still indexed, under names of its own
-        assert [c for c, _ in previous["constraints"]] == ["order_summary_pkey__previous", "paid_ok"]  # type: ignore[union-attr]
+        assert [c for c, _ in previous["constraints"]] == ["order_summary_pkey__previous", "paid_ok"]  # type: ignore[attr-defined]
         for _ in range(2):  # back and forth: live always has them under live's names
             wb.rollback(VIEW)
             assert _as_role(dsn, schema, reader, count) == 40
@@ -623,3 +624,33 @@ def test_a_nights_statements_read_few_run_records_of_a_long_history(orders_lake:
             finally:
                 conn.execute("ROLLBACK")
     assert len(scanned) >= 5 and max(scanned.values()) < 500, sorted(scanned.items(), key=lambda s: -s[1])[:3]
+
+
+def test_a_store_made_before_its_indexes_opens_for_a_role_that_does_not_own_its_tables(
+        postgres_uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the tables' owner can index them: the first command after the upgrade as another role (a job's
+    user, granted the tables) failed with "must be owner of table _rebuild_runs", as every one after it."""
+    tag = uuid.uuid4().hex[:8]
+    schema, role = f"t_{tag}", f"job_{tag}"
+    made = open_store(schema_uri(postgres_uri, schema))
+    for name, _, _ in postgres_store.META_INDEXES:  # as a store made before them
+        made._exec(f"DROP INDEX {name}")  # type: ignore[attr-defined]
+    made.close()
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        for sql in (f'CREATE ROLE "{role}" LOGIN', f'GRANT CREATE ON DATABASE "{conn.info.dbname}" TO "{role}"',
+                    f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO "{role}"',
+                    f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'):
+            conn.execute(sql)
+    parts = urlsplit(postgres_uri)
+    as_job = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+    with caplog.at_level(logging.WARNING, logger=postgres_store.__name__):
+        store = open_store(schema_uri(as_job, schema))
+    try:
+        assert store.runs() == [] and "only the owner of _rebuild_runs" in caplog.text
+    finally:
+        store.close()
+    open_store(schema_uri(postgres_uri, schema)).close()  # the owner's next command makes them
+    with psycopg.connect(postgres_uri) as conn:
+        made_now = conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = ANY(%s)",
+                                (schema, [n for n, _, _ in postgres_store.META_INDEXES])).fetchone()
+    assert made_now == (len(postgres_store.META_INDEXES),)
