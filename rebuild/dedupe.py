@@ -6,7 +6,8 @@ and a ``by_window`` view's windows those keys' events fall in, from all their ev
 view's keys run reads every event anyway (README, "Incremental strategies"), and a ``merge`` patch must be at
 live's lake_version: these get a full run. So does a ``by_window`` view when a removed copy differed from the
 copy kept (its window may hold none of the keys' events now), and every view when live is ahead of the lake
-(the removed copies were all a commit held) or a key cannot be written on a line of its own.
+(the removed copies were all a commit held) or a key cannot be written on a line of its own (a line
+break in it, or nothing but white space, as a tab: a keys file skips a blank line).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def _why_full(p: Projection, ahead: bool, result: DedupeResult) -> str | None:
     """Why the view needs a full run, or None when a keys run corrects it."""
     if ahead:
         return "live is ahead of the lake's lake_version now (a commit held nothing but copies): its next run is full"
-    if any("\n" in k or "\r" in k for k in result.keys):
-        return "a partition key holds a line break, which a keys file cannot list"
+    if any("\n" in k or "\r" in k or not k.strip() for k in result.keys):  # --keys-file skips a blank line
+        return "a partition key is blank or holds a line break, which a keys file cannot list"
     if p.incremental in ("merge", "full"):
         return f"a {p.incremental} view's keys run reads every event too, and a full run replaces its rows at once"
     if p.incremental == "by_window" and result.quarantined:

@@ -121,7 +121,7 @@ def test_a_copy_that_differed_or_a_key_holding_a_line_break_asks_for_full_runs(b
     bench.rebuild_live("order_summary")
     [step] = bench.wb.dedupe().next_runs
     assert (step.command, step.why) == ("rebuild run order_summary --full",
-                                        "a partition key holds a line break, which a keys file cannot list")
+                                        "a partition key is blank or holds a line break, which a keys file cannot list")
 
 
 def test_a_shadow_built_from_the_copies_before_the_dedupe_is_named_not_cut_over_with_them(bench: Bench) -> None:
@@ -137,3 +137,15 @@ def test_a_shadow_built_from_the_copies_before_the_dedupe_is_named_not_cut_over_
     bench.rebuild_live("order_summary")  # as the command says: a catch-up from live, which read no copy
     assert bench.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() == [
         sum(e["payload"]["amount"] for e in ORDERS if e["event_id"] == COPIED[0])]
+
+
+def test_a_key_of_white_space_only_asks_for_a_full_run(bench: Bench) -> None:
+    """A keys file skips a blank line, so a key such as a tab (which ingest archives) is not corrected by it."""
+    tabbed = [{**e, "partition_key": "\t", "event_id": e["event_id"] + "-tab"} for e in order_events(9)]
+    bench.ingest(ORDERS + tabbed)
+    archive_again(bench.wb.lake, [tabbed[3]["event_id"]])
+    bench.ingest(LATER)
+    bench.rebuild_live("order_summary")
+    [step] = bench.wb.dedupe().next_runs
+    assert (step.command, step.why) == ("rebuild run order_summary --full",
+                                        "a partition key is blank or holds a line break, which a keys file cannot list")
