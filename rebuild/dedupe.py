@@ -83,7 +83,8 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
         if not _applied(live, result):
             if _applied(store.checkpoint(p.name, SHADOW), result):  # cut over, its live would hold the copies
                 runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)}", "its shadow, not cut over yet, "
-                                    "applied the copies: a run replaces it (live did not apply them)"))
+                                    "applied the copies: a run replaces it (resumed, an unfinished backfill reads them "
+                                    "again: its snapshot is pinned)"))
             continue
         why = _why_full(p, live.lake_version > result.lake_version if live else False, result)
         flag = "--full" if why else f"--keys-file {shlex.quote(str(keys_file)) if keys_file else 'KEYS_FILE'}"
