@@ -170,12 +170,14 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
     actions, removed = [], []
     for (stream, bucket), rows in sorted(dropped.items()):
         files: list[DataFile] = [by_path[p] for p in sorted(rows)]
+        removed += files
+        if sum(f.rows for f in files) == sum(map(len, rows.values())):  # nothing but copies: replaced by no file
+            continue  # (not written either: a file no commit adds stays on disk until a vacuum)
         drop = pa.table({"filename": [p for p, r in rows.items() for _ in r],
                          "file_row_number": pa.array([n for r in rows.values() for n in r], pa.int64())})
         action = rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
-        if json.loads(action.stats or "{}").get("numRecords"):  # files of nothing but copies go, replaced by none
+        if json.loads(action.stats or "{}").get("numRecords"):  # files without row counts in their statistics
             actions.append(dataclasses.replace(action, data_change=True))
-        removed += files
     lake.commit_files(EVENTS, actions, expected_version=snapshot.delta_version + 1, operation="dedupe",
                       remove=removed, data_change=True, metadata={"workbench.dedupe.removed": str(later.num_rows)})
     return len(removed)

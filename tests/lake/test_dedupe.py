@@ -84,8 +84,10 @@ def test_as_of_reads_the_lake_without_the_copies_and_delta_time_travel_with_them
 def test_a_commit_of_nothing_but_copies_leaves_no_lake_version(copied: Lake) -> None:
     """The lake's lake_version is its newest event's, as after an ingest that archived nothing; the commits' files
     are removed, not replaced by empty ones."""
+    on_disk = set(Path(copied.table_uri("events")).rglob("*.parquet"))
     assert (copied.snapshot().lake_version, dedupe(copied).lake_version) == (3, 1)
     assert sorted((f.max_version, f.rows) for f in copied.snapshot().files) == [(1, 2), (1, 2)]
+    assert set(Path(copied.table_uri("events")).rglob("*.parquet")) == on_disk  # nor written, left for vacuum
 
 
 def test_compacted_files_keep_their_decoded_columns(copied: Lake) -> None:
