@@ -49,6 +49,9 @@ from rebuild.store.sqlstore import check_patch_columns, patch_does_not_fit
 
 MANIFEST = "_manifest.json"
 GRACE_SECONDS = 600.0
+#: how long after its write a file's time may still be that of a later write (file clocks tick every few ms on
+#: ext4, every second on some file systems): a manifest younger than this is compared by content, not by time
+SETTLED_NS = 2_000_000_000
 MERGED = 4  # the files a table grown a file at a time merges at once (ParquetStore._append)
 #: DuckDB writes these to Parquet as DOUBLE, which loses digits past 2**53 and which a check compares
 #: within a float's tolerance (a sum of cents one cent off passed): written as exact decimals instead
@@ -79,7 +82,7 @@ class ParquetStore(Store):
         self.locks = FileLocks(self.root / "locks")
         self._settings = (memory_limit, temp_directory, threads)
         self._scratch: duckdb.DuckDBPyConnection | None = None
-        self._parsed: tuple[tuple[int, int, int], Manifest] | None = None
+        self._parsed: tuple[tuple[int, int, int, bool], bytes, Manifest] | None = None
         if not (self.root / MANIFEST).exists():
             with self._transaction():
                 pass
@@ -96,17 +99,22 @@ class ParquetStore(Store):
         try:
             stat = path.stat()  # before reading: what is read is at least as new as what the key says
         except FileNotFoundError:
-            return self._parse()
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a transaction always writes a new file
-        if self._parsed is None or self._parsed[0] != key:
-            self._parsed = (key, self._parse())
-        return self._parsed[1]
+            return self._parse(None)
+        # a transaction writes a new file, but the file system may give it the inode just freed, and a coarse
+        # clock the time of the write before: a file written within SETTLED of its time is compared by content
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size, time.time_ns() - stat.st_mtime_ns > SETTLED_NS)
+        cached = self._parsed
+        if cached is not None and cached[0][:3] == key[:3] and cached[0][3]:
+            return cached[2]
+        text = path.read_bytes()
+        manifest = cached[2] if cached is not None and cached[1] == text else self._parse(text)
+        self._parsed = (key, text, manifest)
+        return manifest
 
-    def _parse(self) -> Manifest:
+    def _parse(self, text: bytes | None) -> Manifest:
+        """The manifest ``text`` read (None: none written yet), with the keys of an empty one."""
         try:
-            data: Manifest = json.loads((self.root / MANIFEST).read_text())
-        except FileNotFoundError:
-            data = {}
+            data: Manifest = json.loads(text) if text is not None else {}
         except ValueError as exc:
             raise self._damaged(self.root / MANIFEST, exc) from None
         if not isinstance(data, dict):
@@ -115,13 +123,20 @@ class ParquetStore(Store):
             data.setdefault(key, empty)
         return data
 
+    def _read(self) -> Manifest:
+        """The manifest parsed afresh, to change."""
+        try:
+            return self._parse((self.root / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            return self._parse(None)
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Manifest]:
         """The manifest to change; written atomically when the block ends without an error."""
         with open(self.root / "_commit.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                manifest = self._parse()
+                manifest = self._read()
                 yield manifest
                 manifest["generation"] += 1
                 tmp = self.root / f"{MANIFEST}.{uuid.uuid4().hex}.tmp"

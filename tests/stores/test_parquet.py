@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -87,13 +87,13 @@ def test_forgetting_runs_and_jobs_reads_their_ids_once_not_once_per_row(tmp_path
 
     store = open_store(f"parquet://{tmp_path / 'views'}")
     try:
-        with store._transaction() as m:
+        with store._transaction() as m:  # type: ignore[attr-defined]
             m["runs"] = [{"run_id": f"r{i}", "view": "v"} for i in range(1_000)]
             m["backfills"] = [{"run_id": f"r{i // 5}", "job_id": f"j{i // 5}"} for i in range(5_000)]
         store.forget_runs(Counted(f"r{i}" for i in range(0, 1_000, 2)))
         store.forget_jobs(Counted(f"j{i}" for i in range(1, 1_000, 2)))
         assert Counted.reads <= 4  # once each (and once to make the list): 6,500 before
-        m = store._load()
+        m = store._load()  # type: ignore[attr-defined]
         assert len(m["runs"]) == 500 and m["backfills"] == []
     finally:
         store.close()
@@ -233,3 +233,30 @@ def test_a_year_of_run_records_is_parsed_once_per_change_of_the_manifest_not_at_
         assert len([n for n in parsed if n > 1_000_000]) == 1  # the 1,500 runs' manifest, once
         wb.store.set_verdict("old-7", "pass", None)
         assert wb.store.run("old-7").verdict == "pass"  # type: ignore[union-attr]  # a change is read back
+
+
+def test_a_change_by_another_process_within_one_tick_of_the_file_clock_is_read(tmp_path: Path) -> None:
+    """The parsed manifest was kept while its file's inode, time and size stayed: a file system reuses a freed
+    inode at once (ext4 gave the manifest its previous inode at each second write), a change may keep the size
+    (a chunk's 1 row, then 3), and a coarse clock (one tick per 4 ms on many kernels, a second on some file
+    systems) gives two writes the same time: a reader kept reading the older manifest."""
+    import os
+
+    from rebuild.store.base import Mark
+
+    reader, writer = open_store(f"parquet://{tmp_path}"), open_store(f"parquet://{tmp_path}")
+    at = datetime(2026, 9, 1, 3, tzinfo=UTC)
+
+    def mark(rows: int) -> Mark:
+        return Mark("job", "v", "backfill", 0, "day 1", "done", 1, 1, "run", rows, "{}", at)
+
+    writer.put_mark(mark(1))
+    manifest = tmp_path / "_manifest.json"
+    first = manifest.stat()
+    assert [m.rows for m in reader.marks("v")] == [1]
+    for rows in (2, 3):  # the second write takes the inode the first one freed
+        writer.put_mark(mark(rows))
+    os.utime(manifest, ns=(first.st_atime_ns, first.st_mtime_ns))  # within the first write's tick
+    assert [m.rows for m in reader.marks("v")] == [3]
+    reader.close()
+    writer.close()
