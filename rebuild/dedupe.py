@@ -59,7 +59,7 @@ class DedupeReport:
     def render(self, console: Console) -> None:
         console.print(escape(self.summary()))
         if self.next_runs:
-            console.print("live views that applied the copies; correct each, then check it and cut over (its check "
+            console.print("views that applied the copies (live, or a shadow not cut over); correct each, then check it and cut over (its check "
                           "shows what the copies did in live: --force once it shows nothing else):")
         for n in self.next_runs:
             console.print(f"  {escape(n.command)}  [dim]# {escape(n.why)}[/dim]")
