@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import duckdb
@@ -136,20 +138,28 @@ def test_a_local_fold_s_workers_end_with_a_killed_parent(tmp_path: Path) -> None
               "from tests.stores.synthetic import events_sql\n"
               "con = duckdb.connect()\n"
               "con.execute(f'CREATE TEMP TABLE events AS {events_sql(30_000)}')\n"
-              f"def fold(key, events):\n"
+              "def fold(key, events):\n"
               f"    open({str(noted)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(0.05)\n"
               "    return {'order_id': key, 'events': sum(1 for _ in events)}\n"
               "fold_table(con, fold, workers=2, parts=[])\n")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    _workers_end_with_their_parent(parent, lambda: {int(p) for p in noted.read_text().split()} if noted.exists() else set(),
+                                   parent.kill)
+
+
+def _workers_end_with_their_parent(parent: subprocess.Popen[Any], seen: Callable[[], set[int]],
+                                   end: Callable[[], object]) -> None:
+    """Once two worker processes of ``parent`` are seen working (``seen``: their pids), ``end`` it: they must go.
+    Each looks for its parent every second: wait for them to go, not a fixed time (a loaded machine may take
+    longer; a worker left behind never goes)."""
     workers: set[int] = set()
     try:
         started = time.monotonic()
-        while len(workers := {int(p) for p in noted.read_text().split()} if noted.exists() else set()) < 2:
-            assert parent.poll() is None and time.monotonic() - started < 120, "the fold's two workers never folded"
+        while len(workers := seen()) < 2:
+            assert parent.poll() is None and time.monotonic() - started < 120, "its two workers never started working"
             time.sleep(0.05)
-        parent.kill()
-        parent.wait(timeout=30)
-        deadline = time.monotonic() + 30  # a worker looks for its parent every second
+        end()
+        deadline = time.monotonic() + 30
         while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not [pid for pid in workers if _running(pid)]
@@ -252,24 +262,12 @@ def test_pool_workers_end_with_a_terminated_driver(tmp_path: Path, orders_lake: 
     command = [str(Path(sys.executable).with_name("rebuild")), "--config", str(config), "run", "order_events_poisoned",
                "--full", "--executor", "processes", "--workers", "2"]
     driver = subprocess.Popen(command, env={**os.environ, "POISONED_FOLDED": str(folded)}, stderr=subprocess.PIPE)
-    workers: set[int] = set()
-    try:
-        started = time.monotonic()
-        while len(workers := {pid for pid, _ in _folded(folded)}) < 2:  # both workers are replaying
-            assert driver.poll() is None and time.monotonic() - started < 120
-            time.sleep(0.1)
+
+    def terminate() -> None:
         driver.terminate()
         assert driver.wait(timeout=30) == 143
-        # a worker looks for its driver every second: wait for them to go, not a fixed 3 s (a loaded
-        # machine may take longer; a worker left behind never goes)
-        deadline = time.monotonic() + 30
-        while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [pid for pid in workers if _running(pid)]
-    finally:
-        for pid in workers:
-            if _running(pid):
-                os.kill(pid, signal.SIGKILL)
+
+    _workers_end_with_their_parent(driver, lambda: {pid for pid, _ in _folded(folded)}, terminate)
 
 
 def test_ctrl_c_while_the_local_cluster_starts_is_an_interrupt(tmp_path: Path, orders_lake: lake.Lake) -> None:
