@@ -102,6 +102,13 @@ def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, caps
     assert (printed["lake_version"], [n["command"] for n in printed["next_runs"]]) == (1, ["rebuild run order_summary --full"])
     assert main([*args, "lake", "dedupe"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == 0
+    # `ls` shows live ahead, and says why: it told of a restored backup and to give "the lake they were built from"
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main([*args[:-1], "ls"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "ahead: 2 > lake's 1" in said
+    assert ("live of order_summary was built from a later lake_version than this lake has: `rebuild lake dedupe` "
+            "removed the newest commits' events, all of them copies archived twice") in said
 
 
 def test_a_copy_that_differed_or_a_key_holding_a_line_break_asks_for_full_runs(bench: Bench) -> None:
