@@ -132,7 +132,7 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
 @click.option("--dry-run", is_flag=True, help="Only find the copies; remove nothing.")
 def dedupe_cmd(state: State, dry_run: bool) -> None:
     """Remove the later copies of event ids archived more than once (an earlier version's ingest did), in one
-    commit; copies whose content differs are quarantined. Says which live views to run again, and how."""
+    commit; copies whose content differs are quarantined. Says which views (live, or a shadow not cut over) to run again, and how."""
     with Workbench(state.config) as wb, state.out.working("looking for events archived twice"):
         report = wb.dedupe(dry_run)
     state.out.result(report.to_dict(), report.render)

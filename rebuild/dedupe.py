@@ -1,4 +1,4 @@
-"""After ``rebuild lake dedupe``: which live views applied the copies it removed, and the run that corrects each.
+"""After ``rebuild lake dedupe``: which views (live, or a shadow not cut over) applied the copies it removed, and the run that corrects each.
 
 Rows keep their lake_version, so a catch-up sees nothing new: each view that read a removed copy needs a run
 of its own. A keys run (``--keys-file``, the partition keys of every copy) recomputes a ``by_key`` view's keys,
@@ -66,7 +66,7 @@ class DedupeReport:
 
     def _repr_html_(self) -> str:
         return f"<p>{html.escape(self.summary())}</p>" + html_table([asdict(n) for n in self.next_runs],
-                                                                   "the runs that correct the live views")
+                                                                   "the runs that correct the views (live, or a shadow not cut over)")
 
 
 def next_runs(projections: Iterable[Projection], store: Store | None, result: DedupeResult) -> list[NextRun]:
