@@ -86,12 +86,17 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
             started: float, keys_dir: Path | None) -> DedupeResult:
     """The copies of ``snapshot`` found, and removed unless ``dry_run``."""
     keys = _duplicated_keys(lake, snapshot, session)
+    log.info("found %s partition keys holding an event id more than once in %.1fs", len(keys), time.monotonic() - started)
     later = _copies(lake, snapshot, keys, session) if keys else None
+    if later is not None:
+        log.info("found %s later copies in %s files in %.1fs", later.num_rows,
+                 len(set(later.column("filename").to_pylist())), time.monotonic() - started)
     if later is None or later.num_rows == 0:
         return _result(snapshot.lake_version, None, keys, later, session, dry_run, started)
     if dry_run:
         return _result(_version_after(snapshot, later, session), None, keys, later, session, dry_run, started)
     quarantined = _quarantine(lake, session)
+    log.info("quarantined %s later copies whose content differs from the copy kept", quarantined)
     point("dedupe.after_quarantine")
     version = snapshot.delta_version + 1  # the commit is pinned to it
     keys_file = None if keys_dir is None else keys_dir / f"dedupe-{version}-keys.txt"

@@ -191,3 +191,18 @@ def test_a_damaged_lake_file_is_named_and_nothing_is_removed(copied: Lake) -> No
     with pytest.raises(CorruptFile, match="cannot be read .*nothing was removed") as caught:
         dedupe(copied)
     assert (caught.value.context["file"], copied.snapshot().delta_version) == (damaged, before)
+
+
+def test_its_steps_are_logged_for_a_jobs_log(copied: Lake, caplog: pytest.LogCaptureFixture) -> None:
+    """README: `-v` gives a job's log the steps of `lake dedupe`, as of ingest, audit and compact; a dry run
+    logged none, and a real one only its last."""
+    with caplog.at_level("INFO", logger="lake.dedupe"):
+        dedupe(copied, dry_run=True)
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "found 2 partition keys holding an event id more than once", "found 2 later copies"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="lake.dedupe"):
+        dedupe(copied)
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "found 2 partition keys holding an event id more than once", "found 2 later copies",
+        "quarantined 1 later copies whose content differs from the copy kept", "removed 2 later copies"]
