@@ -59,10 +59,13 @@ class DedupeResult:
     dry_run: bool
     seconds: float
     keys_file: str | None = None  # where ``keys`` were written, before the commit (``keys_dir``)
+    #: (stream, event_type, the lowest lake_version of a removed copy of them): which views read one
+    first_of: tuple[tuple[str, str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["partition_keys"] = len(data.pop("keys"))
+        del data["first_of"]
         data["seconds"] = round(self.seconds, 3)
         return data
 
@@ -214,9 +217,11 @@ def _result(lake_version: int, version: int | None, keys: list[str], later: pa.T
                list(DISTINCT stream ORDER BY stream), list(DISTINCT event_type ORDER BY event_type)
         FROM copies""").fetchall()[0] if found else (0, 0, 0, None, [], [])  # fmt: skip
     ids, quarantined, files, first, streams, types = counts
+    first_of = con.sql("SELECT stream, event_type, min(lake_version) FROM copies WHERE nth > 1 GROUP BY ALL "
+                       "ORDER BY ALL").fetchall() if found else []
     return DedupeResult(
         delta_version=version, lake_version=lake_version, duplicated_ids=ids,
         removed=later.num_rows if found and later is not None else 0, quarantined=quarantined,
         files_rewritten=files, first_version=first, keys=tuple(keys) if found else (), streams=tuple(streams),
-        event_types=tuple(types), dry_run=dry_run, seconds=time.monotonic() - started,
+        event_types=tuple(types), dry_run=dry_run, seconds=time.monotonic() - started, first_of=tuple(first_of),
     )

@@ -77,11 +77,9 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
         return []
     runs = []
     for p in projections:
-        if not _reads(p.streams, result.streams) or not _reads(p.consumes, result.event_types):
-            continue
         live = store.checkpoint(p.name, LIVE)
-        if not _applied(live, result):
-            if _applied(store.checkpoint(p.name, SHADOW), result):  # cut over, its live would hold the copies
+        if not _applied(p, live, result):
+            if _applied(p, store.checkpoint(p.name, SHADOW), result):  # cut over, its live would hold the copies
                 runs.append(NextRun(p.name, f"rebuild run {shlex.quote(p.name)}", "its shadow, not cut over yet, "
                                     "applied the copies: a run replaces it (resumed, an unfinished backfill reads them "
                                     "again: its snapshot is pinned)"))
@@ -95,9 +93,12 @@ def next_runs(projections: Iterable[Projection], store: Store | None, result: De
     return runs
 
 
-def _applied(checkpoint: Checkpoint | None, result: DedupeResult) -> bool:
-    """Whether a view built up to ``checkpoint`` read a removed copy (of its streams and event types)."""
-    return checkpoint is not None and result.first_version is not None and checkpoint.lake_version >= result.first_version
+def _applied(p: Projection, checkpoint: Checkpoint | None, result: DedupeResult) -> bool:
+    """Whether ``p``'s view built up to ``checkpoint`` read a removed copy: one of its streams and event types
+    archived at or before the checkpoint's lake_version (a copy of another type archived earlier is not one)."""
+    return checkpoint is not None and any(
+        version <= checkpoint.lake_version and _reads(p.streams, (stream,)) and _reads(p.consumes, (event_type,))
+        for stream, event_type, version in result.first_of)
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
