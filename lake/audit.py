@@ -233,11 +233,14 @@ def audit(
     # the files the audit reads: of some keys, only those their bucket and key statistics allow (a check of a
     # 3-key patch opened the footers of all 7,000 files of a lake archived every few minutes: 3.8 s)
     event_files = [f.path for f in EventFilter(streams=wanted, partition_keys=keys).files(snapshot, lake)]
+    # an id is unique in the whole lake: of some streams, the others' ids are read too, for copies archived there first
+    other_files = [f.path for f in EventFilter(partition_keys=keys).files(snapshot, lake)
+                   if f.path not in set(event_files)] if wanted else []
     quarantine_files = lake.quarantine_files(keys=keys)
     started = time.monotonic()
-    bad = (check_files([*event_files, *quarantine_files], read=verify == "read", storage_options=lake.storage_options)
-           if verify != "none" else [])
-    checked = len(event_files) + len(quarantine_files)
+    read_files = [*event_files, *other_files, *quarantine_files]
+    bad = check_files(read_files, read=verify == "read", storage_options=lake.storage_options) if verify != "none" else []
+    checked = len(read_files)
     log.info("checked %s file%s (%s) in %.1fs", checked, "" if checked == 1 else "s", verify, time.monotonic() - started)
     unreadable = {b.path for b in bad}
     if unreadable:
@@ -248,6 +251,7 @@ def audit(
         # each query would open every file again: fetched once where that is what costs (see ``_events_view``)
         _events_view(con, read_events(lake, selected, snapshot=snapshot, con=con),
                      is_remote(lake.uri) or layout.suggested)
+        _ids_view(con, lake, snapshot, replace(selected, streams=None) if wanted else None)
         _quarantine_view(con, lake, wanted, upto,
                          [f for f in quarantine_files if f not in unreadable], keys)
         judged = _known(known_event_types)
@@ -268,7 +272,7 @@ def audit(
         commit_log_from=log_from,
         late_after_seconds=late_after.total_seconds(),
         bad_files=tuple(bad),
-        files_checked=len(event_files) + len(quarantine_files) if verify != "none" else 0,
+        files_checked=checked if verify != "none" else 0,
         known_event_types=None if judged is None else tuple(sorted({t for v in judged.values() for t in v or ()})),
         uncompacted=layout,
         keys_audited=None if keys is None else len(set(keys)),
@@ -296,6 +300,17 @@ def _events_view(con: duckdb.DuckDBPyConnection, events: duckdb.DuckDBPyRelation
     if fetch_once:
         con.execute("ALTER TABLE __events DROP COLUMN fields")
     con.execute("CREATE TEMP VIEW events AS FROM __events")
+
+
+def _ids_view(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, every_stream: EventFilter | None) -> None:
+    """``ids``: what the duplicates are counted from, the events' ids in every stream (an id is unique in the
+    lake, and dedupe removes its later copy in any stream): ``events`` when it holds every stream, else the
+    ``every_stream`` events' (read again, only the columns the count reads)."""
+    if every_stream is None:
+        con.execute("CREATE TEMP VIEW ids AS SELECT event_id, stream, lake_version, sequence FROM events")
+        return
+    rel = read_events(lake, every_stream, snapshot=snapshot, con=con).select("event_id, stream, lake_version, sequence")
+    con.register("ids", rel)
 
 
 def _quarantine_view(con: duckdb.DuckDBPyConnection, lake: Lake, streams: Sequence[str] | None, upto: int | None,
@@ -349,16 +364,16 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 
 
 def _basics(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    copies = _later_copies(con)
     rows = _rows(con, f"""
         SELECT stream, count(*) AS events, count(DISTINCT partition_key) AS keys,
-               count(*) - count(DISTINCT event_id) AS duplicates,
                count(DISTINCT lake_version) AS versions, min(lake_version) AS first, max(lake_version) AS last,
                min(event_time) FILTER (held) AS t0, max(event_time) FILTER (held) AS t1,
                count(*) FILTER (NOT held) AS unheld
         FROM (SELECT *, {time_held_sql("event_time")} AS held FROM events) GROUP BY stream""")  # fmt: skip
     found = {
         r["stream"]: {
-            "events": r["events"], "partition_keys": r["keys"], "duplicates": r["duplicates"],
+            "events": r["events"], "partition_keys": r["keys"], "duplicates": copies.get(r["stream"], 0),
             "lake_versions": {"count": r["versions"], "first": r["first"], "last": r["last"]},
             "event_time": {"first": r["t0"] and r["t0"].isoformat(), "last": r["t1"] and r["t1"].isoformat()},
         }  # fmt: skip
@@ -368,6 +383,22 @@ def _basics(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
         for stream, out in _times_out_of_range(con).items():
             found[stream]["times_out_of_range"] = out
     return found
+
+
+def _later_copies(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Per stream, the copies of an event id after its first, in any stream: the first is the one `rebuild lake
+    dedupe` keeps (lowest lake_version, then sequence, then stream), so each stream counts the copies dedupe would
+    remove there. The ids held more than once are found by one pass over ``ids``; only when there are some are
+    their copies read again and ranked (a lake without duplicates pays one aggregation, as a count distinct)."""
+    con.execute("CREATE TEMP TABLE copied AS SELECT event_id FROM ids GROUP BY event_id HAVING count(*) > 1")
+    if not con.sql("SELECT count(*) FROM copied").fetchall()[0][0]:
+        return {}
+    rows = con.sql("""
+        SELECT stream, count(*) FILTER (WHERE nth > 1) FROM (
+            SELECT stream, row_number() OVER (PARTITION BY event_id ORDER BY lake_version, sequence, stream) AS nth
+            FROM ids SEMI JOIN copied USING (event_id))
+        GROUP BY stream""").fetchall()  # fmt: skip
+    return {stream: n for stream, n in rows}
 
 
 def _times_out_of_range(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:

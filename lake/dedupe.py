@@ -3,7 +3,7 @@
 Ingest never archives an event id twice, but earlier versions did for keys with characters beyond U+FFFF
 (deltalake misread their key statistics), and every replay applied both copies. ``dedupe`` keeps each id's
 first archived copy: the lowest ``lake_version``, the one every view and catch-up read first (then the
-lowest sequence, file and row, so that the choice does not depend on the order files are listed in). The
+lowest sequence, stream, file and row, so that the choice does not depend on the order files are listed in). The
 files holding later copies are rewritten without them by compaction's rewrite, in one commit pinned to the
 snapshot read, under the lake's commit lock; rows keep their ``lake_version``. A later copy whose content
 differs from the kept one goes to the quarantine first, naming the columns that differ: nothing is lost.
@@ -145,7 +145,7 @@ def _copies(lake: Lake, snapshot: Snapshot, keys: list[str], con: duckdb.DuckDBP
         twice AS (SELECT * FROM read WHERE event_id IN (SELECT event_id FROM read GROUP BY 1 HAVING count(*) > 1))
         SELECT *, row_number() OVER w AS nth, first_value(lake_version) OVER w AS kept_version,
                list_filter([{differs}], lambda c: c IS NOT NULL) AS differs
-        FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY lake_version, sequence, filename, file_row_number)""")
+        FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY lake_version, sequence, stream, filename, file_row_number)""")
     # where each later copy is, not its payload: the rest stays in DuckDB, which spills, not in Python's memory
     return con.sql("SELECT stream, bucket, filename, file_row_number FROM copies WHERE nth > 1").to_arrow_table()
 

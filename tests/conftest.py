@@ -96,10 +96,12 @@ def archive_unchecked(target: lake.Lake, events: Iterable[tuple[str, str, int, s
     return version
 
 
-def archive_again(target: lake.Lake, event_ids: Iterable[str], payload: str | None = None) -> int:
+def archive_again(target: lake.Lake, event_ids: Iterable[str], payload: str | None = None,
+                  stream: str | None = None) -> int:
     """Commit the lake's events ``event_ids`` once more at the next lake_version, as ingest did before 2026-11-25
     for keys beyond U+FFFF (it looked for their duplicates in no file); ``payload`` replaces theirs (a copy that
-    differs). Returns the commit's lake_version."""
+    differs), ``stream`` their stream (a copy under another stream, as a lake written by other tools may hold).
+    Returns the commit's lake_version."""
     import tempfile
 
     import pyarrow as pa
@@ -114,6 +116,7 @@ def archive_again(target: lake.Lake, event_ids: Iterable[str], payload: str | No
     con.register("held", lake.read_events(target, lake.EventFilter(), con=con))
     con.register("wanted", pa.table({"event_id": list(event_ids)}))
     replaced = "" if payload is None else f", {literal(payload)} AS payload"
+    replaced += "" if stream is None else f", {literal(stream)} AS stream"
     select = (f"SELECT * REPLACE (now() AS ingested_at, CAST({version} AS BIGINT) AS lake_version{replaced}), "
               f"{bucket_sql('partition_key', target.buckets)} AS bucket FROM held SEMI JOIN wanted USING (event_id)")
     with target.commit_lock(), tempfile.TemporaryDirectory() as staging:  # an object-store lake's files go there first

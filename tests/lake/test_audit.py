@@ -159,6 +159,69 @@ def test_duplicates_and_conflicts_written_around_ingest_are_found(tmp_path: Path
     assert (d["events"], d["duplicates"], d["conflicts"], d["gaps"]) == (5, 1, 1, 0)
 
 
+def _commit(target: lake.Lake, rows: list[tuple[str, str, str, int]]) -> None:
+    """One Delta commit of ``rows`` (event_id, stream, partition_key, sequence) at the next lake_version, as a lake
+    written by other tools or an earlier version can hold them (ingest refuses an id archived under any stream)."""
+    import pyarrow as pa
+
+    from lake.schema import STORED_SCHEMA, bucket_of
+    from lake.table import EVENTS
+
+    version, n = target.next_version(), len(rows)
+    table = pa.table({
+        "event_id": [r[0] for r in rows], "stream": [r[1] for r in rows], "partition_key": [r[2] for r in rows],
+        "sequence": [r[3] for r in rows], "event_type": ["OrderPlaced"] * n, "event_time": [T0] * n,
+        "ingested_at": [T0] * n, "lake_version": [version] * n, "schema_version": [1] * n,
+        "payload": ["{}"] * n, "metadata": [None] * n, "bucket": [bucket_of(r[2]) for r in rows],
+    }).cast(STORED_SCHEMA)  # fmt: skip
+    with target.commit_lock():
+        target.write(EVENTS, table)
+
+
+def test_an_event_id_archived_under_two_streams_is_a_duplicate_of_the_stream_of_its_later_copy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An event id is unique in the whole lake, and `rebuild lake dedupe` removes its later copy in any stream:
+    the audit counted duplicates per stream only, so a copy under another stream was nobody's (0 duplicates,
+    and dedupe removed one). Each copy but the first archived (lowest lake_version) counts in its own stream,
+    also in an audit of that stream or of some keys; the total is what dedupe removes."""
+    from lake.dedupe import dedupe
+    from rebuild.cli import main
+
+    target = lake.Lake(tmp_path / "lake").create()
+    _commit(target, [("p1", "payments", "k", 1), ("p2", "payments", "k", 2), ("o1", "orders", "k", 1)])
+    # p1 again under orders, o1 again under payments, p2 twice more (orders and payments), o1 at the same version
+    _commit(target, [("p1", "orders", "k", 2), ("o1", "payments", "k", 3), ("p2", "orders", "k", 3),
+                     ("p2", "payments", "k", 4), ("o1", "orders", "k", 1)])
+    per_stream = {"orders": 3, "payments": 2}
+    d = audit(target).to_dict()
+    assert ({s: v["duplicates"] for s, v in d["streams"].items()}, d["duplicates"]) == (per_stream, 5)
+    for stream, n in per_stream.items():
+        assert audit(target, streams=[stream]).to_dict()["duplicates"] == n
+        keyed = audit(target, streams=[stream], partition_keys=["k"]).to_dict()
+        assert (keyed["duplicates"], keyed["keys_audited"]) == (n, 1)
+    assert audit(target, as_of=1).to_dict()["duplicates"] == 0
+    assert main(["--lake", str(target.uri), "lake", "audit", "--json", "--stream", "orders"]) == 0
+    assert json.loads(capsys.readouterr().out)["streams"]["orders"]["duplicates"] == 3
+    found = dedupe(target, dry_run=True)
+    assert (found.removed, found.duplicated_ids) == (5, 3)
+    dedupe(target)
+    assert audit(target).to_dict()["duplicates"] == 0
+
+
+def test_copies_archived_at_once_under_two_streams_are_counted_where_dedupe_removes_one(tmp_path: Path) -> None:
+    """Same lake_version and sequence: the copy kept is the lower stream's, in the audit and in dedupe alike
+    (dedupe went by file name, and `stream=a-b/...` sorts before `stream=a/...`)."""
+    from lake.dedupe import dedupe
+
+    target = lake.Lake(tmp_path / "lake").create()
+    _commit(target, [("t1", "a-b", "k", 1), ("t1", "a", "k", 1)])
+    d = audit(target).to_dict()
+    assert {s: v["duplicates"] for s, v in d["streams"].items()} == {"a": 0, "a-b": 1}
+    dedupe(target)
+    held = lake.read_events(target).aggregate("list(stream)").fetchall()[0][0]
+    assert held == ["a"]
+
+
 def test_as_of_counts_only_what_was_committed_up_to_that_version(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from rebuild.cli import main

@@ -158,21 +158,22 @@ def test_a_key_of_white_space_only_asks_for_a_full_run(bench: Bench) -> None:
                                         "a partition key is blank or holds a line break, which a keys file cannot list")
 
 
-def test_a_view_is_named_only_for_a_copy_of_a_type_it_reads_archived_before_it_was_built(bench: Bench) -> None:
-    """daily_revenue reads no ItemAdded: built after an item's copy and before a payment's, it applied neither,
-    but it was named since it reads payments and was built after the first copy (of any type)."""
-    bench.ingest(ORDERS)
-    archive_again(bench.wb.lake, [COPIED[1]])  # o-0000004's ItemAdded, which daily_revenue does not consume
-    bench.ingest(LATER)
-    for view in ("order_summary", "daily_revenue"):
-        bench.rebuild_live(view)
-    archive_again(bench.wb.lake, [COPIED[0]])  # o-0000002's PaymentAuthorized, after daily_revenue was built
-    bench.ingest(order_events(8))
-    bench.rebuild_live("order_summary")
-    dry = bench.wb.dedupe(dry_run=True)
-    assert (dry.result.first_version, [n.view for n in dry.next_runs]) == (2, ["order_summary"])
-    assert [n.view for n in bench.wb.dedupe().next_runs] == ["order_summary"]
-    bench.rebuild_live("daily_revenue")  # its catch-up: no run of its own, and the payment counted once
-    clean = bench.wb.view("daily_revenue", "live")
-    bench.rebuild_live("daily_revenue", full=True)
-    assert_frame_equal(clean.sort(pl.all()), bench.wb.view("daily_revenue", "live").sort(pl.all()))
+def test_a_copy_under_the_views_stream_of_an_event_archived_under_another_is_a_duplicate_in_its_check(
+        bench: Bench) -> None:
+    """An id is unique in the lake: a payment archived under `payments` and again under `orders`, which the view
+    reads, is a duplicate dedupe removes from `orders` (and from the view, once run). The audit counted per stream,
+    so the Workbench's audit and the check's of `orders` (whole, or of the keys a patch corrects) said 0."""
+    bench.ingest([e for e in ORDERS if e["event_id"] != COPIED[0]])
+    bench.ingest([e for e in ORDERS if e["event_id"] == COPIED[0]], stream="payments")
+    archive_again(bench.wb.lake, [COPIED[0]], stream="orders")
+    audited = bench.wb.audit().to_dict()
+    assert ({s: v["duplicates"] for s, v in audited["streams"].items()}, audited["duplicates"]) == (
+        {"orders": 1, "payments": 0}, 1)
+    bench.wb.run("order_summary", progress="none")
+    checked = bench.wb.check("order_summary", progress="none").to_dict()["audit"]
+    assert (checked["duplicates"], list(checked["streams"])) == (1, ["orders"])
+    bench.wb.cutover("order_summary", force=True)
+    bench.wb.run("order_summary", progress="none", keys=["o-0000002", "o-0000003"])
+    keyed = bench.wb.check("order_summary", progress="none").to_dict()["audit"]
+    assert (keyed["duplicates"], keyed["keys_audited"]) == (1, 2)
+    assert bench.wb.dedupe(dry_run=True).result.removed == 1
