@@ -4,7 +4,8 @@ Every figure is one DuckDB query over the snapshot's files (and the quarantine t
 stream: nothing is pulled into Python rows except the small aggregates. Figures per stream:
 events, partition keys, lake versions, duplicates and conflicts (in the lake and quarantined),
 sequence gaps, out-of-order arrival, event types, payload schema drift, lateness
-(``ingested_at - event_time``), hot partition keys and quarantined records by reason.
+(``ingested_at - event_time``), hot partition keys and quarantined records by reason. Duplicates are
+counted over every stream's ids, as an id is unique in the lake (see ``_later_copies``).
 
 Duplicates found at ingest are not stored in the lake rows (they were never archived); the audit
 reads them from the commit metadata key ``workbench.duplicates`` when ingest records it there.
@@ -234,8 +235,9 @@ def audit(
     # 3-key patch opened the footers of all 7,000 files of a lake archived every few minutes: 3.8 s)
     event_files = [f.path for f in EventFilter(streams=wanted, partition_keys=keys).files(snapshot, lake)]
     # an id is unique in the whole lake: of some streams, the others' ids are read too, for copies archived there first
+    audited = set(event_files)
     other_files = [f.path for f in EventFilter(partition_keys=keys).files(snapshot, lake)
-                   if f.path not in set(event_files)] if wanted else []
+                   if f.path not in audited] if wanted else []
     quarantine_files = lake.quarantine_files(keys=keys)
     started = time.monotonic()
     read_files = [*event_files, *other_files, *quarantine_files]
