@@ -151,7 +151,8 @@ class AuditReport:
             console.print("[dim]duplicates dropped at ingest: not recorded in the commit metadata[/dim]")
         if self.bad_files:
             console.print(f"[red bold]{len(self.bad_files)} unreadable lake file(s)[/red bold] (left out of the "
-                          "figures below; restore them from a backup, or run with --skip-corrupted):")
+                          "figures below; restore them from a backup, or rebuild views without their events: "
+                          "`rebuild run VIEW --skip-corrupted`):")
             console.print(table_of("Unreadable files", [b.to_dict() for b in self.bad_files]))
         if self.uncompacted.suggested:
             console.print(escape(self.uncompacted.hint()), style="yellow")

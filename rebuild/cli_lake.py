@@ -206,4 +206,4 @@ def audit_cmd(state: State, streams: tuple[str, ...], read_files: bool, as_of: i
     state.out.result(report.to_dict(), report.render)
     if report.bad_files:
         raise Failed(f"{len(report.bad_files)} unreadable lake file(s): {', '.join(b.path for b in report.bad_files)}; "
-                     "restore them from a backup, or run with --skip-corrupted")
+                     "restore them from a backup, or rebuild views without their events: `rebuild run VIEW --skip-corrupted`")

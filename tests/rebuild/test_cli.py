@@ -157,7 +157,8 @@ def test_a_failed_verdict_under_json_says_why_in_the_jobs_log(tmp_path: Path, ca
     assert main([*at, "lake", "audit"]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["bad_files"][0]["path"] == victim
-    assert logged(err).startswith(f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup")
+    assert logged(err) == (f"failed (exit 1): 1 unreadable lake file(s): {victim}; restore them from a backup, or "
+                           "rebuild views without their events: `rebuild run VIEW --skip-corrupted`\n")
 
 
 def test_check_and_audit_of_a_lake_with_times_an_older_version_archived_name_them(
