@@ -33,7 +33,7 @@ from lake.sql import literal
 from lake.storage import is_remote, session
 from lake.read import BadFile, EventFilter, as_names, as_version, check_files, read_events, read_quarantine
 from lake.render import html_table, table_of
-from lake.schema import ENVELOPE_COLUMNS, time_held_sql
+from lake.schema import ENVELOPE_COLUMNS, FIRST_COPY, time_held_sql
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
 
 log = logging.getLogger(__name__)
@@ -396,9 +396,9 @@ def _later_copies(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     con.execute("CREATE TEMP TABLE copied AS SELECT event_id FROM ids GROUP BY event_id HAVING count(*) > 1")
     if not con.sql("SELECT count(*) FROM copied").fetchall()[0][0]:
         return {}
-    rows = con.sql("""
+    rows = con.sql(f"""
         SELECT stream, count(*) FILTER (WHERE nth > 1) FROM (
-            SELECT stream, row_number() OVER (PARTITION BY event_id ORDER BY lake_version, sequence, stream) AS nth
+            SELECT stream, row_number() OVER (PARTITION BY event_id ORDER BY {FIRST_COPY}) AS nth
             FROM ids SEMI JOIN copied USING (event_id))
         GROUP BY stream""").fetchall()  # fmt: skip
     return {stream: n for stream, n in rows}

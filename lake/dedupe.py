@@ -31,7 +31,7 @@ from lake.errors import LakeError
 from lake.faults import point
 from lake.ingest import RECORD_HASH, store_quarantine
 from lake.read import EventFilter, damaged_named, read_events
-from lake.schema import ENVELOPE_COLUMNS, decoded_field
+from lake.schema import ENVELOPE_COLUMNS, FIRST_COPY, decoded_field
 from lake.sql import literal, quote
 from lake.table import EVENTS, DataFile, Lake, Snapshot
 
@@ -145,7 +145,7 @@ def _copies(lake: Lake, snapshot: Snapshot, keys: list[str], con: duckdb.DuckDBP
         twice AS (SELECT * FROM read WHERE event_id IN (SELECT event_id FROM read GROUP BY 1 HAVING count(*) > 1))
         SELECT *, row_number() OVER w AS nth, first_value(lake_version) OVER w AS kept_version,
                list_filter([{differs}], lambda c: c IS NOT NULL) AS differs
-        FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY lake_version, sequence, stream, filename, file_row_number)""")
+        FROM twice WINDOW w AS (PARTITION BY event_id ORDER BY {FIRST_COPY}, filename, file_row_number)""")
     # where each later copy is, not its payload: the rest stays in DuckDB, which spills, not in Python's memory
     return con.sql("SELECT stream, bucket, filename, file_row_number FROM copies WHERE nth > 1").to_arrow_table()
 
@@ -213,12 +213,13 @@ def _result(lake_version: int, version: int | None, keys: list[str], later: pa.T
     found = later is not None and later.num_rows > 0
     counts = con.sql("""
         SELECT count(DISTINCT event_id), count(*) FILTER (nth > 1 AND len(differs) > 0),
-               count(DISTINCT filename) FILTER (nth > 1), min(lake_version) FILTER (nth > 1),
+               count(DISTINCT filename) FILTER (nth > 1),
                list(DISTINCT stream ORDER BY stream), list(DISTINCT event_type ORDER BY event_type)
-        FROM copies""").fetchall()[0] if found else (0, 0, 0, None, [], [])  # fmt: skip
-    ids, quarantined, files, first, streams, types = counts
+        FROM copies""").fetchall()[0] if found else (0, 0, 0, [], [])  # fmt: skip
+    ids, quarantined, files, streams, types = counts
     first_of = con.sql("SELECT stream, event_type, min(lake_version) FROM copies WHERE nth > 1 GROUP BY ALL "
                        "ORDER BY ALL").fetchall() if found else []
+    first = min((version for _, _, version in first_of), default=None)  # the lowest of a removed copy
     return DedupeResult(
         delta_version=version, lake_version=lake_version, duplicated_ids=ids,
         removed=later.num_rows if found and later is not None else 0, quarantined=quarantined,

@@ -36,6 +36,11 @@ STORED_SCHEMA = EVENT_SCHEMA.append(pa.field("bucket", pa.int32(), nullable=Fals
 #: commit: those of all ten columns made up 80% of a checkpoint and doubled a commit's time
 STATS_COLUMNS = ("partition_key", "event_time", "lake_version")
 
+#: which copy of an event id archived more than once is its first, in any stream: the one every view read first
+#: (lowest lake_version), then by sequence and stream, so the choice never depends on the order files are read.
+#: ``rebuild lake dedupe`` keeps it and the audit counts the others, so the two agree.
+FIRST_COPY = "lake_version, sequence, stream"
+
 #: A record that could not become an event: kept with its reason, source and line.
 QUARANTINE_SCHEMA = pa.schema(
     [
