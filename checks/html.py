@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from lake.render import esc, html_table
+from lake.render import caption_html, esc, html_table
 
 def key_text(value: Any) -> str:
     """A key value as a person can tell it from every other: NULL as NULL, and text that would look like
@@ -61,11 +61,7 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None, e
 def pairs(data: Mapping[str, Any], caption: str | None = None) -> str:
     """A two-column table: one row per key (numbers with thousands separators)."""
     body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td>{esc(number(v))}</td></tr>" for k, v in data.items())
-    return f"<table class='pairs'>{_caption(caption)}<tbody>{body}</tbody></table>"
-
-
-def _caption(caption: str | None) -> str:
-    return f"<caption>{esc(caption, shorten=False)}</caption>" if caption else ""
+    return f"<table class='pairs'>{caption_html(caption)}<tbody>{body}</tbody></table>"
 
 
 def section(section_id: str, title: str, body: str) -> str:

@@ -72,5 +72,9 @@ def html_table(rows: Sequence[Mapping[str, object]], caption: str | None, *, col
         first = f"<th scope='row'>{cells[0]}</th>" if row_headers else f"<td>{cells[0]}</td>"
         return "<tr>" + first + "".join(f"<td>{c}</td>" for c in cells[1:]) + "</tr>"
 
-    top = f"<caption>{esc(caption, shorten=False)}</caption>" if caption else ""
-    return f"<table>{top}<thead><tr>{head}</tr></thead><tbody>{''.join(row(r) for r in rows)}</tbody></table>"
+    return f"<table>{caption_html(caption)}<thead><tr>{head}</tr></thead><tbody>{''.join(row(r) for r in rows)}</tbody></table>"
+
+
+def caption_html(caption: str | None) -> str:
+    """A table's caption, whole (it says what the table holds), or nothing."""
+    return f"<caption>{esc(caption, shorten=False)}</caption>" if caption else ""
