@@ -63,9 +63,9 @@ class DedupeResult:
     first_of: tuple[tuple[str, str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["partition_keys"] = len(data.pop("keys"))
-        del data["first_of"]
+        """The fields in their order, ``keys`` counted as ``partition_keys`` in its place (the list is ``keys_file``)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "first_of"}
+        data = {("partition_keys" if k == "keys" else k): (len(v) if k == "keys" else v) for k, v in data.items()}
         data["seconds"] = round(self.seconds, 3)
         return data
 

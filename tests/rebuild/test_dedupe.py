@@ -19,6 +19,7 @@ from rebuild.dedupe import NextRun
 from tests.conftest import archive_again
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
+from tests.rebuild.test_json_shape import _documented
 
 #: orders over three days (daily_revenue's windows) and two customers (customer_ltv's rows)
 ORDERS = [e for o in range(1, 7) for e in order_events(o, customer=o % 2, start=T0 + timedelta(days=o % 3))]
@@ -97,6 +98,7 @@ def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, caps
     args = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json"]
     assert main([*args, "lake", "dedupe"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == list(_documented()["lake dedupe"])  # in the README table's order, as the others are
     assert (printed["removed"], printed["partition_keys"], printed["delta_version"]) == (2, 2, 3)
     assert Path(printed["keys_file"]) == bench.root / "reports" / "dedupe-3-keys.txt"
     # the lake's lake_version is 1 again, and live's 2 is ahead: a plain run would be full too
