@@ -189,16 +189,18 @@ def _decoding_counts(con: duckdb.DuckDBPyConnection, fields: list[tuple[str, str
     numbers = ", ".join(f"CAST({quote(field)} AS DOUBLE)" if duckdb.sqltype(type_).id in EXACT_NUMBERS
                         else "NULL::DOUBLE" for field, type_ in fields)  # only these are rounded to fit
     con.execute(f"CREATE OR REPLACE TEMP TABLE __decode_sample AS SELECT json_extract(payload, {paths}) AS raw, "
-                f"[{texts}] AS text, [{numbers}] AS number FROM ({events}) {SAMPLE_LIMIT}")
+                f"[{texts}] AS text, [{numbers}] AS number, event_id FROM ({events}) {SAMPLE_LIMIT}")
     given = "raw IS NOT NULL AND json_type(raw) <> 'NULL'"
     lost = f"{given} AND text IS NULL"
     rounded = "TRY_CAST(raw ->> '$' AS DOUBLE) <> number"  # NULL: no number, lost, or not rounded to fit
+    event = "' in event ' || event_id"  # which one, for a person to look up
     try:
         rows = con.sql(
-            f"SELECT count(*) FILTER ({given}), count(*) FILTER ({lost}), any_value(CAST(raw AS VARCHAR)) FILTER ({lost}), "
-            f"count(*) FILTER ({rounded}), any_value(CAST(raw AS VARCHAR) || ' reads as ' || text) FILTER ({rounded}) "
+            f"SELECT count(*) FILTER ({given}), count(*) FILTER ({lost}), "
+            f"any_value(CAST(raw AS VARCHAR) || {event}) FILTER ({lost}), count(*) FILTER ({rounded}), "
+            f"any_value(CAST(raw AS VARCHAR) || {event} || ' reads as ' || text) FILTER ({rounded}) "
             f"FROM (SELECT unnest(range({len(fields)})) AS i, unnest(raw) AS raw, unnest(text) AS text, "
-            "unnest(number) AS number FROM __decode_sample) GROUP BY i ORDER BY i").fetchall()
+            "unnest(number) AS number, event_id FROM __decode_sample) GROUP BY i ORDER BY i").fetchall()
     finally:
         con.execute("DROP TABLE IF EXISTS __decode_sample")
     # no sampled event: no group
