@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
+from lake.read import quarantine_provenance
 from lake.table import DataFile
 from lake.sql import is_numeric, json_pointer, literal, quote
 from rebuild.errors import ConfigError, ProjectionError, near_name
@@ -588,13 +589,15 @@ def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, streams: tuple[
         con.execute("CREATE OR REPLACE TEMP TABLE __quarantined_keys (partition_key VARCHAR, new BOOLEAN)")
         return version
     if seen is not None:
-        new = f"bool_and(filename NOT IN (SELECT unnest({literal(lake.quarantine_files(seen) or [''])})))"
+        # a record was there at ``seen`` if a compaction moved it by then, or the file it was first stored in
+        # was there: file names alone change with each compaction, which made every key new
+        names = [path.rsplit("/", 1)[-1] for path in lake.quarantine_files(seen)] or [""]
+        new = f"bool_and(coalesce(compacted_at > {int(seen)}, true) AND first_file NOT IN (SELECT unnest({literal(names)})))"
     else:
         new = f"min(lake_version) > {int(after_version)}" if after_version is not None else "false"
     ours = f" AND (stream IS NULL OR stream IN (SELECT unnest({literal(list(streams))})))" if streams else ""
     con.execute(f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, {new} AS new "
-                f"FROM read_parquet({literal(files)}, filename = true) WHERE partition_key IS NOT NULL{ours} "
-                "GROUP BY partition_key")
+                f"FROM ({quarantine_provenance(files)}) WHERE partition_key IS NOT NULL{ours} GROUP BY partition_key")
     return version
 
 
