@@ -27,8 +27,9 @@ from lake.schema import QUARANTINE_SCHEMA, STATS_COLUMNS, STORED_SCHEMA, partiti
 from lake.sql import literal, quote
 from lake.table import EVENTS, PARTITIONS, QUARANTINE, Lake
 
-#: the events' columns with statistics in the Delta log
+#: the columns with statistics in the Delta log: the events', and the quarantine's after compaction
 EVENT_STATS = tuple(STORED_SCHEMA.field(column) for column in STATS_COLUMNS)
+QUARANTINE_STATS = tuple(QUARANTINE_SCHEMA.field(column) for column in ("partition_key", "event_id"))
 #: longer text statistics are cut (min) or left out (max), as delta-rs keeps its log small
 STATS_TEXT = 32
 
@@ -53,17 +54,9 @@ def write_partition(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, sta
     """Write the rows of ``select`` (the stored columns but the partition's, in the order given,
     possibly with more columns) as the one file ``name`` of partition (``stream``, ``bucket``),
     not committed yet: compaction's rewrite of a partition."""
-    root = _root(lake, staging)
-    folder = Path(root, f"stream={partition_folder(stream)}", f"bucket={bucket}")
-    folder.mkdir(parents=True, exist_ok=True)
-    filename, rows, size, _footer, column_stats, *_ = con.execute(
-        f"COPY ({select}) TO {literal(str(folder / name))} (FORMAT parquet, "
-        f"ROW_GROUP_SIZE {int(row_group_rows)}, COMPRESSION snappy, RETURN_STATS)"
-    ).fetchall()[0]
-    if lake.local is None:
-        storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
-    return _action(root, filename, size, _stats(int(rows), column_stats), {"stream": stream, "bucket": str(bucket)},
-                   data_change=False)
+    folder = (f"stream={partition_folder(stream)}", f"bucket={bucket}")
+    return _write_file(con, select, lake, staging, EVENTS, folder, name, row_group_rows, EVENT_STATS,
+                       {"stream": stream, "bucket": str(bucket)})
 
 
 def write_quarantine_file(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path, name: str,
@@ -71,16 +64,22 @@ def write_quarantine_file(con: duckdb.DuckDBPyConnection, select: str, lake: Lak
     """Write the rows of ``select`` (the quarantine's columns first, possibly more) as the one file ``name`` of
     the quarantine table, not committed yet: compaction's rewrite of the quarantine. Its statistics are those
     of the columns the quarantine's readers choose files by (``partition_key``, ``event_id``)."""
-    root = _root(lake, staging, QUARANTINE)
-    Path(root).mkdir(parents=True, exist_ok=True)
+    return _write_file(con, select, lake, staging, QUARANTINE, (), name, row_group_rows, QUARANTINE_STATS, {})
+
+
+def _write_file(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path, table: str,
+                folder: tuple[str, ...], name: str, row_group_rows: int, fields: Sequence[pa.Field],
+                partitions: dict[str, str]) -> AddAction:
+    """One file of ``table`` (in ``folder`` under it) holding the rows of ``select``, as a rewrite: no data change."""
+    root = _root(lake, staging, table)
+    Path(root, *folder).mkdir(parents=True, exist_ok=True)
     filename, rows, size, _footer, column_stats, *_ = con.execute(
-        f"COPY ({select}) TO {literal(str(Path(root, name)))} (FORMAT parquet, "
+        f"COPY ({select}) TO {literal(str(Path(root, *folder, name)))} (FORMAT parquet, "
         f"ROW_GROUP_SIZE {int(row_group_rows)}, COMPRESSION snappy, RETURN_STATS)"
     ).fetchall()[0]
     if lake.local is None:
-        storage.upload_tree(root, lake.table_uri(QUARANTINE), lake.storage_options)
-    stats = _stats(int(rows), column_stats, [QUARANTINE_SCHEMA.field(c) for c in ("partition_key", "event_id")])
-    return _action(root, filename, size, stats, {}, data_change=False)
+        storage.upload_tree(root, lake.table_uri(table), lake.storage_options)
+    return _action(root, filename, size, _stats(int(rows), column_stats, fields), partitions, data_change=False)
 
 
 def _root(lake: Lake, staging: Path, table: str = EVENTS) -> str:

@@ -420,6 +420,21 @@ def test_a_merge_catch_up_goes_on_after_the_quarantine_is_compacted(bench: Bench
     assert caught_up.equals(bench.rows("customer_ltv", "shadow"))
 
 
+def test_an_as_of_run_excluding_quarantined_keys_is_the_same_after_the_quarantine_is_compacted(bench: Bench) -> None:
+    first = bench.ingest(order_events(1) + order_events(2) + order_events(3)).lake_version
+    _poison(bench, 2)
+    bench.ingest(order_events(4))
+    _poison(bench, 4)
+    views = ("order_summary", "daily_revenue")
+    before = [bench.wb.run(v, as_of=str(first), exclude_quarantined=True, progress="none") and bench.rows(v, "shadow")
+              for v in views]
+    assert lake.compact.compact(bench.wb.lake).quarantine_files_before == 2
+    for view, rows in zip(views, before, strict=True):
+        bench.wb.run(view, as_of=str(first), exclude_quarantined=True, progress="none")
+        assert bench.rows(view, "shadow").equals(rows)
+    assert bench.rows("order_summary", "shadow")["order_id"].to_list() == ["o-0000001", "o-0000003"]
+
+
 def test_plan_writes_nothing(bench: Bench) -> None:
     archived = first_lake(bench)
     plan = bench.wb.plan("order_summary")
