@@ -394,3 +394,14 @@ def test_vacuum_deletes_the_quarantine_files_compaction_replaced(tmp_path: Path)
     assert [p.name for p in (tmp_path / "lake" / "quarantine").glob("*.parquet")] == [
         f.rsplit("/", 1)[-1] for f in target.quarantine_files()]
     assert quarantine_table(target).equals(before)
+
+
+def test_the_compact_command_says_what_it_did_to_the_quarantine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rebuild.cli import main
+
+    target = quarantining_nights(tmp_path, nights=2)
+    assert main(["--lake", target.uri, "lake", "compact", "--no-decode"]) == 0
+    assert "; the quarantine: 2 files -> 1" in capsys.readouterr().out
+    assert main(["--lake", target.uri, "--json", "lake", "compact", "--no-decode"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert (done["quarantine_files_before"], done["quarantine_files_after"]) == (0, 0)
