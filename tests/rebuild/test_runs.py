@@ -426,8 +426,10 @@ def test_an_as_of_run_excluding_quarantined_keys_is_the_same_after_the_quarantin
     bench.ingest(order_events(4))
     _poison(bench, 4)
     views = ("order_summary", "daily_revenue")
-    before = [bench.wb.run(v, as_of=str(first), exclude_quarantined=True, progress="none") and bench.rows(v, "shadow")
-              for v in views]
+    before = []
+    for view in views:
+        bench.wb.run(view, as_of=str(first), exclude_quarantined=True, progress="none")
+        before.append(bench.rows(view, "shadow"))
     assert lake.compact.compact(bench.wb.lake).quarantine_files_before == 2
     for view, rows in zip(views, before, strict=True):
         bench.wb.run(view, as_of=str(first), exclude_quarantined=True, progress="none")
