@@ -584,16 +584,17 @@ class Lake:
         return self._table(QUARANTINE)
 
     def quarantine_files(self, version: int | None = None, keys: Sequence[str] | None = None,
-                         event_ids: Sequence[str] | None = None) -> list[str]:
-        """The quarantine table's files (at ``version``); given ``keys`` or ``event_ids``, only those whose
-        statistics may hold one of those partition keys or event ids. An ingest that quarantines adds a file
-        (until compaction merges them): a year of hourly ingests left thousands, which every check of a few keys
-        opened (2.6 s at 2,700 files against 0.2 s at 45)."""
+                         event_ids: Sequence[str] | None = None, record_hashes: Sequence[str] | None = None) -> list[str]:
+        """The quarantine table's files (at ``version``); given ``keys``, ``event_ids`` or ``record_hashes``, only
+        those whose statistics may hold one of those partition keys, event ids or record hashes. An ingest that
+        quarantines adds a file (until compaction merges them): a year of hourly ingests left thousands, which
+        every check of a few keys opened (2.6 s at 2,700 files against 0.2 s at 45)."""
         table = self._table(QUARANTINE, version)
         paths = _file_paths(table)
-        if (keys is None and event_ids is None) or not paths:
+        if (keys is None and event_ids is None and record_hashes is None) or not paths:
             return paths
-        wanted = {"partition_key": sorted(set(keys or ())), "event_id": sorted(set(event_ids or ()))}
+        wanted = {"partition_key": sorted(set(keys or ())), "event_id": sorted(set(event_ids or ())),
+                  "record_hash": sorted(set(record_hashes or ()))}
         actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
         stats = [f"{kind}.{column}" for column in wanted for kind in ("min", "max", "null_count")]
         rows = actions.select([c for c in ("path", "num_records", *stats) if c in actions.column_names]).to_pylist()
