@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from checks import plots
+from checks.causes import causes
 from checks.diff import DiffResult
 from checks.errors import ReportError
 from checks.expect import ExpectationsResult
@@ -82,6 +83,7 @@ class CheckReport:
             "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
+            "causes": [c.to_dict() for c in causes(self.lineage)],
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": diff, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
@@ -163,10 +165,23 @@ class CheckReport:
         colour = "#1e7d32" if v.verdict == "pass" else "#c0392b"  # inline: a notebook has no report CSS
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
-        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
+        why = "".join(f"<li>{esc(line, shorten=False)}</li>" for line in self.why()[1:])
+        why = why and (f"<p><b>Why</b>, from {esc(self.why()[0])} (the lineage below lists their events):</p>"
+                       f"<ul class='why'>{why}</ul>")
+        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul>{why}<p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
                 f"<details><summary>thresholds</summary>{pairs(shown(v.thresholds), caption='the thresholds this verdict applies')}"
                 "</details>")
+
+    def why(self) -> list[str]:
+        """What the sampled differing keys' events have in common, a heading then a line per cause, the most
+        common first (``[]`` with no key sampled): the verdict's answer to why the views differ."""
+        found, d = causes(self.lineage), self.diff
+        if not found or d is None:
+            return []
+        differing = d.changed_rows + d.only_in_live + d.only_in_rebuilt
+        head = f"the events of {len(self.lineage):,} sampled of the {differing:,} differing keys"
+        return [head, *(c.text(len(self.lineage)) for c in found)]
 
     def report_files(self) -> dict[str, str | None]:
         """Where the report was written, as every ``--json`` object names it (``RunRecord.report_files``)."""
