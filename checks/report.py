@@ -35,7 +35,7 @@ thead th{background:#f3f5f8} tbody th{font-weight:400} table.pairs th{background
 .badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
 .pass{background:#1e7d32} .fail{background:#c0392b} .empty{color:#666;font-style:italic}
 .plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
-section{overflow-x:auto} td{overflow-wrap:anywhere;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
+section{overflow-x:auto} td{overflow-wrap:break-word;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
 @media print{body{max-width:none;margin:0;padding:0} section{overflow:visible} table{font-size:10px}
  .badge{print-color-adjust:exact;-webkit-print-color-adjust:exact;border:2px solid #000}
  details::details-content{content-visibility:visible;display:block} h2,h3{break-after:avoid} tr,figure{break-inside:avoid}}
