@@ -201,6 +201,11 @@ class CheckReport:
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
                     f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
                     f"`rebuild run {view} --full`, check and cut over that")
+        empty = [c for c, v in d.added_values.items() if v.get("values") == 0] if d is not None else []
+        if d is not None and empty and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
+            return (f"the rebuilt view equals live in every column live has, but the column(s) it adds, {empty}, are "
+                    f"NULL in every row: fix the projection and `rebuild run {view} --full` again, or, if NULL is what "
+                    f"they should hold, `rebuild cutover {view} --force`")
         if d is not None and d.added and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
             return (f"the rebuilt view equals live in every column live has and adds {list(d.added)}, computed from "
                     f"the whole history: no data of live is wrong; `rebuild cutover {view} --force` makes the new "
@@ -239,10 +244,16 @@ class CheckReport:
         counts = {k: getattr(d, k) for k in ("rows_live", "rows_rebuilt", "rows_matched", "only_in_live",
                                             "only_in_rebuilt", "changed_rows", "duplicate_keys_live",
                                             "duplicate_keys_rebuilt")}
-        schema = {"added": list(d.added), "removed": list(d.removed), "retyped": d.retyped, "scope": d.scope,
-                  "key": list(d.key), "seconds": d.seconds}
+        scope = f"those in the patch's scope ({d.scope})" if d.scope is not None else "all"
+        schema = {"columns added": ", ".join(d.added) or "none", "columns removed": ", ".join(d.removed) or "none",
+                  "columns retyped": ", ".join(d.retyped_columns()) or "none", "live rows compared": scope, "key": ", ".join(d.key),
+                  "seconds": d.seconds}  # words, not Python's [] and {}
+        added = [{"column": c, "type": v["type"], "with a value": v["values"], "NULL": v["nulls"], "distinct (about)": v["distinct"],
+                  "smallest": v["min"], "largest": v["max"]} for c, v in d.added_values.items()]
         return (f"<p>{esc(d.summary(), shorten=False)}</p>" + pairs(counts, caption="rows compared")
                 + pairs(schema, caption="columns, key and scope compared")
+                + (table(added, caption="what rebuilt holds in the columns it adds (live has none to compare)",
+                         row_header=True) if added else "")
                 + "".join(f"<p class='note'>{esc(n, shorten=False)}</p>" for n in d.notes))
 
     def _columns_html(self) -> str:

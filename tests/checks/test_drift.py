@@ -251,6 +251,33 @@ def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_p
         "the same, and 0 are added (12 rows then), and every row gains ['lines']; live as it is now is kept")
 
 
+def test_a_new_column_shows_what_it_holds_and_one_all_null_is_no_green_light(tmp_path, monkeypatch, capsys):
+    """Version 4 adds ``lines`` and ``shipped_by``; the report said 'added' and nothing of their values, so a
+    column NULL in every row (a join on a misspelt field) read as 'no data of live is wrong: cut over'."""
+    target = _lake(tmp_path)
+    p = REGISTRY.get(VIEW)
+    sql = ("SELECT s.*, l.lines, l.shipped_by FROM ({}) s JOIN (SELECT partition_key AS order_id, count(*) FILTER "
+           "(WHERE event_type = 'ItemAdded') AS lines, max(payload->>'carrier_name') AS shipped_by FROM events "
+           "GROUP BY 1) l USING (order_id)")
+    monkeypatch.setitem(REGISTRY._items, VIEW, replace(p, version=4, func=lambda: sql.format(p.func())))
+    _, data, _ = _checked(tmp_path, f"duckdb://{tmp_path}/views.duckdb", target,
+                          lambda o, evs: apply(o, evs, Faults()), monkeypatch, capsys)
+    lines = {o: sum(e["event_type"] == "ItemAdded" for e in order_events(int(o[2:]))) for o in (f"o-{n:07d}" for n in range(1, 13))}
+    assert data["diff"]["added_values"] == {
+        "lines": {"type": "BIGINT", "values": 12, "nulls": 0, "distinct": len(set(lines.values())),
+                  "min": str(min(lines.values())), "max": str(max(lines.values()))},
+        "shipped_by": {"type": "VARCHAR", "values": 0, "nulls": 12, "distinct": 0, "min": None, "max": None}}
+    assert data["next"].startswith("the rebuilt view equals live in every column live has, but the column(s) it adds, "
+                                   "['shipped_by'], are NULL in every row: fix the projection")
+    page = html.unescape(Path(data["report"]["html"]).read_text(encoding="utf-8"))
+    diff = page.split("<section id='diff'>")[1].split("</section>")[0]
+    assert "what rebuilt holds in the columns it adds (live has none to compare)" in diff
+    for name, said in (("columns added", "lines, shipped_by"), ("columns removed", "none"), ("columns retyped", "none"),
+                       ("live rows compared", "all"), ("key", "order_id")):  # not [] and {} and a blank
+        assert f"<th scope='row'>{name}</th><td>{said}</td>" in diff
+    assert re.search(r"<th scope='row'>shipped_by</th><td>VARCHAR</td><td>0</td><td>12</td><td>0</td><td></td><td></td>", diff)
+
+
 def test_the_next_step_of_a_new_column_with_wrong_data_is_not_that_live_is_right(tmp_path, monkeypatch, capsys):
     """A new column and a consumer bug at once: the next step must not say that no data of live is wrong."""
     target = _lake(tmp_path, ([{**order_events(3)[-1], "event_id": "rm-3", "sequence": 6, "event_type": "ItemRemoved",
