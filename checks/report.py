@@ -166,7 +166,7 @@ class CheckReport:
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
         why = "".join(f"<li>{esc(line, shorten=False)}</li>" for line in self.why()[1:])
-        why = why and (f"<p><b>Why</b>, from {esc(self.why()[0])} (the lineage below lists their events):</p>"
+        why = why and (f"<p><b>Why</b>, from {esc(self.why()[0])} (the lineage lists their events):</p>"
                        f"<ul class='why'>{why}</ul>")
         return (f"<p>{badge}</p><ul>{reasons}{notes}</ul>{why}<p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
