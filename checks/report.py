@@ -289,6 +289,7 @@ class CheckReport:
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and " .. ".join(_when(t) for t in x.ingested_range),
+                 "lake_versions": x.lake_versions and "..".join(map(str, dict.fromkeys(x.lake_versions))),
                  EXPLAINED: _explained(x.explained_by),
                  "quarantine": _quarantine(x.quarantine),
                  "event ids": _ids(x.event_ids, 8)}

@@ -225,6 +225,9 @@ def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, st
     assert traced["late"] == ["refund-2"] and set(traced["flags"]) == {"late", "missed_suspected"}
     assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("refund-2", "live misses it")]
     assert "late: refund-2" in _row(lineage, "o-0000002")
+    # the commit that brought the late refund, which the run read and the consumer's live did not take
+    assert (traced["lake_versions"], shipment["lake_versions"]) == ([1, 3], [2, 3]) and data["run"]["lake_version"] == 3
+    assert "|1..3|" in _row(lineage, "o-0000002") and "|2..3|" in _row(lineage, "o-0000013")
     assert (shipment["late"], shipment["flags"], shipment["explained_by"]) == (["ship-13"], ["late"], [])
     assert "late: ship-13" in _row(lineage, "o-0000013")
 
