@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from checks.html import key_text
@@ -16,6 +17,8 @@ from checks.lineage import KeyLineage
 
 __all__ = ["Cause", "causes"]
 EXAMPLES = 3
+#: the changed samples from which one difference shared by all of them reads as an offset, not as chance
+MIN_OFFSET = 5
 #: what live did with a key's likeliest suspect event, by the lineage's reading of it: a suspicion, as a
 #: number equal to the difference may be chance
 DID = {"live misses it": "live seems to miss {} event the rebuild applies",
@@ -43,14 +46,42 @@ class Cause:
         return {"cause": self.cause, "keys": self.keys, "examples": list(self.examples)}
 
 
-def causes(lineage: Sequence[KeyLineage]) -> list[Cause]:
-    """The causes of the sampled keys, the most common first."""
+def causes(lineage: Sequence[KeyLineage], changed: Sequence[dict[str, Any]] = ()) -> list[Cause]:
+    """The causes of the sampled keys, the most common first; ``changed``: the diff's changed samples, whose
+    differences, when all alike, are a cause of their own."""
     found: dict[str, list[dict[str, Any]]] = {}
     for x in lineage:
         for cause in _of(x):
             found.setdefault(cause, []).append(x.key)
-    ranked = sorted(found.items(), key=lambda c: -len(c[1]))  # stable: ties keep the order first met
-    return [Cause(c, len(keys), tuple(keys[:EXAMPLES])) for c, keys in ranked]
+    ranked = [Cause(c, len(keys), tuple(keys[:EXAMPLES])) for c, keys in found.items()]
+    return sorted(_offset(changed) + ranked, key=lambda c: -c.keys)  # stable: ties keep the order first met
+
+
+def _offset(changed: Sequence[dict[str, Any]]) -> list[Cause]:
+    """Live - rebuilt the same in every changed sample (every total 1.00 higher): a suspect event whose
+    number equals it is chance, and a consumer or version computing the value otherwise the likelier cause."""
+    if len(changed) < MIN_OFFSET:
+        return []
+    alike = {}
+    for column in changed[0]["changes"]:
+        diffs = {_minus(s["changes"].get(column)) for s in changed}
+        if len(diffs) == 1 and (d := diffs.pop()) is not None:
+            alike[column] = d
+    if not alike:
+        return []
+    said = ", ".join(f"{c} {d:+}" for c, d in alike.items())
+    keys = tuple({k: v for k, v in s.items() if k != "changes"} for s in changed[:EXAMPLES])
+    return [Cause(f"live - rebuilt is the same in every changed key sampled ({said}): an offset, likelier from how "
+                  "live computes the value than from single events (the suspect events named may be chance)",
+                  len(changed), keys)]
+
+
+def _minus(change: dict[str, Any] | None) -> Decimal | None:
+    """Live - rebuilt of a changed number (None for anything else)."""
+    values = (change or {}).get("live"), (change or {}).get("rebuilt")
+    if not all(isinstance(v, int | float | Decimal) and not isinstance(v, bool) for v in values):
+        return None
+    return Decimal(str(values[0])) - Decimal(str(values[1]))
 
 
 def _of(x: KeyLineage) -> list[str]:

@@ -83,7 +83,7 @@ class CheckReport:
             "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
-            "causes": [c.to_dict() for c in causes(self.lineage)],
+            "causes": [c.to_dict() for c in causes(self.lineage, d.samples.get("changed", []) if d else [])],
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": diff, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
@@ -176,7 +176,8 @@ class CheckReport:
     def why(self) -> list[str]:
         """What the sampled differing keys' events have in common, a heading then a line per cause, the most
         common first (``[]`` with no key sampled): the verdict's answer to why the views differ."""
-        found, d = causes(self.lineage), self.diff
+        d = self.diff
+        found = causes(self.lineage, d.samples.get("changed", []) if d is not None else [])
         if not found or d is None:
             return []
         differing = d.changed_rows + d.only_in_live + d.only_in_rebuilt

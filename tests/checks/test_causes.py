@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+
 from rebuild.cli import main
 from tests.checks.conftest import DUPLICATED, OLD_VERSION, POISONED
 
@@ -46,3 +48,20 @@ def test_a_check_without_differences_says_no_why(scenario):
     report = scenario.wb.check("order_summary", progress="none")
     assert report.passed and report.why() == [] and report.to_dict()["causes"] == []
     assert "<b>Why</b>" not in report.to_html()
+
+
+def test_one_difference_in_every_changed_key_is_named_an_offset(scenario):
+    """Live's total 1.00 higher in every row (a consumer adding a fee): the why named 'live seems to apply an
+    ItemAdded event twice' wherever an item cost 1.00, a chance the sampled keys' one shared difference tells."""
+    scenario.wb.cutover("order_summary", force=True)
+    scenario.wb.run("order_summary", full=True, progress="none")
+    live = scenario.wb.store.read("order_summary")  # noqa: F841  (read by the DuckDB query below)
+    fee = duckdb.sql("SELECT * REPLACE (CAST(total + 1 AS DECIMAL(18, 2)) AS total) FROM live").to_arrow_table()
+    scenario.wb.store.write_table("order_summary", fee)
+    report = scenario.wb.check("order_summary", progress="none")
+    changed = report.diff.samples["changed"]
+    assert report.diff.changed_rows == 40 and len(changed) == 20
+    first = report.to_dict()["causes"][0]
+    assert first["cause"].startswith("live - rebuilt is the same in every changed key sampled (total +1.00): an offset")
+    assert first["keys"] == 20 and first["examples"] == [{"order_id": s["order_id"]} for s in changed[:3]]
+    assert report.why()[1].startswith("20 of 20 sampled keys: live - rebuilt is the same")
