@@ -27,8 +27,10 @@ from lake import scratch, storage
 from lake.faults import point
 from lake.schema import (
     COMPACTED_AT, COMPACTED_MARK, DECODED_MARK, FIRST_FILE, QUARANTINE_SCHEMA, STORED_SCHEMA, decodable, decoded_column,
+    decoding_column,
 )
-from lake.sql import literal, quote
+from lake.decoding import decoding_code
+from lake.sql import json_pointer, literal, quote
 from lake.read import as_names, damaged_named, quarantine_provenance
 from lake.table import EVENTS, PARTITIONS, QUARANTINE, DataFile, Lake, refuse_unknown_streams
 from lake.writer import write_partition, write_quarantine_file
@@ -122,7 +124,8 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
     with lake.commit_lock(), contextlib.closing(storage.session(con)) as session:
         snapshot = lake.snapshot()
         refuse_unknown_streams(chosen, snapshot.streams(), snapshot.lake_version)
-        todo = _partitions(lake, snapshot.files, chosen, small_bytes, {decoded_column(f, t) for f, t in wanted})
+        columns = {c for f, t in wanted for c in (decoded_column(f, t), decoding_column(f, t))}
+        todo = _partitions(lake, snapshot.files, chosen, small_bytes, columns)
         version = snapshot.delta_version
         batch: list[tuple[AddAction, list[DataFile]]] = []
         pending = 0  # events in the batch
@@ -200,7 +203,10 @@ def rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode:
     columns = ", ".join(quote(c) for c in STORED_SCHEMA.names if c not in PARTITIONS)
     layers = _layers(decode)
     structs = "".join(f", from_json(payload, {literal(json.dumps(layer))}) AS __d{i}" for i, layer in enumerate(layers))
-    fields = "".join(f", __d{i}.{quote(f)} AS {quote(decoded_column(f, t))}" for i, layer in enumerate(layers) for f, t in layer.items())
+    if decode:  # each field's raw JSON, all in one parse, for how it decoded
+        structs += f", json_extract(payload, {literal([json_pointer(f) for f, _ in decode])}) AS __raw"
+    fields = "".join(_decoded_pair(f"__d{i}.{quote(f)}", f"__raw[{decode.index((f, t)) + 1}]", f, t)
+                     for i, layer in enumerate(layers) for f, t in layer.items())
     source = f"read_parquet({literal([f.path for f in files])}, hive_partitioning = false)"
     if drop is not None:
         con.register("__dropped", drop)
@@ -216,6 +222,12 @@ def rewrite(lake: Lake, stream: str, bucket: int, files: list[DataFile], decode:
         point("compact.written")
     log.info("rewrote %s/%s: %s files", stream, bucket, len(files))
     return action
+
+
+def _decoded_pair(value: str, raw: str, field: str, type_: str) -> str:
+    """The field's decoded column and the column of how each value decoded (``lake.decoding``): a run counts
+    the values that do not read as themselves from it, exactly, without parsing a payload."""
+    return f", {value} AS {quote(decoded_column(field, type_))}, {decoding_code(raw, value, type_)} AS {quote(decoding_column(field, type_))}"
 
 
 def _layers(decode: list[tuple[str, str]]) -> list[dict[str, str]]:

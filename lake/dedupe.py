@@ -197,7 +197,7 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
 def _carried(lake: Lake, files: list[DataFile]) -> list[tuple[str, str]]:
     """The decoded payload columns the files carry (compaction's), which their rewrite keeps."""
     columns = set().union(*lake.decoded_columns([f.path for f in files]).values())
-    return sorted(decoded_field(c) for c in columns)
+    return sorted(decoded_field(c) for c in columns if c.startswith("payload:"))
 
 
 def _version_after(snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBPyConnection) -> int:

@@ -136,6 +136,12 @@ def decoded_column(field: str, type_: str) -> str:
     return f"payload:{field}:{_type_name(type_)}"
 
 
+def decoding_column(field: str, type_: str) -> str:
+    """The column of a compacted file holding, beside ``decoded_column``, how each value of the field
+    decoded (``lake.decoding``: NULL when not given, 0 when read as itself)."""
+    return f"decoding:{field}:{_type_name(type_)}"
+
+
 def decoded_field(column: str) -> tuple[str, str]:
     """The payload field and DuckDB type a ``decoded_column`` name stands for."""
     field, _, type_ = column.removeprefix("payload:").rpartition(":")

@@ -554,8 +554,8 @@ class Lake:
             ) from exc
 
     def decoded_columns(self, paths: Sequence[str]) -> dict[str, frozenset[str]]:
-        """The decoded payload columns (``lake.schema.decoded_column``) each of ``paths`` carries,
-        read from the footers of files marked as having some (cached: data files never change)."""
+        """The decoded payload columns (``lake.schema.decoded_column``, and ``decoding_column`` beside each since
+        2026-11-25) each of ``paths`` carries, read from the footers of files marked as having some (cached: data files never change)."""
         wanted = [p for p in paths if DECODED_MARK in p.rsplit("/", 1)[-1] and p not in self._decoded]
         if wanted:
             con = self.attach(duckdb.connect())
@@ -565,7 +565,7 @@ class Lake:
                 con.close()
             found: dict[str, set[str]] = {p: set() for p in wanted}
             for file, column in rows:
-                if column.startswith("payload:") and file in found:
+                if column.startswith(("payload:", "decoding:")) and file in found:
                     found[file].add(column)
             self._decoded.update({p: frozenset(c) for p, c in found.items()})
         return {p: self._decoded.get(p, frozenset()) for p in paths}

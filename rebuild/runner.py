@@ -32,7 +32,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.replay import (
     Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    NEWLY_QUARANTINED, bucket_events, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
+    NEWLY_QUARANTINED, bucket_events, decoding_sql, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import LIVE, SHADOW, Mark
@@ -233,7 +233,7 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
                 projection: Projection, plan: Plan) -> list[DataFile]:
     selection = full_selection(plan)
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
-    check_decoding(con, projection, sql)
+    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
     rows = _rows_table(store, plan)
     parts = [bucket_events(lake, snapshot, projection, selection, bucket).sql
              for bucket in sorted({f.bucket for f in files})] if projection.engine in ("polars", "python") else []
@@ -250,8 +250,10 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
         con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM __named_keys")
         con.unregister("__named_keys")
         return []
-    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
-    check_decoding(con, projection, sql)  # new events are where a producer's new payload shape shows first
+    selection = Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined)
+    sql, files, _ = events_sql(lake, snapshot, projection, selection)
+    # new events are where a producer's new payload shape shows first
+    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     if plan.exclude_quarantined and plan.after_version is not None:
         con.execute(f"INSERT INTO {KEYS} {NEWLY_QUARANTINED} EXCEPT SELECT partition_key FROM {KEYS}")
@@ -295,8 +297,9 @@ def _warn_rowless_keys(con: duckdb.DuckDBPyConnection, plan: Plan, column: str) 
 
 def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
              projection: Projection, plan: Plan) -> list[DataFile]:
-    sql, files, _ = events_sql(lake, snapshot, projection, Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined))
-    check_decoding(con, projection, sql)
+    selection = Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined)
+    sql, files, _ = events_sql(lake, snapshot, projection, selection)
+    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
     materialize(con, projection, sql, PARTIAL)
     con.execute(f"CREATE OR REPLACE TEMP VIEW __selected AS {sql}")
     return files

@@ -4,21 +4,23 @@ replay reading them gets exactly what parsing the JSON gives (so compacting neve
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import hypothesis.strategies as st
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 import lake
 from lake.compact import compact
-from rebuild import Workbench
+from rebuild import Config, ProjectionError, Workbench, projection
 from rebuild.cli import main
-from rebuild.projection import Projection
-from rebuild.replay import Selection, events_sql
+from rebuild.projection import Projection, Registry
+from rebuild.replay import Selection, decoding_sql, events_sql
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 
@@ -37,12 +39,16 @@ PAYLOADS = st.dictionaries(st.sampled_from(FIELDS + ["other"]), VALUES, max_size
 
 
 def replayed(target: lake.Lake, spec: dict[str, str]) -> list[tuple[object, ...]]:
-    """The events as a replay of a projection declaring ``spec`` gets them, sorted."""
+    """The events as a replay of a projection declaring ``spec`` gets them, with how each field decoded
+    (``decoding_sql``), sorted."""
     projection = Projection(name="p", version=1, key=("partition_key",), func=lambda: "", payload=spec)
     sql, _, _ = events_sql(target, target.snapshot(), projection, Selection(lake.EventFilter()))
+    codes = decoding_sql(target, target.snapshot(), projection, Selection(lake.EventFilter()))
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    return sorted(con.sql(f"SELECT event_id, {', '.join(spec)} FROM ({sql})").fetchall(), key=repr)
+    how = ", ".join(f"__code_{i}" for i in range(len(spec)))
+    return sorted(con.sql(f"SELECT event_id, {', '.join(spec)}, {how} FROM ({sql}) JOIN ({codes}) USING (event_id)").fetchall(),
+                  key=repr)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -60,7 +66,7 @@ def test_decoded_columns_read_exactly_what_parsing_the_payload_gives(tmp_path_fa
     assert len(parsed) == len(payloads)
     compact(target, small_bytes=1 << 40, decode=spec.items())
     decoded = target.decoded_columns([f.path for f in target.snapshot().files])
-    assert all(len(c) == len(FIELDS) for c in decoded.values())
+    assert all(len(c) == 2 * len(FIELDS) for c in decoded.values())  # each field's value and how it decoded
     assert replayed(target, spec) == parsed
 
 
@@ -107,7 +113,7 @@ def test_a_field_declared_with_another_type_is_parsed(tmp_path: Path) -> None:
     compact(target, small_bytes=1 << 40, decode=[("amount", "DECIMAL(18,2)"), ("blob", "JSON")])
     paths = [f.path for f in target.snapshot().files]
     carried = target.decoded_columns(paths)
-    assert set().union(*carried.values()) == {"payload:amount:DECIMAL(18,2)"}  # JSON is not decodable
+    assert set().union(*carried.values()) == {"payload:amount:DECIMAL(18,2)", "decoding:amount:DECIMAL(18,2)"}  # JSON is not decodable
     assert target.split_decoded(paths, ["payload:amount:DECIMAL(18,2)"]) == (paths, [])
     assert target.split_decoded(paths, ["payload:amount:DOUBLE"]) == ([], paths)
     assert [r[1] for r in replayed(target, {"amount": "DECIMAL(18,2)"})] == [Decimal("12.35")] * 4
@@ -126,3 +132,84 @@ def test_lake_compact_decodes_the_projections_fields_unless_told_not_to(tmp_path
     assert main(args) == 0
     names = {n for f in target.snapshot().files for n in pq.read_schema(f.path).names}
     assert {"payload:amount:DECIMAL(18,2)", "payload:customer_id:VARCHAR"} <= names
+
+
+PAID = {"amount": "DECIMAL(18,2)", "paid_in_full": "BOOLEAN"}
+
+
+def _paid_sql() -> str:
+    return "SELECT partition_key AS k, sum(amount) AS paid, bool_or(paid_in_full) AS full FROM events GROUP BY ALL"
+
+
+def _paid_polars(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.group_by(k=pl.col("partition_key")).agg(paid=pl.col("amount").sum(), full=pl.col("paid_in_full").any())
+
+
+def _payments(first: int, count: int, odd: dict[int, object] | None = None, field: str = "amount") -> list[dict[str, object]]:
+    """``count`` payments of 1.50, paid in full, but those numbered in ``odd`` whose ``field`` holds the value given."""
+    odd = odd or {}
+    return [event(n, key=f"k{n % 50}", payload={"amount": 1.5, "paid_in_full": True, **({field: odd[n]} if n in odd else {})})
+            for n in range(first, first + count)]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_values_that_do_not_decode_are_counted_in_every_event_before_and_after_compaction(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, engine: str) -> None:
+    """Only the first 10,000 events were looked at: of 3 amounts that were objects or text among 12,000
+    events, the run said "1 of 9999" and read the other 2 as NULL (Polars sums them to 0) without a word."""
+    target = lake.Lake(tmp_path / "lake")
+    bad: dict[int, object] = {20: {"value": 1.5}, 10_500: [1.5], 11_900: "lots"}
+    for first in (0, 6_000):  # two files of a partition: compaction rewrites them as one
+        lake.ingest(target, [write_ndjson(tmp_path / f"{first}.ndjson", _payments(first, 6_000, bad))], stream="s")
+    registry = Registry()
+    projection(name="paid", key="k", engine=engine, incremental="full", payload=PAID,  # type: ignore[arg-type]
+               registry=registry)(_paid_sql if engine == "duckdb" else _paid_polars)
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=())
+    with Workbench(config, registry=registry) as wb:
+        for compacted in (False, True):
+            caplog.clear()
+            wb.run("paid", progress="none")
+            assert "3 of 12,000 values of payload field 'amount' do not convert to DECIMAL(18,2) and read as NULL (e.g. " \
+                   in caplog.text
+            assert re.search(r'\(e.g. (\{"value":1.5\} in event e20|\[1.5\] in event e10500|"lots" in event e11900)\)',
+                             caplog.text)
+            assert "'paid_in_full'" not in caplog.text
+            if not compacted:
+                assert wb.compact().partitions > 0
+        codes = decoding_sql(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
+        assert "json_extract" not in codes and '"decoding:amount:DECIMAL(18,2)"' in codes  # no payload parsed
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+@pytest.mark.parametrize(("field", "value", "logged"), [
+    ("amount", True, "1 of 300 values of payload field 'amount' are of another kind than DECIMAL(18,2) and read as another "
+                     "value (e.g. true in event e7 reads as 1.00)"),
+    ("paid_in_full", 1, "1 of 300 values of payload field 'paid_in_full' are of another kind than BOOLEAN and read as "
+                        "another value (e.g. 1 in event e7 reads as true)"),
+])
+def test_a_boolean_where_a_number_is_declared_or_a_number_where_a_boolean_is_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, engine: str, field: str, value: object, logged: str) -> None:
+    """JSON true read as 1.00 where amount is declared DECIMAL, 0.5 as true where paid_in_full is BOOLEAN: no word
+    of either. A field none of whose values is of its kind is refused, as one none of whose values converts."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", _payments(0, 300, {7: value}, field))], stream="s")
+    registry = Registry()
+    projection(name="paid", key="k", engine=engine, payload=PAID, registry=registry)(  # type: ignore[arg-type]
+        _paid_sql if engine == "duckdb" else _paid_polars)
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=())
+    with Workbench(config, registry=registry) as wb:
+        for compacted in (False, True):
+            caplog.clear()
+            wb.run("paid", progress="none", full=True)
+            assert logged in caplog.text
+            if not compacted:
+                lake.ingest(target, [write_ndjson(tmp_path / "b.ndjson", _payments(300, 1))], stream="s")
+                assert wb.compact().partitions > 0
+                logged = logged.replace("of 300", "of 301")
+        wb.cutover("paid", force=True)
+        everywhere = {n: value for n in range(302, 310)}  # a producer's new shape: the catch-up reads only these
+        lake.ingest(target, [write_ndjson(tmp_path / "c.ndjson", _payments(302, 8, everywhere, field))], stream="s")
+        with pytest.raises(ProjectionError, match=rf"payload field '{field}' is declared .*, but none of its 8 values "
+                                                  r"converts to it \(e.g. .* in event e30\d reads as .*\), so it would read as "
+                                                  r"another value everywhere; fix its type in payload="):
+            wb.run("paid", progress="none")
