@@ -95,7 +95,7 @@ def test_compacted_files_keep_their_decoded_columns(copied: Lake) -> None:
     archive_again(copied, ["e1"])
     dedupe(copied)
     [only] = copied.snapshot().select(keys=["o-1"], buckets=copied.buckets_of(["o-1"]))
-    assert copied.decoded_columns([only.path])[only.path] == {"payload:amount:INTEGER"}
+    assert copied.decoded_columns([only.path])[only.path] == {"payload:amount:INTEGER", "decoding:amount:INTEGER"}
     assert ids(copied, partition_keys="o-1") == [("e1", 1), ("e2", 1)]
 
 

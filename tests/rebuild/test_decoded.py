@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import lake
+from lake.decoding import COERCED, LOST, ROUNDED, decoding_code
+from lake.sql import literal
 from lake.compact import compact
 from rebuild import Config, ProjectionError, Workbench, projection
 from rebuild.cli import main
@@ -213,3 +215,19 @@ def test_a_boolean_where_a_number_is_declared_or_a_number_where_a_boolean_is_is_
                                                   r"converts to it \(e.g. .* in event e30\d reads as .*\), so it would read as "
                                                   r"another value everywhere; fix its type in payload="):
             wb.run("paid", progress="none")
+
+
+@pytest.mark.parametrize(("value", "type_", "code"), [
+    (None, "DECIMAL(18,2)", None), ("absent", "DECIMAL(18,2)", None), (1.5, "DECIMAL(18,2)", 0), ("12.50", "DECIMAL(18,2)", 0),
+    (-3, "INTEGER", 0), ("true", "BOOLEAN", 0), (False, "BOOLEAN", 0), ([1], "VARCHAR", 0), ("abc", "VARCHAR", 0),
+    ({"a": 1}, "DECIMAL(18,2)", LOST), ("lots", "DOUBLE", LOST), (300, "TINYINT", LOST), ("2024-13-45", "DATE", LOST),
+    (True, "DECIMAL(18,2)", COERCED), (False, "DOUBLE", COERCED), (1, "BOOLEAN", COERCED), (-0.5, "BOOLEAN", COERCED),
+    (12.345, "DECIMAL(18,2)", ROUNDED), ("12.50", "INTEGER", ROUNDED), (2.25, "BIGINT", ROUNDED),
+])
+def test_how_a_value_decodes_is_told_by_its_code(value: object, type_: str, code: int | None) -> None:
+    """The code a run counts (``lake.decoding``), for values that read as themselves, as NULL, as another kind
+    of value (true as 1.00, 1 as true) and rounded to fit."""
+    payload = json.dumps({} if value == "absent" else {"v": value})
+    decoded = f"from_json(payload, {literal(json.dumps({'v': type_}))}).v"
+    sql = f"SELECT {decoding_code('raw', decoded, type_)} FROM (SELECT payload, json_extract(payload, '/v') AS raw FROM (SELECT ? AS payload))"
+    assert duckdb.sql(sql, params=[payload]).fetchall() == [(code,)]
