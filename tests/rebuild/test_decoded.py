@@ -230,4 +230,4 @@ def test_how_a_value_decodes_is_told_by_its_code(value: object, type_: str, code
     payload = json.dumps({} if value == "absent" else {"v": value})
     decoded = f"from_json(payload, {literal(json.dumps({'v': type_}))}).v"
     sql = f"SELECT {decoding_code('raw', decoded, type_)} FROM (SELECT payload, json_extract(payload, '/v') AS raw FROM (SELECT ? AS payload))"
-    assert duckdb.sql(sql, params=[payload]).fetchall() == [(code,)]
+    assert duckdb.connect().execute(sql, [payload]).fetchall() == [(code,)]
