@@ -71,6 +71,7 @@ def check_view(
     catch_up_from: int | None = None,
     names: tuple[str | None, str] | None = None,
     audit_keys: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
     step: Callable[[str], None] = lambda name: None,
 ) -> CheckReport:
     """Compare ``rebuilt`` with ``live`` (None: no live view), validate, trace, judge and report.
@@ -78,6 +79,7 @@ def check_view(
     ``catch_up_from``: ``rebuilt`` catches live up from that lake_version (see ``decide``).
     ``names``: the store's names of live and rebuilt when ``con`` reads them through views of other names.
     ``audit_keys``: the partition keys a patch corrects; the lake audit is of their events only.
+    ``notes``: the caller's, shown first (payload values the view's events hold that do not decode).
     ``step(name)`` is called as each of ``CHECK_STEPS`` is done (a check of 100M events takes minutes)."""
     warm_up()  # Great Expectations imports while DuckDB compares, traces and audits: it runs last
     thresholds = thresholds_of(spec.thresholds)
@@ -101,7 +103,7 @@ def check_view(
         view=spec.view, run_id=run_id, live=shown_live, rebuilt=shown_rebuilt, verdict=decide(diff, expectations, thresholds, catch_up_from),
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
-        notes=(*([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
+        notes=(*notes, *([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
                *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )

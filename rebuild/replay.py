@@ -180,6 +180,37 @@ DECODE_SAMPLE = 10_000
 SAMPLE_LIMIT = f"LIMIT (SELECT {DECODE_SAMPLE})"
 
 
+@dataclass(frozen=True)
+class DecodingCount:
+    """How the values of one declared payload field decoded in the events counted (``lake.decoding``)."""
+
+    field: str
+    type_: str
+    given: int  # present and not JSON null
+    lost: int  # read as NULL
+    coerced: int  # of another kind: true read as 1.00, 1 as true
+    rounded: int
+    examples: dict[int, str]  # by code: a value, its event and what it reads as
+
+    def refusal(self) -> str | None:
+        """Why the declaration is wrong: none of the values reads as its type."""
+        if not self.given or self.lost + self.coerced < self.given:
+            return None
+        return (f"payload field {self.field!r} is declared {self.type_}, but none of its {self.given:,} values converts to "
+                f"it (e.g. {self.examples.get(LOST) or self.examples.get(COERCED)}), so it would read as "
+                f"{'NULL' if self.lost else 'another value'} everywhere; fix its type in payload=")
+
+    def warnings(self) -> list[str]:
+        of = f"of {self.given:,} values of payload field {self.field!r}"
+        return [text for count, text in (
+            (self.lost, f"{self.lost:,} {of} do not convert to {self.type_} and read as NULL (e.g. {self.examples.get(LOST)})"),
+            (self.coerced, f"{self.coerced:,} {of} are of another kind than {self.type_} and read as another value (e.g. "
+                           f"{self.examples.get(COERCED)})"),
+            (self.rounded, f"{self.rounded:,} {of} are rounded to fit {self.type_} (e.g. {self.examples.get(ROUNDED)}): "
+                           "declare a type that holds them (a DECIMAL with more digits after the point, or DOUBLE)"),
+        ) if count]
+
+
 def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> None:
     """A payload field's value that does not convert to its declared type decodes to NULL, silently
     (``from_json``); one declared as a number reads ``true`` as 1 and one declared BOOLEAN reads a number as
@@ -189,7 +220,18 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes
     others are logged with an example and its event."""
     if not projection.payload:
         return
-    fields = list(projection.payload.items())
+    counts = count_decoding(con, projection, codes)
+    for count in counts:
+        if (refusal := count.refusal()) is not None:
+            raise ProjectionError(f"projection {projection.name!r}: {refusal}", projection=projection.name, field=count.field)
+        for text in count.warnings():
+            log.warning("projection %s: %s", projection.name, text)
+    _check_field_names(con, projection, codes, [c.field for c in counts if not c.given])
+
+
+def count_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> list[DecodingCount]:
+    """How each declared payload field's values decoded in the events of ``codes`` (:func:`decoding_sql`)."""
+    fields = list((projection.payload or {}).items())
     # judged field by field in one GROUP BY: as many aggregates as fields, each over its code's column, took twice as
     # long with 150 fields (and half as long with 5: 0.04 s against 0.1 s a million events)
     counts = con.sql(
@@ -197,25 +239,19 @@ def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes
         f"count(*) FILTER (code = {ROUNDED}) FROM (SELECT unnest(range({len(fields)})) AS i, unnest({_code_list(fields)}) "
         f"AS code FROM ({codes})) GROUP BY i ORDER BY i").fetchall() or [(0, 0, 0, 0)] * len(fields)  # no event: no group
     examples = _decoding_examples(con, fields, codes) if any(sum(c[1:]) for c in counts) else {}
-    for i, ((field, type_), (given, lost, coerced, rounded)) in enumerate(zip(fields, counts, strict=True)):
-        of = f"of {given:,} values of payload field {field!r}"
-        if given and lost + coerced == given:
-            raise ProjectionError(
-                f"projection {projection.name!r}: payload field {field!r} is declared {type_}, but none of its "
-                f"{given:,} values converts to it (e.g. {examples.get((i, LOST)) or examples.get((i, COERCED))}), so it "
-                f"would read as {'NULL' if lost else 'another value'} everywhere; fix its type in payload=",
-                projection=projection.name, field=field)
-        if lost:
-            log.warning("projection %s: %s %s do not convert to %s and read as NULL (e.g. %s)",
-                        projection.name, f"{lost:,}", of, type_, examples[i, LOST])
-        if coerced:
-            log.warning("projection %s: %s %s are of another kind than %s and read as another value (e.g. %s)",
-                        projection.name, f"{coerced:,}", of, type_, examples[i, COERCED])
-        if rounded:
-            log.warning("projection %s: %s %s are rounded to fit %s (e.g. %s): declare a type that holds them (a "
-                        "DECIMAL with more digits after the point, or DOUBLE)", projection.name, f"{rounded:,}", of, type_,
-                        examples[i, ROUNDED])
-    _check_field_names(con, projection, codes, [f for (f, _), c in zip(fields, counts, strict=True) if not c[0]])
+    return [DecodingCount(field, type_, given, lost, coerced, rounded, {code: e for (n, code), e in examples.items() if n == i})
+            for i, ((field, type_), (given, lost, coerced, rounded)) in enumerate(zip(fields, counts, strict=True))]
+
+
+def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, as_of: int) -> list[str]:
+    """For a check report: the payload values that do not read as themselves in every event the view's projection
+    consumes up to lake_version ``as_of`` (a run logs those it reads, which a job's log may not keep)."""
+    if not projection.payload:
+        return []
+    selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of))
+    counts = count_decoding(con, projection, decoding_sql(lake, lake.snapshot(), projection, selection))
+    return [f"in the events the view replays (to lake_version {as_of}), {text}"
+            for c in counts for text in [*c.warnings(), *filter(None, [c.refusal()])]]
 
 
 def _decoding_examples(con: duckdb.DuckDBPyConnection, fields: list[tuple[str, str]], codes: str) -> dict[tuple[int, int], str]:

@@ -41,6 +41,7 @@ from rebuild.options import RunOptions, from_kwargs, keyword_options
 from rebuild.plan import Plan, by_other_code, make_plan
 from rebuild.progress import Progress, choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
+from rebuild.replay import decoding_notes
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
 from rebuild.store.base import previous_name, scope_name, settled, shadow_name, view_tables
@@ -559,6 +560,8 @@ class Workbench:
         live_on = self._on(con, live_table, scope_table if scoped else None) if live_table else None
         if live_table == view and live_on is not None:
             _same_key(view, p.key, con.table(live_on).columns, scoped)
+        with self.lake.attach(con.cursor()) as cursor:  # counted in every event: a job's log may not keep the run's
+            notes = decoding_notes(cursor, self.lake, p, shadow.lake_version)
         shown.start(len(CHECK_STEPS), "steps", f"{view} check")
         try:
             report = check_view(
@@ -571,6 +574,7 @@ class Workbench:
                 report_name=f"{shadow.run_id}--against-{percent_encoded(str(live_table), only='%/')}" if other else None,
                 catch_up_from=None if live_table != view else _caught_up_from(record),
                 names=(live_table, shadow_name(view)), audit_keys=_patch_keys(con, scope, spec.partition_column),
+                notes=notes,
                 step=lambda name: shown.advance(1, name),
             )
         finally:
