@@ -53,7 +53,9 @@ from rebuild.plan import Plan
 # one can take an hour, while a job's log or a bar would show nothing), as the progress log does of a step
 from rebuild.progress import HEARTBEAT, Progress, Silent
 from rebuild.projection import Projection
-from rebuild.replay import Selection, bucket_events, check_output, events_sql, materialize, quarantined_keys
+from rebuild.replay import (
+    Selection, bucket_events, check_decoding, check_output, decoding_sql, events_sql, materialize, quarantined_keys,
+)
 from rebuild.runner import REBUILT, Recorder, RunResult, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store
 
@@ -417,6 +419,9 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
                 done = {b: r for b, r in done.items() if any(t.bucket == b and t.sql == before[b] for t in tasks)}
         results = [done[t.bucket] for t in tasks]
         con = lake.attach(store.compute())
+        # as a run in one process does (the tasks' from_json is silent), once the tasks have read every file: an
+        # unreadable one is named, or left out of the snapshot (--skip-corrupted), as for them
+        check_decoding(con, projection, decoding_sql(lake, snapshot, projection, full_selection(plan)))
         _load_parts(con, lake, snapshot, projection, plan, results, how)
         check_output(con, projection, REBUILT)
         # recorded under the run id the parts were staged under

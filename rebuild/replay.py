@@ -243,13 +243,17 @@ def count_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes
             for i, ((field, type_), (given, lost, coerced, rounded)) in enumerate(zip(fields, counts, strict=True))]
 
 
-def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, as_of: int) -> list[str]:
+def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, as_of: int,
+                   skipped: Sequence[str] = ()) -> list[str]:
     """For a check report: the payload values that do not read as themselves in every event the view's projection
-    consumes up to lake_version ``as_of`` (a run logs those it reads, which a job's log may not keep)."""
+    consumes up to lake_version ``as_of`` (a run logs those it reads, which a job's log may not keep), but those of
+    the lake files the run ``skipped`` (unreadable)."""
     if not projection.payload:
         return []
     selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of))
-    counts = count_decoding(con, projection, decoding_sql(lake, lake.snapshot(), projection, selection))
+    snapshot = lake.snapshot()
+    snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in skipped))
+    counts = count_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
     return [f"in the events the view replays (to lake_version {as_of}), {text}"
             for c in counts for text in [*c.warnings(), *filter(None, [c.refusal()])]]
 

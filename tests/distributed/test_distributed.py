@@ -75,6 +75,21 @@ def test_processes_give_the_single_process_result(tmp_path: Path, orders_lake: l
     assert 1 <= result.stats["workers"] <= 2 and result.stats["tasks"] == 8  # type: ignore[attr-defined]
 
 
+def test_payload_values_that_do_not_decode_are_counted_by_the_driver(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A run in one process counts them; a distributed run read them as NULL without a word."""
+    from tests.conftest import write_ndjson
+    from tests.orders import order_events
+
+    target = lake.Lake(tmp_path / "lake")
+    events = [e for o in range(1, 9) for e in order_events(o)]
+    events[3]["payload"]["amount"] = {"value": 7.5}  # the first order's PaymentAuthorized
+    lake.ingest(target, [write_ndjson(tmp_path / "in.ndjson", events)], stream="orders")
+    _run(tmp_path, target, "order_summary", "pool", executor="processes", workers=2)
+    assert "1 of 8 values of payload field 'amount' do not convert to DECIMAL(18,2) and read as NULL (e.g. " \
+           '{"value":7.5} in event ev-o-0000001-4)' in caplog.text
+
+
 def test_a_retried_task_overwrites_its_part(tmp_path: Path, orders_lake: lake.Lake) -> None:
     with Workbench.open(None, lake_uri=orders_lake.uri, store_uri=f"duckdb://{tmp_path / 'v'}.duckdb") as wb:
         plan = wb.plan("order_summary", full=True)
