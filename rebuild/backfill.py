@@ -41,8 +41,9 @@ from rebuild.options import RunOptions, parse_time
 from rebuild.plan import Plan, make_plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
+from rebuild.decoding import check_decoding
 from rebuild.replay import (
-    bucket_events, check_decoding, check_output, check_partition_column, decoding_sql, materialize, quarantined_keys,
+    bucket_events, check_output, check_partition_column, decoding_sql, materialize, quarantined_keys,
 )
 from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store

@@ -53,8 +53,9 @@ from rebuild.plan import Plan
 # one can take an hour, while a job's log or a bar would show nothing), as the progress log does of a step
 from rebuild.progress import HEARTBEAT, Progress, Silent
 from rebuild.projection import Projection
+from rebuild.decoding import check_decoding
 from rebuild.replay import (
-    Selection, bucket_events, check_decoding, check_output, decoding_sql, events_sql, materialize, quarantined_keys,
+    Selection, bucket_events, check_output, decoding_sql, events_sql, materialize, quarantined_keys,
 )
 from rebuild.runner import REBUILT, Recorder, RunResult, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store

@@ -22,7 +22,7 @@ from polars.io.plugins import register_io_source
 import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
-from lake.decoding import COERCED, LOST, ROUNDED, decoding_code
+from lake.decoding import decoding_code
 from lake.schema import ENVELOPE_COLUMNS, decoded_column, decoding_column
 from lake.read import quarantine_provenance
 from lake.table import DataFile
@@ -170,125 +170,6 @@ def _check_payload(projection: Projection) -> None:
             f"projection {projection.name!r}: payload fields {sorted(clash)} clash with envelope columns",
             projection=projection.name,
         )
-
-
-#: the events whose payloads' field names are looked at for a misspelt declared field
-DECODE_SAMPLE = 10_000
-#: DuckDB 2.0 runs a constant LIMIT over the decoded payload fields (above 8,000 rows or so) by parsing
-#: each payload again for every field: 300 declared fields took 30 s for 10,000 events; a LIMIT it
-#: cannot fold into the plan takes 1 s
-SAMPLE_LIMIT = f"LIMIT (SELECT {DECODE_SAMPLE})"
-
-
-@dataclass(frozen=True)
-class DecodingCount:
-    """How the values of one declared payload field decoded in the events counted (``lake.decoding``)."""
-
-    field: str
-    type_: str
-    given: int  # present and not JSON null
-    lost: int  # read as NULL
-    coerced: int  # of another kind: true read as 1.00, 1 as true
-    rounded: int
-    examples: dict[int, str]  # by code: a value, its event and what it reads as
-
-    def refusal(self) -> str | None:
-        """Why the declaration is wrong: none of the values reads as its type."""
-        if not self.given or self.lost + self.coerced < self.given:
-            return None
-        return (f"payload field {self.field!r} is declared {self.type_}, but none of its {self.given:,} values converts to "
-                f"it (e.g. {self.examples.get(LOST) or self.examples.get(COERCED)}), so it would read as "
-                f"{'NULL' if self.lost else 'another value'} everywhere; fix its type in payload=")
-
-    def warnings(self) -> list[str]:
-        of = f"of {self.given:,} values of payload field {self.field!r}"
-        return [text for count, text in (
-            (self.lost, f"{self.lost:,} {of} do not convert to {self.type_} and read as NULL (e.g. {self.examples.get(LOST)})"),
-            (self.coerced, f"{self.coerced:,} {of} are of another kind than {self.type_} and read as another value (e.g. "
-                           f"{self.examples.get(COERCED)})"),
-            (self.rounded, f"{self.rounded:,} {of} are rounded to fit {self.type_} (e.g. {self.examples.get(ROUNDED)}): "
-                           "declare a type that holds them (a DECIMAL with more digits after the point, or DOUBLE)"),
-        ) if count]
-
-
-def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> None:
-    """A payload field's value that does not convert to its declared type decodes to NULL, silently
-    (``from_json``); one declared as a number reads ``true`` as 1 and one declared BOOLEAN reads a number as
-    ``true``; an integer or a decimal gets its numbers rounded to fit. Count them in every event a run reads
-    (``codes``: :func:`decoding_sql`): a field none of whose values reads as its type is a wrong declaration,
-    refused, and so is one no payload has while one has it spelt otherwise (``Amount``, ``ammount``); the
-    others are logged with an example and its event."""
-    if not projection.payload:
-        return
-    counts = count_decoding(con, projection, codes)
-    for count in counts:
-        if (refusal := count.refusal()) is not None:
-            raise ProjectionError(f"projection {projection.name!r}: {refusal}", projection=projection.name, field=count.field)
-        for text in count.warnings():
-            log.warning("projection %s: %s", projection.name, text)
-    _check_field_names(con, projection, codes, [c.field for c in counts if not c.given])
-
-
-def count_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> list[DecodingCount]:
-    """How each declared payload field's values decoded in the events of ``codes`` (:func:`decoding_sql`)."""
-    fields = list((projection.payload or {}).items())
-    # judged field by field in one GROUP BY: as many aggregates as fields, each over its code's column, took twice as
-    # long with 150 fields (and half as long with 5: 0.04 s against 0.1 s a million events)
-    counts = con.sql(
-        f"SELECT count(code), count(*) FILTER (code = {LOST}), count(*) FILTER (code = {COERCED}), "
-        f"count(*) FILTER (code = {ROUNDED}) FROM (SELECT unnest(range({len(fields)})) AS i, unnest({_code_list(fields)}) "
-        f"AS code FROM ({codes})) GROUP BY i ORDER BY i").fetchall() or [(0, 0, 0, 0)] * len(fields)  # no event: no group
-    examples = _decoding_examples(con, fields, codes) if any(sum(c[1:]) for c in counts) else {}
-    return [DecodingCount(field, type_, given, lost, coerced, rounded, {code: e for (n, code), e in examples.items() if n == i})
-            for i, ((field, type_), (given, lost, coerced, rounded)) in enumerate(zip(fields, counts, strict=True))]
-
-
-def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, as_of: int,
-                   skipped: Sequence[str] = ()) -> list[str]:
-    """For a check report: the payload values that do not read as themselves in every event the view's projection
-    consumes up to lake_version ``as_of`` (a run logs those it reads, which a job's log may not keep), but those of
-    the lake files the run ``skipped`` (unreadable)."""
-    if not projection.payload:
-        return []
-    selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of))
-    snapshot = lake.snapshot()
-    snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in skipped))
-    counts = count_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
-    return [f"in the events the view replays (to lake_version {as_of}), {text}"
-            for c in counts for text in [*c.warnings(), *filter(None, [c.refusal()])]]
-
-
-def _decoding_examples(con: duckdb.DuckDBPyConnection, fields: list[tuple[str, str]], codes: str) -> dict[tuple[int, int], str]:
-    """A value of each field that does not read as itself, per code, with its event and what it reads as. Only
-    those events' payloads are parsed (rare, or the run is refused)."""
-    raw = f"json_extract(payload, {literal([json_pointer(f) for f, _ in fields])})[i + 1]"
-    decoded = f"from_json(payload, {literal(json.dumps(dict(fields)))})"
-    text = "[" + ", ".join(f"CAST({decoded}.{quote(f)} AS VARCHAR)" for f, _ in fields) + "][i + 1]"
-    rows = con.sql(
-        f"SELECT i, code, any_value(CAST({raw} AS VARCHAR) || ' in event ' || event_id || "
-        f"CASE WHEN code = {LOST} THEN '' ELSE ' reads as ' || {text} END) FROM (SELECT unnest(range({len(fields)})) "
-        f"AS i, unnest({_code_list(fields)}) AS code, event_id, payload FROM ({codes})) "
-        "WHERE code > 0 GROUP BY ALL").fetchall()
-    return {(i, code): example for i, code, example in rows}
-
-
-def _code_list(fields: list[tuple[str, str]]) -> str:
-    return f"[{', '.join(f'__code_{i}' for i in range(len(fields)))}]"
-
-
-def _check_field_names(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str, absent: list[str]) -> None:
-    """A declared field that none of the sampled payloads has, while they have one of a name that
-    differs only by case or a letter or two, is a misspelt declaration: it would read as NULL everywhere."""
-    if not absent:
-        return
-    sample = f"SELECT json_keys(payload) AS __keys FROM ({codes}) {SAMPLE_LIMIT}"
-    held = con.sql(f"SELECT list_distinct(flatten(list(__keys))) FROM ({sample})").fetchall()[0][0] or []
-    for field in (f for f in absent if f not in held):  # held, but null everywhere: no misspelling
-        if (near := near_name(field, held)) is not None:
-            raise ProjectionError(
-                f"projection {projection.name!r}: payload field {field!r} is in none of the first {DECODE_SAMPLE:,} "
-                f"events' payloads, which have {near!r}, so it would read as NULL everywhere; fix its name in "
-                "payload= (payload field names are case-sensitive)", projection=projection.name, field=field)
 
 
 def _spill_problem(con: duckdb.DuckDBPyConnection, exc: Exception) -> str | None:

@@ -30,8 +30,9 @@ from rebuild.faults import point
 from rebuild.plan import Plan
 from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
+from rebuild.decoding import check_decoding
 from rebuild.replay import (
-    Selection, check_decoding, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
+    Selection, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
     NEWLY_QUARANTINED, bucket_events, decoding_sql, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store

@@ -41,7 +41,7 @@ from rebuild.options import RunOptions, from_kwargs, keyword_options
 from rebuild.plan import Plan, by_other_code, make_plan
 from rebuild.progress import Progress, choose
 from rebuild.projection import REGISTRY, Projection, Registry, load_modules
-from rebuild.replay import decoding_notes
+from rebuild.decoding import decoding_notes
 from rebuild.runner import RunResult, execute
 from rebuild.store import LIVE, PREVIOUS, SHADOW, Checkpoint, Store, open_store, store_exists
 from rebuild.store.base import previous_name, scope_name, settled, shadow_name, view_tables

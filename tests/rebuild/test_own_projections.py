@@ -972,7 +972,8 @@ def test_the_look_at_a_wide_payload_s_fields_costs_about_what_decoding_them_does
 
     import duckdb
 
-    from rebuild.replay import Selection, check_decoding, decoding_sql, events_sql
+    from rebuild.decoding import check_decoding
+    from rebuild.replay import Selection, decoding_sql, events_sql
 
     fields = [f"f{i:03d}" for i in range(150)]
     events = [{"event_id": f"w{n}", "partition_key": f"k{n % 50}", "sequence": n, "event_type": "Measured",
