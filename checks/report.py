@@ -20,7 +20,7 @@ from checks.errors import ReportError
 from checks.expect import ExpectationsResult
 from checks.html import esc, key_text, number, pairs, section, table
 from checks.lineage import KeyLineage
-from checks.verdict import Verdict, shown
+from checks.verdict import Verdict, columns_text, shown
 from lake.encode import dumps
 from lake.faults import point
 
@@ -200,15 +200,15 @@ class CheckReport:
             return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
         if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
-                    f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
+                    f"differ from live's ({_columns_changed(d, 'added', 'removed', 'retyped')}); to change live's columns, "
                     f"`rebuild run {view} --full`, check and cut over that")
         empty = [c for c, v in d.added_values.items() if v.get("values") == 0] if d is not None else []
         if d is not None and empty and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
-            return (f"the rebuilt view equals live in every column live has, but the column(s) it adds, {empty}, are "
+            return (f"the rebuilt view equals live in every column live has, but the {columns_text(empty)} it adds {'are' if len(empty) > 1 else 'is'} "
                     f"NULL in every row: fix the projection and `rebuild run {view} --full` again, or, if NULL is what "
                     f"they should hold, `rebuild cutover {view} --force`")
         if d is not None and d.added and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
-            return (f"the rebuilt view equals live in every column live has and adds {list(d.added)}, computed from "
+            return (f"the rebuilt view equals live in every column live has and adds {columns_text(d.added)}, computed from "
                     f"the whole history: no data of live is wrong; `rebuild cutover {view} --force` makes the new "
                     f"columns live (the run record keeps it; `rebuild rollback {view}` undoes it)")
         if d is not None and d.differences == 0:  # only the expectations failed
@@ -229,8 +229,9 @@ class CheckReport:
         effect = (f"{d.changed_rows:,} change, {d.only_in_live:,} go and {d.rows_matched - d.changed_rows:,} stay the "
                   f"same, and {d.only_in_rebuilt:,} are added")
         if d.scope is None:
+            columns = f", and every row {changed}" if (changed := _columns_changed(d)) else ""
             return (f"the rebuilt view replaces live {view} in one transaction: of live's {d.rows_live:,} rows "
-                    f"{effect} ({d.rows_rebuilt:,} rows then){_columns_changed(d)}; live as it is now is kept: "
+                    f"{effect} ({d.rows_rebuilt:,} rows then){columns}; live as it is now is kept: "
                     f"`rebuild rollback {view}` brings it back")
         if d.rows_live == d.rows_rebuilt == 0:
             return f"the patch changes no row of live {view}: live only takes its lake position"
@@ -337,11 +338,10 @@ def _flags(x: KeyLineage) -> str:
     return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
 
 
-def _columns_changed(d: DiffResult) -> str:
-    """What a full cutover does to live's columns, which the rows 'the same' in live's columns do not say."""
-    said = [f"{what} {names}" for what, names in (("gains", list(d.added)), ("loses", list(d.removed)),
-                                                  ("retypes", sorted(d.retyped))) if names]
-    return f", and every row {' and '.join(said)}" if said else ""
+def _columns_changed(d: DiffResult, added: str = "gains", removed: str = "loses", retyped: str = "retypes") -> str:
+    """The columns a full cutover adds, removes and retypes in live, in words: ``gains column lines``."""
+    return " and ".join(f"{what} {columns_text(names)}" for what, names in (
+        (added, list(d.added)), (removed, list(d.removed)), (retyped, sorted(d.retyped))) if names)
 
 
 def _quarantine(rows: Sequence[dict[str, Any]], shown: int = 3) -> str:

@@ -298,7 +298,7 @@ def test_check_of_a_patch_with_other_columns_than_live_says_it_cannot_be_cut_ove
     capsys.readouterr()
     assert main([*at, "check", "order_summary"]) == 1
     assert ("next: this patch cannot be cut over, also not with --force: it changes live's rows, and its columns differ "
-            "from live's (added ['lines'], removed []); to change live's columns, `rebuild run order_summary --full`, "
+            "from live's (added column lines); to change live's columns, `rebuild run order_summary --full`, "
             "check and cut over that") in capsys.readouterr().out
     assert main([*at, "cutover", "order_summary", "--force"]) == 2
 
