@@ -3,6 +3,7 @@ the live views that applied the copies (README: "Events archived twice")."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -16,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from rich.console import Console
 
 from rebuild import Workbench
 from rebuild.cli import main
@@ -217,6 +219,9 @@ def test_after_dedupe_the_next_incremental_run_of_each_view_corrects_it_with_no_
     old, clean = _old_and_clean(make_bench)
     assert old.wb.plan("order_summary", incremental=True).deduped == ()
     report = old.wb.dedupe()
+    console = Console(record=True, width=400, file=io.StringIO())
+    report.render(console)
+    assert "the next run of each corrects it, a scheduled `rebuild run VIEW --incremental` too" in console.export_text()
     old.wb.close()
     (old.root / "reports" / f"dedupe-{report.result.delta_version}-keys.txt").unlink()  # another machine: no keys file
     old.wb = Workbench.open(None, lake_uri=str(old.root / "lake"), store_uri=f"duckdb://{old.root}/views.duckdb",
