@@ -691,6 +691,8 @@ def _run_facts(record: Any) -> dict[str, Any]:
         facts["skipped_files"] = plan["skipped_files"]
     if plan.get("mode") == "full" and by_other_code(plan.get("reason") or ""):
         facts["full_because"] = plan["reason"]
+    if plan.get("deduped"):
+        facts["deduped"] = plan["deduped"]
     return facts
 
 

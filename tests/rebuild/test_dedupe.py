@@ -247,6 +247,7 @@ def test_after_dedupe_the_next_incremental_run_of_each_view_corrects_it_with_no_
         old.wb.run(view, progress="none", incremental=True)
         found = old.wb.check(view, progress="none").to_dict()
         assert found["changed_rows"] > 0  # what the copies did in live (a merge view's full run fails its threshold)
+        assert any(f"removed at Delta version {version} (copies of events live applied)" in n for n in found["notes"])
         old.wb.cutover(view, force=True)
         assert_frame_equal(old.rows(view), clean.rows(view), check_exact=False)
         assert old.wb.plan(view, incremental=True).deduped == ()  # the cutover moved live past the dedupe
