@@ -10,11 +10,12 @@ differs from the kept one goes to the quarantine first, naming the columns that 
 
 Before its commit, a dedupe records in the lake (``_dedupe/DELTA_VERSION.parquet``: the copies' partition keys,
 and per stream and event type the lowest lake_version of a removed copy) what it removed, and its commit sets the
-Delta application transaction ``workbench.dedupe`` to its own version. A view's plan (``rebuild.dedupe``) reads
-the records of the dedupes committed since its live was built, on any machine reading the lake; a record above
-that transaction's version is one whose commit never happened (a kill, or another writer took its version), which
-readers ignore and the next dedupe deletes. A file, not the commit's metadata: 100,000 keys are 1.5 MB of JSON
-in the Delta log, which every history read and, until a checkpoint, every load of the log would read.
+Delta application transaction ``workbench.dedupe`` (``DEDUPE_APP``) to its own version, which each snapshot knows
+(``Snapshot.last_dedupe``). A view's plan (``rebuild.dedupe``) reads the records of the dedupes committed since its
+live was built, on any machine reading the lake; a record above the snapshot's last dedupe is one whose commit never
+happened (a kill, or another writer took its version), which readers ignore and the next dedupe deletes. A file,
+not the commit's metadata: 100,000 keys are 1.5 MB of JSON in the Delta log, which every history read and, until a
+checkpoint, every load of the log would read.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from lake.ingest import RECORD_HASH, store_quarantine
 from lake.read import EventFilter, damaged_named, read_events
 from lake.schema import ENVELOPE_COLUMNS, FIRST_COPY, decoded_field
 from lake.sql import literal, quote
-from lake.table import EVENTS, DataFile, Lake, Snapshot
+from lake.table import DEDUPE_APP, EVENTS, DataFile, Lake, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 CONTENT = ("stream", "partition_key", "sequence", "event_type", "event_time", "schema_version", "payload", "metadata")
 REASON = "archived twice"  # the quarantine reason's first words, which the audit groups reasons by
 RECORDS = "_dedupe"  # the folder, under the lake's root, of what each dedupe removed
-APP_ID = "workbench.dedupe"  # the Delta application transaction a dedupe's commit sets to its own version
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
     point("dedupe.after_quarantine")
     version = snapshot.delta_version + 1  # the commit is pinned to it
     found = _result(snapshot.lake_version, version, keys, later, session, dry_run, started)
-    record = _record(lake, found)
+    record = _record(lake, snapshot, found)
     point("dedupe.after_record")
     keys_file = None if keys_dir is None else keys_dir / f"dedupe-{version}-keys.txt"
     if keys_file is not None:
@@ -143,15 +143,15 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
                                keys_file=None if keys_file is None else str(keys_file), record=record)
 
 
-def records(lake: Lake, after: int, upto: int) -> list[Deduped]:
-    """The records of the dedupes committed at Delta versions in (``after``, ``upto``], oldest first. Costs one
-    lookup in the table's state (no listing) when no dedupe committed after ``after``."""
-    last = lake.position(APP_ID)
+def records(lake: Lake, after: int, snapshot: Snapshot) -> list[Deduped]:
+    """The records of the dedupes committed after Delta version ``after``, up to ``snapshot``, oldest first.
+    Reads nothing when none did (the snapshot knows its last dedupe commit)."""
+    last = snapshot.last_dedupe
     if last is None or last <= after:
         return []
     fs, root = _records_dir(lake)
-    found = [_read_record(fs, f.path, n) for f, n in _listed(fs, root) if after < n <= min(upto, last)]
-    if last <= upto and last not in {r.delta_version for r in found}:
+    found = [_read_record(fs, f.path, n) for f, n in _listed(fs, root) if after < n <= last]
+    if last not in {r.delta_version for r in found}:
         log.warning("the record of the dedupe committed at Delta version %s is missing from %s/%s: the views built "
                     "before it that applied its copies need `rebuild run VIEW --full`", last, lake.uri, RECORDS)
     return sorted(found, key=lambda r: r.delta_version)
@@ -169,12 +169,12 @@ def _listed(fs: pafs.FileSystem, root: str) -> list[tuple[pafs.FileInfo, int]]:
             if f.base_name.endswith(".parquet") and f.base_name.removesuffix(".parquet").isdigit()]
 
 
-def _record(lake: Lake, found: DedupeResult) -> str:
+def _record(lake: Lake, snapshot: Snapshot, found: DedupeResult) -> str:
     """Write ``found`` as the record of its commit (``records``), first deleting those of commits that never
-    happened (above the last dedupe's version); returns its location."""
+    happened (above the last dedupe commit of ``snapshot``, the one the commit follows); returns its location."""
     assert found.delta_version is not None
     fs, root = _records_dir(lake)
-    last = lake.position(APP_ID)
+    last = snapshot.last_dedupe
     for info, n in _listed(fs, root):
         if last is None or n > last:
             fs.delete_file(info.path)
@@ -182,14 +182,14 @@ def _record(lake: Lake, found: DedupeResult) -> str:
         fs.create_dir(root, recursive=True)
     described = json.dumps({"first_of": found.first_of, "quarantined": found.quarantined})
     table = pa.table({"partition_key": pa.array(found.keys, pa.string())})
-    pq.write_table(table.replace_schema_metadata({APP_ID: described}), f"{root}/{found.delta_version}.parquet",
+    pq.write_table(table.replace_schema_metadata({DEDUPE_APP: described}), f"{root}/{found.delta_version}.parquet",
                    filesystem=fs)
     return f"{lake.uri}/{RECORDS}/{found.delta_version}.parquet"
 
 
 def _read_record(fs: pafs.FileSystem, path: str, version: int) -> Deduped:
     table = pq.read_table(path, filesystem=fs)
-    described = json.loads((table.schema.metadata or {})[APP_ID.encode()])
+    described = json.loads((table.schema.metadata or {})[DEDUPE_APP.encode()])
     return Deduped(delta_version=version, keys=tuple(table.column("partition_key").to_pylist()),
                    first_of=tuple((s, t, int(v)) for s, t, v in described["first_of"]),
                    quarantined=int(described["quarantined"]))
@@ -266,7 +266,7 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
             actions.append(dataclasses.replace(action, data_change=True))
     version = snapshot.delta_version + 1
     lake.commit_files(EVENTS, actions, expected_version=version, operation="dedupe", remove=removed,
-                      data_change=True, position=(APP_ID, version),
+                      data_change=True, position=(DEDUPE_APP, version),
                       metadata={"workbench.dedupe.removed": str(later.num_rows), "workbench.dedupe.record": record})
     return len(removed)
 

@@ -59,7 +59,7 @@ def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapsh
     ``snapshot``, those that removed a copy it applied (None: none did, or no live)."""
     if live is None:
         return None
-    found = [r for r in records(lake, live.delta_version, snapshot.delta_version) if _applied(p, live, r)]
+    found = [r for r in records(lake, live.delta_version, snapshot) if _applied(p, live, r)]
     if not found:
         return None
     ahead = live.lake_version > snapshot.lake_version

@@ -28,5 +28,5 @@ def test_dedupe_in_a_bucket_removes_the_copies_and_quarantines_a_differing_one(
     # another machine reading the bucket finds what it removed, for the views' next runs (rebuild.dedupe.pending)
     elsewhere = lake.Lake(s3_uri, storage_options=s3_server.options)
     assert result.record == f"{s3_uri}/_dedupe/{result.delta_version}.parquet"
-    assert records(elsewhere, -1, elsewhere.snapshot().delta_version) == [
+    assert records(elsewhere, -1, elsewhere.snapshot()) == [
         Deduped(result.delta_version or 0, ("o-0000001", "o-0000002"), result.first_of, 1)]
