@@ -144,16 +144,14 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
 
 
 def records(lake: Lake, after: int, snapshot: Snapshot) -> list[Deduped]:
-    """The records of the dedupes committed after Delta version ``after``, up to ``snapshot``, oldest first.
-    Reads nothing when none did (the snapshot knows its last dedupe commit)."""
+    """The records of the dedupes committed after Delta version ``after``, up to ``snapshot``, oldest first
+    (the last one's may be missing: deleted by hand). Reads nothing when none did (the snapshot knows its last
+    dedupe commit)."""
     last = snapshot.last_dedupe
     if last is None or last <= after:
         return []
     fs, root = _records_dir(lake)
     found = [_read_record(fs, f.path, n) for f, n in _listed(fs, root) if after < n <= last]
-    if last not in {r.delta_version for r in found}:
-        log.warning("the record of the dedupe committed at Delta version %s is missing from %s/%s: the views built "
-                    "before it that applied its copies need `rebuild run VIEW --full`", last, lake.uri, RECORDS)
     return sorted(found, key=lambda r: r.delta_version)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lake.dedupe import DedupeResult, Deduped, records
+from lake.dedupe import RECORDS, DedupeResult, Deduped, records
 from lake.table import Lake, Snapshot
 from lake.render import html_table
 from rebuild.projection import Projection
@@ -59,7 +59,11 @@ def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapsh
     ``snapshot``, those that removed a copy it applied (None: none did, or no live)."""
     if live is None:
         return None
-    found = [r for r in records(lake, live.delta_version, snapshot) if _applied(p, live, r)]
+    every = records(lake, live.delta_version, snapshot)
+    last = snapshot.last_dedupe
+    if last is not None and last > live.delta_version and last not in {r.delta_version for r in every}:
+        return Correction((last,), (), f"its record, {lake.uri}/{RECORDS}/{last}.parquet, is missing: a full run")
+    found = [r for r in every if _applied(p, live, r)]
     if not found:
         return None
     ahead = live.lake_version > snapshot.lake_version

@@ -318,3 +318,16 @@ def test_a_dedupe_killed_between_its_record_and_its_commit_leaves_no_correction_
     assert bench.wb.dedupe().result.delta_version == 4
     plan = bench.wb.plan("order_summary")  # the record of the commit that never happened was deleted
     assert (plan.deduped, plan.dedupe_keys) == ((4,), ("o-0000002", "o-0000004"))
+
+
+def test_a_dedupe_whose_record_was_deleted_makes_the_views_built_before_it_run_in_full(bench: Bench) -> None:
+    """What it removed is not known then: a catch-up of the keys it would have named is not possible."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER)
+    bench.rebuild_live("order_summary")
+    report = bench.wb.dedupe()
+    Path(report.result.record or "").unlink()
+    plan = bench.wb.plan("order_summary", incremental=True)
+    assert (plan.mode, plan.deduped) == ("full", (4,))
+    assert plan.reason.endswith("_dedupe/4.parquet, is missing: a full run")
