@@ -339,7 +339,11 @@ def _estimate(lake: Lake, snapshot: Snapshot, store: Store | None, plan: Plan) -
     """Files and events the run's deciding selection reads (by stream: a declared stream the lake holds no
     events of shows as 0, which a misspelt one does too), and rows it may write."""
     f = plan.selection() if plan.method != "full" else plan.everything()
-    files = f.files(snapshot, lake)
+    files = list(f.files(snapshot, lake))
+    if plan.dedupe_keys:  # the keys a dedupe's correction adds decide the scope too: their files are read
+        seen = {x.path for x in files}
+        keyed = replace(plan.everything(), partition_keys=plan.dedupe_keys).files(snapshot, lake)
+        files += [x for x in keyed if x.path not in seen]
     live_rows = store.count(plan.view) if plan.kind == "full" and store is not None and store.exists(plan.view) else None
     by_stream = dict.fromkeys(plan.streams or (), 0)
     for x in files:
