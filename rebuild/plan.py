@@ -121,7 +121,8 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = _keys_as_held(lake, store, snapshot, projection, options.partition_keys())
     since, until = options.time_range()
-    fix = pending(lake, projection, live, snapshot)
+    catching_up = keys is None and since is None and until is None and not options.full  # a backfill's chunks are not
+    fix = pending(lake, projection, live, snapshot) if catching_up else None
     mode, reason, after, other_code = _mode(projection, options, live, keys, since, until, as_of, fix)
     fixed = fix is not None and (mode == "incremental" or reason == fix.reason())  # the run corrects what they removed
     method = _method(projection, mode)
