@@ -356,3 +356,25 @@ def test_a_first_key_beginning_with_a_byte_order_mark_is_corrected_by_the_keys_r
     bench.wb.cutover("order_summary", force=True)
     paid = bench.rows("order_summary").filter(pl.col("order_id") == "\ufeffo-9")["paid"]
     assert paid.to_list() == [Decimal(str(marked[3]["payload"]["amount"]))]
+
+
+def test_on_every_store_a_catch_up_after_dedupe_corrects_live_and_its_cutover_ends_the_correction(
+        tmp_path: Path, store_uri: str) -> None:
+    """Live's checkpoint keeps the Delta version its run read in each store (DuckDB, PostgreSQL, Parquet)."""
+    bench = Bench(tmp_path)
+    bench.wb.close()
+    bench.wb = Workbench.open(None, lake_uri=str(tmp_path / "lake"), store_uri=store_uri,
+                              reports_dir=str(tmp_path / "reports"))
+    try:
+        bench.ingest(ORDERS)
+        archive_again(bench.wb.lake, COPIED)
+        bench.ingest(LATER)
+        bench.rebuild_live("order_summary")
+        version = bench.wb.dedupe().result.delta_version
+        assert bench.wb.plan("order_summary").deduped == (version,)
+        bench.rebuild_live("order_summary", incremental=True)
+        assert bench.wb.plan("order_summary").deduped == ()
+        bench.wb.run("order_summary", progress="none", full=True)
+        assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))
+    finally:
+        bench.wb.close()
