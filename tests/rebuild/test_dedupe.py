@@ -378,3 +378,18 @@ def test_on_every_store_a_catch_up_after_dedupe_corrects_live_and_its_cutover_en
         assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))
     finally:
         bench.wb.close()
+
+
+def test_an_incremental_run_as_of_before_the_dedupe_corrects_live_up_to_that_lake_version(bench: Bench) -> None:
+    """`--as-of` reads the current (deduped) files up to that lake_version: the copies' keys as they should have been."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER[:2])  # lake_version 3, which live read
+    bench.rebuild_live("order_summary")
+    bench.ingest(LATER[2:])
+    version = bench.wb.dedupe().result.delta_version
+    plan = bench.wb.plan("order_summary", incremental=True, as_of="3")
+    assert (plan.mode, plan.lake_version, plan.deduped) == ("incremental", 3, (version,))
+    bench.rebuild_live("order_summary", incremental=True, as_of="3")
+    bench.wb.run("order_summary", progress="none", full=True, as_of="3")
+    assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))
