@@ -102,7 +102,8 @@ def check_view(
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
         notes=(*([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
-               *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {})),
+               *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {}),
+               *_deduped(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
@@ -206,6 +207,14 @@ def _full_because(run: dict[str, Any]) -> list[str]:
     why = run.get("full_because")
     return [f"a full run, since {why}; its differences from live may be the effects of that change, "
             "not of the events"] if why else []
+
+
+def _deduped(run: dict[str, Any]) -> list[str]:
+    """A run that corrects what dedupes removed (``rebuild.dedupe.pending``): its differences are the copies' doing."""
+    versions = run.get("deduped")
+    return [f"the run corrects what `rebuild lake dedupe` removed at Delta version {', '.join(map(str, versions))} "
+            "(copies of events live applied): its differences from live are what the copies did there; cut over "
+            "with --force once the report shows nothing else"] if versions else []
 
 
 def _times_out_of_range(audit: dict[str, Any]) -> list[str]:

@@ -255,7 +255,16 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     if plan.exclude_quarantined and plan.after_version is not None:
         con.execute(f"INSERT INTO {KEYS} {NEWLY_QUARANTINED} EXCEPT SELECT partition_key FROM {KEYS}")
+    _add_deduped(con, plan)
     return files
+
+
+def _add_deduped(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Add to ``KEYS`` the partition keys of the copies dedupes removed since live's run, which live applied."""
+    if plan.dedupe_keys:
+        con.register("__deduped", pa.table({"partition_key": pa.array(plan.dedupe_keys, pa.string())}))
+        con.execute(f"INSERT INTO {KEYS} SELECT partition_key FROM __deduped EXCEPT SELECT partition_key FROM {KEYS}")
+        con.unregister("__deduped")
 
 
 def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
@@ -311,7 +320,7 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     column, size = quote(projection.window.column), projection.window.size
     events = "SELECT event_time FROM __selected"
     left = _newly_quarantined(con, snapshot, plan)
-    if left is not None:  # their events leave their windows
+    if left is not None:  # their events leave their windows (and those of the keys of copies deduped, theirs)
         events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, left)[0]})"
     low, high = touched_windows(con, events, size, WINDOWS)
     if low is None:
@@ -386,10 +395,14 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
 
 def _newly_quarantined(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, plan: Plan) -> Selection | None:
     """All the events of the keys quarantined since live's run, which a catch-up with
-    --exclude-quarantined takes out (None: no such key, or not such a run). Fills ``KEYS``."""
-    if not (plan.exclude_quarantined and plan.after_version is not None):
+    --exclude-quarantined takes out, and of the keys of the copies dedupes removed since, which live
+    applied (None: no such key). Fills ``KEYS``."""
+    quarantined = plan.exclude_quarantined and plan.after_version is not None
+    if not (quarantined or plan.dedupe_keys):
         return None
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS "
+                + (NEWLY_QUARANTINED if quarantined else "SELECT CAST(NULL AS VARCHAR) AS partition_key WHERE false"))
+    _add_deduped(con, plan)
     selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
     return selection if selection.keys else None
 
