@@ -123,8 +123,7 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     since, until = options.time_range()
     catching_up = keys is None and since is None and until is None and not options.full  # a backfill's chunks are not
     fix = pending(lake, projection, live, snapshot) if catching_up else None
-    mode, reason, after, other_code = _mode(projection, options, live, keys, since, until, as_of, fix)
-    fixed = fix is not None and (mode == "incremental" or reason == fix.reason())  # the run corrects what they removed
+    mode, reason, after, other_code, fixed = _mode(projection, options, live, keys, since, until, as_of, fix)
     method = _method(projection, mode)
     plan = Plan(
         view=projection.name, projection_version=projection.version, fingerprint=projection.fingerprint,
@@ -293,6 +292,7 @@ class _Mode(NamedTuple):
     reason: str
     after: int | None = None
     other_code: bool = False  # full because live was built by other code: the projection's version or logic changed
+    corrects: bool = False  # the run corrects what dedupes committed since live's run removed (``pending``)
 
 
 def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,
@@ -313,7 +313,7 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
         return _Mode("full", CODE_CHANGED, other_code=True)
     if live.lake_version > as_of:
         if fix is not None and fix.full is not None and options.as_of is None:  # the dedupe's newest copies were all a commit held
-            return _Mode("full", fix.reason())
+            return _Mode("full", fix.reason(), corrects=True)
         if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
             raise ConfigError(
                 f"--incremental cannot catch {projection.name} up to lake_version {as_of}: live is at lake_version "
@@ -321,9 +321,10 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
                 "(its check shows what that changes)")
         return _Mode("full", "live is ahead of this lake snapshot")
     if fix is not None and fix.full is not None:
-        return _Mode("full", fix.reason())
+        return _Mode("full", fix.reason(), corrects=True)
     caught = f"catching up live from lake_version {live.lake_version} to {as_of}"
-    return _Mode("incremental", caught + (f"; {fix.reason()}" if fix is not None else ""), live.lake_version)
+    return _Mode("incremental", caught + (f"; {fix.reason()}" if fix is not None else ""), live.lake_version,
+                 corrects=fix is not None)
 
 
 def _method(projection: Projection, mode: str) -> str:
