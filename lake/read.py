@@ -288,6 +288,23 @@ def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
     return None
 
 
+def damaged_file(exc: duckdb.Error, paths: Sequence[str], *,
+                 storage_options: dict[str, str] | None = None) -> BadFile | None:
+    """The file of ``paths`` that DuckDB's failed read of them tripped over: the one its message names,
+    else the first whose pages do not decode (each read only on this failure path). None: no file problem.
+
+    A page header damaged in a file whose footer opens raises DuckDB's base ``Error`` (Thrift's
+    "TProtocolException: Invalid data", "don't know what type"); a query's own errors are subclasses."""
+    named = named_file(exc, paths)
+    if named is not None:
+        return BadFile(named, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    if not (type(exc) is duckdb.Error
+            or isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | duckdb.InternalException)):
+        return None
+    bad = check_files(paths, read=True, storage_options=storage_options)
+    return bad[0] if bad else None
+
+
 @contextlib.contextmanager
 def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
     """A lake file of ``paths`` that DuckDB cannot read becomes ``CorruptFile`` naming it and saying
@@ -303,7 +320,7 @@ def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
 
 
 __all__ = [
-    "BadFile", "CorruptFile", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
+    "BadFile", "CorruptFile", "damaged_file", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
     "read_events", "read_quarantine",
 ]
 
