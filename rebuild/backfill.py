@@ -242,6 +242,9 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
         job = _job(store, lake, projection, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
                    lake.snapshot)
         snapshot = lake.snapshot(job.header.delta_version)
+        if not store.exists(projection.name):  # else the night's work is found unusable only at cutover
+            log.warning("%s has no live view: this backfill makes a patch, which cutover applies only to live; "
+                        "`rebuild run %s --full` builds the whole view", projection.name, projection.name)
         last = _run_chunks(lake, store, projection, job, pieces, snapshot, progress or Silent(), exclude_quarantined)
         store.put_mark(job.mark(HEADER, job.header.label, last.rows_written if last else 0, "finished"))
     shadow = shadow_name(projection.name)
