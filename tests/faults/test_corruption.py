@@ -145,17 +145,41 @@ def test_a_bit_flip_inside_a_page_needs_the_read_pass(fault_lake: lake.Lake) -> 
     assert [b.path for b in audit(lake.Lake(fault_lake.uri), verify="read").bad_files] == [victim]
 
 
+def _damage_pages(target: lake.Lake) -> str:
+    """The largest file's pages overwritten past its magic bytes, short of its footer (a bad sector)."""
+    victim = max(target.snapshot().files, key=lambda f: f.size_bytes).path
+    data = bytearray(Path(victim).read_bytes())
+    data[8: len(data) // 2] = b"\x55" * (len(data) // 2 - 8)
+    Path(victim).write_bytes(bytes(data))
+    assert check_files([victim]) == []
+    return victim
+
+
+def test_a_bucketed_backfill_skips_a_damaged_file_as_its_error_says(fault_lake: lake.Lake, tmp_path: Path) -> None:
+    """`rebuild backfill VIEW --buckets` met a damaged file saying "rerun with --skip-corrupted", which the
+    backfill refused as no such option (exit 2, usage): the night's full rebuild could not be finished."""
+    victim = _damage_pages(fault_lake)
+    store = str(tmp_path / "views.duckdb")
+    failed = run_cli(fault_lake.uri, store, "--json", "backfill", VIEW, "--buckets", "--progress", "none")
+    error = load_json(failed.stdout)
+    assert failed.returncode == 2 and error["kind"] == "CorruptFile" and "rerun with --skip-corrupted" in error["error"]
+    done = run_cli(fault_lake.uri, store, "--json", "backfill", VIEW, "--buckets", "--skip-corrupted", "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    assert load_json(done.stdout)["plan"]["skipped_files"] == [victim]
+    chunked = run_cli(fault_lake.uri, store, "--json", "backfill", VIEW, "--since", "2026-08-01", "--until", "2026-11-01",
+                      "--skip-corrupted")
+    assert chunked.returncode == 2 and load_json(chunked.stdout)["error"] == (
+        "a backfill's chunks do not skip files: `rebuild run order_summary --since 2026-08-01 --until 2026-11-01 "
+        "--skip-corrupted` makes its shadow in one run, whose record names them")
+
+
 def test_pages_damaged_behind_a_sound_footer_are_named_by_the_audit_the_run_and_the_backfill(
         fault_lake: lake.Lake, tmp_path: Path) -> None:
     """A night's job (real processes) meets a file whose middle was overwritten (a bad sector): its footer opens,
     and DuckDB's reading of the pages raised its base Error ("don't know what type", Thrift's "TProtocolException:
     Invalid data"), which `lake audit`, `run` and `backfill` took for a bug of the workbench (exit 70, a traceback)
     instead of naming the file; and the backfill's error said to rerun with --skip-corrupted, which it does not take."""
-    victim = max(fault_lake.snapshot().files, key=lambda f: f.size_bytes).path
-    data = bytearray(Path(victim).read_bytes())
-    data[8: len(data) // 2] = b"\x55" * (len(data) // 2 - 8)  # past the magic bytes, short of the footer
-    Path(victim).write_bytes(bytes(data))
-    assert check_files([victim]) == []
+    victim = _damage_pages(fault_lake)
     store = str(tmp_path / "views.duckdb")
     audited = run_cli(fault_lake.uri, store, "--json", "lake", "audit")
     assert audited.returncode == 1, audited.stderr
