@@ -189,6 +189,9 @@ class CheckReport:
                     f"(`rebuild rollback {view}` still undoes the cutover before it)")
         if self.passed:
             return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+        if (self.run or {}).get("skipped_files"):  # the differences may be the left-out events: no --force
+            return (f"the run left out unreadable lake files (see the notes), whose events the differences may be: "
+                    f"restore them (`rebuild lake audit` lists them) and `rebuild run {view}` again before a cutover")
         if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
                     f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "

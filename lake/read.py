@@ -42,6 +42,8 @@ class EventFilter:
     after_version: int | None = None
     as_of: int | None = None
     partition_keys: tuple[str, ...] | None = None
+    #: data files left out (a run's ``--skip-corrupted`` ones, which its check must not read either)
+    without_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Accept what a notebook passes (one name for a tuple, a list, a date, an ISO text, a
@@ -61,7 +63,7 @@ class EventFilter:
         buckets = None
         if self.partition_keys is not None:
             buckets = lake.buckets_of(self.partition_keys)
-        return snapshot.select(
+        files = snapshot.select(
             streams=self.streams,
             buckets=buckets,
             keys=self.partition_keys,
@@ -70,6 +72,7 @@ class EventFilter:
             after_version=self.after_version,
             as_of=self.as_of,
         )
+        return [f for f in files if f.path not in self.without_files] if self.without_files else files
 
     def where(self) -> str:
         """The same filters as a SQL predicate (partition keys are joined, not listed)."""

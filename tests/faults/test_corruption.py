@@ -16,6 +16,8 @@ import re
 import shlex
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from lake.read import CorruptFile, check_files
 from rebuild import Config, Workbench
 from rebuild.cli import main
 from rebuild.workbench import _run_facts
-from tests.faults.conftest import VIEW, event_ids, load_json, new_orders, run_cli, run_python, same, store_state
+from tests.faults.conftest import ROOT, VIEW, event_ids, load_json, new_orders, run_cli, run_python, same, store_state
 
 
 def _damage(path: str, how: str) -> None:
@@ -194,6 +196,33 @@ def test_pages_damaged_behind_a_sound_footer_are_named_by_the_audit_the_run_and_
     done = run_cli(fault_lake.uri, store, "--json", *shlex.split(leave_out.group(1)), "--progress", "none")
     assert done.returncode == 0, done.stderr
     assert load_json(done.stdout)["plan"]["skipped_files"] == [victim]
+
+
+def test_the_check_of_a_run_that_skipped_a_damaged_file_does_not_read_it(fault_lake: lake.Lake, tmp_path: Path) -> None:
+    """The morning after `run --skip-corrupted`, `rebuild check` traced the differing keys' events through the
+    file the run had left out, and stopped with exit 70 "a bug" (TProtocolException) instead of its verdict."""
+    store = str(tmp_path / "views.duckdb")
+
+    def job(*args: str) -> subprocess.CompletedProcess[str]:  # in tmp_path, where the check writes its report
+        return subprocess.run([sys.executable, "-m", "rebuild", "--lake", fault_lake.uri, "--store", store, "--json",
+                               *args, "--progress", "none"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert job("run", VIEW).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "rebuild", "--lake", fault_lake.uri, "--store", store, "cutover", VIEW,
+                           "--force"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, check=False).returncode == 0
+    victim = _damage_pages(fault_lake)
+    assert job("run", VIEW, "--full", "--skip-corrupted").returncode == 0
+    checked = job("check", VIEW)
+    assert checked.returncode == 1, checked.stderr  # live has the left-out file's orders: the verdict says so
+    report = load_json(checked.stdout)
+    written = json.loads(Path(report["report_json"]).read_text())
+    assert report["only_in_live"] > 0 and written["lineage"]  # traced from the events the run read
+    assert report["next"].startswith("the run left out unreadable lake files (see the notes)")  # not cutover --force
+    notes = written["notes"]
+    assert any(f"left out 1 unreadable lake file(s) (--skip-corrupted), so the view lacks their events: {victim}" in n
+               for n in notes)
 
 
 # -- permissions and a full disk: run as an unprivileged user / with a file-size limit ---------------
