@@ -44,6 +44,10 @@ class ColumnDiff:
     max_abs_diff: float | None = None
 
 
+#: the characters of an added column's smallest and largest value shown (a document column's are megabytes)
+ADDED_CHARS = 200
+
+
 @dataclass(frozen=True)
 class DiffResult:
     """What differs between live and rebuilt (``verdict`` is ``identical`` or ``different``)."""
@@ -76,6 +80,9 @@ class DiffResult:
     changed_elsewhere: int = 0
     #: combinations of changed columns found; ``change_patterns`` keeps the most common ``diffsql.MAX_PATTERNS``
     change_pattern_count: int = 0
+    #: per added column, what rebuilt holds in it (no live value to compare it with): its type, values,
+    #: NULLs, distinct values (approximate) and smallest and largest value as text
+    added_values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def differences(self) -> int:
@@ -99,6 +106,10 @@ class DiffResult:
         data["retyped"] = {k: list(v) for k, v in self.retyped.items()}
         data["differing_keys"] = list(self.differing_keys)
         return {"verdict": self.verdict, "changed_fraction": self.changed_fraction, **data}
+
+    def retyped_columns(self) -> list[str]:
+        """Each retyped column with both its types: ``n (INTEGER in live, VARCHAR rebuilt)``."""
+        return [f"{c} ({live} in live, {rebuilt} rebuilt)" for c, (live, rebuilt) in sorted(self.retyped.items())]
 
     def summary(self) -> str:
         return (f"{self.verdict}: live {self.rows_live:,} rows, rebuilt {self.rows_rebuilt:,}; "
@@ -214,7 +225,20 @@ def compare(
         seconds=round(time.monotonic() - started, 3),
         notes=_notes(compared, suspect, exact, max_keys, counts["only_live"] + counts["only_rebuilt"] + int(row[3]), row[4]),
         limited=tuple(limited), changed_elsewhere=int(row[-1]),
+        added_values=_added_values(con, rebuilt, {c: t for c, t in rebuilt_types.items() if c not in live_types}),
     )
+
+
+def _added_values(con: duckdb.DuckDBPyConnection, rebuilt: str, added: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What rebuilt holds in each added column, in one pass (a new column all NULL, from a join that matched
+    nothing, passed as 'added' alone); the smallest and largest value as text, cut to ``ADDED_CHARS``."""
+    if not added:
+        return {}
+    parts = [f"count({q}), count(*) - count({q}), approx_count_distinct({q}), left(min({q})::VARCHAR, {ADDED_CHARS}), "
+             f"left(max({q})::VARCHAR, {ADDED_CHARS})" for q in map(quote, added)]
+    row = _one(con, f"SELECT {', '.join(parts)} FROM {quote(rebuilt)}")
+    names = ("values", "nulls", "distinct", "min", "max")
+    return {c: {"type": t, **dict(zip(names, row[5 * i:5 * i + 5], strict=True))} for i, (c, t) in enumerate(added.items())}
 
 
 def _check_key(key: tuple[str, ...], live: str, live_types: dict[str, str], rebuilt: str,

@@ -57,6 +57,8 @@ class KeyLineage:
     sequence_range: tuple[int, int] | None = None
     event_time_range: tuple[str, str] | None = None
     ingested_range: tuple[str, str] | None = None
+    #: the first and last lake_version (ingest commit) that added the key's events
+    lake_versions: tuple[int, int] | None = None
     missing_sequences: int = 0
     #: per stream, as each numbers a key's events on its own: events, first and last sequence, missing sequences
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -194,6 +196,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, late_after: timedelta) -> dict[in
                list(DISTINCT partition_key) AS partition_keys,
                min(sequence) AS first_seq, max(sequence) AS last_seq,
                min(event_time) AS t0, max(event_time) AS t1, min(ingested_at) AS i0, max(ingested_at) AS i1,
+               min(lake_version) AS v0, max(lake_version) AS v1,
                {_out_of_range("min(event_time)")} AS t0_text, {_out_of_range("max(event_time)")} AS t1_text,
                list(event_id) FILTER (WHERE epoch(ingested_at) - epoch(event_time) > {late}) AS late,
                list(DISTINCT event_id) FILTER (WHERE n_id > 1) AS dup_ids
@@ -452,7 +455,7 @@ def _build(key: dict[str, Any], kind: str, agg: dict[str, Any] | None, quarantin
         event_types=dict(agg["event_types"]), partition_keys=tuple(sorted(agg["partition_keys"]))[:MAX_IDS],
         sequence_range=(int(agg["first_seq"]), int(agg["last_seq"])),
         event_time_range=(agg["t0_text"] or agg["t0"].isoformat(), agg["t1_text"] or agg["t1"].isoformat()),
-        ingested_range=(agg["i0"].isoformat(), agg["i1"].isoformat()),
+        ingested_range=(agg["i0"].isoformat(), agg["i1"].isoformat()), lake_versions=(int(agg["v0"]), int(agg["v1"])),
         missing_sequences=agg["missing"], streams=agg["streams"], late=tuple(agg["late"] or ())[:MAX_IDS], duplicates=tuple(dict.fromkeys(dups)),
         quarantine=tuple({k: v for k, v in r.items() if k != "same_id"} for r in q)[:MAX_IDS],
         explained_by=tuple(explained), flags=tuple(flags),

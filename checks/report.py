@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from checks import plots
+from checks.causes import causes
 from checks.diff import DiffResult
 from checks.errors import ReportError
 from checks.expect import ExpectationsResult
@@ -34,7 +35,7 @@ thead th{background:#f3f5f8} tbody th{font-weight:400} table.pairs th{background
 .badge{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:16px}
 .pass{background:#1e7d32} .fail{background:#c0392b} .empty{color:#666;font-style:italic}
 .plots img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#666} code{background:#f4f4f4;padding:0 3px}
-section{overflow-x:auto} td{overflow-wrap:anywhere;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
+section{overflow-x:auto} td{overflow-wrap:break-word;min-width:4ch} figure{margin:8px 0} summary{cursor:pointer}
 @media print{body{max-width:none;margin:0;padding:0} section{overflow:visible} table{font-size:10px}
  .badge{print-color-adjust:exact;-webkit-print-color-adjust:exact;border:2px solid #000}
  details::details-content{content-visibility:visible;display:block} h2,h3{break-after:avoid} tr,figure{break-inside:avoid}}
@@ -82,6 +83,7 @@ class CheckReport:
             "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
+            "causes": [c.to_dict() for c in causes(self.lineage, d.samples.get("changed", []) if d else [])],
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": diff, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
@@ -167,10 +169,24 @@ class CheckReport:
         colour = "#1e7d32" if v.verdict == "pass" else "#c0392b"  # inline: a notebook has no report CSS
         badge = (f"<span class='badge {v.verdict}' style='background:{colour};color:#fff;padding:2px 8px;"
                  f"border-radius:4px;font-weight:bold'>{v.verdict.upper()}</span>")
-        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul><p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
+        why = "".join(f"<li>{esc(line, shorten=False)}</li>" for line in self.why()[1:])
+        why = why and (f"<p><b>Why</b>, from {esc(self.why()[0])} (the lineage lists their events):</p>"
+                       f"<ul class='why'>{why}</ul>")
+        return (f"<p>{badge}</p><ul>{reasons}{notes}</ul>{why}<p><b>Cutover</b>: {esc(self.cutover(), shorten=False)}</p>"
                 f"<p><b>Next step</b>: {esc(self.next_step(), shorten=False)}</p>"
                 f"<details><summary>thresholds</summary>{pairs(shown(v.thresholds), caption='the thresholds this verdict applies')}"
                 "</details>")
+
+    def why(self) -> list[str]:
+        """What the sampled differing keys' events have in common, a heading then a line per cause, the most
+        common first (``[]`` with no key sampled): the verdict's answer to why the views differ."""
+        d = self.diff
+        found = causes(self.lineage, d.samples.get("changed", []) if d is not None else [])
+        if not found or d is None:
+            return []
+        differing = d.changed_rows + d.only_in_live + d.only_in_rebuilt
+        head = f"the events of {len(self.lineage):,} sampled of the {differing:,} differing keys"
+        return [head, *(c.text(len(self.lineage)) for c in found)]
 
     def report_files(self) -> dict[str, str | None]:
         """Where the report was written, as every ``--json`` object names it (``RunRecord.report_files``)."""
@@ -196,6 +212,11 @@ class CheckReport:
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
                     f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
                     f"`rebuild run {view} --full`, check and cut over that")
+        empty = [c for c, v in d.added_values.items() if v.get("values") == 0] if d is not None else []
+        if d is not None and empty and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
+            return (f"the rebuilt view equals live in every column live has, but the column(s) it adds, {empty}, are "
+                    f"NULL in every row: fix the projection and `rebuild run {view} --full` again, or, if NULL is what "
+                    f"they should hold, `rebuild cutover {view} --force`")
         if d is not None and d.added and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
             return (f"the rebuilt view equals live in every column live has and adds {list(d.added)}, computed from "
                     f"the whole history: no data of live is wrong; `rebuild cutover {view} --force` makes the new "
@@ -236,10 +257,16 @@ class CheckReport:
         counts = {k: getattr(d, k) for k in ("rows_live", "rows_rebuilt", "rows_matched", "only_in_live",
                                             "only_in_rebuilt", "changed_rows", "duplicate_keys_live",
                                             "duplicate_keys_rebuilt")}
-        schema = {"added": list(d.added), "removed": list(d.removed), "retyped": d.retyped, "scope": d.scope,
-                  "key": list(d.key), "seconds": d.seconds}
+        scope = f"those in the patch's scope ({d.scope})" if d.scope is not None else "all"
+        schema = {"columns added": ", ".join(d.added) or "none", "columns removed": ", ".join(d.removed) or "none",
+                  "columns retyped": ", ".join(d.retyped_columns()) or "none", "live rows compared": scope, "key": ", ".join(d.key),
+                  "seconds": d.seconds}  # words, not Python's [] and {}
+        added = [{"column": c, "type": v["type"], "with a value": v["values"], "NULL": v["nulls"], "distinct (about)": v["distinct"],
+                  "smallest": v["min"], "largest": v["max"]} for c, v in d.added_values.items()]
         return (f"<p>{esc(d.summary(), shorten=False)}</p>" + pairs(counts, caption="rows compared")
                 + pairs(schema, caption="columns, key and scope compared")
+                + (table(added, caption="what rebuilt holds in the columns it adds (live has none to compare)",
+                         row_header=True) if added else "")
                 + "".join(f"<p class='note'>{esc(n, shorten=False)}</p>" for n in d.notes))
 
     def _columns_html(self) -> str:
@@ -275,6 +302,7 @@ class CheckReport:
                  "events": x.events, "types": ", ".join(f"{k}:{v}" for k, v in x.event_types.items()),
                  "sequences": _sequences(x),
                  "ingested (UTC)": x.ingested_range and " .. ".join(_when(t) for t in x.ingested_range),
+                 "lake_versions": x.lake_versions and "..".join(map(str, dict.fromkeys(x.lake_versions))),
                  EXPLAINED: _explained(x.explained_by),
                  "quarantine": _quarantine(x.quarantine),
                  "event ids": _ids(x.event_ids, 8)}

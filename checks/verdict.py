@@ -121,13 +121,13 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any], counts: bool = True) -> l
         if count > limit:
             reasons.append(f"{count:,} {what} (allowed {limit:,})")
     if not t["allow_schema_changes"] and (diff.added or diff.removed or diff.retyped):
-        retyped = ", ".join(f"{c} {live} in live, {rebuilt} rebuilt" for c, (live, rebuilt) in sorted(diff.retyped.items()))
         # a patch goes into live's columns as they are (their types too): forcing it leaves live so, and every
         # catch-up after it fails again; a view an earlier version stored otherwise (a Parquet HUGEINT as DOUBLE)
         patch = ("; a catch-up keeps live's columns and their types, so every catch-up fails on this until a full run "
                  "(--full), checked and cut over (--force if you meant the change), gives live the new ones") if not counts else ""
-        reasons.append(f"schema changed: added {list(diff.added)}, removed {list(diff.removed)}, "
-                       f"retyped [{retyped}]{patch}")
+        said = [f"{what} column{'s' if len(names) > 1 else ''} {', '.join(names)}"  # not "removed [], retyped []"
+                for what, names in (("added", diff.added), ("removed", diff.removed), ("retyped", diff.retyped_columns())) if names]
+        reasons.append(f"schema changed: {'; '.join(said)}{patch}")
     if not counts:
         return reasons
     matched = max(diff.rows_matched, 1)

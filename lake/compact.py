@@ -3,7 +3,8 @@
 Each partition (stream, bucket) is rewritten as one file; a Delta commit removes the old files of
 several partitions and adds their new ones, so a reader sees either a partition's old files or its
 new one, never both or neither. The removed files stay on disk until vacuumed, so readers of an
-older snapshot keep working.
+older snapshot keep working. The quarantine's small files (an ingest that quarantines adds one) are
+rewritten as one the same way, in a commit of the quarantine table.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from deltalake.transaction import AddAction
 
 from lake import scratch, storage
 from lake.faults import point
-from lake.schema import DECODED_MARK, STORED_SCHEMA, decodable, decoded_column
+from lake.schema import (
+    COMPACTED_AT, COMPACTED_MARK, DECODED_MARK, FIRST_FILE, QUARANTINE_SCHEMA, STORED_SCHEMA, decodable, decoded_column,
+)
 from lake.sql import literal, quote
-from lake.read import as_names, damaged_named
-from lake.table import EVENTS, PARTITIONS, DataFile, Lake, refuse_unknown_streams
-from lake.writer import write_partition
+from lake.read import as_names, damaged_named, quarantine_provenance
+from lake.table import EVENTS, PARTITIONS, QUARANTINE, DataFile, Lake, refuse_unknown_streams
+from lake.writer import write_partition, write_quarantine_file
 
 log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 128 * 1024
@@ -81,6 +84,8 @@ class CompactResult:
     files_after: int
     rows: int
     seconds: float
+    quarantine_files_before: int = 0  # the quarantine's files rewritten (0: it was not compacted)
+    quarantine_files_after: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -89,6 +94,8 @@ class CompactResult:
             "files_after": self.files_after,
             "rows": self.rows,
             "seconds": round(self.seconds, 3),
+            "quarantine_files_before": self.quarantine_files_before,
+            "quarantine_files_after": self.quarantine_files_after,
         }
 
 
@@ -107,6 +114,7 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
     defaults, spilling to the system's temp directory.
     The rewritten partitions are committed together once they hold ``commit_events`` events, and at the
     end: a kill loses the rewrites not committed yet (their files are vacuumed), never an event.
+    Without ``streams``, the quarantine's small files are then rewritten as one (``compact_quarantine``).
     """
     started = time.monotonic()
     wanted = sorted({(f, t) for f, t in decode if decodable(t)})
@@ -130,8 +138,36 @@ def compact(lake: Lake, *, small_bytes: int = SMALL_BYTES, streams: str | Sequen
                 version += 1
                 _commit(lake, batch, version)
                 batch, pending = [], 0
+        quarantined = compact_quarantine(lake, session, small_bytes) if chosen is None else (0, 0)
     rows = sum(f.rows for _, files in todo for f in files)
-    return CompactResult(len(todo), sum(len(files) for _, files in todo), len(todo), rows, time.monotonic() - started)
+    return CompactResult(len(todo), sum(len(files) for _, files in todo), len(todo), rows, time.monotonic() - started,
+                         *quarantined)
+
+
+def compact_quarantine(lake: Lake, session: duckdb.DuckDBPyConnection,
+                       small_bytes: int = SMALL_BYTES) -> tuple[int, int]:
+    """Rewrite the quarantine's files smaller than ``small_bytes`` (two or more) as one, sorted by partition_key,
+    in one commit of the quarantine table pinned to the version read; returns the files before and after ((0, 0):
+    nothing to do). Hold ``commit_lock``. Every column is copied as it is, and each row keeps its provenance
+    (``lake.read.quarantine_provenance``): a catch-up tells the keys quarantined after its live's run by it."""
+    version, files = lake.quarantine_data_files()
+    small = [f for f in files if f.size_bytes < small_bytes]
+    if len(small) < 2:
+        return 0, 0
+    paths = [f.path for f in small]
+    names = ", ".join(quote(c) for c in QUARANTINE_SCHEMA.names)
+    select = (f"SELECT {names}, first_file AS {quote(FIRST_FILE)}, coalesce(compacted_at, {version + 1}) AS "
+              f"{quote(COMPACTED_AT)} FROM ({quarantine_provenance(paths)}) ORDER BY partition_key, event_id, record_hash")
+    con = lake.attach(storage.session(session))
+    with con, scratch.folder("rebuild-compact", clean=False) as staging, \
+            damaged_named(paths, "the quarantine was not compacted; no record is lost"):
+        action = write_quarantine_file(con, select, lake, Path(staging), f"part-{uuid.uuid4()}{COMPACTED_MARK}.parquet",
+                                       ROW_GROUP_ROWS)
+    point("compact.quarantine_written")
+    lake.commit_files(QUARANTINE, [action], expected_version=version + 1, operation="compact", remove=small)
+    point("compact.quarantine_committed")
+    log.info("compacted the quarantine: %s files -> 1", len(small))
+    return len(small), 1
 
 
 def _partitions(lake: Lake, files: Iterable[DataFile], streams: Sequence[str] | None, small_bytes: int,

@@ -63,9 +63,9 @@ class DedupeResult:
     first_of: tuple[tuple[str, str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["partition_keys"] = len(data.pop("keys"))
-        del data["first_of"]
+        """The fields in their order, ``keys`` counted as ``partition_keys`` in its place (the list is ``keys_file``)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "first_of"}
+        data = {("partition_keys" if k == "keys" else k): (len(v) if k == "keys" else v) for k, v in data.items()}
         data["seconds"] = round(self.seconds, 3)
         return data
 
@@ -104,7 +104,10 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
     version = snapshot.delta_version + 1  # the commit is pinned to it
     keys_file = None if keys_dir is None else keys_dir / f"dedupe-{version}-keys.txt"
     if keys_file is not None:
-        keys_file.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")  # as --keys-file reads them
+        # as --keys-file reads them, which drops a byte order mark at the start: a first key beginning with
+        # U+FEFF (a character of the key) gets a mark of its own before it
+        bom = "\ufeff" if keys and keys[0].startswith("\ufeff") else ""
+        keys_file.write_text(bom + "".join(f"{k}\n" for k in keys), encoding="utf-8")
     try:
         rewritten = _remove(lake, snapshot, later, session)
     except BaseException:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from lake.errors import LakeError
 from lake import storage
-from lake.schema import ENVELOPE_COLUMNS, EVENT_SCHEMA, QUARANTINE_SCHEMA
+from lake.schema import COMPACTED_AT, COMPACTED_MARK, ENVELOPE_COLUMNS, EVENT_SCHEMA, FIRST_FILE, QUARANTINE_SCHEMA
 from lake.sql import literal, quote
 from lake.table import DataFile, Lake, Snapshot
 
@@ -236,6 +236,21 @@ def read_quarantine(lake: Lake, con: duckdb.DuckDBPyConnection | None = None,
     return con.sql(f"SELECT {names} FROM read_parquet({literal(files)})")
 
 
+def quarantine_provenance(files: Sequence[str]) -> str:
+    """SQL of the rows of the quarantine's ``files``: its columns, plus ``first_file`` (the name of the file an
+    ingest stored the row in) and ``compacted_at`` (the quarantine's version whose compaction first moved it,
+    NULL if none did). A compacted file says both; another is the row's first file. ``files``: one or more."""
+    names = ", ".join(quote(c) for c in QUARANTINE_SCHEMA.names)
+    compacted = [f for f in files if COMPACTED_MARK in f.rsplit("/", 1)[-1]]
+    plain = [f for f in files if COMPACTED_MARK not in f.rsplit("/", 1)[-1]]
+    parts = [f"SELECT {names}, parse_filename(filename) AS first_file, CAST(NULL AS BIGINT) AS compacted_at "
+             f"FROM read_parquet({literal(plain)}, filename = true)"] if plain else []
+    if compacted:
+        parts.append(f"SELECT {names}, {quote(FIRST_FILE)} AS first_file, {quote(COMPACTED_AT)} AS compacted_at "
+                     f"FROM read_parquet({literal(compacted)})")
+    return " UNION ALL ".join(parts)
+
+
 # -- file integrity -------------------------------------------------------------------------------
 class CorruptFile(LakeError):
     """A data file of the lake cannot be read (truncated, overwritten, missing); ``file`` names it."""
@@ -324,6 +339,6 @@ def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
 
 __all__ = [
     "BadFile", "CorruptFile", "damaged_file", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
-    "read_events", "read_quarantine",
+    "quarantine_provenance", "read_events", "read_quarantine",
 ]
 

@@ -116,6 +116,13 @@ def time_held_sql(column: str) -> str:
 #: compacted files that also carry decoded payload fields have this in their name (``lake.compact``)
 DECODED_MARK = "-decoded"
 
+#: the quarantine's compacted files have this in their name, and carry two columns more (outside the Delta schema,
+#: which Delta readers and the quarantine's readers ignore): each row's provenance, the file an ingest first stored
+#: it in and the quarantine version of the compaction that first moved it, which a catch-up's "newly quarantined" needs
+COMPACTED_MARK = "-compacted"
+FIRST_FILE = "provenance:file"
+COMPACTED_AT = "provenance:compacted_at"
+
 
 #: the payload types a compacted file can carry decoded: they read back from Parquet as the same type
 DECODABLE = re.compile(r"VARCHAR|BOOLEAN|U?(TINYINT|SMALLINT|INTEGER|BIGINT)|FLOAT|DOUBLE|DATE|TIMESTAMP|TIMESTAMPTZ"

@@ -107,8 +107,7 @@ def validate_sql(batch: Batch, mapping: Mapping, stream: str | None, source: int
          + ("" if mapping.event_time_unit or mapping.event_time_format else _TIME_HINT)),
         (time_held_sql("_event_time"),
          "'event_time out of range (years 1 to 9999): ' || left(CAST(_t_event_time AS VARCHAR), 40)"),
-        *([] if get.is_typed("event_time") or mapping.event_time_unit or mapping.event_time_format
-          else [_OFFSET_CHECK]),
+        *_offset_checks(get.is_typed("event_time") or bool(mapping.event_time_unit), mapping.event_time_format),
         ("_payload IS NULL OR NOT _payload_is_text OR json_valid(_payload)", literal("payload is not JSON")),
         ("_t_schema_version IS NULL OR _schema_version IS NOT NULL", literal("schema_version is not an int32")),
     ]
@@ -148,6 +147,31 @@ _OFFSET_CHECK = (
     "'event_time offset beyond +/-14:00 (no time zone has one: a producer writing its offset wrong?): ' "
     "|| left(CAST(_t_event_time AS VARCHAR), 40)",
 )
+
+
+#: an offset ending a time (+HH, +HHMM, +HH:MM, +HH:MM:SS, as ISO text and strptime's %z write them) with minutes
+#: or seconds past 59, which DuckDB reads anyway (+05:99 as +06:39); in ISO text after a time's digit
+_BAD_FIELDS = r"[+-][0-9]{2}(?::?[0-9]{2})??:?[6-9][0-9](?::?[0-9]{2})?\s*$"
+_ISO_BAD_FIELDS = r"[0-9]\s*" + _BAD_FIELDS
+#: an offset ending a time, as a declared format's %z reads it
+_OFFSET = r"([+-][0-9]{2}(?::?[0-9]{2}){0,2})\s*$"
+
+
+def _offset_checks(typed: bool, time_format: str | None) -> list[tuple[str, str]]:
+    """Offsets no time zone has, as a producer's bug: minutes or seconds past 59; with a declared format ending
+    in %z, an offset beyond +/-14:00 too (DuckDB reads +25:00 as the day before), which ISO text's _OFFSET_CHECK
+    finds. A %z elsewhere in a format cannot be found in the text, and is not checked."""
+    if typed or (time_format is not None and not time_format.rstrip().endswith("%z")):
+        return []
+    text = "CAST(_t_event_time AS VARCHAR)"
+    fields = (f"NOT regexp_matches({text}, {literal(_BAD_FIELDS if time_format else _ISO_BAD_FIELDS)})",
+              "'event_time offset with minutes or seconds past 59 (no time zone has one: a producer writing its "
+              f"offset wrong?): ' || left({text}, 40)")
+    if not time_format:
+        return [_OFFSET_CHECK, fields]
+    # its digits as HHMMSS, compared as text
+    digits = f"rpad(regexp_replace(regexp_extract({text}, {literal(_OFFSET)}, 1), '[^0-9]', '', 'g'), 6, '0')"
+    return [(f"{digits} <= '140000'", _OFFSET_CHECK[1]), fields]
 
 
 def _has_text(column: str) -> str:

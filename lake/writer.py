@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,10 +23,13 @@ import pyarrow as pa
 from deltalake.transaction import AddAction
 
 from lake import storage
-from lake.schema import STATS_COLUMNS, STORED_SCHEMA, partition_folder
+from lake.schema import QUARANTINE_SCHEMA, STATS_COLUMNS, STORED_SCHEMA, partition_folder
 from lake.sql import literal, quote
-from lake.table import EVENTS, PARTITIONS, Lake
+from lake.table import EVENTS, PARTITIONS, QUARANTINE, Lake
 
+#: the columns with statistics in the Delta log: the events', and the quarantine's after compaction
+EVENT_STATS = tuple(STORED_SCHEMA.field(column) for column in STATS_COLUMNS)
+QUARANTINE_STATS = tuple(QUARANTINE_SCHEMA.field(column) for column in ("partition_key", "event_id"))
 #: longer text statistics are cut (min) or left out (max), as delta-rs keeps its log small
 STATS_TEXT = 32
 
@@ -42,7 +45,7 @@ def write_events(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, stagin
     ).fetchall()
     if lake.local is None and written:
         storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
-    return [_action(root, filename, rows, size, column_stats, dict(partitions), data_change=True)
+    return [_action(root, filename, size, _stats(int(rows), column_stats), dict(partitions), data_change=True)
             for filename, rows, size, _footer, column_stats, partitions, _extra in written]
 
 
@@ -51,25 +54,41 @@ def write_partition(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, sta
     """Write the rows of ``select`` (the stored columns but the partition's, in the order given,
     possibly with more columns) as the one file ``name`` of partition (``stream``, ``bucket``),
     not committed yet: compaction's rewrite of a partition."""
-    root = _root(lake, staging)
-    folder = Path(root, f"stream={partition_folder(stream)}", f"bucket={bucket}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = (f"stream={partition_folder(stream)}", f"bucket={bucket}")
+    return _write_file(con, select, lake, staging, EVENTS, folder, name, row_group_rows, EVENT_STATS,
+                       {"stream": stream, "bucket": str(bucket)})
+
+
+def write_quarantine_file(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path, name: str,
+                          row_group_rows: int) -> AddAction:
+    """Write the rows of ``select`` (the quarantine's columns first, possibly more) as the one file ``name`` of
+    the quarantine table, not committed yet: compaction's rewrite of the quarantine. Its statistics are those
+    of the columns the quarantine's readers choose files by (``partition_key``, ``event_id``)."""
+    return _write_file(con, select, lake, staging, QUARANTINE, (), name, row_group_rows, QUARANTINE_STATS, {})
+
+
+def _write_file(con: duckdb.DuckDBPyConnection, select: str, lake: Lake, staging: Path, table: str,
+                folder: tuple[str, ...], name: str, row_group_rows: int, fields: Sequence[pa.Field],
+                partitions: dict[str, str]) -> AddAction:
+    """One file of ``table`` (in ``folder`` under it) holding the rows of ``select``, as a rewrite: no data change."""
+    root = _root(lake, staging, table)
+    Path(root, *folder).mkdir(parents=True, exist_ok=True)
     filename, rows, size, _footer, column_stats, *_ = con.execute(
-        f"COPY ({select}) TO {literal(str(folder / name))} (FORMAT parquet, "
+        f"COPY ({select}) TO {literal(str(Path(root, *folder, name)))} (FORMAT parquet, "
         f"ROW_GROUP_SIZE {int(row_group_rows)}, COMPRESSION snappy, RETURN_STATS)"
     ).fetchall()[0]
     if lake.local is None:
-        storage.upload_tree(root, lake.table_uri(EVENTS), lake.storage_options)
-    return _action(root, filename, rows, size, column_stats, {"stream": stream, "bucket": str(bucket)}, data_change=False)
+        storage.upload_tree(root, lake.table_uri(table), lake.storage_options)
+    return _action(root, filename, size, _stats(int(rows), column_stats, fields), partitions, data_change=False)
 
 
-def _root(lake: Lake, staging: Path) -> str:
-    """Where files are written: under the events table, or the staging folder of an object-store lake."""
-    return str(lake.local / EVENTS) if lake.local is not None else str(staging / EVENTS)
+def _root(lake: Lake, staging: Path, table: str = EVENTS) -> str:
+    """Where files are written: under the table, or the staging folder of an object-store lake."""
+    return str(lake.local / table) if lake.local is not None else str(staging / table)
 
 
-def _action(root: str, filename: str, rows: int, size: int, column_stats: Mapping[str, Mapping[str, str]],
-            partitions: dict[str, str], *, data_change: bool) -> AddAction:
+def _action(root: str, filename: str, size: int, stats: dict[str, object], partitions: dict[str, str], *,
+            data_change: bool) -> AddAction:
     return AddAction(
         path=PurePosixPath(filename).relative_to(root).as_posix(),
         size=int(size),
@@ -78,15 +97,16 @@ def _action(root: str, filename: str, rows: int, size: int, column_stats: Mappin
         data_change=data_change,
         # as UTF-8, not \u escapes: deltalake reads an escaped pair above U+1FFFF as another character
         # (U+20000 as U+10000), and ingest then looks for a key's duplicates in no file
-        stats=json.dumps(_stats(int(rows), column_stats), separators=(",", ":"), ensure_ascii=False),
+        stats=json.dumps(stats, separators=(",", ":"), ensure_ascii=False),
     )
 
 
-def _stats(rows: int, column_stats: Mapping[str, Mapping[str, str]]) -> dict[str, object]:
-    """Delta file statistics (numRecords, minValues, maxValues, nullCount) of ``STATS_COLUMNS``, from DuckDB's."""
+def _stats(rows: int, column_stats: Mapping[str, Mapping[str, str]],
+           fields: Sequence[pa.Field] = EVENT_STATS) -> dict[str, object]:
+    """Delta file statistics (numRecords, minValues, maxValues, nullCount) of ``fields``, from DuckDB's."""
     found = {name.strip('"'): values for name, values in column_stats.items()}
     stats: dict[str, Any] = {"numRecords": rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
-    for field in (STORED_SCHEMA.field(name) for name in STATS_COLUMNS):
+    for field in fields:
         values = found.get(field.name)
         if values is None:  # no statistic: readers take the file as one that may match
             continue

@@ -62,7 +62,8 @@ def resume_command(store: Store, view: str, job_id: str) -> str:
     header = next((m for m in store.marks(view, job_id) if m.item == HEADER and m.kind == "backfill"), None)
     if header is None:
         return "the same `rebuild backfill` command"
-    asked, chunk = json.loads(header.params), header.label.rsplit(" by ", 1)[-1]
+    asked = json.loads(header.params)
+    chunk = chunk_text(timedelta(seconds=asked["chunk_seconds"]))
     since, until, exclude = asked["since"], asked["until"], bool(asked.get("exclude_quarantined"))
     flags = f"--since {since} --until {until} --chunk {chunk}" + (" --exclude-quarantined" if exclude else "")
     call = f"since={since!r}, until={until!r}, chunk={chunk!r}" + (", exclude_quarantined=True" if exclude else "")
@@ -78,6 +79,14 @@ def parse_chunk(text: str) -> timedelta:
         return timedelta(**{_UNITS[m[2]]: int(m[1])})
     except OverflowError:
         raise ConfigError(f"--chunk {text!r} is longer than the calendar; use a duration like 6h, 1d or 1w") from None
+
+
+def chunk_text(step: timedelta) -> str:
+    """``step`` as the --chunk that asks it, in the largest unit that divides it: ``1d`` for 24 hours."""
+    minutes = int(step.total_seconds()) // 60
+    count, unit = next((minutes // size, unit) for unit, size in (("w", 10080), ("d", 1440), ("h", 60), ("m", 1))
+                       if minutes % size == 0)
+    return f"{count}{unit}"
 
 
 def chunks(since: datetime, until: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:

@@ -46,6 +46,10 @@ def _print(console: Console, report: Any) -> None:
     console.print(report.summary(), markup=False)
     if report.diff is not None:
         console.print(f"  {report.diff.summary()}", markup=False)
+    if why := report.why():
+        console.print(f"  why, from {why[0]}:", markup=False)
+        for line in why[1:]:
+            console.print(f"    - {line}", markup=False)
     for note in (*report.verdict.notes, *(report.diff.notes if report.diff is not None else ()), *report.notes):
         console.print(f"  note: {note}", markup=False)
     console.print(f"  report: {report.paths.get('html')}", markup=False)

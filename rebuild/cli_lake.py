@@ -124,6 +124,8 @@ def compact_cmd(state: State, streams: tuple[str, ...], no_decode: bool) -> None
         lambda c: c.print(
             f"compacted {result.partitions} partitions: {result.files_before} files -> "
             f"{result.files_after} ({result.rows:,} rows, {result.seconds:.1f}s)"
+            + (f"; the quarantine: {result.quarantine_files_before:,} files -> {result.quarantine_files_after}"
+               if result.quarantine_files_before else "")
         ),
     )
 

@@ -12,7 +12,7 @@ import itertools
 import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -43,6 +43,7 @@ class Plan:
     method: str  # full | by_key | by_window | merge | scoped: how rows are computed
     kind: str  # full (the whole view) | patch (rows for a scope of keys or windows)
     reason: str
+    other_code: bool  # full because live was built by other code (the projection's version or logic changed)
     delta_version: int
     lake_version: int
     after_version: int | None
@@ -114,12 +115,12 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = _keys_as_held(lake, store, snapshot, projection, options.partition_keys())
     since, until = options.time_range()
-    mode, reason, after = _mode(projection, options, live, keys, since, until, as_of)
+    mode, reason, after, other_code = _mode(projection, options, live, keys, since, until, as_of)
     method = _method(projection, mode)
     plan = Plan(
         view=projection.name, projection_version=projection.version, fingerprint=projection.fingerprint,
         engine=projection.engine, strategy=projection.incremental, mode=mode, method=method,
-        kind="full" if method == "full" else "patch", reason=reason,
+        kind="full" if method == "full" else "patch", reason=reason, other_code=other_code,
         delta_version=snapshot.delta_version, lake_version=as_of, after_version=after,
         live_lake_version=live.lake_version if live else None,
         streams=projection.streams, event_types=projection.consumes, since=since, until=until, keys=keys,
@@ -255,42 +256,58 @@ def _as_of(lake: Lake, snapshot: Snapshot, text: str | None) -> int:
     return version
 
 
-#: why a run is full when live was built by other code (``by_other_code``)
+#: why a run is full when live was built by other code (``other_code``)
 VERSION_CHANGED = "the projection's version changed since live was built"
 UNORDERED = ("live was built before Polars projections got their events in (partition_key, sequence) order "
              "(first() or last() per key may have taken any event): rebuilt in full once")
 CODE_CHANGED = "the projection's code changed since live was built, beyond comments and formatting"
 
 
-def by_other_code(reason: str) -> bool:
-    """Whether a plan's ``reason`` says live was built by other code (so a check's differences may be that change's)."""
-    return reason in (UNORDERED, CODE_CHANGED) or reason.startswith(VERSION_CHANGED)
+#: how the reasons above began, as written in the plans of run records from before plans said ``other_code``
+_OTHER_CODE_BEFORE = ("the projection's version changed since live was built",
+                      "live was built before Polars projections got their events in (partition_key, sequence) order",
+                      "the projection's code changed since live was built")
+
+
+def by_other_code(plan: dict[str, Any]) -> bool:
+    """Whether a run record's ``plan`` (JSON) was a full run because live was built by other code (so a check's
+    differences may be that change's); a plan recorded before it said ``other_code`` says so by its reason."""
+    if "other_code" in plan:
+        return bool(plan["other_code"])
+    return plan.get("mode") == "full" and str(plan.get("reason") or "").startswith(_OTHER_CODE_BEFORE)
+
+
+class _Mode(NamedTuple):
+    mode: str
+    reason: str
+    after: int | None = None
+    other_code: bool = False  # full because live was built by other code: the projection's version or logic changed
 
 
 def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,
-          as_of: int) -> tuple[str, str, int | None]:
+          as_of: int) -> _Mode:
     if keys is not None or since is not None or until is not None:
-        return "targeted", "keys or event-time range given", None
+        return _Mode("targeted", "keys or event-time range given")
     if options.full:
-        return "full", "--full", None
+        return _Mode("full", "--full")
     if options.as_of is not None and not options.incremental:
-        return "full", f"replaying the lake as of lake_version {as_of}", None
+        return _Mode("full", f"replaying the lake as of lake_version {as_of}")
     if live is None:
-        return "full", "no live checkpoint", None
+        return _Mode("full", "no live checkpoint")
     if live.projection_version != projection.version:
-        return "full", f"{VERSION_CHANGED}, from v{live.projection_version}", None
+        return _Mode("full", f"{VERSION_CHANGED}, from v{live.projection_version}", other_code=True)
     if live.fingerprint in projection.unordered_fingerprints:
-        return "full", UNORDERED, None
+        return _Mode("full", UNORDERED, other_code=True)
     if not projection.built_by(live.fingerprint):
-        return "full", CODE_CHANGED, None
+        return _Mode("full", CODE_CHANGED, other_code=True)
     if live.lake_version > as_of:
         if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
             raise ConfigError(
                 f"--incremental cannot catch {projection.name} up to lake_version {as_of}: live is at lake_version "
                 f"{live.lake_version} already. To rebuild the view as the lake was then, run --full --as-of {as_of} "
                 "(its check shows what that changes)")
-        return "full", "live is ahead of this lake snapshot", None
-    return "incremental", f"catching up live from lake_version {live.lake_version} to {as_of}", live.lake_version
+        return _Mode("full", "live is ahead of this lake snapshot")
+    return _Mode("incremental", f"catching up live from lake_version {live.lake_version} to {as_of}", live.lake_version)
 
 
 def _method(projection: Projection, mode: str) -> str:

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from lake import EventFilter, Lake, Snapshot
 from lake.schema import ENVELOPE_COLUMNS, decoded_column
+from lake.read import quarantine_provenance
 from lake.table import DataFile
 from lake.sql import is_numeric, json_pointer, literal, quote
 from rebuild.errors import ConfigError, ProjectionError, near_name
@@ -189,16 +190,18 @@ def _decoding_counts(con: duckdb.DuckDBPyConnection, fields: list[tuple[str, str
     numbers = ", ".join(f"CAST({quote(field)} AS DOUBLE)" if duckdb.sqltype(type_).id in EXACT_NUMBERS
                         else "NULL::DOUBLE" for field, type_ in fields)  # only these are rounded to fit
     con.execute(f"CREATE OR REPLACE TEMP TABLE __decode_sample AS SELECT json_extract(payload, {paths}) AS raw, "
-                f"[{texts}] AS text, [{numbers}] AS number FROM ({events}) {SAMPLE_LIMIT}")
+                f"[{texts}] AS text, [{numbers}] AS number, event_id FROM ({events}) {SAMPLE_LIMIT}")
     given = "raw IS NOT NULL AND json_type(raw) <> 'NULL'"
     lost = f"{given} AND text IS NULL"
     rounded = "TRY_CAST(raw ->> '$' AS DOUBLE) <> number"  # NULL: no number, lost, or not rounded to fit
+    event = "' in event ' || event_id"  # which one, for a person to look up
     try:
         rows = con.sql(
-            f"SELECT count(*) FILTER ({given}), count(*) FILTER ({lost}), any_value(CAST(raw AS VARCHAR)) FILTER ({lost}), "
-            f"count(*) FILTER ({rounded}), any_value(CAST(raw AS VARCHAR) || ' reads as ' || text) FILTER ({rounded}) "
+            f"SELECT count(*) FILTER ({given}), count(*) FILTER ({lost}), "
+            f"any_value(CAST(raw AS VARCHAR) || {event}) FILTER ({lost}), count(*) FILTER ({rounded}), "
+            f"any_value(CAST(raw AS VARCHAR) || {event} || ' reads as ' || text) FILTER ({rounded}) "
             f"FROM (SELECT unnest(range({len(fields)})) AS i, unnest(raw) AS raw, unnest(text) AS text, "
-            "unnest(number) AS number FROM __decode_sample) GROUP BY i ORDER BY i").fetchall()
+            "unnest(number) AS number, event_id FROM __decode_sample) GROUP BY i ORDER BY i").fetchall()
     finally:
         con.execute("DROP TABLE IF EXISTS __decode_sample")
     # no sampled event: no group
@@ -586,13 +589,15 @@ def quarantined_keys(con: duckdb.DuckDBPyConnection, lake: Lake, streams: tuple[
         con.execute("CREATE OR REPLACE TEMP TABLE __quarantined_keys (partition_key VARCHAR, new BOOLEAN)")
         return version
     if seen is not None:
-        new = f"bool_and(filename NOT IN (SELECT unnest({literal(lake.quarantine_files(seen) or [''])})))"
+        # a record was there at ``seen`` if a compaction moved it by then, or the file it was first stored in
+        # was there: file names alone change with each compaction, which made every key new
+        names = [path.rsplit("/", 1)[-1] for path in lake.quarantine_files(seen)] or [""]
+        new = f"bool_and(coalesce(compacted_at > {int(seen)}, true) AND first_file NOT IN (SELECT unnest({literal(names)})))"
     else:
         new = f"min(lake_version) > {int(after_version)}" if after_version is not None else "false"
     ours = f" AND (stream IS NULL OR stream IN (SELECT unnest({literal(list(streams))})))" if streams else ""
     con.execute(f"CREATE OR REPLACE TEMP TABLE __quarantined_keys AS SELECT partition_key, {new} AS new "
-                f"FROM read_parquet({literal(files)}, filename = true) WHERE partition_key IS NOT NULL{ours} "
-                "GROUP BY partition_key")
+                f"FROM ({quarantine_provenance(files)}) WHERE partition_key IS NOT NULL{ours} GROUP BY partition_key")
     return version
 
 

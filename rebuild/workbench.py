@@ -683,7 +683,7 @@ def _run_facts(record: Any) -> dict[str, Any]:
     plan = json.loads(record.plan or "{}")
     if plan.get("skipped_files"):
         facts["skipped_files"] = plan["skipped_files"]
-    if plan.get("mode") == "full" and by_other_code(plan.get("reason") or ""):
+    if by_other_code(plan):
         facts["full_because"] = plan["reason"]
     return facts
 

@@ -56,7 +56,7 @@ def test_retyped_and_added_removed_columns(duck):
     assert result.added == ("extra",) and result.removed == ("s",)
     assert result.changed_rows == 0 and result.verdict == "different"
     reasons = decide(result, None).reasons  # the reader of the verdict sees the types, not only the name
-    assert "schema changed: added ['extra'], removed ['s'], retyped [n INTEGER in live, VARCHAR rebuilt]" in reasons
+    assert "schema changed: added column extra; removed column s; retyped column n (INTEGER in live, VARCHAR rebuilt)" in reasons
 
 
 def test_times_with_and_without_a_zone_are_compared_as_instants(duck):

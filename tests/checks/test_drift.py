@@ -225,6 +225,9 @@ def test_a_late_event_the_consumer_dropped_is_named_late_and_missed(tmp_path, st
     assert traced["late"] == ["refund-2"] and set(traced["flags"]) == {"late", "missed_suspected"}
     assert [(e["event_id"], e["reading"]) for e in traced["explained_by"]] == [("refund-2", "live misses it")]
     assert "late: refund-2" in _row(lineage, "o-0000002")
+    # the commit that brought the late refund, which the run read and the consumer's live did not take
+    assert (traced["lake_versions"], shipment["lake_versions"]) == ([1, 3], [2, 3]) and data["run"]["lake_version"] == 3
+    assert "|1..3|" in _row(lineage, "o-0000002") and "|2..3|" in _row(lineage, "o-0000013")
     assert (shipment["late"], shipment["flags"], shipment["explained_by"]) == (["ship-13"], ["late"], [])
     assert "late: ship-13" in _row(lineage, "o-0000013")
 
@@ -241,7 +244,7 @@ def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_p
     monkeypatch.setitem(REGISTRY._items, VIEW, replace(p, version=4, func=lambda: lines.format(p.func())))
     truth, data, _ = _checked(tmp_path, store_uri, target, lambda o, evs: apply(o, evs, Faults()), monkeypatch, capsys)
     assert truth["changed_rows"] == data["changed_rows"] == 0 and data["diff"]["added"] == ["lines"]
-    assert data["reasons"] == ["schema changed: added ['lines'], removed [], retyped []"]
+    assert data["reasons"] == ["schema changed: added column lines"]  # not "removed [], retyped []" as well
     assert data["next"] == (
         "the rebuilt view equals live in every column live has and adds ['lines'], computed from the whole history: "
         "no data of live is wrong; `rebuild cutover order_summary --force` makes the new columns live (the run record "
@@ -249,6 +252,33 @@ def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_p
     assert data["cutover"].startswith(  # 12 rows 'stay the same' said nothing of the column every row gains
         "the rebuilt view replaces live order_summary in one transaction: of live's 12 rows 0 change, 0 go and 12 stay "
         "the same, and 0 are added (12 rows then), and every row gains ['lines']; live as it is now is kept")
+
+
+def test_a_new_column_shows_what_it_holds_and_one_all_null_is_no_green_light(tmp_path, monkeypatch, capsys):
+    """Version 4 adds ``lines`` and ``shipped_by``; the report said 'added' and nothing of their values, so a
+    column NULL in every row (a join on a misspelt field) read as 'no data of live is wrong: cut over'."""
+    target = _lake(tmp_path)
+    p = REGISTRY.get(VIEW)
+    sql = ("SELECT s.*, l.lines, l.shipped_by FROM ({}) s JOIN (SELECT partition_key AS order_id, count(*) FILTER "
+           "(WHERE event_type = 'ItemAdded') AS lines, max(payload->>'carrier_name') AS shipped_by FROM events "
+           "GROUP BY 1) l USING (order_id)")
+    monkeypatch.setitem(REGISTRY._items, VIEW, replace(p, version=4, func=lambda: sql.format(p.func())))
+    _, data, _ = _checked(tmp_path, f"duckdb://{tmp_path}/views.duckdb", target,
+                          lambda o, evs: apply(o, evs, Faults()), monkeypatch, capsys)
+    lines = {o: sum(e["event_type"] == "ItemAdded" for e in order_events(int(o[2:]))) for o in (f"o-{n:07d}" for n in range(1, 13))}
+    assert data["diff"]["added_values"] == {
+        "lines": {"type": "BIGINT", "values": 12, "nulls": 0, "distinct": len(set(lines.values())),
+                  "min": str(min(lines.values())), "max": str(max(lines.values()))},
+        "shipped_by": {"type": "VARCHAR", "values": 0, "nulls": 12, "distinct": 0, "min": None, "max": None}}
+    assert data["next"].startswith("the rebuilt view equals live in every column live has, but the column(s) it adds, "
+                                   "['shipped_by'], are NULL in every row: fix the projection")
+    page = html.unescape(Path(data["report"]["html"]).read_text(encoding="utf-8"))
+    diff = page.split("<section id='diff'>")[1].split("</section>")[0]
+    assert "what rebuilt holds in the columns it adds (live has none to compare)" in diff
+    for name, said in (("columns added", "lines, shipped_by"), ("columns removed", "none"), ("columns retyped", "none"),
+                       ("live rows compared", "all"), ("key", "order_id")):  # not [] and {} and a blank
+        assert f"<th scope='row'>{name}</th><td>{said}</td>" in diff
+    assert re.search(r"<th scope='row'>shipped_by</th><td>VARCHAR</td><td>0</td><td>12</td><td>0</td><td></td><td></td>", diff)
 
 
 def test_the_next_step_of_a_new_column_with_wrong_data_is_not_that_live_is_right(tmp_path, monkeypatch, capsys):

@@ -73,6 +73,23 @@ def test_compaction_killed_keeps_every_event_once(fault_lake: lake.Lake, point: 
     assert result.partitions >= 1 and len(final.snapshot().files) <= 16 < files
 
 
+@pytest.mark.parametrize("point", ["compact.quarantine_written", "compact.quarantine_committed"])
+def test_compaction_killed_while_compacting_the_quarantine_loses_and_doubles_no_record(
+        fault_lake: lake.Lake, tmp_path: Path, point: str) -> None:
+    lake.ingest(fault_lake, [new_orders(tmp_path)], stream="orders")  # a second quarantine file
+    records = lake.read_quarantine(fault_lake).order("record_hash").fetchall()
+    assert len(records) == 4 and len(fault_lake.quarantine_files()) == 2
+    killed = run_python(COMPACT, fault_lake.uri, "1000000", fault=point)
+    assert killed.returncode == KILLED, killed.stderr
+    files = 1 if point == "compact.quarantine_committed" else 2  # written, not committed: not read
+    assert len(lake.Lake(fault_lake.uri).quarantine_files()) == files
+    assert lake.read_quarantine(lake.Lake(fault_lake.uri)).order("record_hash").fetchall() == records
+    result = compact(lake.Lake(fault_lake.uri))
+    assert result.quarantine_files_before == (2 if files == 2 else 0)
+    final = lake.Lake(fault_lake.uri)
+    assert lake.read_quarantine(final).order("record_hash").fetchall() == records and len(final.quarantine_files()) == 1
+
+
 # -- runs: by steps, at publish, on every store ----------------------------------------------------
 def _stores(tmp_path: Path, request: pytest.FixtureRequest, kind: str) -> str:
     if kind == "parquet":

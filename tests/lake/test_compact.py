@@ -321,3 +321,87 @@ def test_a_damaged_lake_file_stops_compaction_naming_it(tmp_path: Path, capsys: 
     Path(damaged).write_bytes(saved)  # restored, as it says: the rerun compacts and every event is there
     assert main(["--config", str(config), "--json", "lake", "compact", "--no-decode"]) == 0
     assert content(target) == before
+
+
+def quarantining_nights(tmp_path: Path, nights: int = 5) -> lake.Lake:
+    """``nights`` ingests of an order each, with records quarantined of every kind: a file of the quarantine each."""
+    target = lake.Lake(tmp_path / "lake")
+    for night in range(nights):
+        key = f"k{night}"
+        records: list[object] = [
+            event(night * 10, key=key, seq=1),
+            {**event(night * 10 + 1, key=key, seq=2), "sequence": "two"},
+            {**event(night * 10 + 2, key=key, seq=3), "event_time": "not a time", "payload": {"note": "é\u00a0\U0001f600"}},
+            "{broken " + "x" * night,  # no key, no event id
+        ]
+        lake.ingest(target, [write_ndjson(tmp_path / f"night{night}.ndjson", records)], stream="orders")
+    return target
+
+
+def quarantine_table(target: lake.Lake) -> pa.Table:
+    """Every quarantined record, every column, in one order."""
+    rows = lake.read_quarantine(target).to_arrow_table()
+    return rows.sort_by([(c, "ascending") for c in ("record_hash", "source", "line")])
+
+
+def test_compaction_rewrites_the_quarantine_as_one_file_keeping_every_record_as_it_was(tmp_path: Path) -> None:
+    """Nothing compacted the quarantine: each ingest that quarantines adds a file (hourly ingests: ~3,000 a year),
+    and every ingest that quarantines read all of them for their record hashes, as did every catch-up that
+    excludes quarantined keys. Compaction rewrites them as one in one commit, each column as it was."""
+    from deltalake import DeltaTable
+
+    from checks.lineage import lineage
+    from lake.audit import audit
+
+    target = quarantining_nights(tmp_path)
+    before, version = quarantine_table(target), target.quarantine_table().version()
+    audited = [audit(target, as_of=v).to_dict()["quarantined"] for v in (2, 5)]
+    traced = [t.quarantine for t in lineage(target, [{"k": "k3"}], partition_column="k")]
+    assert before.num_rows == 15 and len(target.quarantine_files()) == 5
+
+    result = compact(target)
+    assert (result.quarantine_files_before, result.quarantine_files_after) == (5, 1)
+    assert result.to_dict()["quarantine_files_before"] == 5
+    table = DeltaTable(target.table_uri("quarantine"))
+    assert table.version() == version + 1 and table.history(1)[0]["workbench.operation"] == "compact"
+    after = quarantine_table(target)
+    assert after.schema == before.schema and after.equals(before)
+    assert table.to_pyarrow_table().num_rows == 15  # Delta readers see the same records (and not the provenance)
+    assert [audit(target, as_of=v).to_dict()["quarantined"] for v in (2, 5)] == audited == [6, 15]
+    assert [t.quarantine for t in lineage(target, [{"k": "k3"}], partition_column="k")] == traced
+    assert target.quarantine_files(keys=["k2"]) == target.quarantine_files() and target.quarantine_files(keys=["zz"]) == []
+
+    # the same input again: its records are known, in the compacted file
+    again = lake.ingest(target, [tmp_path / "night2.ndjson"], stream="orders")
+    assert again.already_quarantined == 3 and len(target.quarantine_files()) == 1
+    assert compact(target).quarantine_files_before == 0  # one file: nothing to do
+    lake.ingest(target, [write_ndjson(tmp_path / "late.ndjson", ["{late"])], stream="orders")
+    assert compact(target, streams=["orders"]).quarantine_files_before == 0  # --stream: the events only
+    assert compact(target).quarantine_files_before == 2
+    assert quarantine_table(target).num_rows == 16 and len(target.quarantine_files()) == 1
+
+
+def test_vacuum_deletes_the_quarantine_files_compaction_replaced(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    target = quarantining_nights(tmp_path, nights=3)
+    before = quarantine_table(target)
+    compact(target)
+    assert target.vacuum()["quarantine"]["files"] == 0  # replaced minutes ago: kept for readers of older versions
+    for name in ("events", "quarantine"):  # a lake whose owners keep no history
+        DeltaTable(target.table_uri(name)).alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 hours"})
+    assert target.vacuum(retain_hours=0)["quarantine"]["files"] == 3
+    assert [p.name for p in (tmp_path / "lake" / "quarantine").glob("*.parquet")] == [
+        f.rsplit("/", 1)[-1] for f in target.quarantine_files()]
+    assert quarantine_table(target).equals(before)
+
+
+def test_the_compact_command_says_what_it_did_to_the_quarantine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rebuild.cli import main
+
+    target = quarantining_nights(tmp_path, nights=2)
+    assert main(["--lake", target.uri, "lake", "compact", "--no-decode"]) == 0
+    assert "; the quarantine: 2 files -> 1" in capsys.readouterr().out
+    assert main(["--lake", target.uri, "--json", "lake", "compact", "--no-decode"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert (done["quarantine_files_before"], done["quarantine_files_after"]) == (0, 0)

@@ -98,6 +98,39 @@ def test_an_offset_no_time_zone_has_is_quarantined_as_a_producers_bug(tmp_path: 
     assert sorted(r for (r,) in lake.read_quarantine(target).project("reason").fetchall()) == sorted(result.reasons)
 
 
+FORMAT_MAP = EPOCH_MAP.replace('event_time_unit = "{unit}"', 'event_time_format = "%Y-%m-%d %H:%M:%S%z"')
+
+
+def test_an_offset_with_minutes_past_59_or_beyond_14_hours_in_a_declared_format_is_quarantined(
+        tmp_path: Path) -> None:
+    """DuckDB reads +05:99 as +06:39, and a declared format's %z reads +25:00 and -24:01 too: archived, the
+    event sat hours or a day from when it happened. Quarantined, saying which; real offsets are kept."""
+    beyond = "event_time offset beyond +/-14:00 (no time zone has one: a producer writing its offset wrong?): "
+    past_59 = ("event_time offset with minutes or seconds past 59 (no time zone has one: a producer writing its "
+               "offset wrong?): ")
+    iso = {"2026-01-01T00:00:00+05:99": past_59, "2026-01-01T00:00:00-0061": past_59,
+           "2026-01-01T00:00:00+05:30:99": past_59, "2026-01-01T00:00:00+99:99": beyond,
+           "2026-01-01T00:00:00.5+05:45": None, "2026-01-01 00:00:00-09:30": None, "2026-12-31": None}
+    target = lake.Lake(tmp_path / "lake")
+    records = [event(i, seq=i) | {"event_time": t} for i, t in enumerate(iso)]
+    result = lake.ingest(target, [write_ndjson(tmp_path / "iso.ndjson", records)], stream="orders")
+    assert result.reasons == {why + t: 1 for t, why in iso.items() if why}
+    assert times(target) == [datetime(2025, 12, 31, 18, 15, 0, 500000, tzinfo=UTC),
+                             datetime(2026, 1, 1, 9, 30, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC)]
+    declared = {"2026-01-01 00:00:00+2500": beyond, "2026-01-01 00:00:00-24:01": beyond,
+                "2026-01-01 00:00:00+14:00:01": beyond, "2026-01-01 00:00:00+0599": past_59,
+                "2026-01-01 00:00:00+14:00": None, "2026-01-01 00:00:00-1200": None, "2026-01-01 00:00:00+05": None}
+    (tmp_path / "format.toml").write_text(FORMAT_MAP)
+    formatted = lake.Lake(tmp_path / "formatted")
+    records = [{"id": f"e{i}", "key": "k", "seq": i, "type": "OrderPlaced", "ts": t} for i, t in enumerate(declared)]
+    result = lake.ingest(formatted, [write_ndjson(tmp_path / "formatted.ndjson", records)], stream="orders",
+                         mapping=lake.Mapping.load(tmp_path / "format.toml"))
+    assert result.reasons == {why + t: 1 for t, why in declared.items() if why}
+    assert times(formatted) == [datetime(2025, 12, 31, 10, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=UTC),
+                                datetime(2025, 12, 31, 19, tzinfo=UTC)]
+    assert len(lake.read_quarantine(formatted).fetchall()) == 4  # nothing lost
+
+
 def test_the_audit_of_a_lake_an_older_version_left_with_such_times_names_them(tmp_path: Path) -> None:
     """A lake an older version wrote holds such times: its audit (and so every check) failed with an internal
     error (exit 70); it now counts every event, names those, and leaves them out of the time figures only."""

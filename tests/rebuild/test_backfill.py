@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 
 from lake import Lake
 from rebuild import Config, ConfigError, Workbench
-from rebuild.backfill import chunks, parse_chunk
+from rebuild.backfill import HEADER, chunk_text, chunks, parse_chunk, resume_command
 from rebuild.cli import main
 from tests.stores.conftest import orders_lake, orders_lake_template  # noqa: F401
 
@@ -172,6 +174,29 @@ def test_a_refused_check_of_an_unfinished_backfill_names_the_command_that_finish
     assert command.endswith("--chunk 1d")
     assert main(["--lake", orders_lake.uri, "--store", store, "--json", *command.split(), "--progress", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] == 2
+
+
+def test_the_command_that_finishes_a_backfill_takes_its_chunk_from_the_job_not_its_label(
+        orders_lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """The command was cut from the header row's label (`... by 24 h`): `--chunk 24 h`, which the shell splits
+    and the CLI refuses (exit 2). It is now made of the job's params, also of a header row an earlier version
+    wrote (it wrote the same params), and names a chunk the job resumes with."""
+    store = str(tmp_path / "views.duckdb")
+    with Workbench(Config(lake_uri=orders_lake.uri, store_uri=store)) as wb:
+        done = wb.backfill(VIEW, since=RANGE[1], until=RANGE[3], chunk="24 h", progress="none")
+        [header] = [m for m in wb.store.marks(VIEW) if m.item == HEADER]
+        assert header.label.endswith(" by 24 h")  # as every version wrote it
+        wb.store.put_mark(dataclasses.replace(header, status="started"))  # as a job killed after its last chunk
+        said = resume_command(wb.store, VIEW, done.job_id)
+    [command] = re.findall(r"`rebuild (backfill [^`]+)`", said)
+    assert command.endswith("--chunk 1d") and said.endswith("chunk='1d'))")
+    assert main(["--lake", orders_lake.uri, "--store", store, "--json", *shlex.split(command), "--progress", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == done.chunks == 6
+
+
+@pytest.mark.parametrize("chunk, text", [("90m", "90m"), ("60m", "1h"), ("36h", "36h"), ("14d", "2w"), ("9999999w", "9999999w")])
+def test_a_chunk_is_named_in_the_largest_unit_that_divides_it(chunk: str, text: str) -> None:
+    assert chunk_text(parse_chunk(chunk)) == text and parse_chunk(text) == parse_chunk(chunk)
 
 
 def test_a_rerun_with_other_arguments_says_it_does_not_resume(orders_lake: Lake, tmp_path: Path,  # noqa: F811

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 import shlex
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +19,7 @@ from rebuild.dedupe import NextRun
 from tests.conftest import archive_again
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
+from tests.rebuild.test_json_shape import _documented
 
 #: orders over three days (daily_revenue's windows) and two customers (customer_ltv's rows)
 ORDERS = [e for o in range(1, 7) for e in order_events(o, customer=o % 2, start=T0 + timedelta(days=o % 3))]
@@ -96,6 +98,7 @@ def test_the_command_prints_one_object_and_says_the_next_runs(bench: Bench, caps
     args = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb", "--json"]
     assert main([*args, "lake", "dedupe"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == list(_documented()["lake dedupe"])  # in the README table's order, as the others are
     assert (printed["removed"], printed["partition_keys"], printed["delta_version"]) == (2, 2, 3)
     assert Path(printed["keys_file"]) == bench.root / "reports" / "dedupe-3-keys.txt"
     # the lake's lake_version is 1 again, and live's 2 is ahead: a plain run would be full too
@@ -177,3 +180,24 @@ def test_a_copy_under_the_views_stream_of_an_event_archived_under_another_is_a_d
     keyed = bench.wb.check("order_summary", progress="none").to_dict()["audit"]
     assert (keyed["duplicates"], keyed["keys_audited"]) == (1, 2)
     assert bench.wb.dedupe(dry_run=True).result.removed == 1
+
+
+def test_a_first_key_beginning_with_a_byte_order_mark_is_corrected_by_the_keys_run(bench: Bench) -> None:
+    """U+FEFF is a key's character: the keys file begins with a byte order mark of its own, which --keys-file
+    drops, so the key's first character is read as written (it was dropped, and the run corrected no key)."""
+    marked = [{**e, "partition_key": "\ufeffo-9", "event_id": e["event_id"] + "-bom"} for e in order_events(9)]
+    bench.ingest(ORDERS + marked)
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, [marked[3]["event_id"]])
+    bench.ingest(LATER)
+    bench.rebuild_live("order_summary")
+    paid = bench.rows("order_summary").filter(pl.col("order_id") == "\ufeffo-9")["paid"]
+    assert paid.to_list() == [2 * Decimal(str(marked[3]["payload"]["amount"]))]  # the copy applied twice
+    report = bench.wb.dedupe()
+    assert report.result.keys == ("\ufeffo-9",)
+    [step] = report.next_runs
+    bench.wb.run("order_summary", progress="none", keys_file=shlex.split(step.command)[4])
+    assert bench.wb.check("order_summary", progress="none").to_dict()["changed_rows"] == 1
+    bench.wb.cutover("order_summary", force=True)
+    paid = bench.rows("order_summary").filter(pl.col("order_id") == "\ufeffo-9")["paid"]
+    assert paid.to_list() == [Decimal(str(marked[3]["payload"]["amount"]))]

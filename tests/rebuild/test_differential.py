@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import lake
+import lake.compact
 from rebuild import Workbench
 from tests.rebuild import reference
 from tests.rebuild.reference import Number, ReferenceLake, dumps
@@ -232,16 +233,19 @@ def test_the_examples_mean_what_their_documentation_says(tmp_path_factory: Any, 
 
 
 @settings(SETTINGS, max_examples=6)
-@given(records=histories(), plan=st.integers(1, 3).flatmap(steps))
+@given(records=histories(), plan=st.integers(1, 3).flatmap(steps), compacted=st.sets(st.integers(0, 2)))
 def test_catch_ups_leave_out_the_keys_quarantined_since(tmp_path_factory: Any, records: list[dict[str, Any]],
-                                                        plan: list[dict[str, Any]]) -> None:
+                                                        plan: list[dict[str, Any]], compacted: set[int]) -> None:
     """Every run ``--exclude-quarantined``, from the full run on: a catch-up also leaves out the keys
-    quarantined since live's run (a merge view refuses that, saying to run in full: not here)."""
+    quarantined since live's run (a merge view refuses that, saying to run in full: not here), also when
+    compaction merged the quarantine's files in between (``compacted``: after those ingests)."""
     root = tmp_path_factory.mktemp("excluding")
     wb = workbench(root)
     model = ReferenceLake()
     try:
         for i, (step, _) in enumerate(ingests(wb, model, root, records, plan)):
+            if i in compacted:
+                lake.compact.compact(wb.lake)
             for view in ("order_summary", "order_summary_fold", "daily_revenue", "order_timeline"):
                 if step["runs"][view] != "skip":
                     wb.run(view, full=step["runs"][view] == "full", exclude_quarantined=True, progress="none")

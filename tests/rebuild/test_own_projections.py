@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -557,7 +558,7 @@ def test_a_payload_type_the_values_do_not_have_is_refused_not_read_as_null(
     projection(name="by_customer", key="order_id", payload={"customer_id": "BIGINT"}, registry=registry)(
         lambda: "SELECT partition_key AS order_id, any_value(customer_id) AS customer_id FROM events GROUP BY ALL")
     with pytest.raises(ProjectionError, match=r"payload field 'customer_id' is declared BIGINT, but none of its 2\d "
-                                              r"values in the first 10,000 events converts to it \(e.g. \"c-00000\d\"\)"):
+                                              r"values in the first 10,000 events converts to it \(e.g. \"c-00000\d\" in event ev-o-\d+-\d\)"):
         wb.run("by_customer", progress="none", buckets=buckets)  # bucket 0 of this small lake holds no event
     assert not wb.store.exists("by_customer__shadow")
     # some values that do not convert (a producer's bug, not the declaration's) are logged; the run goes on
@@ -567,7 +568,34 @@ def test_a_payload_type_the_values_do_not_have_is_refused_not_read_as_null(
                registry=registry)(lambda: "SELECT partition_key AS order_id, sum(amount) AS paid FROM events GROUP BY ALL")
     assert wb.run("paid", progress="none").record.rows_written == 6
     assert "1 of 6 values of payload field 'amount' in the first 10000 events do not convert to DECIMAL(18,2) " \
-           "and read as NULL (e.g. \"lots\")" in caplog.text
+           "and read as NULL (e.g. \"lots\" in event ev-bad)" in caplog.text
+
+
+def _paid_sql() -> str:
+    return "SELECT partition_key AS order_id, sum(amount) AS paid FROM events GROUP BY ALL"
+
+
+def _paid_polars(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.group_by(order_id=pl.col("partition_key")).agg(paid=pl.col("amount").sum())
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_field_of_other_json_types_in_other_events_is_decoded_or_named_with_its_event(
+        wb: Workbench, registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture, engine: str) -> None:
+    """amount as a number, as text ("12.50") and as an object: the first two decode; the object reads as NULL,
+    and the run's warning names it and the event holding it, for a person to find it (it named the value only)."""
+    payments = [{**order_events(o)[3], "event_id": f"ev-{kind}", "partition_key": f"o-{kind}",
+                 "payload": {"amount": amount}}
+                for o, (kind, amount) in enumerate([("number", 12.5), ("text", "12.50"), ("object", {"value": 12.5})])]
+    lake.ingest(wb.lake, [write_ndjson(tmp_path / "mixed.ndjson", payments)], stream="orders")
+    projection(name="paid", key="order_id", engine=engine, consumes="PaymentAuthorized",  # type: ignore[arg-type]
+               payload={"amount": "DECIMAL(18,2)"}, registry=registry)(_paid_sql if engine == "duckdb" else _paid_polars)
+    wb.run("paid", progress="none")
+    paid = dict(wb.view("paid", "shadow").select("order_id", "paid").iter_rows())
+    nothing = None if engine == "duckdb" else Decimal(0)  # Polars sums no value to 0
+    assert [paid[f"o-{kind}"] for kind in ("number", "text", "object")] == [Decimal("12.50"), Decimal("12.50"), nothing]
+    assert "1 of 8 values of payload field 'amount' in the first 10000 events do not convert to DECIMAL(18,2) and read " \
+           "as NULL (e.g. {\"value\":12.5} in event ev-object)" in caplog.text
 
 
 @pytest.mark.parametrize("declared", ["ammount", "Amount"])
@@ -655,7 +683,7 @@ def test_payload_numbers_rounded_to_the_declared_type_are_logged(wb: Workbench, 
         lambda: "SELECT partition_key AS order_id, sum(quantity * unit_price) AS total FROM events GROUP BY ALL")
     wb.run("totals", progress="none")
     assert re.search(r"8 of 8 values of payload field 'unit_price' in the first 10000 events are rounded to fit "
-                     r"INTEGER \(e.g. (\d)\.25 reads as \1\)", caplog.text)
+                     r"INTEGER \(e.g. (\d)\.25 in event ev-o-\d+-\d reads as \1\)", caplog.text)
     assert "'quantity'" not in caplog.text  # 2 is 2
     caplog.clear()
     projection(name="exact", key="order_id", payload={"unit_price": "DECIMAL(18,2)"}, registry=registry)(

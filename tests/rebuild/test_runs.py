@@ -11,11 +11,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
 import lake
+import lake.compact
 from rebuild import ConfigError, ProjectionError, RunOptions, Workbench
+from rebuild.replay import quarantined_keys
 from tests.orders import T0, order_events
 from tests.rebuild.conftest import VIEWS, Bench
 
@@ -354,6 +357,84 @@ def test_a_merge_catch_up_refuses_keys_quarantined_since_live(bench: Bench) -> N
         bench.wb.run("customer_ltv", full=True, exclude_quarantined=True, progress="none")
         assert caught_up.equals(bench.rows("customer_ltv", "shadow")), night
         bench.ingest(order_events(40, customer=1))
+
+
+def _poison(bench: Bench, order: int) -> None:
+    """A record of ``order`` quarantined (a sequence that is not a number), in an ingest of its own."""
+    poison = order_events(order, first_seq=50, items=1, ship=False)[:1]
+    poison[0]["sequence"] = "fifty"
+    assert bench.ingest(poison).quarantined == 1
+
+
+@pytest.mark.parametrize("view", ["order_summary", "daily_revenue"])
+def test_a_catch_up_after_the_quarantine_is_compacted_takes_out_only_the_keys_quarantined_since_live(
+        bench: Bench, view: str) -> None:
+    """A catch-up told the keys quarantined since live's run by the names of the quarantine's files then; compaction
+    renames them all, so every quarantined key was taken out again (a by_window view recomputed their every day).
+    Each row keeps the file it was first stored in and the version that compacted it: only keys quarantined since
+    live's run are new, also when compaction moved them before the catch-up."""
+    first_lake(bench)
+    for order in (3, 5, 7):
+        _poison(bench, order)
+    bench.rebuild_live(view, exclude_quarantined=True)
+    _poison(bench, 11)  # after live's run: a catch-up takes it out
+    assert lake.compact.compact(bench.wb.lake).quarantine_files_before == 4
+    con = bench.wb.lake.attach(duckdb.connect())
+    seen = json.loads(bench.wb.store.run(bench.wb.store.checkpoint(view, "live").run_id).plan)["quarantine_version"]  # type: ignore[union-attr]
+    quarantined_keys(con, bench.wb.lake, ("orders",), None, seen)
+    assert con.sql("SELECT partition_key FROM __quarantined_keys WHERE new").fetchall() == [("o-0000011",)]
+    caught_up = bench.wb.run(view, exclude_quarantined=True, progress="none")
+    assert caught_up.plan.mode == "incremental"
+    bench.wb.cutover(view, force=True)
+    bench.wb.run(view, full=True, exclude_quarantined=True, progress="none")
+    assert bench.rows(view).equals(bench.rows(view, "shadow"))
+    _poison(bench, 13)  # quarantined after a compaction (the catch-up saw the compacted quarantine): new
+    bench.ingest(order_events(40, customer=1))
+    lake.compact.compact(bench.wb.lake)  # and compacted again with the file it was in
+    seen = json.loads(bench.wb.store.run(bench.wb.store.checkpoint(view, "live").run_id).plan)["quarantine_version"]  # type: ignore[union-attr]
+    quarantined_keys(con, bench.wb.lake, ("orders",), None, seen)
+    assert con.sql("SELECT partition_key FROM __quarantined_keys WHERE new").fetchall() == [("o-0000013",)]
+    bench.rebuild_live(view, exclude_quarantined=True)
+    bench.wb.run(view, full=True, exclude_quarantined=True, progress="none")
+    assert bench.rows(view).equals(bench.rows(view, "shadow"))
+
+
+def test_a_merge_catch_up_goes_on_after_the_quarantine_is_compacted(bench: Bench) -> None:
+    """A merge view refuses a catch-up when keys it summed were quarantined since live's run; after a compaction
+    of the quarantine every quarantined key looked new, so each weekly compaction forced a full run."""
+    first_lake(bench)
+    _poison(bench, 3)
+    bench.rebuild_live("customer_ltv", full=True, exclude_quarantined=True)
+    bench.ingest(order_events(41, customer=2))
+    _poison(bench, 5)  # a second quarantine file
+    lake.compact.compact(bench.wb.lake)
+    with pytest.raises(ProjectionError, match=r"1 partition key\(s\) were quarantined since live's run.*o-0000005"):
+        bench.wb.run("customer_ltv", exclude_quarantined=True, progress="none")  # o-0000005's, not o-0000003's too
+    bench.rebuild_live("customer_ltv", full=True, exclude_quarantined=True)
+    bench.ingest(order_events(42, customer=2))
+    _poison(bench, 99)  # a key with no events: nothing summed
+    lake.compact.compact(bench.wb.lake)
+    bench.rebuild_live("customer_ltv", exclude_quarantined=True)  # refused before: o-0000003 and 5 looked new
+    caught_up = bench.rows("customer_ltv")
+    bench.wb.run("customer_ltv", full=True, exclude_quarantined=True, progress="none")
+    assert caught_up.equals(bench.rows("customer_ltv", "shadow"))
+
+
+def test_an_as_of_run_excluding_quarantined_keys_is_the_same_after_the_quarantine_is_compacted(bench: Bench) -> None:
+    first = bench.ingest(order_events(1) + order_events(2) + order_events(3)).lake_version
+    _poison(bench, 2)
+    bench.ingest(order_events(4))
+    _poison(bench, 4)
+    views = ("order_summary", "daily_revenue")
+    before = []
+    for view in views:
+        bench.wb.run(view, as_of=str(first), exclude_quarantined=True, progress="none")
+        before.append(bench.rows(view, "shadow"))
+    assert lake.compact.compact(bench.wb.lake).quarantine_files_before == 2
+    for view, rows in zip(views, before, strict=True):
+        bench.wb.run(view, as_of=str(first), exclude_quarantined=True, progress="none")
+        assert bench.rows(view, "shadow").equals(rows)
+    assert bench.rows("order_summary", "shadow")["order_id"].to_list() == ["o-0000001", "o-0000003"]
 
 
 def test_plan_writes_nothing(bench: Bench) -> None:

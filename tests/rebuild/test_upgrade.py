@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,28 @@ def test_the_check_of_the_full_run_after_the_upgrade_says_why_it_was_full(bench:
         "a full run, since live was built before Polars projections got their events in (partition_key, sequence) "
         "order (first() or last() per key may have taken any event): rebuilt in full once; its differences from "
         "live may be the effects of that change, not of the events"]
+
+
+def test_a_plan_says_as_data_that_live_was_built_by_other_code_also_read_from_an_earlier_run_record(
+        bench: Bench) -> None:
+    """The check's note was chosen by matching the plan's reason text: a plan says it in ``other_code`` now, and a
+    run record an earlier version wrote (its plan without the field) still gets the note by its reason."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    bench.rebuild_live("order_summary")
+    assert bench.wb.plan("order_summary", full=True).to_dict()["other_code"] is False  # asked, not other code
+    code = bench.wb.projection("order_summary")
+    bench.wb.store.con.execute(  # type: ignore[attr-defined]
+        "UPDATE _checkpoints SET fingerprint = 'other code' WHERE view = 'order_summary'")
+    plan = bench.wb.plan("order_summary").to_dict()
+    assert (plan["mode"], plan["other_code"]) == ("full", True) and code.fingerprint == plan["fingerprint"]
+    run = bench.wb.run("order_summary", progress="none")
+    stored = json.loads(bench.wb.store.runs("order_summary", limit=1)[0].plan or "{}")
+    assert stored["other_code"] is True
+    for written in ({**stored, "reason": "live's code is not this code"},  # the reason is for people only
+                    {k: v for k, v in stored.items() if k != "other_code"}):  # as an earlier version wrote it
+        bench.wb.store.con.execute(  # type: ignore[attr-defined]
+            "UPDATE _rebuild_runs SET plan = ? WHERE run_id = ?", [json.dumps(written), run.record.run_id])
+        notes = bench.wb.check("order_summary", progress="none").notes
+        assert [n for n in notes if n.startswith("a full run, since")] == [
+            f"a full run, since {written['reason']}; its differences from live may be the effects of that change, "
+            "not of the events"]

@@ -121,16 +121,22 @@ def test_a_read_asks_the_bucket_about_each_lake_file_once(
 
 def test_compact_and_audit_match_local_disk(tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
     local, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    poison = write_ndjson(tmp_path / "poison.ndjson", ['{"event_id": "another cut-off'])
+    for target in (local, remote):  # a second file in the quarantine
+        lake.ingest(target, [poison], stream="orders", ingested_at=AT + timedelta(days=2))
     before = len(remote.snapshot().files)
     done = compact(remote)
     assert done.partitions > 0 and done.files_after < done.files_before
     assert len(remote.snapshot().files) == before - done.files_before + done.files_after
+    assert (done.quarantine_files_before, len(remote.quarantine_files())) == (2, 1)
     compact(local)
     assert _rows(remote) == _rows(local)
+    quarantined = [lake.read_quarantine(t).order("record_hash").fetchall() for t in (remote, local)]
+    assert quarantined[0] == quarantined[1] and len(quarantined[0]) == 2
     totals = ("events", "partition_keys", "duplicates", "conflicts", "gaps", "quarantined", "event_types")
     remote_audit, local_audit = audit(remote).to_dict(), audit(local).to_dict()
     assert {k: remote_audit[k] for k in totals} == {k: local_audit[k] for k in totals}
-    assert remote_audit["quarantined"] == 1 and not remote_audit["bad_files"]
+    assert remote_audit["quarantined"] == 2 and not remote_audit["bad_files"]
 
 
 def test_compaction_reads_the_log_once_not_once_per_partition(

@@ -192,7 +192,7 @@ def test_a_view_an_earlier_version_stored_with_a_double_says_how_to_give_it_the_
         ingest(orders_lake, [more], stream="orders")
         wb.run("cents", progress="none")
         reasons = " ".join(wb.check("cents").verdict.reasons)
-        assert "retyped [cents DOUBLE in live, DECIMAL(38,0) rebuilt]" in reasons and "until a full run (--full)" in reasons
+        assert "retyped column cents (DOUBLE in live, DECIMAL(38,0) rebuilt)" in reasons and "until a full run (--full)" in reasons
         wb.run("cents", full=True, progress="none")
         wb.check("cents")
         wb.cutover("cents", force=True)
