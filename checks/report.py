@@ -154,6 +154,10 @@ class CheckReport:
         scope = " (its rows in the patch's scope)" if self.diff.scope is not None else ""
         return f"{rebuilt} was compared with live {_code(self.live)}{scope}. {made}"
 
+    def _patch(self) -> bool:
+        """Whether the rebuilt view is a patch (a targeted run's or a backfill's), which only live can take."""
+        return (self.run or {}).get("kind") == "patch"
+
     def _lake(self) -> str | None:
         return (self.audit or {}).get("lake")
 
@@ -193,11 +197,17 @@ class CheckReport:
         d, view = self.diff, self.view
         if self.live not in (None, view):
             return f"this verdict compared with {self.live}; `rebuild check {view}` compares with live before a cutover"
+        if d is None and self._patch():
+            return (f"this patch cannot be cut over: there is no live {view} to apply it to; `rebuild run {view} "
+                    "--full` (it replays every event, this correction too), check and cut over that")
         if self.passed and d is not None and d.scope is not None and d.rows_live == d.rows_rebuilt == 0:
             return (f"`rebuild cutover {view}`: the patch changes no row, so live only takes its lake position "
                     f"(`rebuild rollback {view}` still undoes the cutover before it)")
         if self.passed:
             return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+        if (self.run or {}).get("skipped_files"):  # the differences may be the left-out events: no --force
+            return (f"the run left out unreadable lake files (see the notes), whose events the differences may be: "
+                    f"restore them (`rebuild lake audit` lists them) and `rebuild run {view}` again before a cutover")
         if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
                     f"differ from live's ({_columns_changed(d, 'added', 'removed', 'retyped')}); to change live's columns, "
@@ -220,6 +230,8 @@ class CheckReport:
     def cutover(self) -> str:
         """What ``rebuild cutover VIEW`` would do to live with this shadow, and how to undo it."""
         d, view = self.diff, self.view
+        if d is None and self._patch():
+            return f"there is no live {view}, and cutover applies a patch (this shadow) only to live: it refuses"
         if d is None:
             rows = f"its {self.expectations.rows:,} rows" if self.expectations else "it"
             return f"there is no live {view} to compare with: cutover makes the rebuilt view ({rows}) live {view}"

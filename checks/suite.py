@@ -85,12 +85,13 @@ def check_view(
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns, names=(shown_live or live, shown_rebuilt),
                    limited=tuple(thresholds["columns"])) if live else None
     step("diff")
-    traced = _lineage(con, lake, spec, diff, as_of, late_after)
+    skipped = tuple((run or {}).get("skipped_files") or ())  # unreadable: the check reads what the run read
+    traced = _lineage(con, lake, spec, diff, as_of, late_after, skipped)
     step("lineage")
     audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys, reports_dir)
     step("audit")
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
-                           window=spec.window, streams=spec.streams, as_of=as_of, con=con)
+                           window=spec.window, streams=spec.streams, as_of=as_of, con=con, without_files=skipped)
     step("days")
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
@@ -112,7 +113,7 @@ def check_view(
 
 
 def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None,
-             late_after: timedelta) -> list[Any]:
+             late_after: timedelta, without_files: tuple[str, ...]) -> list[Any]:
     """Lineage of the diff's sampled keys (only in live, only in rebuilt, changed), in ``con``'s database."""
     if diff is None:
         return []
@@ -130,7 +131,7 @@ def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: D
                 changes[kt] = row["changes"]
     return lineage(lake, keys, partition_column=spec.partition_column, window=spec.window, streams=spec.streams,
                    event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes,
-                   con=con)
+                   con=con, without_files=without_files)
 
 
 def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: int | None,

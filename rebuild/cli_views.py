@@ -33,6 +33,7 @@ def demo_cmd(state: State, events: int, seed: int) -> None:
     """The whole story on the embedded default: sample lake, rebuild, check, cutover, rollback."""
     from rebuild.demo import run_demo
 
+    state.defaults_expected = True
     run_demo(state, events=events, seed=seed)
 
 

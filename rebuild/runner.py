@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from lake import Lake, Snapshot
-from lake.read import CorruptFile, check_files, named_file
+from lake.read import CorruptFile, damaged_file, named_file
 from lake.schema import bucket_sql
 from lake.table import DataFile
 from lake.sql import quote
@@ -87,6 +87,8 @@ class Publishing:
     status: str = "shadow"
     append: bool = False
     mark: Mark | None = None
+    #: what the error of an unreadable lake file says to do about it (a backfill has no --skip-corrupted)
+    damaged: str = "restore it, or rerun with --skip-corrupted to leave it out (the run record names it)"
 
 
 def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None,
@@ -112,7 +114,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
                     progress.advance(1, step.__name__.strip("_"))
                 break
             except (duckdb.Error, ProjectionError) as exc:
-                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
+                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection, publishing.damaged)
         check_output(con, projection, rows)
         recorder = Recorder(plan, projection, started, clock, sum(files.values()), run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
@@ -138,7 +140,8 @@ def _quarantine_seen(store: Store, plan: Plan) -> int | None:
     return json.loads(record.plan).get("quarantine_version") if record is not None else None
 
 
-def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
+def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection,
+                  then: str = Publishing.damaged) -> tuple[Plan, Snapshot]:
     """After a failed read: re-raise what is not a file problem; raise ``CorruptFile`` naming the
     file; or, with ``plan.skip_corrupted``, the plan and snapshot without that file. An object
     store that cannot be reached is no file problem: ``ConnectionError`` (never skipped)."""
@@ -152,8 +155,7 @@ def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection
         reason = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc  # not a worker's traceback
         raise CorruptFile(
             f"lake file {bad} cannot be read ({str(reason).removesuffix('; nothing was written')}); nothing was written. Run "
-            "`rebuild lake audit` to list every unreadable file; restore it, or rerun with "
-            "--skip-corrupted to leave it out (the run record names it)",
+            f"`rebuild lake audit` to list every unreadable file; {then}",
             file=bad, view=plan.view,
         ) from exc
     log.warning("%s: skipping unreadable lake file %s (--skip-corrupted)", plan.view, bad)
@@ -169,13 +171,8 @@ def unreadable_file(exc: BaseException, snapshot: Snapshot, projection: Projecti
     if not isinstance(cause, duckdb.Error):
         # a distributed task's error arrives pickled, without its cause: its message names the file
         return named_file(exc, paths) if isinstance(exc, ProjectionError) else None
-    named = named_file(cause, paths)
-    if named is not None:
-        return named
-    if not isinstance(cause, duckdb.IOException | duckdb.InvalidInputException | duckdb.InternalException):
-        return None
-    bad = check_files(paths, read=True)
-    return bad[0].path if bad else None
+    bad = damaged_file(cause, paths)
+    return bad.path if bad else None
 
 
 class Recorder:
