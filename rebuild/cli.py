@@ -217,7 +217,7 @@ def _run(args: list[str], out: Output) -> int:
         return EXIT_USAGE
     except OSError as exc:  # permission denied, disk full, unreachable storage: expected, not a crash (nor exit 1)
         out.error(redact(f"{exc}; nothing was half written: {_advice(exc)}, then rerun the same command"),
-                  EXIT_USAGE, type(exc).__name__)
+                  EXIT_USAGE, type(exc).__name__, retryable=unreachable(exc))
         return EXIT_USAGE
     return EXIT_OK
 
