@@ -15,6 +15,7 @@ break in it, or nothing but white space, as a tab: a keys file skips a blank lin
 from __future__ import annotations
 
 import html
+import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -54,14 +55,17 @@ class Correction:
         return f"lake deduped at Delta version {versions}, removing copies live applied: {done}"
 
 
-def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapshot) -> Correction | None:
-    """The correction ``p``'s live still needs: of the dedupes committed after its run's snapshot, up to
-    ``snapshot``, those that removed a copy it applied (None: none did, or no live)."""
-    if live is None:
-        return None
-    every = records(lake, live.delta_version, snapshot)
+def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapshot,
+            store: Store | None = None) -> Correction | None:
+    """The correction ``p``'s live still needs: of the dedupes committed after its run's snapshot (after none if
+    the version before built it, ``_reads_records``), up to ``snapshot``, those that removed a copy it applied
+    (None: none did, or no live)."""
     last = snapshot.last_dedupe
-    if last is not None and last > live.delta_version and last not in {r.delta_version for r in every}:
+    if live is None or last is None:
+        return None
+    after = live.delta_version if _reads_records(store, live) else -1
+    every = records(lake, after, snapshot)
+    if last > after and last not in {r.delta_version for r in every}:
         return Correction((last,), (), f"its record, {lake.uri}/{RECORDS}/{last}.parquet, is missing: a full run")
     found = [r for r in every if _applied(p, live, r)]
     if not found:
@@ -70,6 +74,14 @@ def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapsh
     full = next((why for r in found if (why := _why_full(p, ahead, r)) is not None), None)
     keys = tuple(sorted(set().union(*(r.keys for r in found))))
     return Correction(tuple(r.delta_version for r in found), keys, full)
+
+
+def _reads_records(store: Store | None, live: Checkpoint) -> bool:
+    """Whether live's run was planned by a version that reads the dedupe records (its plan says ``deduped``). The
+    version before did not: rolled back to it, its catch-ups cut over moved live past dedupes they never corrected,
+    so for a live it built every record counts (a view it rebuilt in full after one is recomputed once more)."""
+    record = store.run(live.run_id) if store is not None else None
+    return record is not None and "deduped" in json.loads(record.plan or "{}")
 
 
 @dataclass(frozen=True)

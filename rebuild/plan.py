@@ -122,7 +122,7 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     keys = _keys_as_held(lake, store, snapshot, projection, options.partition_keys())
     since, until = options.time_range()
     catching_up = keys is None and since is None and until is None and not options.full  # a backfill's chunks are not
-    fix = pending(lake, projection, live, snapshot) if catching_up else None
+    fix = pending(lake, projection, live, snapshot, store) if catching_up else None
     mode, reason, after, other_code, fixed = _mode(projection, options, live, keys, since, until, as_of, fix)
     method = _method(projection, mode)
     plan = Plan(

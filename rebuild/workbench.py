@@ -194,7 +194,7 @@ class Workbench:
             behind = max(0, lake_version - live.lake_version)
             f = EventFilter(streams=p.streams, event_types=p.consumes, after_version=live.lake_version)
             events = self._count(f, snapshot) if behind else 0
-        fix = pending(self.lake, p, live, snapshot) if live is not None and snapshot is not None else None
+        fix = pending(self.lake, p, live, snapshot, store) if live is not None and snapshot is not None else None
         return ViewState(
             name=p.name, version=p.version, strategy=p.incremental, engine=p.engine,
             live_rows=store.count(p.name) if store is not None and store.exists(p.name) else None,

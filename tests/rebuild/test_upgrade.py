@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ import pytest
 import lake
 from rebuild import Workbench
 from rebuild.errors import StoreError
-from tests.conftest import archive_unchecked, write_ndjson
-from tests.orders import order_events
+from tests.conftest import archive_again, archive_unchecked, write_ndjson
+from tests.orders import T0, order_events
 from tests.rebuild.conftest import Bench
 
 NUL_KEY = "o-nul\x00x"
@@ -83,3 +84,42 @@ def test_a_plan_says_as_data_that_live_was_built_by_other_code_also_read_from_an
         assert [n for n in notes if n.startswith("a full run, since")] == [
             f"a full run, since {written['reason']}; its differences from live may be the effects of that change, "
             "not of the events"]
+
+
+#: the plan fields the version before (eda9080) did not write in its run records
+NEW_PLAN_FIELDS = ("other_code", "deduped", "dedupe_keys", "dedupe_key_count")
+
+
+def test_a_dedupe_left_to_correct_when_the_upgrade_was_rolled_back_is_corrected_when_upgraded_again(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's dedupe records what it removed and each view's next run corrects it; rolled back, the version before
+    reads no record: its nightly catch-up, cut over, moved live past the dedupe's Delta version uncorrected, and
+    upgraded again, no run corrected the view (a payment archived twice stayed paid twice, `rebuild ls` silent)."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, ["ev-o-0000002-4"])  # o-0000002's payment, as ingest archived it twice before
+    bench.ingest(order_events(4, customer=4, start=T0 + timedelta(days=1)))
+    bench.rebuild_live("order_summary")  # the catch-up applies the copy: paid twice
+    deduped = bench.wb.dedupe().result.delta_version
+    with monkeypatch.context() as before:  # rolled back: the version before's night reads no dedupe record
+        before.setattr(importlib.import_module("rebuild.plan"), "pending", lambda *args: None)
+        bench.ingest(order_events(5, customer=5, start=T0 + timedelta(days=2)))
+        run = bench.wb.run("order_summary", progress="none", incremental=True)
+        bench.wb.cutover("order_summary", force=True)
+    stored = json.loads(bench.wb.store.runs("order_summary", limit=1)[0].plan or "{}")
+    bench.wb.store.con.execute(  # type: ignore[attr-defined]
+        "UPDATE _rebuild_runs SET plan = ? WHERE run_id = ?",
+        [json.dumps({k: v for k, v in stored.items() if k not in NEW_PLAN_FIELDS}), run.record.run_id])
+    amount = next(e["payload"]["amount"] for e in order_events(2, customer=2) if e["event_id"] == "ev-o-0000002-4")
+    paid = bench.rows("order_summary").filter(order_id="o-0000002")["paid"].cast(float).to_list()
+    assert paid == [2 * amount]  # the copy still applied, and live past the dedupe's Delta version
+    live = bench.wb.store.checkpoint("order_summary", "live")
+    assert live is not None and deduped is not None and live.delta_version > deduped
+    assert [s.deduped for s in bench.wb.ls() if s.name == "order_summary"] == [deduped]
+    plan = bench.wb.plan("order_summary", incremental=True)
+    assert (plan.deduped, plan.dedupe_keys) == ((deduped,), ("o-0000002",))
+    bench.rebuild_live("order_summary", incremental=True)
+    clean = bench.wb.run("order_summary", progress="none", full=True)
+    assert clean.record.rows_written == 5
+    assert bench.rows("order_summary").equals(bench.rows("order_summary", "shadow"))
+    assert bench.wb.plan("order_summary", incremental=True).deduped == ()  # corrected by today's code: done
