@@ -124,3 +124,27 @@ def test_a_dedupe_left_to_correct_when_the_upgrade_was_rolled_back_is_corrected_
         assert (wb.plan("order_summary").deduped, wb.plan("order_summary").dedupe_keys) == ((deduped,), ("o-0000002",))
         night(5, incremental=True)  # upgraded again: the night's catch-up corrects it
         assert paid() == [amount] and wb.plan("order_summary").deduped == ()
+
+
+def test_a_dedupe_the_version_before_ran_is_no_correction_of_todays_runs_and_is_not_redone(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version before's dedupe commit set no `workbench.dedupe` transaction and wrote no record (it printed
+    the runs that correct the views instead): today's plans see no dedupe, rather than one whose record is
+    missing (a full run of every view built before it), and a dedupe finds nothing more to remove."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    archive_again(bench.wb.lake, ["ev-o-0000002-4"])
+    bench.ingest(order_events(4, customer=4, start=T0 + timedelta(days=1)))
+    bench.rebuild_live("order_summary")
+    table = importlib.import_module("lake.table").Lake
+    commit = table.commit_files
+    with monkeypatch.context() as before:  # its commit: operation and metadata as today's, no record or transaction
+        before.setattr(importlib.import_module("lake.dedupe"), "_record", lambda *args: "")
+        before.setattr(table, "commit_files", lambda self, *args, position=None, metadata=None, **kw: commit(
+            self, *args, metadata={k: v for k, v in (metadata or {}).items() if k != "workbench.dedupe.record"}, **kw))
+        removed = bench.wb.dedupe().result
+    assert removed.removed == 1 and not (bench.root / "lake" / "_dedupe").exists()
+    assert bench.wb.lake.snapshot().last_dedupe is None
+    plan = bench.wb.plan("order_summary")
+    assert (plan.mode, plan.deduped) == ("incremental", ())
+    assert [s.deduped for s in bench.wb.ls() if s.name == "order_summary"] == [None]
+    assert bench.wb.dedupe().result.removed == 0
