@@ -85,6 +85,7 @@ def lineage(
     kinds: dict[tuple[Any, ...], str] | None = None,
     changes: dict[tuple[Any, ...], dict[str, dict[str, Any]]] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    without_files: Sequence[str] = (),
 ) -> list[KeyLineage]:
     """The lineage of each key in ``keys`` (dicts of view key columns) from ``lake``.
 
@@ -92,13 +93,13 @@ def lineage(
     for changed rows, ``{column: {"live": x, "rebuilt": y}}`` used to point at suspect events.
     ``con``: the lineage runs in a cursor of it, within its memory limit, temp directory and threads
     (a check passes the run's connection); None: a new in-memory DuckDB with its defaults, spilling
-    to the system's temp directory.
+    to the system's temp directory. ``without_files``: lake files left out (those the run skipped).
     """
     if not keys:
         return []
     con = session(con)
     try:
-        _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of)
+        _match_events(con, lake, keys, partition_column, window, streams, event_types, as_of, tuple(without_files))
         per_key = _aggregate(con, late_after)
         quarantine = _quarantine(con, lake, streams)
         # the keys with a changed number (live - rebuilt, rebuilt per column): only those have payload values
@@ -115,14 +116,15 @@ def lineage(
 
 def _match_events(con: duckdb.DuckDBPyConnection, lake: Lake, keys: Sequence[dict[str, Any]],
                   partition_column: str | None, window: tuple[str, str] | None,
-                  streams: Sequence[str] | None, event_types: Sequence[str] | None, as_of: int | None) -> None:
+                  streams: Sequence[str] | None, event_types: Sequence[str] | None, as_of: int | None,
+                  without_files: tuple[str, ...]) -> None:
     """Temp table ``matched``: the lake events of each key (of the consumed types), tagged with the key's
     index ``__i``, without their payload, which view ``matched_payloads`` reads from the lake when asked
     (a hot key's payloads held in memory took gigabytes); ``every_event`` has them of every type, for the
     sequence gaps (the sequences of the types a projection does not consume are no gap)."""
     rows = [{**{c: _plain(v) for c, v in k.items()}, "__i": i} for i, k in enumerate(keys)]
     con.register("__keys", pa.Table.from_pylist(rows))
-    base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, as_of=as_of)
+    base: dict[str, Any] = dict(streams=tuple(streams) if streams else None, as_of=as_of, without_files=without_files)
     consumed = f"e.event_type IN ({', '.join(literal(t) for t in event_types)})" if event_types else "true"
     if partition_column is not None:
         wanted = tuple(str(k[partition_column]) for k in keys)
@@ -468,9 +470,10 @@ def _out_of_range(time: str) -> str:
 
 def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_column: str | None = None,
                     window: tuple[str, str] | None = None, streams: Sequence[str] | None = None,
-                    as_of: int | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
+                    as_of: int | None = None, con: duckdb.DuckDBPyConnection | None = None,
+                    without_files: Sequence[str] = ()) -> dict[str, int]:
     """Differing keys per day of event time: the window column's day, or the key's first event day
-    (``con``: as for :func:`lineage`)."""
+    (``con`` and ``without_files``: as for :func:`lineage`)."""
     if not keys:
         return {}
     if window is not None and window[0] in keys[0]:
@@ -488,7 +491,7 @@ def difference_days(lake: Lake, keys: Sequence[dict[str, Any]], *, partition_col
     con = session(con)
     try:
         rel = read_events(lake, EventFilter(streams=tuple(streams) if streams else None, as_of=as_of,
-                                            partition_keys=wanted), con=con)
+                                            partition_keys=wanted, without_files=tuple(without_files)), con=con)
         con.register("__events", rel)
         rows = con.sql("SELECT strftime(day, '%Y-%m-%d'), count(*) FROM (SELECT partition_key, "
                        "CAST(min(event_time) AS DATE) AS day FROM __events GROUP BY ALL) GROUP BY ALL ORDER BY 1").fetchall()

@@ -20,7 +20,7 @@ from checks.errors import ReportError
 from checks.expect import ExpectationsResult
 from checks.html import esc, key_text, number, pairs, section, table
 from checks.lineage import KeyLineage
-from checks.verdict import Verdict, shown
+from checks.verdict import Verdict, columns_text, shown
 from lake.encode import dumps
 from lake.faults import point
 
@@ -154,6 +154,10 @@ class CheckReport:
         scope = " (its rows in the patch's scope)" if self.diff.scope is not None else ""
         return f"{rebuilt} was compared with live {_code(self.live)}{scope}. {made}"
 
+    def _patch(self) -> bool:
+        """Whether the rebuilt view is a patch (a targeted run's or a backfill's), which only live can take."""
+        return (self.run or {}).get("kind") == "patch"
+
     def _lake(self) -> str | None:
         return (self.audit or {}).get("lake")
 
@@ -193,22 +197,28 @@ class CheckReport:
         d, view = self.diff, self.view
         if self.live not in (None, view):
             return f"this verdict compared with {self.live}; `rebuild check {view}` compares with live before a cutover"
+        if d is None and self._patch():
+            return (f"this patch cannot be cut over: there is no live {view} to apply it to; `rebuild run {view} "
+                    "--full` (it replays every event, this correction too), check and cut over that")
         if self.passed and d is not None and d.scope is not None and d.rows_live == d.rows_rebuilt == 0:
             return (f"`rebuild cutover {view}`: the patch changes no row, so live only takes its lake position "
                     f"(`rebuild rollback {view}` still undoes the cutover before it)")
         if self.passed:
             return f"`rebuild cutover {view}` (and `rebuild rollback {view}` to undo it)"
+        if (self.run or {}).get("skipped_files"):  # the differences may be the left-out events: no --force
+            return (f"the run left out unreadable lake files (see the notes), whose events the differences may be: "
+                    f"restore them (`rebuild lake audit` lists them) and `rebuild run {view}` again before a cutover")
         if d is not None and d.scope is not None and (d.added or d.removed):  # cutover refuses it, also forced
             return (f"this patch cannot be cut over, also not with --force: it changes live's rows, and its columns "
-                    f"differ from live's (added {list(d.added)}, removed {list(d.removed)}); to change live's columns, "
+                    f"differ from live's ({_columns_changed(d, 'added', 'removed', 'retyped')}); to change live's columns, "
                     f"`rebuild run {view} --full`, check and cut over that")
         empty = [c for c, v in d.added_values.items() if v.get("values") == 0] if d is not None else []
         if d is not None and empty and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
-            return (f"the rebuilt view equals live in every column live has, but the column(s) it adds, {empty}, are "
+            return (f"the rebuilt view equals live in every column live has, but the {columns_text(empty)} it adds {'are' if len(empty) > 1 else 'is'} "
                     f"NULL in every row: fix the projection and `rebuild run {view} --full` again, or, if NULL is what "
                     f"they should hold, `rebuild cutover {view} --force`")
         if d is not None and d.added and d.differences == len(d.added) and len(self.verdict.reasons) == 1:
-            return (f"the rebuilt view equals live in every column live has and adds {list(d.added)}, computed from "
+            return (f"the rebuilt view equals live in every column live has and adds {columns_text(d.added)}, computed from "
                     f"the whole history: no data of live is wrong; `rebuild cutover {view} --force` makes the new "
                     f"columns live (the run record keeps it; `rebuild rollback {view}` undoes it)")
         if d is not None and d.differences == 0:  # only the expectations failed
@@ -220,6 +230,8 @@ class CheckReport:
     def cutover(self) -> str:
         """What ``rebuild cutover VIEW`` would do to live with this shadow, and how to undo it."""
         d, view = self.diff, self.view
+        if d is None and self._patch():
+            return f"there is no live {view}, and cutover applies a patch (this shadow) only to live: it refuses"
         if d is None:
             rows = f"its {self.expectations.rows:,} rows" if self.expectations else "it"
             return f"there is no live {view} to compare with: cutover makes the rebuilt view ({rows}) live {view}"
@@ -229,8 +241,9 @@ class CheckReport:
         effect = (f"{d.changed_rows:,} change, {d.only_in_live:,} go and {d.rows_matched - d.changed_rows:,} stay the "
                   f"same, and {d.only_in_rebuilt:,} are added")
         if d.scope is None:
+            columns = f", and every row {changed}" if (changed := _columns_changed(d)) else ""
             return (f"the rebuilt view replaces live {view} in one transaction: of live's {d.rows_live:,} rows "
-                    f"{effect} ({d.rows_rebuilt:,} rows then){_columns_changed(d)}; live as it is now is kept: "
+                    f"{effect} ({d.rows_rebuilt:,} rows then){columns}; live as it is now is kept: "
                     f"`rebuild rollback {view}` brings it back")
         if d.rows_live == d.rows_rebuilt == 0:
             return f"the patch changes no row of live {view}: live only takes its lake position"
@@ -337,11 +350,10 @@ def _flags(x: KeyLineage) -> str:
     return "; ".join(f"{f}: {shown[f]}" if shown.get(f) else f for f in x.flags)
 
 
-def _columns_changed(d: DiffResult) -> str:
-    """What a full cutover does to live's columns, which the rows 'the same' in live's columns do not say."""
-    said = [f"{what} {names}" for what, names in (("gains", list(d.added)), ("loses", list(d.removed)),
-                                                  ("retypes", sorted(d.retyped))) if names]
-    return f", and every row {' and '.join(said)}" if said else ""
+def _columns_changed(d: DiffResult, added: str = "gains", removed: str = "loses", retyped: str = "retypes") -> str:
+    """The columns a full cutover adds, removes and retypes in live, in words: ``gains column lines``."""
+    return " and ".join(f"{what} {columns_text(names)}" for what, names in (
+        (added, list(d.added)), (removed, list(d.removed)), (retyped, sorted(d.retyped))) if names)
 
 
 def _quarantine(rows: Sequence[dict[str, Any]], shown: int = 3) -> str:

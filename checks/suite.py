@@ -87,12 +87,13 @@ def check_view(
     diff = compare(con, live, rebuilt, spec.key, tolerance, scope, scope_columns, names=(shown_live or live, shown_rebuilt),
                    limited=tuple(thresholds["columns"])) if live else None
     step("diff")
-    traced = _lineage(con, lake, spec, diff, as_of, late_after)
+    skipped = tuple((run or {}).get("skipped_files") or ())  # unreadable: the check reads what the run read
+    traced = _lineage(con, lake, spec, diff, as_of, late_after, skipped)
     step("lineage")
     audit, audit_html, lateness = _audit(con, lake, spec, as_of, audit_keys, reports_dir)
     step("audit")
     days = difference_days(lake, list(diff.differing_keys) if diff else [], partition_column=spec.partition_column,
-                           window=spec.window, streams=spec.streams, as_of=as_of, con=con)
+                           window=spec.window, streams=spec.streams, as_of=as_of, con=con, without_files=skipped)
     step("days")
     live_rows = diff.rows_live if diff and catch_up_from is None else None  # a catch-up adds and removes rows
     expectations = replace(validate(con, rebuilt, spec.key, spec.expectations, live_rows=live_rows,
@@ -104,7 +105,8 @@ def check_view(
         diff=diff, lineage=tuple(traced), expectations=expectations, run=dict(run or {}), audit=audit,
         audit_html=audit_html,  # a keyed audit (of no key, for an empty catch-up) shows no stream whole
         notes=(*notes, *([] if audit_keys is not None else [*_empty_streams(spec, audit), *_unheld_event_types(spec, audit)]),
-               *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {})),
+               *_times_out_of_range(audit), *_skipped_files(run or {}), *_full_because(run or {}),
+               *_deduped(run or {})),
         plots=make_plots(drawn, run_id), plot_data=drawn,
     )
     report = report.write(reports_dir, report_name) if reports_dir else report
@@ -113,7 +115,7 @@ def check_view(
 
 
 def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: DiffResult | None, as_of: int | None,
-             late_after: timedelta) -> list[Any]:
+             late_after: timedelta, without_files: tuple[str, ...]) -> list[Any]:
     """Lineage of the diff's sampled keys (only in live, only in rebuilt, changed), in ``con``'s database."""
     if diff is None:
         return []
@@ -131,7 +133,7 @@ def _lineage(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, diff: D
                 changes[kt] = row["changes"]
     return lineage(lake, keys, partition_column=spec.partition_column, window=spec.window, streams=spec.streams,
                    event_types=spec.event_types, as_of=as_of, late_after=late_after, kinds=kinds, changes=changes,
-                   con=con)
+                   con=con, without_files=without_files)
 
 
 def _audit(con: duckdb.DuckDBPyConnection, lake: Lake, spec: ViewSpec, as_of: int | None,
@@ -208,6 +210,14 @@ def _full_because(run: dict[str, Any]) -> list[str]:
     why = run.get("full_because")
     return [f"a full run, since {why}; its differences from live may be the effects of that change, "
             "not of the events"] if why else []
+
+
+def _deduped(run: dict[str, Any]) -> list[str]:
+    """A run that corrects what dedupes removed (``rebuild.dedupe.pending``): its differences are the copies' doing."""
+    versions = run.get("deduped")
+    return [f"the run corrects what `rebuild lake dedupe` removed at Delta version {', '.join(map(str, versions))} "
+            "(copies of events live applied): its differences from live are what the copies did there; cut over "
+            "with --force once the report shows nothing else"] if versions else []
 
 
 def _times_out_of_range(audit: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ known to be wrong in a counted way (a fix being rolled out).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,7 @@ def _diff_reasons(diff: DiffResult, t: dict[str, Any], counts: bool = True) -> l
         # catch-up after it fails again; a view an earlier version stored otherwise (a Parquet HUGEINT as DOUBLE)
         patch = ("; a catch-up keeps live's columns and their types, so every catch-up fails on this until a full run "
                  "(--full), checked and cut over (--force if you meant the change), gives live the new ones") if not counts else ""
-        said = [f"{what} column{'s' if len(names) > 1 else ''} {', '.join(names)}"  # not "removed [], retyped []"
+        said = [f"{what} {columns_text(names)}"  # not "removed [], retyped []"
                 for what, names in (("added", diff.added), ("removed", diff.removed), ("retyped", diff.retyped_columns())) if names]
         reasons.append(f"schema changed: {'; '.join(said)}{patch}")
     if not counts:
@@ -154,3 +155,8 @@ def _changed_outside(diff: DiffResult, columns: set[str]) -> int:
     if len(diff.columns) > MAX_MASK_COLUMNS or sum(diff.change_patterns.values()) != diff.changed_rows:
         return diff.changed_rows
     return sum(n for pattern, n in diff.change_patterns.items() if set(pattern.split("+")) - columns)
+
+
+def columns_text(names: Sequence[str]) -> str:
+    """``column lines`` or ``columns a, b``: column names in words, not as a Python list."""
+    return f"column{'s' if len(names) > 1 else ''} {', '.join(names)}"

@@ -31,7 +31,8 @@ from lake.compact import Uncompacted, uncompacted
 from lake.errors import LakeError
 from lake.sql import literal
 from lake.storage import is_remote, session
-from lake.read import BadFile, EventFilter, as_names, as_version, check_files, read_events, read_quarantine
+from lake.read import (BadFile, EventFilter, as_names, as_version, check_files, damaged_file, read_events,
+                       read_quarantine)
 from lake.render import html_table, table_of
 from lake.schema import ENVELOPE_COLUMNS, FIRST_COPY, time_held_sql
 from lake.table import EVENTS, Lake, Snapshot, refuse_unknown_streams
@@ -245,22 +246,30 @@ def audit(
     bad = check_files(read_files, read=verify == "read", storage_options=lake.storage_options) if verify != "none" else []
     checked = len(read_files)
     log.info("checked %s file%s (%s) in %.1fs", checked, "" if checked == 1 else "s", verify, time.monotonic() - started)
-    unreadable = {b.path for b in bad}
-    if unreadable:
-        snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
-    con = session(con)
-    try:
-        selected = EventFilter(streams=wanted, as_of=as_of, partition_keys=keys)
-        # each query would open every file again: fetched once where that is what costs (see ``_events_view``)
-        _events_view(con, read_events(lake, selected, snapshot=snapshot, con=con),
-                     is_remote(lake.uri) or layout.suggested)
-        _ids_view(con, lake, snapshot, replace(selected, streams=None) if wanted else None)
-        _quarantine_view(con, lake, wanted, upto,
-                         [f for f in quarantine_files if f not in unreadable], keys)
-        judged = _known(known_event_types)
-        found = _collect(con, late_after, judged)
-    finally:
-        con.close()
+    judged = _known(known_event_types)
+    selected = EventFilter(streams=wanted, as_of=as_of, partition_keys=keys)
+    while True:  # once more per file whose footer opened but whose pages do not decode
+        unreadable = {b.path for b in bad}
+        readable = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in unreadable))
+        cursor = session(con)  # a new one each time: its temp views are made again
+        try:
+            # each query would open every file again: fetched once where that is what costs (see ``_events_view``)
+            _events_view(cursor, read_events(lake, selected, snapshot=readable, con=cursor),
+                         is_remote(lake.uri) or layout.suggested)
+            _ids_view(cursor, lake, readable, replace(selected, streams=None) if wanted else None)
+            _quarantine_view(cursor, lake, wanted, upto, [f for f in quarantine_files if f not in unreadable], keys)
+            found = _collect(cursor, late_after, judged)
+            break
+        except duckdb.Error as exc:
+            damaged = damaged_file(exc, [f for f in read_files if f not in unreadable],
+                                   storage_options=lake.storage_options)
+            if damaged is None:
+                raise
+            log.warning("lake file %s cannot be read (%s): left out of the audit", damaged.path, damaged.error)
+            bad.append(damaged)
+        finally:
+            cursor.close()
+    snapshot = readable
     if refuse_unknown:
         refuse_unknown_streams(wanted, known | set(found), snapshot.lake_version)
     names = sorted(set(found) | set(wanted or ()))

@@ -7,6 +7,15 @@ lowest sequence, stream, file and row, so that the choice does not depend on the
 files holding later copies are rewritten without them by compaction's rewrite, in one commit pinned to the
 snapshot read, under the lake's commit lock; rows keep their ``lake_version``. A later copy whose content
 differs from the kept one goes to the quarantine first, naming the columns that differ: nothing is lost.
+
+Before its commit, a dedupe records in the lake (``_dedupe/DELTA_VERSION.parquet``: the copies' partition keys,
+and per stream and event type the lowest lake_version of a removed copy) what it removed, and its commit sets the
+Delta application transaction ``workbench.dedupe`` (``DEDUPE_APP``) to its own version, which each snapshot knows
+(``Snapshot.last_dedupe``). A view's plan (``rebuild.dedupe``) reads the records of the dedupes committed since its
+live was built, on any machine reading the lake; a record above the snapshot's last dedupe is one whose commit never
+happened (a kill, or another writer took its version), which readers ignore and the next dedupe deletes. A file,
+not the commit's metadata: 100,000 keys are 1.5 MB of JSON in the Delta log, which every history read and, until a
+checkpoint, every load of the log would read.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from lake import storage
 from lake.compact import rewrite
@@ -33,13 +44,14 @@ from lake.ingest import RECORD_HASH, store_quarantine
 from lake.read import EventFilter, damaged_named, read_events
 from lake.schema import ENVELOPE_COLUMNS, FIRST_COPY, decoded_field
 from lake.sql import literal, quote
-from lake.table import EVENTS, DataFile, Lake, Snapshot
+from lake.table import DEDUPE_APP, EVENTS, DataFile, Lake, Snapshot
 
 log = logging.getLogger(__name__)
 
 #: what a copy must repeat of the kept one to be the same event (ingested_at and lake_version are the copy's own)
 CONTENT = ("stream", "partition_key", "sequence", "event_type", "event_time", "schema_version", "payload", "metadata")
 REASON = "archived twice"  # the quarantine reason's first words, which the audit groups reasons by
+RECORDS = "_dedupe"  # the folder, under the lake's root, of what each dedupe removed
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class DedupeResult:
     dry_run: bool
     seconds: float
     keys_file: str | None = None  # where ``keys`` were written, before the commit (``keys_dir``)
+    record: str | None = None  # the lake's record of what the commit removed (``records``)
     #: (stream, event_type, the lowest lake_version of a removed copy of them): which views read one
     first_of: tuple[tuple[str, str, int], ...] = ()
 
@@ -70,12 +83,22 @@ class DedupeResult:
         return data
 
 
+@dataclass(frozen=True)
+class Deduped:
+    """What the dedupe committed at ``delta_version`` removed, as recorded in the lake (see ``records``)."""
+
+    delta_version: int
+    keys: tuple[str, ...]  # the partition keys of every copy of the ids it removed copies of
+    first_of: tuple[tuple[str, str, int], ...]  # as ``DedupeResult.first_of``
+    quarantined: int  # removed copies whose content differed from the copy kept
+
+
 def dedupe(lake: Lake, *, dry_run: bool = False, con: duckdb.DuckDBPyConnection | None = None,
            keys_dir: Path | None = None) -> DedupeResult:
     """Remove the later copies of every event id the latest snapshot holds more than once (see the module's
-    docstring); with ``dry_run`` only find them. ``con`` as for ``lake.compact.compact``. ``keys_dir``: the
-    copies' partition keys are written there (``dedupe-VERSION-keys.txt``, one per line) before the commit, as
-    the only record of which keys' views need a run: a kill after the commit keeps them. A second run finds
+    docstring); with ``dry_run`` only find them. ``con`` as for ``lake.compact.compact``. Before the commit,
+    what it removes is recorded in the lake (``records``) and, given ``keys_dir``, the copies' partition keys
+    are written there too (``dedupe-VERSION-keys.txt``, one per line, for ``--keys-file``). A second run finds
     nothing and commits nothing. Under the commit lock, an ingest or compaction waits for it, or it for them;
     on an object store a writer that committed meanwhile makes it fail with ``LakeBusy``, nothing removed."""
     started = time.monotonic()
@@ -102,6 +125,9 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
     log.info("quarantined %s later copies whose content differs from the copy kept", quarantined)
     point("dedupe.after_quarantine")
     version = snapshot.delta_version + 1  # the commit is pinned to it
+    found = _result(snapshot.lake_version, version, keys, later, session, dry_run, started)
+    record = _record(lake, snapshot, found)
+    point("dedupe.after_record")
     keys_file = None if keys_dir is None else keys_dir / f"dedupe-{version}-keys.txt"
     if keys_file is not None:
         # as --keys-file reads them, which drops a byte order mark at the start: a first key beginning with
@@ -109,15 +135,65 @@ def _dedupe(lake: Lake, snapshot: Snapshot, session: duckdb.DuckDBPyConnection, 
         bom = "\ufeff" if keys and keys[0].startswith("\ufeff") else ""
         keys_file.write_text(bom + "".join(f"{k}\n" for k in keys), encoding="utf-8")
     try:
-        rewritten = _remove(lake, snapshot, later, session)
+        rewritten = _remove(lake, snapshot, later, session, record)
     except BaseException:
         if keys_file is not None:
-            keys_file.unlink(missing_ok=True)  # no commit: the keys of no dedupe
+            keys_file.unlink(missing_ok=True)  # no commit: the keys of no dedupe (its record readers ignore)
         raise
     point("dedupe.after_commit")
     log.info("removed %s later copies in %s files (%s quarantined)", later.num_rows, rewritten, quarantined)
-    result = _result(lake.snapshot().lake_version, version, keys, later, session, dry_run, started)
-    return dataclasses.replace(result, keys_file=None if keys_file is None else str(keys_file))
+    return dataclasses.replace(found, lake_version=lake.snapshot().lake_version, seconds=time.monotonic() - started,
+                               keys_file=None if keys_file is None else str(keys_file), record=record)
+
+
+def records(lake: Lake, after: int, snapshot: Snapshot) -> list[Deduped]:
+    """The records of the dedupes committed after Delta version ``after``, up to ``snapshot``, oldest first
+    (the last one's may be missing: deleted by hand). Reads nothing when none did (the snapshot knows its last
+    dedupe commit)."""
+    last = snapshot.last_dedupe
+    if last is None or last <= after:
+        return []
+    fs, root = _records_dir(lake)
+    found = [_read_record(fs, f.path, n) for f, n in _listed(fs, root) if after < n <= last]
+    return sorted(found, key=lambda r: r.delta_version)
+
+
+def _records_dir(lake: Lake) -> tuple[pafs.FileSystem, str]:
+    fs, root = storage.pyarrow_filesystem(lake.uri, lake.storage_options)
+    return fs, f"{root}/{RECORDS}"
+
+
+def _listed(fs: pafs.FileSystem, root: str) -> list[tuple[pafs.FileInfo, int]]:
+    """The record files under ``root`` and the Delta version each names."""
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return [(f, int(f.base_name.removesuffix(".parquet"))) for f in infos
+            if f.base_name.endswith(".parquet") and f.base_name.removesuffix(".parquet").isdigit()]
+
+
+def _record(lake: Lake, snapshot: Snapshot, found: DedupeResult) -> str:
+    """Write ``found`` as the record of its commit (``records``), first deleting those of commits that never
+    happened (above the last dedupe commit of ``snapshot``, the one the commit follows); returns its location."""
+    assert found.delta_version is not None
+    fs, root = _records_dir(lake)
+    last = snapshot.last_dedupe
+    for info, n in _listed(fs, root):
+        if last is None or n > last:
+            fs.delete_file(info.path)
+    if lake.local is not None:
+        fs.create_dir(root, recursive=True)
+    described = json.dumps({"first_of": found.first_of, "quarantined": found.quarantined})
+    table = pa.table({"partition_key": pa.array(found.keys, pa.string())})
+    pq.write_table(table.replace_schema_metadata({DEDUPE_APP: described}), f"{root}/{found.delta_version}.parquet",
+                   filesystem=fs)
+    return f"{lake.uri}/{RECORDS}/{found.delta_version}.parquet"
+
+
+def _read_record(fs: pafs.FileSystem, path: str, version: int) -> Deduped:
+    table = pq.read_table(path, filesystem=fs)
+    described = json.loads((table.schema.metadata or {})[DEDUPE_APP.encode()])
+    return Deduped(delta_version=version, keys=tuple(table.column("partition_key").to_pylist()),
+                   first_of=tuple((s, t, int(v)) for s, t, v in described["first_of"]),
+                   quarantined=int(described["quarantined"]))
 
 
 def _duplicated_keys(lake: Lake, snapshot: Snapshot, con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -169,7 +245,7 @@ def _quarantine(lake: Lake, con: duckdb.DuckDBPyConnection) -> int:
     return table.num_rows
 
 
-def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBPyConnection) -> int:
+def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBPyConnection, record: str) -> int:
     """The files holding ``later`` copies rewritten without them, a partition's as one file, in one commit."""
     by_path = {f.path: f for f in snapshot.files}
     dropped: dict[tuple[str, int], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -189,8 +265,10 @@ def _remove(lake: Lake, snapshot: Snapshot, later: pa.Table, con: duckdb.DuckDBP
         action = rewrite(lake, stream, bucket, files, _carried(lake, files), con, drop=drop)
         if json.loads(action.stats or "{}").get("numRecords"):  # files without row counts in their statistics
             actions.append(dataclasses.replace(action, data_change=True))
-    lake.commit_files(EVENTS, actions, expected_version=snapshot.delta_version + 1, operation="dedupe",
-                      remove=removed, data_change=True, metadata={"workbench.dedupe.removed": str(later.num_rows)})
+    version = snapshot.delta_version + 1
+    lake.commit_files(EVENTS, actions, expected_version=version, operation="dedupe", remove=removed,
+                      data_change=True, position=(DEDUPE_APP, version),
+                      metadata={"workbench.dedupe.removed": str(later.num_rows), "workbench.dedupe.record": record})
     return len(removed)
 
 

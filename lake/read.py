@@ -42,6 +42,8 @@ class EventFilter:
     after_version: int | None = None
     as_of: int | None = None
     partition_keys: tuple[str, ...] | None = None
+    #: data files left out (a run's ``--skip-corrupted`` ones, which its check must not read either)
+    without_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Accept what a notebook passes (one name for a tuple, a list, a date, an ISO text, a
@@ -61,7 +63,7 @@ class EventFilter:
         buckets = None
         if self.partition_keys is not None:
             buckets = lake.buckets_of(self.partition_keys)
-        return snapshot.select(
+        files = snapshot.select(
             streams=self.streams,
             buckets=buckets,
             keys=self.partition_keys,
@@ -70,6 +72,7 @@ class EventFilter:
             after_version=self.after_version,
             as_of=self.as_of,
         )
+        return [f for f in files if f.path not in self.without_files] if self.without_files else files
 
     def where(self) -> str:
         """The same filters as a SQL predicate (partition keys are joined, not listed)."""
@@ -303,6 +306,23 @@ def named_file(error: BaseException, paths: Sequence[str]) -> str | None:
     return None
 
 
+def damaged_file(exc: duckdb.Error, paths: Sequence[str], *,
+                 storage_options: dict[str, str] | None = None) -> BadFile | None:
+    """The file of ``paths`` that DuckDB's failed read of them tripped over: the one its message names,
+    else the first whose pages do not decode (each read only on this failure path). None: no file problem.
+
+    A page header damaged in a file whose footer opens raises DuckDB's base ``Error`` (Thrift's
+    "TProtocolException: Invalid data", "don't know what type"); a query's own errors are subclasses."""
+    named = named_file(exc, paths)
+    if named is not None:
+        return BadFile(named, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    if not (type(exc) is duckdb.Error
+            or isinstance(exc, duckdb.IOException | duckdb.InvalidInputException | duckdb.InternalException)):
+        return None
+    bad = check_files(paths, read=True, storage_options=storage_options)
+    return bad[0] if bad else None
+
+
 @contextlib.contextmanager
 def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
     """A lake file of ``paths`` that DuckDB cannot read becomes ``CorruptFile`` naming it and saying
@@ -318,7 +338,7 @@ def damaged_named(paths: Sequence[str], what_then: str) -> Iterator[None]:
 
 
 __all__ = [
-    "BadFile", "CorruptFile", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
+    "BadFile", "CorruptFile", "damaged_file", "damaged_named", "EventFilter", "as_names", "as_utc", "check_file", "check_files", "files_read", "named_file",
     "quarantine_provenance", "read_events", "read_quarantine",
 ]
 

@@ -8,6 +8,7 @@ Values come from the lake (stream names, keys, quarantine reasons quoting raw re
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import OverflowMethod
@@ -44,6 +45,19 @@ MAX_CELL = 120
 #: bidi embeddings, overrides and isolates: in a key or value they turn the text after them around
 #: (``paid → shipped`` read as ``deppihs ← diap``), so they are shown as what they are
 BIDI_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+#: and the C0 controls but tab and line feed, and DEL: an error quoting a damaged file's bytes (DuckDB's "don't
+#: know what type: \x0e") or a record's text put them into a job's log, where a terminal or log shipper obeys them
+CONTROLS = {**BIDI_CONTROLS, **{c: f"⟨U+{c:04X}⟩" for c in (*range(0x09), *range(0x0B, 0x20), 0x7F)}}
+
+
+#: the colours of a library's error (delta-rs), which plain text drops
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def visible(text: str) -> str:
+    """``text`` without colours, its other control characters shown as ``⟨U+000E⟩``, not obeyed: for a line of a
+    log or an error."""
+    return ANSI_COLOUR.sub("", text).translate(CONTROLS)
 
 
 def esc(value: object, shorten: bool = True) -> str:

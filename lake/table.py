@@ -41,6 +41,7 @@ EVENTS = "events"
 QUARANTINE = "quarantine"
 PARTITIONS = ["stream", "bucket"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEDUPE_APP = "workbench.dedupe"  # the Delta application transaction a dedupe's commit sets to its own version
 RETAIN_HOURS = 168  # Delta's default file retention (delta.deletedFileRetentionDuration): a week
 #: snapshots one Lake keeps: a notebook or a poller that lives while the lake grows sees a new version
 #: after every commit, and each snapshot holds every file's statistics (~8 MB at 12,000 files)
@@ -118,6 +119,8 @@ class Snapshot:
     lake_version: int
     buckets: int
     files: tuple[DataFile, ...]
+    #: the Delta version of the last ``rebuild lake dedupe`` commit up to this one (its ``DEDUPE_APP`` transaction)
+    last_dedupe: int | None = None
 
     def select(
         self,
@@ -345,6 +348,7 @@ class Lake:
             lake_version=lake_version,
             buckets=int(description.get("buckets", DEFAULT_BUCKETS)),
             files=files,
+            last_dedupe=table.transaction_version(DEDUPE_APP),
         )
         self._snapshots[snapshot.delta_version] = snapshot
         while len(self._snapshots) > KEPT_SNAPSHOTS:  # the least recently used first (dicts keep their order)

@@ -252,6 +252,9 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
         job = _job(store, lake, projection, "backfill", params, f"{start.isoformat()}..{end.isoformat()} by {chunk}",
                    lake.snapshot)
         snapshot = lake.snapshot(job.header.delta_version)
+        if not store.exists(projection.name):  # else the night's work is found unusable only at cutover
+            log.warning("%s has no live view: this backfill makes a patch, which cutover applies only to live; "
+                        "`rebuild run %s --full` builds the whole view", projection.name, projection.name)
         last = _run_chunks(lake, store, projection, job, pieces, snapshot, progress or Silent(), exclude_quarantined)
         store.put_mark(job.mark(HEADER, job.header.label, last.rows_written if last else 0, "finished"))
     shadow = shadow_name(projection.name)
@@ -268,6 +271,11 @@ def backfill(lake: Lake, store: Store, projection: Projection, *, since: str | d
 def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pieces: list[tuple[datetime, datetime]],
                 snapshot: Snapshot, progress: Progress, exclude_quarantined: bool) -> Any:
     todo = [i for i in range(len(pieces)) if i not in job.done]
+    first, end = pieces[0][0].isoformat(), pieces[-1][1].isoformat()
+    flag = " --exclude-quarantined" if exclude_quarantined else ""
+    damaged = ("restore it and rerun the same backfill (it resumes after the chunks done), or "
+               f"leave it out with `rebuild run {projection.name} --since {first} --until {end}{flag} --skip-corrupted`, "
+               "which makes the shadow of this backfill in one run (its run record names the file)")
     progress.start(len(todo), "chunks", f"backfill {projection.name}")
     last = None
     try:
@@ -278,7 +286,7 @@ def _run_chunks(lake: Lake, store: Store, projection: Projection, job: _Job, pie
             label = f"{low.isoformat()}..{high.isoformat()}"
             final = n == len(todo) - 1
             publishing = Publishing(run_id=job.header.run_id, status="shadow" if final else "backfill",
-                                    append=bool(job.done) or n > 0, mark=job.mark(i, label, 0))
+                                    append=bool(job.done) or n > 0, mark=job.mark(i, label, 0), damaged=damaged)
             last = execute(plan, lake, store, projection, Silent(), publishing).record
             point("backfill.after_chunk")
             progress.advance(1, f"chunk {i + 1}/{len(pieces)} {label}: {last.events_read:,} events")

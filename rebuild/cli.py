@@ -51,23 +51,31 @@ class State:
         self.out = out or Output(json=json_out)
         self.out.json = self.out.json or json_out
         self._config: Config | None = None
+        self.defaults_expected = False  # `rebuild demo`, made for the defaults: no warning that it takes them
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = Config.load(self._config_path, lake_uri=self._lake, store_uri=self._store)
-            _warn_below_project(self._config)
+            if self._config.default_lake and not self.defaults_expected:
+                _warn_defaults(self._config)
         return self._config
 
 
-def _warn_below_project(config: Config) -> None:
-    """A command run below the project's folder takes the defaults: `lake ingest` archived into a new
-    lake there, and the commands after it read that one, each without a word."""
-    found = nearest_file() if config.default_lake else None
+def _warn_defaults(config: Config) -> None:
+    """A command run where no workbench.toml is takes the defaults: `lake ingest` archived into a new lake
+    there, and the commands after it read that one, each without a word; so did a cron job, which starts in
+    its user's home (or a scheduler's task in /), and said only "unknown projection" for the project's views."""
+    found = nearest_file()
     if found is not None:
         log.warning("no %s in %s, so the workbench uses the defaults (the lake %s); the %s above this folder "
                     "is not read from here: cd to %s or give --config %s",
                     FILENAME, os.getcwd(), config.lake_uri, found, found.parent, found)
+        return
+    log.warning("no %s in %s, so the workbench uses the defaults (the lake %s, the store %s, the projections of %s); "
+                "a job started outside the project's folder (cron starts in its user's home) reads none: give "
+                "--config PATH (or $REBUILD_CONFIG) or cd to the project's folder first", FILENAME, os.getcwd(),
+                config.lake_uri, redact(config.store_uri), ", ".join(config.projection_modules))
 
 
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[F], F]:
@@ -209,7 +217,7 @@ def _run(args: list[str], out: Output) -> int:
         return EXIT_USAGE
     except OSError as exc:  # permission denied, disk full, unreachable storage: expected, not a crash (nor exit 1)
         out.error(redact(f"{exc}; nothing was half written: {_advice(exc)}, then rerun the same command"),
-                  EXIT_USAGE, type(exc).__name__)
+                  EXIT_USAGE, type(exc).__name__, retryable=unreachable(exc))
         return EXIT_USAGE
     return EXIT_OK
 

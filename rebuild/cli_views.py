@@ -9,7 +9,6 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from lake import Lake
 from lake.compact import uncompacted
 from lake.render import plain, table_of
 from rebuild.cli import State, cli, command
@@ -34,6 +33,7 @@ def demo_cmd(state: State, events: int, seed: int) -> None:
     """The whole story on the embedded default: sample lake, rebuild, check, cutover, rollback."""
     from rebuild.demo import run_demo
 
+    state.defaults_expected = True
     run_demo(state, events=events, seed=seed)
 
 
@@ -48,7 +48,6 @@ def ls_cmd(state: State) -> None:
         layout = uncompacted(snapshot.files) if snapshot is not None else None  # from the Delta log: no file opened
         lake = {"uri": wb.lake.uri, "lake_version": snapshot.lake_version if snapshot is not None else None,
                 "uncompacted": layout.to_dict() if layout is not None else None}
-        deduped = any(map(_ahead, states)) and _deduped(wb.lake)
     store = redact(state.config.store_uri)
     # where the views and the lake are: `rebuild ls` in the wrong folder must not look like a fresh store
     where = (f"lake {lake['uri']} at lake_version {lake['lake_version']}" if lake["lake_version"] is not None
@@ -59,15 +58,20 @@ def ls_cmd(state: State) -> None:
     state.out.result({"lake": lake, "lake_uri": lake["uri"], "store": store, "store_exists": exists, "views": states,
                       "views_without_projection": others},
                      lambda c: _print_ls(c, f"{title}; {where}", states, others,
-                                         layout.hint() if layout is not None and layout.suggested else None, deduped))
+                                         layout.hint() if layout is not None and layout.suggested else None))
 
 
 def _print_ls(console: Console, title: str, states: list[dict[str, Any]], others: list[dict[str, Any]],
-              hint: str | None, deduped: bool) -> None:
+              hint: str | None) -> None:
     console.print(table_of(title, [_brief(v) for v in states], overflow="ellipsis"))
     if hint is not None:
         console.print(hint, markup=False)
     ahead = [v["name"] for v in states if _ahead(v)]
+    deduped = any(v["deduped"] is not None for v in states if _ahead(v))
+    fixed = [v["name"] for v in states if v["deduped"] is not None and not _ahead(v)]
+    if fixed:  # rows keep their lake_version: "0 versions behind" would pass for up to date
+        console.print(f"`rebuild lake dedupe` removed copies that live of {', '.join(fixed)} applied: the next run of "
+                      "each corrects it (`rebuild run VIEW`, or a scheduled --incremental one)", markup=False)
     if ahead:  # a restored older lake (or another lake): "0 versions behind" would pass for up to date
         built = f"live of {', '.join(ahead)} was built from a later lake_version than this lake has: "
         console.print(built + ("`rebuild lake dedupe` removed the newest commits' events, all of them copies archived "
@@ -89,14 +93,11 @@ def _brief(v: dict[str, Any]) -> dict[str, Any]:
     behind = "-" if v["versions_behind"] is None else f"{v['versions_behind']} versions, {v['events_behind']:,} events"
     if _ahead(v):
         behind = f"ahead: {v['live_lake_version']} > lake's {v['lake_version']}"
+    if v["deduped"] is not None:
+        behind += f"; deduped at Delta version {v['deduped']}"
     return {"view": v["name"], "v": v["version"], "strategy": v["strategy"], "engine": v["engine"],
             "live rows": v["live_rows"], "shadow": v["shadow"] or "-", "behind": behind,
             "code changed": "yes" if v["stale_code"] else ""}
-
-
-def _deduped(lake: Lake) -> bool:
-    """Whether a dedupe committed on the lake: one that removed a commit of nothing but copies left live ahead."""
-    return any("workbench.dedupe.removed" in metadata for _, metadata in lake.commit_metadata())
 
 
 def _ahead(v: dict[str, Any]) -> bool:

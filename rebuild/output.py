@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from lake.encode import dumps
+from lake.render import visible
 from rebuild.progress import log_line
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LINE_BREAK = re.compile(r"\s*[\r\n]+\s*")
 #: the width of tables written to a file or a job's log: rich's 80 columns would cut their values
 PIPED_WIDTH = 160
@@ -79,7 +79,7 @@ class Output:
         """``retryable``: the same command can succeed later as it is (another job held the view or the
         lake); a scheduler reads it from the JSON to retry rather than page someone. ``context``: what the
         message names (the view, the file, the lock's holder), as fields an alert can route or link by."""
-        message = _ANSI.sub("", message)  # libraries' coloured errors (delta-rs) are plain text here
+        message = visible(message)  # libraries' coloured errors (delta-rs) are plain text here, controls shown
         if self.json:
             self._write({"error": message, "kind": kind, "exit_code": code, "retryable": retryable,
                          "context": context or {}})

@@ -21,6 +21,7 @@ from lake.errors import empty_value
 from lake.render import html_table
 from lake.sql import literal
 from lake.table import commit_time
+from rebuild.dedupe import Correction, pending
 from rebuild.errors import ConfigError, ProjectionError, near_name
 from rebuild.options import RunOptions, parse_time
 from rebuild.projection import Projection
@@ -63,6 +64,8 @@ class Plan:
     skipped_files: tuple[str, ...] = ()  # set by the run: unreadable files it left out
     quarantine_version: int | None = None  # set by the run: the quarantine table's version it left out
     stream_events: tuple[tuple[str, int], ...] = ()  # estimated_events by stream, a declared one without any too
+    deduped: tuple[int, ...] = ()  # the dedupe commits (Delta versions) whose copies live applied, which it corrects
+    dedupe_keys: tuple[str, ...] = ()  # their copies' partition keys, which a by_key or by_window catch-up recomputes
 
     def selection(self) -> EventFilter:
         """The events that decide the scope (all events for a full run)."""
@@ -77,9 +80,12 @@ class Plan:
                            as_of=self.lake_version)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(replace(self, keys=None))  # asdict would copy every key: seconds at 1M keys
+        data = asdict(replace(self, keys=None, dedupe_keys=()))  # asdict would copy every key: seconds at 1M keys
         data["keys"] = list(self.keys[:20]) if self.keys else None
         data["key_count"] = len(self.keys) if self.keys else 0
+        data["deduped"] = list(self.deduped)
+        data["dedupe_keys"] = list(self.dedupe_keys[:20])
+        data["dedupe_key_count"] = len(self.dedupe_keys)
         del data["stream_events"]
         data["reads"] = {"files": self.files, "buckets": list(self.buckets), "estimated_events": self.estimated_events,
                          "by_stream": dict(self.stream_events)}
@@ -115,7 +121,9 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
     live = store.checkpoint(projection.name, LIVE) if store is not None else None
     keys = _keys_as_held(lake, store, snapshot, projection, options.partition_keys())
     since, until = options.time_range()
-    mode, reason, after, other_code = _mode(projection, options, live, keys, since, until, as_of)
+    catching_up = keys is None and since is None and until is None and not options.full  # a backfill's chunks are not
+    fix = pending(lake, projection, live, snapshot, store) if catching_up else None
+    mode, reason, after, other_code, fixed = _mode(projection, options, live, keys, since, until, as_of, fix)
     method = _method(projection, mode)
     plan = Plan(
         view=projection.name, projection_version=projection.version, fingerprint=projection.fingerprint,
@@ -126,6 +134,8 @@ def make_plan(lake: Lake, store: Store | None, projection: Projection, options: 
         streams=projection.streams, event_types=projection.consumes, since=since, until=until, keys=keys,
         exclude_quarantined=options.exclude_quarantined, files=0, buckets=(), estimated_events=0,
         writes=shadow_name(projection.name), estimated_rows=None, skip_corrupted=options.skip_corrupted,
+        deduped=fix.deduped if fix is not None and fixed else (),
+        dedupe_keys=fix.keys if fix is not None and fixed and mode == "incremental" else (),
     )
     return _estimate(lake, snapshot, store, plan)
 
@@ -282,10 +292,11 @@ class _Mode(NamedTuple):
     reason: str
     after: int | None = None
     other_code: bool = False  # full because live was built by other code: the projection's version or logic changed
+    corrects: bool = False  # the run corrects what dedupes committed since live's run removed (``pending``)
 
 
 def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, since: Any, until: Any,
-          as_of: int) -> _Mode:
+          as_of: int, fix: Correction | None) -> _Mode:
     if keys is not None or since is not None or until is not None:
         return _Mode("targeted", "keys or event-time range given")
     if options.full:
@@ -301,13 +312,19 @@ def _mode(projection: Projection, options: RunOptions, live: Any, keys: Any, sin
     if not projection.built_by(live.fingerprint):
         return _Mode("full", CODE_CHANGED, other_code=True)
     if live.lake_version > as_of:
+        if fix is not None and fix.full is not None and options.as_of is None:  # the dedupe's newest copies were all a commit held
+            return _Mode("full", fix.reason(), corrects=True)
         if options.incremental:  # asked to catch up: a full replay of an older lake would move live back
             raise ConfigError(
                 f"--incremental cannot catch {projection.name} up to lake_version {as_of}: live is at lake_version "
                 f"{live.lake_version} already. To rebuild the view as the lake was then, run --full --as-of {as_of} "
                 "(its check shows what that changes)")
         return _Mode("full", "live is ahead of this lake snapshot")
-    return _Mode("incremental", f"catching up live from lake_version {live.lake_version} to {as_of}", live.lake_version)
+    if fix is not None and fix.full is not None:
+        return _Mode("full", fix.reason(), corrects=True)
+    caught = f"catching up live from lake_version {live.lake_version} to {as_of}"
+    return _Mode("incremental", caught + (f"; {fix.reason()}" if fix is not None else ""), live.lake_version,
+                 corrects=fix is not None)
 
 
 def _method(projection: Projection, mode: str) -> str:
@@ -324,7 +341,11 @@ def _estimate(lake: Lake, snapshot: Snapshot, store: Store | None, plan: Plan) -
     """Files and events the run's deciding selection reads (by stream: a declared stream the lake holds no
     events of shows as 0, which a misspelt one does too), and rows it may write."""
     f = plan.selection() if plan.method != "full" else plan.everything()
-    files = f.files(snapshot, lake)
+    files = list(f.files(snapshot, lake))
+    if plan.dedupe_keys:  # the keys a dedupe's correction adds decide the scope too: their files are read
+        seen = {x.path for x in files}
+        keyed = replace(plan.everything(), partition_keys=plan.dedupe_keys).files(snapshot, lake)
+        files += [x for x in keyed if x.path not in seen]
     live_rows = store.count(plan.view) if plan.kind == "full" and store is not None and store.exists(plan.view) else None
     by_stream = dict.fromkeys(plan.streams or (), 0)
     for x in files:

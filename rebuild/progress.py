@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Protocol
 
+from lake.render import visible
 from rebuild.errors import ConfigError
 
 log = logging.getLogger("rebuild.progress")
@@ -83,9 +84,15 @@ class LogLines:
             log.removeHandler(self.handler)
 
 
+class _Visible(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
+
+
 def utc_formatter() -> logging.Formatter:
-    """The one shape of a log line: ``2026-09-01 03:00:00.123Z LEVEL logger: message``, stamped in UTC."""
-    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    """The one shape of a log line: ``2026-09-01 03:00:00.123Z LEVEL logger: message``, stamped in UTC, its
+    control characters shown (``lake.render.visible``)."""
+    formatter = _Visible("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     formatter.converter = time.gmtime
     return formatter
 

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from lake import Lake, Snapshot
-from lake.read import CorruptFile, check_files, named_file
+from lake.read import CorruptFile, damaged_file, named_file
 from lake.schema import bucket_sql
 from lake.table import DataFile
 from lake.sql import quote
@@ -88,6 +88,8 @@ class Publishing:
     status: str = "shadow"
     append: bool = False
     mark: Mark | None = None
+    #: what the error of an unreadable lake file says to do about it (a backfill has no --skip-corrupted)
+    damaged: str = "restore it, or rerun with --skip-corrupted to leave it out (the run record names it)"
 
 
 def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progress: Progress | None = None,
@@ -113,7 +115,7 @@ def execute(plan: Plan, lake: Lake, store: Store, projection: Projection, progre
                     progress.advance(1, step.__name__.strip("_"))
                 break
             except (duckdb.Error, ProjectionError) as exc:
-                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection)
+                plan, snapshot = skip_or_raise(exc, plan, snapshot, projection, publishing.damaged)
         check_output(con, projection, rows)
         recorder = Recorder(plan, projection, started, clock, sum(files.values()), run_id=publishing.run_id, status=publishing.status)
         point("run.before_publish")
@@ -139,7 +141,8 @@ def _quarantine_seen(store: Store, plan: Plan) -> int | None:
     return json.loads(record.plan).get("quarantine_version") if record is not None else None
 
 
-def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection) -> tuple[Plan, Snapshot]:
+def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection,
+                  then: str = Publishing.damaged) -> tuple[Plan, Snapshot]:
     """After a failed read: re-raise what is not a file problem; raise ``CorruptFile`` naming the
     file; or, with ``plan.skip_corrupted``, the plan and snapshot without that file. An object
     store that cannot be reached is no file problem: ``ConnectionError`` (never skipped)."""
@@ -153,8 +156,7 @@ def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection
         reason = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc  # not a worker's traceback
         raise CorruptFile(
             f"lake file {bad} cannot be read ({str(reason).removesuffix('; nothing was written')}); nothing was written. Run "
-            "`rebuild lake audit` to list every unreadable file; restore it, or rerun with "
-            "--skip-corrupted to leave it out (the run record names it)",
+            f"`rebuild lake audit` to list every unreadable file; {then}",
             file=bad, view=plan.view,
         ) from exc
     log.warning("%s: skipping unreadable lake file %s (--skip-corrupted)", plan.view, bad)
@@ -170,13 +172,8 @@ def unreadable_file(exc: BaseException, snapshot: Snapshot, projection: Projecti
     if not isinstance(cause, duckdb.Error):
         # a distributed task's error arrives pickled, without its cause: its message names the file
         return named_file(exc, paths) if isinstance(exc, ProjectionError) else None
-    named = named_file(cause, paths)
-    if named is not None:
-        return named
-    if not isinstance(cause, duckdb.IOException | duckdb.InvalidInputException | duckdb.InternalException):
-        return None
-    bad = check_files(paths, read=True)
-    return bad[0].path if bad else None
+    bad = damaged_file(cause, paths)
+    return bad.path if bad else None
 
 
 class Recorder:
@@ -258,7 +255,16 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     if plan.exclude_quarantined and plan.after_version is not None:
         con.execute(f"INSERT INTO {KEYS} {NEWLY_QUARANTINED} EXCEPT SELECT partition_key FROM {KEYS}")
+    _add_deduped(con, plan)
     return files
+
+
+def _add_deduped(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Add to ``KEYS`` the partition keys of the copies dedupes removed since live's run, which live applied."""
+    if plan.dedupe_keys:
+        con.register("__deduped", pa.table({"partition_key": pa.array(plan.dedupe_keys, pa.string())}))
+        con.execute(f"INSERT INTO {KEYS} SELECT partition_key FROM __deduped EXCEPT SELECT partition_key FROM {KEYS}")
+        con.unregister("__deduped")
 
 
 def _replay_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store: Store,
@@ -315,7 +321,7 @@ def _replay_windows(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsh
     column, size = quote(projection.window.column), projection.window.size
     events = "SELECT event_time FROM __selected"
     left = _newly_quarantined(con, snapshot, plan)
-    if left is not None:  # their events leave their windows
+    if left is not None:  # their events leave their windows (and those of the keys of copies deduped, theirs)
         events += f" UNION ALL SELECT event_time FROM ({events_sql(lake, snapshot, projection, left)[0]})"
     low, high = touched_windows(con, events, size, WINDOWS)
     if low is None:
@@ -390,10 +396,14 @@ def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, store
 
 def _newly_quarantined(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, plan: Plan) -> Selection | None:
     """All the events of the keys quarantined since live's run, which a catch-up with
-    --exclude-quarantined takes out (None: no such key, or not such a run). Fills ``KEYS``."""
-    if not (plan.exclude_quarantined and plan.after_version is not None):
+    --exclude-quarantined takes out, and of the keys of the copies dedupes removed since, which live
+    applied (None: no such key). Fills ``KEYS``."""
+    quarantined = plan.exclude_quarantined and plan.after_version is not None
+    if not (quarantined or plan.dedupe_keys):
         return None
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS {NEWLY_QUARANTINED}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS "
+                + (NEWLY_QUARANTINED if quarantined else "SELECT CAST(NULL AS VARCHAR) AS partition_key WHERE false"))
+    _add_deduped(con, plan)
     selection = _keys_selection(con, snapshot, plan, exclude_quarantined=False)
     return selection if selection.keys else None
 

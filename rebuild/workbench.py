@@ -34,7 +34,7 @@ from rebuild.backfill import (
     BackfillResult, abandoned_jobs, backfill, resume_command, run_buckets, vacuumed, wants_buckets,
 )
 from rebuild.config import FILENAME, Config, nearest_file
-from rebuild.dedupe import DedupeReport, next_runs
+from rebuild.dedupe import DedupeReport, next_runs, pending
 from rebuild.errors import ConfigError, CutoverRefused, PlanOutdated, StoreError, ViewLocked
 from rebuild.faults import point
 from rebuild.options import RunOptions, from_kwargs, keyword_options
@@ -68,6 +68,7 @@ class ViewState:
     versions_behind: int | None
     events_behind: int | None
     stale_code: bool
+    deduped: int | None = None  # the newest dedupe commit (Delta version) whose copies live applied: its next run corrects them
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, and ``view`` and ``projection_version`` for ``name`` and ``version``: the names every
@@ -194,6 +195,7 @@ class Workbench:
             behind = max(0, lake_version - live.lake_version)
             f = EventFilter(streams=p.streams, event_types=p.consumes, after_version=live.lake_version)
             events = self._count(f, snapshot) if behind else 0
+        fix = pending(self.lake, p, live, snapshot, store) if live is not None and snapshot is not None else None
         return ViewState(
             name=p.name, version=p.version, strategy=p.incremental, engine=p.engine,
             live_rows=store.count(p.name) if store is not None and store.exists(p.name) else None,
@@ -202,6 +204,7 @@ class Workbench:
             live_lake_version=live.lake_version if live else None, lake_version=lake_version,
             versions_behind=behind, events_behind=events,
             stale_code=bool(live and (live.projection_version != p.version or not p.built_by(live.fingerprint))),
+            deduped=fix.deduped[-1] if fix is not None else None,
         )
 
     def views_without_projection(self) -> list[dict[str, Any]]:
@@ -343,6 +346,9 @@ class Workbench:
                     f"live is at lake_version {live.lake_version} now (rolled back or cut over since the run); "
                     f"run `rebuild run {view}` again and check that", view=view, run_id=shadow.run_id)
             return keep
+        # a targeted patch corrects its scope only: what dedupes committed since live's run removed, its next
+        # catch-up still corrects (``rebuild.dedupe.pending``, by live's Delta version)
+        keep["delta_version"] = live.delta_version
         if shadow.lake_version == live.lake_version:
             return keep
         if self.projection(view).incremental == "merge":
@@ -689,6 +695,8 @@ def _run_facts(record: Any) -> dict[str, Any]:
         facts["skipped_files"] = plan["skipped_files"]
     if by_other_code(plan):
         facts["full_because"] = plan["reason"]
+    if plan.get("deduped"):
+        facts["deduped"] = plan["deduped"]
     return facts
 
 

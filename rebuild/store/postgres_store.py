@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.sql import literal, quote
+from lake.storage import unreachable
 from rebuild.config import redact
 from rebuild.errors import StoreError
 from rebuild.locks import LOCKS_DDL, Holder, PostgresLocks
@@ -47,6 +48,9 @@ PG_TIME = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
 #: seconds times the attempt in between: the readers go on meanwhile, and a report query that ends
 #: lets the night's cutover through instead of failing it
 LOCK_ATTEMPTS, LOCK_PAUSE = 4, 2.0
+#: what a server says that is up but not serving yet (a restart at 3 a.m.): a job run again later may connect
+NOT_READY = ("the database system is starting up", "the database system is shutting down",
+             "the database system is in recovery mode")
 T = TypeVar("T")
 #: the metadata tables' indexes (name, table, columns): see ``PostgresStore._index_meta``
 META_INDEXES = (("_rebuild_runs_started", "_rebuild_runs", "started_at"),
@@ -171,7 +175,9 @@ class PostgresStore(SQLStore):
         try:
             conn = psycopg.connect(self.dsn, autocommit=True)
         except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to {redact(self.uri)}: {redact(str(exc))}", uri=redact(self.uri)) from exc
+            # no server answered (down, restarting, unreachable): a job run again later may connect
+            raise StoreError(f"cannot connect to {redact(self.uri)}: {redact(str(exc))}", uri=redact(self.uri),
+                             retryable=unreachable(exc) or any(m in str(exc) for m in NOT_READY)) from exc
         with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")  # racing creators are fine
         conn.execute(f"SET search_path TO {quote(self.schema)}")

@@ -246,12 +246,12 @@ def test_a_new_column_is_no_error_in_live_s_data_and_the_next_step_says_so(tmp_p
     assert truth["changed_rows"] == data["changed_rows"] == 0 and data["diff"]["added"] == ["lines"]
     assert data["reasons"] == ["schema changed: added column lines"]  # not "removed [], retyped []" as well
     assert data["next"] == (
-        "the rebuilt view equals live in every column live has and adds ['lines'], computed from the whole history: "
+        "the rebuilt view equals live in every column live has and adds column lines, computed from the whole history: "
         "no data of live is wrong; `rebuild cutover order_summary --force` makes the new columns live (the run record "
         "keeps it; `rebuild rollback order_summary` undoes it)")
     assert data["cutover"].startswith(  # 12 rows 'stay the same' said nothing of the column every row gains
         "the rebuilt view replaces live order_summary in one transaction: of live's 12 rows 0 change, 0 go and 12 stay "
-        "the same, and 0 are added (12 rows then), and every row gains ['lines']; live as it is now is kept")
+        "the same, and 0 are added (12 rows then), and every row gains column lines; live as it is now is kept")
 
 
 def test_a_new_column_shows_what_it_holds_and_one_all_null_is_no_green_light(tmp_path, monkeypatch, capsys):
@@ -270,8 +270,8 @@ def test_a_new_column_shows_what_it_holds_and_one_all_null_is_no_green_light(tmp
         "lines": {"type": "BIGINT", "values": 12, "nulls": 0, "distinct": len(set(lines.values())),
                   "min": str(min(lines.values())), "max": str(max(lines.values()))},
         "shipped_by": {"type": "VARCHAR", "values": 0, "nulls": 12, "distinct": 0, "min": None, "max": None}}
-    assert data["next"].startswith("the rebuilt view equals live in every column live has, but the column(s) it adds, "
-                                   "['shipped_by'], are NULL in every row: fix the projection")
+    assert data["next"].startswith("the rebuilt view equals live in every column live has, but the column shipped_by it "
+                                   "adds is NULL in every row: fix the projection")
     page = html.unescape(Path(data["report"]["html"]).read_text(encoding="utf-8"))
     diff = page.split("<section id='diff'>")[1].split("</section>")[0]
     assert "what rebuilt holds in the columns it adds (live has none to compare)" in diff

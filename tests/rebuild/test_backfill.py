@@ -125,6 +125,34 @@ def test_backfill_exit_codes(orders_lake: Lake, tmp_path: Path, capsys: pytest.C
     assert json.loads(capsys.readouterr().out)["chunks"] == 2
 
 
+def test_a_backfill_of_a_view_without_live_says_its_patch_cannot_be_cut_over(orders_lake: Lake, tmp_path: Path) -> None:  # noqa: F811
+    """The cron line of the README (backfill, then check) on a view not yet live: both exited 0 and the
+    check said "`rebuild cutover VIEW`", which then refused ("no live view to apply a partial shadow to"):
+    the night's work was found unusable only the next morning, at the last step."""
+    store = str(tmp_path / "views.duckdb")
+
+    def job(*args: str) -> tuple[int, str, str]:  # in tmp_path, where the check writes its report
+        done = subprocess.run([sys.executable, "-m", "rebuild", "--lake", orders_lake.uri, "--store", store, "--json",
+                               *args], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return done.returncode, done.stdout, done.stderr
+
+    code, _, log = job("backfill", VIEW, *RANGE, "--progress", "log")
+    assert code == 0 and (f"WARNING rebuild.backfill: {VIEW} has no live view: this backfill makes a patch, which "
+                          f"cutover applies only to live; `rebuild run {VIEW} --full` builds the whole view") in log
+    code, out, _ = job("check", VIEW, "--progress", "none")
+    checked = json.loads(out)
+    assert code == 0 and checked["next"].startswith(f"this patch cannot be cut over: there is no live {VIEW}")
+    assert job("cutover", VIEW)[0] == 2  # as the check says
+    command = re.search(r"`rebuild (run [^`]+)`", checked["next"])
+    assert command and job(*command.group(1).split(), "--progress", "none")[0] == 0
+    code, out, _ = job("check", VIEW, "--progress", "none")
+    assert code == 0 and json.loads(out)["next"].startswith(f"`rebuild cutover {VIEW}`")
+    assert job("cutover", VIEW)[0] == 0
+    code, _, log = job("backfill", VIEW, *RANGE, "--progress", "log")  # live now: no warning
+    assert code == 0 and "no live view" not in log
+
+
 def _kill_after_two_chunks(target: Lake, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A backfill of RANGE killed (-9) after its second chunk: an unfinished job to rerun."""
     monkeypatch.setenv("REBUILD_FAULT_POINT", "backfill.after_chunk:2")

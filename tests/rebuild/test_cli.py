@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -298,7 +299,7 @@ def test_check_of_a_patch_with_other_columns_than_live_says_it_cannot_be_cut_ove
     capsys.readouterr()
     assert main([*at, "check", "order_summary"]) == 1
     assert ("next: this patch cannot be cut over, also not with --force: it changes live's rows, and its columns differ "
-            "from live's (added ['lines'], removed []); to change live's columns, `rebuild run order_summary --full`, "
+            "from live's (added column lines); to change live's columns, `rebuild run order_summary --full`, "
             "check and cut over that") in capsys.readouterr().out
     assert main([*at, "cutover", "order_summary", "--force"]) == 2
 
@@ -942,3 +943,22 @@ def test_python_dash_m_runs_the_command(tmp_path: Path, module: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--lake", str(tmp_path / "none"), "--json", "lake", "audit"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and json.loads(done.stdout)["kind"] == "LakeNotFound", done.stderr
+
+
+def test_control_characters_an_error_quotes_are_shown_in_the_jobs_log_not_obeyed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """DuckDB's error for a damaged page quotes the bytes it read ("don't know what type: \\x0e"), and a lake
+    file's or record's text may hold any: a carriage return overwrote the log line on a terminal, an escape
+    sequence cleared it, a log shipper split on them. The error (JSON and log line) and every log line show them."""
+    from rebuild.output import Output
+    from rebuild.progress import utc_formatter
+
+    quoted = "lake file x.parquet cannot be read (don't know what type: \x0e, \r\x1b[2J\x7f)"
+    Output(json=True).error(quoted, 2, "CorruptFile")
+    captured = capsys.readouterr()
+    shown = "don't know what type: ⟨U+000E⟩, ⟨U+000D⟩⟨U+001B⟩[2J⟨U+007F⟩)"
+    assert json.loads(captured.out)["error"].endswith(shown) and captured.err.rstrip("\n").endswith(shown)
+    line = utc_formatter().format(logging.LogRecord("lake", logging.WARNING, __file__, 0, "%s\tand\n%s", (quoted, "next"), None))
+    assert line.endswith(f"{shown}\tand\nnext")  # a tab and a line break stay what they are
+    assert utc_formatter().format(logging.LogRecord("lake", logging.ERROR, __file__, 0, "\x1b[31mred\x1b[0m", None,
+                                                    None)).endswith(" ERROR lake: red")  # a library's colours dropped

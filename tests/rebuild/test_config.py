@@ -136,6 +136,36 @@ def test_a_command_below_the_project_says_its_workbench_toml_is_not_read(
     assert "not read from here" not in caplog.text
 
 
+def test_a_cron_job_started_outside_the_project_says_it_reads_no_workbench_toml(tmp_path: Path) -> None:
+    """A crontab line without `cd` or --config runs in its user's home: `lake ingest` archived the night's
+    events into a new lake there (~/.demo/lake) with exit 0 and not a line in its log, and the project's
+    backfill failed with only "unknown projection ...; list modules under [projections] modules in
+    workbench.toml", which sent the on-call to a file that was fine."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    home.mkdir()
+    project.mkdir()
+    (project / "workbench.toml").write_text('[lake]\nuri = "lake"\n[projections]\nmodules = ["mine.py"]\n')
+    (project / "mine.py").write_text("")
+    source = write_ndjson(tmp_path / "in.ndjson", [event(1)])
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}  # cron's: no HOME, LANG or REBUILD_*
+
+    def job(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "rebuild", *args, "--json"], cwd=home, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    warning = (f"WARNING rebuild.cli: no workbench.toml in {home}, so the workbench uses the defaults (the lake "
+               f"{home}/.demo/lake, the store duckdb://{home}/.demo/views.duckdb, the projections of rebuild.examples); a "
+               "job started outside the project's folder (cron starts in its user's home) reads none: give --config "
+               "PATH (or $REBUILD_CONFIG) or cd to the project's folder first")
+    ingested = job("lake", "ingest", str(source), "--stream", "orders")
+    assert ingested.returncode == 0 and warning in ingested.stderr, ingested.stderr
+    refused = job("backfill", "mine", "--since", "2026-01-01", "--until", "2026-02-01")
+    assert refused.returncode == 2 and warning in refused.stderr.splitlines()[0], refused.stderr
+    configured = job("--config", str(project / "workbench.toml"), "lake", "ingest", str(source), "--stream", "orders")
+    assert configured.returncode == 0 and configured.stderr == "", configured.stderr
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('[lakes]\nuri = "x"\n', r"unknown settings \['lakes'\]; known: \[lake\] storage_options, uri;"),
     ('[lake]\nurl = "x"\n', r"unknown settings \['lake.url'\]"),

@@ -3,9 +3,14 @@ the live views that applied the copies (README: "Events archived twice")."""
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable
+import os
 import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +18,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from rich.console import Console
 
+from rebuild import Workbench
 from rebuild.cli import main
 from rebuild.dedupe import NextRun
 from tests.conftest import archive_again
@@ -182,6 +189,154 @@ def test_a_copy_under_the_views_stream_of_an_event_archived_under_another_is_a_d
     assert bench.wb.dedupe(dry_run=True).result.removed == 1
 
 
+def _old_and_clean(make_bench: Callable[[str], Bench]) -> tuple[Bench, Bench]:
+    """A lake whose views all applied the copies (live built before and caught up after), and a clean one's views."""
+    old, clean = make_bench("old"), make_bench("clean")
+    old.ingest(ORDERS)
+    for view in VIEWS:
+        old.rebuild_live(view)
+    archive_again(old.wb.lake, COPIED)
+    old.ingest(LATER)
+    for view in VIEWS:
+        old.rebuild_live(view)
+    clean.ingest(ORDERS)
+    clean.ingest(LATER)
+    for view in VIEWS:
+        clean.rebuild_live(view, full=True)
+    return old, clean
+
+
+def _ls(bench: Bench, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, int | None], str]:
+    """`rebuild ls`: each view's ``deduped`` (JSON), and what a person reads."""
+    args = ["--lake", str(bench.root / "lake"), "--store", f"duckdb://{bench.root}/views.duckdb"]
+    assert main([*args, "--json", "ls"]) == 0
+    deduped = {v["name"]: v["deduped"] for v in json.loads(capsys.readouterr().out)["views"] if v["name"] in VIEWS}
+    assert main([*args, "ls"]) == 0
+    return deduped, " ".join(capsys.readouterr().out.split())
+
+
+def test_after_dedupe_the_next_incremental_run_of_each_view_corrects_it_with_no_command_copied(
+        make_bench: Callable[[str], Bench], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nightly job only runs `rebuild run VIEW --incremental`, checks and cuts over: the lake's record of the
+    dedupe makes each view's plan recompute the copies' keys (by_key), their windows (by_window), or all (merge)."""
+    old, clean = _old_and_clean(make_bench)
+    assert old.wb.plan("order_summary", incremental=True).deduped == ()
+    report = old.wb.dedupe()
+    console = Console(record=True, width=400, file=io.StringIO())
+    report.render(console)
+    assert "the next run of each corrects it, a scheduled `rebuild run VIEW --incremental` too" in console.export_text()
+    old.wb.close()
+    (old.root / "reports" / f"dedupe-{report.result.delta_version}-keys.txt").unlink()  # another machine: no keys file
+    old.wb = Workbench.open(None, lake_uri=str(old.root / "lake"), store_uri=f"duckdb://{old.root}/views.duckdb",
+                            reports_dir=str(old.root / "elsewhere"))
+    monkeypatch.setenv("COLUMNS", "400")
+    deduped, said = _ls(old, capsys)
+    assert deduped == dict.fromkeys(VIEWS, report.result.delta_version)
+    assert f"0 versions, 0 events; deduped at Delta version {report.result.delta_version}" in said
+    assert "the next run of each corrects it" in said
+    version = report.result.delta_version
+    plans = {view: old.wb.plan(view, incremental=True) for view in VIEWS}
+    assert {v: (p.method, p.deduped, p.dedupe_keys) for v, p in plans.items()} == {
+        "order_summary": ("by_key", (version,), ("o-0000002", "o-0000004")),
+        "order_timeline": ("by_key", (version,), ("o-0000002", "o-0000004")),
+        "daily_revenue": ("by_window", (version,), ("o-0000002", "o-0000004")),
+        "customer_ltv": ("full", (version,), ())}
+    assert plans["order_summary"].reason == (
+        f"catching up live from lake_version 3 to 3; lake deduped at Delta version {version}, removing copies live "
+        "applied: recomputes the 2 partition keys of its copies")
+    assert plans["customer_ltv"].reason.startswith(f"lake deduped at Delta version {version}, removing copies live applied: a merge view")
+    assert plans["order_summary"].to_dict()["deduped"] == [version]
+    assert plans["order_summary"].estimated_events > 0  # the files of the two orders, read to recompute them (said 0)
+    for view in VIEWS:
+        old.wb.run(view, progress="none", incremental=True)
+        found = old.wb.check(view, progress="none").to_dict()
+        assert found["changed_rows"] > 0  # what the copies did in live (a merge view's full run fails its threshold)
+        assert any(f"removed at Delta version {version} (copies of events live applied)" in n for n in found["notes"])
+        old.wb.cutover(view, force=True)
+        assert_frame_equal(old.rows(view), clean.rows(view), check_exact=False)
+        assert old.wb.plan(view, incremental=True).deduped == ()  # the cutover moved live past the dedupe
+    deduped, said = _ls(old, capsys)
+    assert deduped == dict.fromkeys(VIEWS) and "deduped" not in said
+
+
+def test_a_keys_run_cut_over_leaves_the_correction_to_the_next_catch_up(bench: Bench) -> None:
+    """A targeted patch corrects its scope only: live keeps its Delta version, so the next catch-up still applies
+    the dedupe (recomputing keys a keys-file run corrected already is harmless)."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER)
+    bench.rebuild_live("order_summary")
+    version = bench.wb.dedupe().result.delta_version
+    bench.rebuild_live("order_summary", keys=["o-0000001", "o-0000002"])
+    plan = bench.wb.plan("order_summary")
+    assert (plan.deduped, plan.dedupe_keys) == ((version,), ("o-0000002", "o-0000004"))
+    bench.rebuild_live("order_summary")
+    assert bench.wb.plan("order_summary").deduped == ()
+    bench.wb.run("order_summary", progress="none", full=True)
+    assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))
+
+
+def test_live_ahead_after_dedupe_is_rebuilt_in_full_by_an_incremental_run(bench: Bench) -> None:
+    """The copies were the newest commit's only events: the lake's lake_version went back below live's, where
+    `--incremental` refused ("live is at lake_version 2 already"), so the nightly job failed every night."""
+    bench.ingest(ORDERS)
+    bench.rebuild_live("order_summary")
+    archive_again(bench.wb.lake, COPIED)
+    bench.rebuild_live("order_summary")
+    bench.wb.dedupe()
+    plan = bench.wb.plan("order_summary", incremental=True)
+    assert (plan.mode, plan.deduped) == ("full", (3,))
+    assert plan.reason.endswith("live is ahead of the lake's lake_version now (a commit held nothing but copies): its next run is full")
+    bench.rebuild_live("order_summary", incremental=True)
+    assert bench.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() == [
+        sum(e["payload"]["amount"] for e in ORDERS if e["event_id"] == COPIED[0])]
+
+
+def test_a_plan_pinned_before_the_dedupe_reads_the_copies_and_the_next_run_corrects_them(bench: Bench) -> None:
+    """As a backfill resumed across a dedupe: its snapshot is pinned, copies and all; once cut over, live is at a
+    Delta version before the dedupe, so its next run corrects it."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    pinned = bench.wb.plan("order_summary")
+    version = bench.wb.dedupe().result.delta_version
+    bench.wb.execute(pinned, progress="none")
+    bench.wb.cutover("order_summary", force=True)
+    assert bench.wb.plan("order_summary").deduped == (version,)
+    bench.rebuild_live("order_summary")
+    assert bench.rows("order_summary").filter(pl.col("order_id") == "o-0000002")["paid"].to_list() == [
+        sum(e["payload"]["amount"] for e in ORDERS if e["event_id"] == COPIED[0])]
+
+
+def test_a_dedupe_killed_between_its_record_and_its_commit_leaves_no_correction_and_its_rerun_one(bench: Bench) -> None:
+    """The record names the version the commit expected; an ingest that takes that version is not a dedupe."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.rebuild_live("order_summary")
+    code = f"import lake, lake.dedupe; lake.dedupe.dedupe(lake.Lake({bench.wb.lake.uri!r}))"
+    env = {**os.environ, "REBUILD_FAULT_POINT": "dedupe.after_record"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == -signal.SIGKILL
+    stale = bench.root / "lake" / "_dedupe" / "3.parquet"
+    assert stale.exists() and bench.wb.audit().to_dict()["duplicates"] == 2
+    bench.ingest(LATER)  # takes Delta version 3, which the record named
+    assert bench.wb.plan("order_summary").deduped == ()
+    assert bench.wb.dedupe().result.delta_version == 4
+    plan = bench.wb.plan("order_summary")  # the record of the commit that never happened was deleted
+    assert (plan.deduped, plan.dedupe_keys) == ((4,), ("o-0000002", "o-0000004"))
+
+
+def test_a_dedupe_whose_record_was_deleted_makes_the_views_built_before_it_run_in_full(bench: Bench) -> None:
+    """What it removed is not known then: a catch-up of the keys it would have named is not possible."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER)
+    bench.rebuild_live("order_summary")
+    report = bench.wb.dedupe()
+    Path(report.result.record or "").unlink()
+    plan = bench.wb.plan("order_summary", incremental=True)
+    assert (plan.mode, plan.deduped) == ("full", (4,))
+    assert plan.reason.endswith("_dedupe/4.parquet, is missing: a full run")
+
+
 def test_a_first_key_beginning_with_a_byte_order_mark_is_corrected_by_the_keys_run(bench: Bench) -> None:
     """U+FEFF is a key's character: the keys file begins with a byte order mark of its own, which --keys-file
     drops, so the key's first character is read as written (it was dropped, and the run corrected no key)."""
@@ -201,3 +356,40 @@ def test_a_first_key_beginning_with_a_byte_order_mark_is_corrected_by_the_keys_r
     bench.wb.cutover("order_summary", force=True)
     paid = bench.rows("order_summary").filter(pl.col("order_id") == "\ufeffo-9")["paid"]
     assert paid.to_list() == [Decimal(str(marked[3]["payload"]["amount"]))]
+
+
+def test_on_every_store_a_catch_up_after_dedupe_corrects_live_and_its_cutover_ends_the_correction(
+        tmp_path: Path, store_uri: str) -> None:
+    """Live's checkpoint keeps the Delta version its run read in each store (DuckDB, PostgreSQL, Parquet)."""
+    bench = Bench(tmp_path)
+    bench.wb.close()
+    bench.wb = Workbench.open(None, lake_uri=str(tmp_path / "lake"), store_uri=store_uri,
+                              reports_dir=str(tmp_path / "reports"))
+    try:
+        bench.ingest(ORDERS)
+        archive_again(bench.wb.lake, COPIED)
+        bench.ingest(LATER)
+        bench.rebuild_live("order_summary")
+        version = bench.wb.dedupe().result.delta_version
+        assert bench.wb.plan("order_summary").deduped == (version,)
+        bench.rebuild_live("order_summary", incremental=True)
+        assert bench.wb.plan("order_summary").deduped == ()
+        bench.wb.run("order_summary", progress="none", full=True)
+        assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))
+    finally:
+        bench.wb.close()
+
+
+def test_an_incremental_run_as_of_before_the_dedupe_corrects_live_up_to_that_lake_version(bench: Bench) -> None:
+    """`--as-of` reads the current (deduped) files up to that lake_version: the copies' keys as they should have been."""
+    bench.ingest(ORDERS)
+    archive_again(bench.wb.lake, COPIED)
+    bench.ingest(LATER[:2])  # lake_version 3, which live read
+    bench.rebuild_live("order_summary")
+    bench.ingest(LATER[2:])
+    version = bench.wb.dedupe().result.delta_version
+    plan = bench.wb.plan("order_summary", incremental=True, as_of="3")
+    assert (plan.mode, plan.lake_version, plan.deduped) == ("incremental", 3, (version,))
+    bench.rebuild_live("order_summary", incremental=True, as_of="3")
+    bench.wb.run("order_summary", progress="none", full=True, as_of="3")
+    assert_frame_equal(bench.rows("order_summary"), bench.rows("order_summary", "shadow"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ import pytest
 import lake
 from rebuild import Workbench
 from rebuild.errors import StoreError
-from tests.conftest import archive_unchecked, write_ndjson
-from tests.orders import order_events
+from tests.conftest import archive_again, archive_unchecked, write_ndjson
+from tests.orders import T0, order_events
 from tests.rebuild.conftest import Bench
 
 NUL_KEY = "o-nul\x00x"
@@ -83,3 +84,67 @@ def test_a_plan_says_as_data_that_live_was_built_by_other_code_also_read_from_an
         assert [n for n in notes if n.startswith("a full run, since")] == [
             f"a full run, since {written['reason']}; its differences from live may be the effects of that change, "
             "not of the events"]
+
+
+#: the plan fields the version before (eda9080) did not write in its run records
+NEW_PLAN_FIELDS = ("other_code", "deduped", "dedupe_keys", "dedupe_key_count")
+
+
+def test_a_dedupe_left_to_correct_when_the_upgrade_was_rolled_back_is_corrected_when_upgraded_again(
+        tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's dedupe records what it removed and each view's next run corrects it; rolled back, the version before
+    reads no record: its nightly catch-up, cut over, moved live past the dedupe's Delta version uncorrected, and
+    upgraded again, no run corrected the view (a payment archived twice stayed paid twice, `rebuild ls` silent)."""
+    with Workbench.open(None, lake_uri=str(tmp_path / "lake"), store_uri=store_uri,
+                        reports_dir=str(tmp_path / "reports")) as wb:
+        def night(n: int, incremental: bool = False) -> None:
+            path = write_ndjson(tmp_path / f"night-{n}.ndjson", order_events(n, customer=n, start=T0 + timedelta(days=n)))
+            lake.ingest(wb.lake, [path], stream="orders")
+            wb.run("order_summary", progress="none", incremental=incremental)
+            wb.cutover("order_summary", force=True)
+
+        def paid() -> list[float]:
+            return wb.view("order_summary").filter(order_id="o-0000002")["paid"].cast(float).to_list()
+
+        night(2)
+        archive_again(wb.lake, ["ev-o-0000002-4"])  # o-0000002's payment, as ingest archived it twice before
+        night(3)  # the catch-up applies the copy: paid twice
+        amount = next(e["payload"]["amount"] for e in order_events(2, customer=2) if e["event_id"] == "ev-o-0000002-4")
+        assert paid() == [2 * amount]
+        deduped = wb.dedupe().result.delta_version
+        with monkeypatch.context() as before:  # rolled back: the version before's plan reads no dedupe record,
+            before.setattr(importlib.import_module("rebuild.plan"), "pending", lambda *args: None)
+            plan = importlib.import_module("rebuild.plan").Plan  # and its run records have no such fields
+            written = plan.to_dict
+            before.setattr(plan, "to_dict", lambda self: {k: v for k, v in written(self).items() if k not in NEW_PLAN_FIELDS})
+            night(4, incremental=True)
+        live = wb.store.checkpoint("order_summary", "live")
+        assert paid() == [2 * amount] and live is not None and deduped is not None and live.delta_version > deduped
+        assert [s.deduped for s in wb.ls() if s.name == "order_summary"] == [deduped]
+        assert (wb.plan("order_summary").deduped, wb.plan("order_summary").dedupe_keys) == ((deduped,), ("o-0000002",))
+        night(5, incremental=True)  # upgraded again: the night's catch-up corrects it
+        assert paid() == [amount] and wb.plan("order_summary").deduped == ()
+
+
+def test_a_dedupe_the_version_before_ran_is_no_correction_of_todays_runs_and_is_not_redone(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version before's dedupe commit set no `workbench.dedupe` transaction and wrote no record (it printed
+    the runs that correct the views instead): today's plans see no dedupe, rather than one whose record is
+    missing (a full run of every view built before it), and a dedupe finds nothing more to remove."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    archive_again(bench.wb.lake, ["ev-o-0000002-4"])
+    bench.ingest(order_events(4, customer=4, start=T0 + timedelta(days=1)))
+    bench.rebuild_live("order_summary")
+    table = importlib.import_module("lake.table").Lake
+    commit = table.commit_files
+    with monkeypatch.context() as before:  # its commit: operation and metadata as today's, no record or transaction
+        before.setattr(importlib.import_module("lake.dedupe"), "_record", lambda *args: "")
+        before.setattr(table, "commit_files", lambda self, *args, position=None, metadata=None, **kw: commit(
+            self, *args, metadata={k: v for k, v in (metadata or {}).items() if k != "workbench.dedupe.record"}, **kw))
+        removed = bench.wb.dedupe().result
+    assert removed.removed == 1 and not (bench.root / "lake" / "_dedupe").exists()
+    assert bench.wb.lake.snapshot().last_dedupe is None
+    plan = bench.wb.plan("order_summary")
+    assert (plan.mode, plan.deduped) == ("incremental", ())
+    assert [s.deduped for s in bench.wb.ls() if s.name == "order_summary"] == [None]
+    assert bench.wb.dedupe().result.removed == 0

@@ -297,6 +297,7 @@ def test_an_unreachable_endpoint_is_a_plain_error_that_says_what_to_check(
     assert main(["--lake", "s3://nowhere/lake", "--store", f"duckdb://{tmp_path}/v.duckdb", "lake", "audit", "--json"]) == 2
     error = capsys.readouterr().out
     assert "Connection refused" in error and "check that the storage or server is reachable" in error
+    assert json.loads(error)["retryable"] is True  # the endpoint did not answer: a job may retry
     assert "\\u001b" not in error and "\x1b" not in error
 
 

@@ -27,6 +27,7 @@ from rebuild.store import open_store
 from rebuild.store import postgres_store
 from rebuild.store.postgres_store import LOCK_TIMEOUT, pg_type, split_schema
 from tests.conftest import write_ndjson
+from tests.pg import with_database
 from tests.orders import T0, order_events
 from tests.stores.conftest import schema_uri
 
@@ -103,12 +104,14 @@ def test_cutover_is_atomic_for_concurrent_readers(orders_lake: Lake, postgres_ur
     assert len(counts) > 20 and set(counts) == {40}
 
 
-@pytest.mark.parametrize("bad", ["postgresql://nobody@127.0.0.1:1/none"])
-def test_unreachable_server_is_a_store_error(bad: str) -> None:
-    from rebuild import StoreError
-
-    with pytest.raises(StoreError, match="cannot connect"):
-        open_store(bad)
+def test_a_server_that_does_not_answer_is_a_store_error_a_job_may_retry(postgres_uri: str) -> None:
+    """A server down or restarting at 3 a.m. is worth another try (``retryable``); a database that does not
+    exist on a server that answered is not: running the same command again cannot help."""
+    with pytest.raises(StoreError, match="cannot connect") as down:
+        open_store("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StoreError, match="cannot connect") as missing:
+        open_store(with_database(postgres_uri, "no_such_database"))
+    assert (down.value.retryable, missing.value.retryable) == (True, False)
 
 
 def test_a_swap_that_would_leave_views_on_the_old_table_is_refused(orders_lake: Lake, postgres_uri: str) -> None:
