@@ -43,7 +43,7 @@ from rebuild.progress import Progress, Silent
 from rebuild.projection import Projection
 from rebuild.decoding import check_decoding
 from rebuild.replay import (
-    bucket_events, check_output, check_partition_column, decoding_sql, materialize, quarantined_keys,
+    bucket_events, check_output, check_partition_column, materialize, quarantined_keys,
 )
 from rebuild.runner import REBUILT, Publishing, Recorder, RunResult, execute, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store
@@ -353,7 +353,7 @@ def _stage_buckets(con: Any, lake: Lake, snapshot: Snapshot, store: Store, proje
                 try:
                     part = bucket_events(lake, snapshot, projection, full_selection(plan), bucket)
                     if n == 0:  # on the first events of the whole lake: a bucket may hold none
-                        check_decoding(con, projection, decoding_sql(lake, snapshot, projection, full_selection(plan)))
+                        check_decoding(con, lake, snapshot, projection, full_selection(plan))
                     rows = materialize(con, projection, part.sql, REBUILT)
                     break
                 except (duckdb.Error, ProjectionError) as exc:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 
 import duckdb
 
-from lake import EventFilter, Lake
+from lake import EventFilter, Lake, Snapshot
 from lake.decoding import COERCED, LOST, ROUNDED
+from lake.schema import decoding_column
 from lake.sql import json_pointer, literal, quote
 from rebuild.errors import ProjectionError, near_name
 from rebuild.projection import Projection
-from rebuild.replay import Selection, decoding_sql
+from rebuild.replay import Selection, decoded_files, decoding_sql
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,51 @@ class DecodingCount:
         ) if count]
 
 
-def check_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> None:
+def check_decoding(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
+                   selection: Selection) -> None:
     """A payload field's value that does not convert to its declared type decodes to NULL, silently
     (``from_json``); one declared as a number reads ``true`` as 1 and one declared BOOLEAN reads a number as
     ``true``; an integer or a decimal gets its numbers rounded to fit. Count them in every event a run reads
-    (``codes``: :func:`decoding_sql`): a field none of whose values reads as its type is a wrong declaration,
-    refused, and so is one no payload has while one has it spelt otherwise (``Amount``, ``ammount``); the
-    others are logged with an example and its event."""
+    of ``selection``: a field none of whose values reads as its type is a wrong declaration, refused, and so is one
+    no payload has while one has it spelt otherwise (``Amount``, ``ammount``); the others are logged with an example
+    and its event."""
     if not projection.payload:
         return
-    counts = count_decoding(con, projection, codes)
+    counts, clean = _counts(con, lake, snapshot, projection, selection)
     for count in counts:
         if (refusal := count.refusal()) is not None:
             raise ProjectionError(f"projection {projection.name!r}: {refusal}", projection=projection.name, field=count.field)
         for text in count.warnings():
             log.warning("projection %s: %s", projection.name, text)
-    _check_field_names(con, projection, codes, [c.field for c in counts if not c.given])
+    if not clean:  # a clean compacted file holds a value of every field: none is missing
+        _check_field_names(con, projection, decoding_sql(lake, snapshot, projection, selection),
+                           [c.field for c in counts if not c.given])
+
+
+def _counts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
+            selection: Selection) -> tuple[list[DecodingCount], list[str]]:
+    """``count_decoding`` of the events of ``selection``, and the compacted files it did not read: those whose codes'
+    statistics say every value read as itself (``clean_files``; at 10M compacted events, reading every code took
+    0.6 s of a 1.7 s full run). When the files read hold a value that does not, all are counted, for the totals."""
+    clean = clean_files(con, lake, projection, decoded_files(lake, snapshot, projection, selection))
+    counts = count_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection, without=clean))
+    if clean and any(c.lost or c.coerced or c.rounded for c in counts):
+        counts = count_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
+    return counts, clean
+
+
+def clean_files(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, paths: Sequence[str]) -> list[str]:
+    """The compacted files of ``paths`` in which every value of every declared field read as itself, and every field
+    has one: each code column's largest value, by the row groups' statistics (the footers only), is 0."""
+    columns = sorted({decoding_column(f, t) for f, t in (projection.payload or {}).items()})
+    if not paths or not columns:
+        return []
+    lake.attach(con)
+    found = {name for (name,) in con.sql(
+        f"SELECT file_name FROM (SELECT file_name, path_in_schema, max(TRY_CAST(stats_max_value AS INTEGER)) AS worst "
+        f"FROM parquet_metadata({literal(list(paths))}) WHERE path_in_schema IN (SELECT unnest({literal(columns)})) "
+        f"GROUP BY ALL) GROUP BY file_name HAVING count(*) = {len(columns)} AND bool_and(worst = 0)").fetchall()}
+    return [p for p in paths if p in found]
 
 
 def count_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str) -> list[DecodingCount]:
@@ -105,7 +135,7 @@ def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Proje
     selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of))
     snapshot = lake.snapshot()
     snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in skipped))
-    counts = count_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
+    counts, _ = _counts(con, lake, snapshot, projection, selection)
     return [f"in the events the view replays (to lake_version {as_of}), {text}"
             for c in counts for text in [*c.warnings(), *filter(None, [c.refusal()])]]
 

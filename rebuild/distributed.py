@@ -55,7 +55,7 @@ from rebuild.progress import HEARTBEAT, Progress, Silent
 from rebuild.projection import Projection
 from rebuild.decoding import check_decoding
 from rebuild.replay import (
-    Selection, bucket_events, check_output, decoding_sql, events_sql, materialize, quarantined_keys,
+    Selection, bucket_events, check_output, events_sql, materialize, quarantined_keys,
 )
 from rebuild.runner import REBUILT, Recorder, RunResult, full_selection, new_run_id, skip_or_raise
 from rebuild.store import Store
@@ -422,7 +422,7 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
         con = lake.attach(store.compute())
         # as a run in one process does (the tasks' from_json is silent), once the tasks have read every file: an
         # unreadable one is named, or left out of the snapshot (--skip-corrupted), as for them
-        check_decoding(con, projection, decoding_sql(lake, snapshot, projection, full_selection(plan)))
+        check_decoding(con, lake, snapshot, projection, full_selection(plan))
         _load_parts(con, lake, snapshot, projection, plan, results, how)
         check_output(con, projection, REBUILT)
         # recorded under the run id the parts were staged under

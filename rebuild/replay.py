@@ -57,12 +57,14 @@ def events_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection
     return sql, files, sum(x.rows for x in files)
 
 
-def decoding_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> str:
+def decoding_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection,
+                 without: Sequence[str] = ()) -> str:
     """SQL for the events of ``events_sql`` as ``event_id``, ``payload`` and a code per declared payload field,
     ``__code_0``, ...: how its value decoded (``lake.decoding``). Compacted files carry the codes; the others' are
-    computed here, parsing their payloads (one ``json_extract`` of every field and one ``from_json``)."""
+    computed here, parsing their payloads (one ``json_extract`` of every field and one ``from_json``). The files
+    ``without`` are left out."""
     files, where = _selected(lake, snapshot, selection)
-    typed, plain = _by_decoding(lake, projection, [x.path for x in files])
+    typed, plain = _by_decoding(lake, projection, [x.path for x in files if x.path not in without])
     fields = list((projection.payload or {}).items())
     stored = [quote(decoding_column(f, t)) for f, t in fields]
     computed = [decoding_code(f"__raw[{i + 1}]", f"__d.{quote(f)}", t) for i, (f, t) in enumerate(fields)]
@@ -75,6 +77,12 @@ def decoding_sql(lake: Lake, snapshot: Snapshot, projection: Projection, selecti
              for paths, columns, codes in ((typed, "*", stored), (plain, parse, computed)) if paths]
     empty = f"SELECT {', '.join(['NULL::VARCHAR AS event_id', 'NULL::VARCHAR AS payload', *_codes(['NULL::UTINYINT'] * len(fields))])}"
     return " UNION ALL ".join(parts) or f"{empty} WHERE false"
+
+
+def decoded_files(lake: Lake, snapshot: Snapshot, projection: Projection, selection: Selection) -> list[str]:
+    """The files of ``selection`` that carry the projection's decoded payload fields and their codes."""
+    files, _ = _selected(lake, snapshot, selection)
+    return _by_decoding(lake, projection, [x.path for x in files])[0] if projection.payload else []
 
 
 def _codes(values: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ from rebuild.projection import Projection
 from rebuild.decoding import check_decoding
 from rebuild.replay import (
     Selection, check_merge_ops, check_output, check_partition_column, check_window_column, check_window_starts,
-    NEWLY_QUARANTINED, bucket_events, decoding_sql, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
+    NEWLY_QUARANTINED, bucket_events, events_sql, in_windows, materialize, quarantined_keys, touched_windows,
 )
 from rebuild.store import Checkpoint, Published, RunRecord, Store
 from rebuild.store.base import LIVE, SHADOW, Mark
@@ -231,7 +231,7 @@ def _replay_all(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, 
                 projection: Projection, plan: Plan) -> list[DataFile]:
     selection = full_selection(plan)
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
-    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
+    check_decoding(con, lake, snapshot, projection, selection)
     rows = _rows_table(store, plan)
     parts = [bucket_events(lake, snapshot, projection, selection, bucket).sql
              for bucket in sorted({f.bucket for f in files})] if projection.engine in ("polars", "python") else []
@@ -251,7 +251,7 @@ def _affected_keys(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
     selection = Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined)
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
     # new events are where a producer's new payload shape shows first
-    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
+    check_decoding(con, lake, snapshot, projection, selection)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT DISTINCT partition_key FROM ({sql})")
     if plan.exclude_quarantined and plan.after_version is not None:
         con.execute(f"INSERT INTO {KEYS} {NEWLY_QUARANTINED} EXCEPT SELECT partition_key FROM {KEYS}")
@@ -306,7 +306,7 @@ def _partial(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, sto
              projection: Projection, plan: Plan) -> list[DataFile]:
     selection = Selection(plan.selection(), exclude_quarantined=plan.exclude_quarantined)
     sql, files, _ = events_sql(lake, snapshot, projection, selection)
-    check_decoding(con, projection, decoding_sql(lake, snapshot, projection, selection))
+    check_decoding(con, lake, snapshot, projection, selection)
     materialize(con, projection, sql, PARTIAL)
     con.execute(f"CREATE OR REPLACE TEMP VIEW __selected AS {sql}")
     return files

@@ -22,7 +22,8 @@ from lake.compact import compact
 from rebuild import Config, ProjectionError, Workbench, projection
 from rebuild.cli import main
 from rebuild.projection import Projection, Registry
-from rebuild.replay import Selection, decoding_sql, events_sql
+from rebuild.decoding import clean_files
+from rebuild.replay import Selection, decoded_files, decoding_sql, events_sql
 from tests.conftest import event, write_ndjson
 from tests.orders import order_events
 
@@ -181,6 +182,13 @@ def test_values_that_do_not_decode_are_counted_in_every_event_before_and_after_c
                 assert wb.compact().partitions > 0
         codes = decoding_sql(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
         assert "json_extract" not in codes and '"decoding:amount:DECIMAL(18,2)"' in codes  # no payload parsed
+        # and the compacted files whose codes' statistics say every value read as itself are not read at all
+        typed = decoded_files(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
+        holding = {name for (name,) in duckdb.sql(
+            f"SELECT DISTINCT filename FROM read_parquet({literal(typed)}, filename = true) "
+            "WHERE event_id IN ('e20', 'e10500', 'e11900')").fetchall()}
+        clean = clean_files(duckdb.connect(), target, wb.projection("paid"), typed)
+        assert clean and set(clean) == set(typed) - holding
         report = wb.check("paid", progress="none")  # the report says so too: a job's log may be gone
         said = ("in the events the view replays (to lake_version 2), 3 of 12,000 values of payload field 'amount' do not "
                 "convert to DECIMAL(18,2) and read as NULL (e.g. ")

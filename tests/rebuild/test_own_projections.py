@@ -973,7 +973,7 @@ def test_the_look_at_a_wide_payload_s_fields_costs_about_what_decoding_them_does
     import duckdb
 
     from rebuild.decoding import check_decoding
-    from rebuild.replay import Selection, decoding_sql, events_sql
+    from rebuild.replay import Selection, events_sql
 
     fields = [f"f{i:03d}" for i in range(150)]
     events = [{"event_id": f"w{n}", "partition_key": f"k{n % 50}", "sequence": n, "event_type": "Measured",
@@ -983,7 +983,6 @@ def test_the_look_at_a_wide_payload_s_fields_costs_about_what_decoding_them_does
     wide = projection(name="wide", key="id", streams="meters", payload={f: "BIGINT" for f in fields}, registry=registry)(
         lambda: "SELECT partition_key AS id, " + ", ".join(f"sum({f}) AS {f}" for f in fields) + " FROM events GROUP BY ALL")
     sql, _, _ = events_sql(wb.lake, wb.lake.snapshot(), wide, Selection(lake.EventFilter(streams="meters")))
-    codes = decoding_sql(wb.lake, wb.lake.snapshot(), wide, Selection(lake.EventFilter(streams=("meters",))))
     con = duckdb.connect()
 
     def seconds(work: Any) -> float:  # CPU seconds of this process, DuckDB's threads too: the load of a shared
@@ -992,7 +991,8 @@ def test_the_look_at_a_wide_payload_s_fields_costs_about_what_decoding_them_does
         return time.process_time() - started
 
     decoding = max(seconds(lambda: con.sql(f"SELECT * FROM ({sql})").to_arrow_table()) for _ in range(2))
-    assert seconds(lambda: check_decoding(con, wide, codes)) < 25 * decoding
+    assert seconds(lambda: check_decoding(con, wb.lake, wb.lake.snapshot(), wide,
+                                          Selection(lake.EventFilter(streams=("meters",))))) < 25 * decoding
 
 
 def test_the_plan_of_a_lake_of_many_small_files_samples_event_types_from_a_few_files(
