@@ -80,9 +80,14 @@ def check_decoding(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapsho
             raise ProjectionError(f"projection {projection.name!r}: {refusal}", projection=projection.name, field=count.field)
         for text in count.warnings():
             log.warning("projection %s: %s", projection.name, text)
-    if not clean:  # a clean compacted file holds a value of every field: none is missing
-        _check_field_names(con, projection, decoding_sql(lake, snapshot, projection, selection),
-                           [c.field for c in counts if not c.given])
+    absent = [c.field for c in counts if not c.given]  # in the files counted: the clean ones may hold a value
+    for field, near in _misspelt(con, decoding_sql(lake, snapshot, projection, selection), absent):
+        if not _given_in(con, lake, replace(snapshot, files=tuple(f for f in snapshot.files if f.path in clean)),
+                         projection, selection, field):
+            raise ProjectionError(
+                f"projection {projection.name!r}: payload field {field!r} is in none of the first {DECODE_SAMPLE:,} "
+                f"events' payloads, which have {near!r}, so it would read as NULL everywhere; fix its name in "
+                "payload= (payload field names are case-sensitive)", projection=projection.name, field=field)
 
 
 def _counts(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
@@ -158,16 +163,23 @@ def _code_list(fields: list[tuple[str, str]]) -> str:
     return f"[{', '.join(f'__code_{i}' for i in range(len(fields)))}]"
 
 
-def _check_field_names(con: duckdb.DuckDBPyConnection, projection: Projection, codes: str, absent: list[str]) -> None:
-    """A declared field that none of the sampled payloads has, while they have one of a name that
-    differs only by case or a letter or two, is a misspelt declaration: it would read as NULL everywhere."""
+def _misspelt(con: duckdb.DuckDBPyConnection, codes: str, absent: list[str]) -> list[tuple[str, str]]:
+    """The fields of ``absent`` that none of the sampled payloads has, while they have one of a name that differs
+    only by case or a letter or two (a misspelt declaration: it would read as NULL everywhere), with that name."""
     if not absent:
-        return
+        return []
     sample = f"SELECT json_keys(payload) AS __keys FROM ({codes}) {SAMPLE_LIMIT}"
     held = con.sql(f"SELECT list_distinct(flatten(list(__keys))) FROM ({sample})").fetchall()[0][0] or []
-    for field in (f for f in absent if f not in held):  # held, but null everywhere: no misspelling
-        if (near := near_name(field, held)) is not None:
-            raise ProjectionError(
-                f"projection {projection.name!r}: payload field {field!r} is in none of the first {DECODE_SAMPLE:,} "
-                f"events' payloads, which have {near!r}, so it would read as NULL everywhere; fix its name in "
-                "payload= (payload field names are case-sensitive)", projection=projection.name, field=field)
+    # held, but null everywhere: no misspelling
+    return [(field, near) for field in absent if field not in held and (near := near_name(field, held)) is not None]
+
+
+def _given_in(con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, projection: Projection,
+              selection: Selection, field: str) -> bool:
+    """Whether an event of ``selection`` in ``snapshot``'s files has a value of ``field``. A clean compacted file
+    (``clean_files``) has one of every field, but perhaps only in events of another type than those selected."""
+    if not snapshot.files:
+        return False
+    codes = decoding_sql(lake, snapshot, projection, selection)
+    code = f"__code_{list(projection.payload or {}).index(field)}"
+    return bool(con.sql(f"SELECT 1 FROM ({codes}) WHERE {code} IS NOT NULL LIMIT 1").fetchall())

@@ -184,7 +184,7 @@ def test_values_that_do_not_decode_are_counted_in_every_event_before_and_after_c
         assert "json_extract" not in codes and '"decoding:amount:DECIMAL(18,2)"' in codes  # no payload parsed
         # and the compacted files whose codes' statistics say every value read as itself are not read at all
         typed = decoded_files(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
-        holding = {name for (name,) in duckdb.sql(
+        holding = {name for (name,) in duckdb.connect().sql(
             f"SELECT DISTINCT filename FROM read_parquet({literal(typed)}, filename = true) "
             "WHERE event_id IN ('e20', 'e10500', 'e11900')").fetchall()}
         clean = clean_files(duckdb.connect(), target, wb.projection("paid"), typed)
@@ -245,3 +245,24 @@ def test_how_a_value_decodes_is_told_by_its_code(value: object, type_: str, code
     decoded = f"from_json(payload, {literal(json.dumps({'v': type_}))}).v"
     sql = f"SELECT {decoding_code('raw', decoded, type_)} FROM (SELECT payload, json_extract(payload, '/v') AS raw FROM (SELECT ? AS payload))"
     assert duckdb.connect().execute(sql, [payload]).fetchall() == [(code,)]
+
+
+def test_a_misspelt_field_is_refused_also_when_compacted_events_of_another_type_hold_its_name(tmp_path: Path) -> None:
+    """Refunds hold "Amount", payments "amount"; a view of refunds declaring "amount" reads NULL everywhere. Once
+    compacted, the file's codes of "amount" (the payments') said every value read as itself, so the file was not
+    read and the misspelling not looked for: the run built NULL refunds in silence."""
+    target = lake.Lake(tmp_path / "lake")
+    events = [event(n, key=f"k{n % 5}", type="PaymentTaken", payload={"amount": 1.5}) for n in range(20)] + \
+             [event(n, key=f"k{n % 5}", type="RefundIssued", payload={"Amount": 0.5}) for n in range(20, 30)]
+    lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", events)], stream="s")
+    registry = Registry()
+    projection(name="refunds", key="k", consumes="RefundIssued", payload={"amount": "DECIMAL(18,2)"},
+               registry=registry)(lambda: "SELECT partition_key AS k, sum(amount) AS refunded FROM events GROUP BY ALL")
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=())
+    with Workbench(config, registry=registry) as wb:
+        for compacted in (False, True):
+            with pytest.raises(ProjectionError, match=r"payload field 'amount' is in none of the first 10,000 events' "
+                                                      r"payloads, which have 'Amount'"):
+                wb.run("refunds", progress="none")
+            if not compacted:
+                assert wb.compact().partitions > 0
