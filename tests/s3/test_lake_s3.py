@@ -21,6 +21,9 @@ from lake.errors import LakeBusy
 from lake.read import EventFilter, files_read, read_events
 from lake.storage import resolve_options
 from rebuild import Workbench
+from rebuild.decoding import clean_files
+from rebuild.projection import Projection
+from rebuild.replay import Selection, decoded_files
 from tests.conftest import write_ndjson
 from tests.orders import T0, order_events
 from tests.s3.conftest import S3
@@ -484,3 +487,19 @@ def test_a_lake_in_a_bucket_without_the_s3_extra_says_which_to_install(
         assert done.returncode == 2, done.stderr
         assert "pip install 'projection-rebuild-workbench[s3]'" in json.loads(done.stdout)["error"]
     assert s3_server.keys(s3_uri.split("/")[2]) == keys  # the sample wrote nothing
+
+
+def test_the_compacted_files_a_decoding_count_leaves_out_are_found_on_s3_as_on_local_disk(
+        tmp_path: Path, s3_server: S3, s3_uri: str) -> None:
+    """``clean_files`` reads the footers through DuckDB's httpfs and matches the names it gives back with the
+    snapshot's paths: on S3 a mismatch (a scheme or a slash) would leave every file to be counted, or none."""
+    local, remote = _twins(tmp_path, s3_uri, s3_server.options)
+    declared = Projection(name="p", version=1, key=("partition_key",), func=lambda: "", payload={"currency": "VARCHAR"})
+    found = []
+    for target in (local, remote):
+        compact(target, decode=[("currency", "VARCHAR")])
+        typed = decoded_files(target, target.snapshot(), declared, Selection(EventFilter()))
+        clean = clean_files(duckdb.connect(), target, declared, typed)
+        assert typed and clean == typed  # every event holds a currency as text
+        found.append(sorted(p.rsplit("/", 2)[-2] for p in clean))
+    assert found[0] == found[1]
