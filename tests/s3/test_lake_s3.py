@@ -10,6 +10,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -154,7 +155,7 @@ def test_compaction_reads_the_log_once_not_once_per_partition(
     loads: list[object] = []
 
     class Counted(module.DeltaTable):  # type: ignore[misc]
-        def __init__(self, *args: object, **kwargs: object) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             loads.append(kwargs.get("version"))  # a new table object reads the log from its checkpoint
             super().__init__(*args, **kwargs)
 
