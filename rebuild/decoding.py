@@ -21,7 +21,7 @@ from lake.schema import decoding_column
 from lake.sql import json_pointer, literal, quote
 from rebuild.errors import ProjectionError, near_name
 from rebuild.projection import Projection
-from rebuild.replay import Selection, decoded_files, decoding_sql
+from rebuild.replay import Selection, decoded_files, decoding_sql, quarantined_keys
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,16 @@ def count_decoding(con: duckdb.DuckDBPyConnection, projection: Projection, codes
 
 
 def decoding_notes(con: duckdb.DuckDBPyConnection, lake: Lake, projection: Projection, as_of: int,
-                   skipped: Sequence[str] = ()) -> list[str]:
+                   skipped: Sequence[str] = (), exclude_quarantined: bool = False) -> list[str]:
     """For a check report: the payload values that do not read as themselves in every event the view's projection
     consumes up to lake_version ``as_of`` (a run logs those it reads, which a job's log may not keep), but those of
-    the lake files the run ``skipped`` (unreadable)."""
+    the lake files the run ``skipped`` (unreadable) and, if it excluded them, of the keys with a quarantined record."""
     if not projection.payload:
         return []
-    selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of))
+    if exclude_quarantined:
+        quarantined_keys(con, lake, projection.streams)
+    selection = Selection(EventFilter(streams=projection.streams, event_types=projection.consumes, as_of=as_of),
+                          exclude_quarantined=exclude_quarantined)
     snapshot = lake.snapshot()
     snapshot = replace(snapshot, files=tuple(f for f in snapshot.files if f.path not in skipped))
     counts, _ = _counts(con, lake, snapshot, projection, selection)

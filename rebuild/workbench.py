@@ -567,7 +567,8 @@ class Workbench:
         if live_table == view and live_on is not None:
             _same_key(view, p.key, con.table(live_on).columns, scoped)
         with self.lake.attach(con.cursor()) as cursor:  # counted in every event: a job's log may not keep the run's
-            notes = decoding_notes(cursor, self.lake, p, shadow.lake_version, _run_facts(record).get("skipped_files", ()))
+            notes = decoding_notes(cursor, self.lake, p, shadow.lake_version, _run_facts(record).get("skipped_files", ()),
+                                   bool(record is not None and json.loads(record.plan or "{}").get("exclude_quarantined")))
         shown.start(len(CHECK_STEPS), "steps", f"{view} check")
         try:
             report = check_view(

@@ -266,3 +266,25 @@ def test_a_misspelt_field_is_refused_also_when_compacted_events_of_another_type_
                 wb.run("refunds", progress="none")
             if not compacted:
                 assert wb.compact().partitions > 0
+
+
+def test_the_check_notes_count_only_the_events_a_run_excluding_quarantined_keys_replays(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key with a quarantined record is left out of an --exclude-quarantined view, bad amounts and all: the run
+    logged no bad value, while its check's notes said some "in the events the view replays"."""
+    target = lake.Lake(tmp_path / "lake")
+    bad: dict[int, object] = {0: "lots", 50: "lots"}  # key k0's, the key with a quarantined record
+    poison = {**event(99, key="k0"), "event_time": "not a time"}
+    lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", [*_payments(0, 100, bad), poison])], stream="s")
+    registry = Registry()
+    projection(name="paid", key="k", payload=PAID, registry=registry)(_paid_sql)
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=(),
+                    reports_dir=str(tmp_path / "reports"))
+    with Workbench(config, registry=registry) as wb:
+        wb.run("paid", progress="none", exclude_quarantined=True)
+        assert "do not convert" not in caplog.text
+        notes = wb.check("paid", progress="none").to_dict()["notes"]
+        assert not [n for n in notes if "payload field" in n]
+        wb.run("paid", progress="none")  # the same events, the key kept: its values are counted and noted
+        assert "2 of 100 values of payload field 'amount' do not convert" in caplog.text
+        assert [n for n in wb.check("paid", progress="none").to_dict()["notes"] if "2 of 100 values" in n]
