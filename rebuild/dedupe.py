@@ -29,6 +29,13 @@ from lake.table import Lake, Snapshot
 from lake.render import html_table
 from rebuild.projection import Projection
 from rebuild.store import LIVE, SHADOW, Checkpoint, Store
+from rebuild.store.base import EMPTY
+
+
+#: the view's newest run records looked at for the one that moved live to its position (not found: every record counts)
+POSITION_RUNS = 100
+#: the statuses of runs once cut over (live's position came from one of them)
+CUT_OVER = ("live", "previous", "superseded", EMPTY)
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,15 @@ def pending(lake: Lake, p: Projection, live: Checkpoint | None, snapshot: Snapsh
 
 
 def _reads_records(store: Store | None, live: Checkpoint) -> bool:
-    """Whether live's run was planned by a version that reads the dedupe records (its plan says ``deduped``). The
-    version before did not: rolled back to it, its catch-ups cut over moved live past dedupes they never corrected,
-    so for a live it built every record counts (a view it rebuilt in full after one is recomputed once more)."""
-    record = store.run(live.run_id) if store is not None else None
-    return record is not None and "deduped" in json.loads(record.plan or "{}")
+    """Whether the run that moved live to its position was planned by a version that reads the dedupe records (its
+    plan says ``deduped``). The version before did not: rolled back to it, its catch-ups cut over moved live past
+    dedupes they never corrected, so for a live it built every record counts (a view it rebuilt in full after one is
+    recomputed once more). That run is not always live's: a targeted patch keeps live's position, and a patch that
+    changes nothing moves it but keeps live's run id; it is the newest cut over at that position but a targeted one."""
+    runs = store.runs(live.view, POSITION_RUNS) if store is not None else []
+    moved = next((r for r in runs if r.status in CUT_OVER and r.mode != "targeted"
+                  and (r.lake_version, r.delta_version) == (live.lake_version, live.delta_version)), None)
+    return moved is not None and "deduped" in json.loads(moved.plan or "{}")
 
 
 @dataclass(frozen=True)

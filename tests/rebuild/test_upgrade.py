@@ -122,8 +122,33 @@ def test_a_dedupe_left_to_correct_when_the_upgrade_was_rolled_back_is_corrected_
         assert paid() == [2 * amount] and live is not None and deduped is not None and live.delta_version > deduped
         assert [s.deduped for s in wb.ls() if s.name == "order_summary"] == [deduped]
         assert (wb.plan("order_summary").deduped, wb.plan("order_summary").dedupe_keys) == ((deduped,), ("o-0000002",))
-        night(5, incremental=True)  # upgraded again: the night's catch-up corrects it
+        wb.run("order_summary", progress="none", keys=["o-0000003"])  # upgraded again, a patch of another key first:
+        wb.cutover("order_summary", force=True)  # live keeps the version before's position, and its correction
+        assert (wb.plan("order_summary").deduped, wb.plan("order_summary").dedupe_keys) == ((deduped,), ("o-0000002",))
+        night(5, incremental=True)  # the night's catch-up corrects it
         assert paid() == [amount] and wb.plan("order_summary").deduped == ()
+
+
+def test_a_dedupe_left_to_correct_when_rolled_back_is_corrected_also_after_a_night_with_nothing_new(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catch-up that changes nothing moves live's position but keeps its run id: the version before's, on a night
+    with no new event, moved live past today's dedupe under the run id of today's run, which reads the records,
+    so upgraded again no run corrected the view (the payment archived twice stayed paid twice)."""
+    bench.ingest(e for o in range(1, 4) for e in order_events(o, customer=o))
+    archive_again(bench.wb.lake, ["ev-o-0000002-4"])
+    bench.ingest(order_events(4, customer=4, start=T0 + timedelta(days=1)))
+    bench.rebuild_live("order_summary")
+    deduped = bench.wb.dedupe().result.delta_version
+    with monkeypatch.context() as before:  # rolled back, as in the test above
+        before.setattr(importlib.import_module("rebuild.plan"), "pending", lambda *args: None)
+        plan = importlib.import_module("rebuild.plan").Plan
+        written = plan.to_dict
+        before.setattr(plan, "to_dict", lambda self: {k: v for k, v in written(self).items() if k not in NEW_PLAN_FIELDS})
+        bench.rebuild_live("order_summary", incremental=True)
+    assert bench.wb.store.runs("order_summary", 1)[0].status == "empty"
+    live = bench.wb.store.checkpoint("order_summary", "live")
+    assert live is not None and deduped is not None and live.delta_version >= deduped
+    assert (bench.wb.plan("order_summary").deduped, bench.wb.plan("order_summary").dedupe_keys) == ((deduped,), ("o-0000002",))
 
 
 def test_a_dedupe_the_version_before_ran_is_no_correction_of_todays_runs_and_is_not_redone(
