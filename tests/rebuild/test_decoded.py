@@ -288,3 +288,30 @@ def test_the_check_notes_count_only_the_events_a_run_excluding_quarantined_keys_
         wb.run("paid", progress="none")  # the same events, the key kept: its values are counted and noted
         assert "2 of 100 values of payload field 'amount' do not convert" in caplog.text
         assert [n for n in wb.check("paid", progress="none").to_dict()["notes"] if "2 of 100 values" in n]
+
+
+def test_files_compacted_before_the_codes_existed_are_counted_by_parsing_and_recompacted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file compacted by the version before carries the decoded column but no code column: its values are counted
+    from its payloads, exactly (not taken as clean, nor left out), and the next compaction adds the codes."""
+    target = lake.Lake(tmp_path / "lake")
+    lake.ingest(target, [write_ndjson(tmp_path / "a.ndjson", _payments(0, 300, {7: "lots", 9: 12.345}))], stream="s")
+    compact(target, small_bytes=1 << 40, decode=PAID.items())
+    for path in [f.path for f in target.snapshot().files]:  # as the version before wrote it: no decoding: column
+        old = pq.read_table(path)
+        pq.write_table(old.drop_columns([c for c in old.column_names if c.startswith("decoding:")]), path)
+    registry = Registry()
+    projection(name="paid", key="k", payload=PAID, registry=registry)(_paid_sql)
+    config = Config(lake_uri=target.uri, store_uri=f"duckdb://{tmp_path}/v.duckdb", projection_modules=())
+    with Workbench(config, registry=registry) as wb:
+        typed = decoded_files(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
+        assert typed == [] and "json_extract" in decoding_sql(target, target.snapshot(), wb.projection("paid"),
+                                                              Selection(lake.EventFilter()))
+        for _ in ("before", "after the next compaction"):
+            caplog.clear()
+            wb.run("paid", progress="none")
+            assert "1 of 300 values of payload field 'amount' do not convert to DECIMAL(18,2) and read as NULL " \
+                   '(e.g. "lots" in event e7)' in caplog.text
+            assert "1 of 300 values of payload field 'amount' are rounded" in caplog.text
+            wb.compact()
+        assert decoded_files(target, target.snapshot(), wb.projection("paid"), Selection(lake.EventFilter()))
