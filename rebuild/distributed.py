@@ -422,6 +422,8 @@ def run_distributed(plan: Plan, lake: Lake, store: Store, projection: Projection
         con = lake.attach(store.compute())
         # as a run in one process does (the tasks' from_json is silent), once the tasks have read every file: an
         # unreadable one is named, or left out of the snapshot (--skip-corrupted), as for them
+        if plan.exclude_quarantined:  # the keys the tasks left out, left out of the count too
+            quarantined_keys(con, lake, plan.streams)
         check_decoding(con, lake, snapshot, projection, full_selection(plan))
         _load_parts(con, lake, snapshot, projection, plan, results, how)
         check_output(con, projection, REBUILT)
