@@ -15,7 +15,6 @@ break in it, or nothing but white space, as a tab: a keys file skips a blank lin
 from __future__ import annotations
 
 import html
-import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -92,7 +91,7 @@ def _reads_records(store: Store | None, live: Checkpoint) -> bool:
     runs = store.runs(live.view, POSITION_RUNS) if store is not None else []
     moved = next((r for r in runs if r.status in CUT_OVER and r.mode != "targeted"
                   and (r.lake_version, r.delta_version) == (live.lake_version, live.delta_version)), None)
-    return moved is not None and "deduped" in json.loads(moved.plan or "{}")
+    return moved is not None and "deduped" in moved.planned()
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def _quarantine_seen(store: Store, plan: Plan) -> int | None:
     catch-up takes out the keys quarantined since (None: not a catch-up, or not known)."""
     live = store.checkpoint(plan.view, LIVE) if plan.after_version is not None else None
     record = store.run(live.run_id) if live is not None else None
-    return json.loads(record.plan).get("quarantine_version") if record is not None else None
+    return record.planned().get("quarantine_version") if record is not None else None
 
 
 def skip_or_raise(exc: BaseException, plan: Plan, snapshot: Snapshot, projection: Projection,

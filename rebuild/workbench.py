@@ -11,7 +11,6 @@ Options are the same ``RunOptions`` the CLI's flags are generated from.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -566,16 +565,17 @@ class Workbench:
         live_on = self._on(con, live_table, scope_table if scoped else None) if live_table else None
         if live_table == view and live_on is not None:
             _same_key(view, p.key, con.table(live_on).columns, scoped)
+        facts, planned = _run_facts(record), record.planned() if record is not None else {}
         with self.lake.attach(con.cursor()) as cursor:  # counted in every event: a job's log may not keep the run's
-            notes = decoding_notes(cursor, self.lake, p, shadow.lake_version, _run_facts(record).get("skipped_files", ()),
-                                   bool(record is not None and json.loads(record.plan or "{}").get("exclude_quarantined")))
+            notes = decoding_notes(cursor, self.lake, p, shadow.lake_version, facts.get("skipped_files", ()),
+                                   bool(planned.get("exclude_quarantined")))
         shown.start(len(CHECK_STEPS), "steps", f"{view} check")
         try:
             report = check_view(
                 con, self.lake, spec, run_id=shadow.run_id, rebuilt=self._on(con, shadow_name(view)), live=live_on,
                 tolerance=parse_tolerance(list(tolerance)) if isinstance(tolerance, list | tuple) else tolerance,
                 scope=scope, scope_columns=con.table(scope).columns if scope else (),
-                as_of=shadow.lake_version, run=_run_facts(record),
+                as_of=shadow.lake_version, run=facts,
                 runs=[r.to_dict() for r in store.runs(view, 10)], reports_dir=self.config.reports_dir,
                 # the table's name with its % and / encoded: "exports/live" is no folder, two names never one file
                 report_name=f"{shadow.run_id}--against-{percent_encoded(str(live_table), only='%/')}" if other else None,
@@ -683,7 +683,7 @@ def _caught_up_from(record: Any) -> int | None:
     """Live's lake_version that the run caught up from, when it was an incremental run (a catch-up)."""
     if record is None or record.mode != "incremental":
         return None
-    return json.loads(record.plan or "{}").get("after_version")  # type: ignore[no-any-return]
+    return record.planned().get("after_version")  # type: ignore[no-any-return]
 
 
 def _run_facts(record: Any) -> dict[str, Any]:
@@ -691,7 +691,7 @@ def _run_facts(record: Any) -> dict[str, Any]:
     if record is None:
         return {}
     facts = {k: v for k, v in record.to_dict().items() if k != "plan"}
-    plan = json.loads(record.plan or "{}")
+    plan = record.planned()
     if plan.get("skipped_files"):
         facts["skipped_files"] = plan["skipped_files"]
     if by_other_code(plan):

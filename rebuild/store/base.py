@@ -12,6 +12,7 @@ transaction as the chunk's rows. ``V__building`` holds a bucketed full run in pr
 from __future__ import annotations
 
 import contextlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -110,6 +111,10 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def planned(self) -> dict[str, Any]:
+        """The plan the run executed, as ``rebuild plan --json`` gives it (``{}``: none recorded)."""
+        return dict(json.loads(self.plan or "{}"))
 
     def report_files(self) -> dict[str, str | None]:
         """The check report's two files, as ``--json`` names them everywhere: ``report`` is the HTML's path
