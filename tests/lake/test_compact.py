@@ -405,3 +405,24 @@ def test_the_compact_command_says_what_it_did_to_the_quarantine(tmp_path: Path, 
     assert main(["--lake", target.uri, "--json", "lake", "compact", "--no-decode"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert (done["quarantine_files_before"], done["quarantine_files_after"]) == (0, 0)
+
+
+def test_a_damaged_quarantine_file_stops_its_compaction_naming_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The README promises exit 2 naming the file, and every record kept: restored, the rerun compacts it."""
+    from rebuild.cli import main
+
+    target = quarantining_nights(tmp_path, nights=3)
+    before = quarantine_table(target)
+    damaged = target.quarantine_files()[0]
+    saved = Path(damaged).read_bytes()
+    Path(damaged).write_bytes(saved[:100])
+    assert main(["--lake", target.uri, "--json", "lake", "compact", "--no-decode"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "CorruptFile" and error["context"]["file"] == damaged
+    assert "the quarantine was not compacted; no record is lost" in error["error"]
+    assert len(target.quarantine_files()) == 3
+    Path(damaged).write_bytes(saved)
+    assert main(["--lake", target.uri, "--json", "lake", "compact", "--no-decode"]) == 0
+    assert json.loads(capsys.readouterr().out)["quarantine_files_before"] == 3
+    assert quarantine_table(target).equals(before)
