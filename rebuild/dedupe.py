@@ -28,7 +28,7 @@ from lake.table import Lake, Snapshot
 from lake.render import html_table
 from rebuild.projection import Projection
 from rebuild.store import LIVE, SHADOW, Checkpoint, Store
-from rebuild.store.base import EMPTY
+from rebuild.store.base import EMPTY, RunRecord
 
 
 #: the view's newest run records looked at for the one that moved live to its position (not found: every record counts)
@@ -88,10 +88,18 @@ def _reads_records(store: Store | None, live: Checkpoint) -> bool:
     dedupes they never corrected, so for a live it built every record counts (a view it rebuilt in full after one is
     recomputed once more). That run is not always live's: a targeted patch keeps live's position, and a patch that
     changes nothing moves it but keeps live's run id; it is the newest cut over at that position but a targeted one."""
-    runs = store.runs(live.view, POSITION_RUNS) if store is not None else []
-    moved = next((r for r in runs if r.status in CUT_OVER and r.mode != "targeted"
-                  and (r.lake_version, r.delta_version) == (live.lake_version, live.delta_version)), None)
+    if store is None:
+        return False
+    own = store.run(live.run_id)  # nearly always the one: a plan reads one record, not POSITION_RUNS
+    runs = [own] if own is not None and _moved(own, live) else store.runs(live.view, POSITION_RUNS)
+    moved = next((r for r in runs if _moved(r, live)), None)
     return moved is not None and "deduped" in moved.planned()
+
+
+def _moved(run: RunRecord, live: Checkpoint) -> bool:
+    """Whether ``run`` may have moved live to its position: cut over, not targeted, of live's lake and Delta versions."""
+    return (run.status in CUT_OVER and run.mode != "targeted"
+            and (run.lake_version, run.delta_version) == (live.lake_version, live.delta_version))
 
 
 @dataclass(frozen=True)
