@@ -222,7 +222,8 @@ class Lake:
             storage.require_s3fs()  # DuckDB reads a bucket through it: refused before a first commit, not after
         self._snapshots: dict[int, Snapshot] = {}
         self._latest: dict[str, DeltaTable] = {}
-        self._decoded: dict[str, frozenset[str]] = {}
+        #: per compacted file, its decoded payload columns and codes, each code column with its largest code
+        self._decoded: dict[str, dict[str, int | None]] = {}
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -560,19 +561,33 @@ class Lake:
     def decoded_columns(self, paths: Sequence[str]) -> dict[str, frozenset[str]]:
         """The decoded payload columns (``lake.schema.decoded_column``, and ``decoding_column`` beside each since
         2026-11-25) each of ``paths`` carries, read from the footers of files marked as having some (cached: data files never change)."""
+        return {p: frozenset(columns) for p, columns in self._footers(paths).items()}
+
+    def worst_codes(self, paths: Sequence[str]) -> dict[str, dict[str, int | None]]:
+        """Per file of ``paths``, each ``decoding_column`` it carries with the largest code its row groups'
+        statistics give (0: every value read as itself; None: no value given, or no statistics): from the same
+        cached footer read as ``decoded_columns``, so a run judges its files without reading them again."""
+        return {p: {c: worst for c, worst in columns.items() if c.startswith("decoding:")}
+                for p, columns in self._footers(paths).items()}
+
+    def _footers(self, paths: Sequence[str]) -> dict[str, dict[str, int | None]]:
         wanted = [p for p in paths if DECODED_MARK in p.rsplit("/", 1)[-1] and p not in self._decoded]
         if wanted:
             con = self.attach(duckdb.connect())
             try:
-                rows = con.sql(f"SELECT file_name, name FROM parquet_schema({literal(wanted)})").fetchall()
+                rows = con.sql(
+                    "SELECT file_name, path_in_schema, max(TRY_CAST(stats_max_value AS INTEGER)) FILTER "
+                    f"(starts_with(path_in_schema, 'decoding:')) FROM parquet_metadata({literal(wanted)}) WHERE "
+                    "starts_with(path_in_schema, 'payload:') OR starts_with(path_in_schema, 'decoding:') GROUP BY ALL"
+                ).fetchall()
             finally:
                 con.close()
-            found: dict[str, set[str]] = {p: set() for p in wanted}
-            for file, column in rows:
-                if column.startswith(("payload:", "decoding:")) and file in found:
-                    found[file].add(column)
-            self._decoded.update({p: frozenset(c) for p, c in found.items()})
-        return {p: self._decoded.get(p, frozenset()) for p in paths}
+            found: dict[str, dict[str, int | None]] = {p: {} for p in wanted}
+            for file, column, worst in rows:
+                if file in found:
+                    found[file][column] = worst
+            self._decoded.update(found)
+        return {p: self._decoded.get(p, {}) for p in paths}
 
     def split_decoded(self, paths: Sequence[str], columns: Iterable[str]) -> tuple[list[str], list[str]]:
         """``paths`` split in one pass: the files that carry every decoded column of ``columns``,

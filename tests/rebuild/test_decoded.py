@@ -187,7 +187,7 @@ def test_values_that_do_not_decode_are_counted_in_every_event_before_and_after_c
         holding = {name for (name,) in duckdb.connect().sql(
             f"SELECT DISTINCT filename FROM read_parquet({literal(typed)}, filename = true) "
             "WHERE event_id IN ('e20', 'e10500', 'e11900')").fetchall()}
-        clean = clean_files(duckdb.connect(), target, wb.projection("paid"), typed)
+        clean = clean_files(target, wb.projection("paid"), typed)
         assert clean and set(clean) == set(typed) - holding
         report = wb.check("paid", progress="none")  # the report says so too: a job's log may be gone
         said = ("in the events the view replays (to lake_version 2), 3 of 12,000 values of payload field 'amount' do not "

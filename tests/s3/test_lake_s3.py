@@ -500,7 +500,7 @@ def test_the_compacted_files_a_decoding_count_leaves_out_are_found_on_s3_as_on_l
     for target in (local, remote):
         compact(target, decode=[("currency", "VARCHAR")])
         typed = decoded_files(target, target.snapshot(), declared, Selection(EventFilter()))
-        clean = clean_files(duckdb.connect(), target, declared, typed)
+        clean = clean_files(target, declared, typed)
         assert typed and clean == typed  # every event holds a currency as text
         found.append(sorted(p.rsplit("/", 2)[-2] for p in clean))
     assert found[0] == found[1]
