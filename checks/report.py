@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from checks import plots
-from checks.causes import causes
+from checks.causes import Cause, causes
 from checks.diff import DiffResult
 from checks.errors import ReportError
 from checks.expect import ExpectationsResult
@@ -83,7 +83,7 @@ class CheckReport:
             "rows_live": d.rows_live if d else None, "rows_rebuilt": d.rows_rebuilt if d else None,
             "only_in_live": d.only_in_live if d else None, "only_in_rebuilt": d.only_in_rebuilt if d else None,
             "changed_rows": d.changed_rows if d else None, "changed_by_column": d.changed_by_column if d else None,
-            "causes": [c.to_dict() for c in causes(self.lineage, d.samples.get("changed", []) if d else [])],
+            "causes": [c.to_dict() for c in self.causes_found()],
             "thresholds": self.verdict.thresholds, "verdict_notes": list(self.verdict.notes), "cutover": self.cutover(),
             "diff": diff, "lineage": [k.to_dict() for k in self.lineage],
             "expectations": self.expectations.to_dict() if self.expectations else None,
@@ -177,11 +177,14 @@ class CheckReport:
                 f"<details><summary>thresholds</summary>{pairs(shown(v.thresholds), caption='the thresholds this verdict applies')}"
                 "</details>")
 
+    def causes_found(self) -> list[Cause]:
+        """Why the views differ, by what the sampled differing keys' events (and changed values) have in common."""
+        return causes(self.lineage, self.diff.samples.get("changed", []) if self.diff is not None else [])
+
     def why(self) -> list[str]:
         """What the sampled differing keys' events have in common, a heading then a line per cause, the most
         common first (``[]`` with no key sampled): the verdict's answer to why the views differ."""
-        d = self.diff
-        found = causes(self.lineage, d.samples.get("changed", []) if d is not None else [])
+        d, found = self.diff, self.causes_found()
         if not found or d is None:
             return []
         differing = d.changed_rows + d.only_in_live + d.only_in_rebuilt
